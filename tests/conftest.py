@@ -1,0 +1,35 @@
+"""Shared test fixtures.
+
+- ``shared_data``: path to ``../shared/data`` (real published data); tests using it skip
+  with a clear reason when it is absent, as it is in a user's clone.
+- ``small_trial``: one small simulated trial (built once per test session) for tests that
+  only read it.  Tests that modify a dataset must simulate their own into ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The workplace's real-data folder; skip when a clone has none."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (only present in the workplace)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def small_trial(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small two-arm, two-site simulated trial at 4 mm with 60 volumes (read-only)."""
+    from brainmatch.simulate import TrialSpec, simulate_trial
+
+    out = tmp_path_factory.mktemp("trial") / "bids"
+    spec = TrialSpec(n_subjects=8, n_sites=2, arms=("CBT", "SSRI"), resolution=4,
+                     n_volumes=60, seed=7, effect_size=1.0)
+    return simulate_trial(spec, out, n_jobs=1)
