@@ -30,6 +30,13 @@ def small_trial(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from brainmatch.simulate import TrialSpec, simulate_trial
 
     out = tmp_path_factory.mktemp("trial") / "bids"
-    spec = TrialSpec(n_subjects=8, n_sites=2, arms=("CBT", "SSRI"), resolution=4,
-                     n_volumes=60, seed=7, effect_size=1.0)
+    spec = TrialSpec(
+        n_subjects=8,
+        n_sites=2,
+        arms=("CBT", "SSRI"),
+        resolution=4,
+        n_volumes=60,
+        seed=7,
+        effect_size=1.0,
+    )
     return simulate_trial(spec, out, n_jobs=1)

@@ -77,6 +77,7 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def write_tsv(path: str | Path, table: pd.DataFrame, float_format: str | None = None) -> None:
     """Write a table as BIDS TSV (tab separated, ``n/a`` for missing) atomically."""
-    text = table.to_csv(sep="\t", index=False, na_rep="n/a", float_format=float_format,
-                        lineterminator="\n")
+    text = table.to_csv(
+        sep="\t", index=False, na_rep="n/a", float_format=float_format, lineterminator="\n"
+    )
     write_text(path, text)

@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 import nibabel as nib
 import numpy as np
@@ -23,8 +23,9 @@ from isal import igzip
 from brainmatch._io import default_mode
 
 
-def nifti_header(shape: tuple[int, ...], affine: np.ndarray, dtype: np.dtype | type,
-                 tr: float | None = None) -> nib.Nifti1Header:
+def nifti_header(
+    shape: tuple[int, ...], affine: np.ndarray, dtype: np.dtype | type, tr: float | None = None
+) -> nib.Nifti1Header:
     """Build the NIfTI-1 header nibabel would write for an image of this shape and affine."""
     header = nib.Nifti1Header()
     header.set_data_dtype(np.dtype(dtype))
@@ -46,8 +47,8 @@ class NiftiVolumeWriter:
     ----------
     path : str or Path
         Destination; gzip compression when it ends in ``.gz``.
-    shape : tuple of 4 int
-        Image shape (x, y, z, t).
+    shape : tuple of 3 or 4 int
+        Image shape (x, y, z[, t]); a 3D image is written as one volume.
     affine : ndarray of shape (4, 4)
     dtype : numpy dtype
         On-disk data type.
@@ -59,31 +60,40 @@ class NiftiVolumeWriter:
     Notes
     -----
     Use as a context manager and call :meth:`write` once per volume, in order.  The file
-    appears at ``path`` only when exactly ``t`` volumes were written and the block exits
+    appears at ``path`` only when every volume was written and the block exits
     without an exception.
     """
 
-    def __init__(self, path: str | Path, shape: tuple[int, int, int, int], affine: np.ndarray,
-                 dtype: np.dtype | type = np.float32, tr: float | None = None,
-                 compresslevel: int = 1) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        shape: tuple[int, ...],
+        affine: np.ndarray,
+        dtype: np.dtype | type = np.float32,
+        tr: float | None = None,
+        compresslevel: int = 1,
+    ) -> None:
         self.path = Path(path)
         self.shape = shape
         self.dtype = np.dtype(dtype)
         self.header = nifti_header(shape, affine, self.dtype, tr)
         self.compresslevel = compresslevel
         self._written = 0
+        self.n_volumes = shape[3] if len(shape) == 4 else 1
         self._raw: IO[bytes] | None = None
-        self._stream: IO[bytes] | None = None
+        self._stream: Any = None
         self._tmp: str | None = None
 
     def __enter__(self) -> NiftiVolumeWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                         dir=self.path.parent)
+        fd, self._tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
         self._raw = os.fdopen(fd, "wb")
         if self.path.name.endswith(".gz"):
-            self._stream = igzip.IGzipFile(filename="", mode="wb", fileobj=self._raw,
-                                           compresslevel=self.compresslevel, mtime=0)
+            self._stream = igzip.IGzipFile(
+                filename="", mode="wb", fileobj=self._raw, compresslevel=self.compresslevel, mtime=0
+            )
         else:
             self._stream = self._raw
         self.header.set_data_offset(352)
@@ -95,16 +105,20 @@ class NiftiVolumeWriter:
         """Append one 3D volume of shape ``shape[:3]``."""
         if volume.shape != self.shape[:3]:
             raise ValueError(f"volume shape {volume.shape} != {self.shape[:3]}")
-        if self._written >= self.shape[3]:
+        if self._written >= self.n_volumes:
             raise ValueError("all volumes already written")
         assert self._stream is not None
         self._stream.write(np.asarray(volume, dtype=self.dtype).tobytes(order="F"))
         self._written += 1
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         assert self._raw is not None and self._stream is not None and self._tmp is not None
-        ok = exc_type is None and self._written == self.shape[3]
+        ok = exc_type is None and self._written == self.n_volumes
         try:
             if self._stream is not self._raw:
                 self._stream.close()
@@ -119,17 +133,11 @@ class NiftiVolumeWriter:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._tmp)
         if exc_type is None and not ok:
-            raise ValueError(f"{self.path}: wrote {self._written} of {self.shape[3]} volumes")
+            raise ValueError(f"{self.path}: wrote {self._written} of {self.n_volumes} volumes")
 
 
 def save_image(image: nib.Nifti1Image, path: str | Path) -> None:
-    """Save a (small, 3D) image atomically with deterministic gzip bytes."""
+    """Save a 3D image atomically with deterministic gzip bytes."""
     data = np.asanyarray(image.dataobj)
-    path = Path(path)
-    header = nifti_header(data.shape, image.affine, data.dtype)
-    shape4 = (*data.shape[:3], 1)
-    header.set_data_shape(data.shape)
-    writer = NiftiVolumeWriter(path, shape4, image.affine, data.dtype)
-    writer.header = header
-    with writer:
-        writer.write(data.reshape(data.shape[:3]))
+    with NiftiVolumeWriter(path, data.shape, image.affine, data.dtype) as writer:
+        writer.write(data)

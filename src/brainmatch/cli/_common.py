@@ -57,9 +57,15 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
 def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     """A Rich progress bar; yields ``update(done, total)``.  Quiet when stderr is not a TTY."""
     progress = Progress(
-        SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
-        MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=False, disable=not sys.stderr.isatty(),
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not sys.stderr.isatty(),
     )
     task = progress.add_task(description, total=None)
 

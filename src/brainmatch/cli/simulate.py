@@ -17,22 +17,26 @@ def simulate(
     out_dir: Path = typer.Argument(..., help="Folder to create (must be new or empty)."),
     n_subjects: int = typer.Option(60, "--n-subjects", help="Number of patients."),
     sites: int = typer.Option(3, "--sites", help="Number of sites (scanners)."),
-    arms: str = typer.Option("CBT,SSRI", "--arms",
-                             help="Comma-separated arm names, e.g. CBT,SSRI,mindfulness."),
+    arms: str = typer.Option(
+        "CBT,SSRI", "--arms", help="Comma-separated arm names, e.g. CBT,SSRI,mindfulness."
+    ),
     resolution: int = typer.Option(4, "--resolution", help="Voxel size in mm: 2, 3 or 4."),
     n_volumes: int = typer.Option(100, "--n-volumes", help="BOLD volumes per run."),
     tr: float = typer.Option(2.0, "--tr", help="Repetition time in seconds."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same data."),
     effect_size: str = typer.Option(
-        "realistic", "--effect-size",
+        "realistic",
+        "--effect-size",
         help="Treatment-by-biomarker effect: null, realistic (0.5), strong (1.2) or a number: "
-             "the SD of the true advantage of CBT over an SSRI in units of the residual SD."),
-    sessions: int = typer.Option(1, "--sessions",
-                                 help="1: baseline scan; 2: ses-pre and ses-post scans."),
-    n_jobs: int = typer.Option(0, "--n-jobs", "--nprocs",
-                               help="Processes to use (0 = all cores)."),
-    overwrite: bool = typer.Option(False, "--overwrite",
-                                   help="Replace an earlier simulated dataset in OUT_DIR."),
+        "the SD of the true advantage of CBT over an SSRI in units of the residual SD.",
+    ),
+    sessions: int = typer.Option(
+        1, "--sessions", help="1: baseline scan; 2: ses-pre and ses-post scans."
+    ),
+    n_jobs: int = typer.Option(0, "--n-jobs", "--nprocs", help="Processes to use (0 = all cores)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an earlier simulated dataset in OUT_DIR."
+    ),
 ) -> None:
     """Simulate a multi-site randomised treatment trial with known ground truth.
 
@@ -42,18 +46,29 @@ def simulate(
     """
     from brainmatch.simulate.bids import simulate_trial
 
-    spec = TrialSpec(n_subjects=n_subjects, n_sites=sites, arms=tuple(parse_arms(arms)),
-                     resolution=resolution, n_volumes=n_volumes, tr=tr, seed=seed,
-                     effect_size=parse_effect_size(effect_size), sessions=sessions)
+    spec = TrialSpec(
+        n_subjects=n_subjects,
+        n_sites=sites,
+        arms=tuple(parse_arms(arms)),
+        resolution=resolution,
+        n_volumes=n_volumes,
+        tr=tr,
+        seed=seed,
+        effect_size=parse_effect_size(effect_size),
+        sessions=sessions,
+    )
     jobs = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
     with progress_bar("simulating subjects") as update:
         path = simulate_trial(spec, out_dir, overwrite=overwrite, n_jobs=jobs, progress=update)
-    echo_kv("simulated trial", {
-        "dataset": str(path),
-        "subjects": spec.n_subjects,
-        "arms": ", ".join(spec.arms),
-        "ground truth": str(path / "ground_truth.tsv"),
-    })
+    echo_kv(
+        "simulated trial",
+        {
+            "dataset": str(path),
+            "subjects": spec.n_subjects,
+            "arms": ", ".join(spec.arms),
+            "ground truth": str(path / "ground_truth.tsv"),
+        },
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -8,5 +8,11 @@ patient's true outcome under every arm.
 from brainmatch.simulate.bids import read_trial_tables, simulate_trial
 from brainmatch.simulate.model import EFFECT_SIZES, Trial, TrialSpec, draw_trial
 
-__all__ = ["EFFECT_SIZES", "Trial", "TrialSpec", "draw_trial", "read_trial_tables",
-           "simulate_trial"]
+__all__ = [
+    "EFFECT_SIZES",
+    "Trial",
+    "TrialSpec",
+    "draw_trial",
+    "read_trial_tables",
+    "simulate_trial",
+]

@@ -54,10 +54,24 @@ MEAN_DROP: dict[str, float] = {
 }
 
 _CLASS_OF: dict[str, str] = {
-    **dict.fromkeys(["cbt", "psychodynamic", "ipt", "ba", "emdr", "dbt", "therapy",
-                     "psychotherapy"], "psychotherapy"),
-    **dict.fromkeys(["ssri", "snri", "escitalopram", "sertraline", "fluoxetine", "duloxetine",
-                     "venlafaxine", "medication", "antidepressant"], "medication"),
+    **dict.fromkeys(
+        ["cbt", "psychodynamic", "ipt", "ba", "emdr", "dbt", "therapy", "psychotherapy"],
+        "psychotherapy",
+    ),
+    **dict.fromkeys(
+        [
+            "ssri",
+            "snri",
+            "escitalopram",
+            "sertraline",
+            "fluoxetine",
+            "duloxetine",
+            "venlafaxine",
+            "medication",
+            "antidepressant",
+        ],
+        "medication",
+    ),
     **dict.fromkeys(["mindfulness", "mbct", "act"], "mindfulness"),
     **dict.fromkeys(["placebo", "cau", "tau", "waitlist", "wl"], "control"),
 }
@@ -130,15 +144,21 @@ def parse_arms(text: str) -> list[str]:
 
 
 def make_arms(names: list[str], other_loadings: list[tuple[float, float]]) -> list[Arm]:
-    """Build :class:`Arm` objects; ``other_loadings`` supplies loadings for unknown names in order."""
+    """Build :class:`Arm` objects; ``other_loadings`` gives unknown names their loadings."""
     arms = []
     extra = iter(other_loadings)
     for name in names:
         key = name.lower()
         klass = _CLASS_OF.get(key, "other")
         loadings = CLASS_LOADINGS[klass] if klass != "other" else next(extra)
-        arms.append(Arm(name=name, klass=klass, mean_drop=MEAN_DROP.get(key, DEFAULT_DROP),
-                        loadings=(float(loadings[0]), float(loadings[1]))))
+        arms.append(
+            Arm(
+                name=name,
+                klass=klass,
+                mean_drop=MEAN_DROP.get(key, DEFAULT_DROP),
+                loadings=(float(loadings[0]), float(loadings[1])),
+            )
+        )
     return arms
 
 

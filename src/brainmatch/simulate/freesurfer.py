@@ -23,45 +23,98 @@ from brainmatch._io import write_text
 
 #: FreeSurfer 7 aseg.stats rows: (SegId, StructName).
 ASEG_ROWS: tuple[tuple[int, str], ...] = (
-    (4, "Left-Lateral-Ventricle"), (5, "Left-Inf-Lat-Vent"), (7, "Left-Cerebellum-White-Matter"),
-    (8, "Left-Cerebellum-Cortex"), (10, "Left-Thalamus"), (11, "Left-Caudate"),
-    (12, "Left-Putamen"), (13, "Left-Pallidum"), (14, "3rd-Ventricle"), (15, "4th-Ventricle"),
-    (16, "Brain-Stem"), (17, "Left-Hippocampus"), (18, "Left-Amygdala"), (24, "CSF"),
-    (26, "Left-Accumbens-area"), (28, "Left-VentralDC"), (30, "Left-vessel"),
-    (31, "Left-choroid-plexus"), (43, "Right-Lateral-Ventricle"), (44, "Right-Inf-Lat-Vent"),
-    (46, "Right-Cerebellum-White-Matter"), (47, "Right-Cerebellum-Cortex"), (49, "Right-Thalamus"),
-    (50, "Right-Caudate"), (51, "Right-Putamen"), (52, "Right-Pallidum"),
-    (53, "Right-Hippocampus"), (54, "Right-Amygdala"), (58, "Right-Accumbens-area"),
-    (60, "Right-VentralDC"), (62, "Right-vessel"), (63, "Right-choroid-plexus"),
-    (72, "5th-Ventricle"), (77, "WM-hypointensities"), (78, "Left-WM-hypointensities"),
-    (79, "Right-WM-hypointensities"), (80, "non-WM-hypointensities"),
-    (81, "Left-non-WM-hypointensities"), (82, "Right-non-WM-hypointensities"),
-    (85, "Optic-Chiasm"), (251, "CC_Posterior"), (252, "CC_Mid_Posterior"), (253, "CC_Central"),
-    (254, "CC_Mid_Anterior"), (255, "CC_Anterior"),
+    (4, "Left-Lateral-Ventricle"),
+    (5, "Left-Inf-Lat-Vent"),
+    (7, "Left-Cerebellum-White-Matter"),
+    (8, "Left-Cerebellum-Cortex"),
+    (10, "Left-Thalamus"),
+    (11, "Left-Caudate"),
+    (12, "Left-Putamen"),
+    (13, "Left-Pallidum"),
+    (14, "3rd-Ventricle"),
+    (15, "4th-Ventricle"),
+    (16, "Brain-Stem"),
+    (17, "Left-Hippocampus"),
+    (18, "Left-Amygdala"),
+    (24, "CSF"),
+    (26, "Left-Accumbens-area"),
+    (28, "Left-VentralDC"),
+    (30, "Left-vessel"),
+    (31, "Left-choroid-plexus"),
+    (43, "Right-Lateral-Ventricle"),
+    (44, "Right-Inf-Lat-Vent"),
+    (46, "Right-Cerebellum-White-Matter"),
+    (47, "Right-Cerebellum-Cortex"),
+    (49, "Right-Thalamus"),
+    (50, "Right-Caudate"),
+    (51, "Right-Putamen"),
+    (52, "Right-Pallidum"),
+    (53, "Right-Hippocampus"),
+    (54, "Right-Amygdala"),
+    (58, "Right-Accumbens-area"),
+    (60, "Right-VentralDC"),
+    (62, "Right-vessel"),
+    (63, "Right-choroid-plexus"),
+    (72, "5th-Ventricle"),
+    (77, "WM-hypointensities"),
+    (78, "Left-WM-hypointensities"),
+    (79, "Right-WM-hypointensities"),
+    (80, "non-WM-hypointensities"),
+    (81, "Left-non-WM-hypointensities"),
+    (82, "Right-non-WM-hypointensities"),
+    (85, "Optic-Chiasm"),
+    (251, "CC_Posterior"),
+    (252, "CC_Mid_Posterior"),
+    (253, "CC_Central"),
+    (254, "CC_Mid_Anterior"),
+    (255, "CC_Anterior"),
 )
 
 _ENIGMA_COLUMNS = {
-    "LLatVent": "Left-Lateral-Ventricle", "RLatVent": "Right-Lateral-Ventricle",
-    "Lthal": "Left-Thalamus", "Rthal": "Right-Thalamus", "Lcaud": "Left-Caudate",
-    "Rcaud": "Right-Caudate", "Lput": "Left-Putamen", "Rput": "Right-Putamen",
-    "Lpal": "Left-Pallidum", "Rpal": "Right-Pallidum", "Lhippo": "Left-Hippocampus",
-    "Rhippo": "Right-Hippocampus", "Lamyg": "Left-Amygdala", "Ramyg": "Right-Amygdala",
-    "Laccumb": "Left-Accumbens-area", "Raccumb": "Right-Accumbens-area",
+    "LLatVent": "Left-Lateral-Ventricle",
+    "RLatVent": "Right-Lateral-Ventricle",
+    "Lthal": "Left-Thalamus",
+    "Rthal": "Right-Thalamus",
+    "Lcaud": "Left-Caudate",
+    "Rcaud": "Right-Caudate",
+    "Lput": "Left-Putamen",
+    "Rput": "Right-Putamen",
+    "Lpal": "Left-Pallidum",
+    "Rpal": "Right-Pallidum",
+    "Lhippo": "Left-Hippocampus",
+    "Rhippo": "Right-Hippocampus",
+    "Lamyg": "Left-Amygdala",
+    "Ramyg": "Right-Amygdala",
+    "Laccumb": "Left-Accumbens-area",
+    "Raccumb": "Right-Accumbens-area",
 }
 
 #: Typical adult volumes (mm^3) and relative SDs for the structures ENIGMA does not list
 #: (assumed values of the simulator, in the range FreeSurfer reports for adults).
 _TYPICAL: dict[str, tuple[float, float]] = {
-    "Inf-Lat-Vent": (400.0, 0.4), "Cerebellum-White-Matter": (14500.0, 0.12),
-    "Cerebellum-Cortex": (52000.0, 0.1), "3rd-Ventricle": (1000.0, 0.35),
-    "4th-Ventricle": (1700.0, 0.3), "Brain-Stem": (21000.0, 0.1), "CSF": (1000.0, 0.25),
-    "VentralDC": (4000.0, 0.1), "vessel": (50.0, 0.4), "choroid-plexus": (600.0, 0.3),
-    "5th-Ventricle": (0.0, 0.0), "WM-hypointensities": (1200.0, 0.6),
-    "Left-WM-hypointensities": (0.0, 0.0), "Right-WM-hypointensities": (0.0, 0.0),
-    "non-WM-hypointensities": (0.0, 0.0), "Left-non-WM-hypointensities": (0.0, 0.0),
-    "Right-non-WM-hypointensities": (0.0, 0.0), "Optic-Chiasm": (200.0, 0.3),
-    "CC_Posterior": (950.0, 0.15), "CC_Mid_Posterior": (450.0, 0.18),
-    "CC_Central": (450.0, 0.18), "CC_Mid_Anterior": (450.0, 0.18), "CC_Anterior": (850.0, 0.15),
+    "Inf-Lat-Vent": (400.0, 0.4),
+    "Cerebellum-White-Matter": (14500.0, 0.12),
+    "Cerebellum-Cortex": (52000.0, 0.1),
+    "3rd-Ventricle": (1000.0, 0.35),
+    "4th-Ventricle": (1700.0, 0.3),
+    "Brain-Stem": (21000.0, 0.1),
+    "CSF": (1000.0, 0.25),
+    "VentralDC": (4000.0, 0.1),
+    "vessel": (50.0, 0.4),
+    "choroid-plexus": (600.0, 0.3),
+    "5th-Ventricle": (0.0, 0.0),
+    "WM-hypointensities": (1200.0, 0.6),
+    "Left-WM-hypointensities": (0.0, 0.0),
+    "Right-WM-hypointensities": (0.0, 0.0),
+    "non-WM-hypointensities": (0.0, 0.0),
+    "Left-non-WM-hypointensities": (0.0, 0.0),
+    "Right-non-WM-hypointensities": (0.0, 0.0),
+    "Optic-Chiasm": (200.0, 0.3),
+    "CC_Posterior": (950.0, 0.15),
+    "CC_Mid_Posterior": (450.0, 0.18),
+    "CC_Central": (450.0, 0.18),
+    "CC_Mid_Anterior": (450.0, 0.18),
+    "CC_Anterior": (850.0, 0.15),
 }
 
 MDD_HIPPOCAMPUS_D = -0.14
@@ -88,8 +141,9 @@ def _reference(name: str) -> tuple[float, float]:
     return _TYPICAL.get(name, _TYPICAL.get(key, (0.0, 0.0)))
 
 
-def draw_volumes(rng: np.random.Generator, sex: str, hippocampal_z: float,
-                 site_scale: float) -> tuple[dict[str, float], float]:
+def draw_volumes(
+    rng: np.random.Generator, sex: str, hippocampal_z: float, site_scale: float
+) -> tuple[dict[str, float], float]:
     """Draw one subject's aseg volumes (mm^3) and estimated total intracranial volume."""
     _, icv_mean, icv_sd = enigma_reference()
     icv = icv_mean * (1.05 if sex == "M" else 0.95) + rng.normal(0.0, 0.8 * icv_sd)
@@ -108,9 +162,23 @@ def draw_volumes(rng: np.random.Generator, sex: str, hippocampal_z: float,
 
 def aseg_stats_text(subject: str, vols: dict[str, float], etiv: float) -> str:
     """Render volumes in the layout of FreeSurfer 7's ``stats/aseg.stats``."""
-    sub = sum(vols[n] for n in vols if any(k in n for k in (
-        "Thalamus", "Caudate", "Putamen", "Pallidum", "Hippocampus", "Amygdala", "Accumbens",
-        "VentralDC")))
+    sub = sum(
+        vols[n]
+        for n in vols
+        if any(
+            k in n
+            for k in (
+                "Thalamus",
+                "Caudate",
+                "Putamen",
+                "Pallidum",
+                "Hippocampus",
+                "Amygdala",
+                "Accumbens",
+                "VentralDC",
+            )
+        )
+    )
     vent = sum(vols[n] for n in vols if "Ventricle" in n or "Vent" in n or "choroid" in n)
     cortex_l, cortex_r = 0.155 * etiv, 0.156 * etiv
     wm_l, wm_r = 0.147 * etiv, 0.148 * etiv
@@ -118,33 +186,100 @@ def aseg_stats_text(subject: str, vols: dict[str, float], etiv: float) -> str:
     brainseg = cortex_l + cortex_r + wm_l + wm_r + sub + cereb + vols["Brain-Stem"] + vent
     measures = [
         ("BrainSeg", "BrainSegVol", "Brain Segmentation Volume", brainseg, "mm^3"),
-        ("BrainSegNotVent", "BrainSegVolNotVent", "Brain Segmentation Volume Without Ventricles",
-         brainseg - vent, "mm^3"),
-        ("VentricleChoroidVol", "VentricleChoroidVol", "Volume of ventricles and choroid plexus",
-         vent, "mm^3"),
-        ("lhCortex", "lhCortexVol", "Left hemisphere cortical gray matter volume", cortex_l, "mm^3"),
-        ("rhCortex", "rhCortexVol", "Right hemisphere cortical gray matter volume", cortex_r, "mm^3"),
+        (
+            "BrainSegNotVent",
+            "BrainSegVolNotVent",
+            "Brain Segmentation Volume Without Ventricles",
+            brainseg - vent,
+            "mm^3",
+        ),
+        (
+            "VentricleChoroidVol",
+            "VentricleChoroidVol",
+            "Volume of ventricles and choroid plexus",
+            vent,
+            "mm^3",
+        ),
+        (
+            "lhCortex",
+            "lhCortexVol",
+            "Left hemisphere cortical gray matter volume",
+            cortex_l,
+            "mm^3",
+        ),
+        (
+            "rhCortex",
+            "rhCortexVol",
+            "Right hemisphere cortical gray matter volume",
+            cortex_r,
+            "mm^3",
+        ),
         ("Cortex", "CortexVol", "Total cortical gray matter volume", cortex_l + cortex_r, "mm^3"),
-        ("lhCerebralWhiteMatter", "lhCerebralWhiteMatterVol",
-         "Left hemisphere cerebral white matter volume", wm_l, "mm^3"),
-        ("rhCerebralWhiteMatter", "rhCerebralWhiteMatterVol",
-         "Right hemisphere cerebral white matter volume", wm_r, "mm^3"),
-        ("CerebralWhiteMatter", "CerebralWhiteMatterVol", "Total cerebral white matter volume",
-         wm_l + wm_r, "mm^3"),
+        (
+            "lhCerebralWhiteMatter",
+            "lhCerebralWhiteMatterVol",
+            "Left hemisphere cerebral white matter volume",
+            wm_l,
+            "mm^3",
+        ),
+        (
+            "rhCerebralWhiteMatter",
+            "rhCerebralWhiteMatterVol",
+            "Right hemisphere cerebral white matter volume",
+            wm_r,
+            "mm^3",
+        ),
+        (
+            "CerebralWhiteMatter",
+            "CerebralWhiteMatterVol",
+            "Total cerebral white matter volume",
+            wm_l + wm_r,
+            "mm^3",
+        ),
         ("SubCortGray", "SubCortGrayVol", "Subcortical gray matter volume", sub, "mm^3"),
-        ("TotalGray", "TotalGrayVol", "Total gray matter volume",
-         cortex_l + cortex_r + sub + cereb * 0.78, "mm^3"),
-        ("SupraTentorial", "SupraTentorialVol", "Supratentorial volume",
-         brainseg - cereb - vols["Brain-Stem"], "mm^3"),
-        ("SupraTentorialNotVent", "SupraTentorialVolNotVent", "Supratentorial volume",
-         brainseg - cereb - vols["Brain-Stem"] - vent, "mm^3"),
+        (
+            "TotalGray",
+            "TotalGrayVol",
+            "Total gray matter volume",
+            cortex_l + cortex_r + sub + cereb * 0.78,
+            "mm^3",
+        ),
+        (
+            "SupraTentorial",
+            "SupraTentorialVol",
+            "Supratentorial volume",
+            brainseg - cereb - vols["Brain-Stem"],
+            "mm^3",
+        ),
+        (
+            "SupraTentorialNotVent",
+            "SupraTentorialVolNotVent",
+            "Supratentorial volume",
+            brainseg - cereb - vols["Brain-Stem"] - vent,
+            "mm^3",
+        ),
         ("Mask", "MaskVol", "Mask Volume", 1.1 * brainseg, "mm^3"),
-        ("BrainSegVol-to-eTIV", "BrainSegVol-to-eTIV", "Ratio of BrainSegVol to eTIV",
-         brainseg / etiv, "unitless"),
-        ("MaskVol-to-eTIV", "MaskVol-to-eTIV", "Ratio of MaskVol to eTIV", 1.1 * brainseg / etiv,
-         "unitless"),
-        ("EstimatedTotalIntraCranialVol", "eTIV", "Estimated Total Intracranial Volume", etiv,
-         "mm^3"),
+        (
+            "BrainSegVol-to-eTIV",
+            "BrainSegVol-to-eTIV",
+            "Ratio of BrainSegVol to eTIV",
+            brainseg / etiv,
+            "unitless",
+        ),
+        (
+            "MaskVol-to-eTIV",
+            "MaskVol-to-eTIV",
+            "Ratio of MaskVol to eTIV",
+            1.1 * brainseg / etiv,
+            "unitless",
+        ),
+        (
+            "EstimatedTotalIntraCranialVol",
+            "eTIV",
+            "Estimated Total Intracranial Volume",
+            etiv,
+            "mm^3",
+        ),
     ]
     lines = [
         "# Title Segmentation Statistics ",
@@ -177,25 +312,42 @@ def aseg_stats_text(subject: str, vols: dict[str, float], etiv: float) -> str:
         "# ExcludeSegId 0 2 3 41 42 ",
         "# VoxelVolume_mm3 1 ",
     ]
-    cols = [("Index", "Index", "NA"), ("SegId", "Segmentation Id", "NA"),
-            ("NVoxels", "Number of Voxels", "unitless"), ("Volume_mm3", "Volume", "mm^3"),
-            ("StructName", "Structure Name", "NA"), ("normMean", "Intensity normMean", "MR"),
-            ("normStdDev", "Itensity normStdDev", "MR"), ("normMin", "Intensity normMin", "MR"),
-            ("normMax", "Intensity normMax", "MR"), ("normRange", "Intensity normRange", "MR")]
+    cols = [
+        ("Index", "Index", "NA"),
+        ("SegId", "Segmentation Id", "NA"),
+        ("NVoxels", "Number of Voxels", "unitless"),
+        ("Volume_mm3", "Volume", "mm^3"),
+        ("StructName", "Structure Name", "NA"),
+        ("normMean", "Intensity normMean", "MR"),
+        ("normStdDev", "Itensity normStdDev", "MR"),
+        ("normMin", "Intensity normMin", "MR"),
+        ("normMax", "Intensity normMax", "MR"),
+        ("normRange", "Intensity normRange", "MR"),
+    ]
     for i, (head, field, unit) in enumerate(cols, start=1):
-        lines += [f"# TableCol {i:2d} ColHeader {head} ", f"# TableCol {i:2d} FieldName {field} ",
-                  f"# TableCol {i:2d} Units     {unit} "]
-    lines += [f"# NRows {len(ASEG_ROWS)} ", f"# NTableCols {len(cols)} ",
-              "# ColHeaders  " + " ".join(c[0] for c in cols) + " "]
+        lines += [
+            f"# TableCol {i:2d} ColHeader {head} ",
+            f"# TableCol {i:2d} FieldName {field} ",
+            f"# TableCol {i:2d} Units     {unit} ",
+        ]
+    lines += [
+        f"# NRows {len(ASEG_ROWS)} ",
+        f"# NTableCols {len(cols)} ",
+        "# ColHeaders  " + " ".join(c[0] for c in cols) + " ",
+    ]
     for i, (seg, name) in enumerate(ASEG_ROWS, start=1):
         v = vols[name]
-        nvox = int(round(v))
-        lines.append(f"{i:3d} {seg:4d} {nvox:8d} {v:12.1f}  {name:<32s} "
-                     f"{75.0:8.4f} {8.0:8.4f} {40.0:8.4f} {110.0:8.4f} {70.0:8.4f} ")
+        nvox = round(v)
+        lines.append(
+            f"{i:3d} {seg:4d} {nvox:8d} {v:12.1f}  {name:<32s} "
+            f"{75.0:8.4f} {8.0:8.4f} {40.0:8.4f} {110.0:8.4f} {70.0:8.4f} "
+        )
     return "\n".join(lines) + "\n"
 
 
-def write_aseg_stats(freesurfer_dir: Path, subject: str, vols: dict[str, float], etiv: float) -> Path:
+def write_aseg_stats(
+    freesurfer_dir: Path, subject: str, vols: dict[str, float], etiv: float
+) -> Path:
     """Write ``<freesurfer_dir>/<subject>/stats/aseg.stats`` atomically; return its path."""
     path = freesurfer_dir / subject / "stats" / "aseg.stats"
     write_text(path, aseg_stats_text(subject, vols, etiv))

@@ -17,10 +17,10 @@ The image model, in percent signal change of a voxel's baseline intensity:
   courses) plus white noise, both scaled by the site's noise factor.
 
 Intensity = 10000 x site gain x tissue contrast x bias field x (1 + percent / 100) + site
-offset inside the MNI152 brain mask, 0 outside.  The confounds table is computed from the
-generated image exactly as fMRIPrep defines its columns (global signal, CSF, white matter,
-DVARS, framewise displacement, aCompCor / tCompCor components, cosine regressors, motion
-outliers).
+offset inside the MNI152 brain mask, 0 outside, rounded to whole numbers.  The confounds
+table is computed from the generated image as fMRIPrep defines its columns (global
+signal, CSF, white matter, DVARS, framewise displacement, aCompCor / tCompCor components,
+cosine regressors, motion outliers).
 """
 
 from __future__ import annotations
@@ -42,19 +42,39 @@ from brainmatch.atlases import load_shipped_atlas, mni_brain_mask, resample_labe
 
 #: HCP subcortical names -> Desikan-Killiany (aseg) names.
 _SUBCORTICAL = {
-    "accumb": "Accumbens-area", "amyg": "Amygdala", "caud": "Caudate", "hippo": "Hippocampus",
-    "pal": "Pallidum", "put": "Putamen", "thal": "Thalamus-Proper",
+    "accumb": "Accumbens-area",
+    "amyg": "Amygdala",
+    "caud": "Caudate",
+    "hippo": "Hippocampus",
+    "pal": "Pallidum",
+    "put": "Putamen",
+    "thal": "Thalamus-Proper",
 }
 _WM_NAMES = ("Left-Cerebral-White-Matter", "Right-Cerebral-White-Matter")
-_CSF_NAMES = ("Left-Lateral-Ventricle", "Right-Lateral-Ventricle", "Left-Inf-Lat-Vent",
-              "Right-Inf-Lat-Vent", "3rd-Ventricle", "4th-Ventricle", "CSF")
+_CSF_NAMES = (
+    "Left-Lateral-Ventricle",
+    "Right-Lateral-Ventricle",
+    "Left-Inf-Lat-Vent",
+    "Right-Inf-Lat-Vent",
+    "3rd-Ventricle",
+    "4th-Ventricle",
+    "CSF",
+)
 
 INSULA = "ctx-rh-insula"
 SCC = ("ctx-lh-rostralanteriorcingulate", "ctx-rh-rostralanteriorcingulate")
-SCC_TARGETS = ("ctx-lh-insula", "ctx-lh-parsopercularis", "ctx-lh-parstriangularis",
-               "ctx-lh-medialorbitofrontal")
-MPFC = ("ctx-lh-medialorbitofrontal", "ctx-rh-medialorbitofrontal",
-        "ctx-lh-rostralanteriorcingulate", "ctx-rh-rostralanteriorcingulate")
+SCC_TARGETS = (
+    "ctx-lh-insula",
+    "ctx-lh-parsopercularis",
+    "ctx-lh-parstriangularis",
+    "ctx-lh-medialorbitofrontal",
+)
+MPFC = (
+    "ctx-lh-medialorbitofrontal",
+    "ctx-rh-medialorbitofrontal",
+    "ctx-lh-rostralanteriorcingulate",
+    "ctx-rh-rostralanteriorcingulate",
+)
 AMYGDALA = ("Left-Amygdala", "Right-Amygdala")
 
 INSULA_AMPLITUDE_PER_SD = 0.35
@@ -92,12 +112,12 @@ class Geometry:
     resolution: int
     shape: tuple[int, int, int]
     affine: np.ndarray
-    mask: np.ndarray          # bool 3D
-    region: np.ndarray        # int (n_mask,), -1 outside the 82 regions
-    wm: np.ndarray            # bool (n_mask,)
-    csf: np.ndarray           # bool (n_mask,)
-    base: np.ndarray          # float32 (n_mask,) tissue contrast x bias field
-    motion_maps: np.ndarray   # float32 (6, n_mask), % change per mm or rad
+    mask: np.ndarray  # bool 3D
+    region: np.ndarray  # int (n_mask,), -1 outside the 82 regions
+    wm: np.ndarray  # bool (n_mask,)
+    csf: np.ndarray  # bool (n_mask,)
+    base: np.ndarray  # float32 (n_mask,) tissue contrast x bias field
+    motion_maps: np.ndarray  # float32 (6, n_mask), % change per mm or rad
     region_names: tuple[str, ...]
 
     @property
@@ -135,18 +155,33 @@ def geometry(resolution: int) -> Geometry:
     x, y, z = xyz
     zero = np.zeros_like(x)
     disp = [
-        (np.ones_like(x), zero, zero), (zero, np.ones_like(x), zero), (zero, zero, np.ones_like(x)),
-        (zero, -z, y), (z, zero, -x), (-y, x, zero),
+        (np.ones_like(x), zero, zero),
+        (zero, np.ones_like(x), zero),
+        (zero, zero, np.ones_like(x)),
+        (zero, -z, y),
+        (z, zero, -x),
+        (-y, x, zero),
     ]
     residual = 0.05  # fraction of the motion-induced change left after realignment
     base = base3[mask]
-    maps = np.stack([
-        -residual * 100.0 * (grads[0] * d[0] + grads[1] * d[1] + grads[2] * d[2]) / base
-        for d in disp
-    ]).astype(np.float32)
-    return Geometry(resolution=resolution, shape=shape, affine=affine, mask=mask, region=region,
-                    wm=wm, csf=csf, base=base.astype(np.float32), motion_maps=maps,
-                    region_names=tuple(names))
+    maps = np.stack(
+        [
+            -residual * 100.0 * (grads[0] * d[0] + grads[1] * d[1] + grads[2] * d[2]) / base
+            for d in disp
+        ]
+    ).astype(np.float32)
+    return Geometry(
+        resolution=resolution,
+        shape=shape,
+        affine=affine,
+        mask=mask,
+        region=region,
+        wm=wm,
+        csf=csf,
+        base=base.astype(np.float32),
+        motion_maps=maps,
+        region_names=tuple(names),
+    )
 
 
 def nearest_correlation(r: np.ndarray, floor: float = 1e-3) -> np.ndarray:
@@ -173,8 +208,14 @@ def subject_connectivity(rng: np.random.Generator, site_shift: float, scc: float
     return nearest_correlation(r)
 
 
-def mvar_series(rng: np.random.Generator, corr: np.ndarray, n_volumes: int,
-                ar: float = 0.45, coupling: float = 0.3, burn_in: int = 100) -> np.ndarray:
+def mvar_series(
+    rng: np.random.Generator,
+    corr: np.ndarray,
+    n_volumes: int,
+    ar: float = 0.45,
+    coupling: float = 0.3,
+    burn_in: int = 100,
+) -> np.ndarray:
     """Simulate x_t = A x_{t-1} + e_t whose stationary correlation is close to ``corr``.
 
     ``A = ar I + coupling (corr - I) / rho(corr - I)`` couples regions along the
@@ -231,15 +272,18 @@ def framewise_displacement(params: np.ndarray, radius: float = 50.0) -> np.ndarr
 
 def cosine_basis(n_volumes: int, tr: float, period_cut: float = 128.0) -> np.ndarray:
     """fMRIPrep's discrete cosine drift regressors (nipype's ``_cosine_drift``, no constant)."""
-    order = int(math.floor(2 * n_volumes * tr / period_cut))
+    order = math.floor(2 * n_volumes * tr / period_cut)
     t = np.arange(n_volumes)
-    cols = [math.sqrt(2.0 / n_volumes) * np.cos(np.pi / n_volumes * (t + 0.5) * k)
-            for k in range(1, order)]
+    cols = [
+        math.sqrt(2.0 / n_volumes) * np.cos(np.pi / n_volumes * (t + 0.5) * k)
+        for k in range(1, order)
+    ]
     return np.stack(cols, axis=1) if cols else np.zeros((n_volumes, 0))
 
 
-def _compcor(data: np.ndarray, drift: np.ndarray, threshold: float = 0.5
-             ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def _compcor(
+    data: np.ndarray, drift: np.ndarray, threshold: float = 0.5
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Principal components of (time x voxel) data after removing drift; keep 50 % variance."""
     y = data.astype(np.float64)
     y = y - y.mean(axis=0)
@@ -259,20 +303,31 @@ def _compcor(data: np.ndarray, drift: np.ndarray, threshold: float = 0.5
     # a stable sign: make each component's largest-magnitude entry positive
     signs = np.sign(u[np.abs(u).argmax(axis=0), np.arange(keep)])
     u = u * signs
-    meta = [{"CumulativeVarianceExplained": float(cum[i]), "Retained": True,
-             "SingularValue": float(math.sqrt(w[i])), "VarianceExplained": float(var[i])}
-            for i in range(keep)]
+    meta = [
+        {
+            "CumulativeVarianceExplained": float(cum[i]),
+            "Retained": True,
+            "SingularValue": float(math.sqrt(w[i])),
+            "VarianceExplained": float(var[i]),
+        }
+        for i in range(keep)
+    ]
     return u, meta
 
 
 def _with_expansions(name: str, x: np.ndarray) -> dict[str, np.ndarray]:
     d = np.concatenate([[np.nan], np.diff(x)])
-    return {name: x, f"{name}_derivative1": d, f"{name}_power2": x**2,
-            f"{name}_derivative1_power2": d**2}
+    return {
+        name: x,
+        f"{name}_derivative1": d,
+        f"{name}_power2": x**2,
+        f"{name}_derivative1_power2": d**2,
+    }
 
 
-def confounds_table(data: np.ndarray, geom: Geometry, params: np.ndarray, tr: float
-                    ) -> tuple[pd.DataFrame, dict[str, Any]]:
+def confounds_table(
+    data: np.ndarray, geom: Geometry, params: np.ndarray, tr: float
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """fMRIPrep's confounds table and its JSON metadata, computed from the image data.
 
     Parameters
@@ -367,8 +422,9 @@ def bold_stem(participant_id: str, session: str | None, task: str, resolution: i
     return f"{participant_id}{ses}_task-{task}_space-MNI152NLin2009cAsym_res-{resolution}"
 
 
-def write_subject_images(out_func: Path, p: SubjectImageParams, resolution: int, n_volumes: int,
-                         tr: float, task: str) -> dict[str, Any]:
+def write_subject_images(
+    out_func: Path, p: SubjectImageParams, resolution: int, n_volumes: int, tr: float, task: str
+) -> dict[str, Any]:
     """Generate and write one subject-session's BOLD, mask, confounds and sidecars.
 
     Returns a small summary (mean FD, regions' true amplitudes) for the truth file.
@@ -397,8 +453,9 @@ def write_subject_images(out_func: Path, p: SubjectImageParams, resolution: int,
     n_fields = 16
     fields = np.empty((n_fields, v_n), dtype=np.float32)
     for k in range(n_fields):
-        f = ndimage.gaussian_filter(rng.standard_normal(geom.shape).astype(np.float32),
-                                    6.0 / resolution)[geom.mask]
+        f = ndimage.gaussian_filter(
+            rng.standard_normal(geom.shape).astype(np.float32), 6.0 / resolution
+        )[geom.mask]
         fields[k] = f / f.std()
     courses = ar1(rng, t_n, 0.5, n_fields).astype(np.float32)
     pct += (0.7 * p.noise_scale / math.sqrt(n_fields)) * (courses @ fields)
@@ -410,35 +467,46 @@ def write_subject_images(out_func: Path, p: SubjectImageParams, resolution: int,
     pct -= (1.5 * np.maximum(fd - 0.3, 0.0)).astype(np.float32)[:, None]
 
     data = (10000.0 * p.gain) * geom.base[None, :] * (1.0 + pct / 100.0) + p.offset
-    data = data.astype(np.float32)
+    # whole numbers, as a scanner's integer data: far smaller .nii.gz files, and the
+    # rounding error (SD 0.29) is negligible next to the noise (SD ~120)
+    data = np.round(data).astype(np.float32)
     del pct
 
     stem = bold_stem(p.participant_id, p.session, task, resolution)
     out_func.mkdir(parents=True, exist_ok=True)
     shape4 = (*geom.shape, t_n)
     vol = np.zeros(geom.shape, dtype=np.float32)
-    with NiftiVolumeWriter(out_func / f"{stem}_desc-preproc_bold.nii.gz", shape4, geom.affine,
-                           np.float32, tr=tr) as writer:
+    with NiftiVolumeWriter(
+        out_func / f"{stem}_desc-preproc_bold.nii.gz", shape4, geom.affine, np.float32, tr=tr
+    ) as writer:
         for t in range(t_n):
             vol[geom.mask] = data[t]
             writer.write(vol)
     import nibabel as nib
 
-    save_image(nib.Nifti1Image(geom.mask.astype(np.uint8), geom.affine),
-               out_func / f"{stem}_desc-brain_mask.nii.gz")
-    write_json(out_func / f"{stem}_desc-preproc_bold.json", {
-        "RepetitionTime": tr,
-        "TaskName": task,
-        "SkullStripped": False,
-        "SliceTimingCorrected": False,
-        "StartTime": 0.0,
-        "Sources": [f"bids:raw:{p.participant_id}/func/{p.participant_id}_task-{task}_bold.nii.gz"],
-        "GeneratedBy": "brainmatch simulate (synthetic data with known ground truth)",
-    })
+    save_image(
+        nib.Nifti1Image(geom.mask.astype(np.uint8), geom.affine),
+        out_func / f"{stem}_desc-brain_mask.nii.gz",
+    )
+    write_json(
+        out_func / f"{stem}_desc-preproc_bold.json",
+        {
+            "RepetitionTime": tr,
+            "TaskName": task,
+            "SkullStripped": False,
+            "SliceTimingCorrected": False,
+            "StartTime": 0.0,
+            "Sources": [
+                f"bids:raw:{p.participant_id}/func/{p.participant_id}_task-{task}_bold.nii.gz"
+            ],
+            "GeneratedBy": "brainmatch simulate (synthetic data with known ground truth)",
+        },
+    )
     confounds, meta = confounds_table(data, geom, params, tr)
     conf_stem = f"{p.participant_id}{'_ses-' + p.session if p.session else ''}_task-{task}"
-    write_tsv(out_func / f"{conf_stem}_desc-confounds_timeseries.tsv", confounds,
-              float_format="%.8g")
+    write_tsv(
+        out_func / f"{conf_stem}_desc-confounds_timeseries.tsv", confounds, float_format="%.8g"
+    )
     write_json(out_func / f"{conf_stem}_desc-confounds_timeseries.json", meta)
     return {
         "mean_fd": float(np.nanmean(framewise_displacement(params))),

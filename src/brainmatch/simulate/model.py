@@ -193,15 +193,17 @@ def draw_trial(spec: TrialSpec) -> Trial:
 
     # sites: scanner gain/offset/noise on images, volume bias on FreeSurfer, rater shift
     site_names = [f"site{j + 1:02d}" for j in range(spec.n_sites)]
-    sites = pd.DataFrame({
-        "site": site_names,
-        "bold_gain": rng.uniform(0.8, 1.25, spec.n_sites).round(4),
-        "bold_offset": rng.normal(0.0, 300.0, spec.n_sites).round(2),
-        "noise_scale": rng.uniform(0.8, 1.3, spec.n_sites).round(4),
-        "fc_shift": rng.normal(0.0, 0.04, spec.n_sites).round(4),
-        "volume_scale": rng.normal(1.0, 0.03, spec.n_sites).round(4),
-        "outcome_shift": rng.normal(0.0, 1.0, spec.n_sites).round(3),
-    })
+    sites = pd.DataFrame(
+        {
+            "site": site_names,
+            "bold_gain": rng.uniform(0.8, 1.25, spec.n_sites).round(4),
+            "bold_offset": rng.normal(0.0, 300.0, spec.n_sites).round(2),
+            "noise_scale": rng.uniform(0.8, 1.3, spec.n_sites).round(4),
+            "fc_shift": rng.normal(0.0, 0.04, spec.n_sites).round(4),
+            "volume_scale": rng.normal(1.0, 0.03, spec.n_sites).round(4),
+            "outcome_shift": rng.normal(0.0, 1.0, spec.n_sites).round(3),
+        }
+    )
     site_idx = np.sort(np.arange(n) % spec.n_sites)
     site_idx = rng.permutation(site_idx)
     arm_idx = _block_randomise(rng, site_idx, k)
@@ -216,14 +218,15 @@ def draw_trial(spec: TrialSpec) -> Trial:
     loadings = np.array([a.loadings for a in arms])  # (k, 2)
     drops = np.array([a.mean_drop for a in arms])
     site_shift = sites["outcome_shift"].to_numpy()[site_idx]
-    prognostic = (22.0 + 0.5 * (baseline - 22.0) + site_shift + 0.03 * (age - 40.0)
-                  - 0.8 * bio[:, 2])
+    prognostic = 22.0 + 0.5 * (baseline - 22.0) + site_shift + 0.03 * (age - 40.0) - 0.8 * bio[:, 2]
     mu = prognostic[:, None] - drops[None, :] + beta * (bio[:, :2] @ loadings.T)
     shared = rng.normal(0.0, RESIDUAL_SD * math.sqrt(SHARED_NOISE_FRACTION), n)
     own = rng.normal(0.0, RESIDUAL_SD * math.sqrt(1 - SHARED_NOISE_FRACTION), (n, k))
     y = np.clip(np.round(mu + shared[:, None] + own), 0, 52).astype(int)
 
-    logit = math.log(spec.dropout_rate / (1 - spec.dropout_rate)) if spec.dropout_rate > 0 else -np.inf
+    logit = (
+        math.log(spec.dropout_rate / (1 - spec.dropout_rate)) if spec.dropout_rate > 0 else -np.inf
+    )
     p_drop = 1.0 / (1.0 + np.exp(-(logit + 0.05 * (baseline - BASELINE_MEAN))))
     dropout = rng.random(n) < p_drop
 
@@ -232,34 +235,40 @@ def draw_trial(spec: TrialSpec) -> Trial:
     observed = y[np.arange(n), arm_idx].astype(float)
     observed[dropout] = np.nan
 
-    truth = pd.DataFrame({
-        "participant_id": ids,
-        "site": np.array(site_names)[site_idx],
-        "arm": received,
-        "age": age,
-        "sex": sex,
-        "hamd_baseline": baseline,
-        "dropout": dropout,
-        "insula_activity": bio[:, 0].round(6),
-        "scc_connectivity": bio[:, 1].round(6),
-        "hippocampal_volume": bio[:, 2].round(6),
-        "motion_fd_scale": motion.round(6),
-    })
+    truth = pd.DataFrame(
+        {
+            "participant_id": ids,
+            "site": np.array(site_names)[site_idx],
+            "arm": received,
+            "age": age,
+            "sex": sex,
+            "hamd_baseline": baseline,
+            "dropout": dropout,
+            "insula_activity": bio[:, 0].round(6),
+            "scc_connectivity": bio[:, 1].round(6),
+            "hippocampal_volume": bio[:, 2].round(6),
+            "motion_fd_scale": motion.round(6),
+        }
+    )
     for j, a in enumerate(names):
         truth[f"mu__{a}"] = mu[:, j].round(4)
     for j, a in enumerate(names):
         truth[f"hamd_week8__{a}"] = y[:, j]
     order = np.argsort(mu, axis=1, kind="stable")
     truth["oracle_arm"] = arm_names[order[:, 0]]
-    truth["oracle_advantage"] = (np.take_along_axis(mu, order[:, 1:2], 1)[:, 0]
-                                 - np.take_along_axis(mu, order[:, :1], 1)[:, 0]).round(4)
+    truth["oracle_advantage"] = (
+        np.take_along_axis(mu, order[:, 1:2], 1)[:, 0]
+        - np.take_along_axis(mu, order[:, :1], 1)[:, 0]
+    ).round(4)
 
     participants = truth[["participant_id", "age", "sex", "site", "arm"]].copy()
-    outcomes = pd.DataFrame({
-        "participant_id": ids,
-        "hamd_baseline": baseline,
-        "hamd_week8": pd.array(np.where(dropout, pd.NA, observed), dtype="Int64"),
-    })
+    outcomes = pd.DataFrame(
+        {
+            "participant_id": ids,
+            "hamd_baseline": baseline,
+            "hamd_week8": pd.array(np.where(dropout, pd.NA, observed), dtype="Int64"),
+        }
+    )
     remission = (outcomes["hamd_week8"] <= 7).astype("Int64")
     outcomes["remission"] = remission.where(outcomes["hamd_week8"].notna(), pd.NA)
 
@@ -288,5 +297,12 @@ def draw_trial(spec: TrialSpec) -> Trial:
             "hippocampal_volume": "left/right hippocampus volume z in aseg.stats (prognostic)",
         },
     }
-    return Trial(spec=spec, arms=arms, sites=sites, truth=truth, participants=participants,
-                 outcomes=outcomes, parameters=parameters)
+    return Trial(
+        spec=spec,
+        arms=arms,
+        sites=sites,
+        truth=truth,
+        participants=participants,
+        outcomes=outcomes,
+        parameters=parameters,
+    )

@@ -1,0 +1,55 @@
+"""``brainmatch demo`` runs end to end and prints where its report is."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _demo(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "brainmatch",
+            "demo",
+            "--out",
+            str(out),
+            "--n-subjects",
+            "24",
+            "--n-jobs",
+            "2",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_demo_runs_and_reruns(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    res = _demo(out)
+    assert res.returncode == 0, res.stderr
+    match = re.search(r"Report: (\S+)", res.stdout)
+    assert match, res.stdout
+    report = Path(match.group(1))
+    assert report.is_file()
+    html = report.read_text()
+    assert "Simulated treatment trial" in html and "data:image/png;base64," in html
+    # a rerun replaces its own earlier output
+    res = _demo(out)
+    assert res.returncode == 0, res.stderr
+
+
+def test_demo_refuses_foreign_folder(tmp_path: Path) -> None:
+    (tmp_path / "thesis.tex").write_text("keep me")
+    res = _demo(tmp_path)
+    assert res.returncode == 2
+    assert "not an earlier brainmatch demo" in res.stderr
+    assert (tmp_path / "thesis.tex").read_text() == "keep me"
