@@ -1,0 +1,234 @@
+"""Everything fitted on data, fitted inside each training fold.
+
+:class:`Preprocessor` (no outcomes used): median imputation of missing features, encoding
+and imputation of covariates, ComBat site harmonisation (:class:`~brainmatch.harmonize.ComBat`),
+removal of covariate (confound) effects from the features, and standardisation.
+
+:class:`ArmModels`: potential outcomes under every arm, from either
+
+- ``"per-arm"``: one ridge model per arm, fitted on that arm's patients only, or
+- ``"interaction"``: one ridge model on all patients with treatment-by-feature
+  interactions (the Personalized Advantage Index approach of DeRubeis et al. 2014): each
+  arm's coefficients are a shared part plus an arm-specific part, equally penalised.
+
+Arm intercepts, the baseline score and covariates enter unpenalised; the penalty is chosen
+per model (per arm) by exact leave-one-out inside the training fold
+(:class:`~brainmatch.selection._ridge.KernelRidgeLOO`).  Targets are a matrix: column 0 the
+real outcomes, the others permuted ones, all fitted at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from brainmatch.errors import BrainmatchInputError
+from brainmatch.harmonize import ComBat
+from brainmatch.selection._ridge import KernelRidgeLOO
+
+MODELS = ("interaction", "per-arm")
+
+
+class Preprocessor:
+    """Outcome-free preprocessing fitted on a training fold.
+
+    Parameters
+    ----------
+    harmonize : bool
+        Apply ComBat across sites (needs ``sites`` in :meth:`fit`).
+    n_outcome_only : int
+        How many leading covariate columns enter only the outcome model (the baseline score)
+        and are not removed from the features.
+    """
+
+    def __init__(self, harmonize: bool = True, n_outcome_only: int = 0) -> None:
+        self.harmonize = harmonize
+        self.n_outcome_only = n_outcome_only
+
+    # -- covariates --------------------------------------------------------------------
+    def _fit_covariates(self, cov: pd.DataFrame) -> None:
+        spec: list[dict[str, Any]] = []
+        for name in cov.columns:
+            col = cov[name]
+            num = pd.to_numeric(col, errors="coerce")
+            if (num.isna() & col.notna()).sum() == 0 and col.notna().any():
+                mean = float(num.mean())
+                sd = float(num.std(ddof=0)) or 1.0
+                spec.append({"name": str(name), "kind": "numeric", "mean": mean, "sd": sd,
+                             "min": float(num.min()), "max": float(num.max())})
+            else:
+                values = col.dropna().astype(str)
+                levels = sorted(values.unique().tolist())
+                if not levels:
+                    raise BrainmatchInputError(f"covariate {name!r} has no values")
+                mode = values.value_counts().index[0]
+                spec.append({"name": str(name), "kind": "categorical", "levels": levels,
+                             "mode": str(mode)})
+        self.covariate_spec_ = spec
+
+    def encode_covariates(self, cov: pd.DataFrame) -> NDArray[np.float64]:
+        """Numeric design of the covariates (standardised; dummies without the first level)."""
+        cols: list[NDArray[np.float64]] = []
+        n = len(cov)
+        for item in self.covariate_spec_:
+            name = item["name"]
+            if name not in cov.columns:
+                raise BrainmatchInputError(f"covariate column {name!r} is missing")
+            col = cov[name]
+            if item["kind"] == "numeric":
+                num = pd.to_numeric(col, errors="coerce")
+                bad = num.isna() & col.notna()
+                if bad.any():
+                    raise BrainmatchInputError(
+                        f"covariate {name!r} must be numeric, found {col[bad].iloc[0]!r}")
+                v = num.fillna(item["mean"]).to_numpy(dtype=float)
+                cols.append(((v - item["mean"]) / item["sd"]).reshape(n, 1))
+            else:
+                v = col.astype(object).where(col.notna(), item["mode"]).astype(str).to_numpy()
+                for level in item["levels"][1:]:
+                    cols.append((v == level).astype(float).reshape(n, 1))
+        return np.hstack(cols) if cols else np.zeros((n, 0))
+
+    def _n_outcome_only_cols(self) -> int:
+        k = 0
+        for item in self.covariate_spec_[: self.n_outcome_only]:
+            k += 1 if item["kind"] == "numeric" else len(item["levels"]) - 1
+        return k
+
+    # -- fit / transform ----------------------------------------------------------------
+    def fit_transform(self, X: NDArray[np.float64], cov: pd.DataFrame,
+                      sites: NDArray[np.str_] | None,
+                      ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Fit on a training fold; return standardised features and the covariate design."""
+        med = np.nanmedian(np.where(np.isnan(X).all(axis=0), 0.0, X), axis=0) \
+            if np.isnan(X).any() else np.median(X, axis=0)
+        self.medians_ = np.where(np.isfinite(med), med, 0.0)
+        self._fit_covariates(cov)
+        self.combat_: ComBat | None = None
+        if self.harmonize and sites is not None:
+            self.combat_ = ComBat()
+        Z, C = self._transform(X, cov, sites, fit=True)
+        return Z, C
+
+    def transform(self, X: NDArray[np.float64], cov: pd.DataFrame,
+                  sites: NDArray[np.str_] | None,
+                  ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Apply to new patients (any number, seen or unseen sites)."""
+        return self._transform(X, cov, sites, fit=False)
+
+    def _transform(self, X: NDArray[np.float64], cov: pd.DataFrame,
+                   sites: NDArray[np.str_] | None, fit: bool,
+                   ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        Xi = np.where(np.isnan(X), self.medians_, X)
+        C = self.encode_covariates(cov)
+        confounds = C[:, self._n_outcome_only_cols():]
+        if self.combat_ is not None:
+            if sites is None:
+                raise BrainmatchInputError("the model harmonises sites: a site label is needed")
+            if fit:
+                Xi = self.combat_.fit_transform(Xi, sites=sites, covariates=confounds)
+            else:
+                Xi = self.combat_.transform(Xi, sites=sites, covariates=confounds)
+        A = np.column_stack([np.ones(Xi.shape[0]), confounds])
+        if fit:
+            self.confound_coef_ = np.linalg.lstsq(A, Xi, rcond=None)[0]
+        Xr = Xi - A[:, 1:] @ self.confound_coef_[1:]
+        if fit:
+            self.mean_ = Xr.mean(axis=0)
+            sd = Xr.std(axis=0)
+            self.sd_ = np.where(sd > 1e-12, sd, 1.0)
+        return (Xr - self.mean_) / self.sd_, C
+
+
+def arm_design(C: NDArray[np.float64], arm: int, k: int, model: str) -> NDArray[np.float64]:
+    """Unpenalised design of rows ``C`` under ``arm`` (arm intercept + covariates)."""
+    n = C.shape[0]
+    if model == "per-arm":
+        return np.column_stack([np.ones(n), C])
+    onehot = np.zeros((n, k))
+    onehot[:, arm] = 1.0
+    return np.column_stack([onehot, C])
+
+
+class ArmModels:
+    """Potential-outcome models of every arm, fitted on one training set.
+
+    Parameters
+    ----------
+    model : {"interaction", "per-arm"}
+    """
+
+    def __init__(self, model: str = "interaction") -> None:
+        if model not in MODELS:
+            raise BrainmatchInputError(f"--model {model!r}: expected one of {', '.join(MODELS)}")
+        self.model = model
+
+    def fit(self, Z: NDArray[np.float64], C: NDArray[np.float64], t: NDArray[np.intp], k: int,
+            Y: NDArray[np.float64]) -> ArmModels:
+        """Fit on standardised features ``Z``, covariate design ``C``, arm index ``t``.
+
+        ``Y`` is ``(n, n_columns)``: each column is fitted independently.
+        """
+        self.k_, self.p_ = k, Z.shape[1]
+        self.Z_, self.t_ = Z, t
+        G = Z @ Z.T / Z.shape[1]
+        self.solvers_: list[KernelRidgeLOO] = []
+        if self.model == "per-arm":
+            for a in range(k):
+                rows = np.flatnonzero(t == a)
+                D = arm_design(C[rows], a, k, self.model)
+                self.solvers_.append(KernelRidgeLOO(G[np.ix_(rows, rows)], D).fit(Y[rows]))
+        else:
+            same = (t[:, None] == t[None, :]).astype(float)
+            D = np.column_stack([np.eye(k)[t], C])
+            self.solvers_.append(KernelRidgeLOO(G * (1.0 + same), D).fit(Y))
+        return self
+
+    def predict(self, Z: NDArray[np.float64], C: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Predicted outcome ``(n_test, k, n_columns)`` under every arm."""
+        Gt = Z @ self.Z_.T / self.p_
+        out = []
+        for a in range(self.k_):
+            D = arm_design(C, a, self.k_, self.model)
+            if self.model == "per-arm":
+                rows = np.flatnonzero(self.t_ == a)
+                out.append(self.solvers_[a].predict(Gt[:, rows], D))
+            else:
+                Kt = Gt * (1.0 + (self.t_ == a)[None, :])
+                out.append(self.solvers_[0].predict(Kt, D))
+        return np.stack(out, axis=1)
+
+    def primal(self, column: int = 0) -> dict[str, NDArray[np.float64]]:
+        """Per-arm coefficients in feature space for one target column.
+
+        Returns
+        -------
+        dict
+            ``coef`` (k, p) on standardised features, ``intercept`` (k,), ``cov_coef``
+            (k, n_covariate_columns); prediction = ``Z @ coef[a] + intercept[a] + C @ cov_coef[a]``.
+        """
+        k, p = self.k_, self.p_
+        coef = np.zeros((k, p))
+        intercept = np.zeros(k)
+        cov_coef: list[NDArray[np.float64]] = []
+        for a in range(k):
+            if self.model == "per-arm":
+                s = self.solvers_[a]
+                rows = np.flatnonzero(self.t_ == a)
+                coef[a] = self.Z_[rows].T @ s.c[:, column] / p
+                intercept[a] = s.alpha[0, column]
+                cov_coef.append(s.alpha[1:, column])
+            else:
+                s = self.solvers_[0]
+                w = s.c[:, column] * (1.0 + (self.t_ == a))
+                coef[a] = self.Z_.T @ w / p
+                intercept[a] = s.alpha[a, column]
+                cov_coef.append(s.alpha[k:, column])
+        return {"coef": coef, "intercept": intercept, "cov_coef": np.vstack(cov_coef)}
+
+    def penalties(self) -> list[float]:
+        """Chosen penalty (real targets) of each fitted solver."""
+        return [float(s.lambdas[s.choice[0]]) for s in self.solvers_]

@@ -1,0 +1,283 @@
+"""Recommend a treatment for new patients from a trained model (``brainmatch recommend``)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from brainmatch._io import write_json, write_tsv
+from brainmatch.errors import BrainmatchInputError
+from brainmatch.harmonize import ComBat
+from brainmatch.selection.data import ID, one_row_per_participant, read_table
+from brainmatch.selection.modelfile import load_model
+from brainmatch.selection.pipeline import Preprocessor
+
+N_DRIVERS = 8
+
+
+@dataclass
+class RecommendResult:
+    """What :func:`recommend` produced.
+
+    Attributes
+    ----------
+    out_dir : Path
+    patients : list of dict
+        One entry per patient, as in ``recommend.json``.
+    model : dict
+        The model's metadata (validated performance, arms, options).
+    report_path : Path or None
+    """
+
+    out_dir: Path
+    patients: list[dict[str, Any]]
+    model: dict[str, Any]
+    report_path: Path | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def preprocessor_from_model(arrays: dict[str, NDArray[Any]], meta: dict[str, Any]) -> Preprocessor:
+    """Rebuild the fitted preprocessing from a model file's arrays and metadata."""
+    pre = Preprocessor(harmonize=bool(meta["harmonize"]),
+                       n_outcome_only=int(meta["n_outcome_only"]))
+    pre.medians_ = arrays["medians"]
+    pre.covariate_spec_ = meta["covariate_spec"]
+    pre.confound_coef_ = arrays["confound_coef"]
+    pre.mean_ = arrays["mean"]
+    pre.sd_ = arrays["sd"]
+    pre.combat_ = None
+    if meta["harmonize"]:
+        cb = ComBat()
+        cb.sites_ = np.array(meta["sites"], dtype=str)
+        cb.grand_mean_ = arrays["combat_grand_mean"]
+        cb.var_pooled_ = arrays["combat_var_pooled"]
+        cb.beta_covariates_ = arrays["combat_beta_covariates"]
+        cb.gamma_ = arrays["combat_gamma"]
+        cb.delta_ = arrays["combat_delta"]
+        cb.n_features_in_ = int(arrays["combat_gamma"].shape[1])
+        pre.combat_ = cb
+    return pre
+
+
+def _extract_bids(model_meta: dict[str, Any], source: Path, out_dir: Path) -> pd.DataFrame:
+    try:
+        features = importlib.import_module("brainmatch.features")
+    except ImportError:
+        features = None
+    extract = getattr(features, "extract_dataset", None) if features is not None else None
+    if extract is None:
+        raise BrainmatchInputError(
+            "INPUT is a folder (BIDS / fMRIPrep), but feature extraction "
+            "(brainmatch.features.extract_dataset) is not available in this installation; run "
+            "`brainmatch extract` first and pass the feature table", source)
+    provenance = model_meta.get("feature_provenance", {})
+    options = provenance.get("brainmatch", provenance.get("sidecar", {}))
+    result = extract(source, out_dir / "features", **(options.get("extract_options", {})
+                                                        if isinstance(options, dict) else {}))
+    table = result if isinstance(result, pd.DataFrame) else read_table(result, "features")[0]
+    return table
+
+
+def _predict(arrays: dict[str, NDArray[Any]], Z: NDArray[np.float64], C: NDArray[np.float64],
+             coef: NDArray[np.float64], intercept: NDArray[np.float64],
+             cov_coef: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.asarray(Z @ coef.T + intercept[None, :] + C @ cov_coef.T)
+
+
+def recommend(model_path: str | Path, input: str | Path | pd.DataFrame,
+              out_dir: str | Path | None = None, *,
+              clinical: str | Path | pd.DataFrame | None = None,
+              report: bool = True) -> RecommendResult:
+    """Predict every arm's outcome for new patients and recommend the best.
+
+    Parameters
+    ----------
+    model_path : path
+        ``model.npz`` written by :func:`brainmatch.selection.train`.
+    input : path or DataFrame
+        A feature table (one or many patients; Parquet, TSV, CSV) or a BIDS / fMRIPrep
+        folder (features are then extracted with the model's own options).
+    out_dir : path, optional
+        Receives ``recommend.json``, ``recommend.tsv`` and ``report.html``.
+    clinical : path or DataFrame, optional
+        Table with the covariates / baseline / site the model needs, when they are not
+        columns of ``input``.
+    report : bool
+
+    Returns
+    -------
+    RecommendResult
+    """
+    arrays, meta = load_model(model_path)
+    arms: list[str] = meta["arms"]
+    names: list[str] = meta["feature_names"]
+    opts = meta["options"]
+    sign = 1.0 if meta["better"] == "higher" else -1.0
+    out = Path(out_dir) if out_dir is not None else None
+    if isinstance(input, (str, Path)) and Path(input).is_dir():
+        table = _extract_bids(meta, Path(input), out or Path("."))
+        tname = str(input)
+    else:
+        table, tname = read_table(input, "features")
+    table = one_row_per_participant(table, tname, None)
+    if clinical is not None:
+        ctab, cname = read_table(clinical, "clinical")
+        ctab = one_row_per_participant(ctab, cname, None)
+        missing_ids = sorted(set(table[ID]) - set(ctab[ID]))
+        if missing_ids:
+            raise BrainmatchInputError(
+                f"{len(missing_ids)} patient(s) have no row in the clinical table: "
+                f"{', '.join(missing_ids[:10])}", cname)
+        ctab = ctab[[c for c in ctab.columns if c == ID or c not in table.columns]]
+        table = table.merge(ctab, on=ID, how="left")
+    missing = [c for c in names if c not in table.columns]
+    if missing:
+        raise BrainmatchInputError(
+            f"{len(missing)} of the model's {len(names)} features are not in the table: "
+            f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''} (extract features "
+            "with the same atlas and options as the training data)", tname)
+    Xdf = table[names].apply(pd.to_numeric, errors="coerce")
+    bad = [c for c in names if (Xdf[c].isna() & table[c].notna()).any()]
+    if bad:
+        raise BrainmatchInputError(f"non-numeric values in feature(s): {', '.join(bad[:10])}",
+                                   tname)
+    X = Xdf.to_numpy(dtype=float)
+    cov_names = [item["name"] for item in meta["covariate_spec"]]
+    missing_cov = [c for c in cov_names if c not in table.columns]
+    if missing_cov:
+        raise BrainmatchInputError(
+            f"the model needs column(s) {', '.join(missing_cov)} (baseline / covariates); add "
+            "them to the table or pass --clinical TABLE", tname)
+    cov = table[cov_names]
+    site_col = opts.get("site_column")
+    if meta["harmonize"]:
+        if site_col and site_col in table.columns:
+            sites = table[site_col].astype(str).fillna("unknown").to_numpy()
+        else:
+            sites = np.array(["unknown"] * len(table))
+    else:
+        sites = None
+    pre = preprocessor_from_model(arrays, meta)
+    Z, C = pre.transform(X, cov, sites)
+    pred = _predict(arrays, Z, C, arrays["coef"], arrays["intercept"], arrays["cov_coef"])
+    boots = np.stack([_predict(arrays, Z, C, arrays["boot_coef"][b].astype(float),
+                               arrays["boot_intercept"][b], arrays["boot_cov_coef"][b])
+                      for b in range(arrays["boot_coef"].shape[0])])
+    if meta["binary"]:
+        pred = np.clip(pred, 0, 1)
+        boots = np.clip(boots, 0, 1)
+    site_status = pre.combat_.site_status(sites) if pre.combat_ is not None and sites is not None \
+        else {}
+    ood = meta["ood"]
+    score = (Z**2).mean(axis=1)
+    validation = meta["validation"]
+    half = meta["conformal"]["half_width"]
+    threshold = float(meta["threshold"])
+    coef = arrays["coef"]
+    patients = []
+    for i, pid in enumerate(table[ID].astype(str)):
+        u = sign * pred[i]
+        order = np.argsort(-u, kind="stable")
+        best, nxt = int(order[0]), int(order[1])
+        advantage = float(u[best] - u[nxt])
+        ub = sign * boots[:, i, :]
+        agree = float((ub.argmax(axis=1) == best).mean())
+        adv_boot = ub[:, best] - np.delete(ub, best, axis=1).max(axis=1)
+        contrib = sign * Z[i] * (coef[best] - coef[nxt])
+        top = np.argsort(-np.abs(contrib))[:N_DRIVERS]
+        caveats = []
+        n_imputed = int(np.isnan(X[i]).sum())
+        if n_imputed:
+            caveats.append(f"{n_imputed} missing feature value(s) were replaced by the training "
+                           "median")
+        if score[i] > ood["p99"]:
+            caveats.append(
+                f"this patient lies outside the training distribution (feature distance "
+                f"{score[i]:.2f} above the 99th percentile of training patients, {ood['p99']:.2f}):"
+                " predictions are extrapolations")
+        for item in meta["covariate_spec"]:
+            if item["kind"] == "numeric":
+                v = pd.to_numeric(pd.Series([table[item["name"]].iloc[i]]), errors="coerce")[0]
+                if pd.notna(v) and not (item["min"] <= v <= item["max"]):
+                    caveats.append(f"{item['name']} = {v:g} is outside the training range "
+                                   f"[{item['min']:g}, {item['max']:g}]")
+            if pd.isna(table[item["name"]].iloc[i]):
+                caveats.append(f"{item['name']} is missing and was imputed")
+        if sites is not None:
+            status = site_status.get(str(sites[i]))
+            if status == "unadjusted":
+                caveats.append(
+                    f"site {sites[i]!r} was not in the training data and too few of its patients "
+                    "are in this batch to estimate its scanner effects: features are not "
+                    "harmonised, predictions may be shifted")
+            elif status == "estimated":
+                caveats.append(f"site {sites[i]!r} was not in the training data; its scanner "
+                               "effects were estimated from this batch's patients")
+        if agree < 0.8:
+            caveats.append(f"the recommendation is unstable: only {100 * agree:.0f}% of "
+                           "bootstrap refits of the model agree")
+        if advantage < threshold:
+            caveats.append(f"the predicted advantage ({advantage:.2f}) is below the clinical "
+                           f"threshold ({threshold:g}): the arms are predicted to be about equal")
+        sel = validation["selection"]
+        if sel.get("permutation_p") is None or sel["permutation_p"] > 0.05:
+            caveats.append("in validation the model's recommendations did not beat chance "
+                           f"(permutation p = {sel.get('permutation_p')})")
+        predicted = {}
+        for a, arm in enumerate(arms):
+            hw = half.get(arm)
+            predicted[arm] = {
+                "value": float(pred[i, a]),
+                "interval": [float(pred[i, a] - hw), float(pred[i, a] + hw)] if hw is not None
+                else None,
+            }
+        patients.append({
+            "participant_id": pid,
+            "predicted": predicted,
+            "interval_level": meta["conformal"]["level"],
+            "recommended": arms[best],
+            "next_best": arms[nxt],
+            "advantage": advantage,
+            "advantage_interval": [float(np.percentile(adv_boot, 5)),
+                                   float(np.percentile(adv_boot, 95))],
+            "bootstrap_agreement": agree,
+            "above_threshold": advantage >= threshold,
+            "drivers": [{"feature": names[j], "value": float(X[i, j]),
+                         "standardised": float(Z[i, j]),
+                         "contribution": float(contrib[j])} for j in top],
+            "ood_score": float(score[i]),
+            "site_status": None if sites is None else site_status.get(str(sites[i])),
+            "caveats": caveats,
+        })
+    model_summary = {
+        "path": str(model_path), "brainmatch_version": meta["brainmatch_version"],
+        "arms": arms, "better": meta["better"], "threshold": threshold,
+        "outcome": opts["outcome_column"], "model": meta["model"],
+        "validation": validation, "training_data_hash": meta["training_data_hash"],
+    }
+    result = RecommendResult(out_dir=out or Path("."), patients=patients, model=model_summary,
+                             extras={"coef": coef, "feature_names": names})
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "recommend.json", {"model": model_summary, "patients": patients})
+        rows = []
+        for p in patients:
+            row: dict[str, Any] = {ID: p["participant_id"]}
+            for arm in arms:
+                row[f"predicted__{arm}"] = p["predicted"][arm]["value"]
+            row.update(recommended=p["recommended"], advantage=p["advantage"],
+                       bootstrap_agreement=p["bootstrap_agreement"],
+                       n_caveats=len(p["caveats"]))
+            rows.append(row)
+        write_tsv(out / "recommend.tsv", pd.DataFrame(rows), float_format="%.6g")
+        if report:
+            from brainmatch.selection.report import write_recommend_report
+
+            result.report_path = write_recommend_report(result)
+    return result
