@@ -17,15 +17,19 @@ def _split(value: str | None) -> list[str] | None:
 
 @user_errors
 def meta(
-    input_file: Path = typer.Argument(..., help="CSV / TSV / XLSX table of studies, or a "
-                                      "Metapsy data.csv."),
+    input_file: Path = typer.Argument(
+        ..., help="CSV / TSV / XLSX table of studies, or a Metapsy data.csv."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     effect: str | None = typer.Option(None, "--effect", help="Column with precomputed effects."),
     variance: str | None = typer.Option(None, "--variance", help="Column with their variances."),
     se: str | None = typer.Option(None, "--se", help="Column with their standard errors."),
     measure: str | None = typer.Option(
-        None, "--measure", help="Compute effects from raw data: SMD (Hedges' g from means, "
-        "SDs, ns), SMDC (from change scores), MD, OR (log odds ratio), RR (log risk ratio)."),
+        None,
+        "--measure",
+        help="Compute effects from raw data: SMD (Hedges' g from means, "
+        "SDs, ns), SMDC (from change scores), MD, OR (log odds ratio), RR (log risk ratio).",
+    ),
     m1: str = typer.Option("m1", "--m1", help="Raw data: mean (or mean change) of group 1."),
     sd1: str = typer.Option("sd1", "--sd1", help="Raw data: SD of group 1."),
     n1: str = typer.Option("n1", "--n1", help="Raw data: size of group 1."),
@@ -38,24 +42,41 @@ def meta(
     test: str = typer.Option("z", "--test", help="z, or knha (Knapp-Hartung)."),
     level: float = typer.Option(0.95, "--level", help="Confidence level."),
     subgroup: str | None = typer.Option(None, "--subgroup", help="Column for subgroups."),
-    moderators: str | None = typer.Option(None, "--moderators",
-                                          help="Comma-separated moderator columns."),
-    select: list[str] = typer.Option([], "--select", help="Keep rows with COLUMN=VALUE "
-                                     "(VALUE may be a|b; COLUMN!=VALUE drops); repeatable."),
+    moderators: str | None = typer.Option(
+        None, "--moderators", help="Comma-separated moderator columns."
+    ),
+    select: list[str] = typer.Option(
+        [],
+        "--select",
+        help="Keep rows with COLUMN=VALUE (VALUE may be a|b; COLUMN!=VALUE drops); repeatable.",
+    ),
     study: str | None = typer.Option(None, "--study", help="Column with study labels."),
     aggregate: str | None = typer.Option(
-        None, "--aggregate", help="Columns identifying one comparison; rows sharing them "
-        "(several instruments) are combined first."),
+        None,
+        "--aggregate",
+        help="Columns identifying one comparison; rows sharing them "
+        "(several instruments) are combined first.",
+    ),
     rho: float = typer.Option(0.5, "--rho", help="Correlation between combined outcomes."),
     multiarm: str = typer.Option(
-        "split", "--multiarm", help="Comparisons sharing a control group: split (divide the "
-        "control group between them) or ignore."),
-    control: str | None = typer.Option(None, "--control", help="Column naming the control "
-                                       "arm (with --study: rows sharing both share a control)."),
-    n_control: str | None = typer.Option(None, "--n-control",
-                                         help="Column with the control group's size."),
-    schema: str | None = typer.Option(None, "--schema", help="'augmentation': check the "
-                                      "type / timing / diagnosis_dimension columns."),
+        "split",
+        "--multiarm",
+        help="Comparisons sharing a control group: split (divide the "
+        "control group between them) or ignore.",
+    ),
+    control: str | None = typer.Option(
+        None,
+        "--control",
+        help="Column naming the control arm (with --study: rows sharing both share a control).",
+    ),
+    n_control: str | None = typer.Option(
+        None, "--n-control", help="Column with the control group's size."
+    ),
+    schema: str | None = typer.Option(
+        None,
+        "--schema",
+        help="'augmentation': check the type / timing / diagnosis_dimension columns.",
+    ),
     title: str | None = typer.Option(None, "--title", help="Report title."),
     xlabel: str | None = typer.Option(None, "--xlabel", help="Effect-size axis label."),
 ) -> None:
@@ -68,13 +89,31 @@ def meta(
     from brainmatch.evidence.readers import RawColumns
 
     res = run_meta(
-        input_file, out, effect=effect, se=se, variance=variance, measure=measure,
-        raw=RawColumns(m1=m1, sd1=sd1, n1=n1, m2=m2, sd2=sd2, n2=n2, events1=events1,
-                       events2=events2),
-        study=study, select=list(select), aggregate=_split(aggregate), rho=rho,
-        multiarm=multiarm, control=control, n_control=n_control, method=method, test=test,
-        level=level, subgroup=subgroup, moderators=_split(moderators), schema=schema,
-        xlabel=xlabel, title=title)
+        input_file,
+        out,
+        effect=effect,
+        se=se,
+        variance=variance,
+        measure=measure,
+        raw=RawColumns(
+            m1=m1, sd1=sd1, n1=n1, m2=m2, sd2=sd2, n2=n2, events1=events1, events2=events2
+        ),
+        study=study,
+        select=list(select),
+        aggregate=_split(aggregate),
+        rho=rho,
+        multiarm=multiarm,
+        control=control,
+        n_control=n_control,
+        method=method,
+        test=test,
+        level=level,
+        subgroup=subgroup,
+        moderators=_split(moderators),
+        schema=schema,
+        xlabel=xlabel,
+        title=title,
+    )
     items = {
         "k": res["k"],
         "estimate": f"{res['estimate']:.4f} [{res['ci_lb']:.4f}, {res['ci_ub']:.4f}]",
@@ -87,8 +126,9 @@ def meta(
         items["prediction interval"] = f"[{res['pi_lb']:.4f}, {res['pi_ub']:.4f}]"
     if "subgroups" in res:
         s = res["subgroups"]
-        items["subgroup test"] = f"Q = {s['Q_between']:.2f}, df = {s['df_between']}, " \
-                                 f"p = {s['p_between']:.3g}"
+        items["subgroup test"] = (
+            f"Q = {s['Q_between']:.2f}, df = {s['df_between']}, p = {s['p_between']:.3g}"
+        )
     items["report"] = str(out / "report.html")
     echo_kv(f"meta-analysis ({res['method']}, test={res['test']})", items)
 

@@ -11,28 +11,38 @@ from brainmatch.cli._common import echo_kv, user_errors
 
 @user_errors
 def nma(
-    input_file: Path = typer.Argument(..., help="Table with one row per pairwise comparison "
-                                      "(CSV / TSV / XLSX), or a Metapsy data.csv."),
+    input_file: Path = typer.Argument(
+        ...,
+        help="Table with one row per pairwise comparison "
+        "(CSV / TSV / XLSX), or a Metapsy data.csv.",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     study: str = typer.Option("study", "--study", help="Study column."),
     treat1: str = typer.Option("treat1", "--treat1", help="Treatment of arm 1."),
     treat2: str = typer.Option("treat2", "--treat2", help="Treatment of arm 2."),
-    effect: str | None = typer.Option(None, "--effect",
-                                      help="Effect of arm 1 vs arm 2 (default TE)."),
+    effect: str | None = typer.Option(
+        None, "--effect", help="Effect of arm 1 vs arm 2 (default TE)."
+    ),
     se: str | None = typer.Option(None, "--se", help="Its standard error (default seTE)."),
     variance: str | None = typer.Option(None, "--variance", help="Or its variance."),
-    arm1: str | None = typer.Option(None, "--arm1", help="Arm-1 id, when a study has two "
-                                    "arms of one treatment."),
+    arm1: str | None = typer.Option(
+        None, "--arm1", help="Arm-1 id, when a study has two arms of one treatment."
+    ),
     arm2: str | None = typer.Option(None, "--arm2", help="Arm-2 id (likewise)."),
     n_control: str | None = typer.Option(
-        None, "--n-control", help="Size of arm 2; needed for multi-arm studies that report "
-        "only comparisons against a shared arm."),
-    select: list[str] = typer.Option([], "--select", help="Keep rows with COLUMN=VALUE; "
-                                     "repeatable."),
+        None,
+        "--n-control",
+        help="Size of arm 2; needed for multi-arm studies that report "
+        "only comparisons against a shared arm.",
+    ),
+    select: list[str] = typer.Option(
+        [], "--select", help="Keep rows with COLUMN=VALUE; repeatable."
+    ),
     reference: str | None = typer.Option(None, "--reference", help="Reference treatment."),
     method: str = typer.Option("DL", "--method", help="tau² estimator: DL or REML."),
     smaller_is_better: bool = typer.Option(
-        False, "--smaller-is-better", help="Rank treatments with smaller effects as better."),
+        False, "--smaller-is-better", help="Rank treatments with smaller effects as better."
+    ),
     rho: float = typer.Option(0.5, "--rho", help="Metapsy: correlation between instruments."),
     level: float = typer.Option(0.95, "--level", help="Confidence level."),
     title: str | None = typer.Option(None, "--title", help="Report title."),
@@ -44,22 +54,41 @@ def nma(
     """
     from brainmatch.evidence.analysis import run_nma
 
-    res = run_nma(input_file, out, study=study, treat1=treat1, treat2=treat2, effect=effect,
-                  se=se, variance=variance, arm1=arm1, arm2=arm2, n_control=n_control,
-                  select=list(select), rho=rho, reference=reference, method_tau=method,
-                  larger_is_better=not smaller_is_better, level=level, title=title)
+    res = run_nma(
+        input_file,
+        out,
+        study=study,
+        treat1=treat1,
+        treat2=treat2,
+        effect=effect,
+        se=se,
+        variance=variance,
+        arm1=arm1,
+        arm2=arm2,
+        n_control=n_control,
+        select=list(select),
+        rho=rho,
+        reference=reference,
+        method_tau=method,
+        larger_is_better=not smaller_is_better,
+        level=level,
+        title=title,
+    )
     best = sorted(res["pscore_random"].items(), key=lambda kv: -kv[1])
     d = res["design_by_treatment"]
-    echo_kv("network meta-analysis", {
-        "studies": f"{res['n_studies']} ({res['n_multiarm_studies']} multi-arm)",
-        "treatments": len(res["treatments"]),
-        "tau2": f"{res['tau2']:.4f} ({res['method_tau']})",
-        "Q": f"{res['Q']:.2f} (df = {res['df']})",
-        "inconsistency": f"Q = {d['Q_inc']:.2f}, df = {d['df_inc']}"
-                         + (f", p = {d['p_inc']:.3g}" if d.get("p_inc") is not None else ""),
-        "ranking (P-score)": ", ".join(f"{t} {p:.2f}" for t, p in best),
-        "report": str(out / "report.html"),
-    })
+    echo_kv(
+        "network meta-analysis",
+        {
+            "studies": f"{res['n_studies']} ({res['n_multiarm_studies']} multi-arm)",
+            "treatments": len(res["treatments"]),
+            "tau2": f"{res['tau2']:.4f} ({res['method_tau']})",
+            "Q": f"{res['Q']:.2f} (df = {res['df']})",
+            "inconsistency": f"Q = {d['Q_inc']:.2f}, df = {d['df_inc']}"
+            + (f", p = {d['p_inc']:.3g}" if d.get("p_inc") is not None else ""),
+            "ranking (P-score)": ", ".join(f"{t} {p:.2f}" for t, p in best),
+            "report": str(out / "report.html"),
+        },
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -16,5 +16,12 @@ from brainmatch.evidence.analysis import run_meta, run_nma
 from brainmatch.evidence.meta import MetaResult, rma, subgroup_analysis
 from brainmatch.evidence.nma import NMAResult, network_meta_analysis
 
-__all__ = ["MetaResult", "NMAResult", "network_meta_analysis", "rma", "run_meta", "run_nma",
-           "subgroup_analysis"]
+__all__ = [
+    "MetaResult",
+    "NMAResult",
+    "network_meta_analysis",
+    "rma",
+    "run_meta",
+    "run_nma",
+    "subgroup_analysis",
+]

@@ -62,8 +62,9 @@ def _check_positive(values: dict[str, FloatArray], strict: bool = True) -> None:
             raise BrainmatchInputError(f"{name} must be {need} and finite (row(s) {rows})")
 
 
-def smd(m1: ArrayLike, sd1: ArrayLike, n1: ArrayLike,
-        m2: ArrayLike, sd2: ArrayLike, n2: ArrayLike) -> tuple[FloatArray, FloatArray]:
+def smd(
+    m1: ArrayLike, sd1: ArrayLike, n1: ArrayLike, m2: ArrayLike, sd2: ArrayLike, n2: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
     """Hedges' g of group 1 minus group 2 and its sampling variance.
 
     Parameters
@@ -79,8 +80,10 @@ def smd(m1: ArrayLike, sd1: ArrayLike, n1: ArrayLike,
         Bias-corrected standardised mean difference and its variance (metafor
         ``escalc(measure="SMD")``).
     """
-    a = {k: _arr(v, k) for k, v in
-         {"m1": m1, "sd1": sd1, "n1": n1, "m2": m2, "sd2": sd2, "n2": n2}.items()}
+    a = {
+        k: _arr(v, k)
+        for k, v in {"m1": m1, "sd1": sd1, "n1": n1, "m2": m2, "sd2": sd2, "n2": n2}.items()
+    }
     _check_positive({"sd1": a["sd1"], "sd2": a["sd2"], "n1": a["n1"], "n2": a["n2"]})
     n1_, n2_ = a["n1"], a["n2"]
     if np.any(n1_ + n2_ <= 3):
@@ -92,9 +95,14 @@ def smd(m1: ArrayLike, sd1: ArrayLike, n1: ArrayLike,
     return yi, vi
 
 
-def smd_change(change1: ArrayLike, sd_change1: ArrayLike, n1: ArrayLike,
-               change2: ArrayLike, sd_change2: ArrayLike,
-               n2: ArrayLike) -> tuple[FloatArray, FloatArray]:
+def smd_change(
+    change1: ArrayLike,
+    sd_change1: ArrayLike,
+    n1: ArrayLike,
+    change2: ArrayLike,
+    sd_change2: ArrayLike,
+    n2: ArrayLike,
+) -> tuple[FloatArray, FloatArray]:
     """Hedges' g from change scores (mean change and SD of change in each group).
 
     Parameters
@@ -113,8 +121,9 @@ def smd_change(change1: ArrayLike, sd_change1: ArrayLike, n1: ArrayLike,
     return smd(change1, sd_change1, n1, change2, sd_change2, n2)
 
 
-def mean_difference(m1: ArrayLike, sd1: ArrayLike, n1: ArrayLike,
-                    m2: ArrayLike, sd2: ArrayLike, n2: ArrayLike) -> tuple[FloatArray, FloatArray]:
+def mean_difference(
+    m1: ArrayLike, sd1: ArrayLike, n1: ArrayLike, m2: ArrayLike, sd2: ArrayLike, n2: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
     """Raw mean difference and its (heteroscedastic) variance, metafor ``measure="MD"``.
 
     Parameters
@@ -127,16 +136,23 @@ def mean_difference(m1: ArrayLike, sd1: ArrayLike, n1: ArrayLike,
     yi, vi : ndarray
         ``m1 - m2`` and ``sd1^2/n1 + sd2^2/n2``.
     """
-    a = {k: _arr(v, k) for k, v in
-         {"m1": m1, "sd1": sd1, "n1": n1, "m2": m2, "sd2": sd2, "n2": n2}.items()}
+    a = {
+        k: _arr(v, k)
+        for k, v in {"m1": m1, "sd1": sd1, "n1": n1, "m2": m2, "sd2": sd2, "n2": n2}.items()
+    }
     _check_positive({"sd1": a["sd1"], "sd2": a["sd2"], "n1": a["n1"], "n2": a["n2"]})
     return a["m1"] - a["m2"], a["sd1"] ** 2 / a["n1"] + a["sd2"] ** 2 / a["n2"]
 
 
-def _two_by_two(events1: ArrayLike, n1: ArrayLike, events2: ArrayLike,
-                n2: ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    ai, n1_, ci, n2_ = (_arr(events1, "events1"), _arr(n1, "n1"),
-                        _arr(events2, "events2"), _arr(n2, "n2"))
+def _two_by_two(
+    events1: ArrayLike, n1: ArrayLike, events2: ArrayLike, n2: ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    ai, n1_, ci, n2_ = (
+        _arr(events1, "events1"),
+        _arr(n1, "n1"),
+        _arr(events2, "events2"),
+        _arr(n2, "n2"),
+    )
     _check_positive({"n1": n1_, "n2": n2_})
     _check_positive({"events1": ai, "events2": ci}, strict=False)
     if np.any(ai > n1_) or np.any(ci > n2_):
@@ -147,8 +163,9 @@ def _two_by_two(events1: ArrayLike, n1: ArrayLike, events2: ArrayLike,
     return ai + add, bi + add, ci + add, di + add
 
 
-def log_odds_ratio(events1: ArrayLike, n1: ArrayLike, events2: ArrayLike,
-                   n2: ArrayLike) -> tuple[FloatArray, FloatArray]:
+def log_odds_ratio(
+    events1: ArrayLike, n1: ArrayLike, events2: ArrayLike, n2: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
     """Log odds ratio of group 1 versus group 2 from event counts (metafor ``"OR"``).
 
     Parameters
@@ -168,8 +185,9 @@ def log_odds_ratio(events1: ArrayLike, n1: ArrayLike, events2: ArrayLike,
     return np.log(a * d / (b * c)), 1 / a + 1 / b + 1 / c + 1 / d
 
 
-def log_risk_ratio(events1: ArrayLike, n1: ArrayLike, events2: ArrayLike,
-                   n2: ArrayLike) -> tuple[FloatArray, FloatArray]:
+def log_risk_ratio(
+    events1: ArrayLike, n1: ArrayLike, events2: ArrayLike, n2: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
     """Log risk ratio of group 1 versus group 2 from event counts (metafor ``"RR"``).
 
     Parameters

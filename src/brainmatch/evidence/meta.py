@@ -135,30 +135,62 @@ class MetaResult:
             ``tau2``, ``I2``, ``H2``, ``QE``, ``QEp`` and the rest of the fit.
         """
         out: dict[str, Any] = {
-            "k": self.k, "method": self.method, "test": self.test, "level": self.level,
-            "estimate": float(self.beta[0]), "se": float(self.se[0]),
-            "zval": float(self.zval[0]), "pval": float(self.pval[0]),
-            "ci_lb": float(self.ci_lb[0]), "ci_ub": float(self.ci_ub[0]),
-            "pi_lb": self.pi_lb, "pi_ub": self.pi_ub,
-            "tau2": self.tau2, "se_tau2": self.se_tau2,
-            "tau2_ci_lb": self.tau2_ci_lb, "tau2_ci_ub": self.tau2_ci_ub,
-            "I2": self.I2, "H2": self.H2, "QE": self.QE, "QEp": self.QEp,
-            "QM": self.QM, "QMp": self.QMp, "ddf": self.ddf,
+            "k": self.k,
+            "method": self.method,
+            "test": self.test,
+            "level": self.level,
+            "estimate": float(self.beta[0]),
+            "se": float(self.se[0]),
+            "zval": float(self.zval[0]),
+            "pval": float(self.pval[0]),
+            "ci_lb": float(self.ci_lb[0]),
+            "ci_ub": float(self.ci_ub[0]),
+            "pi_lb": self.pi_lb,
+            "pi_ub": self.pi_ub,
+            "tau2": self.tau2,
+            "se_tau2": self.se_tau2,
+            "tau2_ci_lb": self.tau2_ci_lb,
+            "tau2_ci_ub": self.tau2_ci_ub,
+            "I2": self.I2,
+            "H2": self.H2,
+            "QE": self.QE,
+            "QEp": self.QEp,
+            "QM": self.QM,
+            "QMp": self.QMp,
+            "ddf": self.ddf,
         }
         if self.p > 1:
             out["coefficients"] = [
-                {"name": n, "estimate": float(b), "se": float(s), "zval": float(z),
-                 "pval": float(pv), "ci_lb": float(lo), "ci_ub": float(hi)}
-                for n, b, s, z, pv, lo, hi in zip(self.coef_names, self.beta, self.se, self.zval,
-                                                  self.pval, self.ci_lb, self.ci_ub, strict=True)]
+                {
+                    "name": n,
+                    "estimate": float(b),
+                    "se": float(s),
+                    "zval": float(z),
+                    "pval": float(pv),
+                    "ci_lb": float(lo),
+                    "ci_ub": float(hi),
+                }
+                for n, b, s, z, pv, lo, hi in zip(
+                    self.coef_names,
+                    self.beta,
+                    self.se,
+                    self.zval,
+                    self.pval,
+                    self.ci_lb,
+                    self.ci_ub,
+                    strict=True,
+                )
+            ]
         out.update(self.extras)
         return out
 
 
 # --------------------------------------------------------------------------- helpers
 
-def _validate(yi: ArrayLike, vi: ArrayLike, X: ArrayLike | None,
-              min_k: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+
+def _validate(
+    yi: ArrayLike, vi: ArrayLike, X: ArrayLike | None, min_k: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     try:
         y = np.asarray(yi, dtype=float).ravel()
         v = np.asarray(vi, dtype=float).ravel()
@@ -172,7 +204,9 @@ def _validate(yi: ArrayLike, vi: ArrayLike, X: ArrayLike | None,
         bad = np.flatnonzero(~np.isfinite(v) | (v <= 0))
         raise BrainmatchInputError(
             "sampling variances must be positive and finite; row(s) "
-            + ", ".join(str(i + 1) for i in bad[:5]) + " are not")
+            + ", ".join(str(i + 1) for i in bad[:5])
+            + " are not"
+        )
     if y.size < min_k:
         raise BrainmatchInputError(f"need at least {min_k} studies, got k = {y.size}")
     Xm = np.ones((y.size, 1)) if X is None else np.asarray(X, dtype=float)
@@ -186,7 +220,8 @@ def _validate(yi: ArrayLike, vi: ArrayLike, X: ArrayLike | None,
         raise BrainmatchInputError("moderator matrix is not of full rank (redundant moderators)")
     if y.size <= Xm.shape[1]:
         raise BrainmatchInputError(
-            f"k = {y.size} studies cannot estimate {Xm.shape[1]} coefficients")
+            f"k = {y.size} studies cannot estimate {Xm.shape[1]} coefficients"
+        )
     return y, v, Xm
 
 
@@ -236,8 +271,9 @@ def _tau2_upper(func: Any, target: float, start: float) -> float:
     raise BrainmatchInputError("could not bracket tau^2 (effects too dispersed)")
 
 
-def tau2_estimate(y: FloatArray, v: FloatArray, X: FloatArray,
-                  method: str) -> tuple[float, dict[str, Any]]:
+def tau2_estimate(
+    y: FloatArray, v: FloatArray, X: FloatArray, method: str
+) -> tuple[float, dict[str, Any]]:
     """Estimate tau^2 with one of metafor's estimators.
 
     Parameters
@@ -265,19 +301,22 @@ def tau2_estimate(y: FloatArray, v: FloatArray, X: FloatArray,
         return max(0.0, (qgen(0.0, y, v, X) - (k - p)) / tr_p), info
     # HE (also the starting value of ML / REML)
     XtX_inv = np.linalg.inv(X.T @ X)
-    lev = np.einsum("ij,jk,ik->i", X, XtX_inv, X)       # OLS leverages
+    lev = np.einsum("ij,jk,ik->i", X, XtX_inv, X)  # OLS leverages
     r_ols = y - X @ (XtX_inv @ (X.T @ y))
     he = (float(r_ols @ r_ols) - float(np.sum((1 - lev) * v))) / (k - p)
     if method == "HE":
         return max(0.0, he), info
     if method == "PM":
+
         def q_minus(t: float) -> float:
             return qgen(t, y, v, X) - (k - p)
+
         if q_minus(0.0) < 0:
             return 0.0, info
         hi = _tau2_upper(lambda t: qgen(t, y, v, X), k - p, 100.0)
-        root = optimize.brentq(q_minus, 0.0, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps,
-                               maxiter=500)
+        root = optimize.brentq(
+            q_minus, 0.0, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=500
+        )
         return float(root), info
     if method not in ("ML", "REML"):
         raise BrainmatchInputError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
@@ -300,7 +339,8 @@ def tau2_estimate(y: FloatArray, v: FloatArray, X: FloatArray,
         if it > MAXITER:
             raise BrainmatchInputError(
                 f"{method} Fisher scoring did not converge in {MAXITER} iterations; "
-                "try --method DL or PM")
+                "try --method DL or PM"
+            )
     info["iterations"] = it
     # metafor's check: is the likelihood at tau^2 = 0 larger?
     if tau2 > THRESHOLD and _loglik(0.0, y, v, X, method) - _loglik(tau2, y, v, X, method) > LL_TOL:
@@ -319,12 +359,15 @@ def _loglik(tau2: float, y: FloatArray, v: FloatArray, X: FloatArray, method: st
     if method == "ML":
         return -0.5 * k * math.log(2 * math.pi) - 0.5 * float(np.sum(np.log(v + tau2))) - 0.5 * rss
     logdet = float(np.linalg.slogdet(xtwx)[1])
-    return (-0.5 * (k - p) * math.log(2 * math.pi) - 0.5 * float(np.sum(np.log(v + tau2)))
-            - 0.5 * logdet - 0.5 * rss)
+    return (
+        -0.5 * (k - p) * math.log(2 * math.pi)
+        - 0.5 * float(np.sum(np.log(v + tau2)))
+        - 0.5 * logdet
+        - 0.5 * rss
+    )
 
 
-def _se_tau2(method: str, tau2: float, y: FloatArray, v: FloatArray,
-             X: FloatArray) -> float | None:
+def _se_tau2(method: str, tau2: float, y: FloatArray, v: FloatArray, X: FloatArray) -> float | None:
     k, p = X.shape
     t = max(tau2, 0.0)
     if method == "FE":
@@ -335,8 +378,10 @@ def _se_tau2(method: str, tau2: float, y: FloatArray, v: FloatArray,
     if method == "HE":
         Po = np.eye(k) - X @ np.linalg.solve(X.T @ X, X.T)
         PV = Po * v[None, :]
-        return math.sqrt((2 * float(np.sum(PV * PV.T)) + 4 * t * float(np.trace(PV))
-                          + 2 * t**2 * (k - p)) / (k - p) ** 2)
+        return math.sqrt(
+            (2 * float(np.sum(PV * PV.T)) + 4 * t * float(np.trace(PV)) + 2 * t**2 * (k - p))
+            / (k - p) ** 2
+        )
     w = 1.0 / (v + tau2)
     if method == "ML":
         return math.sqrt(2 / float(np.sum(w**2)))
@@ -346,8 +391,9 @@ def _se_tau2(method: str, tau2: float, y: FloatArray, v: FloatArray,
     return math.sqrt(2 * k**2 / (k - p) / float(w.sum()) ** 2)
 
 
-def tau2_qprofile(y: FloatArray, v: FloatArray, X: FloatArray,
-                  level: float = 0.95) -> tuple[float, float]:
+def tau2_qprofile(
+    y: FloatArray, v: FloatArray, X: FloatArray, level: float = 0.95
+) -> tuple[float, float]:
     """Q-profile confidence interval of tau^2 (Viechtbauer 2007), as metafor's ``confint``.
 
     Parameters
@@ -365,7 +411,7 @@ def tau2_qprofile(y: FloatArray, v: FloatArray, X: FloatArray,
     k, p = X.shape
     df = k - p
     alpha = 1 - level
-    crit_lo = stats.chi2.ppf(1 - alpha / 2, df)   # lower bound solves Q = upper quantile
+    crit_lo = stats.chi2.ppf(1 - alpha / 2, df)  # lower bound solves Q = upper quantile
     crit_hi = stats.chi2.ppf(alpha / 2, df)
 
     def q(t: float) -> float:
@@ -376,23 +422,35 @@ def tau2_qprofile(y: FloatArray, v: FloatArray, X: FloatArray,
         lb = 0.0
     else:
         hi = _tau2_upper(q, crit_lo, 100.0)
-        lb = optimize.brentq(lambda t: q(t) - crit_lo, 0.0, hi, xtol=1e-14,
-                             rtol=4 * np.finfo(float).eps, maxiter=500)
+        lb = optimize.brentq(
+            lambda t: q(t) - crit_lo, 0.0, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=500
+        )
     if q0 < crit_hi:
         ub = 0.0
     else:
         hi = _tau2_upper(q, crit_hi, 100.0)
-        ub = optimize.brentq(lambda t: q(t) - crit_hi, 0.0, hi, xtol=1e-14,
-                             rtol=4 * np.finfo(float).eps, maxiter=500)
+        ub = optimize.brentq(
+            lambda t: q(t) - crit_hi, 0.0, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=500
+        )
     return float(lb), float(ub)
 
 
 # --------------------------------------------------------------------------- main fit
 
-def rma(yi: ArrayLike, vi: ArrayLike, *, mods: ArrayLike | None = None,
-        mod_names: list[str] | None = None, method: str = "REML", test: str = "z",
-        level: float = 0.95, labels: list[str] | None = None,
-        tau2: float | None = None, tau2_ci: bool = True) -> MetaResult:
+
+def rma(
+    yi: ArrayLike,
+    vi: ArrayLike,
+    *,
+    mods: ArrayLike | None = None,
+    mod_names: list[str] | None = None,
+    method: str = "REML",
+    test: str = "z",
+    level: float = 0.95,
+    labels: list[str] | None = None,
+    tau2: float | None = None,
+    tau2_ci: bool = True,
+) -> MetaResult:
     """Fit a fixed-, random- or mixed-effects meta-analysis (metafor's ``rma.uni``).
 
     Parameters
@@ -464,8 +522,7 @@ def rma(yi: ArrayLike, vi: ArrayLike, *, mods: ArrayLike | None = None,
         vb = s2w * vb
         ddf = k - p
         if method == "FE":
-            warnings.warn("the Knapp-Hartung adjustment is not meant for FE models",
-                          stacklevel=2)
+            warnings.warn("the Knapp-Hartung adjustment is not meant for FE models", stacklevel=2)
     se = np.sqrt(np.diag(vb))
     zval = beta / se
     alpha = 1 - level
@@ -503,16 +560,43 @@ def rma(yi: ArrayLike, vi: ArrayLike, *, mods: ArrayLike | None = None,
     weights = 100 * w / w.sum()
     labs = list(labels) if labels is not None else [str(i + 1) for i in range(k)]
     return MetaResult(
-        k=k, p=p, method=method, test=test, beta=beta, se=se, zval=zval, pval=pval,
-        ci_lb=beta - crit * se, ci_ub=beta + crit * se, coef_names=names, vb=vb,
-        tau2=t2, se_tau2=_se_tau2(method, t2, ymc, v, X),
-        tau2_ci_lb=tau_lb, tau2_ci_ub=tau_ub, I2=float(I2), H2=float(H2), QE=QE, QEp=QEp,
-        QM=QM, QMp=QMp, ddf=ddf, pi_lb=pi_lb, pi_ub=pi_ub, yi=y, vi=v, X=X,
-        weights=weights, labels=labs, level=level, extras={"fit_info": info} if info else {},
+        k=k,
+        p=p,
+        method=method,
+        test=test,
+        beta=beta,
+        se=se,
+        zval=zval,
+        pval=pval,
+        ci_lb=beta - crit * se,
+        ci_ub=beta + crit * se,
+        coef_names=names,
+        vb=vb,
+        tau2=t2,
+        se_tau2=_se_tau2(method, t2, ymc, v, X),
+        tau2_ci_lb=tau_lb,
+        tau2_ci_ub=tau_ub,
+        I2=float(I2),
+        H2=float(H2),
+        QE=QE,
+        QEp=QEp,
+        QM=QM,
+        QMp=QMp,
+        ddf=ddf,
+        pi_lb=pi_lb,
+        pi_ub=pi_ub,
+        yi=y,
+        vi=v,
+        X=X,
+        weights=weights,
+        labels=labs,
+        level=level,
+        extras={"fit_info": info} if info else {},
     )
 
 
 # --------------------------------------------------------------------------- extras
+
 
 @dataclass
 class SubgroupResult:
@@ -540,14 +624,23 @@ class SubgroupResult:
         """JSON-ready summary."""
         return {
             "groups": {g: r.summary() for g, r in self.groups.items()},
-            "Q_between": self.Q_between, "df_between": self.df_between,
-            "p_between": self.p_between, "moderator_test": self.moderator_test,
+            "Q_between": self.Q_between,
+            "df_between": self.df_between,
+            "p_between": self.p_between,
+            "moderator_test": self.moderator_test,
         }
 
 
-def subgroup_analysis(yi: ArrayLike, vi: ArrayLike, groups: ArrayLike, *, method: str = "REML",
-                      test: str = "z", level: float = 0.95,
-                      labels: list[str] | None = None) -> SubgroupResult:
+def subgroup_analysis(
+    yi: ArrayLike,
+    vi: ArrayLike,
+    groups: ArrayLike,
+    *,
+    method: str = "REML",
+    test: str = "z",
+    level: float = 0.95,
+    labels: list[str] | None = None,
+) -> SubgroupResult:
     """Pool within each subgroup and test whether the subgroups differ.
 
     Parameters
@@ -577,8 +670,7 @@ def subgroup_analysis(yi: ArrayLike, vi: ArrayLike, groups: ArrayLike, *, method
         if m.sum() == 1:
             continue
         meth = method if m.sum() >= 3 or method == "FE" else "FE"
-        fits[lev] = rma(y[m], v[m], method=meth, test=test, level=level,
-                        labels=labs[m].tolist())
+        fits[lev] = rma(y[m], v[m], method=meth, test=test, level=level, labels=labs[m].tolist())
     if len(fits) < 2:
         raise BrainmatchInputError("fewer than two subgroups have two or more studies")
     est = np.array([r.estimate for r in fits.values()])
@@ -588,13 +680,27 @@ def subgroup_analysis(yi: ArrayLike, vi: ArrayLike, groups: ArrayLike, *, method
     qb = float(np.sum(wq * (est - mu) ** 2))
     keep = np.isin(g, list(fits))
     dummies = np.column_stack([(g[keep] == lev).astype(float) for lev in list(fits)[1:]])
-    mr = rma(y[keep], v[keep], mods=dummies, mod_names=[f"group[{lev}]" for lev in list(fits)[1:]],
-             method=method, test=test, level=level)
+    mr = rma(
+        y[keep],
+        v[keep],
+        mods=dummies,
+        mod_names=[f"group[{lev}]" for lev in list(fits)[1:]],
+        method=method,
+        test=test,
+        level=level,
+    )
     return SubgroupResult(
-        groups=fits, Q_between=qb, df_between=len(fits) - 1,
+        groups=fits,
+        Q_between=qb,
+        df_between=len(fits) - 1,
         p_between=float(stats.chi2.sf(qb, len(fits) - 1)),
-        moderator_test={"QM": mr.QM, "df": len(fits) - 1, "QMp": mr.QMp, "tau2": mr.tau2,
-                        "reference": next(iter(fits))},
+        moderator_test={
+            "QM": mr.QM,
+            "df": len(fits) - 1,
+            "QMp": mr.QMp,
+            "tau2": mr.tau2,
+            "reference": next(iter(fits)),
+        },
     )
 
 
@@ -619,11 +725,27 @@ def leave_one_out(res: MetaResult) -> list[dict[str, Any]]:
         keep = np.arange(res.k) != i
         if keep.sum() < (2 if res.method == "FE" else 3):
             break
-        r = rma(res.yi[keep], res.vi[keep], method=res.method, test=res.test, level=res.level,
-                tau2_ci=False)
-        out.append({"study": res.labels[i], "estimate": r.estimate, "se": float(r.se[0]),
-                    "ci_lb": float(r.ci_lb[0]), "ci_ub": float(r.ci_ub[0]), "tau2": r.tau2,
-                    "I2": r.I2, "QE": r.QE, "QEp": r.QEp})
+        r = rma(
+            res.yi[keep],
+            res.vi[keep],
+            method=res.method,
+            test=res.test,
+            level=res.level,
+            tau2_ci=False,
+        )
+        out.append(
+            {
+                "study": res.labels[i],
+                "estimate": r.estimate,
+                "se": float(r.se[0]),
+                "ci_lb": float(r.ci_lb[0]),
+                "ci_ub": float(r.ci_ub[0]),
+                "tau2": r.tau2,
+                "I2": r.I2,
+                "QE": r.QE,
+                "QEp": r.QEp,
+            }
+        )
     return out
 
 
@@ -645,11 +767,25 @@ def egger_test(res: MetaResult) -> dict[str, Any]:
     """
     if res.k < 3:
         raise BrainmatchInputError("Egger's test needs at least 3 studies")
-    r = rma(res.yi, res.vi, mods=np.sqrt(res.vi), mod_names=["sei"], method=res.method,
-            test=res.test, level=res.level, tau2_ci=False)
-    return {"zval": float(r.zval[1]), "pval": float(r.pval[1]), "ddf": r.ddf,
-            "beta_sei": float(r.beta[1]), "limit_estimate": float(r.beta[0]),
-            "limit_ci_lb": float(r.ci_lb[0]), "limit_ci_ub": float(r.ci_ub[0])}
+    r = rma(
+        res.yi,
+        res.vi,
+        mods=np.sqrt(res.vi),
+        mod_names=["sei"],
+        method=res.method,
+        test=res.test,
+        level=res.level,
+        tau2_ci=False,
+    )
+    return {
+        "zval": float(r.zval[1]),
+        "pval": float(r.pval[1]),
+        "ddf": r.ddf,
+        "beta_sei": float(r.beta[1]),
+        "limit_estimate": float(r.beta[0]),
+        "limit_ci_lb": float(r.ci_lb[0]),
+        "limit_ci_ub": float(r.ci_ub[0]),
+    }
 
 
 def trim_and_fill(res: MetaResult, side: str | None = None) -> dict[str, Any]:
@@ -698,8 +834,8 @@ def trim_and_fill(res: MetaResult, side: str | None = None) -> dict[str, Any]:
             break
     out: dict[str, Any] = {"k0": int(k0), "side": side, "iterations": it}
     if k0 > 0:
-        y_fill = 2 * beta - y[k - k0:]
-        v_fill = v[k - k0:]
+        y_fill = 2 * beta - y[k - k0 :]
+        v_fill = v[k - k0 :]
         y_all = np.concatenate([y, y_fill]) * sign
         v_all = np.concatenate([v, v_fill])
         adj = rma(y_all, v_all, method=res.method, test=res.test, level=res.level)
@@ -707,6 +843,11 @@ def trim_and_fill(res: MetaResult, side: str | None = None) -> dict[str, Any]:
     else:
         adj = res
         out.update(yi_fill=[], vi_fill=[])
-    out.update(estimate=adj.estimate, se=float(adj.se[0]), ci_lb=float(adj.ci_lb[0]),
-               ci_ub=float(adj.ci_ub[0]), tau2=adj.tau2)
+    out.update(
+        estimate=adj.estimate,
+        se=float(adj.se[0]),
+        ci_lb=float(adj.ci_lb[0]),
+        ci_ub=float(adj.ci_ub[0]),
+        tau2=adj.tau2,
+    )
     return out

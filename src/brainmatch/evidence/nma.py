@@ -44,8 +44,8 @@ FloatArray = NDArray[np.float64]
 @dataclass
 class _Study:
     name: str
-    arms: list[str]                      # arm ids
-    treat: dict[str, str]                # arm id -> treatment
+    arms: list[str]  # arm ids
+    treat: dict[str, str]  # arm id -> treatment
     pairs: list[tuple[str, str, float, float]]  # (arm a, arm b, y = a - b, var)
     shared_var: dict[str, float] = field(default_factory=dict)  # arm id -> known variance
     y: FloatArray = field(default_factory=lambda: np.zeros(0))
@@ -127,15 +127,17 @@ class NMAResult:
             ``estimate``, ``se``, ``ci_lb``, ``ci_ub``, ``pval``.
         """
         i, j = self._index(a), self._index(b)
-        d, c = (self.d_random, self.cov_random) if model == "random" else (
-            self.d_fixed, self.cov_fixed)
+        d, c = (
+            (self.d_random, self.cov_random)
+            if model == "random"
+            else (self.d_fixed, self.cov_fixed)
+        )
         est = float(d[i] - d[j])
         var = float(c[i, i] + c[j, j] - 2 * c[i, j])
         se = math.sqrt(max(var, 0.0))
         z = stats.norm.ppf(0.5 + self.level / 2)
         p = float(2 * stats.norm.sf(abs(est) / se)) if se > 0 else float("nan")
-        return {"estimate": est, "se": se, "ci_lb": est - z * se, "ci_ub": est + z * se,
-                "pval": p}
+        return {"estimate": est, "se": se, "ci_lb": est - z * se, "ci_ub": est + z * se, "pval": p}
 
     def _index(self, t: str) -> int:
         try:
@@ -171,8 +173,10 @@ class NMAResult:
                     table.loc[a, b] = a
                 else:
                     c = self.comparison(a, b, model)
-                    table.loc[a, b] = (f"{c['estimate']:.{digits}f} "
-                                       f"[{c['ci_lb']:.{digits}f}; {c['ci_ub']:.{digits}f}]")
+                    table.loc[a, b] = (
+                        f"{c['estimate']:.{digits}f} "
+                        f"[{c['ci_lb']:.{digits}f}; {c['ci_ub']:.{digits}f}]"
+                    )
         return table
 
     def effects_table(self, model: str = "random") -> pd.DataFrame:
@@ -180,31 +184,51 @@ class NMAResult:
         ps = self.pscore_random if model == "random" else self.pscore_fixed
         rows = []
         for t in self.treatments:
-            c = self.comparison(t, self.reference, model) if t != self.reference else {
-                "estimate": 0.0, "se": 0.0, "ci_lb": 0.0, "ci_ub": 0.0, "pval": float("nan")}
+            c = (
+                self.comparison(t, self.reference, model)
+                if t != self.reference
+                else {"estimate": 0.0, "se": 0.0, "ci_lb": 0.0, "ci_ub": 0.0, "pval": float("nan")}
+            )
             rows.append({"treatment": t, "vs": self.reference, **c, "pscore": ps[t]})
         return pd.DataFrame(rows).sort_values("pscore", ascending=False).reset_index(drop=True)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary."""
+
         def clean(x: float) -> float | None:
             return None if not np.isfinite(x) else float(x)
-        eff = {m: [{k: (clean(v) if isinstance(v, float) else v) for k, v in r.items()}
-                   for r in self.effects_table(m).to_dict("records")]
-               for m in ("random", "fixed")}
+
+        eff = {
+            m: [
+                {k: (clean(v) if isinstance(v, float) else v) for k, v in r.items()}
+                for r in self.effects_table(m).to_dict("records")
+            ]
+            for m in ("random", "fixed")
+        }
         return {
-            "treatments": self.treatments, "reference": self.reference,
-            "n_studies": self.n_studies, "n_comparisons": self.n_comparisons,
-            "n_multiarm_studies": self.n_multiarm, "method_tau": self.method_tau,
-            "tau2": self.tau2, "tau": math.sqrt(self.tau2), "Q": self.Q, "df": self.df,
-            "pval_Q": self.pval_Q, "I2": self.I2,
-            "design_by_treatment": self.design_Q, "larger_is_better": self.larger_is_better,
-            "pscore_random": self.pscore_random, "pscore_fixed": self.pscore_fixed,
-            "effects_vs_reference": eff, "level": self.level,
+            "treatments": self.treatments,
+            "reference": self.reference,
+            "n_studies": self.n_studies,
+            "n_comparisons": self.n_comparisons,
+            "n_multiarm_studies": self.n_multiarm,
+            "method_tau": self.method_tau,
+            "tau2": self.tau2,
+            "tau": math.sqrt(self.tau2),
+            "Q": self.Q,
+            "df": self.df,
+            "pval_Q": self.pval_Q,
+            "I2": self.I2,
+            "design_by_treatment": self.design_Q,
+            "larger_is_better": self.larger_is_better,
+            "pscore_random": self.pscore_random,
+            "pscore_fixed": self.pscore_fixed,
+            "effects_vs_reference": eff,
+            "level": self.level,
         }
 
 
 # --------------------------------------------------------------------------- building
+
 
 def _arm_variances(st: _Study) -> dict[str, float]:
     """Split contrast variances into arm variances ``v_ab = s_a + s_b``.
@@ -231,7 +255,8 @@ def _arm_variances(st: _Study) -> dict[str, float]:
         raise BrainmatchInputError(
             f"study {st.name!r}: {len(arms)} arms but the given comparisons cannot separate "
             "the shared arm's variance; give all pairwise comparisons of the study, or the "
-            "shared control group's size (--n-control COL)")
+            "shared control group's size (--n-control COL)"
+        )
     s, *_ = np.linalg.lstsq(A, bvec, rcond=None)
     floor = 1e-6 * float(np.max(bvec))
     return {a: max(float(s[idx[a]]), floor) for a in arms}
@@ -272,8 +297,12 @@ def _prepare(st: _Study) -> None:
     S = np.zeros((n, n))
     for i, (a1, b1) in enumerate(st.basis):
         for j, (a2, b2) in enumerate(st.basis):
-            S[i, j] = (svar[a1] * (a1 == a2) - svar[a1] * (a1 == b2)
-                       - svar[b1] * (b1 == a2) + svar[b1] * (b1 == b2))
+            S[i, j] = (
+                svar[a1] * (a1 == a2)
+                - svar[a1] * (a1 == b2)
+                - svar[b1] * (b1 == a2)
+                + svar[b1] * (b1 == b2)
+            )
     st.S = S
 
 
@@ -312,8 +341,9 @@ def _connected(treatments: list[str], edges: set[tuple[str, str]]) -> list[set[s
     return list(comps.values())
 
 
-def pscores(d: FloatArray, cov: FloatArray, treatments: list[str],
-            larger_is_better: bool = True) -> dict[str, float]:
+def pscores(
+    d: FloatArray, cov: FloatArray, treatments: list[str], larger_is_better: bool = True
+) -> dict[str, float]:
     """P-scores (Rücker & Schwarzer 2015): mean certainty that a treatment beats each other.
 
     Parameters
@@ -345,13 +375,23 @@ def pscores(d: FloatArray, cov: FloatArray, treatments: list[str],
     return out
 
 
-def network_meta_analysis(contrasts: pd.DataFrame, *, study: str = "study",
-                          treat1: str = "treat1", treat2: str = "treat2", effect: str = "TE",
-                          se: str | None = "seTE", variance: str | None = None,
-                          arm1: str | None = None, arm2: str | None = None,
-                          n_control: str | None = None, reference: str | None = None,
-                          method_tau: str = "DL", larger_is_better: bool = True,
-                          level: float = 0.95) -> NMAResult:
+def network_meta_analysis(
+    contrasts: pd.DataFrame,
+    *,
+    study: str = "study",
+    treat1: str = "treat1",
+    treat2: str = "treat2",
+    effect: str = "TE",
+    se: str | None = "seTE",
+    variance: str | None = None,
+    arm1: str | None = None,
+    arm2: str | None = None,
+    n_control: str | None = None,
+    reference: str | None = None,
+    method_tau: str = "DL",
+    larger_is_better: bool = True,
+    level: float = 0.95,
+) -> NMAResult:
     """Fit a frequentist random-effects network meta-analysis.
 
     Parameters
@@ -389,7 +429,8 @@ def network_meta_analysis(contrasts: pd.DataFrame, *, study: str = "study",
     if missing:
         raise BrainmatchInputError(
             f"missing column(s) {', '.join(repr(m) for m in missing)}; the table has: "
-            + ", ".join(map(str, contrasts.columns[:30])))
+            + ", ".join(map(str, contrasts.columns[:30]))
+        )
     df = contrasts.copy()
     y = pd.to_numeric(df[effect], errors="coerce").to_numpy(dtype=float)
     if variance:
@@ -404,13 +445,13 @@ def network_meta_analysis(contrasts: pd.DataFrame, *, study: str = "study",
     if not np.all(np.isfinite(v) & (v > 0)):
         i = int(np.flatnonzero(~(np.isfinite(v) & (v > 0)))[0])
         raise BrainmatchInputError(
-            f"row {i + 2}: sampling variances / standard errors must be positive numbers")
+            f"row {i + 2}: sampling variances / standard errors must be positive numbers"
+        )
     t1 = df[treat1].astype(str).str.strip().to_numpy()
     t2 = df[treat2].astype(str).str.strip().to_numpy()
     a1 = df[arm1].astype(str).to_numpy() if arm1 else t1
     a2 = df[arm2].astype(str).to_numpy() if arm2 else t2
-    nc = (pd.to_numeric(df[n_control], errors="coerce").to_numpy(dtype=float)
-          if n_control else None)
+    nc = pd.to_numeric(df[n_control], errors="coerce").to_numpy(dtype=float) if n_control else None
     studies: dict[str, _Study] = {}
     for i, s in enumerate(df[study].astype(str).to_numpy()):
         st = studies.setdefault(s, _Study(name=s, arms=[], treat={}, pairs=[]))
@@ -423,11 +464,13 @@ def network_meta_analysis(contrasts: pd.DataFrame, *, study: str = "study",
                 st.treat[aid] = tr
             elif st.treat[aid] != tr:
                 raise BrainmatchInputError(
-                    f"study {s!r}: arm {aid!r} is labelled both {st.treat[aid]!r} and {tr!r}")
+                    f"study {s!r}: arm {aid!r} is labelled both {st.treat[aid]!r} and {tr!r}"
+                )
         if any({p[0], p[1]} == {aid1, aid2} for p in st.pairs):
             raise BrainmatchInputError(
                 f"study {s!r}: the comparison {aid1} vs {aid2} appears twice "
-                "(combine outcomes first)")
+                "(combine outcomes first)"
+            )
         st.pairs.append((aid1, aid2, float(y[i]), float(v[i])))
         if nc is not None and np.isfinite(nc[i]) and nc[i] > 0:
             st.shared_var[aid2] = 1.0 / float(nc[i])
@@ -454,11 +497,11 @@ def network_meta_analysis(contrasts: pd.DataFrame, *, study: str = "study",
     for (ta, tb), n in edge_count.items():
         degree[ta] += n
         degree[tb] += n
-    ref = reference if reference is not None else max(treatments_all,
-                                                      key=lambda t: (degree[t], t))
+    ref = reference if reference is not None else max(treatments_all, key=lambda t: (degree[t], t))
     if ref not in treatments_all:
         raise BrainmatchInputError(
-            f"reference {ref!r} is not in the network ({', '.join(treatments_all)})")
+            f"reference {ref!r} is not in the network ({', '.join(treatments_all)})"
+        )
     treatments = [ref] + [t for t in treatments_all if t != ref]
     col = {t: i - 1 for i, t in enumerate(treatments) if t != ref}
     ys, Xs, Ss, Us, designs = [], [], [], [], []
@@ -478,6 +521,7 @@ def network_meta_analysis(contrasts: pd.DataFrame, *, study: str = "study",
     yv = np.concatenate(ys)
     Xm = np.vstack(Xs)
     from scipy.linalg import block_diag
+
     S = block_diag(*Ss)
     U = block_diag(*Us)
     n_obs, n_par = Xm.shape
@@ -503,18 +547,30 @@ def network_meta_analysis(contrasts: pd.DataFrame, *, study: str = "study",
     cr[1:, 1:] = cov_re
     # design-by-treatment interaction
     design_Q = _design_by_treatment(ys, Xs, Ss, Us, designs, studies, treatments, tau2, Q, df_q)
-    edges = pd.DataFrame([{"treat1": a, "treat2": b, "n_studies": n}
-                          for (a, b), n in sorted(edge_count.items())])
+    edges = pd.DataFrame(
+        [{"treat1": a, "treat2": b, "n_studies": n} for (a, b), n in sorted(edge_count.items())]
+    )
     return NMAResult(
-        treatments=treatments, reference=ref, d_fixed=d_fixed, d_random=d_random,
-        cov_fixed=cf, cov_random=cr, tau2=float(tau2), Q=float(Q), df=int(df_q),
+        treatments=treatments,
+        reference=ref,
+        d_fixed=d_fixed,
+        d_random=d_random,
+        cov_fixed=cf,
+        cov_random=cr,
+        tau2=float(tau2),
+        Q=float(Q),
+        df=int(df_q),
         pval_Q=float(stats.chi2.sf(Q, df_q)) if df_q > 0 else float("nan"),
         I2=float(max(0.0, (Q - df_q) / Q) * 100) if Q > 0 and df_q > 0 else 0.0,
         design_Q=design_Q,
         pscore_fixed=pscores(d_fixed, cf, treatments, larger_is_better),
         pscore_random=pscores(d_random, cr, treatments, larger_is_better),
-        n_studies=len(studies), n_comparisons=len(edge_count), edges=edges,
-        larger_is_better=larger_is_better, level=level, method_tau=method_tau,
+        n_studies=len(studies),
+        n_comparisons=len(edge_count),
+        edges=edges,
+        larger_is_better=larger_is_better,
+        level=level,
+        method_tau=method_tau,
         n_multiarm=sum(1 for st in studies.values() if len(st.arms) > 2),
     )
 
@@ -537,18 +593,28 @@ def _reml_tau2(y: FloatArray, X: FloatArray, S: FloatArray, U: FloatArray) -> fl
         lo, hi = 0.0, grid[1]
     else:
         lo, hi = grid[i - 1], grid[min(i + 1, len(grid) - 1)]
-    res = optimize.minimize_scalar(negll, bounds=(lo, hi), method="bounded",
-                                   options={"xatol": 1e-12 * max(scale, 1e-12)})
+    res = optimize.minimize_scalar(
+        negll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-12 * max(scale, 1e-12)}
+    )
     best = float(res.x)
     return 0.0 if negll(0.0) <= negll(best) else best
 
 
-def _design_by_treatment(ys: list[FloatArray], Xs: list[FloatArray], Ss: list[FloatArray],
-                         Us: list[FloatArray], designs: list[str],
-                         studies: dict[str, _Study], treatments: list[str], tau2: float,
-                         Q: float, df_q: int) -> dict[str, Any]:
+def _design_by_treatment(
+    ys: list[FloatArray],
+    Xs: list[FloatArray],
+    Ss: list[FloatArray],
+    Us: list[FloatArray],
+    designs: list[str],
+    studies: dict[str, _Study],
+    treatments: list[str],
+    tau2: float,
+    Q: float,
+    df_q: int,
+) -> dict[str, Any]:
     """Split Q into within-design heterogeneity and between-design inconsistency."""
     from scipy.linalg import block_diag
+
     # interaction model: each design has its own treatment effects
     blocks: dict[str, list[int]] = defaultdict(list)
     for i, dsg in enumerate(designs):
@@ -566,7 +632,7 @@ def _design_by_treatment(ys: list[FloatArray], Xs: list[FloatArray], Ss: list[Fl
     for idxs in blocks.values():
         Xd = np.zeros((n_rows, Xs[0].shape[1]))
         for i in idxs:
-            Xd[row_start[i]:row_start[i] + len(ys[i])] = Xs[i]
+            Xd[row_start[i] : row_start[i] + len(ys[i])] = Xs[i]
         keep = np.abs(Xd).sum(axis=0) > 0
         cols.append(Xd[:, keep])
     Xint = np.hstack(cols) if cols else np.zeros((n_rows, 0))
@@ -605,13 +671,23 @@ def _design_by_treatment(ys: list[FloatArray], Xs: list[FloatArray], Ss: list[Fl
             rk = int(np.linalg.matrix_rank(XX))
         else:
             r, rk = yy, 0
-        by_design.append({"design": dsg, "n_studies": len(idxs), "Q": float(r @ W @ r),
-                          "df": len(yy) - rk})
+        by_design.append(
+            {"design": dsg, "n_studies": len(idxs), "Q": float(r @ W @ r), "df": len(yy) - rk}
+        )
 
     def p(qv: float, dfv: int) -> float | None:
         return float(stats.chi2.sf(qv, dfv)) if dfv > 0 else None
 
-    return {"Q_total": Q, "df_total": df_q, "Q_het": q_het, "df_het": df_het,
-            "p_het": p(q_het, df_het), "Q_inc": q_inc, "df_inc": df_inc,
-            "p_inc": p(q_inc, df_inc), "Q_inc_random": q_inc_r,
-            "p_inc_random": p(q_inc_r, df_inc), "within_designs": by_design}
+    return {
+        "Q_total": Q,
+        "df_total": df_q,
+        "Q_het": q_het,
+        "df_het": df_het,
+        "p_het": p(q_het, df_het),
+        "Q_inc": q_inc,
+        "df_inc": df_inc,
+        "p_inc": p(q_inc, df_inc),
+        "Q_inc_random": q_inc_r,
+        "p_inc_random": p(q_inc_r, df_inc),
+        "within_designs": by_design,
+    }

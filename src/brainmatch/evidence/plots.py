@@ -48,8 +48,12 @@ def save_figure(fig: Figure, stem: str | Path, tight: bool = True) -> list[Path]
     for ext in ("svg", "png"):
         buf = io.BytesIO()
         with plt.rc_context({"svg.fonttype": "none"}):
-            fig.savefig(buf, format=ext, bbox_inches="tight" if tight else None,
-                        dpi=dpi if ext == "png" else "figure")
+            fig.savefig(
+                buf,
+                format=ext,
+                bbox_inches="tight" if tight else None,
+                dpi=dpi if ext == "png" else "figure",
+            )
         out = stem.with_suffix(f".{ext}")
         write_bytes(out, buf.getvalue())
         paths.append(out)
@@ -59,13 +63,27 @@ def save_figure(fig: Figure, stem: str | Path, tight: bool = True) -> list[Path]
 
 def _diamond(ax: Any, y: float, est: float, lo: float, hi: float, color: str) -> None:
     h = 0.35
-    ax.add_patch(Polygon([(lo, y), (est, y + h), (hi, y), (est, y - h)], closed=True,
-                         facecolor=color, edgecolor="black", lw=0.6, zorder=3))
+    ax.add_patch(
+        Polygon(
+            [(lo, y), (est, y + h), (hi, y), (est, y - h)],
+            closed=True,
+            facecolor=color,
+            edgecolor="black",
+            lw=0.6,
+            zorder=3,
+        )
+    )
 
 
-def forest_plot(res: MetaResult, stem: str | Path, *, subgroups: SubgroupResult | None = None,
-                group_of: list[str] | None = None, xlabel: str = "Effect size",
-                title: str | None = None) -> list[Path]:
+def forest_plot(
+    res: MetaResult,
+    stem: str | Path,
+    *,
+    subgroups: SubgroupResult | None = None,
+    group_of: list[str] | None = None,
+    xlabel: str = "Effect size",
+    title: str | None = None,
+) -> list[Path]:
     """Forest plot: one row per study, a diamond per subgroup and for the pooled effect.
 
     Parameters
@@ -130,32 +148,48 @@ def forest_plot(res: MetaResult, stem: str | Path, *, subgroups: SubgroupResult 
             _diamond(ax, y, fit.estimate, float(fit.ci_lb[0]), float(fit.ci_ub[0]), color)
             if fit.pi_lb is not None and fit is res:
                 ax.plot([fit.pi_lb, fit.pi_ub], [y - 0.45, y - 0.45], color=color, lw=2.0)
-            ylabels.append(f"{label}   {fit.estimate:.2f} [{fit.ci_lb[0]:.2f}, "
-                           f"{fit.ci_ub[0]:.2f}]")
+            ylabels.append(f"{label}   {fit.estimate:.2f} [{fit.ci_lb[0]:.2f}, {fit.ci_ub[0]:.2f}]")
             yticks.append(y)
     ax.axvline(0, color="grey", lw=0.8, ls="--")
     ax.axvline(res.estimate, color="#c0392b", lw=0.6, ls=":")
     ax.set_yticks([])
     trans = ax.get_yaxis_transform()
-    for label, y, (kind, _) in zip(ylabels, yticks, [r for r in rows if r[0] != "blank"],
-                                   strict=True):
-        ax.text(-0.02, y, label, transform=trans, ha="right", va="center", fontsize=7,
-                fontweight="bold" if kind in ("header", "diamond") else "normal")
+    for label, y, (kind, _) in zip(
+        ylabels, yticks, [r for r in rows if r[0] != "blank"], strict=True
+    ):
+        ax.text(
+            -0.02,
+            y,
+            label,
+            transform=trans,
+            ha="right",
+            va="center",
+            fontsize=7,
+            fontweight="bold" if kind in ("header", "diamond") else "normal",
+        )
     ax.set_ylim(0.3, n + 0.7)
     ax.set_xlabel(xlabel)
     ax.spines[["top", "right", "left"]].set_visible(False)
     ax.tick_params(axis="y", length=0)
     if subgroups is not None:
-        ax.set_title((title + "\n" if title else "")
-                     + f"Test for subgroup differences: Q = {subgroups.Q_between:.2f}, "
-                       f"df = {subgroups.df_between}, p = {subgroups.p_between:.3g}", fontsize=9)
+        ax.set_title(
+            (title + "\n" if title else "")
+            + f"Test for subgroup differences: Q = {subgroups.Q_between:.2f}, "
+            f"df = {subgroups.df_between}, p = {subgroups.p_between:.3g}",
+            fontsize=9,
+        )
     elif title:
         ax.set_title(title, fontsize=10)
     return save_figure(fig, stem, tight=False)
 
 
-def funnel_plot(res: MetaResult, stem: str | Path, *, filled: dict[str, Any] | None = None,
-                xlabel: str = "Effect size") -> list[Path]:
+def funnel_plot(
+    res: MetaResult,
+    stem: str | Path,
+    *,
+    filled: dict[str, Any] | None = None,
+    xlabel: str = "Effect size",
+) -> list[Path]:
     """Funnel plot: effects against standard errors with the pseudo 95% region.
 
     Parameters
@@ -186,8 +220,15 @@ def funnel_plot(res: MetaResult, stem: str | Path, *, filled: dict[str, Any] | N
     ax.axvline(res.estimate, color="#c0392b", lw=1)
     ax.scatter(res.yi, se, s=14, color="#3b6ea8", zorder=3, label="studies")
     if filled and filled.get("k0", 0) > 0:
-        ax.scatter(filled["yi_fill"], np.sqrt(filled["vi_fill"]), s=16, facecolors="none",
-                   edgecolors="black", zorder=3, label=f"filled (k0 = {filled['k0']})")
+        ax.scatter(
+            filled["yi_fill"],
+            np.sqrt(filled["vi_fill"]),
+            s=16,
+            facecolors="none",
+            edgecolors="black",
+            zorder=3,
+            label=f"filled (k0 = {filled['k0']})",
+        )
         ax.axvline(filled["estimate"], color="black", lw=0.8, ls="--")
         ax.legend(fontsize=8, frameon=False)
     ax.set_ylim(smax, 0)
@@ -221,30 +262,48 @@ def network_graph(res: NMAResult, stem: str | Path) -> list[Path]:
     deg = dict.fromkeys(ts, 0)
     for e in res.edges.itertuples():
         (x1, y1), (x2, y2) = pos[e.treat1], pos[e.treat2]
-        ax.plot([x1, x2], [y1, y2], color="#3b6ea8", alpha=0.7,
-                lw=0.8 + 8 * e.n_studies / emax, zorder=1)
-        ax.text((x1 + x2) / 2, (y1 + y2) / 2, str(e.n_studies), fontsize=7, color="#333333",
-                ha="center", va="center",
-                bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7})
+        ax.plot(
+            [x1, x2],
+            [y1, y2],
+            color="#3b6ea8",
+            alpha=0.7,
+            lw=0.8 + 8 * e.n_studies / emax,
+            zorder=1,
+        )
+        ax.text(
+            (x1 + x2) / 2,
+            (y1 + y2) / 2,
+            str(e.n_studies),
+            fontsize=7,
+            color="#333333",
+            ha="center",
+            va="center",
+            bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7},
+        )
         deg[e.treat1] += e.n_studies
         deg[e.treat2] += e.n_studies
     dmax = max(deg.values()) or 1
     for t in ts:
         x, y = pos[t]
-        ax.scatter([x], [y], s=150 + 900 * deg[t] / dmax, color="#e6a23c", edgecolors="black",
-                   zorder=2)
+        ax.scatter(
+            [x], [y], s=150 + 900 * deg[t] / dmax, color="#e6a23c", edgecolors="black", zorder=2
+        )
         ax.text(1.2 * x, 1.2 * y, t, ha="center", va="center", fontsize=10, fontweight="bold")
     ax.set_xlim(-1.45, 1.45)
     ax.set_ylim(-1.45, 1.45)
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(f"{res.n_studies} studies, {len(ts)} treatments "
-                 f"({res.n_multiarm} multi-arm); edge labels: studies", fontsize=9)
+    ax.set_title(
+        f"{res.n_studies} studies, {len(ts)} treatments "
+        f"({res.n_multiarm} multi-arm); edge labels: studies",
+        fontsize=9,
+    )
     return save_figure(fig, stem)
 
 
-def nma_forest(res: NMAResult, stem: str | Path, *, xlabel: str = "Effect vs reference",
-               model: str = "random") -> list[Path]:
+def nma_forest(
+    res: NMAResult, stem: str | Path, *, xlabel: str = "Effect vs reference", model: str = "random"
+) -> list[Path]:
     """Forest plot of every treatment against the reference, ordered by P-score.
 
     Parameters
@@ -271,8 +330,10 @@ def nma_forest(res: NMAResult, stem: str | Path, *, xlabel: str = "Effect vs ref
     ax.scatter(tab["estimate"], ys, marker="s", color="#3b6ea8", zorder=3)
     ax.axvline(0, color="grey", ls="--", lw=0.8)
     ax.set_yticks(ys)
-    ax.set_yticklabels([f"{t}  (P-score {p:.2f})" for t, p in
-                        zip(tab["treatment"], tab["pscore"], strict=True)], fontsize=8)
+    ax.set_yticklabels(
+        [f"{t}  (P-score {p:.2f})" for t, p in zip(tab["treatment"], tab["pscore"], strict=True)],
+        fontsize=8,
+    )
     ax.set_xlabel(f"{xlabel} ({res.reference})")
     ax.spines[["top", "right", "left"]].set_visible(False)
     ax.set_title(f"Network meta-analysis ({model} effects, tau² = {res.tau2:.3f})", fontsize=9)

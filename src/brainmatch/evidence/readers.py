@@ -63,11 +63,18 @@ def read_table(path: str | Path) -> pd.DataFrame:
             except csv.Error:
                 sep = ","
             decimal = "," if sep == ";" and re.search(r"(?<![\d,])-?\d+,\d+", head) else "."
-            df = pd.read_csv(path, sep=sep, decimal=decimal, na_values=NA_VALUES,
-                             encoding="utf-8-sig", encoding_errors="replace")
+            df = pd.read_csv(
+                path,
+                sep=sep,
+                decimal=decimal,
+                na_values=NA_VALUES,
+                encoding="utf-8-sig",
+                encoding_errors="replace",
+            )
         else:
             raise BrainmatchInputError(
-                f"unsupported file type {suffix!r}; use .csv, .tsv or .xlsx", path)
+                f"unsupported file type {suffix!r}; use .csv, .tsv or .xlsx", path
+            )
     except BrainmatchInputError:
         raise
     except Exception as exc:  # pandas / openpyxl parse errors
@@ -92,12 +99,13 @@ def require_columns(df: pd.DataFrame, columns: list[str], path: str | Path | Non
     if missing:
         have = ", ".join(map(str, df.columns[:30]))
         raise BrainmatchInputError(
-            f"missing column(s) {', '.join(repr(m) for m in missing)}; the table has: {have}",
-            path)
+            f"missing column(s) {', '.join(repr(m) for m in missing)}; the table has: {have}", path
+        )
 
 
-def numeric_column(df: pd.DataFrame, column: str, path: str | Path | None,
-                   allow_missing: bool = False) -> np.ndarray:
+def numeric_column(
+    df: pd.DataFrame, column: str, path: str | Path | None, allow_missing: bool = False
+) -> np.ndarray:
     """A column as floats; non-numeric cells raise an error naming row and value.
 
     Parameters
@@ -126,17 +134,21 @@ def numeric_column(df: pd.DataFrame, column: str, path: str | Path | None,
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise BrainmatchInputError(
             f"column {column!r} row {i + 2} holds {df[column].iloc[i]!r}, not a number "
-            f"({int(bad.sum())} non-numeric cell(s))", path)
+            f"({int(bad.sum())} non-numeric cell(s))",
+            path,
+        )
     if not allow_missing and vals.isna().any():
         i = int(np.flatnonzero(vals.isna().to_numpy())[0])
         raise BrainmatchInputError(
             f"column {column!r} row {i + 2} is empty ({int(vals.isna().sum())} missing cell(s))",
-            path)
+            path,
+        )
     return vals.to_numpy(dtype=float)
 
 
-def apply_selection(df: pd.DataFrame, select: list[str] | None,
-                    path: str | Path | None) -> pd.DataFrame:
+def apply_selection(
+    df: pd.DataFrame, select: list[str] | None, path: str | Path | None
+) -> pd.DataFrame:
     """Keep rows matching every ``COLUMN=VALUE`` (``VALUE`` may be ``a|b`` for either).
 
     Parameters
@@ -181,10 +193,17 @@ class RawColumns:
     events2: str = "events2"
 
 
-def effects_table(df: pd.DataFrame, *, path: str | Path | None = None,
-                  effect: str | None = None, variance: str | None = None,
-                  se: str | None = None, measure: str | None = None,
-                  raw: RawColumns | None = None, study: str | None = None) -> pd.DataFrame:
+def effects_table(
+    df: pd.DataFrame,
+    *,
+    path: str | Path | None = None,
+    effect: str | None = None,
+    variance: str | None = None,
+    se: str | None = None,
+    measure: str | None = None,
+    raw: RawColumns | None = None,
+    study: str | None = None,
+) -> pd.DataFrame:
     """Add ``yi``, ``vi`` and ``study_label`` columns to a table of studies.
 
     Parameters
@@ -214,7 +233,8 @@ def effects_table(df: pd.DataFrame, *, path: str | Path | None = None,
     if effect is not None:
         if (variance is None) == (se is None):
             raise BrainmatchInputError(
-                "give exactly one of --variance COL or --se COL with --effect")
+                "give exactly one of --variance COL or --se COL with --effect"
+            )
         yi = numeric_column(out, effect, path)
         if variance is not None:
             vi = numeric_column(out, variance, path)
@@ -227,18 +247,22 @@ def effects_table(df: pd.DataFrame, *, path: str | Path | None = None,
             if bad_se.any():
                 i = int(np.flatnonzero(bad_se)[0])
                 raise BrainmatchInputError(
-                    f"{what} row {i + 2} is {s[i]!r}: standard errors must be positive", path)
+                    f"{what} row {i + 2} is {s[i]!r}: standard errors must be positive", path
+                )
         bad = ~(vi > 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise BrainmatchInputError(
                 f"{what} row {i + 2} is {vi[i]!r}: variances must be positive "
-                f"({int(bad.sum())} zero or negative)", path)
+                f"({int(bad.sum())} zero or negative)",
+                path,
+            )
     elif measure is not None:
         measure = measure.upper()
         if measure not in es.MEASURES:
             raise BrainmatchInputError(
-                f"unknown --measure {measure!r}; use one of {', '.join(es.MEASURES)}")
+                f"unknown --measure {measure!r}; use one of {', '.join(es.MEASURES)}"
+            )
         rc = raw or RawColumns()
         if measure in ("OR", "RR"):
             cols = [rc.events1, rc.n1, rc.events2, rc.n2]
@@ -253,7 +277,9 @@ def effects_table(df: pd.DataFrame, *, path: str | Path | None = None,
     else:
         raise BrainmatchInputError(
             "say how to get effects: --effect COL with --variance/--se COL, "
-            "or --measure SMD|SMDC|MD|OR|RR with the raw-data columns", path)
+            "or --measure SMD|SMDC|MD|OR|RR with the raw-data columns",
+            path,
+        )
     out["yi"] = yi
     out["vi"] = vi
     if study is not None:
@@ -322,8 +348,14 @@ def metapsy_comparisons(df: pd.DataFrame, rho: float = 0.5) -> pd.DataFrame:
     d["vi"] = d[".g_se"].astype(float) ** 2
     for side in ("1", "2"):
         n = pd.Series(np.nan, index=d.index)
-        for c in (f"n_arm{side}", f"n_change_arm{side}", f".totaln_arm{side}",
-                  f"totaln_arm{side}", f"rand_arm{side}", f"baseline_n_arm{side}"):
+        for c in (
+            f"n_arm{side}",
+            f"n_change_arm{side}",
+            f".totaln_arm{side}",
+            f"totaln_arm{side}",
+            f"rand_arm{side}",
+            f"baseline_n_arm{side}",
+        ):
             if c in d.columns:
                 n = n.fillna(pd.to_numeric(d[c], errors="coerce"))
         d[f"n_group{side}"] = n
@@ -340,14 +372,17 @@ def metapsy_comparisons(df: pd.DataFrame, rho: float = 0.5) -> pd.DataFrame:
     label = agg["study"].astype(str)
     multi = agg.duplicated("study", keep=False)
     suffix = agg["condition_arm1"].astype(str) + np.where(
-        agg["multi_arm1"].astype(str) != "", " " + agg["multi_arm1"].astype(str), "")
-    agg["study_label"] = np.where(multi, label + " (" + suffix + " vs "
-                                  + agg["condition_arm2"].astype(str) + ")", label)
+        agg["multi_arm1"].astype(str) != "", " " + agg["multi_arm1"].astype(str), ""
+    )
+    agg["study_label"] = np.where(
+        multi, label + " (" + suffix + " vs " + agg["condition_arm2"].astype(str) + ")", label
+    )
     return agg
 
 
-def split_shared_controls(df: pd.DataFrame, study: str, control: str,
-                          n_control: str | None) -> pd.DataFrame:
+def split_shared_controls(
+    df: pd.DataFrame, study: str, control: str, n_control: str | None
+) -> pd.DataFrame:
     """Handle multi-arm studies whose comparisons share one control group.
 
     The shared control's participants would otherwise be counted once per
@@ -377,11 +412,13 @@ def split_shared_controls(df: pd.DataFrame, study: str, control: str,
         if n_control is None or n_control not in out.columns:
             raise BrainmatchInputError(
                 "some comparisons share a control group (multi-arm studies); give the control "
-                "group size column (--n-control COL) to split it, or --multiarm ignore")
+                "group size column (--n-control COL) to split it, or --multiarm ignore"
+            )
         nc = pd.to_numeric(out[n_control], errors="coerce").to_numpy(dtype=float)
         shared = m > 1
         if np.any(~np.isfinite(nc[shared]) | (nc[shared] <= 0)):
             raise BrainmatchInputError(
-                f"column {n_control!r} lacks a positive control size for a multi-arm study")
+                f"column {n_control!r} lacks a positive control size for a multi-arm study"
+            )
         out.loc[shared, "vi"] = out.loc[shared, "vi"].to_numpy() + (m[shared] - 1) / nc[shared]
     return out

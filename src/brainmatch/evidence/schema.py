@@ -33,45 +33,77 @@ import pandas as pd
 
 from brainmatch.errors import BrainmatchInputError
 
-AUGMENTATION_TYPES = ("pharmacological", "psychedelic", "nmda", "brain_stimulation",
-                      "exercise", "sleep_circadian", "other")
+AUGMENTATION_TYPES = (
+    "pharmacological",
+    "psychedelic",
+    "nmda",
+    "brain_stimulation",
+    "exercise",
+    "sleep_circadian",
+    "other",
+)
 TIMINGS = ("before", "during", "after")
 DIAGNOSIS_DIMENSIONS = ("fear", "distress", "obsessive", "externalising", "other")
 
 _ALIASES = {
     "type": {
-        "pharmacological": "pharmacological", "pharmacology": "pharmacological",
-        "drug": "pharmacological", "medication": "pharmacological",
-        "psychedelic": "psychedelic", "psychedelics": "psychedelic",
-        "nmda": "nmda", "nmda_targeting": "nmda", "nmda_agent": "nmda", "glutamatergic": "nmda",
-        "brain_stimulation": "brain_stimulation", "stimulation": "brain_stimulation",
-        "neurostimulation": "brain_stimulation", "tms": "brain_stimulation",
+        "pharmacological": "pharmacological",
+        "pharmacology": "pharmacological",
+        "drug": "pharmacological",
+        "medication": "pharmacological",
+        "psychedelic": "psychedelic",
+        "psychedelics": "psychedelic",
+        "nmda": "nmda",
+        "nmda_targeting": "nmda",
+        "nmda_agent": "nmda",
+        "glutamatergic": "nmda",
+        "brain_stimulation": "brain_stimulation",
+        "stimulation": "brain_stimulation",
+        "neurostimulation": "brain_stimulation",
+        "tms": "brain_stimulation",
         "tdcs": "brain_stimulation",
-        "exercise": "exercise", "physical_activity": "exercise",
-        "sleep_circadian": "sleep_circadian", "sleep": "sleep_circadian",
-        "circadian": "sleep_circadian", "sleep_circadian_timing": "sleep_circadian",
+        "exercise": "exercise",
+        "physical_activity": "exercise",
+        "sleep_circadian": "sleep_circadian",
+        "sleep": "sleep_circadian",
+        "circadian": "sleep_circadian",
+        "sleep_circadian_timing": "sleep_circadian",
         "other": "other",
     },
     "timing": {
-        "before": "before", "pre": "before", "pre_session": "before", "prior": "before",
-        "during": "during", "within": "during", "in_session": "during",
-        "after": "after", "post": "after", "post_session": "after",
+        "before": "before",
+        "pre": "before",
+        "pre_session": "before",
+        "prior": "before",
+        "during": "during",
+        "within": "during",
+        "in_session": "during",
+        "after": "after",
+        "post": "after",
+        "post_session": "after",
     },
     "diagnosis_dimension": {
-        "fear": "fear", "distress": "distress", "obsessive": "obsessive", "ocd": "obsessive",
-        "externalising": "externalising", "externalizing": "externalising", "other": "other",
+        "fear": "fear",
+        "distress": "distress",
+        "obsessive": "obsessive",
+        "ocd": "obsessive",
+        "externalising": "externalising",
+        "externalizing": "externalising",
+        "other": "other",
     },
 }
-_ALLOWED = {"type": AUGMENTATION_TYPES, "timing": TIMINGS,
-            "diagnosis_dimension": DIAGNOSIS_DIMENSIONS}
+_ALLOWED = {
+    "type": AUGMENTATION_TYPES,
+    "timing": TIMINGS,
+    "diagnosis_dimension": DIAGNOSIS_DIMENSIONS,
+}
 
 
 def _key(value: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", value.strip().lower()).strip("_")
 
 
-def normalise_augmentation_table(df: pd.DataFrame,
-                                 path: str | Path | None = None) -> pd.DataFrame:
+def normalise_augmentation_table(df: pd.DataFrame, path: str | Path | None = None) -> pd.DataFrame:
     """Check and normalise the augmentation columns present in ``df``.
 
     Parameters
@@ -95,8 +127,9 @@ def normalise_augmentation_table(df: pd.DataFrame,
     present = [c for c in _ALIASES if c in df.columns]
     if not present:
         raise BrainmatchInputError(
-            "augmentation schema: none of the columns type, timing, diagnosis_dimension "
-            "is present", path)
+            "augmentation schema: none of the columns type, timing, diagnosis_dimension is present",
+            path,
+        )
     out = df.copy()
     for col in present:
         mapped: list[str | None] = []
@@ -108,7 +141,9 @@ def normalise_augmentation_table(df: pd.DataFrame,
             if code is None:
                 raise BrainmatchInputError(
                     f"augmentation schema: column {col!r} row {i + 2} is {value!r}; "
-                    f"allowed: {', '.join(_ALLOWED[col])}", path)
+                    f"allowed: {', '.join(_ALLOWED[col])}",
+                    path,
+                )
             mapped.append(code)
         out[col] = mapped
     return out
