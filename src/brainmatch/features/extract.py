@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from brainmatch import __version__
-from brainmatch._io import write_json, write_tsv
+from brainmatch._io import write_json, write_text, write_tsv
 from brainmatch.atlases import Atlas, atlas_digest, file_sha256, load_atlas, resample_atlas
 from brainmatch.errors import BrainmatchError, BrainmatchInputError
 from brainmatch.features.aseg import read_aseg_stats
@@ -267,7 +267,7 @@ def extract_run(run: Run, config: ExtractConfig) -> dict[str, Any]:
     stem = f"{run.stem}_seg-{config.seg}"
     outputs = []
     ts_path = folder / f"{stem}_stat-mean_timeseries.tsv"
-    write_tsv(ts_path, pd.DataFrame(cleaned, columns=names), float_format="%.8g")
+    write_series(ts_path, cleaned, names)
     outputs.append(ts_path)
     feats: dict[str, float] = {}
     fnames = [feature_name(n) for n in names]
@@ -277,9 +277,7 @@ def extract_run(run: Run, config: ExtractConfig) -> dict[str, Any]:
             continue
         mat = connectivity([cleaned], kind)[0]
         rel = folder / f"{stem}_stat-{CONNECTIVITY_KINDS[kind]}_relmat.tsv"
-        table = pd.DataFrame(mat, columns=names)
-        table.insert(0, "Node", names)
-        write_tsv(rel, table, float_format="%.8g")
+        write_matrix(rel, mat, names)
         outputs.append(rel)
         z = fisher_z(mat)
         prefix = CONNECTIVITY_PREFIX[kind]
@@ -291,6 +289,21 @@ def extract_run(run: Run, config: ExtractConfig) -> dict[str, Any]:
     return {"series": cleaned, "names": names, "features": feats,
             "outputs": [str(p.relative_to(config.output_dir)) for p in outputs],
             "n_volumes": n_volumes, "n_kept": len(cleaned), "tr": tr}
+
+
+def write_series(path: Path, series: np.ndarray, names: list[str]) -> None:
+    """Write a (time x region) table as TSV with a header of region names."""
+    lines = ["\t".join(names)]
+    lines += ["\t".join(f"{x:.8g}" for x in row) for row in series.tolist()]
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def write_matrix(path: Path, matrix: np.ndarray, names: list[str]) -> None:
+    """Write a region x region matrix as XCP-D's relmat TSV (first column ``Node``)."""
+    lines = ["\t".join(["Node", *names])]
+    lines += ["\t".join([n] + [f"{x:.8g}" for x in row])
+              for n, row in zip(names, matrix.tolist(), strict=True)]
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def _unit_folder(run: Run) -> Path:
@@ -335,7 +348,7 @@ def process_unit(unit: Unit, config: ExtractConfig) -> dict[str, Any]:
             for k, v in res["features"].items():
                 features.setdefault(k, []).append(v)
         # average over runs (Fisher z for connectivity)
-        values = {k: float(np.mean(v)) for k, v in features.items()}
+        values = {k: (v[0] if len(v) == 1 else float(np.mean(v))) for k, v in features.items()}
         if config.freesurfer:
             if unit.aseg is None:
                 raise BrainmatchInputError("no FreeSurfer folder for this participant",
@@ -599,21 +612,18 @@ def _write_group(config: ExtractConfig, units: Sequence[Unit], failed: set[str],
         return None, None, None
     if "tangent" in config.connectivity:
         _add_tangent(config, records)
-    rows = []
-    for rec in records:
-        row: dict[str, Any] = {"participant_id": rec["participant_id"]}
-        if any(r.get("session") for r in records):
-            row["session"] = rec.get("session") or "n/a"
-        row.update({k: (np.nan if v is None else v) for k, v in rec["features"].items()})
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    id_cols = [c for c in ("participant_id", "session") if c in table.columns]
-    table = table[id_cols + sorted(c for c in table.columns if c not in id_cols)]
-    table = table.sort_values(id_cols).reset_index(drop=True)
+    has_session = any(rec.get("session") for rec in records)
+    records.sort(key=lambda r: (r["participant_id"], r.get("session") or ""))
+    names = sorted({k for rec in records for k in rec["features"]})
+    matrix = np.array([[_num(rec["features"].get(k)) for k in names] for rec in records],
+                      dtype=np.float64).reshape(len(records), len(names))
+    ids = {"participant_id": [rec["participant_id"] for rec in records]}
+    if has_session:
+        ids["session"] = [rec.get("session") or "n/a" for rec in records]
     out = config.output_dir
     parquet, tsv, meta = out / "features.parquet", out / "features.tsv", out / "features.json"
-    _write_parquet(table, parquet)
-    write_tsv(tsv, table, float_format="%.10g")
+    _write_parquet(ids, names, matrix, parquet)
+    _write_wide_tsv(ids, names, matrix, tsv)
     import nilearn
 
     write_json(meta, _finite({
@@ -626,7 +636,7 @@ def _write_group(config: ExtractConfig, units: Sequence[Unit], failed: set[str],
         "connectivity": list(config.connectivity),
         "options": config.options_dict(),
         "options_sha256": want,
-        "columns": _column_docs(table.columns),
+        "columns": _column_docs(names),
         "notes": ([
             "tconn__* (tangent) is fitted on every row of this table as a group reference: "
             "for honest validation refit it inside each cross-validation training fold."]
@@ -637,14 +647,32 @@ def _write_group(config: ExtractConfig, units: Sequence[Unit], failed: set[str],
     return parquet, tsv, meta
 
 
-def _write_parquet(table: pd.DataFrame, path: Path) -> None:
+def _num(value: Any) -> float:
+    return np.nan if value is None else float(value)
+
+
+def _write_parquet(ids: dict[str, list[str]], names: list[str], matrix: np.ndarray,
+                   path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from brainmatch._io import atomic_open
 
+    arrays = [pa.array(v, type=pa.string()) for v in ids.values()]
+    arrays += [pa.array(matrix[:, j]) for j in range(matrix.shape[1])]
+    table = pa.Table.from_arrays(arrays, names=[*ids, *names])
     with atomic_open(path, "wb") as fh:
-        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), fh)
+        pq.write_table(table, fh)
+
+
+def _write_wide_tsv(ids: dict[str, list[str]], names: list[str], matrix: np.ndarray,
+                    path: Path) -> None:
+    lines = ["\t".join([*ids, *names])]
+    for i in range(matrix.shape[0]):
+        cells = [v[i] for v in ids.values()]
+        cells += ["n/a" if not math.isfinite(x) else f"{x:.10g}" for x in matrix[i].tolist()]
+        lines.append("\t".join(cells))
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def _column_docs(columns: Sequence[str]) -> dict[str, str]:
@@ -688,9 +716,7 @@ def _add_tangent(config: ExtractConfig, records: list[dict[str, Any]]) -> None:
     for (i, ts_name), mat in zip(owners, mats, strict=True):
         rel = config.output_dir / ts_name.replace("_stat-mean_timeseries.tsv",
                                                   "_stat-tangent_relmat.tsv")
-        table = pd.DataFrame(mat, columns=common)
-        table.insert(0, "Node", common)
-        write_tsv(rel, table, float_format="%.8g")
+        write_matrix(rel, mat, common)
         per.setdefault(i, []).append(mat)
     for i, mats_i in per.items():
         mean = np.mean(mats_i, axis=0)

@@ -1,0 +1,175 @@
+"""brainmatch extract end to end: outputs, ground-truth recovery, resumability, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from brainmatch.cli.main import app
+from brainmatch.features import extract_dataset
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRAINMATCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def copy_trial(src: Path, dst: Path, subjects: tuple[str, ...] = ("001", "002", "003")) -> Path:
+    """A writable copy of part of a simulated trial."""
+    dst.mkdir(parents=True)
+    for name in ("dataset_description.json", "participants.tsv"):
+        shutil.copy(src / name, dst / name)
+    for deriv in ("fmriprep", "freesurfer"):
+        (dst / "derivatives" / deriv).mkdir(parents=True)
+        for sub in subjects:
+            shutil.copytree(src / "derivatives" / deriv / f"sub-{sub}",
+                            dst / "derivatives" / deriv / f"sub-{sub}")
+    return dst
+
+
+def _run(bids: Path, out: Path, **kwargs: object):  # type: ignore[no-untyped-def]
+    kwargs.setdefault("atlas", "affect")
+    return extract_dataset(bids, out, derivatives=bids / "derivatives" / "fmriprep", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_outputs_layout_and_ground_truth(small_trial: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = extract_dataset(small_trial, out, derivatives=small_trial / "derivatives" / "fmriprep",
+                          atlas="desikan-killiany",
+                          freesurfer=small_trial / "derivatives" / "freesurfer", n_jobs=1)
+    assert res.failures.empty and len(res.computed) == 8
+    table = pd.read_parquet(res.features_path)
+    twin = pd.read_csv(res.features_tsv, sep="\t")
+    assert list(table.columns) == list(twin.columns)
+    assert np.allclose(table.drop(columns="participant_id").to_numpy(),
+                       twin.drop(columns="participant_id").to_numpy(), rtol=1e-8)
+    assert table["participant_id"].tolist() == [f"sub-{i:03d}" for i in range(1, 9)]
+    meta = json.loads(res.metadata_path.read_text())
+    assert meta["atlas"]["name"] == "desikan-killiany"
+    assert meta["strategy"]["denoise"] == "simple"
+    assert len(meta["inputs"]["sub-001"]) == 6  # bold, sidecar, mask, confounds tsv+json, aseg
+    assert all(len(e["sha256"]) == 64 for e in meta["inputs"]["sub-001"])
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative"
+    func = out / "sub-001" / "func"
+    stem = "sub-001_task-rest_space-MNI152NLin2009cAsym_res-4_seg-desikankilliany"
+    ts = pd.read_csv(func / f"{stem}_stat-mean_timeseries.tsv", sep="\t")
+    assert "Left-Amygdala" in ts.columns and len(ts) == 60
+    rel = pd.read_csv(func / f"{stem}_stat-pearsoncorrelation_relmat.tsv", sep="\t",
+                      index_col="Node")
+    assert list(rel.index) == list(ts.columns)
+    # known truth of the simulator: right-insula amplitude follows insula_activity, and
+    # hippocampal volume follows the hippocampal_volume biomarker
+    truth = pd.read_csv(small_trial / "ground_truth.tsv", sep="\t").merge(table)
+    rho = truth[["amp__ctx_rh_insula", "insula_activity"]].corr("spearman").iloc[0, 1]
+    assert rho > 0.8
+    rho = truth[["vol__Left_Hippocampus", "hippocampal_volume"]].corr("spearman").iloc[0, 1]
+    assert rho > 0.5
+    assert (pd.read_csv(res.failures_path, sep="\t").shape[0]) == 0
+
+
+def test_rerun_skips_up_to_date_and_redoes_changed(small_trial: Path, tmp_path: Path) -> None:
+    bids = copy_trial(small_trial, tmp_path / "bids")
+    out = tmp_path / "out"
+    first = _run(bids, out)
+    assert sorted(first.computed) == ["sub-001", "sub-002", "sub-003"]
+    before = (out / "features.parquet").read_bytes()
+    again = _run(bids, out)
+    assert again.computed == [] and len(again.skipped) == 3
+    assert pd.read_parquet(out / "features.parquet").equals(pd.read_parquet(first.features_path))
+    assert before  # unchanged content
+    # same content, new mtime: hash still matches -> skipped
+    conf = next((bids / "derivatives/fmriprep/sub-002/func").glob("*confounds_timeseries.tsv"))
+    os.utime(conf, None)
+    assert _run(bids, out).computed == []
+    # changed content -> only that participant recomputed
+    table = pd.read_csv(conf, sep="\t")
+    table["trans_x"] += 0.01
+    table.to_csv(conf, sep="\t", index=False, na_rep="n/a")
+    assert _run(bids, out).computed == ["sub-002"]
+    # changed options -> all recomputed
+    assert len(_run(bids, out, denoise="compcor").computed) == 3
+
+
+@pytest.mark.slow
+def test_cli_extract_and_strict(small_trial: Path, tmp_path: Path) -> None:
+    bids = copy_trial(small_trial, tmp_path / "bids", ("001", "002"))
+    runner = CliRunner()
+    args = ["extract", str(bids), str(tmp_path / "out"), "participant", "--derivatives",
+            str(bids / "derivatives" / "fmriprep"), "--atlas", "affect",
+            "--connectivity", "correlation,tangent", "--participant-label", "001,002"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    table = pd.read_parquet(tmp_path / "out" / "features.parquet")
+    assert any(c.startswith("tconn__") for c in table.columns)
+    assert any(c.startswith("conn__amygdala_L__") for c in table.columns)
+    # one participant broken: exit 0 (not all failed), 1 with --strict
+    bold = next((bids / "derivatives/fmriprep/sub-002/func").glob("*_bold.nii.gz"))
+    bold.write_bytes(bold.read_bytes()[:5000])
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "sub-002" in res.output and "truncated" in res.output
+    res = runner.invoke(app, [*args, "--strict"])
+    assert res.exit_code == 1
+    res = runner.invoke(app, [*args[:-1], "002"])
+    assert res.exit_code == 1  # every selected participant failed
+    res = runner.invoke(app, [*args[:6], "--atlas", "nonexistent"])
+    assert res.exit_code == 2 and "unknown atlas" in res.output
+
+
+@pytest.mark.slow
+def test_sigkill_mid_batch_then_resume(small_trial: Path, tmp_path: Path) -> None:
+    bids = copy_trial(small_trial, tmp_path / "bids", ("001", "002", "003", "004"))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "brainmatch", "extract", str(bids), str(out), "participant",
+           "--derivatives", str(bids / "derivatives" / "fmriprep"), "--atlas", "affect"]
+    env = {**os.environ}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    records: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        records = list(out.glob("sub-*/func/*_features.json"))
+        if records:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = {p.name.split("_")[0] for p in out.glob("sub-*/func/*_features.json")}
+    assert done and len(done) < 4, "kill should land mid-batch"
+    res = _run(bids, out)
+    assert sorted(res.skipped) == sorted(done)
+    assert sorted(res.computed) == sorted({f"sub-{s}" for s in ("001", "002", "003", "004")}
+                                          - done)
+    full = _run(bids, tmp_path / "fresh")
+    a = pd.read_parquet(res.features_path)
+    b = pd.read_parquet(full.features_path)
+    pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_gives_identical_outputs(small_trial: Path, tmp_path: Path) -> None:
+    from distributed import LocalCluster
+
+    bids = copy_trial(small_trial, tmp_path / "bids", ("001", "002"))
+    serial = _run(bids, tmp_path / "serial")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        dist = _run(bids, tmp_path / "dask", scheduler=cluster.scheduler_address)
+    assert dist.failures.empty and sorted(dist.computed) == ["sub-001", "sub-002"]
+    pd.testing.assert_frame_equal(pd.read_parquet(serial.features_path),
+                                  pd.read_parquet(dist.features_path))
+    for f in (tmp_path / "serial").rglob("*_timeseries.tsv"):
+        twin = tmp_path / "dask" / f.relative_to(tmp_path / "serial")
+        assert f.read_bytes() == twin.read_bytes()
