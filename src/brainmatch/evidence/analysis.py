@@ -445,6 +445,17 @@ n_control, schema
         title=title,
     )
     figures.append("forest.svg")
+    if sub is not None and subgroup:
+        plots.forest_plot(
+            res,
+            out / "forest_subgroups",
+            subgroups=sub,
+            group_of=table[subgroup].fillna("NA").astype(str).tolist(),
+            xlabel=xl,
+            title=title,
+            summary_only=True,
+        )
+        figures.insert(0, "forest_subgroups.svg")
     plots.funnel_plot(res, out / "funnel", filled=bias["trimfill"] if bias else None, xlabel=xl)
     figures.append("funnel.svg")
     clean = _clean(summary)

@@ -320,7 +320,35 @@ def tau2_estimate(
         return float(root), info
     if method not in ("ML", "REML"):
         raise BrainmatchInputError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-    tau2 = max(0.0, he)
+    tau2, it = _fisher_scoring(y, v, X, method, max(0.0, he), stepadj=1.0, maxiter=MAXITER)
+    if tau2 is None:
+        # metafor's documented remedy: smaller steps and more iterations
+        tau2, it = _fisher_scoring(y, v, X, method, max(0.0, he), stepadj=0.5, maxiter=1000)
+        info["stepadj"] = 0.5
+        if tau2 is None:
+            raise BrainmatchInputError(
+                f"{method} Fisher scoring did not converge (also with step adjustment 0.5 "
+                "and 1000 iterations); try --method DL or PM"
+            )
+    info["iterations"] = it
+    # metafor's check: is the likelihood at tau^2 = 0 larger?
+    if tau2 > THRESHOLD and _loglik(0.0, y, v, X, method) - _loglik(tau2, y, v, X, method) > LL_TOL:
+        info["stuck_at_local_maximum"] = True
+        tau2 = 0.0
+    return max(0.0, tau2), info
+
+
+def _fisher_scoring(
+    y: FloatArray,
+    v: FloatArray,
+    X: FloatArray,
+    method: str,
+    start: float,
+    stepadj: float,
+    maxiter: int,
+) -> tuple[float | None, int]:
+    """metafor's Fisher scoring for ML / REML tau^2; ``None`` when it does not converge."""
+    tau2 = start
     change = THRESHOLD + 1
     it = 0
     while change > THRESHOLD:
@@ -332,21 +360,14 @@ def tau2_estimate(
             adj = (float(Py @ Py) - float(w.sum())) / float(np.sum(w**2))
         else:
             adj = (float(Py @ Py) - tr_p) / tr_pp
+        adj *= stepadj
         while tau2 + adj < 0:
             adj /= 2
         tau2 = tau2 + adj
         change = abs(old - tau2)
-        if it > MAXITER:
-            raise BrainmatchInputError(
-                f"{method} Fisher scoring did not converge in {MAXITER} iterations; "
-                "try --method DL or PM"
-            )
-    info["iterations"] = it
-    # metafor's check: is the likelihood at tau^2 = 0 larger?
-    if tau2 > THRESHOLD and _loglik(0.0, y, v, X, method) - _loglik(tau2, y, v, X, method) > LL_TOL:
-        info["stuck_at_local_maximum"] = True
-        tau2 = 0.0
-    return max(0.0, tau2), info
+        if it > maxiter:
+            return None, it
+    return tau2, it
 
 
 def _loglik(tau2: float, y: FloatArray, v: FloatArray, X: FloatArray, method: str) -> float:

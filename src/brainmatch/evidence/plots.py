@@ -83,6 +83,7 @@ def forest_plot(
     group_of: list[str] | None = None,
     xlabel: str = "Effect size",
     title: str | None = None,
+    summary_only: bool = False,
 ) -> list[Path]:
     """Forest plot: one row per study, a diamond per subgroup and for the pooled effect.
 
@@ -98,6 +99,8 @@ def forest_plot(
         Subgroup of each study in ``res`` (required with ``subgroups``).
     xlabel, title : str
         Labels.
+    summary_only : bool
+        With subgroups: draw only the subgroup and overall diamonds (no study rows).
 
     Returns
     -------
@@ -111,19 +114,23 @@ def forest_plot(
     if subgroups is not None and group_of is not None:
         g = np.asarray(group_of).astype(str)
         for name in list(subgroups.groups) + sorted(set(g) - set(subgroups.groups)):
-            rows.append(("header", name))
-            for i in np.flatnonzero(g == name):
-                rows.append(("study", int(i)))
+            if not summary_only:
+                rows.append(("header", name))
+                for i in np.flatnonzero(g == name):
+                    rows.append(("study", int(i)))
             if name in subgroups.groups:
                 fit = subgroups.groups[name]
                 rows.append(("diamond", (f"{name} (k = {fit.k}, I² = {fit.I2:.0f}%)", fit)))
+            if not summary_only:
+                rows.append(("blank", None))
+        if summary_only:
             rows.append(("blank", None))
     else:
         rows.extend(("study", i) for i in range(res.k))
         rows.append(("blank", None))
     rows.append(("diamond", (f"Overall {res.method} (k = {res.k}, I² = {res.I2:.0f}%)", res)))
     n = len(rows)
-    height = min(max(3.0, 0.2 * n + 1.6), 200.0)
+    height = min(max(3.0, (0.35 if summary_only else 0.2) * n + 1.6), 200.0)
     fig = plt.figure(figsize=(11.0, height))
     top = 1 - 0.9 / height
     bottom = 0.6 / height
@@ -180,7 +187,7 @@ def forest_plot(
         )
     elif title:
         ax.set_title(title, fontsize=10)
-    return save_figure(fig, stem, tight=False)
+    return save_figure(fig, stem, tight=n < 80)
 
 
 def funnel_plot(
@@ -288,9 +295,9 @@ def network_graph(res: NMAResult, stem: str | Path) -> list[Path]:
         ax.scatter(
             [x], [y], s=150 + 900 * deg[t] / dmax, color="#e6a23c", edgecolors="black", zorder=2
         )
-        ax.text(1.2 * x, 1.2 * y, t, ha="center", va="center", fontsize=10, fontweight="bold")
-    ax.set_xlim(-1.45, 1.45)
-    ax.set_ylim(-1.45, 1.45)
+        ax.text(1.3 * x, 1.3 * y, t, ha="center", va="center", fontsize=10, fontweight="bold")
+    ax.set_xlim(-1.6, 1.6)
+    ax.set_ylim(-1.5, 1.5)
     ax.set_aspect("equal")
     ax.axis("off")
     ax.set_title(
@@ -334,7 +341,7 @@ def nma_forest(
         [f"{t}  (P-score {p:.2f})" for t, p in zip(tab["treatment"], tab["pscore"], strict=True)],
         fontsize=8,
     )
-    ax.set_xlabel(f"{xlabel} ({res.reference})")
+    ax.set_xlabel(f"{xlabel} {res.reference}")
     ax.spines[["top", "right", "left"]].set_visible(False)
     ax.set_title(f"Network meta-analysis ({model} effects, tau² = {res.tau2:.3f})", fontsize=9)
     return save_figure(fig, stem)
