@@ -19,6 +19,7 @@ from brainmatch._io import write_json, write_tsv
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.selection.data import ID, TrainingData, load_training_data
 from brainmatch.selection.modelfile import save_model
+from brainmatch.selection._ridge import KernelRidgeLOO
 from brainmatch.selection.pipeline import MODELS, ArmModels, Preprocessor
 from brainmatch.validation.metrics import binary_metrics, bootstrap_ci, regression_metrics
 from brainmatch.validation.policy import dr_scores, policy_gain, propensities, selection_benefit
@@ -109,6 +110,19 @@ def cross_validated_predictions(data: TrainingData, *, model: str,
     return total / count[:, None, None], by_repeat
 
 
+def _no_interaction_fit(data: TrainingData, harmonize: bool) -> NDArray[np.float64]:
+    """In-sample fit of the reduced model: arm + covariates + shared feature effects."""
+    k = len(data.arms)
+    t = np.searchsorted(data.arms, data.treatment)
+    pre = Preprocessor(harmonize=harmonize, n_outcome_only=1 if data.baseline else 0)
+    with threadpool_limits(1):
+        Z, C = pre.fit_transform(data.X, data.covariates, data.sites)
+        K = Z @ Z.T / Z.shape[1]
+        D = np.column_stack([np.eye(k)[t], C])
+        solver = KernelRidgeLOO(K, D).fit(data.y[:, None])
+    return np.asarray(K @ solver.c[:, 0] + D @ solver.alpha[:, 0])
+
+
 def _recommend(pred: NDArray[np.float64], sign: float,
                ) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
     """Best arm per patient (axis 1) and its advantage over the next best (>= 0)."""
@@ -121,30 +135,45 @@ def _recommend(pred: NDArray[np.float64], sign: float,
 
 def _permutation_stats(pred: NDArray[np.float64], Y: NDArray[np.float64], t: NDArray[np.intp],
                        propensity: NDArray[np.float64], sign: float,
-                       ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Selection benefit (mean difference) and DR policy gain for every target column."""
+                       ) -> dict[str, NDArray[np.float64]]:
+    """Selection benefit (difference and d) and DR policy gain for every target column."""
     n, k, _ = pred.shape
     u = sign * pred  # (n, k, m)
     rec = np.argmax(u, axis=1)  # (n, m); ties -> first, as argsort stable
     match = rec == t[:, None]
     uy = sign * Y
-    n_match = match.sum(axis=0)
+    n1 = match.sum(axis=0)
+    n0 = n - n1
     with np.errstate(invalid="ignore", divide="ignore"):
-        benefit = ((uy * match).sum(axis=0) / n_match
-                   - (uy * ~match).sum(axis=0) / (n - n_match))
+        m1 = (uy * match).sum(axis=0) / n1
+        m0 = (uy * ~match).sum(axis=0) / n0
+        ss1 = (((uy - m1) ** 2) * match).sum(axis=0)
+        ss0 = (((uy - m0) ** 2) * ~match).sum(axis=0)
+        pooled = np.sqrt((ss1 + ss0) / (n - 2))
+        d = np.where((n1 >= 2) & (n0 >= 2), (m1 - m0) / pooled, np.nan)
     onehot = np.eye(k)[t]  # (n, k)
     gamma = u + (onehot / propensity)[:, :, None] * (uy[:, None, :] - u)
     value = np.take_along_axis(gamma, rec[:, None, :], 1)[:, 0, :].mean(axis=0)
     gain = value - gamma.mean(axis=0).max(axis=0)
-    return benefit, gain
+    return {"benefit": m1 - m0, "d": d, "gain": gain}
 
 
-def _perm_p(stat: NDArray[np.float64]) -> float | None:
+def _perm_p(stat: NDArray[np.float64], seed: int) -> float | None:
+    """Permutation p-value, ties (common: arm means are permutation-invariant) split at random.
+
+    ``(#{null > obs} + U (1 + #{null == obs})) / (P + 1)`` with ``U ~ Uniform(0, 1)``: exactly
+    uniform under the null; counting every tie as exceeding (the usual rule) would be valid
+    but conservative.
+    """
     obs, null = stat[0], stat[1:]
     if not np.isfinite(obs) or null.size == 0:
         return None
     null = np.where(np.isfinite(null), null, -np.inf)
-    return float((1 + np.sum(null >= obs - 1e-12)) / (null.size + 1))
+    tol = 1e-9 * max(1.0, abs(float(obs)))
+    greater = np.sum(null > obs + tol)
+    ties = np.sum(np.abs(null - obs) <= tol)
+    u = np.random.default_rng([seed, 5]).random()
+    return float((greater + u * (1 + ties)) / (null.size + 1))
 
 
 def _arm_metrics(y: NDArray[np.float64], pred: NDArray[np.float64], t: NDArray[np.intp],
@@ -309,6 +338,7 @@ def train(features: str | Path | pd.DataFrame, outcomes: str | Path | pd.DataFra
           model: str = "interaction", n_permutations: int = 1000,
           threshold: float | None = None, n_boot: int = 1000, seed: int = 0,
           session: str | None = None, report: bool = True,
+          permutation_null: str = "freedman-lane",
           learning_curve: bool = True, progress: Progress | None = None) -> TrainResult:
     """Train a treatment-selection model and validate it with nested cross-validation.
 
@@ -333,7 +363,7 @@ def train(features: str | Path | pd.DataFrame, outcomes: str | Path | pd.DataFra
     model : {"interaction", "per-arm"}
         Which potential-outcome model drives the recommendations (both are validated).
     n_permutations : int
-        Permutations for the test of the selection benefit (within-arm outcome shuffles).
+        Permutations for the test of the selection benefit.
     threshold : float, optional
         Clinically meaningful advantage (default 3 points; 0.1 for a binary outcome).
     n_boot : int
@@ -343,6 +373,12 @@ def train(features: str | Path | pd.DataFrame, outcomes: str | Path | pd.DataFra
         Session to use when the feature table has several.
     report : bool
         Write ``report.html``.
+    permutation_null : {"freedman-lane", "within-arm"}
+        Null of the permutation test.  ``freedman-lane`` (default): no treatment-by-feature
+        interaction; outcomes are the fit of a model without interactions (arm, covariate and
+        shared feature effects; ridge on all patients) plus its residuals shuffled within arm,
+        so prognostic effects are kept.  ``within-arm``: outcomes shuffled within arm (no
+        feature effect at all; conservative when features are prognostic).
     learning_curve : bool
         Compute the learning curve (a few extra CV runs).
     progress : callable, optional
@@ -383,7 +419,15 @@ def train(features: str | Path | pd.DataFrame, outcomes: str | Path | pd.DataFra
     splits = outer_splits(data.treatment, scheme=cv, n_splits=n_splits, n_repeats=n_repeats,
                           sites=data.sites, seed=seed)
     perms = _within_arm_permutations(t, n_permutations, seed)
-    Y = data.y[perms].T  # (n, 1 + P)
+    if permutation_null == "freedman-lane":
+        fitted = _no_interaction_fit(data, harmonize)
+        Y = (fitted[:, None] + (data.y - fitted)[perms].T)
+        Y[:, 0] = data.y
+    elif permutation_null == "within-arm":
+        Y = data.y[perms].T  # (n, 1 + P)
+    else:
+        raise BrainmatchInputError(f"permutation null {permutation_null!r}: expected "
+                                   "freedman-lane or within-arm")
 
     pred_all, by_repeat = cross_validated_predictions(
         data, model=model, splits=splits, Y=Y, harmonize=harmonize, progress=progress)
@@ -400,16 +444,32 @@ def train(features: str | Path | pd.DataFrame, outcomes: str | Path | pd.DataFra
     selection = selection_summary(data.y, t, pred, arms, sign, threshold, propensity,
                                   n_boot, seed)
     if n_permutations:
-        benefit_null, gain_null = _permutation_stats(pred_all, Y, t, propensity, sign)
-        selection["permutation_p"] = _perm_p(benefit_null)
-        selection["policy_gain_permutation_p"] = _perm_p(gain_null)
+        null = _permutation_stats(pred_all, Y, t, propensity, sign)
+        selection["permutation_p"] = _perm_p(null["benefit"], seed)
+        selection["policy_gain_permutation_p"] = _perm_p(null["gain"], seed + 1)
+        # widen the bootstrap CIs (predictions fixed) to the statistic's spread under the
+        # permutation null, which includes the variability of refitting the model in CV
+        z = 1.959963984540054
+        for key, stat, ci_key in (("benefit_d", null["d"], "benefit_d_ci"),
+                                  ("policy_gain", null["gain"], "policy_gain_ci")):
+            est, ci = selection[key], selection[ci_key]
+            spread = np.nanstd(stat[1:], ddof=1) if np.isfinite(stat[1:]).sum() > 2 else np.nan
+            if est is None or ci[0] is None or not np.isfinite(spread):
+                continue
+            se = max((ci[1] - ci[0]) / (2 * z), float(spread))
+            selection[ci_key] = [est - z * se, est + z * se]
+        selection["ci_method"] = ("normal interval with the larger of the bootstrap SE "
+                                  "(patients resampled) and the SD under the permutation null")
     else:
         selection["permutation_p"] = None
         selection["policy_gain_permutation_p"] = None
     selection["n_permutations"] = n_permutations
-    selection["permutation_null"] = ("outcomes shuffled within each arm: no association of "
-                                     "the features with the outcome under any arm, arm main "
-                                     "effects kept")
+    selection["permutation_null"] = (
+        "no treatment-by-feature interaction (Freedman-Lane: residuals of a model with arm, "
+        "covariate and shared feature effects shuffled within arm)"
+        if permutation_null == "freedman-lane" else
+        "outcomes shuffled within each arm: no association of the features with the outcome "
+        "under any arm, arm main effects kept")
 
     rec, adv = _recommend(pred, sign)
     predictions = pd.DataFrame({ID: data.ids, "treatment": data.treatment, "observed": data.y})
