@@ -232,16 +232,22 @@ def extract_run(run: Run, config: ExtractConfig) -> dict[str, Any]:
     atlas = config.atlas
     shape, affine, n_volumes = _bold_header(run)
     mask = _check_grid(run, shape, affine)
-    labels3d = resample_atlas(atlas, shape, affine)
+    vox = np.round(nib.affines.voxel_sizes(affine), 2).tolist()
+    grid = (f"BOLD grid (shape {shape}, voxel size {vox} mm, origin "
+            f"{np.round(affine[:3, 3], 1).tolist()})")
+    try:
+        labels3d = resample_atlas(atlas, shape, affine)
+    except Exception as exc:  # nilearn's BoundingBoxError and friends
+        raise BrainmatchInputError(
+            f"{grid} does not match the atlas space: the {atlas.name} atlas falls outside it "
+            f"({type(exc).__name__}); is the BOLD in MNI space?", run.bold) from None
     names_by_label = dict(zip(atlas.labels["index"].astype(int), atlas.labels["name"],
                               strict=True))
     label_values = [int(v) for v in atlas.labels["index"]]
     plan = RegionPlan(labels3d, label_values, mask)
     if plan.n_regions < max(2, math.ceil(MIN_REGION_COVERAGE * len(label_values))):
-        vox = np.round(nib.affines.voxel_sizes(affine), 2).tolist()
         raise BrainmatchInputError(
-            f"BOLD grid (shape {shape}, voxel size {vox} mm, origin "
-            f"{np.round(affine[:3, 3], 1).tolist()}) does not match the atlas space: only "
+            f"{grid} does not match the atlas space: only "
             f"{plan.n_regions} of {len(label_values)} {atlas.name} regions fall inside it "
             "(is the BOLD in MNI space?)", run.bold)
     tr = read_tr(run.sidecar)
