@@ -267,3 +267,42 @@ def test_augmentation_subgroups_and_timing_moderator(tmp_path: Path) -> None:
         assert abs(groups[t]["estimate"] - mu) < 0.15
     assert r["subgroups"]["p_between"] < 1e-3
     assert r["meta_regression"]["QMp"] > 0.01  # timing has no true effect here
+
+
+def test_aggregate_combines_instruments_of_one_comparison(tmp_path: Path) -> None:
+    df = pd.DataFrame(
+        {
+            "study": ["a", "a", "b", "c", "d"],
+            "instrument": ["bdi", "hamd", "bdi", "bdi", "phq"],
+            "g": [0.5, 0.7, 0.2, 0.4, 0.9],
+            "se": [0.2, 0.25, 0.15, 0.3, 0.2],
+        }
+    )
+    src = tmp_path / "multi.csv"
+    df.to_csv(src, index=False)
+    out = tmp_path / "out"
+    res = runner.invoke(
+        app,
+        [
+            "meta",
+            str(src),
+            "--out",
+            str(out),
+            "--effect",
+            "g",
+            "--se",
+            "se",
+            "--aggregate",
+            "study",
+            "--rho",
+            "0.7",
+            "--method",
+            "DL",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "results.json").read_text())
+    assert r["k"] == 4
+    ya, va = effects.aggregate_dependent([0.5, 0.7], [0.04, 0.0625], rho=0.7)
+    ref = rma([ya, 0.2, 0.4, 0.9], [va, 0.0225, 0.09, 0.04], method="DL")
+    np.testing.assert_allclose([r["estimate"], r["tau2"]], [ref.estimate, ref.tau2])

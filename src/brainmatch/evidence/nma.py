@@ -18,7 +18,8 @@ comparisons against a shared control are given (``s_c = 1/n_c``, the control's
 contribution to the variance of a standardised mean difference).
 
 tau^2: generalised DerSimonian-Laird (``(Q - df) / tr(P U)``; Jackson, White &
-Riley 2012, netmeta's ``method.tau = "DL"``) or REML.
+Riley 2012; equal to netmeta's ``method.tau = "DL"`` when every study has two arms,
+while netmeta's multi-arm weighting may differ slightly) or REML.
 Ranking: P-scores (Rücker & Schwarzer 2015).  Inconsistency: design-by-treatment
 interaction Q (Higgins et al. 2012; Krahn, Binder & König 2013), splitting the total
 Q into within-design heterogeneity and between-design inconsistency.
