@@ -2,6 +2,8 @@
 
 No Python reference exists and netmeta's published outputs are not pinned anywhere we
 can ship, so the tests assert what must hold for netmeta's model:
+- the fixed-effect model equals statsmodels' arm-level WLS with study effects (an
+  independent implementation of the same model, multi-arm studies included);
 - a two-treatment network is exactly the pairwise DerSimonian-Laird / REML
   meta-analysis (metafor-exact ``rma``);
 - results do not depend on the order of arms or rows;
@@ -221,3 +223,53 @@ def test_cli_nma_writes_outputs(tmp_path: Path) -> None:
         app, ["nma", str(src), "--out", str(tmp_path / "o2"), "--method", "SJ"]
     )
     assert bad.exit_code == 2 and "DL or REML" in bad.output
+
+
+def test_fixed_effect_equals_arm_based_weighted_regression() -> None:
+    """Contrast-based FE NMA with multi-arm covariances == arm-level WLS with study effects.
+
+    statsmodels' WLS on arm means (study dummies + treatment dummies, weights 1/var,
+    scale fixed at 1) is an independent implementation of the same fixed-effect model.
+    """
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(11)
+    designs = [("A", "B"), ("A", "C"), ("B", "C", "D"), ("A", "B", "C"), ("C", "D")]
+    arms, rows = [], []
+    for s in range(25):
+        design = designs[s % len(designs)]
+        n = rng.integers(30, 150, size=len(design))
+        base = rng.normal(0, 1)
+        for t, nj in zip(design, n, strict=True):
+            arms.append(
+                {
+                    "study": f"s{s}",
+                    "treat": t,
+                    "mean": base + TRUE[t] + rng.normal(0, 1 / np.sqrt(nj)),
+                    "var": 1 / nj,
+                }
+            )
+        study_arms = arms[-len(design) :]
+        for i in range(len(study_arms)):
+            for j in range(i + 1, len(study_arms)):
+                a, b = study_arms[j], study_arms[i]
+                rows.append(
+                    {
+                        "study": a["study"],
+                        "treat1": a["treat"],
+                        "treat2": b["treat"],
+                        "TE": a["mean"] - b["mean"],
+                        "seTE": np.sqrt(a["var"] + b["var"]),
+                    }
+                )
+    res = network_meta_analysis(pd.DataFrame(rows), reference="A")
+    arm = pd.DataFrame(arms)
+    X = pd.get_dummies(arm[["study", "treat"]], drop_first=False, dtype=float)
+    X = X.drop(columns=["treat_A"])
+    fit = sm.WLS(arm["mean"], X, weights=1 / arm["var"]).fit(cov_type="fixed scale")
+    for t in ("B", "C", "D"):
+        i = res.treatments.index(t)
+        np.testing.assert_allclose(res.d_fixed[i], fit.params[f"treat_{t}"], atol=1e-10)
+        np.testing.assert_allclose(np.sqrt(res.cov_fixed[i, i]), fit.bse[f"treat_{t}"], rtol=1e-9)
+    # Q of the contrast model is the arm-level weighted residual sum of squares
+    np.testing.assert_allclose(res.Q, float(np.sum(fit.resid**2 / arm["var"])), rtol=1e-9)
