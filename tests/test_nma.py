@@ -273,3 +273,15 @@ def test_fixed_effect_equals_arm_based_weighted_regression() -> None:
         np.testing.assert_allclose(np.sqrt(res.cov_fixed[i, i]), fit.bse[f"treat_{t}"], rtol=1e-9)
     # Q of the contrast model is the arm-level weighted residual sum of squares
     np.testing.assert_allclose(res.Q, float(np.sum(fit.resid**2 / arm["var"])), rtol=1e-9)
+    # random effects: tau^2 with correlation 1/2 between a study's contrasts is an arm-level
+    # random effect of variance tau^2 / 2 (with study effects fixed)
+    assert res.tau2 > 0
+    fit_re = sm.WLS(arm["mean"], X, weights=1 / (arm["var"] + res.tau2 / 2)).fit(
+        cov_type="fixed scale"
+    )
+    for t in ("B", "C", "D"):
+        i = res.treatments.index(t)
+        np.testing.assert_allclose(res.d_random[i], fit_re.params[f"treat_{t}"], atol=1e-10)
+        np.testing.assert_allclose(
+            np.sqrt(res.cov_random[i, i]), fit_re.bse[f"treat_{t}"], rtol=1e-9
+        )
