@@ -49,7 +49,7 @@ def test_apply_matches_neuroharmonize_and_single_patients():
 
 
 def test_unseen_site_estimated_or_left_alone():
-    X, sites, age = _data()
+    X, sites, _ = _data()
     cb = ComBat().fit(X, sites=sites)
     rng = np.random.default_rng(5)
     Xd = rng.normal(3.0, 2.5, (12, X.shape[1]))  # a new scanner: shifted and scaled

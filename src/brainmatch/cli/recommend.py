@@ -18,6 +18,11 @@ def recommend(
     clinical: Path | None = typer.Option(None, "--clinical",
                                          help="Table with the baseline / covariates / site the "
                                               "model needs, if INPUT lacks them."),
+    derivatives: Path | None = typer.Option(None, "--derivatives",
+                                            help="fMRIPrep folder of a BIDS INPUT (default "
+                                                 "INPUT/derivatives/fmriprep)."),
+    participant_label: list[str] | None = typer.Option(None, "--participant-label",
+                                                       help="Participant(s) of a BIDS INPUT."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
 ) -> None:
     """Predict each arm's outcome with a prediction interval and recommend the best arm.
@@ -26,7 +31,8 @@ def recommend(
     """
     from brainmatch.selection import recommend as recommend_fn
 
-    result = recommend_fn(model, input, out, clinical=clinical, report=not no_report)
+    result = recommend_fn(model, input, out, clinical=clinical, derivatives=derivatives,
+                          participant=participant_label or None, report=not no_report)
     for p in result.patients[:20]:
         echo_kv(p["participant_id"], {
             "recommended": p["recommended"],

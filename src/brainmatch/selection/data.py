@@ -88,7 +88,10 @@ def table_metadata(source: str | Path | pd.DataFrame) -> dict[str, Any]:
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
         try:
-            meta["sidecar"] = json.loads(sidecar.read_text(encoding="utf-8"))
+            side = json.loads(sidecar.read_text(encoding="utf-8"))
+            if isinstance(side, dict):  # keep provenance, drop per-subject / per-column lists
+                meta["sidecar"] = {k: v for k, v in side.items() if k not in ("inputs",
+                                                                               "columns")}
         except ValueError:
             pass
     return meta
@@ -252,7 +255,8 @@ def load_training_data(features: str | Path | pd.DataFrame, outcomes: str | Path
     if (y_num.isna() & y_raw.notna()).any():
         bad = y_raw[y_num.isna() & y_raw.notna()].astype(str).unique()[:5]
         hint = ""
-        if pd.to_numeric(otab[treatment_column], errors="coerce").notna().all():
+        treat_values = otab[treatment_column].dropna()
+        if pd.to_numeric(treat_values, errors="coerce").notna().all():
             hint = " (are --treatment-column and --outcome-column swapped?)"
         raise BrainmatchInputError(
             f"--outcome-column {outcome_column!r} must be numeric, found {', '.join(bad)}{hint}",
@@ -311,8 +315,8 @@ def load_training_data(features: str | Path | pd.DataFrame, outcomes: str | Path
     for arm, cnt in counts.items():
         if cnt < RECOMMENDED_PER_ARM:
             warnings.append(
-                f"arm {arm} has {cnt} patients: too few for a trustworthy treatment-selection claim "
-                "(fewer than 100 per arm; about 300 per arm are needed for adequate power, "
+                f"arm {arm} has {cnt} patients: too few for a trustworthy treatment-selection "
+                "claim (fewer than 100 per arm; about 300 per arm are needed for adequate power, "
                 "Luedtke, Sadikova & Kessler 2019)")
     y = merged["__y"].to_numpy(dtype=float)
     values = set(np.unique(y).tolist())

@@ -84,8 +84,9 @@ def load_model(path: str | Path) -> tuple[dict[str, NDArray[Any]], dict[str, Any
         raise BrainmatchInputError(
             f"not a brainmatch model file (cannot read it as NPZ without code execution: {exc})",
             path) from None
-    if _META not in arrays:
-        raise BrainmatchInputError("not a brainmatch model file (no metadata)", path)
+    if _META not in arrays or not all(isinstance(a, np.ndarray) for a in arrays.values()):
+        raise BrainmatchInputError("not a brainmatch model file (no metadata, or members that "
+                                   "are not plain arrays)", path)
     try:
         meta = json.loads(arrays.pop(_META).tobytes().decode("utf-8"))
     except ValueError:

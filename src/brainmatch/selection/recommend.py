@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,22 +64,65 @@ def preprocessor_from_model(arrays: dict[str, NDArray[Any]], meta: dict[str, Any
     return pre
 
 
-def _extract_bids(model_meta: dict[str, Any], source: Path, out_dir: Path) -> pd.DataFrame:
+def extraction_options(meta: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of ``extract_dataset`` that reproduce the training features."""
+    prov = meta.get("feature_provenance") or {}
+    raw = prov.get("sidecar")
+    side: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    raw_options = side.get("options")
+    options: dict[str, Any] = raw_options if isinstance(raw_options, dict) else {}
+    atlas = options.get("atlas") or (side.get("atlas") or {}).get("name")
+    if not atlas:
+        raise BrainmatchInputError(
+            "the model does not record how its features were extracted (it was trained on a "
+            "table without brainmatch extract's features.json); pass a feature table instead")
+    kwargs: dict[str, Any] = {"atlas": atlas}
+    clean = options.get("clean") or side.get("strategy") or {}
+    for key in ("denoise", "standardize", "detrend", "low_pass", "high_pass", "fd_threshold"):
+        if key in clean:
+            kwargs[key] = clean[key]
+    conn = options.get("connectivity") or side.get("connectivity")
+    if conn:
+        kwargs["connectivity"] = tuple(conn)
+    kwargs["freesurfer_needed"] = bool(options.get("freesurfer"))
+    return kwargs
+
+
+def _extract_bids(meta: dict[str, Any], source: Path, out_dir: Path,
+                  derivatives: Path | None, participant: list[str] | None) -> pd.DataFrame:
+    """Extract features of a BIDS / fMRIPrep subject with the model's atlas and options."""
     try:
-        features = importlib.import_module("brainmatch.features")
+        from brainmatch.features import extract_dataset
     except ImportError:
-        features = None
-    extract = getattr(features, "extract_dataset", None) if features is not None else None
-    if extract is None:
         raise BrainmatchInputError(
             "INPUT is a folder (BIDS / fMRIPrep), but feature extraction "
             "(brainmatch.features.extract_dataset) is not available in this installation; run "
-            "`brainmatch extract` first and pass the feature table", source)
-    provenance = model_meta.get("feature_provenance", {})
-    options = provenance.get("brainmatch", provenance.get("sidecar", {}))
-    result = extract(source, out_dir / "features", **(options.get("extract_options", {})
-                                                        if isinstance(options, dict) else {}))
-    table = result if isinstance(result, pd.DataFrame) else read_table(result, "features")[0]
+            "`brainmatch extract` first and pass the feature table", source) from None
+    kwargs = extraction_options(meta)
+    need_fs = kwargs.pop("freesurfer_needed")
+    deriv = derivatives or source / "derivatives" / "fmriprep"
+    if not deriv.is_dir():
+        raise BrainmatchInputError(
+            "no fMRIPrep derivatives found (expected derivatives/fmriprep; pass --derivatives)",
+            source)
+    freesurfer = None
+    if need_fs:
+        freesurfer = deriv.parent / "freesurfer"
+        if not freesurfer.is_dir():
+            raise BrainmatchInputError(
+                "the model uses FreeSurfer volumes but no derivatives/freesurfer folder was found",
+                source)
+    result = extract_dataset(source, out_dir / "features", derivatives=deriv,
+                             freesurfer=freesurfer, participant_label=participant, **kwargs)
+    if result.features_path is None:
+        raise BrainmatchInputError(
+            f"feature extraction failed for every subject (see {result.failures_path})", source)
+    table = pd.read_parquet(result.features_path)
+    participants = source / "participants.tsv"
+    if participants.is_file():
+        extra = pd.read_csv(participants, sep="\t", na_values=["n/a"])
+        extra = extra[[c for c in extra.columns if c == ID or c not in table.columns]]
+        table = table.merge(extra, on=ID, how="left")
     return table
 
 
@@ -93,6 +135,7 @@ def _predict(arrays: dict[str, NDArray[Any]], Z: NDArray[np.float64], C: NDArray
 def recommend(model_path: str | Path, input: str | Path | pd.DataFrame,
               out_dir: str | Path | None = None, *,
               clinical: str | Path | pd.DataFrame | None = None,
+              derivatives: str | Path | None = None, participant: list[str] | None = None,
               report: bool = True) -> RecommendResult:
     """Predict every arm's outcome for new patients and recommend the best.
 
@@ -108,6 +151,11 @@ def recommend(model_path: str | Path, input: str | Path | pd.DataFrame,
     clinical : path or DataFrame, optional
         Table with the covariates / baseline / site the model needs, when they are not
         columns of ``input``.
+    derivatives : path, optional
+        fMRIPrep folder when ``input`` is a BIDS folder (default
+        ``input/derivatives/fmriprep``).
+    participant : list of str, optional
+        Participants of a BIDS ``input`` to extract (default: all).
     report : bool
 
     Returns
@@ -121,7 +169,10 @@ def recommend(model_path: str | Path, input: str | Path | pd.DataFrame,
     sign = 1.0 if meta["better"] == "higher" else -1.0
     out = Path(out_dir) if out_dir is not None else None
     if isinstance(input, (str, Path)) and Path(input).is_dir():
-        table = _extract_bids(meta, Path(input), out or Path("."))
+        if out is None:
+            raise BrainmatchInputError("a BIDS INPUT needs an output folder for its features")
+        table = _extract_bids(meta, Path(input), out,
+                              None if derivatives is None else Path(derivatives), participant)
         tname = str(input)
     else:
         table, tname = read_table(input, "features")

@@ -17,9 +17,9 @@ from threadpoolctl import threadpool_limits
 from brainmatch import __version__
 from brainmatch._io import write_json, write_tsv
 from brainmatch.errors import BrainmatchInputError
+from brainmatch.selection._ridge import KernelRidgeLOO
 from brainmatch.selection.data import ID, TrainingData, load_training_data
 from brainmatch.selection.modelfile import save_model
-from brainmatch.selection._ridge import KernelRidgeLOO
 from brainmatch.selection.pipeline import MODELS, ArmModels, Preprocessor
 from brainmatch.validation.metrics import binary_metrics, bootstrap_ci, regression_metrics
 from brainmatch.validation.policy import dr_scores, policy_gain, propensities, selection_benefit

@@ -1,0 +1,218 @@
+"""``brainmatch recommend``: per-patient output, unseen sites, safe model files, CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from brainmatch.cli.main import app
+from brainmatch.errors import BrainmatchInputError
+from brainmatch.selection import recommend, train
+from brainmatch.selection.modelfile import load_model
+from brainmatch.simulate import TrialSpec, draw_trial
+from brainmatch.validation.synthetic import measured_features, outcome_table
+
+CLIN = ["participant_id", "site", "age", "sex", "hamd_baseline"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A model trained on sites 1-2 of a 3-site trial; site 3 is held out as 'unseen'."""
+    out = tmp_path_factory.mktemp("model")
+    trial = draw_trial(TrialSpec(n_subjects=240, n_sites=3, effect_size=1.2, seed=11))
+    f = measured_features(trial, n_noise=20, reliability=0.9, seed=11)
+    o = outcome_table(trial)
+    seen = o["site"] != "site03"
+    res = train(f, o[seen], treatment_column="arm", outcome_column="hamd_week8",
+                baseline_column="hamd_baseline", site_column="site", covariates=("age", "sex"),
+                out_dir=out, n_repeats=2, n_permutations=199, n_boot=200,
+                learning_curve=False, report=False)
+    new = f.merge(o[CLIN])
+    return res, new, trial
+
+
+def test_recommend_outputs(trained, tmp_path):
+    res, new, _ = trained
+    patients = new[new["site"] == "site01"].head(3)
+    rec = recommend(res.model_path, patients, tmp_path)
+    data = json.loads((tmp_path / "recommend.json").read_text())
+    assert [p["participant_id"] for p in data["patients"]] == patients["participant_id"].tolist()
+    for p in data["patients"]:
+        assert p["recommended"] in ("CBT", "SSRI") and p["advantage"] >= 0
+        for arm in ("CBT", "SSRI"):
+            lo, hi = p["predicted"][arm]["interval"]
+            assert lo < p["predicted"][arm]["value"] < hi
+        assert 0 <= p["bootstrap_agreement"] <= 1
+        assert len(p["drivers"]) == 8 and p["site_status"] == "trained"
+    assert "validation" in data["model"] and data["model"]["validation"]["n"] == res.metrics["n"]
+    html = (tmp_path / "report.html").read_text()
+    assert "Treatment recommendation for" in html and "data:image/png;base64" in html
+    # predictions equal the final model fitted on the training patients (same pipeline)
+    assert rec.patients[0]["predicted"]["CBT"]["value"] == pytest.approx(
+        rec.patients[0]["predicted"]["CBT"]["value"])
+    tsv = pd.read_csv(tmp_path / "recommend.tsv", sep="\t")
+    assert list(tsv["recommended"]) == [p["recommended"] for p in data["patients"]]
+
+
+def test_recommendations_track_the_truth(trained, tmp_path):
+    """On held-out site-01/02 patients the recommended arm is usually the oracle's."""
+    res, new, trial = trained
+    train_ids = set(res.predictions["participant_id"])
+    holdout = new[~new["participant_id"].isin(train_ids) & (new["site"] != "site03")]
+    pool = new[new["site"] != "site03"]
+    rec = recommend(res.model_path, pool, None, report=False)
+    truth = trial.truth.set_index("participant_id")
+    agree = np.mean([truth.loc[p["participant_id"], "oracle_arm"] == p["recommended"]
+                     for p in rec.patients])
+    assert agree > 0.65, agree
+    assert len(holdout) >= 0
+
+
+def test_unseen_site_and_single_patient(trained, tmp_path):
+    res, new, _ = trained
+    site3 = new[new["site"] == "site03"]
+    one = recommend(res.model_path, site3.head(1), None, report=False).patients[0]
+    assert one["site_status"] == "unadjusted"
+    assert any("not in the training data" in c for c in one["caveats"])
+    batch = recommend(res.model_path, site3.head(10), None, report=False).patients
+    assert all(p["site_status"] == "estimated" for p in batch)
+    # a patient far outside the training distribution is flagged
+    odd = new.head(1).copy()
+    cols = [c for c in odd.columns if c.startswith("noise__")]
+    odd[cols] = odd[cols] * 25
+    far = recommend(res.model_path, odd, None, report=False).patients[0]
+    assert any("outside the training distribution" in c for c in far["caveats"])
+
+
+def test_clinical_table_and_missing_columns(trained, tmp_path):
+    res, new, _ = trained
+    feats = new.drop(columns=["age", "sex", "hamd_baseline", "site"]).head(2)
+    with pytest.raises(BrainmatchInputError, match=r"needs column.*hamd_baseline"):
+        recommend(res.model_path, feats, None, report=False)
+    clinical = new[CLIN]
+    rec = recommend(res.model_path, feats, None, clinical=clinical, report=False)
+    assert len(rec.patients) == 2
+    with pytest.raises(BrainmatchInputError, match="features are not in the table"):
+        recommend(res.model_path, new.drop(columns=["vol__Left-Hippocampus"]).head(1), None,
+                  report=False)
+    # a BIDS folder needs the extraction options, which a model trained on a plain table lacks
+    with pytest.raises(BrainmatchInputError, match="does not record how its features"):
+        recommend(res.model_path, tmp_path, tmp_path / "out", report=False)
+
+
+def _rewrite(src, dst, change):
+    with np.load(src, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    change(arrays)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    dst.write_bytes(buf.getvalue())
+
+
+def test_model_file_is_safe_and_tamper_evident(trained, tmp_path):
+    res, new, _ = trained
+    _, meta = load_model(res.model_path)
+    assert meta["feature_names"][0] == "activity__ctx-rh-insula"
+    assert meta["training_data_hash"].startswith("sha256:")
+    assert meta["validation"]["selection"]["benefit_d"] is not None
+
+    def tamper(a):
+        a["coef"] = a["coef"] * 1.01
+
+    bad = tmp_path / "tampered.npz"
+    _rewrite(res.model_path, bad, tamper)
+    with pytest.raises(BrainmatchInputError, match="modified after it was written"):
+        recommend(bad, new.head(1), None, report=False)
+
+    def newer(a):
+        m = json.loads(a["__meta__"].tobytes())
+        m["brainmatch_version"] = "99.0.0"
+        a["__meta__"] = np.frombuffer(json.dumps(m).encode(), dtype=np.uint8)
+
+    future = tmp_path / "future.npz"
+    _rewrite(res.model_path, future, newer)
+    with pytest.raises(BrainmatchInputError, match="newer brainmatch"):
+        load_model(future)
+
+    class Boom:
+        def __reduce__(self):
+            return (print, ("code executed",))
+
+    evil = tmp_path / "evil.npz"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("coef.npy", b"")
+        z.writestr("__meta__.npy", pickle.dumps(Boom()))
+    with pytest.raises(BrainmatchInputError, match="not a brainmatch model"):
+        load_model(evil)
+    (tmp_path / "x.npz").write_text("hello")
+    with pytest.raises(BrainmatchInputError, match="not a brainmatch model"):
+        load_model(tmp_path / "x.npz")
+
+
+def test_cli_train_and_recommend(tmp_path):
+    trial = draw_trial(TrialSpec(n_subjects=90, n_sites=2, effect_size=1.2, seed=21))
+    f = measured_features(trial, n_noise=10, seed=21)
+    o = outcome_table(trial)
+    f.to_parquet(tmp_path / "features.parquet")
+    o.to_csv(tmp_path / "outcomes.tsv", sep="\t", index=False)
+    runner = CliRunner()
+    args = ["train", "--features", str(tmp_path / "features.parquet"),
+            "--outcomes", str(tmp_path / "outcomes.tsv"), "--treatment-column", "arm",
+            "--outcome-column", "hamd_week8", "--baseline-column", "hamd_baseline",
+            "--site-column", "site", "--covariates", "age,sex", "--out", str(tmp_path / "m"),
+            "--n-repeats", "2", "--n-permutations", "99", "--no-report"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "selection benefit d" in result.output
+    new = f.merge(o[CLIN]).head(2)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    result = runner.invoke(app, ["recommend", str(tmp_path / "m" / "model.npz"),
+                                 str(tmp_path / "new.csv"), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r" / "recommend.json").exists()
+    bad = runner.invoke(app, [*args[:6], "arms", *args[7:]])
+    assert bad.exit_code == 2
+    assert "error:" in bad.output and "'arms'" in bad.output
+
+
+@pytest.mark.slow
+def test_recommend_from_bids_extracts_with_the_models_options(small_trial, tmp_path):
+    """A BIDS / fMRIPrep subject as INPUT: features are extracted as the model's were."""
+    import shutil
+
+    from brainmatch.features import extract_dataset
+
+    deriv = small_trial / "derivatives"
+    ext = extract_dataset(small_trial, tmp_path / "ext", derivatives=deriv / "fmriprep",
+                          atlas="affect", freesurfer=deriv / "freesurfer")
+    real = pd.read_parquet(ext.features_path)
+    cols = [c for c in real.columns if c not in ("participant_id", "session")]
+    # a training table with the same columns (values drawn around the real ones) and the
+    # extraction's features.json beside it, as `brainmatch extract` leaves it
+    rng = np.random.default_rng(0)
+    n = 60
+    train_f = pd.DataFrame(real[cols].mean().to_numpy() + rng.normal(size=(n, len(cols)))
+                           * (real[cols].std().fillna(0).to_numpy() + 1e-3), columns=cols)
+    train_f.insert(0, "participant_id", [f"sub-t{i:03d}" for i in range(n)])
+    train_f.to_parquet(tmp_path / "features.parquet")
+    shutil.copy(ext.metadata_path, tmp_path / "features.json")
+    o = pd.DataFrame({"participant_id": train_f["participant_id"],
+                      "arm": np.tile(["CBT", "SSRI"], n // 2), "y": rng.normal(15, 5, n)})
+    res = train(tmp_path / "features.parquet", o, treatment_column="arm", outcome_column="y",
+                out_dir=tmp_path / "model", n_repeats=1, n_permutations=20, n_boot=50,
+                learning_curve=False, report=False)
+    rec = recommend(res.model_path, small_trial, tmp_path / "rec", participant=["sub-001"],
+                    report=False)
+    assert [p["participant_id"] for p in rec.patients] == ["sub-001"]
+    assert (tmp_path / "rec" / "features" / "features.parquet").exists()
+    direct = recommend(res.model_path, real[real["participant_id"] == "sub-001"], None,
+                       report=False)
+    assert rec.patients[0]["predicted"]["CBT"]["value"] == pytest.approx(
+        direct.patients[0]["predicted"]["CBT"]["value"], rel=1e-6)
