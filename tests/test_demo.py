@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -42,6 +43,15 @@ def test_demo_runs_and_reruns(tmp_path: Path) -> None:
     assert report.is_file()
     html = report.read_text()
     assert "Simulated treatment trial" in html and "data:image/png;base64," in html
+    # every stage ran and left its output where the index report links to it
+    for stage, link in (("extract", "derivatives/brainmatch/features.tsv"),
+                        ("train", "model/report.html"), ("recommend", "recommend/report.html")):
+        assert f"<b>{stage}</b>" in html
+        assert (out / link).is_file(), link
+    rec = json.loads((out / "recommend" / "recommend.json").read_text())
+    assert rec["patients"][0]["participant_id"] == "sub-037"
+    metrics = json.loads((out / "model" / "metrics.json").read_text())
+    assert metrics["n"] <= 36  # the new patient was never trained on
     # a rerun replaces its own earlier output
     res = _demo(out)
     assert res.returncode == 0, res.stderr

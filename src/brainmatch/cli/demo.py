@@ -1,8 +1,7 @@
 """``brainmatch demo``: the whole pipeline on a simulated trial, ending in a report.
 
-Stages run in order; each returns a line for the demo's index report.  Today: simulate
-(a two-arm, three-site trial with a strong treatment-by-biomarker effect) and the trial
-summary.  Later stages (extraction, training, recommendation) plug in as they land.
+simulate -> extract -> train (nested CV, permutation test) -> recommend for a held-out
+new patient -> an index report (the trial summary) linking each stage's own report.
 """
 
 from __future__ import annotations
@@ -45,9 +44,30 @@ def demo(
     n_subjects: int = typer.Option(120, "--n-subjects", help="Patients in the simulated trial."),
     seed: int = typer.Option(2026, "--seed", help="Random seed of the simulated trial."),
     n_jobs: int = typer.Option(0, "--n-jobs", help="Processes to use (0 = all cores)."),
+    n_permutations: int = typer.Option(
+        1000, "--n-permutations", help="Permutations of the selection-benefit test."
+    ),
 ) -> None:
-    """Run the whole pipeline on a simulated trial and print where the report is."""
+    """Run the whole pipeline on a simulated trial and print where the report is.
+
+    Simulates a trial (CBT vs SSRI, three sites, a strong treatment-by-biomarker effect)
+    plus one new patient held out of everything, extracts brain features, trains and
+    validates a treatment-selection model, and recommends a treatment for the new patient,
+    then writes an index report linking every stage's report.
+    """
+    report = run_demo(out_dir, n_subjects=n_subjects, seed=seed, n_jobs=n_jobs,
+                      n_permutations=n_permutations)
+    out.print(f"Report: {report}", highlight=False, soft_wrap=True)
+
+
+def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: int = 0,
+             n_permutations: int = 1000) -> Path:
+    """Run every pipeline stage on a simulated trial; return the index report's path."""
+    import pandas as pd
+
+    from brainmatch.features import extract_dataset
     from brainmatch.reports.trial import write_trial_report
+    from brainmatch.selection import recommend, train
     from brainmatch.simulate import TrialSpec, simulate_trial
     from brainmatch.simulate.model import EFFECT_SIZES
 
@@ -55,38 +75,76 @@ def demo(
     out_dir = out_dir.absolute()
     prepare_demo_dir(out_dir)
     jobs = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
-    spec = TrialSpec(
-        n_subjects=n_subjects,
-        n_sites=3,
-        arms=("CBT", "SSRI"),
-        resolution=4,
-        n_volumes=80,
-        tr=2.0,
-        seed=seed,
-        effect_size=EFFECT_SIZES["strong"],
-    )
+    # one more patient than requested: the last one is the "new patient", never trained on
+    spec = TrialSpec(n_subjects=n_subjects + 1, n_sites=3, arms=("CBT", "SSRI"), resolution=4,
+                     n_volumes=80, tr=2.0, seed=seed, effect_size=EFFECT_SIZES["strong"])
     bids = out_dir / "bids"
-    console.print(f"[bold]1/2[/] simulating {n_subjects} patients (CBT vs SSRI, 3 sites)")
+    stages: list[dict[str, str]] = []
+
+    console.print(f"[bold]1/4[/] simulating {n_subjects} patients + 1 new patient "
+                  "(CBT vs SSRI, 3 sites)")
     with progress_bar("simulating subjects") as update:
         simulate_trial(spec, bids, n_jobs=jobs, progress=update)
-    stages = [
-        {
-            "name": "simulate",
-            "summary": f"{n_subjects} patients written as BIDS + fMRIPrep derivatives in {bids}",
-            "link": "",
-        }
-    ]
+    participants = pd.read_csv(bids / "participants.tsv", sep="\t")
+    new_patient = str(participants["participant_id"].iloc[-1])
+    stages.append({"name": "simulate", "link": "bids/ground_truth.tsv",
+                   "summary": f"{n_subjects} trial patients and one new patient ({new_patient}) "
+                              "as BIDS + fMRIPrep derivatives"})
 
-    console.print("[bold]2/2[/] writing the report")
+    console.print("[bold]2/4[/] extracting brain features (Desikan-Killiany regions)")
+    features_dir = out_dir / "derivatives" / "brainmatch"
+    with progress_bar("extracting subjects") as update:
+        extracted = extract_dataset(
+            bids, features_dir, derivatives=bids / "derivatives" / "fmriprep",
+            freesurfer=bids / "derivatives" / "freesurfer", atlas="desikan-killiany",
+            denoise="simple", connectivity=("correlation",), n_jobs=jobs, progress=update)
+    if extracted.features_path is None:
+        raise BrainmatchInputError("feature extraction failed for every subject; see "
+                                   f"{extracted.failures_path}")
+    features = pd.read_parquet(extracted.features_path)
+    n_features = features.shape[1] - 1
+    stages.append({"name": "extract", "link": "derivatives/brainmatch/features.tsv",
+                   "summary": f"{len(features)} subjects x {n_features} features "
+                              f"({len(extracted.failures)} failures)"})
+
+    console.print("[bold]3/4[/] training and validating the treatment-selection model")
+    outcomes = pd.read_csv(bids / "phenotype" / "outcomes.tsv", sep="\t", na_values="n/a")
+    table = participants.merge(outcomes, on="participant_id")
+    trial_ids = table["participant_id"] != new_patient
+    # the features file (not a DataFrame) so that the model records how it was extracted;
+    # the new patient is absent from the outcomes table and therefore never trained on
+    result = train(
+        extracted.features_path, table[trial_ids],
+        treatment_column="arm", outcome_column="hamd_week8", baseline_column="hamd_baseline",
+        site_column="site", covariates=("age", "sex"), out_dir=out_dir / "model",
+        n_permutations=n_permutations, seed=seed)
+    sel = result.metrics["selection"]
+    stages.append({"name": "train", "link": "model/report.html",
+                   "summary": (f"policy gain {sel['policy_gain']:+.2f} HAMD points "
+                               f"[{sel['policy_gain_ci'][0]:+.2f}, {sel['policy_gain_ci'][1]:+.2f}]"
+                               f", selection benefit d = {sel['benefit_d']:.2f}, permutation "
+                               f"p = {sel['permutation_p']:.3g}")})
+
+    console.print(f"[bold]4/4[/] recommending a treatment for the new patient {new_patient}")
+    clinical = table.loc[~trial_ids, ["participant_id", "age", "sex", "site", "hamd_baseline"]]
+    rec = recommend(result.model_path, bids, out_dir / "recommend", clinical=clinical,
+                    participant=[new_patient])
+    patient = rec.patients[0]
+    truth = pd.read_csv(bids / "ground_truth.tsv", sep="\t").set_index("participant_id")
+    oracle = truth.loc[new_patient, "oracle_arm"]
+    stages.append({"name": "recommend", "link": "recommend/report.html",
+                   "summary": f"{new_patient}: recommended {patient['recommended']} "
+                              f"(the simulator's truth: {oracle} is best for this patient)"})
+
     report = write_trial_report(bids, out_dir / "report.html", stages=stages)
-    echo_kv(
-        "brainmatch demo",
-        {
-            "dataset": str(bids),
-            "time": f"{time.perf_counter() - start:.0f} s",
-        },
-    )
-    out.print(f"Report: {report}", highlight=False, soft_wrap=True)
+    echo_kv("brainmatch demo", {
+        "dataset": str(bids),
+        "features": str(extracted.features_path),
+        "model": str(result.model_path),
+        "recommendation": str(out_dir / "recommend" / "recommend.json"),
+        "time": f"{time.perf_counter() - start:.0f} s",
+    })
+    return report
 
 
 def register(app: typer.Typer) -> None:
