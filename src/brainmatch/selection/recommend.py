@@ -230,6 +230,7 @@ def recommend(model_path: str | Path, input: str | Path | pd.DataFrame,
     validation = meta["validation"]
     half = meta["conformal"]["half_width"]
     threshold = float(meta["threshold"])
+    lo_y, hi_y = meta.get("outcome_range", [-np.inf, np.inf])
     coef = arrays["coef"]
     patients = []
     for i, pid in enumerate(table[ID].astype(str)):
@@ -285,8 +286,8 @@ def recommend(model_path: str | Path, input: str | Path | pd.DataFrame,
             hw = half.get(arm)
             predicted[arm] = {
                 "value": float(pred[i, a]),
-                "interval": [float(pred[i, a] - hw), float(pred[i, a] + hw)] if hw is not None
-                else None,
+                "interval": [max(float(pred[i, a] - hw), lo_y), min(float(pred[i, a] + hw), hi_y)]
+                if hw is not None else None,
             }
         patients.append({
             "participant_id": pid,

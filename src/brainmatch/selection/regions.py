@@ -3,7 +3,7 @@
 Feature names such as ``conn__ctx-lh-insula__ctx-lh-rostralanteriorcingulate`` or
 ``vol__Left-Hippocampus`` name atlas regions between ``__`` separators.  Each part is
 matched (case, spaces, ``-`` and ``_`` ignored) against the labels of the shipped
-Desikan-Killiany, Harvard-Oxford and AAL atlases; the centroid of the matching label
+Desikan-Killiany, Harvard-Oxford and AAL atlases and the affect-network preset; the centroid of the matching label
 is its MNI position.  Features naming no known region are simply not drawn.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from brainmatch.errors import BrainmatchError
 
-_ATLASES = ("desikan-killiany", "harvard-oxford", "aal")
+_ATLASES = ("desikan-killiany", "harvard-oxford", "aal", "affect")
 
 
 def _norm(text: str) -> str:
@@ -25,9 +25,10 @@ def _norm(text: str) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _atlas_centroids(name: str) -> dict[str, tuple[float, float, float]]:
-    from brainmatch.atlases import load_shipped_atlas
+    from brainmatch import atlases
 
-    atlas = load_shipped_atlas(name)
+    loader = getattr(atlases, "load_atlas", None)
+    atlas = loader(name) if loader is not None else atlases.load_shipped_atlas(name)
     data = np.asarray(atlas.image.dataobj).astype(np.int64)
     ijk = np.nonzero(data > 0)
     labels = data[ijk]

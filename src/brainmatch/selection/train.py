@@ -561,6 +561,7 @@ def train(features: str | Path | pd.DataFrame, outcomes: str | Path | pd.DataFra
         "feature_provenance": data.feature_metadata,
         "training_data_hash": data.data_hash,
         "conformal": metrics["conformal"],
+        "outcome_range": [float(np.min(data.y)), float(np.max(data.y))],
         "validation": {"per_arm": per_arm, "selection": {
             k2: selection[k2] for k2 in ("benefit_d", "benefit_d_ci", "policy_gain",
                                          "policy_gain_ci", "permutation_p",
