@@ -25,6 +25,7 @@ Public API
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import time
@@ -76,6 +77,7 @@ REFERENCES: dict[str, str] = {
 }
 
 _LOG_NAMES = ("nimare", "nilearn")
+_FREEZE_DEPTH = [0]
 
 
 @contextlib.contextmanager
@@ -85,6 +87,12 @@ def _quiet() -> Iterator[None]:
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.WARNING)
+    # nilearn calls gc.collect() on every image it unmasks (once per permutation in
+    # NiMARE's subtraction); with a large heap each call costs ~1 s.  Freezing the
+    # objects alive now makes those collections scan only new objects.
+    _FREEZE_DEPTH[0] += 1
+    if _FREEZE_DEPTH[0] == 1:
+        gc.freeze()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
@@ -92,6 +100,9 @@ def _quiet() -> Iterator[None]:
             warnings.simplefilter("ignore", UserWarning)
             yield
     finally:
+        _FREEZE_DEPTH[0] -= 1
+        if _FREEZE_DEPTH[0] == 0:
+            gc.unfreeze()
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
 
@@ -428,13 +439,16 @@ def _regions(labels: np.ndarray, names: dict[int, str], top: int = 3) -> str:
 
 def cluster_table(stat: nib.Nifti1Image, z: nib.Nifti1Image, logp_cluster: nib.Nifti1Image | None,
                   *, stat_threshold: float | None = None, z_threshold: float | None = None,
-                  alpha: float = 0.05, two_sided: bool = False,
-                  min_voxels: int = 1) -> tuple[pd.DataFrame, np.ndarray]:
+                  alpha: float = 0.05, two_sided: bool = False, min_voxels: int = 1,
+                  significant_only_from_map: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
     """Clusters of supra-threshold voxels, with peak, size, FWE p, label and affect overlap.
 
     Clusters are face-connected components (as NiMARE forms them) of voxels with
     ``stat > stat_threshold`` (or ``|z| > z_threshold``).  When ``logp_cluster`` is
-    given, only clusters with cluster-level FWE ``p < alpha`` are kept.
+    given, only clusters with cluster-level FWE ``p < alpha`` are kept.  With
+    ``significant_only_from_map``, clusters are instead the components of the voxels
+    whose ``logp_cluster`` passes ``alpha`` (the estimator's own cluster definition),
+    split by the sign of ``z`` when ``two_sided``; ``p_fwe`` is their smallest p.
 
     Returns
     -------
@@ -459,29 +473,37 @@ def cluster_table(stat: nib.Nifti1Image, z: nib.Nifti1Image, logp_cluster: nib.N
     ho, names, affect = _atlas_arrays((shape[0], shape[1], shape[2]), stat.affine)
     voxel_mm3 = float(abs(np.linalg.det(stat.affine[:3, :3])))
     for sign in signs:
-        if stat_threshold is not None and not two_sided:
+        if significant_only_from_map:
+            if logp is None:
+                raise ValueError("significant_only_from_map needs logp_cluster")
+            supra = (logp > -np.log10(alpha)) & (sign * z_arr > 0)
+        elif stat_threshold is not None and not two_sided:
             supra = stat_arr > stat_threshold
         elif z_threshold is not None:
             supra = sign * z_arr > z_threshold
         else:
             raise ValueError("give stat_threshold (one-sided) or z_threshold")
         labelled, n = ndimage.label(supra, conn)
-        for cid in range(1, n + 1):
-            vox = labelled == cid
-            size = int(vox.sum())
-            if size < min_voxels:
+        sizes = np.bincount(labelled.ravel(), minlength=n + 1)
+        for cid, box in enumerate(ndimage.find_objects(labelled), start=1):
+            if box is None or sizes[cid] < min_voxels:
                 continue
+            sub = labelled[box] == cid
+            size = int(sizes[cid])
             p_fwe = math.nan
             if logp is not None:
-                p_fwe = float(10 ** -np.median(logp[vox]))
+                values = logp[box][sub]
+                p_fwe = float(10 ** -(values.max() if significant_only_from_map
+                                      else np.median(values)))
                 if not p_fwe < alpha:
                     continue
-            idx = np.argwhere(vox)
-            score = sign * z_arr[vox] if two_sided else stat_arr[vox]
+            offset = np.array([sl.start for sl in box])
+            idx = np.argwhere(sub) + offset
+            score = sign * stat_arr[box][sub] if two_sided else stat_arr[box][sub]
             peak = idx[int(np.argmax(score))]
             xyz = nib.affines.apply_affine(stat.affine, peak)
             peak_label = int(ho[tuple(peak)])
-            labels_in = ho[vox]
+            labels_in = ho[box][sub]
             if peak_label:
                 label = names.get(peak_label, str(peak_label))
             else:
@@ -493,13 +515,13 @@ def cluster_table(stat: nib.Nifti1Image, z: nib.Nifti1Image, logp_cluster: nib.N
                 "volume_mm3": size * voxel_mm3, "n_voxels": size,
                 "peak_stat": float(stat_arr[tuple(peak)]), "peak_z": float(z_arr[tuple(peak)]),
                 "p_fwe": p_fwe, "label": label, "regions": _regions(labels_in, names),
-                "affect_overlap": (float(affect[vox].mean()) if affect is not None
+                "affect_overlap": (float(affect[box][sub].mean()) if affect is not None
                                    else math.nan),
             }
             if two_sided:
                 row["direction"] = "+" if sign > 0 else "-"
             rows.append(row)
-            keep |= vox
+            keep[box] |= sub
     columns = ["cluster_id", "x", "y", "z", "volume_mm3", "n_voxels", "peak_stat", "peak_z",
                "p_fwe", "label", "regions", "affect_overlap"] + (["direction"] if two_sided
                                                                   else [])
@@ -564,8 +586,11 @@ def subtract(a: CoordinateTable, b: CoordinateTable, *, name_a: str = "A", name_
     from scipy import stats as sstats
 
     z_thr = float(sstats.norm.isf(voxel_thresh / 2))
-    clusters, keep = cluster_table(stat, z, logp_c, z_threshold=z_thr, alpha=alpha,
-                                   two_sided=True)
+    if logp_c is not None:
+        clusters, keep = cluster_table(stat, z, logp_c, alpha=alpha, two_sided=True,
+                                       significant_only_from_map=True)
+    else:
+        clusters, keep = cluster_table(stat, z, None, z_threshold=z_thr, two_sided=True)
     maps = {"stat": stat, "z": z, "z_fwe_cluster": _masked(z, keep)}
     if logp_c is not None:
         maps["logp_cluster_fwe"] = logp_c

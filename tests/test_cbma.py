@@ -1,0 +1,229 @@
+"""``brainmatch cbma``: agreement with NiMARE, recovery of planted convergence, the published
+antidepressant result, subtraction, conjunction, outputs and the CLI."""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from brainmatch.cli.main import app
+from brainmatch.errors import BrainmatchInputError
+from brainmatch.evidence.cbma import (
+    CoordinateMetaAnalysis,
+    brain_mask,
+    conjunction,
+    subtract,
+)
+from brainmatch.evidence.cbma_io import CoordinateTable, read_coordinates
+
+NIDM_PAIN = Path(str(importlib.resources.files("nimare") / "resources" / "nidm_pain_dset.json"))
+AMYGDALA_L = (-24.0, -4.0, -18.0)
+DLPFC_R = (40.0, 30.0, 30.0)
+
+
+def simulate_foci(tmp_path: Path, name: str, n_exp: int, truth: tuple[float, float, float] | None,
+                  share: float, seed: int) -> CoordinateTable:
+    """Experiments with 3-9 foci drawn uniformly in the brain; in ``share`` of them one focus
+    lies within a few mm of ``truth`` (the planted convergence)."""
+    rng = np.random.default_rng(seed)
+    mask = brain_mask()
+    ijk = np.argwhere(np.asarray(mask.dataobj) > 0)
+    rows = []
+    for e in range(n_exp):
+        pts = nib.affines.apply_affine(mask.affine, ijk[rng.integers(0, len(ijk),
+                                                                     rng.integers(3, 10))])
+        if truth is not None and e < round(share * n_exp):
+            pts[0] = np.asarray(truth) + rng.normal(0, 2.5, 3)
+        n = int(rng.integers(12, 40))
+        rows += [{"experiment": f"{name}{e:02d}", "x": round(p[0]), "y": round(p[1]),
+                  "z": round(p[2]), "space": "MNI", "n_subjects": n} for p in pts]
+    path = tmp_path / f"{name}.tsv"
+    pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
+    return read_coordinates(path)
+
+
+def _distance(row: pd.Series, point: tuple[float, float, float]) -> float:
+    return float(np.linalg.norm(np.array([row["x"], row["y"], row["z"]]) - np.array(point)))
+
+
+# --------------------------------------------------------------------------- NiMARE agreement
+
+
+@pytest.mark.slow
+def test_maps_and_cluster_p_equal_nimare() -> None:
+    """Our wrapper passes foci and sample sizes exactly: ALE, z and the cluster-level FWE map
+    equal NiMARE run directly on its own reading of the same file (same seed)."""
+    from nimare.correct import FWECorrector
+    from nimare.dataset import Dataset
+    from nimare.meta.cbma import ALE
+
+    est = CoordinateMetaAnalysis(iterations=10, random_state=3).fit(read_coordinates(NIDM_PAIN))
+    res = est.result_
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = Dataset(str(NIDM_PAIN), target="mni152_2mm")
+        ref = ALE(null_method="approximate", random_state=3).fit(ds)
+        ref = FWECorrector(method="montecarlo", voxel_thresh=0.001, n_iters=10).transform(ref)
+    for ours, theirs in (("stat", "stat"), ("z", "z"),
+                         ("logp_cluster_fwe",
+                          "logp_desc-size_level-cluster_corr-FWE_method-montecarlo")):
+        np.testing.assert_allclose(np.asarray(res.maps[ours].dataobj),
+                                   np.asarray(ref.get_map(theirs).dataobj), rtol=1e-6, atol=1e-9)
+    assert res.params["n_experiments"] == 21 and res.params["n_foci"] == 267
+
+
+# --------------------------------------------------------------------------- ground truth
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    tmp = tmp_path_factory.mktemp("cbma")
+    a = simulate_foci(tmp, "amyA", 18, AMYGDALA_L, 0.7, seed=1)
+    b = simulate_foci(tmp, "amyB", 18, AMYGDALA_L, 0.7, seed=2)
+    # At alpha = .05 one null dataset in twenty shows a cluster by chance: the seed is
+    # fixed, so this checks the pipeline is not anti-conservative on this draw.
+    null = simulate_foci(tmp, "null", 18, None, 0.0, seed=6)
+    fit = {k: CoordinateMetaAnalysis(iterations=50, random_state=0).fit(v, name=k).result_
+           for k, v in {"a": a, "b": b, "null": null}.items()}
+    return {"tables": {"a": a, "b": b, "null": null}, **fit}
+
+
+@pytest.mark.slow
+def test_recovers_planted_amygdala_convergence(planted: dict[str, object]) -> None:
+    res = planted["a"]
+    clusters = res.clusters  # type: ignore[attr-defined]
+    assert len(clusters) == 1
+    top = clusters.iloc[0]
+    assert _distance(top, AMYGDALA_L) < 8
+    assert "Amygdala" in top["label"] or "Amygdala" in top["regions"]
+    assert top["p_fwe"] < 0.05
+    assert top["affect_overlap"] > 0.5  # the amygdala is in the affect network
+    assert top["volume_mm3"] == pytest.approx(top["n_voxels"] * 8)
+
+
+@pytest.mark.slow
+def test_no_cluster_without_convergence(planted: dict[str, object]) -> None:
+    assert planted["null"].clusters.empty  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_conjunction_keeps_shared_and_drops_unshared(planted: dict[str, object]) -> None:
+    both = conjunction(planted["a"], planted["b"])  # type: ignore[arg-type]
+    assert len(both.clusters) == 1 and _distance(both.clusters.iloc[0], AMYGDALA_L) < 8
+    assert conjunction(planted["a"], planted["null"]).clusters.empty  # type: ignore[arg-type]
+    a = np.asarray(planted["a"].maps["stat"].dataobj)  # type: ignore[attr-defined]
+    stat = np.asarray(both.maps["stat"].dataobj)
+    assert np.all(stat <= a + 1e-7)  # the minimum statistic
+
+
+@pytest.mark.slow
+def test_subtraction_finds_both_directions(tmp_path: Path) -> None:
+    a = simulate_foci(tmp_path, "amy", 12, AMYGDALA_L, 1.0, seed=4)
+    b = simulate_foci(tmp_path, "dl", 12, DLPFC_R, 1.0, seed=5)
+    res = subtract(a, b, name_a="amy", name_b="dl", iterations=100, voxel_thresh=0.01)
+    up = res.clusters[res.clusters["direction"] == "+"]
+    down = res.clusters[res.clusters["direction"] == "-"]
+    assert len(up) == 1 and _distance(up.iloc[0], AMYGDALA_L) < 12
+    assert len(down) == 1 and _distance(down.iloc[0], DLPFC_R) < 12
+    assert (res.clusters["p_fwe"] < 0.05).all()
+    with pytest.raises(BrainmatchInputError, match="share 12 experiment"):
+        subtract(a, a, iterations=10)
+
+
+# --------------------------------------------------------------------------- published data
+
+
+@pytest.mark.slow
+def test_reproduces_treated_vs_untreated_cluster(shared_data: Path) -> None:
+    """Saberi et al. 2025 (pyALE, 10000 iterations): treated > untreated gives one cluster,
+    132 voxels centred at MNI (-38, 30, 28), left dorsolateral prefrontal cortex."""
+    table = read_coordinates(shared_data / "antidepressant-ale" / "Contrast" / "coordinates.xlsx",
+                             select=["Contrast=Untreated<Treated"])
+    res = CoordinateMetaAnalysis(iterations=200, random_state=0).fit(table).result_
+    assert len(res.clusters) == 1
+    top = res.clusters.iloc[0]
+    assert _distance(top, (-38, 30, 28)) < 8
+    assert top["label"] == "Left_Middle_Frontal_Gyrus"
+    assert 500 < top["volume_mm3"] < 1500  # published 132 voxels of 8 mm3 = 1056 mm3
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_too_few_experiments_and_bad_options(tmp_path: Path) -> None:
+    one = simulate_foci(tmp_path, "one", 1, None, 0.0, seed=0)
+    with pytest.raises(BrainmatchInputError, match="at least 2 experiments, the input has 1"):
+        CoordinateMetaAnalysis(iterations=5).fit(one)
+    two = simulate_foci(tmp_path, "two", 2, None, 0.0, seed=0)
+    with pytest.raises(BrainmatchInputError, match="unknown method 'kda'"):
+        CoordinateMetaAnalysis(method="kda").fit(two)
+    with pytest.raises(BrainmatchInputError, match="--voxel-thresh must be between 0 and 1"):
+        CoordinateMetaAnalysis(voxel_thresh=1.5).fit(two)
+    with pytest.raises(BrainmatchInputError, match="--iterations must be a positive"):
+        CoordinateMetaAnalysis(iterations=0).fit(two)
+
+
+def test_focus_outside_brain_is_an_error(tmp_path: Path) -> None:
+    rows = [{"experiment": f"s{e}", "x": -20 + e, "y": 0, "z": 0, "space": "MNI",
+             "n_subjects": 10} for e in range(3)]
+    rows.append({"experiment": "s1", "x": 20, "y": 10, "z": 120, "space": "MNI", "n_subjects": 10})
+    path = tmp_path / "f.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    with pytest.raises(BrainmatchInputError,
+                       match=r"row 5: focus \(20, 10, 120\).*'s1' lies outside the brain"):
+        CoordinateMetaAnalysis(iterations=5).fit(read_coordinates(path))
+
+
+# --------------------------------------------------------------------------- outputs and CLI
+
+
+SLEUTH = "// Reference=Talairach\n" + "\n".join(
+    f"// Study{e} et al., 20{10 + e}: task\n// Subjects={10 + e}\n"
+    f"-22 -4 -16\n{10 * e - 40} 20 30\n30 {-60 + 5 * e} 10\n" for e in range(8))
+
+
+def test_cli_writes_every_output(tmp_path: Path) -> None:
+    src = tmp_path / "foci.txt"
+    src.write_text(SLEUTH)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["cbma", str(src), "--out", str(out), "--iterations", "20"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "results.json").read_text())
+    for key in ("n_experiments", "n_foci", "iterations", "voxel_thresh", "clusters",
+                "description", "references", "notes"):
+        assert key in summary
+    assert summary["n_experiments"] == 8
+    assert any("Talairach" in n for n in summary["notes"])  # converted, and said so
+    clusters = pd.read_csv(out / "clusters.tsv", sep="\t")
+    assert {"cluster_id", "x", "y", "z", "volume_mm3", "peak_stat", "p_fwe", "label",
+            "affect_overlap"} <= set(clusters.columns)
+    for name in ("desc-stat_map.nii.gz", "desc-z_map.nii.gz", "desc-logpClusterFWE_map.nii.gz",
+                 "desc-zClusterFWE_map.nii.gz", "report.html", "desc-glass_figure.png",
+                 "experiments.tsv"):
+        assert (out / name).is_file(), name
+    assert nib.load(out / "desc-z_map.nii.gz").shape == (91, 109, 91)
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "Lancaster" in html and "Eickhoff" in html
+    # a second run into the same folder is refused, nothing is overwritten
+    before = (out / "results.json").read_bytes()
+    again = CliRunner().invoke(app, ["cbma", str(src), "--out", str(out), "--iterations", "20"])
+    assert again.exit_code == 2 and "not empty" in again.output
+    assert (out / "results.json").read_bytes() == before
+
+
+def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
+    src = tmp_path / "foci.csv"
+    src.write_text("experiment,x,y,z,n_subjects\na,1,2,3,10\n")
+    result = CliRunner().invoke(app, ["cbma", str(src), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "error:" in result.output and "missing column(s) space" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "o" / "results.json").exists()
