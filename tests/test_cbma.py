@@ -227,3 +227,28 @@ def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
     assert "error:" in result.output and "missing column(s) space" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "o" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_cli_versus_writes_contrast_and_conjunction(tmp_path: Path) -> None:
+    """One table, two selections: both main effects, the subtraction and the conjunction."""
+    simulate_foci(tmp_path, "amy", 12, AMYGDALA_L, 1.0, seed=4)
+    simulate_foci(tmp_path, "dl", 12, DLPFC_R, 1.0, seed=5)
+    both = pd.concat([pd.read_csv(tmp_path / "amy.tsv", sep="\t").assign(group="therapy"),
+                      pd.read_csv(tmp_path / "dl.tsv", sep="\t").assign(group="medication")])
+    src = tmp_path / "both.csv"
+    both.to_csv(src, index=False)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, [
+        "cbma", str(src), "--select", "group=therapy", "--versus", str(src),
+        "--versus-select", "group=medication", "--iterations", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "results.json").read_text())
+    assert set(summary) == {"A", "B", "contrast", "conjunction"}
+    contrast = pd.read_csv(out / "contrast_clusters.tsv", sep="\t")
+    up = contrast[contrast["direction"] == "+"].iloc[0]
+    down = contrast[contrast["direction"] == "-"].iloc[0]
+    assert _distance(up, AMYGDALA_L) < 12 and _distance(down, DLPFC_R) < 12
+    assert pd.read_csv(out / "conjunction_clusters.tsv", sep="\t").empty
+    assert "therapy > medication" in result.output
+    assert "Conjunction" in (out / "report.html").read_text()

@@ -125,8 +125,13 @@ def _echo(result: object, out: Path) -> None:
     items["significant clusters"] = result.n_significant
     for row in result.clusters.head(10).itertuples():
         p = "" if row.p_fwe != row.p_fwe else f", p_fwe = {row.p_fwe:.4f}"
+        direction = getattr(row, "direction", None)
+        sets = result.name.split(" - ")
+        side = "" if direction is None or len(sets) != 2 else (
+            f"{sets[0]} > {sets[1]}: " if direction == "+" else f"{sets[1]} > {sets[0]}: ")
         items[f"  cluster {row.cluster_id}"] = (
-            f"({row.x:.0f}, {row.y:.0f}, {row.z:.0f}) {row.volume_mm3:.0f} mm3{p}, {row.label}")
+            f"{side}({row.x:.0f}, {row.y:.0f}, {row.z:.0f}) {row.volume_mm3:.0f} mm3{p}, "
+            f"{row.label}")
     for note in result.notes:
         items.setdefault("notes", "")
         items["notes"] = (str(items["notes"]) + "; " if items["notes"] else "") + note

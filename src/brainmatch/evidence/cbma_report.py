@@ -10,6 +10,7 @@ import io
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,9 +60,11 @@ def _glass_brain_svg(img: nib.Nifti1Image | None, title: str, threshold: float |
     from nilearn import plotting
 
     fig = plt.figure(figsize=(11, 3.2))
-    display = plotting.plot_glass_brain(img, threshold=threshold, display_mode="lyrz",
-                                        colorbar=img is not None, cmap=cmap, figure=fig,
-                                        title=title, plot_abs=plot_abs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nilearn warns about empty maps: expected here
+        display = plotting.plot_glass_brain(img, threshold=threshold, display_mode="lyrz",
+                                            colorbar=img is not None, cmap=cmap, figure=fig,
+                                            title=title, plot_abs=plot_abs)
     if foci is not None and len(foci):
         display.add_markers(foci[["x", "y", "z"]].to_numpy(), marker_color="#1f5fbf",
                             marker_size=8)
@@ -88,6 +91,9 @@ def _figures(result: CBMAResult, out_dir: Path, prefix: str) -> list[dict[str, s
         caption = ("z inside clusters significant at cluster-level FWE"
                    if result.kind != "conjunction" else
                    "minimum z over voxels significant in both analyses")
+    elif result.kind == "conjunction":
+        svg, png = _glass_brain_svg(None, f"{result.name}: no voxel significant in both", None)
+        caption = "No voxel lies in clusters significant in both analyses."
     else:
         from scipy import stats
 
