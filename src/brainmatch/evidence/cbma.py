@@ -564,12 +564,21 @@ def subtract(a: CoordinateTable, b: CoordinateTable, *, name_a: str = "A", name_
     mask = brain_mask()
     notes = [f"{name_a}: {n}" for n in a.notes] + [f"{name_b}: {n}" for n in b.notes]
     notes += check_in_brain(a, mask, max_outside_mm) + check_in_brain(b, mask, max_outside_mm)
-    shared = set(a.foci["experiment"]) & set(b.foci["experiment"])
-    if shared:
+    shared = sorted(set(a.foci["experiment"]) & set(b.foci["experiment"]))
+    same = [e for e in shared if _foci_set(a, e) == _foci_set(b, e)]
+    if same:
         raise BrainmatchInputError(
-            f"the two sets share {len(shared)} experiment(s) (e.g. {sorted(shared)[0]!r}); a "
-            "subtraction needs disjoint sets - select them apart (pyALE drops shared ones)",
-            a.source)
+            f"the two sets share {len(same)} experiment(s) with identical foci (e.g. "
+            f"{same[0]!r}); a subtraction needs disjoint sets - select them apart", a.source)
+    if shared:
+        notes.append(
+            f"{len(shared)} experiment name(s) appear in both sets with different foci "
+            "(e.g. two contrasts of one study); they were analysed as separate experiments, "
+            "as pyALE does, although they share subjects")
+        a = CoordinateTable(a.foci.assign(experiment=name_a + ": " + a.foci["experiment"]),
+                            a.source, list(a.notes))
+        b = CoordinateTable(b.foci.assign(experiment=name_b + ": " + b.foci["experiment"]),
+                            b.source, list(b.notes))
     with _quiet():
         estimator = ALESubtraction(n_iters=iterations, voxel_thresh=voxel_thresh,
                                    vfwe_only=False, n_cores=n_jobs, random_state=random_state)
@@ -622,6 +631,11 @@ def subtract(a: CoordinateTable, b: CoordinateTable, *, name_a: str = "A", name_
                       clusters=clusters, params=params, notes=notes, description=description,
                       references=["laird2005", "eickhoff2012", "salo2023", "desikan2006"],
                       experiments=exps, foci=foci, seconds=time.perf_counter() - start)
+
+
+def _foci_set(table: CoordinateTable, experiment: str) -> set[tuple[float, float, float]]:
+    rows = table.foci.loc[table.foci["experiment"] == experiment, ["x", "y", "z"]]
+    return {(round(x, 3), round(y, 3), round(z, 3)) for x, y, z in rows.to_numpy()}
 
 
 def conjunction(a: CBMAResult, b: CBMAResult) -> CBMAResult:
