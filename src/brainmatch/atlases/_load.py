@@ -228,10 +228,17 @@ def _user_atlas(path: Path, labels: str | Path | None) -> Atlas:
         raise BrainmatchInputError(
             f"an atlas must be a 3D label image, got shape {data.shape} (probabilistic 4D "
             "atlases: derive a max-probability image first)", path)
-    if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
-        raise BrainmatchInputError("atlas values must be whole-number labels", path)
-    data = data.astype(np.int64)
-    present = np.unique(data)
+    if data.dtype.kind == "f":
+        if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
+            raise BrainmatchInputError("atlas values must be whole-number labels", path)
+        data = data.astype(np.int64)
+    elif data.dtype.kind not in "iub":
+        raise BrainmatchInputError(f"atlas values must be integers, got {data.dtype}", path)
+    lo, hi = int(data.min()), int(data.max())
+    if 0 <= lo and hi < 1 << 20:  # small labels: count instead of sorting a copy
+        present = np.flatnonzero(np.bincount(data.ravel()))
+    else:
+        present = np.unique(data)
     present = present[present != 0]
     missing = sorted(set(present.tolist()) - set(table["index"].tolist()))
     if missing:
@@ -305,8 +312,18 @@ def atlas_digest(atlas: Atlas) -> str:
     return h.hexdigest()
 
 
-def resample_atlas(atlas: Atlas, shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
+def resample_atlas(atlas: Atlas, shape: tuple[int, int, int], affine: np.ndarray,
+                   digest: str | None = None) -> np.ndarray:
     """The atlas's labels on a target grid (nearest neighbour), cached in memory and on disk.
+
+    Parameters
+    ----------
+    atlas : Atlas
+    shape : tuple of 3 int
+    affine : ndarray (4, 4)
+        The target grid.
+    digest : str, optional
+        :func:`atlas_digest` of ``atlas`` when already known (saves hashing it again).
 
     Returns
     -------
@@ -315,7 +332,7 @@ def resample_atlas(atlas: Atlas, shape: tuple[int, int, int], affine: np.ndarray
     from brainmatch.atlases import resample_labels
 
     affine = np.asarray(affine, dtype=np.float64)
-    digest = atlas_digest(atlas)
+    digest = digest or atlas_digest(atlas)
     key = (digest, tuple(int(s) for s in shape), np.round(affine, 6).tobytes())
     if key in _RESAMPLED:
         return _RESAMPLED[key]

@@ -137,7 +137,9 @@ def load_confounds(bold: Path, options: CleanOptions, n_volumes: int
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            conf, sample_mask = load_confounds_strategy(str(bold), options.denoise, **kwargs)
+            # nilearn only accepts .nii.gz names; it uses the name to find the confounds
+            name = str(bold) + ".gz" if bold.name.endswith(".nii") else str(bold)
+            conf, sample_mask = load_confounds_strategy(name, options.denoise, **kwargs)
     except (ValueError, KeyError, OSError, IndexError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BrainmatchInputError(f"cannot use the confounds table: {msg}", table) from None

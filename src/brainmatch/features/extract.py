@@ -236,7 +236,7 @@ def extract_run(run: Run, config: ExtractConfig) -> dict[str, Any]:
     grid = (f"BOLD grid (shape {shape}, voxel size {vox} mm, origin "
             f"{np.round(affine[:3, 3], 1).tolist()})")
     try:
-        labels3d = resample_atlas(atlas, shape, affine)
+        labels3d = resample_atlas(atlas, shape, affine, config.atlas_digest)
     except Exception as exc:  # nilearn's BoundingBoxError and friends
         raise BrainmatchInputError(
             f"{grid} does not match the atlas space: the {atlas.name} atlas falls outside it "

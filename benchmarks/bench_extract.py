@@ -1,0 +1,257 @@
+"""Benchmark ``brainmatch extract`` against nilearn on an fMRIPrep-size BOLD.
+
+Data: ``brainmatch simulate --resolution 2 --n-volumes 300`` (97 x 115 x 97 voxels, 300
+volumes, float32 .nii.gz; 2 subjects because the simulator needs at least 2) into
+``benchmarks/.cache/`` (reused when present).  Atlas: the first 100 Harvard-Oxford
+max-probability regions (a 100-region atlas).
+
+Every measurement runs in its own process so its peak memory (``ru_maxrss``) is its own;
+times exclude imports.  Printed ratios compare numbers measured in this same run:
+
+- brainmatch (one subject, one core, denoise=simple, z-score, detrend, correlation) vs
+  nilearn's pipeline (``load_confounds_strategy`` + ``NiftiLabelsMasker`` +
+  ``ConnectivityMeasure``), on .nii.gz and on .nii;
+- brainmatch vs the time to merely decompress the file with the fastest gzip reader
+  measured here (python-isal, nibabel's default, Python's gzip);
+- 2 local processes vs 1 on the two subjects (throughput).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "benchmarks" / ".cache"
+DATA = CACHE / "sim2mm-300"
+WORK = CACHE / "extract-work"
+
+
+def _peak_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _bold(sub: str = "001", ext: str = ".nii.gz") -> Path:
+    func = DATA / "derivatives" / "fmriprep" / f"sub-{sub}" / "func"
+    gz = next(func.glob("*_desc-preproc_bold.nii.gz"))
+    if ext == ".nii.gz":
+        return gz
+    raw = WORK / "nii" / gz.name.removesuffix(".gz")
+    return raw
+
+
+def _atlas_path() -> tuple[Path, Path]:
+    return WORK / "atlas-ho100_dseg.nii.gz", WORK / "atlas-ho100_dseg.tsv"
+
+
+# --- children ---------------------------------------------------------------------------------
+
+def child_decompress(reader: str, path: str) -> dict[str, float]:
+    """Time to read every byte of the decompressed file."""
+    start = time.perf_counter()
+    buf = bytearray(4 << 20)
+    if reader == "isal":
+        from isal import igzip
+
+        with igzip.open(path, "rb") as fh:
+            while fh.readinto(buf):
+                pass
+    elif reader == "gzip":
+        import gzip
+
+        with gzip.open(path, "rb") as fh:
+            while fh.readinto(buf):
+                pass
+    elif reader == "nibabel":
+        import nibabel as nib
+        import numpy as np
+
+        np.asarray(nib.load(path).dataobj)  # nibabel's reader loads the whole array
+    return {"seconds": time.perf_counter() - start}
+
+
+def child_brainmatch(path: str) -> dict[str, float]:
+    """brainmatch's per-run work: stream, clean, connectivity, write the TSVs."""
+    from threadpoolctl import threadpool_limits
+
+    from brainmatch.atlases import atlas_digest, load_atlas
+    from brainmatch.features.bids import Run, parse_entities
+    from brainmatch.features.denoise import CleanOptions
+    from brainmatch.features.extract import ExtractConfig, extract_run
+
+    atlas_img, labels = _atlas_path()
+    atlas = load_atlas(atlas_img, labels)
+    bold = Path(path)
+    gz = _bold()
+    sidecar = gz.with_name(gz.name.replace(".nii.gz", ".json"))
+    # confounds/sidecar live beside the .nii.gz; the .nii copy has links to them
+    config = ExtractConfig(atlas=atlas, atlas_digest=atlas_digest(atlas),
+                           clean=CleanOptions(denoise="simple"), connectivity=("correlation",),
+                           output_dir=WORK / "out-child", freesurfer=False)
+    run = Run(bold=bold, entities=parse_entities(bold.name),
+              sidecar=bold.with_name(sidecar.name), mask=None)
+    # import what extract_run imports lazily, as the nilearn child imports before timing
+    import nilearn.connectome
+    import nilearn.interfaces.fmriprep
+    import nilearn.signal  # noqa: F401
+
+    base = _peak_mb()
+    with threadpool_limits(1):
+        start = time.perf_counter()
+        extract_run(run, config)
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "base_mb": base}
+
+
+def child_nilearn(path: str, reports: str) -> dict[str, float]:
+    """nilearn's pipeline for the same run and options."""
+    import warnings
+
+    import nibabel as nib
+    from nilearn.connectome import ConnectivityMeasure
+    from nilearn.interfaces.fmriprep import load_confounds_strategy
+    from nilearn.maskers import NiftiLabelsMasker
+    from threadpoolctl import threadpool_limits
+
+    from brainmatch.atlases import load_atlas, resample_atlas
+
+    atlas_img, labels = _atlas_path()
+    atlas = load_atlas(atlas_img, labels)
+    header = nib.load(path)
+    lab = nib.Nifti1Image(resample_atlas(atlas, header.shape[:3], header.affine), header.affine)
+    warnings.simplefilter("ignore")
+    with threadpool_limits(1):
+        start = time.perf_counter()
+        name = path + ".gz" if path.endswith(".nii") else path  # nilearn wants .nii.gz names
+        conf, sample_mask = load_confounds_strategy(name, "simple")
+        masker = NiftiLabelsMasker(lab, standardize="zscore_sample", detrend=True, t_r=2.0,
+                                   reports=reports == "reports")
+        series = masker.fit_transform(path, confounds=conf, sample_mask=sample_mask)
+        ConnectivityMeasure(kind="correlation").fit_transform([series])
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds}
+
+
+def child_batch(n_jobs: str) -> dict[str, float]:
+    """extract_dataset on both subjects with n_jobs processes (fresh output)."""
+    from brainmatch.features import extract_dataset
+
+    out = WORK / f"batch-{n_jobs}"
+    shutil.rmtree(out, ignore_errors=True)
+    atlas_img, labels = _atlas_path()
+    start = time.perf_counter()
+    res = extract_dataset(DATA, out, derivatives=DATA / "derivatives" / "fmriprep",
+                          atlas=atlas_img, atlas_labels=labels, n_jobs=int(n_jobs))
+    seconds = time.perf_counter() - start
+    assert res.failures.empty, res.failures
+    return {"seconds": seconds}
+
+
+CHILDREN = {"decompress": child_decompress, "brainmatch": child_brainmatch,
+            "nilearn": child_nilearn, "batch": child_batch}
+
+
+def run_child(*args: str) -> dict[str, float]:
+    """Run one measurement in a fresh process; return seconds and peak memory (MB)."""
+    env = {**os.environ, "BRAINMATCH_CACHE": str(WORK / "cache"), "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, __file__, "--child", *args], env=env, check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- setup --------------------------------------------------------------------------------------
+
+def prepare() -> None:
+    """Simulate the data and write the 100-region atlas (once)."""
+    if not (DATA / "ground_truth.json").exists():
+        print("simulating a 2 mm, 300-volume trial (2 subjects) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "brainmatch", "simulate", str(DATA),
+                        "--resolution", "2", "--n-volumes", "300", "--n-subjects", "2",
+                        "--sites", "1", "--n-jobs", "2", "--overwrite"], check=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    atlas_img, labels = _atlas_path()
+    if not atlas_img.exists():
+        import nibabel as nib
+        import numpy as np
+
+        os.environ["BRAINMATCH_CACHE"] = str(WORK / "cache")
+        from brainmatch.atlases import load_atlas
+
+        ho = load_atlas("harvard-oxford")
+        data = np.asarray(ho.image.dataobj).copy()
+        data[data > 100] = 0
+        nib.save(nib.Nifti1Image(data.astype(np.int16), ho.image.affine), atlas_img)
+        ho.labels[ho.labels["index"] <= 100].to_csv(labels, sep="\t", index=False)
+    raw = _bold(ext=".nii")
+    if not raw.exists():
+        import gzip
+
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        gz = _bold()
+        with gzip.open(gz, "rb") as src, open(raw, "wb") as dst:
+            shutil.copyfileobj(src, dst, 16 << 20)
+        for f in gz.parent.iterdir():  # confounds + sidecars beside the .nii copy
+            if not f.name.endswith(".nii.gz") and not (raw.parent / f.name).exists():
+                os.symlink(f, raw.parent / f.name)
+
+
+def main() -> int:
+    """Run every measurement and print the numbers and ratios."""
+    prepare()
+    gz, nii = str(_bold()), str(_bold(ext=".nii"))
+    size_gb = Path(nii).stat().st_size / 1e9
+    print(f"BOLD: {Path(gz).name}  ({Path(gz).stat().st_size / 1e6:.0f} MB gz, "
+          f"{size_gb:.2f} GB raw); atlas: Harvard-Oxford regions 1-100")
+    run_child("brainmatch", gz)  # warm the atlas cache and the page cache
+    decomp = {r: min(run_child("decompress", r, gz)["seconds"] for _ in range(2))
+              for r in ("isal", "nibabel", "gzip")}
+    fastest = min(decomp, key=decomp.__getitem__)
+    for r, s in decomp.items():
+        print(f"decompress only ({r:8s}): {s:6.2f} s  ({size_gb / s * 1000:.0f} MB/s)")
+    ours = [run_child("brainmatch", gz) for _ in range(3)]
+    bm_gz = min(o["seconds"] for o in ours)
+    bm_mem = max(o["peak_mb"] for o in ours)
+    bm_nii_runs = [run_child("brainmatch", nii) for _ in range(2)]
+    bm_nii = min(o["seconds"] for o in bm_nii_runs)
+    nl_gz = run_child("nilearn", gz, "noreports")
+    nl_gz_rep = run_child("nilearn", gz, "reports")
+    nl_nii = run_child("nilearn", nii, "noreports")
+    base = max(o["base_mb"] for o in ours)
+    print(f"brainmatch .nii.gz : {bm_gz:6.2f} s, peak {bm_mem:5.0f} MB (of which imports "
+          f"+ atlas {base:.0f} MB; extraction adds {bm_mem - base:.0f} MB)")
+    print(f"brainmatch .nii    : {bm_nii:6.2f} s, peak "
+          f"{max(o['peak_mb'] for o in bm_nii_runs):5.0f} MB")
+    print(f"nilearn .nii.gz    : {nl_gz['seconds']:6.2f} s, peak {nl_gz['peak_mb']:5.0f} MB "
+          f"(reports=False); {nl_gz_rep['seconds']:.2f} s with reports")
+    print(f"nilearn .nii       : {nl_nii['seconds']:6.2f} s, peak {nl_nii['peak_mb']:5.0f} MB")
+    print(f"speed vs nilearn (.nii.gz, reports off): {nl_gz['seconds'] / bm_gz:5.1f}x "
+          f"(target >= 5x); with nilearn's default reports: "
+          f"{nl_gz_rep['seconds'] / bm_gz:.1f}x")
+    print(f"speed vs nilearn (.nii): {nl_nii['seconds'] / bm_nii:5.1f}x (target >= 10x)")
+    print(f"time / decompress-only ({fastest}): {bm_gz / decomp[fastest]:5.2f} "
+          f"(target <= 1.15)")
+    print(f"peak memory: {bm_mem:.0f} MB (target <= 256) vs nilearn {nl_gz['peak_mb']:.0f} MB; "
+          f"ratio {nl_gz['peak_mb'] / bm_mem:.1f}x less")
+    one = run_child("batch", "1")
+    two = run_child("batch", "2")
+    print(f"2 subjects, whole command: 1 process {one['seconds']:.2f} s, 2 processes "
+          f"{two['seconds']:.2f} s -> throughput x{one['seconds'] / two['seconds']:.2f} "
+          "(ideal 2; the machine's other load shares the 2 cores)")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        result = CHILDREN[sys.argv[2]](*sys.argv[3:])
+        result["peak_mb"] = _peak_mb()
+        print(json.dumps(result))
+        sys.exit(0)
+    sys.exit(main())
