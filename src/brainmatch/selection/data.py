@@ -37,6 +37,8 @@ def read_table(source: str | Path | pd.DataFrame, what: str) -> tuple[pd.DataFra
     """
     if isinstance(source, pd.DataFrame):
         return source.copy(), f"{what} table"
+    if source is None:
+        raise BrainmatchInputError(f"no {what} table given")
     path = Path(source)
     if not path.exists():
         raise BrainmatchInputError(f"{what} file not found", path)

@@ -118,9 +118,13 @@ def _extract_bids(meta: dict[str, Any], source: Path, out_dir: Path,
         raise BrainmatchInputError(
             f"feature extraction failed for every subject (see {result.failures_path})", source)
     table = pd.read_parquet(result.features_path)
-    participants = source / "participants.tsv"
-    if participants.is_file():
-        extra = pd.read_csv(participants, sep="\t", na_values=["n/a"])
+    # clinical columns (site, age, sex, baseline scores) from participants.tsv and phenotype/
+    for path in [source / "participants.tsv", *sorted((source / "phenotype").glob("*.tsv"))]:
+        if not path.is_file():
+            continue
+        extra = pd.read_csv(path, sep="\t", na_values=["n/a"])
+        if ID not in extra.columns or extra[ID].duplicated().any():
+            continue
         extra = extra[[c for c in extra.columns if c == ID or c not in table.columns]]
         table = table.merge(extra, on=ID, how="left")
     return table

@@ -3,8 +3,9 @@
 Feature names such as ``conn__ctx-lh-insula__ctx-lh-rostralanteriorcingulate`` or
 ``vol__Left-Hippocampus`` name atlas regions between ``__`` separators.  Each part is
 matched (case, spaces, ``-`` and ``_`` ignored) against the labels of the shipped
-Desikan-Killiany, Harvard-Oxford and AAL atlases and the affect-network preset; the centroid of the matching label
-is its MNI position.  Features naming no known region are simply not drawn.
+Desikan-Killiany, Harvard-Oxford and AAL atlases and the affect-network preset; the
+centroid of the matching label is its MNI position.  Features naming no known region
+are simply not drawn.
 """
 
 from __future__ import annotations
