@@ -57,7 +57,7 @@ def test_recovers_most_of_the_oracle_gain(tmp_path):
 def test_null_trials_are_calibrated(tmp_path):
     """No interaction: permutation p uniform, false positives near 5%, CI mostly covers 0."""
     ps, cover = [], []
-    for s in range(30):
+    for s in range(24):
         _, f, o = _trial(n=70, effect=0.0, seed=500 + s, n_noise=10, sites=2)
         res = train(f, o, treatment_column="arm", outcome_column="hamd_week8",
                     baseline_column="hamd_baseline", site_column="site", out_dir=tmp_path / str(s),
@@ -109,7 +109,7 @@ def test_outputs_three_arms_missing_features(tmp_path):
     f[cols] = f[cols].mask(mask)
     train(f, o, treatment_column="arm", outcome_column="hamd_week8",
           baseline_column="hamd_baseline", site_column="site", covariates=("age", "sex"),
-          out_dir=tmp_path, n_repeats=2, n_permutations=99, n_boot=200)
+          out_dir=tmp_path, n_repeats=1, n_permutations=99, n_boot=100)
     pred = pd.read_csv(tmp_path / "predictions.tsv", sep="\t")
     assert list(pred.columns) == ["participant_id", "treatment", "observed", "predicted__CBT",
                                   "predicted__SSRI", "predicted__yoga", "recommended",
@@ -190,10 +190,10 @@ def test_training_is_deterministic_and_fast_enough(tmp_path):
     elapsed = time.perf_counter() - start
     b = train(f, o, treatment_column="arm", outcome_column="hamd_week8",
               baseline_column="hamd_baseline", site_column="site", out_dir=tmp_path / "b",
-              report=False, learning_curve=False, n_permutations=50, n_repeats=1)
+              report=False, learning_curve=False, n_permutations=20, n_repeats=1)
     assert a.metrics["selection"]["n_permutations"] == 1000
     assert elapsed < 60
     c = train(f, o, treatment_column="arm", outcome_column="hamd_week8",
               baseline_column="hamd_baseline", site_column="site", out_dir=tmp_path / "c",
-              report=False, learning_curve=False, n_permutations=50, n_repeats=1)
+              report=False, learning_curve=False, n_permutations=20, n_repeats=1)
     pd.testing.assert_frame_equal(b.predictions, c.predictions)
