@@ -262,10 +262,11 @@ def extract_run(run: Run, config: ExtractConfig) -> dict[str, Any]:
     if flat.size:
         raise BrainmatchInputError(
             f"region {names_by_label[plan.labels[int(flat[0])]]!r} has a constant signal", run.bold)
-    cleaned = clean_signals(raw, confounds=confounds, sample_mask=sample_mask, tr=tr,
-                            options=config.clean, path=run.bold)
+    # standardising is nilearn's last cleaning step, so z-scoring the unstandardised
+    # result equals signal.clean(standardize="zscore_sample") (tests check against nilearn)
     unstd = clean_signals(raw, confounds=confounds, sample_mask=sample_mask, tr=tr,
                           options=config.clean, standardize=False, path=run.bold)
+    cleaned = zscore_sample(unstd) if config.clean.standardize == "zscore" else unstd
     kept = raw if sample_mask is None else raw[sample_mask]
     amp, falff = amplitude_features(unstd, kept.mean(axis=0), tr)
     names = [str(names_by_label[v]) for v in plan.labels]
@@ -295,6 +296,14 @@ def extract_run(run: Run, config: ExtractConfig) -> dict[str, Any]:
     return {"series": cleaned, "names": names, "features": feats,
             "outputs": [str(p.relative_to(config.output_dir)) for p in outputs],
             "n_volumes": n_volumes, "n_kept": len(cleaned), "tr": tr}
+
+
+def zscore_sample(x: np.ndarray) -> np.ndarray:
+    """Column z-scores with the sample SD (ddof 1); constant columns become 0 as in nilearn."""
+    centred = x - x.mean(axis=0)
+    sd = centred.std(axis=0, ddof=1)
+    sd[sd < np.finfo(np.float64).eps] = 1.0
+    return centred / sd
 
 
 def write_series(path: Path, series: np.ndarray, names: list[str]) -> None:
