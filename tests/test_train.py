@@ -174,6 +174,14 @@ def test_bad_input_messages(tmp_path):
     with pytest.raises(BrainmatchInputError, match="features file not found"):
         train(tmp_path / "nope.parquet", o, treatment_column="arm",
               outcome_column="hamd_week8", **kw)
+    # several outcome tables are merged on participant_id; IDs must match
+    part, pheno = o[["participant_id", "arm", "site"]], o.drop(columns=["arm", "site"])
+    merged = train(f, [part, pheno], treatment_column="arm", outcome_column="hamd_week8",
+                   site_column="site", **{**kw, "n_permutations": 10, "n_repeats": 1})
+    assert merged.metrics["n"] == int(o["hamd_week8"].notna().sum())
+    with pytest.raises(BrainmatchInputError, match=r"2 participant\(s\) are in only one"):
+        train(f, [part, pheno.iloc[2:]], treatment_column="arm", outcome_column="hamd_week8",
+              **kw)
     (tmp_path / "f.xlsx").write_text("x")
     with pytest.raises(BrainmatchInputError, match="unknown features table format"):
         train(tmp_path / "f.xlsx", o, treatment_column="arm", outcome_column="hamd_week8", **kw)

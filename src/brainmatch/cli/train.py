@@ -21,9 +21,10 @@ def _fmt(value: object) -> str:
 def train(
     features: Path = typer.Option(..., "--features",
                                   help="Feature table (Parquet, TSV or CSV) with participant_id."),
-    outcomes: Path = typer.Option(..., "--outcomes",
-                                  help="Table with participant_id, treatment, outcome, "
-                                       "covariates and site."),
+    outcomes: list[Path] = typer.Option(..., "--outcomes",
+                                        help="Table with participant_id, treatment, outcome, "
+                                             "covariates and site; repeat to merge several "
+                                             "(e.g. participants.tsv and phenotype/*.tsv)."),
     treatment_column: str = typer.Option(..., "--treatment-column", help="Arm received."),
     outcome_column: str = typer.Option(..., "--outcome-column",
                                        help="Outcome (continuous score or 0/1)."),

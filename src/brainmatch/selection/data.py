@@ -158,6 +158,32 @@ def one_row_per_participant(table: pd.DataFrame, name: str, session: str | None)
     return table
 
 
+def read_outcome_tables(outcomes: str | Path | pd.DataFrame | list[Any] | tuple[Any, ...],
+                        ) -> tuple[pd.DataFrame, str]:
+    """Read one outcome table, or several merged on ``participant_id`` (e.g. BIDS
+    ``participants.tsv`` + ``phenotype/outcomes.tsv``); columns already seen are kept from
+    the first table that has them."""
+    sources = list(outcomes) if isinstance(outcomes, list | tuple) else [outcomes]
+    if not sources:
+        raise BrainmatchInputError("no outcomes table given")
+    table, name = read_table(sources[0], "outcomes")
+    table = one_row_per_participant(table, name, None)
+    names = [name]
+    for src in sources[1:]:
+        extra, ename = read_table(src, "outcomes")
+        extra = one_row_per_participant(extra, ename, None)
+        only = sorted(set(extra[ID]) ^ set(table[ID]))
+        if only:
+            raise BrainmatchInputError(
+                f"{len(only)} participant(s) are in only one of the outcome tables "
+                f"({name}, {ename}): {', '.join(only[:10])}{' ...' if len(only) > 10 else ''}",
+                ename)
+        extra = extra[[c for c in extra.columns if c == ID or c not in table.columns]]
+        table = table.merge(extra, on=ID, how="left")
+        names.append(ename)
+    return table, " + ".join(names)
+
+
 @dataclass
 class TrainingData:
     """Merged, checked training data.
@@ -207,7 +233,8 @@ def _column(name: str, col: str | None, tables: list[tuple[pd.DataFrame, str]], 
                                name)
 
 
-def load_training_data(features: str | Path | pd.DataFrame, outcomes: str | Path | pd.DataFrame,
+def load_training_data(features: str | Path | pd.DataFrame,
+                       outcomes: str | Path | pd.DataFrame | list[Any] | tuple[Any, ...],
                        *, treatment_column: str, outcome_column: str,
                        baseline_column: str | None = None, site_column: str | None = None,
                        covariates: tuple[str, ...] = (), session: str | None = None,
@@ -222,9 +249,8 @@ def load_training_data(features: str | Path | pd.DataFrame, outcomes: str | Path
         outcome column that is not numeric, features that contain the outcome.
     """
     ftab, fname = read_table(features, "features")
-    otab, oname = read_table(outcomes, "outcomes")
     ftab = one_row_per_participant(ftab, fname, session)
-    otab = one_row_per_participant(otab, oname, None)
+    otab, oname = read_outcome_tables(outcomes)
     warnings: list[str] = []
 
     # columns and their roles

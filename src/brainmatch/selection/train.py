@@ -330,7 +330,8 @@ def tripod_items(metrics: dict[str, Any]) -> list[dict[str, str]]:
     ]
 
 
-def train(features: str | Path | pd.DataFrame, outcomes: str | Path | pd.DataFrame, *,
+def train(features: str | Path | pd.DataFrame,
+          outcomes: str | Path | pd.DataFrame | list[Any] | tuple[Any, ...], *,
           treatment_column: str, outcome_column: str, out_dir: str | Path,
           baseline_column: str | None = None, site_column: str | None = None,
           covariates: tuple[str, ...] | list[str] = (), better: str | None = None,
@@ -344,9 +345,11 @@ def train(features: str | Path | pd.DataFrame, outcomes: str | Path | pd.DataFra
 
     Parameters
     ----------
-    features, outcomes : path or DataFrame
-        Feature table (``participant_id`` + numeric columns) and outcome table
-        (``participant_id``, treatment, outcome, optional baseline, site, covariates).
+    features : path or DataFrame
+        Feature table (``participant_id`` + numeric columns).
+    outcomes : path or DataFrame, or a list of them
+        Outcome table (``participant_id``, treatment, outcome, optional baseline, site,
+        covariates); several tables are merged on ``participant_id``.
     treatment_column, outcome_column : str
     out_dir : path
         Receives ``predictions.tsv``, ``metrics.json``, ``model.npz`` and ``report.html``.
