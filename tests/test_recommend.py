@@ -24,12 +24,12 @@ CLIN = ["participant_id", "site", "age", "sex", "hamd_baseline"]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A model trained on sites 1-2 of a 3-site trial; site 3 is held out as 'unseen'."""
+    """A model trained on 3/4 of sites 1-2 of a 3-site trial; site 3 is 'unseen'."""
     out = tmp_path_factory.mktemp("model")
     trial = draw_trial(TrialSpec(n_subjects=240, n_sites=3, effect_size=1.2, seed=11))
     f = measured_features(trial, n_noise=20, reliability=0.9, seed=11)
     o = outcome_table(trial)
-    seen = o["site"] != "site03"
+    seen = (o["site"] != "site03") & (np.arange(len(o)) % 4 != 0)  # every 4th held out
     res = train(f, o[seen], treatment_column="arm", outcome_column="hamd_week8",
                 baseline_column="hamd_baseline", site_column="site", covariates=("age", "sex"),
                 out_dir=out, n_repeats=2, n_permutations=199, n_boot=200,
@@ -61,18 +61,25 @@ def test_recommend_outputs(trained, tmp_path):
     assert list(tsv["recommended"]) == [p["recommended"] for p in data["patients"]]
 
 
-def test_recommendations_track_the_truth(trained, tmp_path):
-    """On held-out site-01/02 patients the recommended arm is usually the oracle's."""
+def test_recommendations_track_the_truth(trained):
+    """On held-out patients of the training sites the recommended arm is usually the oracle's
+    and the recommendations capture most of the oracle's gain over the best single arm."""
     res, new, trial = trained
-    train_ids = set(res.predictions["participant_id"])
+    train_ids = set(res.predictions["participant_id"]) | set(
+        trial.truth.loc[trial.truth["dropout"], "participant_id"])
     holdout = new[~new["participant_id"].isin(train_ids) & (new["site"] != "site03")]
-    pool = new[new["site"] != "site03"]
-    rec = recommend(res.model_path, pool, None, report=False)
+    assert len(holdout) >= 30
+    rec = recommend(res.model_path, holdout, None, report=False)
     truth = trial.truth.set_index("participant_id")
-    agree = np.mean([truth.loc[p["participant_id"], "oracle_arm"] == p["recommended"]
-                     for p in rec.patients])
+    ids = [p["participant_id"] for p in rec.patients]
+    chosen = [p["recommended"] for p in rec.patients]
+    agree = np.mean([truth.loc[i, "oracle_arm"] == c for i, c in zip(ids, chosen, strict=True)])
+    mu = truth.loc[ids, ["mu__CBT", "mu__SSRI"]].to_numpy()
+    pick = mu[np.arange(len(ids)), [0 if c == "CBT" else 1 for c in chosen]]
+    best = mu.mean(axis=0).min()
+    share = (best - pick.mean()) / (best - mu.min(axis=1).mean())
     assert agree > 0.65, agree
-    assert len(holdout) >= 0
+    assert share > 0.4, share
 
 
 def test_unseen_site_and_single_patient(trained, tmp_path):
