@@ -44,7 +44,7 @@ def test_apply_matches_neuroharmonize_and_single_patients():
     np.testing.assert_allclose(got, expected, atol=2e-5)
     # one patient at a time gives the same as the batch (neuroHarmonize cannot do this)
     for i in (0, 5, 11):
-        one = cb.transform(Xn[i:i + 1], sites=sn[i:i + 1], covariates=agen[i:i + 1, None])
+        one = cb.transform(Xn[i : i + 1], sites=sn[i : i + 1], covariates=agen[i : i + 1, None])
         np.testing.assert_allclose(one[0], got[i], atol=1e-12)
 
 

@@ -30,10 +30,21 @@ def trained(tmp_path_factory):
     f = measured_features(trial, n_noise=20, reliability=0.9, seed=11)
     o = outcome_table(trial)
     seen = (o["site"] != "site03") & (np.arange(len(o)) % 4 != 0)  # every 4th held out
-    res = train(f, o[seen], treatment_column="arm", outcome_column="hamd_week8",
-                baseline_column="hamd_baseline", site_column="site", covariates=("age", "sex"),
-                out_dir=out, n_repeats=2, n_permutations=199, n_boot=200,
-                learning_curve=False, report=False)
+    res = train(
+        f,
+        o[seen],
+        treatment_column="arm",
+        outcome_column="hamd_week8",
+        baseline_column="hamd_baseline",
+        site_column="site",
+        covariates=("age", "sex"),
+        out_dir=out,
+        n_repeats=2,
+        n_permutations=199,
+        n_boot=200,
+        learning_curve=False,
+        report=False,
+    )
     new = f.merge(o[CLIN])
     return res, new, trial
 
@@ -56,7 +67,8 @@ def test_recommend_outputs(trained, tmp_path):
     assert "Treatment recommendation for" in html and "data:image/png;base64" in html
     # predictions equal the final model fitted on the training patients (same pipeline)
     assert rec.patients[0]["predicted"]["CBT"]["value"] == pytest.approx(
-        rec.patients[0]["predicted"]["CBT"]["value"])
+        rec.patients[0]["predicted"]["CBT"]["value"]
+    )
     tsv = pd.read_csv(tmp_path / "recommend.tsv", sep="\t")
     assert list(tsv["recommended"]) == [p["recommended"] for p in data["patients"]]
 
@@ -66,7 +78,8 @@ def test_recommendations_track_the_truth(trained):
     and the recommendations capture most of the oracle's gain over the best single arm."""
     res, new, trial = trained
     train_ids = set(res.predictions["participant_id"]) | set(
-        trial.truth.loc[trial.truth["dropout"], "participant_id"])
+        trial.truth.loc[trial.truth["dropout"], "participant_id"]
+    )
     holdout = new[~new["participant_id"].isin(train_ids) & (new["site"] != "site03")]
     assert len(holdout) >= 30
     rec = recommend(res.model_path, holdout, None, report=False)
@@ -107,8 +120,9 @@ def test_clinical_table_and_missing_columns(trained, tmp_path):
     rec = recommend(res.model_path, feats, None, clinical=clinical, report=False)
     assert len(rec.patients) == 2
     with pytest.raises(BrainmatchInputError, match="features are not in the table"):
-        recommend(res.model_path, new.drop(columns=["vol__Left-Hippocampus"]).head(1), None,
-                  report=False)
+        recommend(
+            res.model_path, new.drop(columns=["vol__Left-Hippocampus"]).head(1), None, report=False
+        )
     # a BIDS folder needs the extraction options, which a model trained on a plain table lacks
     with pytest.raises(BrainmatchInputError, match="does not record how its features"):
         recommend(res.model_path, tmp_path, tmp_path / "out", report=False)
@@ -170,18 +184,45 @@ def test_cli_train_and_recommend(tmp_path):
     f.to_parquet(tmp_path / "features.parquet")
     o.to_csv(tmp_path / "outcomes.tsv", sep="\t", index=False)
     runner = CliRunner()
-    args = ["train", "--features", str(tmp_path / "features.parquet"),
-            "--outcomes", str(tmp_path / "outcomes.tsv"), "--treatment-column", "arm",
-            "--outcome-column", "hamd_week8", "--baseline-column", "hamd_baseline",
-            "--site-column", "site", "--covariates", "age,sex", "--out", str(tmp_path / "m"),
-            "--n-repeats", "2", "--n-permutations", "99", "--no-report"]
+    args = [
+        "train",
+        "--features",
+        str(tmp_path / "features.parquet"),
+        "--outcomes",
+        str(tmp_path / "outcomes.tsv"),
+        "--treatment-column",
+        "arm",
+        "--outcome-column",
+        "hamd_week8",
+        "--baseline-column",
+        "hamd_baseline",
+        "--site-column",
+        "site",
+        "--covariates",
+        "age,sex",
+        "--out",
+        str(tmp_path / "m"),
+        "--n-repeats",
+        "2",
+        "--n-permutations",
+        "99",
+        "--no-report",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "selection benefit d" in result.output
     new = f.merge(o[CLIN]).head(2)
     new.to_csv(tmp_path / "new.csv", index=False)
-    result = runner.invoke(app, ["recommend", str(tmp_path / "m" / "model.npz"),
-                                 str(tmp_path / "new.csv"), "--out", str(tmp_path / "r")])
+    result = runner.invoke(
+        app,
+        [
+            "recommend",
+            str(tmp_path / "m" / "model.npz"),
+            str(tmp_path / "new.csv"),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r" / "recommend.json").exists()
     bad = runner.invoke(app, [*args[:6], "arms", *args[7:]])
@@ -197,29 +238,54 @@ def test_recommend_from_bids_extracts_with_the_models_options(small_trial, tmp_p
     from brainmatch.features import extract_dataset
 
     deriv = small_trial / "derivatives"
-    ext = extract_dataset(small_trial, tmp_path / "ext", derivatives=deriv / "fmriprep",
-                          atlas="affect", freesurfer=deriv / "freesurfer")
+    ext = extract_dataset(
+        small_trial,
+        tmp_path / "ext",
+        derivatives=deriv / "fmriprep",
+        atlas="affect",
+        freesurfer=deriv / "freesurfer",
+    )
     real = pd.read_parquet(ext.features_path)
     cols = [c for c in real.columns if c not in ("participant_id", "session")]
     # a training table with the same columns (values drawn around the real ones) and the
     # extraction's features.json beside it, as `brainmatch extract` leaves it
     rng = np.random.default_rng(0)
     n = 60
-    train_f = pd.DataFrame(real[cols].mean().to_numpy() + rng.normal(size=(n, len(cols)))
-                           * (real[cols].std().fillna(0).to_numpy() + 1e-3), columns=cols)
+    train_f = pd.DataFrame(
+        real[cols].mean().to_numpy()
+        + rng.normal(size=(n, len(cols))) * (real[cols].std().fillna(0).to_numpy() + 1e-3),
+        columns=cols,
+    )
     train_f.insert(0, "participant_id", [f"sub-t{i:03d}" for i in range(n)])
     train_f.to_parquet(tmp_path / "features.parquet")
     shutil.copy(ext.metadata_path, tmp_path / "features.json")
-    o = pd.DataFrame({"participant_id": train_f["participant_id"],
-                      "arm": np.tile(["CBT", "SSRI"], n // 2), "y": rng.normal(15, 5, n)})
-    res = train(tmp_path / "features.parquet", o, treatment_column="arm", outcome_column="y",
-                out_dir=tmp_path / "model", n_repeats=1, n_permutations=20, n_boot=50,
-                learning_curve=False, report=False)
-    rec = recommend(res.model_path, small_trial, tmp_path / "rec", participant=["sub-001"],
-                    report=False)
+    o = pd.DataFrame(
+        {
+            "participant_id": train_f["participant_id"],
+            "arm": np.tile(["CBT", "SSRI"], n // 2),
+            "y": rng.normal(15, 5, n),
+        }
+    )
+    res = train(
+        tmp_path / "features.parquet",
+        o,
+        treatment_column="arm",
+        outcome_column="y",
+        out_dir=tmp_path / "model",
+        n_repeats=1,
+        n_permutations=20,
+        n_boot=50,
+        learning_curve=False,
+        report=False,
+    )
+    rec = recommend(
+        res.model_path, small_trial, tmp_path / "rec", participant=["sub-001"], report=False
+    )
     assert [p["participant_id"] for p in rec.patients] == ["sub-001"]
     assert (tmp_path / "rec" / "features" / "features.parquet").exists()
-    direct = recommend(res.model_path, real[real["participant_id"] == "sub-001"], None,
-                       report=False)
+    direct = recommend(
+        res.model_path, real[real["participant_id"] == "sub-001"], None, report=False
+    )
     assert rec.patients[0]["predicted"]["CBT"]["value"] == pytest.approx(
-        direct.patients[0]["predicted"]["CBT"]["value"], rel=1e-6)
+        direct.patients[0]["predicted"]["CBT"]["value"], rel=1e-6
+    )

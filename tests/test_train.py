@@ -14,16 +14,24 @@ from brainmatch.selection import train
 from brainmatch.simulate import TrialSpec, draw_trial
 from brainmatch.validation.synthetic import measured_features, outcome_table
 
-FAST = {"n_repeats": 2, "n_permutations": 199, "n_boot": 200, "learning_curve": False,
-        "report": False}
+FAST = {
+    "n_repeats": 2,
+    "n_permutations": 199,
+    "n_boot": 200,
+    "learning_curve": False,
+    "report": False,
+}
 
 
-def _trial(n=200, effect=1.2, arms=("CBT", "SSRI"), seed=1, n_noise=20, reliability=0.9,
-           sites=3):
-    trial = draw_trial(TrialSpec(n_subjects=n, n_sites=sites, effect_size=effect, arms=arms,
-                                 seed=seed))
-    return trial, measured_features(trial, n_noise=n_noise, reliability=reliability,
-                                    seed=seed), outcome_table(trial)
+def _trial(n=200, effect=1.2, arms=("CBT", "SSRI"), seed=1, n_noise=20, reliability=0.9, sites=3):
+    trial = draw_trial(
+        TrialSpec(n_subjects=n, n_sites=sites, effect_size=effect, arms=arms, seed=seed)
+    )
+    return (
+        trial,
+        measured_features(trial, n_noise=n_noise, reliability=reliability, seed=seed),
+        outcome_table(trial),
+    )
 
 
 def _true_gain_share(trial, result):
@@ -40,9 +48,17 @@ def _true_gain_share(trial, result):
 @pytest.mark.slow
 def test_recovers_most_of_the_oracle_gain(tmp_path):
     trial, f, o = _trial(n=400)
-    res = train(f, o, treatment_column="arm", outcome_column="hamd_week8",
-                baseline_column="hamd_baseline", site_column="site", covariates=("age", "sex"),
-                out_dir=tmp_path, **FAST)
+    res = train(
+        f,
+        o,
+        treatment_column="arm",
+        outcome_column="hamd_week8",
+        baseline_column="hamd_baseline",
+        site_column="site",
+        covariates=("age", "sex"),
+        out_dir=tmp_path,
+        **FAST,
+    )
     share = _true_gain_share(trial, res)
     sel = res.metrics["selection"]
     assert share > 0.6, share
@@ -59,10 +75,21 @@ def test_null_trials_are_calibrated(tmp_path):
     ps, cover = [], []
     for s in range(24):
         _, f, o = _trial(n=70, effect=0.0, seed=500 + s, n_noise=10, sites=2)
-        res = train(f, o, treatment_column="arm", outcome_column="hamd_week8",
-                    baseline_column="hamd_baseline", site_column="site", out_dir=tmp_path / str(s),
-                    n_repeats=1, n_permutations=99, n_boot=100, learning_curve=False,
-                    report=False, seed=s)
+        res = train(
+            f,
+            o,
+            treatment_column="arm",
+            outcome_column="hamd_week8",
+            baseline_column="hamd_baseline",
+            site_column="site",
+            out_dir=tmp_path / str(s),
+            n_repeats=1,
+            n_permutations=99,
+            n_boot=100,
+            learning_curve=False,
+            report=False,
+            seed=s,
+        )
         sel = res.metrics["selection"]
         ps.append(sel["permutation_p"])
         cover.append(sel["benefit_d_ci"][0] <= 0 <= sel["benefit_d_ci"][1])
@@ -91,8 +118,14 @@ def test_leakage_canary(tmp_path):
     f = pd.DataFrame(X, columns=[f"f{j}" for j in range(p)])
     f.insert(0, "participant_id", [f"sub-{i:03d}" for i in range(n)])
     o = pd.DataFrame({"participant_id": f["participant_id"], "arm": arm, "y": y})
-    res = train(f, o, treatment_column="arm", outcome_column="y", out_dir=tmp_path,
-                **{**FAST, "n_permutations": 99})
+    res = train(
+        f,
+        o,
+        treatment_column="arm",
+        outcome_column="y",
+        out_dir=tmp_path,
+        **{**FAST, "n_permutations": 99},
+    )
     for m in res.metrics["per_arm"].values():
         assert m["r2"] < 0.05
     assert res.metrics["selection"]["permutation_p"] > 0.05
@@ -107,21 +140,52 @@ def test_outputs_three_arms_missing_features(tmp_path):
     cols = f.columns[1:]
     mask = rng.random((len(f), len(cols))) < 0.05
     f[cols] = f[cols].mask(mask)
-    train(f, o, treatment_column="arm", outcome_column="hamd_week8",
-          baseline_column="hamd_baseline", site_column="site", covariates=("age", "sex"),
-          out_dir=tmp_path, n_repeats=1, n_permutations=99, n_boot=100)
+    train(
+        f,
+        o,
+        treatment_column="arm",
+        outcome_column="hamd_week8",
+        baseline_column="hamd_baseline",
+        site_column="site",
+        covariates=("age", "sex"),
+        out_dir=tmp_path,
+        n_repeats=1,
+        n_permutations=99,
+        n_boot=100,
+    )
     pred = pd.read_csv(tmp_path / "predictions.tsv", sep="\t")
-    assert list(pred.columns) == ["participant_id", "treatment", "observed", "predicted__CBT",
-                                  "predicted__SSRI", "predicted__yoga", "recommended",
-                                  "advantage"]
+    assert list(pred.columns) == [
+        "participant_id",
+        "treatment",
+        "observed",
+        "predicted__CBT",
+        "predicted__SSRI",
+        "predicted__yoga",
+        "recommended",
+        "advantage",
+    ]
     assert set(pred["recommended"]) <= {"CBT", "SSRI", "yoga"}
     assert (pred["advantage"] >= 0).all()
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    for key in ("n", "arms", "cv", "per_arm", "selection", "warnings", "learning_curve",
-                "tripod_ai"):
+    for key in (
+        "n",
+        "arms",
+        "cv",
+        "per_arm",
+        "selection",
+        "warnings",
+        "learning_curve",
+        "tripod_ai",
+    ):
         assert key in metrics
-    for key in ("benefit_d", "benefit_d_ci", "permutation_p", "policy_gain", "policy_gain_ci",
-                "share_above_threshold"):
+    for key in (
+        "benefit_d",
+        "benefit_d_ci",
+        "permutation_p",
+        "policy_gain",
+        "policy_gain_ci",
+        "share_above_threshold",
+    ):
         assert key in metrics["selection"]
     assert set(metrics["per_arm"]) == {"CBT", "SSRI", "yoga"}
     assert any("missing feature values" in w for w in metrics["warnings"])
@@ -135,9 +199,19 @@ def test_outputs_three_arms_missing_features(tmp_path):
 
 def test_binary_outcome_leave_site_out(tmp_path):
     _, f, o = _trial(n=240, effect=1.2, seed=6)
-    res = train(f, o, treatment_column="arm", outcome_column="remission",
-                site_column="site", cv="leave-site-out", out_dir=tmp_path,
-                n_permutations=99, n_boot=200, learning_curve=False, report=False)
+    res = train(
+        f,
+        o,
+        treatment_column="arm",
+        outcome_column="remission",
+        site_column="site",
+        cv="leave-site-out",
+        out_dir=tmp_path,
+        n_permutations=99,
+        n_boot=200,
+        learning_curve=False,
+        report=False,
+    )
     m = res.metrics
     assert m["binary"] and m["better"] == "higher"
     assert m["cv"]["scheme"] == "leave-site-out" and m["cv"]["n_splits"] == 3
@@ -172,16 +246,22 @@ def test_bad_input_messages(tmp_path):
     with pytest.raises(BrainmatchInputError, match="would leak"):
         train(leak, o, treatment_column="arm", outcome_column="hamd_week8", **kw)
     with pytest.raises(BrainmatchInputError, match="features file not found"):
-        train(tmp_path / "nope.parquet", o, treatment_column="arm",
-              outcome_column="hamd_week8", **kw)
+        train(
+            tmp_path / "nope.parquet", o, treatment_column="arm", outcome_column="hamd_week8", **kw
+        )
     # several outcome tables are merged on participant_id; IDs must match
     part, pheno = o[["participant_id", "arm", "site"]], o.drop(columns=["arm", "site"])
-    merged = train(f, [part, pheno], treatment_column="arm", outcome_column="hamd_week8",
-                   site_column="site", **{**kw, "n_permutations": 10, "n_repeats": 1})
+    merged = train(
+        f,
+        [part, pheno],
+        treatment_column="arm",
+        outcome_column="hamd_week8",
+        site_column="site",
+        **{**kw, "n_permutations": 10, "n_repeats": 1},
+    )
     assert merged.metrics["n"] == int(o["hamd_week8"].notna().sum())
     with pytest.raises(BrainmatchInputError, match=r"2 participant\(s\) are in only one"):
-        train(f, [part, pheno.iloc[2:]], treatment_column="arm", outcome_column="hamd_week8",
-              **kw)
+        train(f, [part, pheno.iloc[2:]], treatment_column="arm", outcome_column="hamd_week8", **kw)
     (tmp_path / "f.xlsx").write_text("x")
     with pytest.raises(BrainmatchInputError, match="unknown features table format"):
         train(tmp_path / "f.xlsx", o, treatment_column="arm", outcome_column="hamd_week8", **kw)
@@ -192,16 +272,44 @@ def test_training_is_deterministic_and_fast_enough(tmp_path):
 
     _, f, o = _trial(n=120, effect=0.5, seed=8, n_noise=50)
     start = time.perf_counter()
-    a = train(f, o, treatment_column="arm", outcome_column="hamd_week8",
-              baseline_column="hamd_baseline", site_column="site", out_dir=tmp_path / "a",
-              report=False, learning_curve=False)  # default CV and 1000 permutations
+    a = train(
+        f,
+        o,
+        treatment_column="arm",
+        outcome_column="hamd_week8",
+        baseline_column="hamd_baseline",
+        site_column="site",
+        out_dir=tmp_path / "a",
+        report=False,
+        learning_curve=False,
+    )  # default CV and 1000 permutations
     elapsed = time.perf_counter() - start
-    b = train(f, o, treatment_column="arm", outcome_column="hamd_week8",
-              baseline_column="hamd_baseline", site_column="site", out_dir=tmp_path / "b",
-              report=False, learning_curve=False, n_permutations=20, n_repeats=1)
+    b = train(
+        f,
+        o,
+        treatment_column="arm",
+        outcome_column="hamd_week8",
+        baseline_column="hamd_baseline",
+        site_column="site",
+        out_dir=tmp_path / "b",
+        report=False,
+        learning_curve=False,
+        n_permutations=20,
+        n_repeats=1,
+    )
     assert a.metrics["selection"]["n_permutations"] == 1000
     assert elapsed < 60
-    c = train(f, o, treatment_column="arm", outcome_column="hamd_week8",
-              baseline_column="hamd_baseline", site_column="site", out_dir=tmp_path / "c",
-              report=False, learning_curve=False, n_permutations=20, n_repeats=1)
+    c = train(
+        f,
+        o,
+        treatment_column="arm",
+        outcome_column="hamd_week8",
+        baseline_column="hamd_baseline",
+        site_column="site",
+        out_dir=tmp_path / "c",
+        report=False,
+        learning_curve=False,
+        n_permutations=20,
+        n_repeats=1,
+    )
     pd.testing.assert_frame_equal(b.predictions, c.predictions)

@@ -29,10 +29,15 @@ def test_permutation_scores_identical_to_sklearn():
     X = rng.normal(size=(40, 80))
     y = X[:, 0] + rng.normal(size=40)
     cv = KFold(5, shuffle=True, random_state=3)
-    ref = permutation_test_score(make_pipeline(StandardScaler(), Ridge(alpha=2.0)), X, y, cv=cv,
-                                 n_permutations=25, random_state=7)
-    got = ridge_permutation_test_score(X, y, alpha=2.0, cv=cv, n_permutations=25,
-                                       random_state=7)
+    ref = permutation_test_score(
+        make_pipeline(StandardScaler(), Ridge(alpha=2.0)),
+        X,
+        y,
+        cv=cv,
+        n_permutations=25,
+        random_state=7,
+    )
+    got = ridge_permutation_test_score(X, y, alpha=2.0, cv=cv, n_permutations=25, random_state=7)
     assert abs(got[0] - ref[0]) <= 1e-9
     assert np.abs(got[1] - ref[1]).max() <= 1e-9
     assert got[2] == ref[2]

@@ -12,17 +12,23 @@ from brainmatch.cli._common import echo_kv, user_errors
 @user_errors
 def recommend(
     model: Path = typer.Argument(..., help="model.npz written by `brainmatch train`."),
-    input: Path = typer.Argument(..., help="Feature table of one or many patients, or a "
-                                           "BIDS / fMRIPrep folder."),
+    input: Path = typer.Argument(
+        ..., help="Feature table of one or many patients, or a BIDS / fMRIPrep folder."
+    ),
     out: Path = typer.Option(Path("recommendation"), "--out", help="Output folder."),
-    clinical: Path | None = typer.Option(None, "--clinical",
-                                         help="Table with the baseline / covariates / site the "
-                                              "model needs, if INPUT lacks them."),
-    derivatives: Path | None = typer.Option(None, "--derivatives",
-                                            help="fMRIPrep folder of a BIDS INPUT (default "
-                                                 "INPUT/derivatives/fmriprep)."),
-    participant_label: list[str] | None = typer.Option(None, "--participant-label",
-                                                       help="Participant(s) of a BIDS INPUT."),
+    clinical: Path | None = typer.Option(
+        None,
+        "--clinical",
+        help="Table with the baseline / covariates / site the model needs, if INPUT lacks them.",
+    ),
+    derivatives: Path | None = typer.Option(
+        None,
+        "--derivatives",
+        help="fMRIPrep folder of a BIDS INPUT (default INPUT/derivatives/fmriprep).",
+    ),
+    participant_label: list[str] | None = typer.Option(
+        None, "--participant-label", help="Participant(s) of a BIDS INPUT."
+    ),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
 ) -> None:
     """Predict each arm's outcome with a prediction interval and recommend the best arm.
@@ -31,22 +37,43 @@ def recommend(
     """
     from brainmatch.selection import recommend as recommend_fn
 
-    result = recommend_fn(model, input, out, clinical=clinical, derivatives=derivatives,
-                          participant=participant_label or None, report=not no_report)
+    result = recommend_fn(
+        model,
+        input,
+        out,
+        clinical=clinical,
+        derivatives=derivatives,
+        participant=participant_label or None,
+        report=not no_report,
+    )
     for p in result.patients[:20]:
-        echo_kv(p["participant_id"], {
-            "recommended": p["recommended"],
-            "advantage": f"{p['advantage']:.2f} over {p['next_best']} "
-                         f"({100 * p['bootstrap_agreement']:.0f}% of bootstrap models agree)",
-            **{f"predicted {a}": f"{q['value']:.2f}" + (
-                f" [{q['interval'][0]:.1f}, {q['interval'][1]:.1f}]" if q["interval"] else "")
-               for a, q in p["predicted"].items()},
-            "caveats": len(p["caveats"]),
-        })
+        echo_kv(
+            p["participant_id"],
+            {
+                "recommended": p["recommended"],
+                "advantage": f"{p['advantage']:.2f} over {p['next_best']} "
+                f"({100 * p['bootstrap_agreement']:.0f}% of bootstrap models agree)",
+                **{
+                    f"predicted {a}": f"{q['value']:.2f}"
+                    + (
+                        f" [{q['interval'][0]:.1f}, {q['interval'][1]:.1f}]"
+                        if q["interval"]
+                        else ""
+                    )
+                    for a, q in p["predicted"].items()
+                },
+                "caveats": len(p["caveats"]),
+            },
+        )
     if len(result.patients) > 20:
         echo_kv("...", {"patients": len(result.patients)})
-    echo_kv("written", {"json": str(out / "recommend.json"),
-                        "report": str(result.report_path) if result.report_path else "(skipped)"})
+    echo_kv(
+        "written",
+        {
+            "json": str(out / "recommend.json"),
+            "report": str(result.report_path) if result.report_path else "(skipped)",
+        },
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -19,37 +19,53 @@ def _fmt(value: object) -> str:
 
 @user_errors
 def train(
-    features: Path = typer.Option(..., "--features",
-                                  help="Feature table (Parquet, TSV or CSV) with participant_id."),
-    outcomes: list[Path] = typer.Option(..., "--outcomes",
-                                        help="Table with participant_id, treatment, outcome, "
-                                             "covariates and site; repeat to merge several "
-                                             "(e.g. participants.tsv and phenotype/*.tsv)."),
+    features: Path = typer.Option(
+        ..., "--features", help="Feature table (Parquet, TSV or CSV) with participant_id."
+    ),
+    outcomes: list[Path] = typer.Option(
+        ...,
+        "--outcomes",
+        help="Table with participant_id, treatment, outcome, "
+        "covariates and site; repeat to merge several "
+        "(e.g. participants.tsv and phenotype/*.tsv).",
+    ),
     treatment_column: str = typer.Option(..., "--treatment-column", help="Arm received."),
-    outcome_column: str = typer.Option(..., "--outcome-column",
-                                       help="Outcome (continuous score or 0/1)."),
+    outcome_column: str = typer.Option(
+        ..., "--outcome-column", help="Outcome (continuous score or 0/1)."
+    ),
     out: Path = typer.Option(..., "--out", help="Output folder."),
-    baseline_column: str | None = typer.Option(None, "--baseline-column",
-                                               help="Baseline severity (adjusted for)."),
-    site_column: str | None = typer.Option(None, "--site-column",
-                                           help="Site / scanner: enables ComBat harmonisation."),
+    baseline_column: str | None = typer.Option(
+        None, "--baseline-column", help="Baseline severity (adjusted for)."
+    ),
+    site_column: str | None = typer.Option(
+        None, "--site-column", help="Site / scanner: enables ComBat harmonisation."
+    ),
     covariates: str = typer.Option("", "--covariates", help="Comma-separated, e.g. age,sex."),
-    better: str | None = typer.Option(None, "--better",
-                                      help="lower or higher (default: lower for scores, "
-                                           "higher for binary outcomes)."),
+    better: str | None = typer.Option(
+        None,
+        "--better",
+        help="lower or higher (default: lower for scores, higher for binary outcomes).",
+    ),
     cv: str = typer.Option("repeated-kfold", "--cv", help="repeated-kfold or leave-site-out."),
     n_splits: int = typer.Option(5, "--n-splits", help="Folds of k-fold CV."),
     n_repeats: int = typer.Option(10, "--n-repeats", help="Repeats of k-fold CV."),
-    model: str = typer.Option("interaction", "--model",
-                              help="interaction (PAI: one model with treatment-by-feature "
-                                   "interactions) or per-arm (one model per arm)."),
-    n_permutations: int = typer.Option(1000, "--n-permutations",
-                                       help="Permutations for the test of the selection benefit."),
-    threshold: float | None = typer.Option(None, "--threshold",
-                                           help="Clinically meaningful advantage (default 3 "
-                                                "points; 0.1 for binary outcomes)."),
-    session: str | None = typer.Option(None, "--session",
-                                       help="Session to use when features have several."),
+    model: str = typer.Option(
+        "interaction",
+        "--model",
+        help="interaction (PAI: one model with treatment-by-feature "
+        "interactions) or per-arm (one model per arm).",
+    ),
+    n_permutations: int = typer.Option(
+        1000, "--n-permutations", help="Permutations for the test of the selection benefit."
+    ),
+    threshold: float | None = typer.Option(
+        None,
+        "--threshold",
+        help="Clinically meaningful advantage (default 3 points; 0.1 for binary outcomes).",
+    ),
+    session: str | None = typer.Option(
+        None, "--session", help="Session to use when features have several."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of folds, permutations and bootstraps."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
 ) -> None:
@@ -62,28 +78,46 @@ def train(
 
     covs = tuple(c.strip() for c in covariates.split(",") if c.strip())
     with progress_bar("cross-validating") as update:
-        result = train_fn(features, outcomes, treatment_column=treatment_column,
-                          outcome_column=outcome_column, out_dir=out,
-                          baseline_column=baseline_column, site_column=site_column,
-                          covariates=covs, better=better, cv=cv, n_splits=n_splits,
-                          n_repeats=n_repeats, model=model, n_permutations=n_permutations,
-                          threshold=threshold, seed=seed, session=session,
-                          report=not no_report, progress=update)
+        result = train_fn(
+            features,
+            outcomes,
+            treatment_column=treatment_column,
+            outcome_column=outcome_column,
+            out_dir=out,
+            baseline_column=baseline_column,
+            site_column=site_column,
+            covariates=covs,
+            better=better,
+            cv=cv,
+            n_splits=n_splits,
+            n_repeats=n_repeats,
+            model=model,
+            n_permutations=n_permutations,
+            threshold=threshold,
+            seed=seed,
+            session=session,
+            report=not no_report,
+            progress=update,
+        )
     m = result.metrics
     s = m["selection"]
     key = "auc" if m["binary"] else "r2"
-    echo_kv("treatment-selection model", {
-        "patients": f"{m['n']} ({', '.join(f'{a}: {c}' for a, c in m['n_per_arm'].items())})",
-        "validation": m["cv"]["description"],
-        f"per-arm {key.upper()}": ", ".join(f"{a}: {_fmt(r[key])}"
-                                            for a, r in m["per_arm"].items()),
-        "selection benefit d": f"{_fmt(s['benefit_d'])} (95% CI {_fmt(s['benefit_d_ci'])})",
-        "policy gain": f"{_fmt(s['policy_gain'])} (95% CI {_fmt(s['policy_gain_ci'])})",
-        "permutation p": _fmt(s["permutation_p"]),
-        "warnings": len(m["warnings"]),
-        "model": str(result.model_path),
-        "report": str(result.report_path) if result.report_path else "(skipped)",
-    })
+    echo_kv(
+        "treatment-selection model",
+        {
+            "patients": f"{m['n']} ({', '.join(f'{a}: {c}' for a, c in m['n_per_arm'].items())})",
+            "validation": m["cv"]["description"],
+            f"per-arm {key.upper()}": ", ".join(
+                f"{a}: {_fmt(r[key])}" for a, r in m["per_arm"].items()
+            ),
+            "selection benefit d": f"{_fmt(s['benefit_d'])} (95% CI {_fmt(s['benefit_d_ci'])})",
+            "policy gain": f"{_fmt(s['policy_gain'])} (95% CI {_fmt(s['policy_gain_ci'])})",
+            "permutation p": _fmt(s["permutation_p"]),
+            "warnings": len(m["warnings"]),
+            "model": str(result.model_path),
+            "report": str(result.report_path) if result.report_path else "(skipped)",
+        },
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -41,9 +41,13 @@ def _bprior(delta_hat: NDArray[np.float64]) -> NDArray[np.float64]:
     return (m * s2 + m**3) / s2
 
 
-def _eb_adjust(s_data: NDArray[np.float64], groups: list[NDArray[np.intp]], eb: bool,
-               conv: float = 1e-4, max_iter: int = 1000,
-               ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _eb_adjust(
+    s_data: NDArray[np.float64],
+    groups: list[NDArray[np.intp]],
+    eb: bool,
+    conv: float = 1e-4,
+    max_iter: int = 1000,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Location/scale estimates per group (rows of ``s_data``), shrunk by parametric EB."""
     gamma_hat = np.array([s_data[g].mean(axis=0) for g in groups])
     delta_hat = np.array([s_data[g].var(axis=0, ddof=1) for g in groups])
@@ -64,8 +68,10 @@ def _eb_adjust(s_data: NDArray[np.float64], groups: list[NDArray[np.intp]], eb: 
             sum2 = ((sdat - g_new) ** 2).sum(axis=0)
             d_new = (0.5 * sum2 + b[i]) / (n / 2.0 + a[i] - 1.0)
             with np.errstate(divide="ignore", invalid="ignore"):
-                change = max(np.nanmax(np.abs(g_new - g_old) / np.abs(g_old)),
-                             np.nanmax(np.abs(d_new - d_old) / d_old))
+                change = max(
+                    np.nanmax(np.abs(g_new - g_old) / np.abs(g_old)),
+                    np.nanmax(np.abs(d_new - d_old) / d_old),
+                )
             g_old, d_old = g_new, d_new
             if not change > conv:
                 break
@@ -105,15 +111,19 @@ class ComBat(TransformerMixin, BaseEstimator):
     optional numeric array whose effects on the features ComBat preserves (e.g. age, sex).
     """
 
-    def __init__(self, eb: bool = True, unseen_site: str = "estimate",
-                 min_new_site_size: int = 5) -> None:
+    def __init__(
+        self, eb: bool = True, unseen_site: str = "estimate", min_new_site_size: int = 5
+    ) -> None:
         self.eb = eb
         self.unseen_site = unseen_site
         self.min_new_site_size = min_new_site_size
 
     @staticmethod
-    def _prepare(X: ArrayLike, sites: ArrayLike, covariates: ArrayLike | None,
-                 ) -> tuple[NDArray[np.float64], NDArray[np.str_], NDArray[np.float64]]:
+    def _prepare(
+        X: ArrayLike,
+        sites: ArrayLike,
+        covariates: ArrayLike | None,
+    ) -> tuple[NDArray[np.float64], NDArray[np.str_], NDArray[np.float64]]:
         Xa = np.asarray(X, dtype=float)
         if Xa.ndim != 2:
             raise BrainmatchInputError(f"ComBat expects a 2D feature array, got {Xa.ndim}D")
@@ -122,7 +132,8 @@ class ComBat(TransformerMixin, BaseEstimator):
         s = np.asarray(sites).astype(str)
         if s.shape != (Xa.shape[0],):
             raise BrainmatchInputError(
-                f"ComBat: {s.size} site labels for {Xa.shape[0]} rows of features")
+                f"ComBat: {s.size} site labels for {Xa.shape[0]} rows of features"
+            )
         if covariates is None:
             C = np.zeros((Xa.shape[0], 0))
         else:
@@ -131,8 +142,9 @@ class ComBat(TransformerMixin, BaseEstimator):
                 raise BrainmatchInputError("ComBat covariates contain missing values")
         return Xa, s, C
 
-    def fit(self, X: ArrayLike, y: Any = None, *, sites: ArrayLike,
-            covariates: ArrayLike | None = None) -> ComBat:
+    def fit(
+        self, X: ArrayLike, y: Any = None, *, sites: ArrayLike, covariates: ArrayLike | None = None
+    ) -> ComBat:
         """Learn site effects from training data.
 
         Parameters
@@ -149,18 +161,24 @@ class ComBat(TransformerMixin, BaseEstimator):
         self._fit(X, sites, covariates)
         return self
 
-    def _fit(self, X: ArrayLike, sites: ArrayLike, covariates: ArrayLike | None,
-             ) -> NDArray[np.float64]:
+    def _fit(
+        self,
+        X: ArrayLike,
+        sites: ArrayLike,
+        covariates: ArrayLike | None,
+    ) -> NDArray[np.float64]:
         if self.unseen_site not in _UNSEEN:
             raise BrainmatchInputError(
-                f"ComBat unseen_site={self.unseen_site!r}: expected one of {', '.join(_UNSEEN)}")
+                f"ComBat unseen_site={self.unseen_site!r}: expected one of {', '.join(_UNSEEN)}"
+            )
         Xa, s, C = self._prepare(X, sites, covariates)
         labels, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
         small = [f"{lab} ({c})" for lab, c in zip(labels, counts, strict=True) if c < 2]
         if small:
             raise BrainmatchInputError(
                 "ComBat needs at least 2 patients per site to estimate its variance; "
-                f"too few in: {', '.join(small)}")
+                f"too few in: {', '.join(small)}"
+            )
         n, n_sites = Xa.shape[0], labels.size
         B = np.zeros((n, n_sites))
         B[np.arange(n), inverse] = 1.0
@@ -205,14 +223,16 @@ class ComBat(TransformerMixin, BaseEstimator):
             if lab in set(self.sites_.tolist()):
                 out[str(lab)] = "trained"
             elif self.unseen_site == "estimate" and (s == lab).sum() >= max(
-                    2, self.min_new_site_size):
+                2, self.min_new_site_size
+            ):
                 out[str(lab)] = "estimated"
             else:
                 out[str(lab)] = "unadjusted"
         return out
 
-    def transform(self, X: ArrayLike, *, sites: ArrayLike,
-                  covariates: ArrayLike | None = None) -> NDArray[np.float64]:
+    def transform(
+        self, X: ArrayLike, *, sites: ArrayLike, covariates: ArrayLike | None = None
+    ) -> NDArray[np.float64]:
         """Harmonise features of any batch (one patient, seen or unseen sites).
 
         Parameters
@@ -230,11 +250,13 @@ class ComBat(TransformerMixin, BaseEstimator):
         Xa, s, C = self._prepare(X, sites, covariates)
         if Xa.shape[1] != self.n_features_in_:
             raise BrainmatchInputError(
-                f"ComBat was fitted on {self.n_features_in_} features, got {Xa.shape[1]}")
+                f"ComBat was fitted on {self.n_features_in_} features, got {Xa.shape[1]}"
+            )
         if C.shape[1] != self.beta_covariates_.shape[0]:
             raise BrainmatchInputError(
                 f"ComBat was fitted with {self.beta_covariates_.shape[0]} covariates, "
-                f"got {C.shape[1]}")
+                f"got {C.shape[1]}"
+            )
         mod_mean = C @ self.beta_covariates_
         sd = np.sqrt(self.var_pooled_)
         s_data = (Xa - self.grand_mean_ - mod_mean) / sd
@@ -248,7 +270,8 @@ class ComBat(TransformerMixin, BaseEstimator):
                 out[rows] = (s_data[rows] - self.gamma_[i]) / np.sqrt(self.delta_[i])
             elif self.unseen_site == "error":
                 raise BrainmatchInputError(
-                    f"site {lab!r} was not seen in training (sites: {', '.join(index)})")
+                    f"site {lab!r} was not seen in training (sites: {', '.join(index)})"
+                )
             elif how == "estimated":
                 g, d = _eb_adjust(s_data, [rows], self.eb and Xa.shape[1] > 1)
                 d[d <= 0] = 1.0

@@ -36,8 +36,12 @@ class KernelRidgeLOO:
         Relative penalty grid.
     """
 
-    def __init__(self, K: NDArray[np.float64], D: NDArray[np.float64],
-                 grid: NDArray[np.float64] | None = None) -> None:
+    def __init__(
+        self,
+        K: NDArray[np.float64],
+        D: NDArray[np.float64],
+        grid: NDArray[np.float64] | None = None,
+    ) -> None:
         n = K.shape[0]
         self.D = D
         self.D_pinv = np.linalg.pinv(D)
@@ -77,7 +81,10 @@ class KernelRidgeLOO:
         self.loo_mse = best
         return self
 
-    def predict(self, K_test: NDArray[np.float64], D_test: NDArray[np.float64],
-                ) -> NDArray[np.float64]:
+    def predict(
+        self,
+        K_test: NDArray[np.float64],
+        D_test: NDArray[np.float64],
+    ) -> NDArray[np.float64]:
         """Predictions ``(n_test, n_columns)`` from test-by-train kernel and test design."""
         return np.asarray(K_test @ self.c + D_test @ self.alpha)

@@ -43,8 +43,9 @@ def read_table(source: str | Path | pd.DataFrame, what: str) -> tuple[pd.DataFra
     if not path.exists():
         raise BrainmatchInputError(f"{what} file not found", path)
     if path.is_dir():
-        raise BrainmatchInputError(f"expected a {what} table (Parquet, TSV or CSV), got a folder",
-                                   path)
+        raise BrainmatchInputError(
+            f"expected a {what} table (Parquet, TSV or CSV), got a folder", path
+        )
     suffix = "".join(path.suffixes[-2:]).lower()
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
@@ -55,7 +56,8 @@ def read_table(source: str | Path | pd.DataFrame, what: str) -> tuple[pd.DataFra
             table = pd.read_csv(path, na_values=["n/a", "NA", ""])
         else:
             raise BrainmatchInputError(
-                f"unknown {what} table format {path.suffix!r}: use .parquet, .tsv or .csv", path)
+                f"unknown {what} table format {path.suffix!r}: use .parquet, .tsv or .csv", path
+            )
     except BrainmatchInputError:
         raise
     except Exception as exc:
@@ -92,8 +94,7 @@ def table_metadata(source: str | Path | pd.DataFrame) -> dict[str, Any]:
         try:
             side = json.loads(sidecar.read_text(encoding="utf-8"))
             if isinstance(side, dict):  # keep provenance, drop per-subject / per-column lists
-                meta["sidecar"] = {k: v for k, v in side.items() if k not in ("inputs",
-                                                                               "columns")}
+                meta["sidecar"] = {k: v for k, v in side.items() if k not in ("inputs", "columns")}
         except ValueError:
             pass
     return meta
@@ -134,7 +135,9 @@ def feature_columns(table: pd.DataFrame, name: str, exclude: set[str]) -> list[s
         raise BrainmatchInputError(
             f"{len(bad)} feature column(s) are not numeric: {', '.join(bad[:10])}"
             f"{' ...' if len(bad) > 10 else ''} (features must be numbers; move labels such "
-            "as site or sex to the outcomes table)", name)
+            "as site or sex to the outcomes table)",
+            name,
+        )
     return [str(c) for c in cols]
 
 
@@ -148,18 +151,23 @@ def one_row_per_participant(table: pd.DataFrame, name: str, session: str | None)
     ids = _ids(table, name)
     dup = ids[ids.duplicated()].unique().tolist()
     if dup:
-        extra = (" (the table has several sessions: choose one with --session)"
-                 if "session" in table.columns else "")
+        extra = (
+            " (the table has several sessions: choose one with --session)"
+            if "session" in table.columns
+            else ""
+        )
         raise BrainmatchInputError(
             f"{len(dup)} participant(s) have more than one row, e.g. {', '.join(dup[:5])}{extra}",
-            name)
+            name,
+        )
     table = table.copy()
     table[ID] = ids
     return table
 
 
-def read_outcome_tables(outcomes: str | Path | pd.DataFrame | list[Any] | tuple[Any, ...],
-                        ) -> tuple[pd.DataFrame, str]:
+def read_outcome_tables(
+    outcomes: str | Path | pd.DataFrame | list[Any] | tuple[Any, ...],
+) -> tuple[pd.DataFrame, str]:
     """Read one outcome table, or several merged on ``participant_id`` (e.g. BIDS
     ``participants.tsv`` + ``phenotype/outcomes.tsv``); columns already seen are kept from
     the first table that has them."""
@@ -177,7 +185,8 @@ def read_outcome_tables(outcomes: str | Path | pd.DataFrame | list[Any] | tuple[
             raise BrainmatchInputError(
                 f"{len(only)} participant(s) are in only one of the outcome tables "
                 f"({name}, {ename}): {', '.join(only[:10])}{' ...' if len(only) > 10 else ''}",
-                ename)
+                ename,
+            )
         extra = extra[[c for c in extra.columns if c == ID or c not in table.columns]]
         table = table.merge(extra, on=ID, how="left")
         names.append(ename)
@@ -223,22 +232,33 @@ class TrainingData:
     feature_metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def _column(name: str, col: str | None, tables: list[tuple[pd.DataFrame, str]], option: str,
-            ) -> tuple[pd.Series, str]:
+def _column(
+    name: str,
+    col: str | None,
+    tables: list[tuple[pd.DataFrame, str]],
+    option: str,
+) -> tuple[pd.Series, str]:
     for table, tname in tables:
         if col is not None and col in table.columns:
             return table[col], tname
     columns = [str(c) for t, _ in tables for c in t.columns]
-    raise BrainmatchInputError(f"{option} {col!r}: no such column{_suggest(str(col), columns)}",
-                               name)
+    raise BrainmatchInputError(
+        f"{option} {col!r}: no such column{_suggest(str(col), columns)}", name
+    )
 
 
-def load_training_data(features: str | Path | pd.DataFrame,
-                       outcomes: str | Path | pd.DataFrame | list[Any] | tuple[Any, ...],
-                       *, treatment_column: str, outcome_column: str,
-                       baseline_column: str | None = None, site_column: str | None = None,
-                       covariates: tuple[str, ...] = (), session: str | None = None,
-                       min_per_arm: int = MIN_PER_ARM) -> TrainingData:
+def load_training_data(
+    features: str | Path | pd.DataFrame,
+    outcomes: str | Path | pd.DataFrame | list[Any] | tuple[Any, ...],
+    *,
+    treatment_column: str,
+    outcome_column: str,
+    baseline_column: str | None = None,
+    site_column: str | None = None,
+    covariates: tuple[str, ...] = (),
+    session: str | None = None,
+    min_per_arm: int = MIN_PER_ARM,
+) -> TrainingData:
     """Read, check and merge the feature and outcome tables.
 
     Raises
@@ -254,22 +274,31 @@ def load_training_data(features: str | Path | pd.DataFrame,
     warnings: list[str] = []
 
     # columns and their roles
-    for opt, col in (("--treatment-column", treatment_column),
-                     ("--outcome-column", outcome_column)):
+    for opt, col in (
+        ("--treatment-column", treatment_column),
+        ("--outcome-column", outcome_column),
+    ):
         if col not in otab.columns:
-            where = " (it is in the features table: pass the outcomes table as OUTCOMES)" \
-                if col in ftab.columns else ""
+            where = (
+                " (it is in the features table: pass the outcomes table as OUTCOMES)"
+                if col in ftab.columns
+                else ""
+            )
             raise BrainmatchInputError(
                 f"{opt} {col!r}: no such column{where}"
                 f"{_suggest(col, list(map(str, otab.columns)))}",
-                oname)
+                oname,
+            )
     if treatment_column == outcome_column:
-        raise BrainmatchInputError("--treatment-column and --outcome-column are the same column",
-                                   oname)
+        raise BrainmatchInputError(
+            "--treatment-column and --outcome-column are the same column", oname
+        )
     if outcome_column in ftab.columns:
         raise BrainmatchInputError(
             f"the outcome column {outcome_column!r} is also a feature column: it would leak the "
-            "outcome into the predictors; remove it from the features table", fname)
+            "outcome into the predictors; remove it from the features table",
+            fname,
+        )
     extra_cols = [c for c in (baseline_column, site_column, *covariates) if c]
     for c in extra_cols:
         if c not in otab.columns and c not in ftab.columns:
@@ -288,12 +317,15 @@ def load_training_data(features: str | Path | pd.DataFrame,
             hint = " (are --treatment-column and --outcome-column swapped?)"
         raise BrainmatchInputError(
             f"--outcome-column {outcome_column!r} must be numeric, found {', '.join(bad)}{hint}",
-            oname)
+            oname,
+        )
     treat = otab[treatment_column]
     if pd.api.types.is_float_dtype(treat) and treat.dropna().nunique() > 10:
         raise BrainmatchInputError(
             f"--treatment-column {treatment_column!r} holds {treat.nunique()} different numbers; "
-            "it should name the arm each patient received (are the columns mixed up?)", oname)
+            "it should name the arm each patient received (are the columns mixed up?)",
+            oname,
+        )
 
     # ids
     f_ids, o_ids = set(ftab[ID]), set(otab[ID])
@@ -302,13 +334,16 @@ def load_training_data(features: str | Path | pd.DataFrame,
         raise BrainmatchInputError(
             f"{len(no_features)} of {len(o_ids)} participants in the outcomes table have no row "
             f"in the features table ({fname}): {', '.join(no_features[:10])}"
-            f"{' ...' if len(no_features) > 10 else ''}", oname)
+            f"{' ...' if len(no_features) > 10 else ''}",
+            oname,
+        )
     only_features = sorted(f_ids - o_ids)
     if only_features:
         warnings.append(
             f"{len(only_features)} participants in the features table are not in the outcomes "
             f"table and were not used: {', '.join(only_features[:10])}"
-            f"{' ...' if len(only_features) > 10 else ''}")
+            f"{' ...' if len(only_features) > 10 else ''}"
+        )
 
     merged = otab.merge(ftab, on=ID, how="inner", suffixes=("", "__features"))
     merged["__y"] = pd.to_numeric(merged[outcome_column], errors="coerce")
@@ -319,33 +354,41 @@ def load_training_data(features: str | Path | pd.DataFrame,
     if missing_y.any():
         warnings.append(
             f"{int(missing_y.sum())} participants without an outcome (e.g. dropouts) were "
-            "excluded; if dropout depends on prognosis this biases every estimate")
+            "excluded; if dropout depends on prognosis this biases every estimate"
+        )
     needed = [c for c in extra_cols]
     merged = merged[~missing_t & ~merged["__y"].isna()].reset_index(drop=True)
     for c in needed:
         n_miss = int(merged[c].isna().sum())
         if n_miss:
-            warnings.append(f"column {c!r} is missing for {n_miss} participants (imputed with "
-                            "the training mean / most common value inside each fold)")
+            warnings.append(
+                f"column {c!r} is missing for {n_miss} participants (imputed with "
+                "the training mean / most common value inside each fold)"
+            )
     treatment = merged[treatment_column].astype(str).str.strip().to_numpy()
     arms = sorted(set(treatment.tolist()))
     if len(arms) < 2:
         raise BrainmatchInputError(
             f"--treatment-column {treatment_column!r}: only one arm ({arms[0]}) among patients "
-            "with an outcome; treatment selection needs at least two", oname)
+            "with an outcome; treatment selection needs at least two",
+            oname,
+        )
     counts = {a: int((treatment == a).sum()) for a in arms}
     small = {a: cnt for a, cnt in counts.items() if cnt < min_per_arm}
     if small:
         raise BrainmatchInputError(
             "arm(s) with too few patients with an outcome to fit and validate a model: "
             + ", ".join(f"{a} ({cnt})" for a, cnt in small.items())
-            + f"; need at least {min_per_arm} per arm (about 300 for a trustworthy model)", oname)
+            + f"; need at least {min_per_arm} per arm (about 300 for a trustworthy model)",
+            oname,
+        )
     for arm, cnt in counts.items():
         if cnt < RECOMMENDED_PER_ARM:
             warnings.append(
                 f"arm {arm} has {cnt} patients: too few for a trustworthy treatment-selection "
                 "claim (fewer than 100 per arm; about 300 per arm are needed for adequate power, "
-                "Luedtke, Sadikova & Kessler 2019)")
+                "Luedtke, Sadikova & Kessler 2019)"
+            )
     y = merged["__y"].to_numpy(dtype=float)
     values = set(np.unique(y).tolist())
     binary = values <= {0.0, 1.0}
@@ -353,22 +396,39 @@ def load_training_data(features: str | Path | pd.DataFrame,
     all_missing = [fcols[j] for j in np.flatnonzero(np.isnan(X).all(axis=0))]
     if all_missing:
         raise BrainmatchInputError(
-            f"feature column(s) with no values: {', '.join(all_missing[:10])}", fname)
+            f"feature column(s) with no values: {', '.join(all_missing[:10])}", fname
+        )
     if np.isinf(X).any():
         raise BrainmatchInputError("features contain infinite values", fname)
     n_missing = int(np.isnan(X).sum())
     if n_missing:
-        warnings.append(f"{n_missing} missing feature values ({100 * n_missing / X.size:.1f} %) "
-                        "imputed with the training-fold median")
+        warnings.append(
+            f"{n_missing} missing feature values ({100 * n_missing / X.size:.1f} %) "
+            "imputed with the training-fold median"
+        )
     cov_cols = ([baseline_column] if baseline_column else []) + list(covariates)
     cov = merged[cov_cols].copy() if cov_cols else pd.DataFrame(index=merged.index)
     sites = merged[site_column].astype(str).to_numpy() if site_column else None
     digest = hashlib.sha256()
-    digest.update(pd.util.hash_pandas_object(
-        merged[[ID, treatment_column, "__y", *fcols, *set(extra_cols)]], index=False).to_numpy()
-        .tobytes())
+    digest.update(
+        pd.util.hash_pandas_object(
+            merged[[ID, treatment_column, "__y", *fcols, *set(extra_cols)]], index=False
+        )
+        .to_numpy()
+        .tobytes()
+    )
     return TrainingData(
-        ids=merged[ID].to_numpy(dtype=str), X=X, feature_names=fcols, treatment=treatment,
-        arms=arms, y=y, binary=binary, covariates=cov, sites=sites, warnings=warnings,
-        data_hash="sha256:" + digest.hexdigest(), feature_metadata=table_metadata(features),
-        baseline=bool(baseline_column))
+        ids=merged[ID].to_numpy(dtype=str),
+        X=X,
+        feature_names=fcols,
+        treatment=treatment,
+        arms=arms,
+        y=y,
+        binary=binary,
+        covariates=cov,
+        sites=sites,
+        warnings=warnings,
+        data_hash="sha256:" + digest.hexdigest(),
+        feature_metadata=table_metadata(features),
+        baseline=bool(baseline_column),
+    )

@@ -45,8 +45,12 @@ def save_model(path: str | Path, arrays: dict[str, NDArray[Any]], meta: dict[str
     for k, v in clean.items():
         if v.dtype == object:
             raise TypeError(f"model array {k!r} has dtype object")
-    full = {"format": FORMAT, "format_version": FORMAT_VERSION,
-            "brainmatch_version": __version__, **meta}
+    full = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "brainmatch_version": __version__,
+        **meta,
+    }
     full["content_sha256"] = _content_hash(clean, full)
     buffer = io.BytesIO()
     blob = np.frombuffer(json.dumps(full, allow_nan=False).encode("utf-8"), dtype=np.uint8)
@@ -83,10 +87,12 @@ def load_model(path: str | Path) -> tuple[dict[str, NDArray[Any]], dict[str, Any
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise BrainmatchInputError(
             f"not a brainmatch model file (cannot read it as NPZ without code execution: {exc})",
-            path) from None
+            path,
+        ) from None
     if _META not in arrays or not all(isinstance(a, np.ndarray) for a in arrays.values()):
-        raise BrainmatchInputError("not a brainmatch model file (no metadata, or members that "
-                                   "are not plain arrays)", path)
+        raise BrainmatchInputError(
+            "not a brainmatch model file (no metadata, or members that are not plain arrays)", path
+        )
     try:
         meta = json.loads(arrays.pop(_META).tobytes().decode("utf-8"))
     except ValueError:
@@ -95,13 +101,18 @@ def load_model(path: str | Path) -> tuple[dict[str, NDArray[Any]], dict[str, Any
         raise BrainmatchInputError("not a brainmatch treatment-selection model", path)
     version = str(meta.get("brainmatch_version", "0"))
     if int(meta.get("format_version", 0)) > FORMAT_VERSION or (
-            _version_tuple(version) > _version_tuple(__version__)):
+        _version_tuple(version) > _version_tuple(__version__)
+    ):
         raise BrainmatchInputError(
             f"the model was written by a newer brainmatch ({version}, model format "
             f"{meta.get('format_version')}) than this one ({__version__}, format "
-            f"{FORMAT_VERSION}); upgrade brainmatch to use it", path)
+            f"{FORMAT_VERSION}); upgrade brainmatch to use it",
+            path,
+        )
     if meta.get("content_sha256") != _content_hash(arrays, meta):
         raise BrainmatchInputError(
             "the model file was modified after it was written (its content does not match the "
-            "recorded SHA-256); retrain or restore the original file", path)
+            "recorded SHA-256); retrain or restore the original file",
+            path,
+        )
     return arrays, meta

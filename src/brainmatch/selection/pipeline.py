@@ -57,16 +57,25 @@ class Preprocessor:
             if (num.isna() & col.notna()).sum() == 0 and col.notna().any():
                 mean = float(num.mean())
                 sd = float(num.std(ddof=0)) or 1.0
-                spec.append({"name": str(name), "kind": "numeric", "mean": mean, "sd": sd,
-                             "min": float(num.min()), "max": float(num.max())})
+                spec.append(
+                    {
+                        "name": str(name),
+                        "kind": "numeric",
+                        "mean": mean,
+                        "sd": sd,
+                        "min": float(num.min()),
+                        "max": float(num.max()),
+                    }
+                )
             else:
                 values = col.dropna().astype(str)
                 levels = sorted(values.unique().tolist())
                 if not levels:
                     raise BrainmatchInputError(f"covariate {name!r} has no values")
                 mode = values.value_counts().index[0]
-                spec.append({"name": str(name), "kind": "categorical", "levels": levels,
-                             "mode": str(mode)})
+                spec.append(
+                    {"name": str(name), "kind": "categorical", "levels": levels, "mode": str(mode)}
+                )
         self.covariate_spec_ = spec
 
     def encode_covariates(self, cov: pd.DataFrame) -> NDArray[np.float64]:
@@ -83,7 +92,8 @@ class Preprocessor:
                 bad = num.isna() & col.notna()
                 if bad.any():
                     raise BrainmatchInputError(
-                        f"covariate {name!r} must be numeric, found {col[bad].iloc[0]!r}")
+                        f"covariate {name!r} must be numeric, found {col[bad].iloc[0]!r}"
+                    )
                 v = num.fillna(item["mean"]).to_numpy(dtype=float)
                 cols.append(((v - item["mean"]) / item["sd"]).reshape(n, 1))
             else:
@@ -99,12 +109,18 @@ class Preprocessor:
         return k
 
     # -- fit / transform ----------------------------------------------------------------
-    def fit_transform(self, X: NDArray[np.float64], cov: pd.DataFrame,
-                      sites: NDArray[np.str_] | None,
-                      ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def fit_transform(
+        self,
+        X: NDArray[np.float64],
+        cov: pd.DataFrame,
+        sites: NDArray[np.str_] | None,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Fit on a training fold; return standardised features and the covariate design."""
-        med = np.nanmedian(np.where(np.isnan(X).all(axis=0), 0.0, X), axis=0) \
-            if np.isnan(X).any() else np.median(X, axis=0)
+        med = (
+            np.nanmedian(np.where(np.isnan(X).all(axis=0), 0.0, X), axis=0)
+            if np.isnan(X).any()
+            else np.median(X, axis=0)
+        )
         self.medians_ = np.where(np.isfinite(med), med, 0.0)
         self._fit_covariates(cov)
         self.combat_: ComBat | None = None
@@ -113,18 +129,25 @@ class Preprocessor:
         Z, C = self._transform(X, cov, sites, fit=True)
         return Z, C
 
-    def transform(self, X: NDArray[np.float64], cov: pd.DataFrame,
-                  sites: NDArray[np.str_] | None,
-                  ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def transform(
+        self,
+        X: NDArray[np.float64],
+        cov: pd.DataFrame,
+        sites: NDArray[np.str_] | None,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Apply to new patients (any number, seen or unseen sites)."""
         return self._transform(X, cov, sites, fit=False)
 
-    def _transform(self, X: NDArray[np.float64], cov: pd.DataFrame,
-                   sites: NDArray[np.str_] | None, fit: bool,
-                   ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def _transform(
+        self,
+        X: NDArray[np.float64],
+        cov: pd.DataFrame,
+        sites: NDArray[np.str_] | None,
+        fit: bool,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         Xi = np.where(np.isnan(X), self.medians_, X)
         C = self.encode_covariates(cov)
-        confounds = C[:, self._n_outcome_only_cols():]
+        confounds = C[:, self._n_outcome_only_cols() :]
         if self.combat_ is not None:
             if sites is None:
                 raise BrainmatchInputError("the model harmonises sites: a site label is needed")
@@ -166,8 +189,14 @@ class ArmModels:
             raise BrainmatchInputError(f"--model {model!r}: expected one of {', '.join(MODELS)}")
         self.model = model
 
-    def fit(self, Z: NDArray[np.float64], C: NDArray[np.float64], t: NDArray[np.intp], k: int,
-            Y: NDArray[np.float64]) -> ArmModels:
+    def fit(
+        self,
+        Z: NDArray[np.float64],
+        C: NDArray[np.float64],
+        t: NDArray[np.intp],
+        k: int,
+        Y: NDArray[np.float64],
+    ) -> ArmModels:
         """Fit on standardised features ``Z``, covariate design ``C``, arm index ``t``.
 
         ``Y`` is ``(n, n_columns)``: each column is fitted independently.

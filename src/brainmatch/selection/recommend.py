@@ -43,8 +43,9 @@ class RecommendResult:
 
 def preprocessor_from_model(arrays: dict[str, NDArray[Any]], meta: dict[str, Any]) -> Preprocessor:
     """Rebuild the fitted preprocessing from a model file's arrays and metadata."""
-    pre = Preprocessor(harmonize=bool(meta["harmonize"]),
-                       n_outcome_only=int(meta["n_outcome_only"]))
+    pre = Preprocessor(
+        harmonize=bool(meta["harmonize"]), n_outcome_only=int(meta["n_outcome_only"])
+    )
     pre.medians_ = arrays["medians"]
     pre.covariate_spec_ = meta["covariate_spec"]
     pre.confound_coef_ = arrays["confound_coef"]
@@ -75,7 +76,8 @@ def extraction_options(meta: dict[str, Any]) -> dict[str, Any]:
     if not atlas:
         raise BrainmatchInputError(
             "the model does not record how its features were extracted (it was trained on a "
-            "table without brainmatch extract's features.json); pass a feature table instead")
+            "table without brainmatch extract's features.json); pass a feature table instead"
+        )
     kwargs: dict[str, Any] = {"atlas": atlas}
     clean = options.get("clean") or side.get("strategy") or {}
     for key in ("denoise", "standardize", "detrend", "low_pass", "high_pass", "fd_threshold"):
@@ -88,8 +90,13 @@ def extraction_options(meta: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _extract_bids(meta: dict[str, Any], source: Path, out_dir: Path,
-                  derivatives: Path | None, participant: list[str] | None) -> pd.DataFrame:
+def _extract_bids(
+    meta: dict[str, Any],
+    source: Path,
+    out_dir: Path,
+    derivatives: Path | None,
+    participant: list[str] | None,
+) -> pd.DataFrame:
     """Extract features of a BIDS / fMRIPrep subject with the model's atlas and options."""
     try:
         from brainmatch.features import extract_dataset
@@ -97,26 +104,37 @@ def _extract_bids(meta: dict[str, Any], source: Path, out_dir: Path,
         raise BrainmatchInputError(
             "INPUT is a folder (BIDS / fMRIPrep), but feature extraction "
             "(brainmatch.features.extract_dataset) is not available in this installation; run "
-            "`brainmatch extract` first and pass the feature table", source) from None
+            "`brainmatch extract` first and pass the feature table",
+            source,
+        ) from None
     kwargs = extraction_options(meta)
     need_fs = kwargs.pop("freesurfer_needed")
     deriv = derivatives or source / "derivatives" / "fmriprep"
     if not deriv.is_dir():
         raise BrainmatchInputError(
             "no fMRIPrep derivatives found (expected derivatives/fmriprep; pass --derivatives)",
-            source)
+            source,
+        )
     freesurfer = None
     if need_fs:
         freesurfer = deriv.parent / "freesurfer"
         if not freesurfer.is_dir():
             raise BrainmatchInputError(
                 "the model uses FreeSurfer volumes but no derivatives/freesurfer folder was found",
-                source)
-    result = extract_dataset(source, out_dir / "features", derivatives=deriv,
-                             freesurfer=freesurfer, participant_label=participant, **kwargs)
+                source,
+            )
+    result = extract_dataset(
+        source,
+        out_dir / "features",
+        derivatives=deriv,
+        freesurfer=freesurfer,
+        participant_label=participant,
+        **kwargs,
+    )
     if result.features_path is None:
         raise BrainmatchInputError(
-            f"feature extraction failed for every subject (see {result.failures_path})", source)
+            f"feature extraction failed for every subject (see {result.failures_path})", source
+        )
     table = pd.read_parquet(result.features_path)
     # clinical columns (site, age, sex, baseline scores) from participants.tsv and phenotype/
     for path in [source / "participants.tsv", *sorted((source / "phenotype").glob("*.tsv"))]:
@@ -130,17 +148,27 @@ def _extract_bids(meta: dict[str, Any], source: Path, out_dir: Path,
     return table
 
 
-def _predict(arrays: dict[str, NDArray[Any]], Z: NDArray[np.float64], C: NDArray[np.float64],
-             coef: NDArray[np.float64], intercept: NDArray[np.float64],
-             cov_coef: NDArray[np.float64]) -> NDArray[np.float64]:
+def _predict(
+    arrays: dict[str, NDArray[Any]],
+    Z: NDArray[np.float64],
+    C: NDArray[np.float64],
+    coef: NDArray[np.float64],
+    intercept: NDArray[np.float64],
+    cov_coef: NDArray[np.float64],
+) -> NDArray[np.float64]:
     return np.asarray(Z @ coef.T + intercept[None, :] + C @ cov_coef.T)
 
 
-def recommend(model_path: str | Path, input: str | Path | pd.DataFrame,
-              out_dir: str | Path | None = None, *,
-              clinical: str | Path | pd.DataFrame | None = None,
-              derivatives: str | Path | None = None, participant: list[str] | None = None,
-              report: bool = True) -> RecommendResult:
+def recommend(
+    model_path: str | Path,
+    input: str | Path | pd.DataFrame,
+    out_dir: str | Path | None = None,
+    *,
+    clinical: str | Path | pd.DataFrame | None = None,
+    derivatives: str | Path | None = None,
+    participant: list[str] | None = None,
+    report: bool = True,
+) -> RecommendResult:
     """Predict every arm's outcome for new patients and recommend the best.
 
     Parameters
@@ -175,8 +203,9 @@ def recommend(model_path: str | Path, input: str | Path | pd.DataFrame,
     if isinstance(input, (str, Path)) and Path(input).is_dir():
         if out is None:
             raise BrainmatchInputError("a BIDS INPUT needs an output folder for its features")
-        table = _extract_bids(meta, Path(input), out,
-                              None if derivatives is None else Path(derivatives), participant)
+        table = _extract_bids(
+            meta, Path(input), out, None if derivatives is None else Path(derivatives), participant
+        )
         tname = str(input)
     else:
         table, tname = read_table(input, "features")
@@ -188,7 +217,9 @@ def recommend(model_path: str | Path, input: str | Path | pd.DataFrame,
         if missing_ids:
             raise BrainmatchInputError(
                 f"{len(missing_ids)} patient(s) have no row in the clinical table: "
-                f"{', '.join(missing_ids[:10])}", cname)
+                f"{', '.join(missing_ids[:10])}",
+                cname,
+            )
         ctab = ctab[[c for c in ctab.columns if c == ID or c not in table.columns]]
         table = table.merge(ctab, on=ID, how="left")
     missing = [c for c in names if c not in table.columns]
@@ -196,19 +227,24 @@ def recommend(model_path: str | Path, input: str | Path | pd.DataFrame,
         raise BrainmatchInputError(
             f"{len(missing)} of the model's {len(names)} features are not in the table: "
             f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''} (extract features "
-            "with the same atlas and options as the training data)", tname)
+            "with the same atlas and options as the training data)",
+            tname,
+        )
     Xdf = table[names].apply(pd.to_numeric, errors="coerce")
     bad = [c for c in names if (Xdf[c].isna() & table[c].notna()).any()]
     if bad:
-        raise BrainmatchInputError(f"non-numeric values in feature(s): {', '.join(bad[:10])}",
-                                   tname)
+        raise BrainmatchInputError(
+            f"non-numeric values in feature(s): {', '.join(bad[:10])}", tname
+        )
     X = Xdf.to_numpy(dtype=float)
     cov_names = [item["name"] for item in meta["covariate_spec"]]
     missing_cov = [c for c in cov_names if c not in table.columns]
     if missing_cov:
         raise BrainmatchInputError(
             f"the model needs column(s) {', '.join(missing_cov)} (baseline / covariates); add "
-            "them to the table or pass --clinical TABLE", tname)
+            "them to the table or pass --clinical TABLE",
+            tname,
+        )
     cov = table[cov_names]
     site_col = opts.get("site_column")
     if meta["harmonize"]:
@@ -221,14 +257,25 @@ def recommend(model_path: str | Path, input: str | Path | pd.DataFrame,
     pre = preprocessor_from_model(arrays, meta)
     Z, C = pre.transform(X, cov, sites)
     pred = _predict(arrays, Z, C, arrays["coef"], arrays["intercept"], arrays["cov_coef"])
-    boots = np.stack([_predict(arrays, Z, C, arrays["boot_coef"][b].astype(float),
-                               arrays["boot_intercept"][b], arrays["boot_cov_coef"][b])
-                      for b in range(arrays["boot_coef"].shape[0])])
+    boots = np.stack(
+        [
+            _predict(
+                arrays,
+                Z,
+                C,
+                arrays["boot_coef"][b].astype(float),
+                arrays["boot_intercept"][b],
+                arrays["boot_cov_coef"][b],
+            )
+            for b in range(arrays["boot_coef"].shape[0])
+        ]
+    )
     if meta["binary"]:
         pred = np.clip(pred, 0, 1)
         boots = np.clip(boots, 0, 1)
-    site_status = pre.combat_.site_status(sites) if pre.combat_ is not None and sites is not None \
-        else {}
+    site_status = (
+        pre.combat_.site_status(sites) if pre.combat_ is not None and sites is not None else {}
+    )
     ood = meta["ood"]
     score = (Z**2).mean(axis=1)
     validation = meta["validation"]
@@ -250,19 +297,23 @@ def recommend(model_path: str | Path, input: str | Path | pd.DataFrame,
         caveats = []
         n_imputed = int(np.isnan(X[i]).sum())
         if n_imputed:
-            caveats.append(f"{n_imputed} missing feature value(s) were replaced by the training "
-                           "median")
+            caveats.append(
+                f"{n_imputed} missing feature value(s) were replaced by the training median"
+            )
         if score[i] > ood["p99"]:
             caveats.append(
                 f"this patient lies outside the training distribution (feature distance "
                 f"{score[i]:.2f} above the 99th percentile of training patients, {ood['p99']:.2f}):"
-                " predictions are extrapolations")
+                " predictions are extrapolations"
+            )
         for item in meta["covariate_spec"]:
             if item["kind"] == "numeric":
                 v = pd.to_numeric(pd.Series([table[item["name"]].iloc[i]]), errors="coerce")[0]
                 if pd.notna(v) and not (item["min"] <= v <= item["max"]):
-                    caveats.append(f"{item['name']} = {v:g} is outside the training range "
-                                   f"[{item['min']:g}, {item['max']:g}]")
+                    caveats.append(
+                        f"{item['name']} = {v:g} is outside the training range "
+                        f"[{item['min']:g}, {item['max']:g}]"
+                    )
             if pd.isna(table[item["name"]].iloc[i]):
                 caveats.append(f"{item['name']} is missing and was imputed")
         if sites is not None:
@@ -271,54 +322,83 @@ def recommend(model_path: str | Path, input: str | Path | pd.DataFrame,
                 caveats.append(
                     f"site {sites[i]!r} was not in the training data and too few of its patients "
                     "are in this batch to estimate its scanner effects: features are not "
-                    "harmonised, predictions may be shifted")
+                    "harmonised, predictions may be shifted"
+                )
             elif status == "estimated":
-                caveats.append(f"site {sites[i]!r} was not in the training data; its scanner "
-                               "effects were estimated from this batch's patients")
+                caveats.append(
+                    f"site {sites[i]!r} was not in the training data; its scanner "
+                    "effects were estimated from this batch's patients"
+                )
         if agree < 0.8:
-            caveats.append(f"the recommendation is unstable: only {100 * agree:.0f}% of "
-                           "bootstrap refits of the model agree")
+            caveats.append(
+                f"the recommendation is unstable: only {100 * agree:.0f}% of "
+                "bootstrap refits of the model agree"
+            )
         if advantage < threshold:
-            caveats.append(f"the predicted advantage ({advantage:.2f}) is below the clinical "
-                           f"threshold ({threshold:g}): the arms are predicted to be about equal")
+            caveats.append(
+                f"the predicted advantage ({advantage:.2f}) is below the clinical "
+                f"threshold ({threshold:g}): the arms are predicted to be about equal"
+            )
         sel = validation["selection"]
         if sel.get("permutation_p") is None or sel["permutation_p"] > 0.05:
-            caveats.append("in validation the model's recommendations did not beat chance "
-                           f"(permutation p = {sel.get('permutation_p')})")
+            caveats.append(
+                "in validation the model's recommendations did not beat chance "
+                f"(permutation p = {sel.get('permutation_p')})"
+            )
         predicted = {}
         for a, arm in enumerate(arms):
             hw = half.get(arm)
             predicted[arm] = {
                 "value": float(pred[i, a]),
                 "interval": [max(float(pred[i, a] - hw), lo_y), min(float(pred[i, a] + hw), hi_y)]
-                if hw is not None else None,
+                if hw is not None
+                else None,
             }
-        patients.append({
-            "participant_id": pid,
-            "predicted": predicted,
-            "interval_level": meta["conformal"]["level"],
-            "recommended": arms[best],
-            "next_best": arms[nxt],
-            "advantage": advantage,
-            "advantage_interval": [float(np.percentile(adv_boot, 5)),
-                                   float(np.percentile(adv_boot, 95))],
-            "bootstrap_agreement": agree,
-            "above_threshold": advantage >= threshold,
-            "drivers": [{"feature": names[j], "value": float(X[i, j]),
-                         "standardised": float(Z[i, j]),
-                         "contribution": float(contrib[j])} for j in top],
-            "ood_score": float(score[i]),
-            "site_status": None if sites is None else site_status.get(str(sites[i])),
-            "caveats": caveats,
-        })
+        patients.append(
+            {
+                "participant_id": pid,
+                "predicted": predicted,
+                "interval_level": meta["conformal"]["level"],
+                "recommended": arms[best],
+                "next_best": arms[nxt],
+                "advantage": advantage,
+                "advantage_interval": [
+                    float(np.percentile(adv_boot, 5)),
+                    float(np.percentile(adv_boot, 95)),
+                ],
+                "bootstrap_agreement": agree,
+                "above_threshold": advantage >= threshold,
+                "drivers": [
+                    {
+                        "feature": names[j],
+                        "value": float(X[i, j]),
+                        "standardised": float(Z[i, j]),
+                        "contribution": float(contrib[j]),
+                    }
+                    for j in top
+                ],
+                "ood_score": float(score[i]),
+                "site_status": None if sites is None else site_status.get(str(sites[i])),
+                "caveats": caveats,
+            }
+        )
     model_summary = {
-        "path": str(model_path), "brainmatch_version": meta["brainmatch_version"],
-        "arms": arms, "better": meta["better"], "threshold": threshold,
-        "outcome": opts["outcome_column"], "model": meta["model"],
-        "validation": validation, "training_data_hash": meta["training_data_hash"],
+        "path": str(model_path),
+        "brainmatch_version": meta["brainmatch_version"],
+        "arms": arms,
+        "better": meta["better"],
+        "threshold": threshold,
+        "outcome": opts["outcome_column"],
+        "model": meta["model"],
+        "validation": validation,
+        "training_data_hash": meta["training_data_hash"],
     }
-    result = RecommendResult(out_dir=out or Path("."), patients=patients, model=model_summary,
-                             extras={"coef": coef, "feature_names": names})
+    result = RecommendResult(
+        out_dir=out or Path("."),
+        patients=patients,
+        model=model_summary,
+        extras={"coef": coef, "feature_names": names},
+    )
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "recommend.json", {"model": model_summary, "patients": patients})
@@ -327,9 +407,12 @@ def recommend(model_path: str | Path, input: str | Path | pd.DataFrame,
             row: dict[str, Any] = {ID: p["participant_id"]}
             for arm in arms:
                 row[f"predicted__{arm}"] = p["predicted"][arm]["value"]
-            row.update(recommended=p["recommended"], advantage=p["advantage"],
-                       bootstrap_agreement=p["bootstrap_agreement"],
-                       n_caveats=len(p["caveats"]))
+            row.update(
+                recommended=p["recommended"],
+                advantage=p["advantage"],
+                bootstrap_agreement=p["bootstrap_agreement"],
+                n_caveats=len(p["caveats"]),
+            )
             rows.append(row)
         write_tsv(out / "recommend.tsv", pd.DataFrame(rows), float_format="%.6g")
         if report:

@@ -36,10 +36,13 @@ def _atlas_centroids(name: str) -> dict[str, tuple[float, float, float]]:
     counts = np.bincount(labels)
     mean_ijk = np.stack([np.bincount(labels, weights=axis) for axis in ijk], axis=1)
     present = np.flatnonzero(counts)
-    xyz = np.c_[mean_ijk[present] / counts[present, None], np.ones(present.size)] \
+    xyz = (
+        np.c_[mean_ijk[present] / counts[present, None], np.ones(present.size)]
         @ atlas.image.affine[:3].T
-    by_value = {int(v): (float(c[0]), float(c[1]), float(c[2])) for v, c in zip(present, xyz,
-                                                                              strict=True)}
+    )
+    by_value = {
+        int(v): (float(c[0]), float(c[1]), float(c[2])) for v, c in zip(present, xyz, strict=True)
+    }
     out: dict[str, tuple[float, float, float]] = {}
     for idx, label in zip(atlas.labels["index"], atlas.labels["name"], strict=True):
         if int(idx) in by_value:
@@ -72,8 +75,10 @@ def region_centroids(names: list[str]) -> dict[str, tuple[float, float, float]]:
     return found
 
 
-def importance_by_region(names: list[str], weights: np.ndarray,
-                         ) -> tuple[dict[str, float], list[tuple[str, str, float]]]:
+def importance_by_region(
+    names: list[str],
+    weights: np.ndarray,
+) -> tuple[dict[str, float], list[tuple[str, str, float]]]:
     """Sum absolute weights per region; connectivity features also give edges."""
     node: dict[str, float] = {}
     edges: list[tuple[str, str, float]] = []

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("brainmatch", "selection/templates"),
     autoescape=jinja2.select_autoescape(["html"]),
-    undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
 )
 
 
@@ -60,8 +62,11 @@ def drivers_figure(names: list[str], weights: np.ndarray, title: str, n: int = 1
     plt = _plt()
     top = np.argsort(-np.abs(weights))[:n][::-1]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(top) + 1))
-    ax.barh([names[j] for j in top], weights[top],
-            color=["#c55" if weights[j] > 0 else "#58c" for j in top])
+    ax.barh(
+        [names[j] for j in top],
+        weights[top],
+        color=["#c55" if weights[j] > 0 else "#58c" for j in top],
+    )
     ax.axvline(0, color="k", lw=0.8)
     ax.set_title(title, fontsize=10)
     ax.tick_params(axis="y", labelsize=7)
@@ -94,9 +99,17 @@ def glass_brain_figure(names: list[str], weights: np.ndarray, n: int = 30) -> st
     fig = plt.figure(figsize=(8, 3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plot_connectome(adj, coords, node_size=size, figure=fig, display_mode="ortho",
-                        edge_cmap="coolwarm", colorbar=bool(np.any(adj)),
-                        title="regions driving the choice", node_color="#c55")
+        plot_connectome(
+            adj,
+            coords,
+            node_size=size,
+            figure=fig,
+            display_mode="ortho",
+            edge_cmap="coolwarm",
+            colorbar=bool(np.any(adj)),
+            title="regions driving the choice",
+            node_color="#c55",
+        )
     return figure_to_data_uri(fig)
 
 
@@ -111,10 +124,10 @@ def write_train_report(result: TrainResult) -> Path:
     fig, axes = plt.subplots(1, len(arms), figsize=(3.6 * len(arms), 3.4), squeeze=False)
     for ax, arm in zip(axes[0], arms, strict=True):
         rows = p["treatment"] == arm
-        ax.scatter(p.loc[rows, f"predicted__{arm}"], p.loc[rows, "observed"], s=10, alpha=.6)
+        ax.scatter(p.loc[rows, f"predicted__{arm}"], p.loc[rows, "observed"], s=10, alpha=0.6)
         lo = float(min(p.loc[rows, f"predicted__{arm}"].min(), p.loc[rows, "observed"].min()))
         hi = float(max(p.loc[rows, f"predicted__{arm}"].max(), p.loc[rows, "observed"].max()))
-        ax.plot([lo, hi], [lo, hi], "k--", lw=.8)
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set_title(f"{arm} (received)", fontsize=10)
         ax.set_xlabel("predicted (out of fold)")
         ax.set_ylabel("observed")
@@ -123,8 +136,13 @@ def write_train_report(result: TrainResult) -> Path:
     fig, ax = plt.subplots(figsize=(5, 3.4))
     match = p["treatment"] == p["recommended"]
     ax.boxplot([p.loc[match, "observed"], p.loc[~match, "observed"]])
-    ax.set_xticks([1, 2], [f"received recommended\n(n={int(match.sum())})",
-                           f"received other\n(n={int((~match).sum())})"])
+    ax.set_xticks(
+        [1, 2],
+        [
+            f"received recommended\n(n={int(match.sum())})",
+            f"received other\n(n={int((~match).sum())})",
+        ],
+    )
     ax.set_ylabel(f"observed {m['options']['outcome_column']} ({m['better']} is better)")
     figs["benefit"] = figure_to_data_uri(fig)
     # advantage
@@ -143,20 +161,27 @@ def write_train_report(result: TrainResult) -> Path:
         ax.plot([q["n"] for q in lc], [q[key] for q in lc], "o-", label=f"mean {key.upper()}")
         ax.plot([q["n"] for q in lc], [q["benefit_d"] for q in lc], "s-", label="benefit d")
         ax.set_xlabel("patients used")
-        ax.axhline(0.5 if m["binary"] else 0.0, color="k", lw=.6)
+        ax.axhline(0.5 if m["binary"] else 0.0, color="k", lw=0.6)
         ax.legend()
         figs["learning"] = figure_to_data_uri(fig)
     coef = result.extras["coef"]
     names = result.extras["feature_names"]
     weights = _contrast(coef)
-    label = (f"coefficient {arms[0]} minus {arms[1]} (standardised; positive: higher value "
-             f"predicts a higher outcome under {arms[0]})" if len(arms) == 2
-             else "spread of the coefficient across arms")
+    label = (
+        f"coefficient {arms[0]} minus {arms[1]} (standardised; positive: higher value "
+        f"predicts a higher outcome under {arms[0]})"
+        if len(arms) == 2
+        else "spread of the coefficient across arms"
+    )
     figs["drivers"] = drivers_figure(names, weights, label)
     figs["brain"] = glass_brain_figure(names, weights)
     html = _ENV.get_template("train_report.html").render(
-        m=m, figs=figs, version=__version__, other=m["per_arm_other_model"],
-        other_sel=m["selection_other_model"])
+        m=m,
+        figs=figs,
+        version=__version__,
+        other=m["per_arm_other_model"],
+        other_sel=m["selection_other_model"],
+    )
     path = result.out_dir / "report.html"
     write_text(path, html)
     return path
@@ -175,13 +200,14 @@ def write_recommend_report(result: RecommendResult) -> Path:
             iv = pat["predicted"][arm]["interval"]
             color = "#c55" if arm == pat["recommended"] else "#779"
             if iv is not None:
-                ax.plot(iv, [j, j], color=color, lw=3, alpha=.4)
+                ax.plot(iv, [j, j], color=color, lw=3, alpha=0.4)
             ax.plot([v], [j], "o", color=color)
         ax.set_yticks(range(len(arms)), arms)
         ax.set_xlabel(f"predicted {model['outcome']} ({model['better']} is better)")
         figures.append(figure_to_data_uri(fig))
     html = _ENV.get_template("recommend_report.html").render(
-        model=model, patients=result.patients, figures=figures, version=__version__)
+        model=model, patients=result.patients, figures=figures, version=__version__
+    )
     path = result.out_dir / "report.html"
     write_text(path, html)
     return path

@@ -55,8 +55,11 @@ class TrainResult:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def _within_arm_permutations(t: NDArray[np.intp], n_permutations: int, seed: int,
-                             ) -> NDArray[np.intp]:
+def _within_arm_permutations(
+    t: NDArray[np.intp],
+    n_permutations: int,
+    seed: int,
+) -> NDArray[np.intp]:
     """Index arrays (n_permutations + 1, n): row 0 identity, others shuffle within each arm."""
     rng = np.random.default_rng([seed, 1])
     n = t.size
@@ -68,11 +71,15 @@ def _within_arm_permutations(t: NDArray[np.intp], n_permutations: int, seed: int
     return perms
 
 
-def cross_validated_predictions(data: TrainingData, *, model: str,
-                                splits: list[tuple[int, NDArray[np.intp], NDArray[np.intp]]],
-                                Y: NDArray[np.float64], harmonize: bool,
-                                progress: Progress | None = None,
-                                ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def cross_validated_predictions(
+    data: TrainingData,
+    *,
+    model: str,
+    splits: list[tuple[int, NDArray[np.intp], NDArray[np.intp]]],
+    Y: NDArray[np.float64],
+    harmonize: bool,
+    progress: Progress | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Out-of-fold potential outcomes for every target column, averaged over repeats.
 
     Returns
@@ -94,10 +101,12 @@ def cross_validated_predictions(data: TrainingData, *, model: str,
         for i, (r, train, test) in enumerate(splits):
             pre = Preprocessor(harmonize=harmonize, n_outcome_only=n_outcome_only)
             sites = data.sites
-            Z_tr, C_tr = pre.fit_transform(data.X[train], data.covariates.iloc[train],
-                                           None if sites is None else sites[train])
-            Z_te, C_te = pre.transform(data.X[test], data.covariates.iloc[test],
-                                       None if sites is None else sites[test])
+            Z_tr, C_tr = pre.fit_transform(
+                data.X[train], data.covariates.iloc[train], None if sites is None else sites[train]
+            )
+            Z_te, C_te = pre.transform(
+                data.X[test], data.covariates.iloc[test], None if sites is None else sites[test]
+            )
             fitted = ArmModels(model).fit(Z_tr, C_tr, t[train], k, Y[train])
             P = fitted.predict(Z_te, C_te)
             total[test] += P
@@ -123,8 +132,10 @@ def _no_interaction_fit(data: TrainingData, harmonize: bool) -> NDArray[np.float
     return np.asarray(K @ solver.c[:, 0] + D @ solver.alpha[:, 0])
 
 
-def _recommend(pred: NDArray[np.float64], sign: float,
-               ) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+def _recommend(
+    pred: NDArray[np.float64],
+    sign: float,
+) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
     """Best arm per patient (axis 1) and its advantage over the next best (>= 0)."""
     u = sign * pred
     order = np.argsort(-u, axis=1, kind="stable")
@@ -133,9 +144,13 @@ def _recommend(pred: NDArray[np.float64], sign: float,
     return order[:, 0], best - second
 
 
-def _permutation_stats(pred: NDArray[np.float64], Y: NDArray[np.float64], t: NDArray[np.intp],
-                       propensity: NDArray[np.float64], sign: float,
-                       ) -> dict[str, NDArray[np.float64]]:
+def _permutation_stats(
+    pred: NDArray[np.float64],
+    Y: NDArray[np.float64],
+    t: NDArray[np.intp],
+    propensity: NDArray[np.float64],
+    sign: float,
+) -> dict[str, NDArray[np.float64]]:
     """Selection benefit (difference and d) and DR policy gain for every target column."""
     n, k, _ = pred.shape
     u = sign * pred  # (n, k, m)
@@ -159,11 +174,13 @@ def _permutation_stats(pred: NDArray[np.float64], Y: NDArray[np.float64], t: NDA
 
 
 def _perm_p(stat: NDArray[np.float64], seed: int) -> float | None:
-    """Permutation p-value, ties (common: arm means are permutation-invariant) split at random.
+    """Permutation p-value with ties to the observed statistic split at random.
 
-    ``(#{null > obs} + U (1 + #{null == obs})) / (P + 1)`` with ``U ~ Uniform(0, 1)``: exactly
-    uniform under the null; counting every tie as exceeding (the usual rule) would be valid
-    but conservative.
+    ``(1 + #{null > obs} + U #{null == obs}) / (P + 1)`` with ``U ~ Uniform(0, 1)``.  Ties are
+    common (arm means do not change under a within-arm shuffle, so a model that recommends
+    one arm to everyone gives the same statistic for many permutations); counting every tie
+    as exceeding (the usual rule) makes the test needlessly conservative.  The p-value stays
+    valid and is never below ``1 / (P + 1)``.
     """
     obs, null = stat[0], stat[1:]
     if not np.isfinite(obs) or null.size == 0:
@@ -173,22 +190,35 @@ def _perm_p(stat: NDArray[np.float64], seed: int) -> float | None:
     greater = np.sum(null > obs + tol)
     ties = np.sum(np.abs(null - obs) <= tol)
     u = np.random.default_rng([seed, 5]).random()
-    return float((greater + u * (1 + ties)) / (null.size + 1))
+    return float((1 + greater + u * ties) / (null.size + 1))
 
 
-def _arm_metrics(y: NDArray[np.float64], pred: NDArray[np.float64], t: NDArray[np.intp],
-                 arms: list[str], binary: bool,
-                 by_repeat: NDArray[np.float64] | None = None) -> dict[str, Any]:
+def _arm_metrics(
+    y: NDArray[np.float64],
+    pred: NDArray[np.float64],
+    t: NDArray[np.intp],
+    arms: list[str],
+    binary: bool,
+    by_repeat: NDArray[np.float64] | None = None,
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for a, arm in enumerate(arms):
         rows = t == a
-        m = (binary_metrics(y[rows], pred[rows, a]) if binary
-             else regression_metrics(y[rows], pred[rows, a]))
+        m = (
+            binary_metrics(y[rows], pred[rows, a])
+            if binary
+            else regression_metrics(y[rows], pred[rows, a])
+        )
         if by_repeat is not None and by_repeat.shape[0] > 1:
             key = "auc" if binary else "r2"
-            vals = [(binary_metrics(y[rows], by_repeat[r, rows, a]) if binary else
-                     regression_metrics(y[rows], by_repeat[r, rows, a]))[key]
-                    for r in range(by_repeat.shape[0])]
+            vals = [
+                (
+                    binary_metrics(y[rows], by_repeat[r, rows, a])
+                    if binary
+                    else regression_metrics(y[rows], by_repeat[r, rows, a])
+                )[key]
+                for r in range(by_repeat.shape[0])
+            ]
             vals = [v for v in vals if v is not None]
             m[f"{key}_sd_across_repeats"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
         out[arm] = m
@@ -199,10 +229,17 @@ def _finite(x: float) -> float | None:
     return float(x) if x is not None and np.isfinite(x) else None
 
 
-def selection_summary(y: NDArray[np.float64], t: NDArray[np.intp], pred: NDArray[np.float64],
-                      arms: list[str], sign: float, threshold: float,
-                      propensity: NDArray[np.float64], n_boot: int, seed: int,
-                      ) -> dict[str, Any]:
+def selection_summary(
+    y: NDArray[np.float64],
+    t: NDArray[np.intp],
+    pred: NDArray[np.float64],
+    arms: list[str],
+    sign: float,
+    threshold: float,
+    propensity: NDArray[np.float64],
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
     """Selection benefit, DR policy gain and advantage share, with bootstrap CIs."""
     rec, adv = _recommend(pred, sign)
     recommended = np.array(arms)[rec]
@@ -246,25 +283,33 @@ def _conformal_quantile(residuals: NDArray[np.float64], level: float) -> float |
     return float(r[rank - 1])
 
 
-def _learning_curve(data: TrainingData, *, model: str, harmonize: bool, sign: float,
-                    seed: int) -> list[dict[str, Any]]:
+def _learning_curve(
+    data: TrainingData, *, model: str, harmonize: bool, sign: float, seed: int
+) -> list[dict[str, Any]]:
     """CV performance on stratified subsamples (5-fold x 2 repeats; no permutations)."""
     arms = data.arms
     t = np.searchsorted(arms, data.treatment)
     rng = np.random.default_rng([seed, 7])
     points = []
     for frac in (0.4, 0.6, 0.8, 1.0):
-        keep = np.sort(np.concatenate([
-            rng.choice(np.flatnonzero(t == a), round(frac * (t == a).sum()), replace=False)
-            for a in range(len(arms))]))
+        keep = np.sort(
+            np.concatenate(
+                [
+                    rng.choice(np.flatnonzero(t == a), round(frac * (t == a).sum()), replace=False)
+                    for a in range(len(arms))
+                ]
+            )
+        )
         if min(int((t[keep] == a).sum()) for a in range(len(arms))) < 10:
             continue
         sub = subset(data, keep)
         try:
-            splits = outer_splits(sub.treatment, n_splits=5, n_repeats=2, seed=seed,
-                                  sites=sub.sites)
-            pred, _ = cross_validated_predictions(sub, model=model, splits=splits,
-                                                  Y=sub.y[:, None], harmonize=harmonize)
+            splits = outer_splits(
+                sub.treatment, n_splits=5, n_repeats=2, seed=seed, sites=sub.sites
+            )
+            pred, _ = cross_validated_predictions(
+                sub, model=model, splits=splits, Y=sub.y[:, None], harmonize=harmonize
+            )
         except BrainmatchInputError:
             continue
         ts = t[keep]
@@ -273,19 +318,32 @@ def _learning_curve(data: TrainingData, *, model: str, harmonize: bool, sign: fl
         vals = [m[key] for m in per.values() if m[key] is not None]
         rec, _ = _recommend(pred[:, :, 0], sign)
         _, d = selection_benefit(sub.y, sub.treatment, np.array(arms)[rec], sign)
-        points.append({"n": int(keep.size), "fraction": frac, key: float(np.mean(vals)) if vals
-                       else None, "benefit_d": _finite(d)})
+        points.append(
+            {
+                "n": int(keep.size),
+                "fraction": frac,
+                key: float(np.mean(vals)) if vals else None,
+                "benefit_d": _finite(d),
+            }
+        )
     return points
 
 
 def subset(data: TrainingData, rows: NDArray[np.intp]) -> TrainingData:
     """The same training data restricted to ``rows``."""
     cov = data.covariates.iloc[rows].reset_index(drop=True)
-    return TrainingData(ids=data.ids[rows], X=data.X[rows], feature_names=data.feature_names,
-                        treatment=data.treatment[rows], arms=data.arms, y=data.y[rows],
-                        binary=data.binary, covariates=cov,
-                        sites=None if data.sites is None else data.sites[rows],
-                        baseline=data.baseline)
+    return TrainingData(
+        ids=data.ids[rows],
+        X=data.X[rows],
+        feature_names=data.feature_names,
+        treatment=data.treatment[rows],
+        arms=data.arms,
+        y=data.y[rows],
+        binary=data.binary,
+        covariates=cov,
+        sites=None if data.sites is None else data.sites[rows],
+        baseline=data.baseline,
+    )
 
 
 def tripod_items(metrics: dict[str, Any]) -> list[dict[str, str]]:
@@ -294,53 +352,94 @@ def tripod_items(metrics: dict[str, Any]) -> list[dict[str, str]]:
     sel = metrics["selection"]
     per = metrics["per_arm"]
     perf = "; ".join(
-        f"{a}: " + ", ".join(f"{k}={v:.3g}" for k, v in m.items()
-                             if k in ("r2", "mae", "auc", "brier", "calibration_slope")
-                             and isinstance(v, float))
-        for a, m in per.items())
+        f"{a}: "
+        + ", ".join(
+            f"{k}={v:.3g}"
+            for k, v in m.items()
+            if k in ("r2", "mae", "auc", "brier", "calibration_slope") and isinstance(v, float)
+        )
+        for a, m in per.items()
+    )
     return [
-        {"item": "Title/abstract: prediction of treatment-specific outcome",
-         "value": f"potential outcomes under {', '.join(metrics['arms'])}"},
-        {"item": "Source of data / participants", "value":
-         f"{metrics['n']} participants with an outcome; per arm {metrics['n_per_arm']}"},
-        {"item": "Outcome", "value": f"{o['outcome_column']} ("
-         f"{'binary' if metrics['binary'] else 'continuous'}; {o['better']} is better)"},
-        {"item": "Predictors", "value": f"{metrics['n_features']} features"
-         + (f"; covariates {', '.join(o['covariates'])}" if o["covariates"] else "")
-         + (f"; baseline {o['baseline_column']}" if o["baseline_column"] else "")},
-        {"item": "Sample size", "value": "; ".join(w for w in metrics["warnings"]
-                                                   if "per arm" in w) or "at least 100 per arm"},
-        {"item": "Missing data", "value": "features: training-fold median; covariates: "
-         "training-fold mean / mode; patients without outcome excluded"},
-        {"item": "Data preparation inside CV", "value":
-         "imputation, ComBat harmonisation" + (" (by site)" if o["site_column"] else " (off: no "
-                                                "site column)")
-         + ", confound removal, scaling; all fitted on training folds only"},
-        {"item": "Model type and hyper-parameters", "value":
-         f"{o['model']} ridge; penalty chosen by exact leave-one-out in each training fold"},
+        {
+            "item": "Title/abstract: prediction of treatment-specific outcome",
+            "value": f"potential outcomes under {', '.join(metrics['arms'])}",
+        },
+        {
+            "item": "Source of data / participants",
+            "value": f"{metrics['n']} participants with an outcome; per arm {metrics['n_per_arm']}",
+        },
+        {
+            "item": "Outcome",
+            "value": f"{o['outcome_column']} ("
+            f"{'binary' if metrics['binary'] else 'continuous'}; {o['better']} is better)",
+        },
+        {
+            "item": "Predictors",
+            "value": f"{metrics['n_features']} features"
+            + (f"; covariates {', '.join(o['covariates'])}" if o["covariates"] else "")
+            + (f"; baseline {o['baseline_column']}" if o["baseline_column"] else ""),
+        },
+        {
+            "item": "Sample size",
+            "value": "; ".join(w for w in metrics["warnings"] if "per arm" in w)
+            or "at least 100 per arm",
+        },
+        {
+            "item": "Missing data",
+            "value": "features: training-fold median; covariates: "
+            "training-fold mean / mode; patients without outcome excluded",
+        },
+        {
+            "item": "Data preparation inside CV",
+            "value": "imputation, ComBat harmonisation"
+            + (" (by site)" if o["site_column"] else " (off: no site column)")
+            + ", confound removal, scaling; all fitted on training folds only",
+        },
+        {
+            "item": "Model type and hyper-parameters",
+            "value": f"{o['model']} ridge; penalty chosen by exact leave-one-out in each "
+            "training fold",
+        },
         {"item": "Internal validation", "value": metrics["cv"]["description"]},
         {"item": "Performance measures", "value": perf},
-        {"item": "Treatment selection", "value":
-         f"benefit d={sel['benefit_d']}, CI {sel['benefit_d_ci']}; policy gain "
-         f"{sel['policy_gain']} (CI {sel['policy_gain_ci']}); permutation p="
-         f"{sel['permutation_p']}"},
+        {
+            "item": "Treatment selection",
+            "value": f"benefit d={sel['benefit_d']}, CI {sel['benefit_d_ci']}; policy gain "
+            f"{sel['policy_gain']} (CI {sel['policy_gain_ci']}); permutation p="
+            f"{sel['permutation_p']}",
+        },
         {"item": "Fairness / subgroups", "value": "not assessed by brainmatch: check per site"},
         {"item": "Model availability", "value": f"{MODEL_FILE} (NPZ + JSON, no code execution)"},
         {"item": "Software", "value": f"brainmatch {__version__}"},
     ]
 
 
-def train(features: str | Path | pd.DataFrame,
-          outcomes: str | Path | pd.DataFrame | list[Any] | tuple[Any, ...], *,
-          treatment_column: str, outcome_column: str, out_dir: str | Path,
-          baseline_column: str | None = None, site_column: str | None = None,
-          covariates: tuple[str, ...] | list[str] = (), better: str | None = None,
-          cv: str = "repeated-kfold", n_splits: int = 5, n_repeats: int = 10,
-          model: str = "interaction", n_permutations: int = 1000,
-          threshold: float | None = None, n_boot: int = 1000, seed: int = 0,
-          session: str | None = None, report: bool = True,
-          permutation_null: str = "freedman-lane",
-          learning_curve: bool = True, progress: Progress | None = None) -> TrainResult:
+def train(
+    features: str | Path | pd.DataFrame,
+    outcomes: str | Path | pd.DataFrame | list[Any] | tuple[Any, ...],
+    *,
+    treatment_column: str,
+    outcome_column: str,
+    out_dir: str | Path,
+    baseline_column: str | None = None,
+    site_column: str | None = None,
+    covariates: tuple[str, ...] | list[str] = (),
+    better: str | None = None,
+    cv: str = "repeated-kfold",
+    n_splits: int = 5,
+    n_repeats: int = 10,
+    model: str = "interaction",
+    n_permutations: int = 1000,
+    threshold: float | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    session: str | None = None,
+    report: bool = True,
+    permutation_null: str = "freedman-lane",
+    learning_curve: bool = True,
+    progress: Progress | None = None,
+) -> TrainResult:
     """Train a treatment-selection model and validate it with nested cross-validation.
 
     Parameters
@@ -396,10 +495,16 @@ def train(features: str | Path | pd.DataFrame,
         raise BrainmatchInputError(f"--model {model!r}: expected one of {', '.join(MODELS)}")
     if n_permutations < 0 or n_repeats < 1 or n_splits < 2:
         raise BrainmatchInputError("need n_permutations >= 0, n_repeats >= 1, n_splits >= 2")
-    data = load_training_data(features, outcomes, treatment_column=treatment_column,
-                              outcome_column=outcome_column, baseline_column=baseline_column,
-                              site_column=site_column, covariates=tuple(covariates),
-                              session=session)
+    data = load_training_data(
+        features,
+        outcomes,
+        treatment_column=treatment_column,
+        outcome_column=outcome_column,
+        baseline_column=baseline_column,
+        site_column=site_column,
+        covariates=tuple(covariates),
+        session=session,
+    )
     if better is None:
         better = "higher" if data.binary else "lower"
     if better not in ("lower", "higher"):
@@ -418,34 +523,43 @@ def train(features: str | Path | pd.DataFrame,
             raise BrainmatchInputError(
                 f"--site-column {site_column!r}: site(s) with fewer than 5 patients: "
                 f"{', '.join(small)}; ComBat cannot estimate their effects (merge them or "
-                "drop --site-column)")
-    splits = outer_splits(data.treatment, scheme=cv, n_splits=n_splits, n_repeats=n_repeats,
-                          sites=data.sites, seed=seed)
+                "drop --site-column)"
+            )
+    splits = outer_splits(
+        data.treatment,
+        scheme=cv,
+        n_splits=n_splits,
+        n_repeats=n_repeats,
+        sites=data.sites,
+        seed=seed,
+    )
     perms = _within_arm_permutations(t, n_permutations, seed)
     if permutation_null == "freedman-lane":
         fitted = _no_interaction_fit(data, harmonize)
-        Y = (fitted[:, None] + (data.y - fitted)[perms].T)
+        Y = fitted[:, None] + (data.y - fitted)[perms].T
         Y[:, 0] = data.y
     elif permutation_null == "within-arm":
         Y = data.y[perms].T  # (n, 1 + P)
     else:
-        raise BrainmatchInputError(f"permutation null {permutation_null!r}: expected "
-                                   "freedman-lane or within-arm")
+        raise BrainmatchInputError(
+            f"permutation null {permutation_null!r}: expected freedman-lane or within-arm"
+        )
 
     pred_all, by_repeat = cross_validated_predictions(
-        data, model=model, splits=splits, Y=Y, harmonize=harmonize, progress=progress)
+        data, model=model, splits=splits, Y=Y, harmonize=harmonize, progress=progress
+    )
     pred = pred_all[:, :, 0]
     other = "per-arm" if model == "interaction" else "interaction"
-    pred_other, _ = cross_validated_predictions(data, model=other, splits=splits,
-                                                Y=data.y[:, None], harmonize=harmonize)
+    pred_other, _ = cross_validated_predictions(
+        data, model=other, splits=splits, Y=data.y[:, None], harmonize=harmonize
+    )
     if data.binary:
         pred = np.clip(pred, 0.0, 1.0)
         pred_all = np.clip(pred_all, 0.0, 1.0)
         pred_other = np.clip(pred_other, 0.0, 1.0)
 
     propensity = propensities(data.treatment, arms, data.sites)
-    selection = selection_summary(data.y, t, pred, arms, sign, threshold, propensity,
-                                  n_boot, seed)
+    selection = selection_summary(data.y, t, pred, arms, sign, threshold, propensity, n_boot, seed)
     if n_permutations:
         null = _permutation_stats(pred_all, Y, t, propensity, sign)
         selection["permutation_p"] = _perm_p(null["benefit"], seed)
@@ -453,16 +567,20 @@ def train(features: str | Path | pd.DataFrame,
         # widen the bootstrap CIs (predictions fixed) to the statistic's spread under the
         # permutation null, which includes the variability of refitting the model in CV
         z = 1.959963984540054
-        for key, stat, ci_key in (("benefit_d", null["d"], "benefit_d_ci"),
-                                  ("policy_gain", null["gain"], "policy_gain_ci")):
+        for key, stat, ci_key in (
+            ("benefit_d", null["d"], "benefit_d_ci"),
+            ("policy_gain", null["gain"], "policy_gain_ci"),
+        ):
             est, ci = selection[key], selection[ci_key]
             spread = np.nanstd(stat[1:], ddof=1) if np.isfinite(stat[1:]).sum() > 2 else np.nan
             if est is None or ci[0] is None or not np.isfinite(spread):
                 continue
             se = max((ci[1] - ci[0]) / (2 * z), float(spread))
             selection[ci_key] = [est - z * se, est + z * se]
-        selection["ci_method"] = ("normal interval with the larger of the bootstrap SE "
-                                  "(patients resampled) and the SD under the permutation null")
+        selection["ci_method"] = (
+            "normal interval with the larger of the bootstrap SE "
+            "(patients resampled) and the SD under the permutation null"
+        )
     else:
         selection["permutation_p"] = None
         selection["policy_gain_permutation_p"] = None
@@ -470,9 +588,10 @@ def train(features: str | Path | pd.DataFrame,
     selection["permutation_null"] = (
         "no treatment-by-feature interaction (Freedman-Lane: residuals of a model with arm, "
         "covariate and shared feature effects shuffled within arm)"
-        if permutation_null == "freedman-lane" else
-        "outcomes shuffled within each arm: no association of the features with the outcome "
-        "under any arm, arm main effects kept")
+        if permutation_null == "freedman-lane"
+        else "outcomes shuffled within each arm: no association of the features with the outcome "
+        "under any arm, arm main effects kept"
+    )
 
     rec, adv = _recommend(pred, sign)
     predictions = pd.DataFrame({ID: data.ids, "treatment": data.treatment, "observed": data.y})
@@ -482,36 +601,58 @@ def train(features: str | Path | pd.DataFrame,
     predictions["advantage"] = adv
 
     warnings = list(data.warnings)
-    cv_desc = (f"{n_splits}-fold cross-validation repeated {n_repeats} times, stratified by arm"
-               + (" and site" if data.sites is not None else "")
-               if cv == "repeated-kfold" else
-               f"leave-one-site-out over {len(np.unique(data.sites))} sites"
-               if data.sites is not None else cv)
-    per_arm = _arm_metrics(data.y, pred, t, arms, data.binary, by_repeat if not data.binary
-                           else (np.clip(by_repeat, 0, 1)))
+    cv_desc = (
+        f"{n_splits}-fold cross-validation repeated {n_repeats} times, stratified by arm"
+        + (" and site" if data.sites is not None else "")
+        if cv == "repeated-kfold"
+        else f"leave-one-site-out over {len(np.unique(data.sites))} sites"
+        if data.sites is not None
+        else cv
+    )
+    per_arm = _arm_metrics(
+        data.y,
+        pred,
+        t,
+        arms,
+        data.binary,
+        by_repeat if not data.binary else (np.clip(by_repeat, 0, 1)),
+    )
     key = "auc" if data.binary else "r2"
     for arm, m in per_arm.items():
         sd = m.get(f"{key}_sd_across_repeats")
         if m.get(key) is not None and (m[key] < (0.55 if data.binary else 0.0)):
-            warnings.append(f"arm {arm}: cross-validated {key.upper()} {m[key]:.3f} is at or "
-                            "below chance: the model does not predict this arm's outcome")
+            warnings.append(
+                f"arm {arm}: cross-validated {key.upper()} {m[key]:.3f} is at or "
+                "below chance: the model does not predict this arm's outcome"
+            )
         if sd is not None and sd > 0.05:
-            warnings.append(f"arm {arm}: {key.upper()} varies by {sd:.3f} (SD) between CV "
-                            "repeats; the error bar of a single split is larger still")
+            warnings.append(
+                f"arm {arm}: {key.upper()} varies by {sd:.3f} (SD) between CV "
+                "repeats; the error bar of a single split is larger still"
+            )
     if selection["permutation_p"] is not None and selection["permutation_p"] > 0.05:
-        warnings.append(f"the selection benefit is not distinguishable from chance "
-                        f"(permutation p = {selection['permutation_p']:.3f})")
+        warnings.append(
+            f"the selection benefit is not distinguishable from chance "
+            f"(permutation p = {selection['permutation_p']:.3f})"
+        )
     ci = selection["policy_gain_ci"]
     if ci[0] is not None and ci[0] <= 0:
-        warnings.append("the 95% CI of the policy gain includes 0: recommending by this model "
-                        "is not shown to beat giving everyone the best single arm")
+        warnings.append(
+            "the 95% CI of the policy gain includes 0: recommending by this model "
+            "is not shown to beat giving everyone the best single arm"
+        )
     if data.X.shape[1] > 10 * data.y.size:
-        warnings.append(f"{data.X.shape[1]} features for {data.y.size} patients: expect "
-                        "strong shrinkage; consider fewer, a-priori features")
+        warnings.append(
+            f"{data.X.shape[1]} features for {data.y.size} patients: expect "
+            "strong shrinkage; consider fewer, a-priori features"
+        )
 
     residuals = data.y - pred[np.arange(data.y.size), t]
-    conformal = {arm: _conformal_quantile(residuals[t == a], CONFORMAL_LEVEL)
-                 for a, arm in enumerate(arms)} if not data.binary else {}
+    conformal = (
+        {arm: _conformal_quantile(residuals[t == a], CONFORMAL_LEVEL) for a, arm in enumerate(arms)}
+        if not data.binary
+        else {}
+    )
 
     metrics: dict[str, Any] = {
         "brainmatch_version": __version__,
@@ -521,33 +662,65 @@ def train(features: str | Path | pd.DataFrame,
         "arms": arms,
         "binary": data.binary,
         "better": better,
-        "cv": {"scheme": cv, "n_splits": n_splits if cv == "repeated-kfold" else len(splits),
-               "n_repeats": n_repeats if cv == "repeated-kfold" else 1,
-               "description": cv_desc,
-               "inner": "exact leave-one-out over a 13-value penalty grid, per training fold"},
+        "cv": {
+            "scheme": cv,
+            "n_splits": n_splits if cv == "repeated-kfold" else len(splits),
+            "n_repeats": n_repeats if cv == "repeated-kfold" else 1,
+            "description": cv_desc,
+            "inner": "exact leave-one-out over a 13-value penalty grid, per training fold",
+        },
         "model": model,
         "per_arm": per_arm,
-        "per_arm_other_model": {"model": other, **_arm_metrics(data.y, pred_other[:, :, 0], t,
-                                                             arms, data.binary)},
+        "per_arm_other_model": {
+            "model": other,
+            **_arm_metrics(data.y, pred_other[:, :, 0], t, arms, data.binary),
+        },
         "selection": selection,
         "selection_other_model": {
             "model": other,
-            **{k2: v for k2, v in selection_summary(
-                data.y, t, pred_other[:, :, 0], arms, sign, threshold, propensity,
-                max(200, n_boot // 5), seed).items() if k2 in (
-                "benefit_d", "benefit_d_ci", "policy_gain", "policy_gain_ci",
-                "share_above_threshold")}},
+            **{
+                k2: v
+                for k2, v in selection_summary(
+                    data.y,
+                    t,
+                    pred_other[:, :, 0],
+                    arms,
+                    sign,
+                    threshold,
+                    propensity,
+                    max(200, n_boot // 5),
+                    seed,
+                ).items()
+                if k2
+                in (
+                    "benefit_d",
+                    "benefit_d_ci",
+                    "policy_gain",
+                    "policy_gain_ci",
+                    "share_above_threshold",
+                )
+            },
+        },
         "conformal": {"level": CONFORMAL_LEVEL, "half_width": conformal},
         "warnings": warnings,
-        "options": {"treatment_column": treatment_column, "outcome_column": outcome_column,
-                    "baseline_column": baseline_column, "site_column": site_column,
-                    "covariates": list(covariates), "better": better, "threshold": threshold,
-                    "model": model, "seed": seed, "n_boot": n_boot},
+        "options": {
+            "treatment_column": treatment_column,
+            "outcome_column": outcome_column,
+            "baseline_column": baseline_column,
+            "site_column": site_column,
+            "covariates": list(covariates),
+            "better": better,
+            "threshold": threshold,
+            "model": model,
+            "seed": seed,
+            "n_boot": n_boot,
+        },
         "data_hash": data.data_hash,
     }
     if learning_curve:
-        metrics["learning_curve"] = _learning_curve(data, model=model, harmonize=harmonize,
-                                                    sign=sign, seed=seed)
+        metrics["learning_curve"] = _learning_curve(
+            data, model=model, harmonize=harmonize, sign=sign, seed=seed
+        )
     metrics["tripod_ai"] = tripod_items(metrics)
 
     # final model on all patients + bootstrap refits for the recommendation's stability
@@ -555,9 +728,14 @@ def train(features: str | Path | pd.DataFrame,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
-        "arms": arms, "feature_names": data.feature_names, "model": model,
-        "binary": data.binary, "better": better, "threshold": threshold,
-        "options": metrics["options"], "covariate_spec": final.covariate_spec_,
+        "arms": arms,
+        "feature_names": data.feature_names,
+        "model": model,
+        "binary": data.binary,
+        "better": better,
+        "threshold": threshold,
+        "options": metrics["options"],
+        "covariate_spec": final.covariate_spec_,
         "n_outcome_only": final.n_outcome_only,
         "harmonize": harmonize,
         "sites": [] if final.combat_ is None else final.combat_.sites_.tolist(),
@@ -565,12 +743,24 @@ def train(features: str | Path | pd.DataFrame,
         "training_data_hash": data.data_hash,
         "conformal": metrics["conformal"],
         "outcome_range": [float(np.min(data.y)), float(np.max(data.y))],
-        "validation": {"per_arm": per_arm, "selection": {
-            k2: selection[k2] for k2 in ("benefit_d", "benefit_d_ci", "policy_gain",
-                                         "policy_gain_ci", "permutation_p",
-                                         "share_above_threshold")},
-            "cv": cv_desc, "n": metrics["n"], "n_per_arm": metrics["n_per_arm"],
-            "warnings": warnings},
+        "validation": {
+            "per_arm": per_arm,
+            "selection": {
+                k2: selection[k2]
+                for k2 in (
+                    "benefit_d",
+                    "benefit_d_ci",
+                    "policy_gain",
+                    "policy_gain_ci",
+                    "permutation_p",
+                    "share_above_threshold",
+                )
+            },
+            "cv": cv_desc,
+            "n": metrics["n"],
+            "n_per_arm": metrics["n_per_arm"],
+            "warnings": warnings,
+        },
         "ood": extras["ood"],
         "penalties": extras["penalties"],
     }
@@ -578,10 +768,17 @@ def train(features: str | Path | pd.DataFrame,
     metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
     write_tsv(out / "predictions.tsv", predictions, float_format="%.6g")
     write_json(out / "metrics.json", metrics)
-    result = TrainResult(out_dir=out, metrics=metrics, predictions=predictions,
-                         model_path=model_path,
-                         extras={"coef": arrays["coef"], "feature_names": data.feature_names,
-                                 "pred_other": pred_other[:, :, 0]})
+    result = TrainResult(
+        out_dir=out,
+        metrics=metrics,
+        predictions=predictions,
+        model_path=model_path,
+        extras={
+            "coef": arrays["coef"],
+            "feature_names": data.feature_names,
+            "pred_other": pred_other[:, :, 0],
+        },
+    )
     if report:
         from brainmatch.selection.report import write_train_report
 
@@ -589,8 +786,13 @@ def train(features: str | Path | pd.DataFrame,
     return result
 
 
-def fit_final_model(data: TrainingData, *, model: str, harmonize: bool, seed: int,
-                    ) -> tuple[Preprocessor, dict[str, NDArray[Any]], dict[str, Any]]:
+def fit_final_model(
+    data: TrainingData,
+    *,
+    model: str,
+    harmonize: bool,
+    seed: int,
+) -> tuple[Preprocessor, dict[str, NDArray[Any]], dict[str, Any]]:
     """Fit preprocessing and the arm models on all patients; bootstrap refits for stability."""
     k = len(data.arms)
     t = np.searchsorted(data.arms, data.treatment)
@@ -603,28 +805,44 @@ def fit_final_model(data: TrainingData, *, model: str, harmonize: bool, seed: in
         rng = np.random.default_rng([seed, 3])
         boot_coef, boot_icpt, boot_cov = [], [], []
         for _ in range(N_BOOTSTRAP_MODELS):
-            idx = np.concatenate([rng.choice(np.flatnonzero(t == a), (t == a).sum())
-                                  for a in range(k)])
+            idx = np.concatenate(
+                [rng.choice(np.flatnonzero(t == a), (t == a).sum()) for a in range(k)]
+            )
             fb = ArmModels(model).fit(Z[idx], C[idx], t[idx], k, data.y[idx, None]).primal(0)
             boot_coef.append(fb["coef"])
             boot_icpt.append(fb["intercept"])
             boot_cov.append(fb["cov_coef"])
     score = (Z**2).mean(axis=1)
     arrays: dict[str, NDArray[Any]] = {
-        "coef": primal["coef"], "intercept": primal["intercept"],
+        "coef": primal["coef"],
+        "intercept": primal["intercept"],
         "cov_coef": primal["cov_coef"],
         "boot_coef": np.asarray(boot_coef, dtype=np.float32),
-        "boot_intercept": np.asarray(boot_icpt), "boot_cov_coef": np.asarray(boot_cov),
-        "medians": pre.medians_, "confound_coef": pre.confound_coef_,
-        "mean": pre.mean_, "sd": pre.sd_,
+        "boot_intercept": np.asarray(boot_icpt),
+        "boot_cov_coef": np.asarray(boot_cov),
+        "medians": pre.medians_,
+        "confound_coef": pre.confound_coef_,
+        "mean": pre.mean_,
+        "sd": pre.sd_,
         "train_sd_raw": np.nanstd(data.X, axis=0),
     }
     if pre.combat_ is not None:
         cb = pre.combat_
-        arrays.update({"combat_grand_mean": cb.grand_mean_, "combat_var_pooled": cb.var_pooled_,
-                       "combat_beta_covariates": cb.beta_covariates_,
-                       "combat_gamma": cb.gamma_, "combat_delta": cb.delta_})
-    extras = {"ood": {"score": "mean squared standardised feature value",
-                      "p99": float(np.percentile(score, 99)), "max": float(score.max())},
-              "penalties": fitted.penalties()}
+        arrays.update(
+            {
+                "combat_grand_mean": cb.grand_mean_,
+                "combat_var_pooled": cb.var_pooled_,
+                "combat_beta_covariates": cb.beta_covariates_,
+                "combat_gamma": cb.gamma_,
+                "combat_delta": cb.delta_,
+            }
+        )
+    extras = {
+        "ood": {
+            "score": "mean squared standardised feature value",
+            "p99": float(np.percentile(score, 99)),
+            "max": float(score.max()),
+        },
+        "penalties": fitted.penalties(),
+    }
     return pre, arrays, extras

@@ -27,8 +27,10 @@ def calibration(observed: ArrayLike, predicted: ArrayLike) -> tuple[float | None
     return _finite(slope), _finite(intercept)
 
 
-def _logistic_calibration(y: NDArray[np.float64], p: NDArray[np.float64],
-                          ) -> tuple[float | None, float | None]:
+def _logistic_calibration(
+    y: NDArray[np.float64],
+    p: NDArray[np.float64],
+) -> tuple[float | None, float | None]:
     """Logistic recalibration: logit P(y) = a + b logit(p) by Newton's method."""
     pc = np.clip(p, 1e-4, 1 - 1e-4)
     z = np.log(pc / (1 - pc))
@@ -112,8 +114,14 @@ def cohens_d(a: ArrayLike, b: ArrayLike) -> float:
     return float((x.mean() - y.mean()) / np.sqrt(pooled))
 
 
-def bootstrap_ci(statistic: Callable[[NDArray[np.intp]], float], n: int, *, n_boot: int = 2000,
-                 seed: int = 0, level: float = 0.95) -> list[float | None]:
+def bootstrap_ci(
+    statistic: Callable[[NDArray[np.intp]], float],
+    n: int,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[float | None]:
     """Percentile bootstrap interval of ``statistic(indices)`` over resampled patients.
 
     Parameters

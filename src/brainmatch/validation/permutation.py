@@ -20,12 +20,14 @@ def _r2_columns(y_true: NDArray[np.float64], y_pred: NDArray[np.float64]) -> NDA
     ss_res = ((y_true - y_pred) ** 2).sum(axis=0)
     ss_tot = ((y_true - y_true.mean(axis=0)) ** 2).sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.asarray(np.where(ss_tot > 0, 1 - ss_res / ss_tot,
-                                   np.where(ss_res == 0, 1.0, 0.0)))
+        return np.asarray(
+            np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.where(ss_res == 0, 1.0, 0.0))
+        )
 
 
-def fold_operator(X_train: NDArray[np.float64], X_test: NDArray[np.float64], alpha: float,
-                  scale: bool = True) -> NDArray[np.float64]:
+def fold_operator(
+    X_train: NDArray[np.float64], X_test: NDArray[np.float64], alpha: float, scale: bool = True
+) -> NDArray[np.float64]:
     """Matrix ``A`` with ``A @ y_train`` = predictions of ``[StandardScaler +] Ridge(alpha)``."""
     mean = X_train.mean(axis=0)
     if scale:
@@ -44,10 +46,16 @@ def fold_operator(X_train: NDArray[np.float64], X_test: NDArray[np.float64], alp
     return np.asarray(K_te @ inv @ center + 1.0 / n)
 
 
-def ridge_permutation_test_score(X: ArrayLike, y: ArrayLike, *, alpha: float = 1.0,
-                                 cv: Any = 5, n_permutations: int = 100,
-                                 random_state: int | None = 0, scale: bool = True,
-                                 ) -> tuple[float, NDArray[np.float64], float]:
+def ridge_permutation_test_score(
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    alpha: float = 1.0,
+    cv: Any = 5,
+    n_permutations: int = 100,
+    random_state: int | None = 0,
+    scale: bool = True,
+) -> tuple[float, NDArray[np.float64], float]:
     """Permutation test of a cross-validated ridge regression's R², all permutations at once.
 
     Gives the same score, permutation scores and p-value as
@@ -81,8 +89,9 @@ def ridge_permutation_test_score(X: ArrayLike, y: ArrayLike, *, alpha: float = 1
     ya = np.asarray(y, dtype=float)
     splitter = check_cv(cv)
     rng = check_random_state(random_state)
-    perms = np.vstack([np.arange(ya.size)] + [rng.permutation(ya.size)
-                                               for _ in range(n_permutations)])
+    perms = np.vstack(
+        [np.arange(ya.size)] + [rng.permutation(ya.size) for _ in range(n_permutations)]
+    )
     Y = ya[perms].T  # (n_samples, 1 + n_permutations); column 0 = real targets
     scores = []
     for train, test in splitter.split(Xa, ya):

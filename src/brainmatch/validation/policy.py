@@ -12,8 +12,9 @@ from numpy.typing import ArrayLike, NDArray
 from brainmatch.validation.metrics import cohens_d
 
 
-def selection_benefit(observed: ArrayLike, received: ArrayLike, recommended: ArrayLike,
-                      sign: float) -> tuple[float, float]:
+def selection_benefit(
+    observed: ArrayLike, received: ArrayLike, recommended: ArrayLike, sign: float
+) -> tuple[float, float]:
     """Mean oriented outcome of patients who received their recommended arm minus the others.
 
     Returns
@@ -30,12 +31,18 @@ def selection_benefit(observed: ArrayLike, received: ArrayLike, recommended: Arr
     return float(y[match].mean() - y[~match].mean()), cohens_d(y[match], y[~match])
 
 
-def propensities(received: ArrayLike, arms: list[str], sites: ArrayLike | None = None,
-                 ) -> NDArray[np.float64]:
+def propensities(
+    received: ArrayLike,
+    arms: list[str],
+    sites: ArrayLike | None = None,
+) -> NDArray[np.float64]:
     """Probability of each arm per patient: arm shares (within site when sites are given)."""
     t = np.asarray(received).astype(str)
-    groups = np.zeros(t.size, dtype=int) if sites is None else np.unique(
-        np.asarray(sites).astype(str), return_inverse=True)[1]
+    groups = (
+        np.zeros(t.size, dtype=int)
+        if sites is None
+        else np.unique(np.asarray(sites).astype(str), return_inverse=True)[1]
+    )
     e = np.zeros((t.size, len(arms)))
     for g in np.unique(groups):
         rows = groups == g
@@ -47,8 +54,13 @@ def propensities(received: ArrayLike, arms: list[str], sites: ArrayLike | None =
     return e
 
 
-def dr_scores(observed: ArrayLike, received: ArrayLike, predicted: NDArray[np.float64],
-              arms: list[str], propensity: NDArray[np.float64]) -> NDArray[np.float64]:
+def dr_scores(
+    observed: ArrayLike,
+    received: ArrayLike,
+    predicted: NDArray[np.float64],
+    arms: list[str],
+    propensity: NDArray[np.float64],
+) -> NDArray[np.float64]:
     """Augmented inverse-probability-weighted (doubly robust) scores per patient and arm.
 
     ``Gamma[i, a] = mu_a(x_i) + 1[T_i = a] / e_a(x_i) * (Y_i - mu_a(x_i))``; the mean of

@@ -11,9 +11,15 @@ from brainmatch.errors import BrainmatchInputError
 CV_SCHEMES = ("repeated-kfold", "leave-site-out")
 
 
-def outer_splits(treatment: ArrayLike, *, scheme: str = "repeated-kfold", n_splits: int = 5,
-                 n_repeats: int = 10, sites: ArrayLike | None = None, seed: int = 0,
-                 ) -> list[tuple[int, NDArray[np.intp], NDArray[np.intp]]]:
+def outer_splits(
+    treatment: ArrayLike,
+    *,
+    scheme: str = "repeated-kfold",
+    n_splits: int = 5,
+    n_repeats: int = 10,
+    sites: ArrayLike | None = None,
+    seed: int = 0,
+) -> list[tuple[int, NDArray[np.intp], NDArray[np.intp]]]:
     """Outer splits as ``(repeat, train_index, test_index)`` triples.
 
     Parameters
@@ -41,7 +47,8 @@ def outer_splits(treatment: ArrayLike, *, scheme: str = "repeated-kfold", n_spli
         labels = np.unique(s)
         if labels.size < 3:
             raise BrainmatchInputError(
-                f"--cv leave-site-out needs at least 3 sites, found {labels.size}")
+                f"--cv leave-site-out needs at least 3 sites, found {labels.size}"
+            )
         out = []
         for lab in labels:
             test = np.flatnonzero(s == lab)
@@ -50,7 +57,8 @@ def outer_splits(treatment: ArrayLike, *, scheme: str = "repeated-kfold", n_spli
             if missing:
                 raise BrainmatchInputError(
                     f"--cv leave-site-out: without site {lab!r} no patient received "
-                    f"{', '.join(missing)}; use --cv repeated-kfold")
+                    f"{', '.join(missing)}; use --cv repeated-kfold"
+                )
             out.append((0, train, test))
         return out
     if scheme != "repeated-kfold":
@@ -63,7 +71,8 @@ def outer_splits(treatment: ArrayLike, *, scheme: str = "repeated-kfold", n_spli
     _, counts = np.unique(strata, return_counts=True)
     if counts.min() < n_splits:
         raise BrainmatchInputError(
-            f"an arm has only {counts.min()} patients, fewer than the {n_splits} CV folds")
+            f"an arm has only {counts.min()} patients, fewer than the {n_splits} CV folds"
+        )
     out = []
     for r in range(n_repeats):
         skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed + r)

@@ -22,8 +22,14 @@ SIGNAL_FEATURES = {
 }
 
 
-def measured_features(trial: Trial, *, n_noise: int = 50, reliability: float = 0.8,
-                      site_effect: float = 0.5, seed: int = 0) -> pd.DataFrame:
+def measured_features(
+    trial: Trial,
+    *,
+    n_noise: int = 50,
+    reliability: float = 0.8,
+    site_effect: float = 0.5,
+    seed: int = 0,
+) -> pd.DataFrame:
     """A feature table (``participant_id`` + numeric columns) measured from ``trial``.
 
     Parameters
