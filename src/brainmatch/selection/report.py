@@ -203,6 +203,7 @@ def write_recommend_report(result: RecommendResult) -> Path:
                 ax.plot(iv, [j, j], color=color, lw=3, alpha=0.4)
             ax.plot([v], [j], "o", color=color)
         ax.set_yticks(range(len(arms)), arms)
+        ax.set_ylim(-0.6, len(arms) - 0.4)
         ax.set_xlabel(f"predicted {model['outcome']} ({model['better']} is better)")
         figures.append(figure_to_data_uri(fig))
     html = _ENV.get_template("recommend_report.html").render(
