@@ -20,6 +20,7 @@ from brainmatch.evidence.cbma import (
     CoordinateMetaAnalysis,
     brain_mask,
     conjunction,
+    run_cbma,
     subtract,
 )
 from brainmatch.evidence.cbma_io import CoordinateTable, read_coordinates
@@ -58,15 +59,15 @@ def _distance(row: pd.Series, point: tuple[float, float, float]) -> float:
 
 
 @pytest.mark.slow
-def test_maps_and_cluster_p_equal_nimare() -> None:
+def test_maps_and_cluster_p_equal_nimare(tmp_path: Path) -> None:
     """Our wrapper passes foci and sample sizes exactly: ALE, z and the cluster-level FWE map
     equal NiMARE run directly on its own reading of the same file (same seed)."""
     from nimare.correct import FWECorrector
     from nimare.dataset import Dataset
     from nimare.meta.cbma import ALE
 
-    est = CoordinateMetaAnalysis(iterations=5, random_state=3).fit(read_coordinates(NIDM_PAIN))
-    res = est.result_
+    res = run_cbma(NIDM_PAIN, tmp_path / "out", iterations=5, random_state=3)
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["n_experiments"] == 21
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = Dataset(str(NIDM_PAIN), target="mni152_2mm")
@@ -173,6 +174,14 @@ def test_focus_outside_brain_is_an_error(tmp_path: Path) -> None:
     pd.DataFrame(rows).to_csv(path, index=False)
     with pytest.raises(BrainmatchInputError,
                        match=r"row 5: focus \(20, 10, 120\).*'s1' lies outside the brain"):
+        CoordinateMetaAnalysis(iterations=5).fit(read_coordinates(path))
+
+
+def test_sleuth_focus_outside_brain_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "foci.txt"
+    path.write_text("// Reference=MNI\n// A 2010: x\n// Subjects=10\n-24 -4 -18\n\n"
+                    "// B 2011: x\n// Subjects=12\n10 20 30\n-10 -90 -150\n")
+    with pytest.raises(BrainmatchInputError, match=r"line 9: focus \(-10, -90, -150\)"):
         CoordinateMetaAnalysis(iterations=5).fit(read_coordinates(path))
 
 

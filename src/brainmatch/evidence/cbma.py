@@ -17,6 +17,7 @@ NIfTI / TSV / JSON outputs and an HTML report with glass-brain figures.
 
 Public API
 ----------
+- :func:`run_cbma` (read, analyse, save: one call)
 - :class:`CoordinateMetaAnalysis` (``fit(coordinates) -> self``, ``result_``)
 - :func:`subtract` (two sets: ``A - B`` and ``B - A``), :func:`conjunction`
 - :class:`CBMAResult` (``clusters``, ``maps``, ``summary()``, ``save(out_dir)``)
@@ -380,6 +381,44 @@ class CoordinateMetaAnalysis:
             foci=coordinates.foci[["experiment", "x", "y", "z"]].copy(),
             seconds=time.perf_counter() - start)
         return self
+
+
+def run_cbma(coordinates: str | Path, out_dir: str | Path | None = None, *,
+             select: list[str] | None = None, method: str = "ale", iterations: int = 5000,
+             voxel_thresh: float = 0.001, alpha: float = 0.05, n_jobs: int = 1,
+             random_state: int = 0, name: str | None = None) -> CBMAResult:
+    """Read a coordinate file, run the meta-analysis and (optionally) write every output.
+
+    The one call ``brainmatch demo`` needs, e.g. on NiMARE's packaged
+    ``nidm_pain_dset.json`` with ``iterations=100``.
+
+    Parameters
+    ----------
+    coordinates : str or Path
+        Any format :func:`~brainmatch.evidence.cbma_io.read_coordinates` reads.
+    out_dir : str or Path, optional
+        Where to write maps, ``clusters.tsv``, ``results.json`` and ``report.html``.
+    select : list of str, optional
+        ``COLUMN=VALUE`` row selections.
+    method, iterations, voxel_thresh, alpha, n_jobs, random_state
+        As :class:`CoordinateMetaAnalysis`.
+    name : str, optional
+        Label of the analysis.
+
+    Returns
+    -------
+    CBMAResult
+    """
+    from brainmatch.evidence.cbma_io import read_coordinates
+
+    table = read_coordinates(coordinates, select=select)
+    est = CoordinateMetaAnalysis(method=method, iterations=iterations,
+                                 voxel_thresh=voxel_thresh, alpha=alpha, n_jobs=n_jobs,
+                                 random_state=random_state)
+    result = est.fit(table, name=name).result_
+    if out_dir is not None:
+        result.save(out_dir)
+    return result
 
 
 def _versions() -> dict[str, str]:

@@ -281,7 +281,7 @@ def _read_sleuth(path: Path) -> pd.DataFrame:
             raise BrainmatchInputError(
                 f"line {lineno}: non-numeric coordinate in {raw.strip()!r}", path) from None
         rows.append({"experiment": name, "x": x, "y": y, "z": z, "space": space,
-                     "n_subjects": n_subjects, "row": lineno})
+                     "n_subjects": n_subjects, "row": f"line {lineno}"})
     if not rows:
         raise BrainmatchInputError("no foci found in the Sleuth file", path)
     foci = pd.DataFrame(rows)
