@@ -41,8 +41,10 @@ def main() -> int:
 
     warnings.simplefilter("ignore")
     src = Path(str(importlib.resources.files("nimare") / "resources" / "nidm_pain_dset.json"))
-    print(f"data: {src.name}; main effect {MAIN_ITERS} Monte Carlo iterations, subtraction "
-          f"{SUB_ITERS} permutations, 1 core each")
+    print(
+        f"data: {src.name}; main effect {MAIN_ITERS} Monte Carlo iterations, subtraction "
+        f"{SUB_ITERS} permutations, 1 core each"
+    )
 
     # --- 1. main effect
     t0 = time.perf_counter()
@@ -58,8 +60,10 @@ def main() -> int:
         est.result_.save(Path(tmp) / "out")
         t_bm = time.perf_counter() - t0
         n_clusters = len(est.result_.clusters)
-    print(f"main effect: NiMARE alone {t_nimare:.1f} s; brainmatch end to end {t_bm:.1f} s "
-          f"({n_clusters} significant clusters, report included)")
+    print(
+        f"main effect: NiMARE alone {t_nimare:.1f} s; brainmatch end to end {t_bm:.1f} s "
+        f"({n_clusters} significant clusters, report included)"
+    )
     print(f"  brainmatch / NiMARE time: {t_bm / t_nimare:.2f}x")
 
     # --- 2. subtraction
@@ -70,8 +74,9 @@ def main() -> int:
     da = Dataset(a.to_nimare_dict(), target="mni152_2mm")
     db = Dataset(b.to_nimare_dict(), target="mni152_2mm")
     t0 = time.perf_counter()
-    sub = ALESubtraction(n_iters=SUB_ITERS, voxel_thresh=0.001, vfwe_only=False,
-                         random_state=0).fit(da, db)
+    sub = ALESubtraction(
+        n_iters=SUB_ITERS, voxel_thresh=0.001, vfwe_only=False, random_state=0
+    ).fit(da, db)
     FWECorrector(method="montecarlo", n_iters=SUB_ITERS, voxel_thresh=0.001).transform(sub)
     t_nimare_sub = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -79,9 +84,16 @@ def main() -> int:
     t_bm_sub = time.perf_counter() - t0
     print(f"subtraction: NiMARE alone {t_nimare_sub:.1f} s; brainmatch {t_bm_sub:.1f} s")
     print(f"  speed vs NiMARE: {t_nimare_sub / t_bm_sub:.2f}x")
-    print(json.dumps({"main_nimare_s": round(t_nimare, 2), "main_brainmatch_s": round(t_bm, 2),
-                      "sub_nimare_s": round(t_nimare_sub, 2),
-                      "sub_brainmatch_s": round(t_bm_sub, 2)}))
+    print(
+        json.dumps(
+            {
+                "main_nimare_s": round(t_nimare, 2),
+                "main_brainmatch_s": round(t_bm, 2),
+                "sub_nimare_s": round(t_nimare_sub, 2),
+                "sub_brainmatch_s": round(t_bm_sub, 2),
+            }
+        )
+    )
     return 0
 
 

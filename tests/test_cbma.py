@@ -30,8 +30,14 @@ AMYGDALA_L = (-24.0, -4.0, -18.0)
 DLPFC_R = (40.0, 30.0, 30.0)
 
 
-def simulate_foci(tmp_path: Path, name: str, n_exp: int, truth: tuple[float, float, float] | None,
-                  share: float, seed: int) -> CoordinateTable:
+def simulate_foci(
+    tmp_path: Path,
+    name: str,
+    n_exp: int,
+    truth: tuple[float, float, float] | None,
+    share: float,
+    seed: int,
+) -> CoordinateTable:
     """Experiments with 3-9 foci drawn uniformly in the brain; in ``share`` of them one focus
     lies within a few mm of ``truth`` (the planted convergence)."""
     rng = np.random.default_rng(seed)
@@ -39,13 +45,23 @@ def simulate_foci(tmp_path: Path, name: str, n_exp: int, truth: tuple[float, flo
     ijk = np.argwhere(np.asarray(mask.dataobj) > 0)
     rows = []
     for e in range(n_exp):
-        pts = nib.affines.apply_affine(mask.affine, ijk[rng.integers(0, len(ijk),
-                                                                     rng.integers(3, 10))])
+        pts = nib.affines.apply_affine(
+            mask.affine, ijk[rng.integers(0, len(ijk), rng.integers(3, 10))]
+        )
         if truth is not None and e < round(share * n_exp):
             pts[0] = np.asarray(truth) + rng.normal(0, 2.5, 3)
         n = int(rng.integers(12, 40))
-        rows += [{"experiment": f"{name}{e:02d}", "x": round(p[0]), "y": round(p[1]),
-                  "z": round(p[2]), "space": "MNI", "n_subjects": n} for p in pts]
+        rows += [
+            {
+                "experiment": f"{name}{e:02d}",
+                "x": round(p[0]),
+                "y": round(p[1]),
+                "z": round(p[2]),
+                "space": "MNI",
+                "n_subjects": n,
+            }
+            for p in pts
+        ]
     path = tmp_path / f"{name}.tsv"
     pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
     return read_coordinates(path)
@@ -73,11 +89,17 @@ def test_maps_and_cluster_p_equal_nimare(tmp_path: Path) -> None:
         ds = Dataset(str(NIDM_PAIN), target="mni152_2mm")
         ref = ALE(null_method="approximate", random_state=3).fit(ds)
         ref = FWECorrector(method="montecarlo", voxel_thresh=0.001, n_iters=5).transform(ref)
-    for ours, theirs in (("stat", "stat"), ("z", "z"),
-                         ("logp_cluster_fwe",
-                          "logp_desc-size_level-cluster_corr-FWE_method-montecarlo")):
-        np.testing.assert_allclose(np.asarray(res.maps[ours].dataobj),
-                                   np.asarray(ref.get_map(theirs).dataobj), rtol=1e-6, atol=1e-9)
+    for ours, theirs in (
+        ("stat", "stat"),
+        ("z", "z"),
+        ("logp_cluster_fwe", "logp_desc-size_level-cluster_corr-FWE_method-montecarlo"),
+    ):
+        np.testing.assert_allclose(
+            np.asarray(res.maps[ours].dataobj),
+            np.asarray(ref.get_map(theirs).dataobj),
+            rtol=1e-6,
+            atol=1e-9,
+        )
     assert res.params["n_experiments"] == 21 and res.params["n_foci"] == 267
 
 
@@ -92,8 +114,10 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     # At alpha = .05 one null dataset in twenty shows a cluster by chance: the seed is
     # fixed, so this checks the pipeline is not anti-conservative on this draw.
     null = simulate_foci(tmp, "null", 18, None, 0.0, seed=6)
-    fit = {k: CoordinateMetaAnalysis(iterations=50, random_state=0).fit(v, name=k).result_
-           for k, v in {"a": a, "b": b, "null": null}.items()}
+    fit = {
+        k: CoordinateMetaAnalysis(iterations=50, random_state=0).fit(v, name=k).result_
+        for k, v in {"a": a, "b": b, "null": null}.items()
+    }
     return {"tables": {"a": a, "b": b, "null": null}, **fit}
 
 
@@ -140,8 +164,10 @@ def test_subtraction_refuses_the_same_experiments_twice(tmp_path: Path) -> None:
 def test_reproduces_treated_vs_untreated_cluster(shared_data: Path) -> None:
     """Saberi et al. 2025 (pyALE, 10000 iterations): treated > untreated gives one cluster,
     132 voxels centred at MNI (-38, 30, 28), left dorsolateral prefrontal cortex."""
-    table = read_coordinates(shared_data / "antidepressant-ale" / "Contrast" / "coordinates.xlsx",
-                             select=["Contrast=Untreated<Treated"])
+    table = read_coordinates(
+        shared_data / "antidepressant-ale" / "Contrast" / "coordinates.xlsx",
+        select=["Contrast=Untreated<Treated"],
+    )
     res = CoordinateMetaAnalysis(iterations=200, random_state=0).fit(table).result_
     assert len(res.clusters) == 1
     top = res.clusters.iloc[0]
@@ -167,20 +193,25 @@ def test_too_few_experiments_and_bad_options(tmp_path: Path) -> None:
 
 
 def test_focus_outside_brain_is_an_error(tmp_path: Path) -> None:
-    rows = [{"experiment": f"s{e}", "x": -20 + e, "y": 0, "z": 0, "space": "MNI",
-             "n_subjects": 10} for e in range(3)]
+    rows = [
+        {"experiment": f"s{e}", "x": -20 + e, "y": 0, "z": 0, "space": "MNI", "n_subjects": 10}
+        for e in range(3)
+    ]
     rows.append({"experiment": "s1", "x": 20, "y": 10, "z": 120, "space": "MNI", "n_subjects": 10})
     path = tmp_path / "f.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
-    with pytest.raises(BrainmatchInputError,
-                       match=r"row 5: focus \(20, 10, 120\).*'s1' lies outside the brain"):
+    with pytest.raises(
+        BrainmatchInputError, match=r"row 5: focus \(20, 10, 120\).*'s1' lies outside the brain"
+    ):
         CoordinateMetaAnalysis(iterations=5).fit(read_coordinates(path))
 
 
 def test_sleuth_focus_outside_brain_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "foci.txt"
-    path.write_text("// Reference=MNI\n// A 2010: x\n// Subjects=10\n-24 -4 -18\n\n"
-                    "// B 2011: x\n// Subjects=12\n10 20 30\n-10 -90 -150\n")
+    path.write_text(
+        "// Reference=MNI\n// A 2010: x\n// Subjects=10\n-24 -4 -18\n\n"
+        "// B 2011: x\n// Subjects=12\n10 20 30\n-10 -90 -150\n"
+    )
     with pytest.raises(BrainmatchInputError, match=r"line 9: focus \(-10, -90, -150\)"):
         CoordinateMetaAnalysis(iterations=5).fit(read_coordinates(path))
 
@@ -190,7 +221,9 @@ def test_sleuth_focus_outside_brain_names_the_line(tmp_path: Path) -> None:
 
 SLEUTH = "// Reference=Talairach\n" + "\n".join(
     f"// Study{e} et al., 20{10 + e}: task\n// Subjects={10 + e}\n"
-    f"-22 -4 -16\n{10 * e - 40} 20 30\n30 {-60 + 5 * e} 10\n" for e in range(8))
+    f"-22 -4 -16\n{10 * e - 40} 20 30\n30 {-60 + 5 * e} 10\n"
+    for e in range(8)
+)
 
 
 def test_cli_writes_every_output(tmp_path: Path) -> None:
@@ -200,17 +233,40 @@ def test_cli_writes_every_output(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["cbma", str(src), "--out", str(out), "--iterations", "20"])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "results.json").read_text())
-    for key in ("n_experiments", "n_foci", "iterations", "voxel_thresh", "clusters",
-                "description", "references", "notes"):
+    for key in (
+        "n_experiments",
+        "n_foci",
+        "iterations",
+        "voxel_thresh",
+        "clusters",
+        "description",
+        "references",
+        "notes",
+    ):
         assert key in summary
     assert summary["n_experiments"] == 8
     assert any("Talairach" in n for n in summary["notes"])  # converted, and said so
     clusters = pd.read_csv(out / "clusters.tsv", sep="\t")
-    assert {"cluster_id", "x", "y", "z", "volume_mm3", "peak_stat", "p_fwe", "label",
-            "affect_overlap"} <= set(clusters.columns)
-    for name in ("desc-stat_map.nii.gz", "desc-z_map.nii.gz", "desc-logpClusterFWE_map.nii.gz",
-                 "desc-zClusterFWE_map.nii.gz", "report.html", "desc-glass_figure.png",
-                 "experiments.tsv"):
+    assert {
+        "cluster_id",
+        "x",
+        "y",
+        "z",
+        "volume_mm3",
+        "peak_stat",
+        "p_fwe",
+        "label",
+        "affect_overlap",
+    } <= set(clusters.columns)
+    for name in (
+        "desc-stat_map.nii.gz",
+        "desc-z_map.nii.gz",
+        "desc-logpClusterFWE_map.nii.gz",
+        "desc-zClusterFWE_map.nii.gz",
+        "report.html",
+        "desc-glass_figure.png",
+        "experiments.tsv",
+    ):
         assert (out / name).is_file(), name
     assert nib.load(out / "desc-z_map.nii.gz").shape == (91, 109, 91)
     html = (out / "report.html").read_text()
@@ -237,14 +293,32 @@ def test_cli_versus_writes_contrast_and_conjunction(tmp_path: Path) -> None:
     """One table, two selections: both main effects, the subtraction and the conjunction."""
     simulate_foci(tmp_path, "amy", 12, AMYGDALA_L, 1.0, seed=4)
     simulate_foci(tmp_path, "dl", 12, DLPFC_R, 1.0, seed=5)
-    both = pd.concat([pd.read_csv(tmp_path / "amy.tsv", sep="\t").assign(group="therapy"),
-                      pd.read_csv(tmp_path / "dl.tsv", sep="\t").assign(group="medication")])
+    both = pd.concat(
+        [
+            pd.read_csv(tmp_path / "amy.tsv", sep="\t").assign(group="therapy"),
+            pd.read_csv(tmp_path / "dl.tsv", sep="\t").assign(group="medication"),
+        ]
+    )
     src = tmp_path / "both.csv"
     both.to_csv(src, index=False)
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, [
-        "cbma", str(src), "--select", "group=therapy", "--versus", str(src),
-        "--versus-select", "group=medication", "--iterations", "20", "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "cbma",
+            str(src),
+            "--select",
+            "group=therapy",
+            "--versus",
+            str(src),
+            "--versus-select",
+            "group=medication",
+            "--iterations",
+            "20",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "results.json").read_text())
     assert set(summary) == {"A", "B", "contrast", "conjunction"}

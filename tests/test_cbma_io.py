@@ -48,8 +48,16 @@ def _rows(n_exp: int = 3) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for e in range(n_exp):
         for k in range(3):
-            rows.append({"experiment": f"study{e}", "x": -30 + 10 * e, "y": 10 * k, "z": 5 * e,
-                         "space": "MNI", "n_subjects": 10 + e})
+            rows.append(
+                {
+                    "experiment": f"study{e}",
+                    "x": -30 + 10 * e,
+                    "y": 10 * k,
+                    "z": 5 * e,
+                    "space": "MNI",
+                    "n_subjects": 10 + e,
+                }
+            )
     return rows
 
 
@@ -94,20 +102,26 @@ def test_nimare_json_matches_nimare_dataset() -> None:
 def test_pyale_layout_blank_rows_and_tags(tmp_path: Path) -> None:
     """Blank rows separate experiments; one study's two contrasts become two experiments."""
     raw = pd.DataFrame(
-        [["Experiments", "Subjects", "X", "Y", "Z", "Space", "Contrast"],
-         ["Ann_2010", 18, -32, 50, 20, "MNI", "Untreated<Treated"],
-         ["Ann_2010", 18, 12, 21, 3, "MNI", "Untreated<Treated"],
-         [None] * 7,
-         ["Ann_2010", 18, 16, -64, -26, "MNI", "Untreated>Treated"],
-         [None] * 7,
-         ["Bob_2012", 20, 34, -40, 12, "TAL", "Untreated<Treated"],
-         ["Bob_2012", 20, 38, -40, 40, "TAL", "Untreated<Treated"]])
+        [
+            ["Experiments", "Subjects", "X", "Y", "Z", "Space", "Contrast"],
+            ["Ann_2010", 18, -32, 50, 20, "MNI", "Untreated<Treated"],
+            ["Ann_2010", 18, 12, 21, 3, "MNI", "Untreated<Treated"],
+            [None] * 7,
+            ["Ann_2010", 18, 16, -64, -26, "MNI", "Untreated>Treated"],
+            [None] * 7,
+            ["Bob_2012", 20, 34, -40, 12, "TAL", "Untreated<Treated"],
+            ["Bob_2012", 20, 38, -40, 40, "TAL", "Untreated<Treated"],
+        ]
+    )
     path = tmp_path / "coordinates.xlsx"
     raw.to_excel(path, index=False, header=False)
     table = read_coordinates(path)
     assert table.n_experiments == 3
     assert set(table.foci["experiment"]) == {
-        "Ann_2010 [Untreated<Treated]", "Ann_2010 [Untreated>Treated]", "Bob_2012"}
+        "Ann_2010 [Untreated<Treated]",
+        "Ann_2010 [Untreated>Treated]",
+        "Bob_2012",
+    }
     sel = read_coordinates(path, select=["contrast=untreated<treated"])
     assert sel.n_experiments == 2 and sel.n_subjects == 38
     assert sel.foci["row"].tolist() == [2, 3, 7, 8]  # spreadsheet rows, for messages
@@ -120,17 +134,21 @@ def test_shared_antidepressant_spreadsheets(shared_data: Path) -> None:
     base = shared_data / "antidepressant-ale"
     pooled = read_coordinates(base / "All" / "coordinates.xlsx")
     assert (pooled.n_experiments, len(pooled.foci), pooled.n_subjects) == (30, 528, 661)
-    inc = read_coordinates(base / "Contrast" / "coordinates.xlsx",
-                           select={"Contrast": ["Untreated<Treated"]})
-    dec = read_coordinates(base / "Contrast" / "coordinates.xlsx",
-                           select={"Contrast": ["Untreated>Treated"]})
+    inc = read_coordinates(
+        base / "Contrast" / "coordinates.xlsx", select={"Contrast": ["Untreated<Treated"]}
+    )
+    dec = read_coordinates(
+        base / "Contrast" / "coordinates.xlsx", select={"Contrast": ["Untreated>Treated"]}
+    )
     assert (inc.n_experiments, inc.n_subjects) == (20, 341)
     assert (dec.n_experiments, dec.n_subjects) == (21, 408)
 
 
 def test_csv_with_aliases_and_space_option(tmp_path: Path) -> None:
-    rows = [{"Study": r["experiment"], "X": r["x"], "Y": r["y"], "Z": r["z"], "N": r["n_subjects"]}
-            for r in _rows()]
+    rows = [
+        {"Study": r["experiment"], "X": r["x"], "Y": r["y"], "Z": r["z"], "N": r["n_subjects"]}
+        for r in _rows()
+    ]
     path = _table(tmp_path, rows, "foci.csv")
     with pytest.raises(BrainmatchInputError, match=r"missing column.*space.*--space"):
         read_coordinates(path)
@@ -172,8 +190,9 @@ def test_missing_columns_are_named(tmp_path: Path) -> None:
 def test_non_numeric_cell_names_row_and_column(tmp_path: Path) -> None:
     rows = _rows()
     rows[4]["y"] = "12a"
-    with pytest.raises(BrainmatchInputError,
-                       match=r"row 6: column 'y' must be a number, found '12a'"):
+    with pytest.raises(
+        BrainmatchInputError, match=r"row 6: column 'y' must be a number, found '12a'"
+    ):
         read_coordinates(_table(tmp_path, rows))
 
 
@@ -204,8 +223,9 @@ def test_unknown_space(tmp_path: Path) -> None:
 def test_duplicate_experiment(tmp_path: Path) -> None:
     rows = _rows()
     rows += [{**r, "experiment": "study0 copy"} for r in rows if r["experiment"] == "study0"]
-    with pytest.raises(BrainmatchInputError,
-                       match=r"duplicate experiment: 'study0 copy'.*same 3 foci as 'study0'"):
+    with pytest.raises(
+        BrainmatchInputError, match=r"duplicate experiment: 'study0 copy'.*same 3 foci as 'study0'"
+    ):
         read_coordinates(_table(tmp_path, rows))
 
 
@@ -252,8 +272,20 @@ def test_json_errors(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(BrainmatchInputError, match="not valid JSON"):
         read_coordinates(path)
-    path.write_text(json.dumps({"s1": {"contrasts": {"1": {
-        "coords": {"space": "MNI", "x": [1], "y": [2], "z": [3]}, "metadata": {}}}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "s1": {
+                    "contrasts": {
+                        "1": {
+                            "coords": {"space": "MNI", "x": [1], "y": [2], "z": [3]},
+                            "metadata": {},
+                        }
+                    }
+                }
+            }
+        )
+    )
     with pytest.raises(BrainmatchInputError, match="study 's1', contrast '1': metadata has no"):
         read_coordinates(path)
 

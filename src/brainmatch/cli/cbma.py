@@ -17,43 +17,59 @@ def _prepare_out(out_dir: Path, overwrite: bool) -> None:
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise BrainmatchInputError(
             "the output folder is not empty; choose a new folder or pass --overwrite "
-            "(which replaces brainmatch cbma's own files only)", out_dir)
+            "(which replaces brainmatch cbma's own files only)",
+            out_dir,
+        )
 
 
 @user_errors
 def cbma(
     coordinates: Path = typer.Argument(
-        ..., help="Foci: Sleuth/GingerALE .txt, NiMARE dataset .json, or a table "
-                  "(.tsv/.csv/.xlsx; pyALE spreadsheets included) with columns experiment, x, "
-                  "y, z, space (MNI or TAL), n_subjects."),
+        ...,
+        help="Foci: Sleuth/GingerALE .txt, NiMARE dataset .json, or a table "
+        "(.tsv/.csv/.xlsx; pyALE spreadsheets included) with columns experiment, x, "
+        "y, z, space (MNI or TAL), n_subjects.",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (new or empty)."),
     method: str = typer.Option("ale", "--method", help="ale (default) or mkda."),
     iterations: int = typer.Option(
-        5000, "--iterations", help="Monte Carlo iterations of the FWE correction (and label "
-                                   "permutations of a --versus contrast)."),
+        5000,
+        "--iterations",
+        help="Monte Carlo iterations of the FWE correction (and label "
+        "permutations of a --versus contrast).",
+    ),
     voxel_thresh: float = typer.Option(
-        0.001, "--voxel-thresh", help="Cluster-forming threshold (uncorrected voxel p)."),
+        0.001, "--voxel-thresh", help="Cluster-forming threshold (uncorrected voxel p)."
+    ),
     alpha: float = typer.Option(0.05, "--alpha", help="Cluster-level FWE threshold."),
     select: list[str] = typer.Option(
-        [], "--select", help="Keep rows with COLUMN=VALUE (repeatable; case-insensitive)."),
+        [], "--select", help="Keep rows with COLUMN=VALUE (repeatable; case-insensitive)."
+    ),
     space: str | None = typer.Option(
-        None, "--space", help="MNI or TAL, for a table without a space column."),
+        None, "--space", help="MNI or TAL, for a table without a space column."
+    ),
     tal_transform: str = typer.Option(
-        "spm", "--tal-transform",
-        help="Lancaster 2007 Talairach-to-MNI transform: spm (default, as pyALE), fsl or other."),
+        "spm",
+        "--tal-transform",
+        help="Lancaster 2007 Talairach-to-MNI transform: spm (default, as pyALE), fsl or other.",
+    ),
     sheet: str | None = typer.Option(None, "--sheet", help="Worksheet of a spreadsheet."),
     name: str | None = typer.Option(None, "--name", help="Label of the (first) set."),
     versus: Path | None = typer.Option(
-        None, "--versus",
+        None,
+        "--versus",
         help="Second set of foci (may be the same file with --versus-select): adds both main "
-             "effects, the subtraction (contrast) and the conjunction."),
+        "effects, the subtraction (contrast) and the conjunction.",
+    ),
     versus_select: list[str] = typer.Option(
-        [], "--versus-select", help="COLUMN=VALUE selection for the --versus set."),
-    versus_name: str | None = typer.Option(None, "--versus-name",
-                                           help="Label of the --versus set."),
+        [], "--versus-select", help="COLUMN=VALUE selection for the --versus set."
+    ),
+    versus_name: str | None = typer.Option(
+        None, "--versus-name", help="Label of the --versus set."
+    ),
     max_outside_mm: float = typer.Option(
-        15.0, "--max-outside-mm",
-        help="Foci farther than this from the brain mask are an error."),
+        15.0, "--max-outside-mm", help="Foci farther than this from the brain mask are an error."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed of the Monte Carlo procedure."),
     n_jobs: int = typer.Option(1, "--n-jobs", "--nprocs", help="Processes (0 = all cores)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty folder."),
@@ -77,14 +93,21 @@ def cbma(
             raise BrainmatchInputError(f"--space must be MNI or TAL, got {space!r}")
         space_opt = space.upper()
     method = method.lower()
-    table_a = read_coordinates(coordinates, select=select, space=space_opt,
-                               tal_transform=tal_transform, sheet=sheet)
+    table_a = read_coordinates(
+        coordinates, select=select, space=space_opt, tal_transform=tal_transform, sheet=sheet
+    )
     label_a = name or (select[0].split("=", 1)[-1] if select else coordinates.stem)
 
     def make() -> CoordinateMetaAnalysis:
-        return CoordinateMetaAnalysis(method=method, iterations=iterations,
-                                      voxel_thresh=voxel_thresh, alpha=alpha, n_jobs=jobs,
-                                      random_state=seed, max_outside_mm=max_outside_mm)
+        return CoordinateMetaAnalysis(
+            method=method,
+            iterations=iterations,
+            voxel_thresh=voxel_thresh,
+            alpha=alpha,
+            n_jobs=jobs,
+            random_state=seed,
+            max_outside_mm=max_outside_mm,
+        )
 
     if versus is None:
         est = make().fit(table_a, name=label_a)
@@ -95,18 +118,28 @@ def cbma(
     if method != "ale":
         raise BrainmatchInputError(
             "--versus (subtraction) is implemented for ALE (NiMARE's ALESubtraction); "
-            "use --method ale")
-    table_b = read_coordinates(versus, select=versus_select, space=space_opt,
-                               tal_transform=tal_transform, sheet=sheet)
-    label_b = versus_name or (versus_select[0].split("=", 1)[-1] if versus_select
-                              else versus.stem)
+            "use --method ale"
+        )
+    table_b = read_coordinates(
+        versus, select=versus_select, space=space_opt, tal_transform=tal_transform, sheet=sheet
+    )
+    label_b = versus_name or (versus_select[0].split("=", 1)[-1] if versus_select else versus.stem)
     if label_a == label_b:
         label_b = f"{label_b} (2)"
     res_a = make().fit(table_a, name=label_a).result_
     res_b = make().fit(table_b, name=label_b).result_
-    contrast = subtract(table_a, table_b, name_a=label_a, name_b=label_b,
-                        iterations=iterations, voxel_thresh=voxel_thresh, alpha=alpha,
-                        n_jobs=jobs, random_state=seed, max_outside_mm=max_outside_mm)
+    contrast = subtract(
+        table_a,
+        table_b,
+        name_a=label_a,
+        name_b=label_b,
+        iterations=iterations,
+        voxel_thresh=voxel_thresh,
+        alpha=alpha,
+        n_jobs=jobs,
+        random_state=seed,
+        max_outside_mm=max_outside_mm,
+    )
     both = conjunction(res_a, res_b)
     save_comparison({"A": res_a, "B": res_b, "contrast": contrast, "conjunction": both}, out)
     for result in (res_a, res_b, contrast, both):
@@ -120,18 +153,24 @@ def _echo(result: object, out: Path) -> None:
     items: dict[str, object] = {}
     params = result.params
     if "n_experiments" in params:
-        items["experiments"] = f"{params['n_experiments']} ({params['n_foci']} foci, " \
-                               f"{params['n_subjects']:g} subjects)"
+        items["experiments"] = (
+            f"{params['n_experiments']} ({params['n_foci']} foci, "
+            f"{params['n_subjects']:g} subjects)"
+        )
     items["significant clusters"] = result.n_significant
     for row in result.clusters.head(10).itertuples():
         p = "" if row.p_fwe != row.p_fwe else f", p_fwe = {row.p_fwe:.4f}"
         direction = getattr(row, "direction", None)
         sets = result.name.split(" - ")
-        side = "" if direction is None or len(sets) != 2 else (
-            f"{sets[0]} > {sets[1]}: " if direction == "+" else f"{sets[1]} > {sets[0]}: ")
+        side = (
+            ""
+            if direction is None or len(sets) != 2
+            else (f"{sets[0]} > {sets[1]}: " if direction == "+" else f"{sets[1]} > {sets[0]}: ")
+        )
         items[f"  cluster {row.cluster_id}"] = (
             f"{side}({row.x:.0f}, {row.y:.0f}, {row.z:.0f}) {row.volume_mm3:.0f} mm3{p}, "
-            f"{row.label}")
+            f"{row.label}"
+        )
     for note in result.notes:
         items.setdefault("notes", "")
         items["notes"] = (str(items["notes"]) + "; " if items["notes"] else "") + note

@@ -49,32 +49,32 @@ METHODS = ("ale", "mkda")
 #: Citations used in methods paragraphs (key -> reference).
 REFERENCES: dict[str, str] = {
     "turkeltaub2002": "Turkeltaub PE, Eden GF, Jones KM, Zeffiro TA (2002). Meta-analysis of the "
-                      "functional neuroanatomy of single-word reading. NeuroImage 16:765-780.",
+    "functional neuroanatomy of single-word reading. NeuroImage 16:765-780.",
     "eickhoff2009": "Eickhoff SB, Laird AR, Grefkes C, Wang LE, Zilles K, Fox PT (2009). "
-                    "Coordinate-based ALE meta-analysis of neuroimaging data: a random-effects "
-                    "approach based on empirical estimates of spatial uncertainty. Hum Brain "
-                    "Mapp 30:2907-2926.",
+    "Coordinate-based ALE meta-analysis of neuroimaging data: a random-effects "
+    "approach based on empirical estimates of spatial uncertainty. Hum Brain "
+    "Mapp 30:2907-2926.",
     "eickhoff2012": "Eickhoff SB, Bzdok D, Laird AR, Kurth F, Fox PT (2012). Activation "
-                    "likelihood estimation meta-analysis revisited. NeuroImage 59:2349-2361.",
+    "likelihood estimation meta-analysis revisited. NeuroImage 59:2349-2361.",
     "eickhoff2016": "Eickhoff SB, Nichols TE, Laird AR, et al. (2016). Behavior, sensitivity, and "
-                    "power of activation likelihood estimation characterized by massive "
-                    "empirical simulation. NeuroImage 137:70-85.",
+    "power of activation likelihood estimation characterized by massive "
+    "empirical simulation. NeuroImage 137:70-85.",
     "wager2007": "Wager TD, Lindquist M, Kaplan L (2007). Meta-analysis of functional "
-                 "neuroimaging data: current and future directions. Soc Cogn Affect Neurosci "
-                 "2:150-158.",
+    "neuroimaging data: current and future directions. Soc Cogn Affect Neurosci "
+    "2:150-158.",
     "laird2005": "Laird AR, Fox PM, Price CJ, et al. (2005). ALE meta-analysis: controlling the "
-                 "false discovery rate and performing statistical contrasts. Hum Brain Mapp "
-                 "25:155-164.",
+    "false discovery rate and performing statistical contrasts. Hum Brain Mapp "
+    "25:155-164.",
     "nichols2005": "Nichols T, Brett M, Andersson J, Wager T, Poline JB (2005). Valid conjunction "
-                   "inference with the minimum statistic. NeuroImage 25:653-660.",
+    "inference with the minimum statistic. NeuroImage 25:653-660.",
     "lancaster2007": "Lancaster JL, Tordesillas-Gutierrez D, Martinez M, et al. (2007). Bias "
-                     "between MNI and Talairach coordinates analyzed using the ICBM-152 brain "
-                     "template. Hum Brain Mapp 28:1194-1205.",
+    "between MNI and Talairach coordinates analyzed using the ICBM-152 brain "
+    "template. Hum Brain Mapp 28:1194-1205.",
     "salo2023": "Salo T, Yarkoni T, Nichols TE, et al. (2023). NiMARE: Neuroimaging "
-                "Meta-Analysis Research Environment. Aperture Neuro 3:1-32.",
+    "Meta-Analysis Research Environment. Aperture Neuro 3:1-32.",
     "desikan2006": "Desikan RS, Segonne F, Fischl B, et al. (2006). An automated labeling system "
-                   "for subdividing the human cerebral cortex on MRI scans into gyral based "
-                   "regions of interest. NeuroImage 31:968-980 (Harvard-Oxford atlas).",
+    "for subdividing the human cerebral cortex on MRI scans into gyral based "
+    "regions of interest. NeuroImage 31:968-980 (Harvard-Oxford atlas).",
 }
 
 _LOG_NAMES = ("nimare", "nilearn")
@@ -117,8 +117,9 @@ def brain_mask() -> nib.Nifti1Image:
     return nib.Nifti1Image(np.asarray(mask.dataobj).astype(np.uint8), mask.affine)
 
 
-def check_in_brain(coords: CoordinateTable, mask: nib.Nifti1Image,
-                   max_outside_mm: float = 15.0) -> list[str]:
+def check_in_brain(
+    coords: CoordinateTable, mask: nib.Nifti1Image, max_outside_mm: float = 15.0
+) -> list[str]:
     """Fail on foci outside the brain; report foci just outside the mask.
 
     A focus farther than ``max_outside_mm`` from the nearest brain voxel of ``mask`` (or
@@ -147,18 +148,24 @@ def check_in_brain(coords: CoordinateTable, mask: nib.Nifti1Image,
         first = rows.iloc[0]
         where = first["row"] if isinstance(first["row"], str) else f"row {first['row']}"
         reported = (first["x_reported"], first["y_reported"], first["z_reported"])
-        how_far = ("outside the MNI template's field of view" if not np.isfinite(d[bad][0])
-                   else f"{d[bad][0]:.0f} mm from the nearest brain voxel")
+        how_far = (
+            "outside the MNI template's field of view"
+            if not np.isfinite(d[bad][0])
+            else f"{d[bad][0]:.0f} mm from the nearest brain voxel"
+        )
         raise BrainmatchInputError(
             f"{where}: focus ({reported[0]:g}, {reported[1]:g}, {reported[2]:g}) "
             f"[{first['space']}] of experiment {first['experiment']!r} lies outside the brain "
             f"({how_far}); {int(bad.sum())} focus/foci are more than {max_outside_mm:g} mm "
             "outside. Check the signs, the column order and the space (MNI or TAL)",
-            coords.source)
+            coords.source,
+        )
     near = int(((d > 0) & ~bad).sum())
     if near:
-        return [f"{near} focus/foci lie outside the brain mask but within {max_outside_mm:g} mm "
-                "of it (kept; their kernels still reach brain voxels)"]
+        return [
+            f"{near} focus/foci lie outside the brain mask but within {max_outside_mm:g} mm "
+            "of it (kept; their kernels still reach brain voxels)"
+        ]
     return []
 
 
@@ -176,7 +183,8 @@ def _check_k(coords: CoordinateTable, minimum: int, what: str) -> None:
             f"{what} needs at least {minimum} experiments, the input has {k} after selection "
             "(ALE tests for convergence across experiments; with fewer than about 17 the "
             "results are driven by single experiments, Eickhoff et al. 2016)",
-            coords.source)
+            coords.source,
+        )
 
 
 @dataclass
@@ -285,9 +293,17 @@ class CoordinateMetaAnalysis:
         The fitted NiMARE estimator.
     """
 
-    def __init__(self, method: str = "ale", iterations: int = 5000, voxel_thresh: float = 0.001,
-                 alpha: float = 0.05, n_jobs: int = 1, random_state: int = 0,
-                 max_outside_mm: float = 15.0, min_experiments: int = 2) -> None:
+    def __init__(
+        self,
+        method: str = "ale",
+        iterations: int = 5000,
+        voxel_thresh: float = 0.001,
+        alpha: float = 0.05,
+        n_jobs: int = 1,
+        random_state: int = 0,
+        max_outside_mm: float = 15.0,
+        min_experiments: int = 2,
+    ) -> None:
         self.method = method
         self.iterations = iterations
         self.voxel_thresh = voxel_thresh
@@ -300,10 +316,12 @@ class CoordinateMetaAnalysis:
     def _validate(self) -> None:
         if self.method not in METHODS:
             raise BrainmatchInputError(
-                f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+                f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}"
+            )
         if not (isinstance(self.iterations, int) and self.iterations >= 1):
             raise BrainmatchInputError(
-                f"--iterations must be a positive whole number, got {self.iterations}")
+                f"--iterations must be a positive whole number, got {self.iterations}"
+            )
         for name, value in (("--voxel-thresh", self.voxel_thresh), ("--alpha", self.alpha)):
             if not 0 < value < 1:
                 raise BrainmatchInputError(f"{name} must be between 0 and 1, got {value}")
@@ -337,8 +355,12 @@ class CoordinateMetaAnalysis:
         with _quiet():
             estimator = cls(null_method="approximate", random_state=self.random_state)
             result = estimator.fit(dataset)
-            corrector = FWECorrector(method="montecarlo", voxel_thresh=self.voxel_thresh,
-                                     n_iters=self.iterations, n_cores=self.n_jobs)
+            corrector = FWECorrector(
+                method="montecarlo",
+                voxel_thresh=self.voxel_thresh,
+                n_iters=self.iterations,
+                n_cores=self.n_jobs,
+            )
             corrected = corrector.transform(result)
             ss_thresh = float(estimator._p_to_summarystat(self.voxel_thresh))
         self.estimator_ = corrected.estimator
@@ -346,13 +368,20 @@ class CoordinateMetaAnalysis:
         z = corrected.get_map("z")
         logp_c = corrected.get_map("logp_desc-size_level-cluster_corr-FWE_method-montecarlo")
         logp_v = corrected.get_map("logp_level-voxel_corr-FWE_method-montecarlo")
-        clusters, sig_mask = cluster_table(stat, z, logp_c, stat_threshold=ss_thresh,
-                                           alpha=self.alpha)
+        clusters, sig_mask = cluster_table(
+            stat, z, logp_c, stat_threshold=ss_thresh, alpha=self.alpha
+        )
         z_fwe = _masked(z, sig_mask)
-        maps = {"stat": stat, "z": z, "logp_voxel_fwe": logp_v, "logp_cluster_fwe": logp_c,
-                "z_fwe_cluster": z_fwe}
+        maps = {
+            "stat": stat,
+            "z": z,
+            "logp_voxel_fwe": logp_v,
+            "logp_cluster_fwe": logp_c,
+            "z_fwe_cluster": z_fwe,
+        }
         null_sizes = corrected.estimator.null_distributions_[
-            "values_desc-size_level-cluster_corr-fwe_method-montecarlo"]
+            "values_desc-size_level-cluster_corr-fwe_method-montecarlo"
+        ]
         voxel_mm3 = float(abs(np.linalg.det(stat.affine[:3, :3])))
         params = {
             "n_experiments": coordinates.n_experiments,
@@ -368,25 +397,44 @@ class CoordinateMetaAnalysis:
             "source": str(coordinates.source),
             "software": _versions(),
         }
-        refs = ["eickhoff2009", "eickhoff2012", "turkeltaub2002"] if self.method == "ale" \
+        refs = (
+            ["eickhoff2009", "eickhoff2012", "turkeltaub2002"]
+            if self.method == "ale"
             else ["wager2007"]
+        )
         if any("Talairach" in n for n in coordinates.notes):
             refs.append("lancaster2007")
         refs += ["salo2023", "desikan2006"]
         self.result_ = CBMAResult(
-            kind="main", method=self.method, name=name or coordinates.source.stem, maps=maps,
-            clusters=clusters, params=params, notes=notes,
+            kind="main",
+            method=self.method,
+            name=name or coordinates.source.stem,
+            maps=maps,
+            clusters=clusters,
+            params=params,
+            notes=notes,
             description=_describe_main(self, coordinates, params),
-            references=refs, experiments=coordinates.experiments,
+            references=refs,
+            experiments=coordinates.experiments,
             foci=coordinates.foci[["experiment", "x", "y", "z"]].copy(),
-            seconds=time.perf_counter() - start)
+            seconds=time.perf_counter() - start,
+        )
         return self
 
 
-def run_cbma(coordinates: str | Path, out_dir: str | Path | None = None, *,
-             select: list[str] | None = None, method: str = "ale", iterations: int = 5000,
-             voxel_thresh: float = 0.001, alpha: float = 0.05, n_jobs: int = 1,
-             random_state: int = 0, name: str | None = None) -> CBMAResult:
+def run_cbma(
+    coordinates: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    select: list[str] | None = None,
+    method: str = "ale",
+    iterations: int = 5000,
+    voxel_thresh: float = 0.001,
+    alpha: float = 0.05,
+    n_jobs: int = 1,
+    random_state: int = 0,
+    name: str | None = None,
+) -> CBMAResult:
     """Read a coordinate file, run the meta-analysis and (optionally) write every output.
 
     The one call ``brainmatch demo`` needs, e.g. on NiMARE's packaged
@@ -412,9 +460,14 @@ def run_cbma(coordinates: str | Path, out_dir: str | Path | None = None, *,
     from brainmatch.evidence.cbma_io import read_coordinates
 
     table = read_coordinates(coordinates, select=select)
-    est = CoordinateMetaAnalysis(method=method, iterations=iterations,
-                                 voxel_thresh=voxel_thresh, alpha=alpha, n_jobs=n_jobs,
-                                 random_state=random_state)
+    est = CoordinateMetaAnalysis(
+        method=method,
+        iterations=iterations,
+        voxel_thresh=voxel_thresh,
+        alpha=alpha,
+        n_jobs=n_jobs,
+        random_state=random_state,
+    )
     result = est.fit(table, name=name).result_
     if out_dir is not None:
         result.save(out_dir)
@@ -427,8 +480,7 @@ def _versions() -> dict[str, str]:
 
     from brainmatch import __version__
 
-    return {"brainmatch": __version__, "nimare": nimare.__version__,
-            "nilearn": nilearn.__version__}
+    return {"brainmatch": __version__, "nimare": nimare.__version__, "nilearn": nilearn.__version__}
 
 
 def _masked(img: nib.Nifti1Image, keep: np.ndarray) -> nib.Nifti1Image:
@@ -439,8 +491,9 @@ def _masked(img: nib.Nifti1Image, keep: np.ndarray) -> nib.Nifti1Image:
 # --------------------------------------------------------------------------- clusters
 
 
-def _atlas_arrays(shape: tuple[int, int, int], affine: np.ndarray) -> tuple[
-        np.ndarray, dict[int, str], np.ndarray | None]:
+def _atlas_arrays(
+    shape: tuple[int, int, int], affine: np.ndarray
+) -> tuple[np.ndarray, dict[int, str], np.ndarray | None]:
     """Harvard-Oxford labels and the binarised affect-network mask on the analysis grid."""
     from brainmatch import atlases
 
@@ -459,8 +512,11 @@ def _atlas_arrays(shape: tuple[int, int, int], affine: np.ndarray) -> tuple[
         except BrainmatchInputError:
             aff_atlas = None
         if aff_atlas is not None:
-            aff = resample(aff_atlas, shape, affine) if resample is not None else np.asarray(
-                atlases.resample_labels(aff_atlas.image, shape, affine).dataobj)
+            aff = (
+                resample(aff_atlas, shape, affine)
+                if resample is not None
+                else np.asarray(atlases.resample_labels(aff_atlas.image, shape, affine).dataobj)
+            )
             affect = np.asarray(aff) > 0
     return np.asarray(ho_data), names, affect
 
@@ -476,10 +532,18 @@ def _regions(labels: np.ndarray, names: dict[int, str], top: int = 3) -> str:
     return "; ".join(parts)
 
 
-def cluster_table(stat: nib.Nifti1Image, z: nib.Nifti1Image, logp_cluster: nib.Nifti1Image | None,
-                  *, stat_threshold: float | None = None, z_threshold: float | None = None,
-                  alpha: float = 0.05, two_sided: bool = False, min_voxels: int = 1,
-                  significant_only_from_map: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
+def cluster_table(
+    stat: nib.Nifti1Image,
+    z: nib.Nifti1Image,
+    logp_cluster: nib.Nifti1Image | None,
+    *,
+    stat_threshold: float | None = None,
+    z_threshold: float | None = None,
+    alpha: float = 0.05,
+    two_sided: bool = False,
+    min_voxels: int = 1,
+    significant_only_from_map: bool = False,
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Clusters of supra-threshold voxels, with peak, size, FWE p, label and affect overlap.
 
     Clusters are face-connected components (as NiMARE forms them) of voxels with
@@ -532,8 +596,9 @@ def cluster_table(stat: nib.Nifti1Image, z: nib.Nifti1Image, logp_cluster: nib.N
             p_fwe = math.nan
             if logp is not None:
                 values = logp[box][sub]
-                p_fwe = float(10 ** -(values.max() if significant_only_from_map
-                                      else np.median(values)))
+                p_fwe = float(
+                    10 ** -(values.max() if significant_only_from_map else np.median(values))
+                )
                 if not p_fwe < alpha:
                     continue
             offset = np.array([sl.start for sl in box])
@@ -547,23 +612,44 @@ def cluster_table(stat: nib.Nifti1Image, z: nib.Nifti1Image, logp_cluster: nib.N
                 label = names.get(peak_label, str(peak_label))
             else:
                 nonzero = labels_in[labels_in > 0]
-                label = ("unlabelled (white matter or outside the atlas)" if nonzero.size == 0
-                         else "near " + names.get(int(np.bincount(nonzero).argmax()), "?"))
+                label = (
+                    "unlabelled (white matter or outside the atlas)"
+                    if nonzero.size == 0
+                    else "near " + names.get(int(np.bincount(nonzero).argmax()), "?")
+                )
             row: dict[str, Any] = {
-                "x": float(xyz[0]), "y": float(xyz[1]), "z": float(xyz[2]),
-                "volume_mm3": size * voxel_mm3, "n_voxels": size,
-                "peak_stat": float(stat_arr[tuple(peak)]), "peak_z": float(z_arr[tuple(peak)]),
-                "p_fwe": p_fwe, "label": label, "regions": _regions(labels_in, names),
-                "affect_overlap": (float(affect[box][sub].mean()) if affect is not None
-                                   else math.nan),
+                "x": float(xyz[0]),
+                "y": float(xyz[1]),
+                "z": float(xyz[2]),
+                "volume_mm3": size * voxel_mm3,
+                "n_voxels": size,
+                "peak_stat": float(stat_arr[tuple(peak)]),
+                "peak_z": float(z_arr[tuple(peak)]),
+                "p_fwe": p_fwe,
+                "label": label,
+                "regions": _regions(labels_in, names),
+                "affect_overlap": (
+                    float(affect[box][sub].mean()) if affect is not None else math.nan
+                ),
             }
             if two_sided:
                 row["direction"] = "+" if sign > 0 else "-"
             rows.append(row)
             keep[box] |= sub
-    columns = ["cluster_id", "x", "y", "z", "volume_mm3", "n_voxels", "peak_stat", "peak_z",
-               "p_fwe", "label", "regions", "affect_overlap"] + (["direction"] if two_sided
-                                                                  else [])
+    columns = [
+        "cluster_id",
+        "x",
+        "y",
+        "z",
+        "volume_mm3",
+        "n_voxels",
+        "peak_stat",
+        "peak_z",
+        "p_fwe",
+        "label",
+        "regions",
+        "affect_overlap",
+    ] + (["direction"] if two_sided else [])
     table = pd.DataFrame(rows, columns=[c for c in columns if c != "cluster_id"])
     table = table.sort_values("n_voxels", ascending=False, kind="stable").reset_index(drop=True)
     table.insert(0, "cluster_id", np.arange(1, len(table) + 1))
@@ -573,10 +659,20 @@ def cluster_table(stat: nib.Nifti1Image, z: nib.Nifti1Image, logp_cluster: nib.N
 # --------------------------------------------------------------------------- two sets
 
 
-def subtract(a: CoordinateTable, b: CoordinateTable, *, name_a: str = "A", name_b: str = "B",
-             iterations: int = 5000, voxel_thresh: float = 0.001, alpha: float = 0.05,
-             n_jobs: int = 1, random_state: int = 0, max_outside_mm: float = 15.0,
-             min_experiments: int = 2) -> CBMAResult:
+def subtract(
+    a: CoordinateTable,
+    b: CoordinateTable,
+    *,
+    name_a: str = "A",
+    name_b: str = "B",
+    iterations: int = 5000,
+    voxel_thresh: float = 0.001,
+    alpha: float = 0.05,
+    n_jobs: int = 1,
+    random_state: int = 0,
+    max_outside_mm: float = 15.0,
+    min_experiments: int = 2,
+) -> CBMAResult:
     """ALE subtraction (contrast) of two sets of experiments, with cluster-level FWE.
 
     NiMARE's ``ALESubtraction`` permutes the group labels of the experiments
@@ -598,7 +694,8 @@ def subtract(a: CoordinateTable, b: CoordinateTable, *, name_a: str = "A", name_
         _check_k(coords, min_experiments, f"the contrast set {label!r}")
     if not (isinstance(iterations, int) and iterations >= 1):
         raise BrainmatchInputError(
-            f"--iterations must be a positive whole number, got {iterations}")
+            f"--iterations must be a positive whole number, got {iterations}"
+        )
     start = time.perf_counter()
     mask = brain_mask()
     notes = [f"{name_a}: {n}" for n in a.notes] + [f"{name_b}: {n}" for n in b.notes]
@@ -608,35 +705,48 @@ def subtract(a: CoordinateTable, b: CoordinateTable, *, name_a: str = "A", name_
     if same:
         raise BrainmatchInputError(
             f"the two sets share {len(same)} experiment(s) with identical foci (e.g. "
-            f"{same[0]!r}); a subtraction needs disjoint sets - select them apart", a.source)
+            f"{same[0]!r}); a subtraction needs disjoint sets - select them apart",
+            a.source,
+        )
     if shared:
         notes.append(
             f"{len(shared)} experiment name(s) appear in both sets with different foci "
             "(e.g. two contrasts of one study); they were analysed as separate experiments, "
-            "as pyALE does, although they share subjects")
-        a = CoordinateTable(a.foci.assign(experiment=name_a + ": " + a.foci["experiment"]),
-                            a.source, list(a.notes))
-        b = CoordinateTable(b.foci.assign(experiment=name_b + ": " + b.foci["experiment"]),
-                            b.source, list(b.notes))
+            "as pyALE does, although they share subjects"
+        )
+        a = CoordinateTable(
+            a.foci.assign(experiment=name_a + ": " + a.foci["experiment"]), a.source, list(a.notes)
+        )
+        b = CoordinateTable(
+            b.foci.assign(experiment=name_b + ": " + b.foci["experiment"]), b.source, list(b.notes)
+        )
     with _quiet():
-        estimator = ALESubtraction(n_iters=iterations, voxel_thresh=voxel_thresh,
-                                   vfwe_only=False, n_cores=n_jobs, random_state=random_state)
+        estimator = ALESubtraction(
+            n_iters=iterations,
+            voxel_thresh=voxel_thresh,
+            vfwe_only=False,
+            n_cores=n_jobs,
+            random_state=random_state,
+        )
         result = estimator.fit(_dataset(a), _dataset(b))
-        corrected = FWECorrector(method="montecarlo", n_iters=iterations,
-                                 voxel_thresh=voxel_thresh, n_cores=n_jobs).transform(result)
+        corrected = FWECorrector(
+            method="montecarlo", n_iters=iterations, voxel_thresh=voxel_thresh, n_cores=n_jobs
+        ).transform(result)
     stat = corrected.get_map("stat_desc-group1MinusGroup2")
     z = corrected.get_map("z_desc-group1MinusGroup2")
     names = list(corrected.maps)
     cluster_key = next((k for k in names if k.startswith("logp_desc-group1MinusGroup2Size")), None)
-    voxel_key = next((k for k in names if k.startswith("logp_desc-group1MinusGroup2_level-voxel")),
-                     None)
+    voxel_key = next(
+        (k for k in names if k.startswith("logp_desc-group1MinusGroup2_level-voxel")), None
+    )
     logp_c = corrected.get_map(cluster_key) if cluster_key else None
     from scipy import stats as sstats
 
     z_thr = float(sstats.norm.isf(voxel_thresh / 2))
     if logp_c is not None:
-        clusters, keep = cluster_table(stat, z, logp_c, alpha=alpha, two_sided=True,
-                                       significant_only_from_map=True)
+        clusters, keep = cluster_table(
+            stat, z, logp_c, alpha=alpha, two_sided=True, significant_only_from_map=True
+        )
     else:
         clusters, keep = cluster_table(stat, z, None, z_threshold=z_thr, two_sided=True)
     maps = {"stat": stat, "z": z, "z_fwe_cluster": _masked(z, keep)}
@@ -645,12 +755,26 @@ def subtract(a: CoordinateTable, b: CoordinateTable, *, name_a: str = "A", name_
     if voxel_key:
         maps["logp_voxel_fwe"] = corrected.get_map(voxel_key)
     params = {
-        "sets": {name_a: {"n_experiments": a.n_experiments, "n_foci": len(a.foci),
-                          "n_subjects": a.n_subjects, "source": str(a.source)},
-                 name_b: {"n_experiments": b.n_experiments, "n_foci": len(b.foci),
-                          "n_subjects": b.n_subjects, "source": str(b.source)}},
-        "iterations": iterations, "voxel_thresh": voxel_thresh, "alpha": alpha,
-        "random_state": random_state, "z_threshold": z_thr, "software": _versions(),
+        "sets": {
+            name_a: {
+                "n_experiments": a.n_experiments,
+                "n_foci": len(a.foci),
+                "n_subjects": a.n_subjects,
+                "source": str(a.source),
+            },
+            name_b: {
+                "n_experiments": b.n_experiments,
+                "n_foci": len(b.foci),
+                "n_subjects": b.n_subjects,
+                "source": str(b.source),
+            },
+        },
+        "iterations": iterations,
+        "voxel_thresh": voxel_thresh,
+        "alpha": alpha,
+        "random_state": random_state,
+        "z_threshold": z_thr,
+        "software": _versions(),
     }
     description = (
         f"The two sets of experiments ({name_a}: {a.n_experiments} experiments, "
@@ -660,16 +784,32 @@ def subtract(a: CoordinateTable, b: CoordinateTable, *, name_a: str = "A", name_
         f"permuted {iterations} times to obtain a two-sided p-value for the ALE difference at "
         f"every voxel of the MNI152 2 mm brain mask. Voxels with uncorrected p < {voxel_thresh} "
         "formed clusters (face connectivity), each tested against the distribution of the "
-        f"largest permutation cluster (cluster-level family-wise error, alpha = {alpha}).")
-    exps = pd.concat([a.experiments.assign(set=name_a), b.experiments.assign(set=name_b)],
-                     ignore_index=True)
-    foci = pd.concat([a.foci[["experiment", "x", "y", "z"]].assign(set=name_a),
-                      b.foci[["experiment", "x", "y", "z"]].assign(set=name_b)],
-                     ignore_index=True)
-    return CBMAResult(kind="subtraction", method="ale", name=f"{name_a} - {name_b}", maps=maps,
-                      clusters=clusters, params=params, notes=notes, description=description,
-                      references=["laird2005", "eickhoff2012", "salo2023", "desikan2006"],
-                      experiments=exps, foci=foci, seconds=time.perf_counter() - start)
+        f"largest permutation cluster (cluster-level family-wise error, alpha = {alpha})."
+    )
+    exps = pd.concat(
+        [a.experiments.assign(set=name_a), b.experiments.assign(set=name_b)], ignore_index=True
+    )
+    foci = pd.concat(
+        [
+            a.foci[["experiment", "x", "y", "z"]].assign(set=name_a),
+            b.foci[["experiment", "x", "y", "z"]].assign(set=name_b),
+        ],
+        ignore_index=True,
+    )
+    return CBMAResult(
+        kind="subtraction",
+        method="ale",
+        name=f"{name_a} - {name_b}",
+        maps=maps,
+        clusters=clusters,
+        params=params,
+        notes=notes,
+        description=description,
+        references=["laird2005", "eickhoff2012", "salo2023", "desikan2006"],
+        experiments=exps,
+        foci=foci,
+        seconds=time.perf_counter() - start,
+    )
 
 
 def _foci_set(table: CoordinateTable, experiment: str) -> set[tuple[float, float, float]]:
@@ -692,8 +832,12 @@ def conjunction(a: CBMAResult, b: CBMAResult) -> CBMAResult:
     in_a = np.asarray(a.maps["z_fwe_cluster"].dataobj) > 0
     in_b = np.asarray(b.maps["z_fwe_cluster"].dataobj) > 0
     both = in_a & in_b
-    stat = np.minimum(np.asarray(sa.dataobj, dtype=np.float32),
-                      np.asarray(sb.dataobj, dtype=np.float32)) * both
+    stat = (
+        np.minimum(
+            np.asarray(sa.dataobj, dtype=np.float32), np.asarray(sb.dataobj, dtype=np.float32)
+        )
+        * both
+    )
     za = np.asarray(a.maps["z"].dataobj, dtype=np.float32)
     zb = np.asarray(b.maps["z"].dataobj, dtype=np.float32)
     zmin = np.minimum(za, zb) * both
@@ -705,27 +849,39 @@ def conjunction(a: CBMAResult, b: CBMAResult) -> CBMAResult:
         f"The conjunction of {a.name} and {b.name} is the set of voxels inside clusters "
         "significant at cluster-level FWE in both analyses, with the voxel-wise minimum of "
         "the two statistics (minimum-statistic conjunction against the conjunction null, "
-        "Nichols et al. 2005).")
-    return CBMAResult(kind="conjunction", method=a.method, name=f"{a.name} & {b.name}",
-                      maps={"stat": stat_img, "z": z_img, "z_fwe_cluster": z_img},
-                      clusters=clusters, params=params, notes=[], description=description,
-                      references=["nichols2005", "desikan2006"],
-                      experiments=pd.concat([a.experiments.assign(set=a.name),
-                                             b.experiments.assign(set=b.name)],
-                                            ignore_index=True),
-                      foci=pd.concat([a.foci.assign(set=a.name), b.foci.assign(set=b.name)],
-                                     ignore_index=True))
+        "Nichols et al. 2005)."
+    )
+    return CBMAResult(
+        kind="conjunction",
+        method=a.method,
+        name=f"{a.name} & {b.name}",
+        maps={"stat": stat_img, "z": z_img, "z_fwe_cluster": z_img},
+        clusters=clusters,
+        params=params,
+        notes=[],
+        description=description,
+        references=["nichols2005", "desikan2006"],
+        experiments=pd.concat(
+            [a.experiments.assign(set=a.name), b.experiments.assign(set=b.name)], ignore_index=True
+        ),
+        foci=pd.concat([a.foci.assign(set=a.name), b.foci.assign(set=b.name)], ignore_index=True),
+    )
 
 
-def _describe_main(est: CoordinateMetaAnalysis, coords: CoordinateTable,
-                   params: dict[str, Any]) -> str:
+def _describe_main(
+    est: CoordinateMetaAnalysis, coords: CoordinateTable, params: dict[str, Any]
+) -> str:
     if est.method == "ale":
-        model = ("activation likelihood estimation (ALE; Turkeltaub et al. 2002) with the "
-                 "random-effects, sample-size-dependent Gaussian kernels of Eickhoff et al. "
-                 "(2009, 2012)")
+        model = (
+            "activation likelihood estimation (ALE; Turkeltaub et al. 2002) with the "
+            "random-effects, sample-size-dependent Gaussian kernels of Eickhoff et al. "
+            "(2009, 2012)"
+        )
     else:
-        model = ("multilevel kernel density analysis (MKDA; Wager et al. 2007) with 10 mm "
-                 "spherical kernels")
+        model = (
+            "multilevel kernel density analysis (MKDA; Wager et al. 2007) with 10 mm "
+            "spherical kernels"
+        )
     tal = [n for n in coords.notes if "Talairach" in n]
     tal_text = (" " + tal[0][0].upper() + tal[0][1:] + " (Lancaster et al. 2007).") if tal else ""
     return (
@@ -741,4 +897,5 @@ def _describe_main(est: CoordinateMetaAnalysis, coords: CoordinateTable,
         f"than expected by chance (cluster-level FWE p < {params['alpha']}; critical size "
         f"{params['cluster_size_threshold_mm3']:.0f} mm3). Clusters were labelled with the "
         "Harvard-Oxford atlas (maximum probability, 25 % threshold; Desikan et al. 2006) at "
-        "the peak, and their overlap with brainmatch's affect-network mask was computed.")
+        "the peak, and their overlap with brainmatch's affect-network mask was computed."
+    )

@@ -46,18 +46,30 @@ from brainmatch.errors import BrainmatchInputError
 #: Lancaster et al. 2007 (Hum Brain Mapp 28:1194) ``icbm2tal`` affine matrices; their
 #: inverses take Talairach to MNI (ICBM-152) coordinates.
 LANCASTER_ICBM2TAL: dict[str, np.ndarray] = {
-    "spm": np.array([[0.9254, 0.0024, -0.0118, -1.0207],
-                     [-0.0048, 0.9316, -0.0871, -1.7667],
-                     [0.0152, 0.0883, 0.8924, 4.0926],
-                     [0.0, 0.0, 0.0, 1.0]]),
-    "fsl": np.array([[0.9464, 0.0034, -0.0026, -1.0680],
-                     [-0.0083, 0.9479, -0.0580, -1.0239],
-                     [0.0053, 0.0617, 0.9010, 3.1883],
-                     [0.0, 0.0, 0.0, 1.0]]),
-    "other": np.array([[0.9357, 0.0029, -0.0072, -1.0423],
-                       [-0.0065, 0.9396, -0.0726, -1.3940],
-                       [0.0103, 0.0752, 0.8967, 3.6475],
-                       [0.0, 0.0, 0.0, 1.0]]),
+    "spm": np.array(
+        [
+            [0.9254, 0.0024, -0.0118, -1.0207],
+            [-0.0048, 0.9316, -0.0871, -1.7667],
+            [0.0152, 0.0883, 0.8924, 4.0926],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    ),
+    "fsl": np.array(
+        [
+            [0.9464, 0.0034, -0.0026, -1.0680],
+            [-0.0083, 0.9479, -0.0580, -1.0239],
+            [0.0053, 0.0617, 0.9010, 3.1883],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    ),
+    "other": np.array(
+        [
+            [0.9357, 0.0029, -0.0072, -1.0423],
+            [-0.0065, 0.9396, -0.0726, -1.3940],
+            [0.0103, 0.0752, 0.8967, 3.6475],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    ),
 }
 
 TABLE_SUFFIXES = (".tsv", ".csv", ".xlsx", ".xls")
@@ -66,8 +78,18 @@ REQUIRED = ("experiment", "x", "y", "z", "space", "n_subjects")
 #: Accepted spellings of the required columns (compared lower-case, without spaces,
 #: underscores and dashes).
 _ALIASES: dict[str, tuple[str, ...]] = {
-    "experiment": ("experiment", "experiments", "articles", "article", "study", "studyid",
-                   "studies", "author", "authors", "id"),
+    "experiment": (
+        "experiment",
+        "experiments",
+        "articles",
+        "article",
+        "study",
+        "studyid",
+        "studies",
+        "author",
+        "authors",
+        "id",
+    ),
     "x": ("x",),
     "y": ("y",),
     "z": ("z",),
@@ -100,12 +122,14 @@ class CoordinateTable:
     def experiments(self) -> pd.DataFrame:
         """One row per experiment: ``experiment``, ``n_subjects``, ``n_foci``, ``space``."""
         grouped = self.foci.groupby("experiment", sort=False)
-        return pd.DataFrame({
-            "experiment": list(grouped.groups),
-            "n_subjects": grouped["n_subjects"].first().to_numpy(),
-            "n_foci": grouped.size().to_numpy(),
-            "space": grouped["space"].first().to_numpy(),
-        })
+        return pd.DataFrame(
+            {
+                "experiment": list(grouped.groups),
+                "n_subjects": grouped["n_subjects"].first().to_numpy(),
+                "n_foci": grouped.size().to_numpy(),
+                "space": grouped["space"].first().to_numpy(),
+            }
+        )
 
     @property
     def n_experiments(self) -> int:
@@ -121,11 +145,19 @@ class CoordinateTable:
         """The foci as a NiMARE dataset dictionary (MNI coordinates, one contrast per study)."""
         out: dict[str, Any] = {}
         for name, rows in self.foci.groupby("experiment", sort=False):
-            out[str(name)] = {"contrasts": {"1": {
-                "coords": {"space": "MNI", "x": rows["x"].tolist(), "y": rows["y"].tolist(),
-                           "z": rows["z"].tolist()},
-                "metadata": {"sample_sizes": [float(rows["n_subjects"].iloc[0])]},
-            }}}
+            out[str(name)] = {
+                "contrasts": {
+                    "1": {
+                        "coords": {
+                            "space": "MNI",
+                            "x": rows["x"].tolist(),
+                            "y": rows["y"].tolist(),
+                            "z": rows["z"].tolist(),
+                        },
+                        "metadata": {"sample_sizes": [float(rows["n_subjects"].iloc[0])]},
+                    }
+                }
+            }
         return out
 
 
@@ -148,7 +180,8 @@ def tal_to_mni(xyz: np.ndarray, transform: str = "spm") -> np.ndarray:
     if transform not in LANCASTER_ICBM2TAL:
         raise BrainmatchInputError(
             f"unknown Talairach transform {transform!r}; choose one of "
-            f"{', '.join(LANCASTER_ICBM2TAL)}")
+            f"{', '.join(LANCASTER_ICBM2TAL)}"
+        )
     matrix = np.linalg.inv(LANCASTER_ICBM2TAL[transform])
     xyz = np.asarray(xyz, dtype=float).reshape(-1, 3)
     return xyz @ matrix[:3, :3].T + matrix[:3, 3]
@@ -168,9 +201,14 @@ def parse_selection(items: list[str] | None) -> dict[str, list[str]]:
     return out
 
 
-def read_coordinates(path: str | Path, *, select: dict[str, list[str]] | list[str] | None = None,
-                     space: str | None = None, tal_transform: str = "spm",
-                     sheet: str | int | None = None) -> CoordinateTable:
+def read_coordinates(
+    path: str | Path,
+    *,
+    select: dict[str, list[str]] | list[str] | None = None,
+    space: str | None = None,
+    tal_transform: str = "spm",
+    sheet: str | int | None = None,
+) -> CoordinateTable:
     """Read foci from a Sleuth text file, a NiMARE JSON file or a table.
 
     Parameters
@@ -213,12 +251,16 @@ def read_coordinates(path: str | Path, *, select: dict[str, list[str]] | list[st
     else:
         raise BrainmatchInputError(
             f"unknown coordinate file type {suffix or '(none)'!r}: use a Sleuth text file "
-            "(.txt), a NiMARE dataset (.json) or a table (.tsv, .csv, .xlsx)", path)
+            "(.txt), a NiMARE dataset (.json) or a table (.tsv, .csv, .xlsx)",
+            path,
+        )
     notes: list[str] = []
     if selection:
         foci = _apply_selection(foci, selection, path)
-        notes.append("kept rows with " + " and ".join(
-            f"{col} = {' or '.join(vals)}" for col, vals in selection.items()))
+        notes.append(
+            "kept rows with "
+            + " and ".join(f"{col} = {' or '.join(vals)}" for col, vals in selection.items())
+        )
     foci = _finish(foci, path, tal_transform, notes)
     return CoordinateTable(foci=foci, source=path, notes=notes)
 
@@ -250,8 +292,8 @@ def _read_sleuth(path: Path) -> pd.DataFrame:
                     n_subjects = float(value.strip())
                 except ValueError:
                     raise BrainmatchInputError(
-                        f"line {lineno}: 'Subjects=' must be a number, got {value.strip()!r}",
-                        path) from None
+                        f"line {lineno}: 'Subjects=' must be a number, got {value.strip()!r}", path
+                    ) from None
             else:
                 if not header_open or name is None:
                     name, n_subjects = body, None
@@ -262,32 +304,43 @@ def _read_sleuth(path: Path) -> pd.DataFrame:
         header_open = False
         if space is None:
             raise BrainmatchInputError(
-                "a Sleuth file must start with '// Reference=MNI' or '// Reference=Talairach'",
-                path)
+                "a Sleuth file must start with '// Reference=MNI' or '// Reference=Talairach'", path
+            )
         if name is None:
             counter += 1
             name = f"experiment {counter} (line {lineno})"
         if n_subjects is None:
             raise BrainmatchInputError(
                 f"line {lineno}: experiment {name!r} has no '// Subjects=N' line before its foci",
-                path)
+                path,
+            )
         parts = line.replace(",", " ").split()
         if len(parts) != 3:
             raise BrainmatchInputError(
-                f"line {lineno}: expected three coordinates 'x y z', got {raw.strip()!r}", path)
+                f"line {lineno}: expected three coordinates 'x y z', got {raw.strip()!r}", path
+            )
         try:
             x, y, z = (float(p) for p in parts)
         except ValueError:
             raise BrainmatchInputError(
-                f"line {lineno}: non-numeric coordinate in {raw.strip()!r}", path) from None
-        rows.append({"experiment": name, "x": x, "y": y, "z": z, "space": space,
-                     "n_subjects": n_subjects, "row": f"line {lineno}"})
+                f"line {lineno}: non-numeric coordinate in {raw.strip()!r}", path
+            ) from None
+        rows.append(
+            {
+                "experiment": name,
+                "x": x,
+                "y": y,
+                "z": z,
+                "space": space,
+                "n_subjects": n_subjects,
+                "row": f"line {lineno}",
+            }
+        )
     if not rows:
         raise BrainmatchInputError("no foci found in the Sleuth file", path)
     foci = pd.DataFrame(rows)
     # The same header twice is two experiments of one name: tell them apart.
-    return _disambiguate_blocks(foci, block=_runs(foci, ["experiment", "n_subjects"]),
-                                extra=[])
+    return _disambiguate_blocks(foci, block=_runs(foci, ["experiment", "n_subjects"]), extra=[])
 
 
 def _read_nimare_json(path: Path) -> pd.DataFrame:
@@ -322,11 +375,20 @@ def _read_nimare_json(path: Path) -> pd.DataFrame:
                 n = float(np.mean([float(s) for s in sizes_list]))
             except (TypeError, ValueError):
                 raise BrainmatchInputError(
-                    f"{where}: sample_sizes must be numbers, got {sizes!r}", path) from None
+                    f"{where}: sample_sizes must be numbers, got {sizes!r}", path
+                ) from None
             for i, (x, y, z) in enumerate(zip(xs, ys, zs, strict=True)):
-                rows.append({"experiment": f"{study}-{cid}", "x": x, "y": y, "z": z,
-                             "space": coords["space"], "n_subjects": n,
-                             "row": f"{where}, focus {i + 1}"})
+                rows.append(
+                    {
+                        "experiment": f"{study}-{cid}",
+                        "x": x,
+                        "y": y,
+                        "z": z,
+                        "space": coords["space"],
+                        "n_subjects": n,
+                        "row": f"{where}, focus {i + 1}",
+                    }
+                )
     if not rows:
         raise BrainmatchInputError("no coordinates found in the NiMARE dataset", path)
     foci = pd.DataFrame(rows)
@@ -336,10 +398,12 @@ def _read_nimare_json(path: Path) -> pd.DataFrame:
         if bad.any():
             first = foci.loc[bad].iloc[0]
             raise BrainmatchInputError(
-                f"{first['row']}: non-numeric {col} value {first[col]!r}", path)
+                f"{first['row']}: non-numeric {col} value {first[col]!r}", path
+            )
         foci[col] = values
-    foci["space"] = [_parse_space(s, path, str(r)) for s, r in zip(foci["space"], foci["row"],
-                                                                    strict=True)]
+    foci["space"] = [
+        _parse_space(s, path, str(r)) for s, r in zip(foci["space"], foci["row"], strict=True)
+    ]
     return foci
 
 
@@ -347,12 +411,20 @@ def _read_table(path: Path, *, space: str | None, sheet: str | int | None) -> pd
     suffix = path.suffix.lower()
     try:
         if suffix in (".xlsx", ".xls"):
-            raw = pd.read_excel(path, header=None, sheet_name=0 if sheet is None else sheet,
-                                dtype=object)
+            raw = pd.read_excel(
+                path, header=None, sheet_name=0 if sheet is None else sheet, dtype=object
+            )
         else:
             sep = "\t" if suffix == ".tsv" else None
-            raw = pd.read_csv(path, header=None, sep=sep, engine="python", dtype=str,
-                              skip_blank_lines=False, keep_default_na=False)
+            raw = pd.read_csv(
+                path,
+                header=None,
+                sep=sep,
+                engine="python",
+                dtype=str,
+                skip_blank_lines=False,
+                keep_default_na=False,
+            )
             raw = raw.replace({"": np.nan, "n/a": np.nan, "NA": np.nan, "NaN": np.nan})
     except BrainmatchInputError:
         raise
@@ -365,7 +437,7 @@ def _read_table(path: Path, *, space: str | None, sheet: str | int | None) -> pd
         raise BrainmatchInputError("the table is empty", path)
     first = int(np.flatnonzero(~blank.to_numpy())[0])
     header = [str(h).strip() for h in raw.iloc[first].tolist()]
-    body = raw.iloc[first + 1:].copy()
+    body = raw.iloc[first + 1 :].copy()
     body.columns = header
     # file row numbers (1-based, as a spreadsheet shows them)
     body["row"] = np.arange(first + 2, first + 2 + len(body))
@@ -381,9 +453,9 @@ def _read_table(path: Path, *, space: str | None, sheet: str | int | None) -> pd
         raise BrainmatchInputError("the table has a header but no rows", path)
     # numbers
     for col in ("x", "y", "z", "n_subjects"):
-        values = pd.to_numeric(body[col].astype(str).str.strip().str.replace(",", ".",
-                                                                             regex=False),
-                               errors="coerce")
+        values = pd.to_numeric(
+            body[col].astype(str).str.strip().str.replace(",", ".", regex=False), errors="coerce"
+        )
         bad = values.isna()
         if bad.any():
             r = body.loc[bad].iloc[0]
@@ -392,21 +464,28 @@ def _read_table(path: Path, *, space: str | None, sheet: str | int | None) -> pd
             more = f" (and {n_bad - 1} more rows)" if n_bad > 1 else ""
             raise BrainmatchInputError(
                 f"row {r['row']}: column {header_name(columns, col)!r} must be a number, "
-                f"found {shown}{more}", path)
+                f"found {shown}{more}",
+                path,
+            )
         body[col] = values.astype(float)
     missing_name = body["experiment"].isna()
     if missing_name.any():
         raise BrainmatchInputError(
             f"row {body.loc[missing_name, 'row'].iloc[0]}: column "
-            f"{header_name(columns, 'experiment')!r} is empty", path)
+            f"{header_name(columns, 'experiment')!r} is empty",
+            path,
+        )
     body["experiment"] = body["experiment"].astype(str).str.strip()
     bad_space = body["space"].isna()
     if bad_space.any():
         raise BrainmatchInputError(
             f"row {body.loc[bad_space, 'row'].iloc[0]}: column "
-            f"{header_name(columns, 'space')!r} is empty (MNI or TAL)", path)
-    body["space"] = [_parse_space(s, path, f"row {r}") for s, r in zip(body["space"],
-                                                                       body["row"], strict=True)]
+            f"{header_name(columns, 'space')!r} is empty (MNI or TAL)",
+            path,
+        )
+    body["space"] = [
+        _parse_space(s, path, f"row {r}") for s, r in zip(body["space"], body["row"], strict=True)
+    ]
     extra = [c for c in body.columns if c not in (*REQUIRED, "row", "_block")]
     if int(block.max()) > 0:
         # pyALE layout: blank rows separate experiments; within a block, a change of
@@ -443,7 +522,9 @@ def _map_columns(header: list[str], path: Path, *, has_space_option: bool) -> di
             hint = " (or give --space MNI / --space TAL for the whole file)"
         raise BrainmatchInputError(
             f"missing column(s) {', '.join(missing)}{hint}; the table has columns: "
-            f"{', '.join(header)}", path)
+            f"{', '.join(header)}",
+            path,
+        )
     return columns
 
 
@@ -456,8 +537,9 @@ def _runs(frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
     return np.cumsum(change)
 
 
-def _disambiguate_blocks(frame: pd.DataFrame, *, block: np.ndarray,
-                         extra: list[str]) -> pd.DataFrame:
+def _disambiguate_blocks(
+    frame: pd.DataFrame, *, block: np.ndarray, extra: list[str]
+) -> pd.DataFrame:
     """Give every run of rows its own experiment id; a name used by several runs gets the
     distinguishing tag values (``name [Untreated<Treated]``) or a number appended."""
     frame = frame.copy()
@@ -498,7 +580,9 @@ def _check_consistent_n(frame: pd.DataFrame, path: Path, columns: dict[str, str]
         raise BrainmatchInputError(
             f"experiment {name!r} has different {header_name(columns, 'n_subjects')!r} values "
             f"on different rows ({', '.join(f'{v:g}' for v in values)}); give each experiment "
-            "one sample size, or separate experiments by blank rows / distinct names", path)
+            "one sample size, or separate experiments by blank rows / distinct names",
+            path,
+        )
 
 
 def _parse_space(value: Any, path: Path, where: str) -> str:
@@ -510,12 +594,14 @@ def _parse_space(value: Any, path: Path, where: str) -> str:
         return "MNI"
     if key.startswith("tal"):
         return "TAL"
-    raise BrainmatchInputError(f"{where}: unknown coordinate space {value!r} (use MNI or TAL)",
-                               path)
+    raise BrainmatchInputError(
+        f"{where}: unknown coordinate space {value!r} (use MNI or TAL)", path
+    )
 
 
-def _apply_selection(foci: pd.DataFrame, selection: dict[str, list[str]],
-                     path: Path) -> pd.DataFrame:
+def _apply_selection(
+    foci: pd.DataFrame, selection: dict[str, list[str]], path: Path
+) -> pd.DataFrame:
     lower = {str(c).lower(): c for c in foci.columns}
     keep = np.ones(len(foci), dtype=bool)
     for column, values in selection.items():
@@ -523,7 +609,8 @@ def _apply_selection(foci: pd.DataFrame, selection: dict[str, list[str]],
             available = [c for c in foci.columns if c not in ("row", "_block")]
             raise BrainmatchInputError(
                 f"--select: no column {column!r}; columns are: {', '.join(map(str, available))}",
-                path)
+                path,
+            )
         col = lower[column.lower()]
         cells = foci[col].astype(str).str.strip().str.lower()
         match = cells.isin([v.lower() for v in values])
@@ -531,7 +618,9 @@ def _apply_selection(foci: pd.DataFrame, selection: dict[str, list[str]],
             present = sorted(set(foci[col].dropna().astype(str)))
             raise BrainmatchInputError(
                 f"--select: no row has {col} = {' or '.join(values)}; values present: "
-                f"{', '.join(present[:20])}", path)
+                f"{', '.join(present[:20])}",
+                path,
+            )
         keep &= match.to_numpy()
     out = foci.loc[keep]
     if out.empty:
@@ -546,12 +635,13 @@ def _finish(foci: pd.DataFrame, path: Path, tal_transform: str, notes: list[str]
         r = foci.loc[bad_n].iloc[0]
         raise BrainmatchInputError(
             f"{_where(r['row'])}: experiment {r['experiment']!r} has {r['n_subjects']:g} "
-            "subjects; the sample size must be a positive number", path)
+            "subjects; the sample size must be a positive number",
+            path,
+        )
     xyz = foci[["x", "y", "z"]].to_numpy(dtype=float)
     if not np.isfinite(xyz).all():
         r = foci.loc[~np.isfinite(xyz).all(axis=1)].iloc[0]
-        raise BrainmatchInputError(f"{_where(r['row'])}: coordinates must be finite numbers",
-                                   path)
+        raise BrainmatchInputError(f"{_where(r['row'])}: coordinates must be finite numbers", path)
     foci["x_reported"], foci["y_reported"], foci["z_reported"] = xyz.T
     tal = (foci["space"] == "TAL").to_numpy()
     if tal.any():
@@ -559,11 +649,22 @@ def _finish(foci: pd.DataFrame, path: Path, tal_transform: str, notes: list[str]
         n_exp = foci.loc[tal, "experiment"].nunique()
         notes.append(
             f"{int(tal.sum())} Talairach foci from {n_exp} experiment(s) were converted to MNI "
-            f"with Lancaster et al. (2007)'s tal2icbm_{tal_transform} transform")
+            f"with Lancaster et al. (2007)'s tal2icbm_{tal_transform} transform"
+        )
     foci["x"], foci["y"], foci["z"] = xyz.T
     _check_duplicates(foci, path)
-    ordered = ["experiment", "x", "y", "z", "space", "n_subjects", "x_reported", "y_reported",
-               "z_reported", "row"]
+    ordered = [
+        "experiment",
+        "x",
+        "y",
+        "z",
+        "space",
+        "n_subjects",
+        "x_reported",
+        "y_reported",
+        "z_reported",
+        "row",
+    ]
     return foci[ordered + [c for c in foci.columns if c not in ordered]]
 
 
@@ -575,13 +676,22 @@ def _check_duplicates(foci: pd.DataFrame, path: Path) -> None:
     """Two experiments with the same sample size and the same foci are one study entered twice."""
     signatures: dict[tuple[Any, ...], str] = {}
     for name, rows in foci.groupby("experiment", sort=False):
-        key = (float(rows["n_subjects"].iloc[0]),
-               tuple(sorted(map(tuple, np.round(rows[["x_reported", "y_reported",
-                                                      "z_reported"]].to_numpy(), 3)))))
+        key = (
+            float(rows["n_subjects"].iloc[0]),
+            tuple(
+                sorted(
+                    map(
+                        tuple,
+                        np.round(rows[["x_reported", "y_reported", "z_reported"]].to_numpy(), 3),
+                    )
+                )
+            ),
+        )
         if key in signatures:
             raise BrainmatchInputError(
                 f"duplicate experiment: {name!r} ({_where(rows['row'].iloc[0])}) has the same "
                 f"sample size and the same {len(rows)} foci as {signatures[key]!r}; an "
                 "experiment entered twice would count its subjects twice - remove one copy",
-                path)
+                path,
+            )
         signatures[key] = str(name)

@@ -49,9 +49,14 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _glass_brain_svg(img: nib.Nifti1Image | None, title: str, threshold: float | None,
-                     foci: pd.DataFrame | None = None, cmap: str = "hot",
-                     plot_abs: bool = True) -> tuple[str, bytes]:
+def _glass_brain_svg(
+    img: nib.Nifti1Image | None,
+    title: str,
+    threshold: float | None,
+    foci: pd.DataFrame | None = None,
+    cmap: str = "hot",
+    plot_abs: bool = True,
+) -> tuple[str, bytes]:
     """A glass-brain figure as (inline SVG text, PNG bytes)."""
     import matplotlib
 
@@ -62,19 +67,25 @@ def _glass_brain_svg(img: nib.Nifti1Image | None, title: str, threshold: float |
     fig = plt.figure(figsize=(11, 3.2))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nilearn warns about empty maps: expected here
-        display = plotting.plot_glass_brain(img, threshold=threshold, display_mode="lyrz",
-                                            colorbar=img is not None, cmap=cmap, figure=fig,
-                                            title=title, plot_abs=plot_abs)
+        display = plotting.plot_glass_brain(
+            img,
+            threshold=threshold,
+            display_mode="lyrz",
+            colorbar=img is not None,
+            cmap=cmap,
+            figure=fig,
+            title=title,
+            plot_abs=plot_abs,
+        )
     if foci is not None and len(foci):
-        display.add_markers(foci[["x", "y", "z"]].to_numpy(), marker_color="#1f5fbf",
-                            marker_size=8)
+        display.add_markers(foci[["x", "y", "z"]].to_numpy(), marker_color="#1f5fbf", marker_size=8)
     svg_buf, png_buf = io.StringIO(), io.BytesIO()
     fig.savefig(svg_buf, format="svg", bbox_inches="tight")
     fig.savefig(png_buf, format="png", dpi=110, bbox_inches="tight")
     display.close()
     plt.close(fig)
     svg = svg_buf.getvalue()
-    svg = svg[svg.find("<svg"):]  # drop the XML prolog for inline use
+    svg = svg[svg.find("<svg") :]  # drop the XML prolog for inline use
     return svg, png_buf.getvalue()
 
 
@@ -85,12 +96,18 @@ def _figures(result: CBMAResult, out_dir: Path, prefix: str) -> list[dict[str, s
     two_sided = result.kind == "subtraction"
     if has_sig:
         assert z is not None
-        svg, png = _glass_brain_svg(z, f"{result.name}: significant clusters (z)", 1e-6,
-                                    cmap="cold_hot" if two_sided else "hot",
-                                    plot_abs=not two_sided)
-        caption = ("z inside clusters significant at cluster-level FWE"
-                   if result.kind != "conjunction" else
-                   "minimum z over voxels significant in both analyses")
+        svg, png = _glass_brain_svg(
+            z,
+            f"{result.name}: significant clusters (z)",
+            1e-6,
+            cmap="cold_hot" if two_sided else "hot",
+            plot_abs=not two_sided,
+        )
+        caption = (
+            "z inside clusters significant at cluster-level FWE"
+            if result.kind != "conjunction"
+            else "minimum z over voxels significant in both analyses"
+        )
     elif result.kind == "conjunction":
         svg, png = _glass_brain_svg(None, f"{result.name}: no voxel significant in both", None)
         caption = "No voxel lies in clusters significant in both analyses."
@@ -98,18 +115,25 @@ def _figures(result: CBMAResult, out_dir: Path, prefix: str) -> list[dict[str, s
         from scipy import stats
 
         thr = float(stats.norm.isf(result.params.get("voxel_thresh", 0.001)))
-        svg, png = _glass_brain_svg(result.maps["z"], f"{result.name}: uncorrected z", thr,
-                                    cmap="cold_hot" if two_sided else "hot",
-                                    plot_abs=not two_sided)
-        caption = (f"No significant cluster. Uncorrected z above {thr:.2f} "
-                   "(p < cluster-forming threshold) shown for orientation only.")
+        svg, png = _glass_brain_svg(
+            result.maps["z"],
+            f"{result.name}: uncorrected z",
+            thr,
+            cmap="cold_hot" if two_sided else "hot",
+            plot_abs=not two_sided,
+        )
+        caption = (
+            f"No significant cluster. Uncorrected z above {thr:.2f} "
+            "(p < cluster-forming threshold) shown for orientation only."
+        )
     name = f"{prefix}desc-glass_figure"
     write_bytes(out_dir / f"{name}.png", png)
     write_text(out_dir / f"{name}.svg", svg)
     figures.append({"svg": svg, "caption": caption})
     if result.kind == "main" and len(result.foci):
-        svg, png = _glass_brain_svg(None, f"{result.name}: {len(result.foci)} foci", None,
-                                    foci=result.foci)
+        svg, png = _glass_brain_svg(
+            None, f"{result.name}: {len(result.foci)} foci", None, foci=result.foci
+        )
         write_bytes(out_dir / f"{prefix}desc-foci_figure.png", png)
         write_text(out_dir / f"{prefix}desc-foci_figure.svg", svg)
         figures.append({"svg": svg, "caption": "Foci of the included experiments (MNI)."})
@@ -120,12 +144,21 @@ def _clusters_html(clusters: pd.DataFrame) -> str:
     if clusters.empty:
         return ""
     shown = clusters.copy()
-    for col, fmt in (("x", "{:.0f}"), ("y", "{:.0f}"), ("z", "{:.0f}"), ("volume_mm3", "{:.0f}"),
-                     ("peak_stat", "{:.4g}"), ("peak_z", "{:.2f}"), ("p_fwe", "{:.4f}"),
-                     ("affect_overlap", "{:.0%}")):
+    for col, fmt in (
+        ("x", "{:.0f}"),
+        ("y", "{:.0f}"),
+        ("z", "{:.0f}"),
+        ("volume_mm3", "{:.0f}"),
+        ("peak_stat", "{:.4g}"),
+        ("peak_z", "{:.2f}"),
+        ("p_fwe", "{:.4f}"),
+        ("affect_overlap", "{:.0%}"),
+    ):
         if col in shown:
-            shown[col] = [("" if (isinstance(v, float) and math.isnan(v)) else fmt.format(v))
-                          for v in shown[col]]
+            shown[col] = [
+                ("" if (isinstance(v, float) and math.isnan(v)) else fmt.format(v))
+                for v in shown[col]
+            ]
     return shown.to_html(index=False, escape=True, border=0)
 
 
@@ -148,14 +181,19 @@ def save_result(result: CBMAResult, out_dir: Path, *, report: bool = True) -> Pa
     files = _write_result_files(result, out_dir)
     write_tsv(out_dir / "experiments.tsv", result.experiments, float_format="%.6g")
     summary = result.summary()
-    summary["files"] = {"maps": [f for f in files if f.endswith(".nii.gz")],
-                        "clusters": "clusters.tsv", "experiments": "experiments.tsv",
-                        "report": "report.html" if report else None}
+    summary["files"] = {
+        "maps": [f for f in files if f.endswith(".nii.gz")],
+        "clusters": "clusters.tsv",
+        "experiments": "experiments.tsv",
+        "report": "report.html" if report else None,
+    }
     write_json(out_dir / "results.json", _json_safe(summary))
     if report:
         sections = [_section(result, out_dir, "", files, heading=_heading(result))]
-        write_text(out_dir / "report.html", _render(result.name, sections, result.experiments,
-                                                    result.references))
+        write_text(
+            out_dir / "report.html",
+            _render(result.name, sections, result.experiments, result.references),
+        )
     return out_dir
 
 
@@ -173,11 +211,12 @@ def save_comparison(results: dict[str, CBMAResult], out_dir: Path) -> Path:
     for prefix, result in results.items():
         files = _write_result_files(result, out_dir, prefix=f"{prefix}_")
         summaries[prefix] = {**result.summary(), "files": files}
-        sections.append(_section(result, out_dir, f"{prefix}_", files,
-                                 heading=_heading(result)))
+        sections.append(_section(result, out_dir, f"{prefix}_", files, heading=_heading(result)))
         refs += [r for r in result.references if r not in refs]
-    experiments = next((r.experiments for r in results.values() if r.kind == "subtraction"),
-                       pd.concat([r.experiments for r in results.values()], ignore_index=True))
+    experiments = next(
+        (r.experiments for r in results.values() if r.kind == "subtraction"),
+        pd.concat([r.experiments for r in results.values()], ignore_index=True),
+    )
     write_tsv(out_dir / "experiments.tsv", experiments, float_format="%.6g")
     write_json(out_dir / "results.json", _json_safe(summaries))
     title = " vs ".join(r.name for r in results.values() if r.kind == "main")
@@ -186,20 +225,29 @@ def save_comparison(results: dict[str, CBMAResult], out_dir: Path) -> Path:
 
 
 def _heading(result: CBMAResult) -> str:
-    kinds = {"main": "Main effect", "subtraction": "Contrast (subtraction)",
-             "conjunction": "Conjunction"}
+    kinds = {
+        "main": "Main effect",
+        "subtraction": "Contrast (subtraction)",
+        "conjunction": "Conjunction",
+    }
     return f"{kinds[result.kind]}: {result.name}"
 
 
-def _section(result: CBMAResult, out_dir: Path, prefix: str, files: list[str],
-             heading: str) -> dict[str, Any]:
-    return {"heading": heading, "result": result,
-            "clusters_html": _clusters_html(result.clusters),
-            "figures": _figures(result, out_dir, prefix), "files": files}
+def _section(
+    result: CBMAResult, out_dir: Path, prefix: str, files: list[str], heading: str
+) -> dict[str, Any]:
+    return {
+        "heading": heading,
+        "result": result,
+        "clusters_html": _clusters_html(result.clusters),
+        "figures": _figures(result, out_dir, prefix),
+        "files": files,
+    }
 
 
-def _render(title: str, sections: list[dict[str, Any]], experiments: pd.DataFrame,
-            references: list[str]) -> str:
+def _render(
+    title: str, sections: list[dict[str, Any]], experiments: pd.DataFrame, references: list[str]
+) -> str:
     import jinja2
     import nimare
 
@@ -208,13 +256,17 @@ def _render(title: str, sections: list[dict[str, Any]], experiments: pd.DataFram
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
-        autoescape=jinja2.select_autoescape(["html"]))
+        autoescape=jinja2.select_autoescape(["html"]),
+    )
     template = env.get_template("cbma_report.html")
     return template.render(
-        title=title, sections=sections,
+        title=title,
+        sections=sections,
         experiments_html=experiments.to_html(index=False, escape=True, border=0),
-        references=[REFERENCES[k] for k in references], version=__version__,
-        nimare_version=nimare.__version__)
+        references=[REFERENCES[k] for k in references],
+        version=__version__,
+        nimare_version=nimare.__version__,
+    )
 
 
 def load_summary(path: str | Path) -> dict[str, Any]:
