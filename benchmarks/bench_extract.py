@@ -216,7 +216,14 @@ def main() -> int:
     fastest = min(decomp, key=decomp.__getitem__)
     for r, s in decomp.items():
         print(f"decompress only ({r:8s}): {s:6.2f} s  ({size_gb / s * 1000:.0f} MB/s)")
-    ours = [run_child("brainmatch", gz) for _ in range(3)]
+    # interleave brainmatch and decompression runs so both see the same machine load
+    ours, pairs = [], []
+    for _ in range(3):
+        d = run_child("decompress", fastest, gz)["seconds"]
+        o = run_child("brainmatch", gz)
+        ours.append(o)
+        pairs.append(o["seconds"] / d)
+        decomp[fastest] = min(decomp[fastest], d)
     bm_gz = min(o["seconds"] for o in ours)
     bm_mem = max(o["peak_mb"] for o in ours)
     bm_nii_runs = [run_child("brainmatch", nii) for _ in range(2)]
@@ -236,8 +243,8 @@ def main() -> int:
           f"(target >= 5x); with nilearn's default reports: "
           f"{nl_gz_rep['seconds'] / bm_gz:.1f}x")
     print(f"speed vs nilearn (.nii): {nl_nii['seconds'] / bm_nii:5.1f}x (target >= 10x)")
-    print(f"time / decompress-only ({fastest}): {bm_gz / decomp[fastest]:5.2f} "
-          f"(target <= 1.15)")
+    print(f"time / decompress-only ({fastest}): best {bm_gz / decomp[fastest]:5.2f}, "
+          f"back-to-back pairs {', '.join(f'{r:.2f}' for r in pairs)} (target <= 1.15)")
     print(f"peak memory: {bm_mem:.0f} MB (target <= 256) vs nilearn {nl_gz['peak_mb']:.0f} MB; "
           f"ratio {nl_gz['peak_mb'] / bm_mem:.1f}x less")
     one = run_child("batch", "1")

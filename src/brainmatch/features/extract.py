@@ -423,7 +423,10 @@ def _run_local(units: Sequence[Unit], config: ExtractConfig, n_jobs: int,
             done(process_unit(unit, config))
         return
     ctx = multiprocessing.get_context("forkserver")
-    with cf.ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
+    # workers fork from a server that has already imported the heavy modules once
+    ctx.set_forkserver_preload(["brainmatch.features.extract", "nilearn.signal",
+                                "nilearn.connectome", "nilearn.interfaces.fmriprep"])
+    with cf.ProcessPoolExecutor(max_workers=min(n_jobs, len(units)), mp_context=ctx) as pool:
         futures = {pool.submit(process_unit, u, config): u for u in units}
         for fut in cf.as_completed(futures):
             try:
