@@ -329,3 +329,19 @@ def test_cli_versus_writes_contrast_and_conjunction(tmp_path: Path) -> None:
     assert pd.read_csv(out / "conjunction_clusters.tsv", sep="\t").empty
     assert "therapy > medication" in result.output
     assert "Conjunction" in (out / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_mkda_density_equals_nimare() -> None:
+    from nimare.dataset import Dataset
+    from nimare.meta.cbma import MKDADensity
+
+    res = CoordinateMetaAnalysis(method="mkda", iterations=5).fit(read_coordinates(NIDM_PAIN))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = Dataset(str(NIDM_PAIN), target="mni152_2mm")
+        ref = MKDADensity(null_method="approximate", random_state=0).fit(ds)
+    np.testing.assert_allclose(
+        np.asarray(res.result_.maps["stat"].dataobj), np.asarray(ref.get_map("stat").dataobj)
+    )
+    assert "Wager" in res.result_.description and res.result_.method == "mkda"
