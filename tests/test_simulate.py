@@ -273,7 +273,7 @@ def test_images_carry_the_planted_biomarkers(tmp_path: Path) -> None:
 
     from brainmatch.atlases import load_shipped_atlas, resample_labels
 
-    spec = TrialSpec(n_subjects=12, n_sites=1, resolution=4, n_volumes=100, seed=5)
+    spec = TrialSpec(n_subjects=10, n_sites=1, resolution=4, n_volumes=80, seed=5)
     root = simulate_trial(spec, tmp_path / "bids", n_jobs=2)
     truth = _read_tsv(root / "ground_truth.tsv")
     atlas = load_shipped_atlas("desikan-killiany")
