@@ -143,14 +143,15 @@ def test_resample_atlas_matches_nearest_neighbour_and_caches(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from nilearn.image import resample_img
 
+    import brainmatch.atlases._load as load_mod
+
+    load_mod._RESAMPLED.clear()  # another test in this process may have resampled it
     atlas = load_atlas("aal")
     shape, affine = template_grid(4)
     got = resample_atlas(atlas, shape, affine)
     ref = resample_img(atlas.image, target_affine=affine, target_shape=shape,
                        interpolation="nearest", force_resample=True, copy_header=True)
     assert np.array_equal(got, np.asarray(ref.dataobj).astype(np.int32))
-    import brainmatch.atlases._load as load_mod
-
     load_mod._RESAMPLED.clear()
 
     def boom(*args: object, **kwargs: object) -> None:
