@@ -32,7 +32,14 @@ import pandas as pd
 
 from brainmatch import __version__
 from brainmatch._io import write_json, write_text, write_tsv
-from brainmatch.atlases import Atlas, atlas_digest, file_sha256, load_atlas, resample_atlas
+from brainmatch.atlases import (
+    SHIPPED_ATLASES,
+    Atlas,
+    atlas_digest,
+    file_sha256,
+    load_atlas,
+    resample_atlas,
+)
 from brainmatch.errors import BrainmatchError, BrainmatchInputError
 from brainmatch.features.aseg import read_aseg_stats
 from brainmatch.features.bids import Run, Unit, discover
@@ -76,6 +83,8 @@ class ExtractConfig:
     output_dir: Path
     freesurfer: bool
     volumes_per_block: int = 4
+    atlas_source: str | None = None
+    atlas_labels: str | None = None
 
     @property
     def seg(self) -> str:
@@ -87,7 +96,8 @@ class ExtractConfig:
         return {
             "record_version": RECORD_VERSION,
             "brainmatch": __version__,
-            "atlas": self.atlas.name,
+            "atlas": self.atlas_source or self.atlas.name,
+            "atlas_labels": self.atlas_labels,
             "atlas_sha256": self.atlas_digest,
             "clean": self.clean.as_dict(),
             "connectivity": [k for k in self.connectivity if k != "tangent"],
@@ -555,7 +565,14 @@ def extract_dataset(
         raise BrainmatchInputError(
             "no preprocessed BOLD found (expected sub-*/[ses-*/]func/"
             "*_desc-preproc_bold.nii.gz)", derivatives)
+    source = None if isinstance(atlas, Atlas) else str(atlas)
+    if source is not None and source not in (*SHIPPED_ATLASES, "affect") and \
+            Path(source).exists():
+        source = str(Path(source).absolute())  # a user atlas: record where it came from
     config = ExtractConfig(atlas=atlas_obj, atlas_digest=atlas_digest(atlas_obj), clean=clean,
+                           atlas_source=source,
+                           atlas_labels=str(Path(atlas_labels).absolute()) if atlas_labels
+                           else None,
                            connectivity=kinds, output_dir=output_dir.absolute(),
                            freesurfer=fs is not None)
     output_dir.mkdir(parents=True, exist_ok=True)
