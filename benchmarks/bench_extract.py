@@ -53,6 +53,7 @@ def _atlas_path() -> tuple[Path, Path]:
 
 # --- children ---------------------------------------------------------------------------------
 
+
 def child_decompress(reader: str, path: str) -> dict[str, float]:
     """Time to read every byte of the decompressed file."""
     start = time.perf_counter()
@@ -92,11 +93,20 @@ def child_brainmatch(path: str) -> dict[str, float]:
     gz = _bold()
     sidecar = gz.with_name(gz.name.replace(".nii.gz", ".json"))
     # confounds/sidecar live beside the .nii.gz; the .nii copy has links to them
-    config = ExtractConfig(atlas=atlas, atlas_digest=atlas_digest(atlas),
-                           clean=CleanOptions(denoise="simple"), connectivity=("correlation",),
-                           output_dir=WORK / "out-child", freesurfer=False)
-    run = Run(bold=bold, entities=parse_entities(bold.name),
-              sidecar=bold.with_name(sidecar.name), mask=None)
+    config = ExtractConfig(
+        atlas=atlas,
+        atlas_digest=atlas_digest(atlas),
+        clean=CleanOptions(denoise="simple"),
+        connectivity=("correlation",),
+        output_dir=WORK / "out-child",
+        freesurfer=False,
+    )
+    run = Run(
+        bold=bold,
+        entities=parse_entities(bold.name),
+        sidecar=bold.with_name(sidecar.name),
+        mask=None,
+    )
     # import what extract_run imports lazily, as the nilearn child imports before timing
     import nilearn.connectome
     import nilearn.interfaces.fmriprep
@@ -131,8 +141,9 @@ def child_nilearn(path: str, reports: str) -> dict[str, float]:
         start = time.perf_counter()
         name = path + ".gz" if path.endswith(".nii") else path  # nilearn wants .nii.gz names
         conf, sample_mask = load_confounds_strategy(name, "simple")
-        masker = NiftiLabelsMasker(lab, standardize="zscore_sample", detrend=True, t_r=2.0,
-                                   reports=reports == "reports")
+        masker = NiftiLabelsMasker(
+            lab, standardize="zscore_sample", detrend=True, t_r=2.0, reports=reports == "reports"
+        )
         series = masker.fit_transform(path, confounds=conf, sample_mask=sample_mask)
         ConnectivityMeasure(kind="correlation").fit_transform([series])
         seconds = time.perf_counter() - start
@@ -147,35 +158,74 @@ def child_batch(n_jobs: str) -> dict[str, float]:
     shutil.rmtree(out, ignore_errors=True)
     atlas_img, labels = _atlas_path()
     start = time.perf_counter()
-    res = extract_dataset(DATA, out, derivatives=DATA / "derivatives" / "fmriprep",
-                          atlas=atlas_img, atlas_labels=labels, n_jobs=int(n_jobs))
+    res = extract_dataset(
+        DATA,
+        out,
+        derivatives=DATA / "derivatives" / "fmriprep",
+        atlas=atlas_img,
+        atlas_labels=labels,
+        n_jobs=int(n_jobs),
+    )
     seconds = time.perf_counter() - start
     assert res.failures.empty, res.failures
     return {"seconds": seconds}
 
 
-CHILDREN = {"decompress": child_decompress, "brainmatch": child_brainmatch,
-            "nilearn": child_nilearn, "batch": child_batch}
+CHILDREN = {
+    "decompress": child_decompress,
+    "brainmatch": child_brainmatch,
+    "nilearn": child_nilearn,
+    "batch": child_batch,
+}
 
 
 def run_child(*args: str) -> dict[str, float]:
     """Run one measurement in a fresh process; return seconds and peak memory (MB)."""
-    env = {**os.environ, "BRAINMATCH_CACHE": str(WORK / "cache"), "OMP_NUM_THREADS": "1",
-           "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, __file__, "--child", *args], env=env, check=True,
-                         capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "BRAINMATCH_CACHE": str(WORK / "cache"),
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # --- setup --------------------------------------------------------------------------------------
 
+
 def prepare() -> None:
     """Simulate the data and write the 100-region atlas (once)."""
     if not (DATA / "ground_truth.json").exists():
         print("simulating a 2 mm, 300-volume trial (2 subjects) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "brainmatch", "simulate", str(DATA),
-                        "--resolution", "2", "--n-volumes", "300", "--n-subjects", "2",
-                        "--sites", "1", "--n-jobs", "2", "--overwrite"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "brainmatch",
+                "simulate",
+                str(DATA),
+                "--resolution",
+                "2",
+                "--n-volumes",
+                "300",
+                "--n-subjects",
+                "2",
+                "--sites",
+                "1",
+                "--n-jobs",
+                "2",
+                "--overwrite",
+            ],
+            check=True,
+        )
     WORK.mkdir(parents=True, exist_ok=True)
     atlas_img, labels = _atlas_path()
     if not atlas_img.exists():
@@ -208,11 +258,15 @@ def main() -> int:
     prepare()
     gz, nii = str(_bold()), str(_bold(ext=".nii"))
     size_gb = Path(nii).stat().st_size / 1e9
-    print(f"BOLD: {Path(gz).name}  ({Path(gz).stat().st_size / 1e6:.0f} MB gz, "
-          f"{size_gb:.2f} GB raw); atlas: Harvard-Oxford regions 1-100")
+    print(
+        f"BOLD: {Path(gz).name}  ({Path(gz).stat().st_size / 1e6:.0f} MB gz, "
+        f"{size_gb:.2f} GB raw); atlas: Harvard-Oxford regions 1-100"
+    )
     run_child("brainmatch", gz)  # warm the atlas cache and the page cache
-    decomp = {r: min(run_child("decompress", r, gz)["seconds"] for _ in range(2))
-              for r in ("isal", "nibabel", "gzip")}
+    decomp = {
+        r: min(run_child("decompress", r, gz)["seconds"] for _ in range(2))
+        for r in ("isal", "nibabel", "gzip")
+    }
     fastest = min(decomp, key=decomp.__getitem__)
     for r, s in decomp.items():
         print(f"decompress only ({r:8s}): {s:6.2f} s  ({size_gb / s * 1000:.0f} MB/s)")
@@ -232,26 +286,40 @@ def main() -> int:
     nl_gz_rep = run_child("nilearn", gz, "reports")
     nl_nii = run_child("nilearn", nii, "noreports")
     base = max(o["base_mb"] for o in ours)
-    print(f"brainmatch .nii.gz : {bm_gz:6.2f} s, peak {bm_mem:5.0f} MB (of which imports "
-          f"+ atlas {base:.0f} MB; extraction adds {bm_mem - base:.0f} MB)")
-    print(f"brainmatch .nii    : {bm_nii:6.2f} s, peak "
-          f"{max(o['peak_mb'] for o in bm_nii_runs):5.0f} MB")
-    print(f"nilearn .nii.gz    : {nl_gz['seconds']:6.2f} s, peak {nl_gz['peak_mb']:5.0f} MB "
-          f"(reports=False); {nl_gz_rep['seconds']:.2f} s with reports")
+    print(
+        f"brainmatch .nii.gz : {bm_gz:6.2f} s, peak {bm_mem:5.0f} MB (of which imports "
+        f"+ atlas {base:.0f} MB; extraction adds {bm_mem - base:.0f} MB)"
+    )
+    print(
+        f"brainmatch .nii    : {bm_nii:6.2f} s, peak "
+        f"{max(o['peak_mb'] for o in bm_nii_runs):5.0f} MB"
+    )
+    print(
+        f"nilearn .nii.gz    : {nl_gz['seconds']:6.2f} s, peak {nl_gz['peak_mb']:5.0f} MB "
+        f"(reports=False); {nl_gz_rep['seconds']:.2f} s with reports"
+    )
     print(f"nilearn .nii       : {nl_nii['seconds']:6.2f} s, peak {nl_nii['peak_mb']:5.0f} MB")
-    print(f"speed vs nilearn (.nii.gz, reports off): {nl_gz['seconds'] / bm_gz:5.1f}x "
-          f"(target >= 5x); with nilearn's default reports: "
-          f"{nl_gz_rep['seconds'] / bm_gz:.1f}x")
+    print(
+        f"speed vs nilearn (.nii.gz, reports off): {nl_gz['seconds'] / bm_gz:5.1f}x "
+        f"(target >= 5x); with nilearn's default reports: "
+        f"{nl_gz_rep['seconds'] / bm_gz:.1f}x"
+    )
     print(f"speed vs nilearn (.nii): {nl_nii['seconds'] / bm_nii:5.1f}x (target >= 10x)")
-    print(f"time / decompress-only ({fastest}): best {bm_gz / decomp[fastest]:5.2f}, "
-          f"back-to-back pairs {', '.join(f'{r:.2f}' for r in pairs)} (target <= 1.15)")
-    print(f"peak memory: {bm_mem:.0f} MB (target <= 256) vs nilearn {nl_gz['peak_mb']:.0f} MB; "
-          f"ratio {nl_gz['peak_mb'] / bm_mem:.1f}x less")
+    print(
+        f"time / decompress-only ({fastest}): best {bm_gz / decomp[fastest]:5.2f}, "
+        f"back-to-back pairs {', '.join(f'{r:.2f}' for r in pairs)} (target <= 1.15)"
+    )
+    print(
+        f"peak memory: {bm_mem:.0f} MB (target <= 256) vs nilearn {nl_gz['peak_mb']:.0f} MB; "
+        f"ratio {nl_gz['peak_mb'] / bm_mem:.1f}x less"
+    )
     one = run_child("batch", "1")
     two = run_child("batch", "2")
-    print(f"2 subjects, whole command: 1 process {one['seconds']:.2f} s, 2 processes "
-          f"{two['seconds']:.2f} s -> throughput x{one['seconds'] / two['seconds']:.2f} "
-          "(ideal 2; the machine's other load shares the 2 cores)")
+    print(
+        f"2 subjects, whole command: 1 process {one['seconds']:.2f} s, 2 processes "
+        f"{two['seconds']:.2f} s -> throughput x{one['seconds'] / two['seconds']:.2f} "
+        "(ideal 2; the machine's other load shares the 2 cores)"
+    )
     return 0
 
 

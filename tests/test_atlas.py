@@ -21,8 +21,9 @@ from brainmatch.errors import BrainmatchInputError
 
 
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory,
-                   monkeypatch: pytest.MonkeyPatch) -> None:
+def _private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BRAINMATCH_CACHE", str(tmp_path_factory.getbasetemp() / "bm-cache"))
 
 
@@ -47,9 +48,9 @@ def test_harvard_oxford_maxprob_equals_argmax_reference() -> None:
 
 def test_maxprob_cache_is_used_and_rebuilt_when_corrupt(tmp_path: Path) -> None:
     data = np.zeros((4, 3, 2, 3), dtype=np.float32)
-    data[0, 0, 0] = [10, 30, 30]   # tie -> lower index (map 1 -> label 2)
+    data[0, 0, 0] = [10, 30, 30]  # tie -> lower index (map 1 -> label 2)
     data[1, 0, 0] = [80, 5, 0]
-    data[2, 0, 0] = [5, 10, 20]    # below threshold -> background
+    data[2, 0, 0] = [5, 10, 20]  # below threshold -> background
     path = tmp_path / "prob.nii.gz"
     nib.save(nib.Nifti1Image(data, np.eye(4)), path)
     first = np.asarray(maxprob_labels(path, 25.0).dataobj)
@@ -140,7 +141,8 @@ def test_user_atlas_without_table_and_bad_tables(tmp_path: Path) -> None:
 
 
 def test_resample_atlas_matches_nearest_neighbour_and_caches(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from nilearn.image import resample_img
 
     import brainmatch.atlases._load as load_mod
@@ -149,8 +151,14 @@ def test_resample_atlas_matches_nearest_neighbour_and_caches(
     atlas = load_atlas("aal")
     shape, affine = template_grid(4)
     got = resample_atlas(atlas, shape, affine)
-    ref = resample_img(atlas.image, target_affine=affine, target_shape=shape,
-                       interpolation="nearest", force_resample=True, copy_header=True)
+    ref = resample_img(
+        atlas.image,
+        target_affine=affine,
+        target_shape=shape,
+        interpolation="nearest",
+        force_resample=True,
+        copy_header=True,
+    )
     assert np.array_equal(got, np.asarray(ref.dataobj).astype(np.int32))
     load_mod._RESAMPLED.clear()
 

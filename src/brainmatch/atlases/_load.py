@@ -116,6 +116,7 @@ def maxprob_labels(path: str | Path, threshold: float = 25.0) -> nib.Nifti1Image
 
 # --- the affect-network preset -----------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class AffectRegion:
     """One region of the affect preset: Harvard-Oxford source maps and an optional cut."""
@@ -175,6 +176,7 @@ def affect_atlas(prob_threshold: float = 25.0) -> Atlas:
 
 # --- user atlases -------------------------------------------------------------------------
 
+
 def _read_user_labels(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise BrainmatchInputError("labels table not found", path)
@@ -186,7 +188,9 @@ def _read_user_labels(path: Path) -> pd.DataFrame:
     if "index" not in table.columns or "name" not in table.columns:
         raise BrainmatchInputError(
             f"labels table needs columns 'index' and 'name' (tab-separated); found "
-            f"{', '.join(map(str, table.columns))}", path)
+            f"{', '.join(map(str, table.columns))}",
+            path,
+        )
     idx = pd.to_numeric(table["index"], errors="coerce")
     bad = table.loc[idx.isna() | (idx != idx.round()), "index"]
     if len(bad):
@@ -214,7 +218,9 @@ def _user_atlas(path: Path, labels: str | Path | None) -> Atlas:
         if not guess.exists():
             raise BrainmatchInputError(
                 f"a user atlas needs a labels table (columns index, name): pass --atlas-labels "
-                f"or put {guess.name} beside the image", path)
+                f"or put {guess.name} beside the image",
+                path,
+            )
         labels = guess
     table = _read_user_labels(Path(labels))
     try:
@@ -227,7 +233,9 @@ def _user_atlas(path: Path, labels: str | Path | None) -> Atlas:
     if data.ndim != 3:
         raise BrainmatchInputError(
             f"an atlas must be a 3D label image, got shape {data.shape} (probabilistic 4D "
-            "atlases: derive a max-probability image first)", path)
+            "atlases: derive a max-probability image first)",
+            path,
+        )
     if data.dtype.kind == "f":
         if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
             raise BrainmatchInputError("atlas values must be whole-number labels", path)
@@ -245,7 +253,9 @@ def _user_atlas(path: Path, labels: str | Path | None) -> Atlas:
         shown = ", ".join(map(str, missing[:8])) + (" ..." if len(missing) > 8 else "")
         raise BrainmatchInputError(
             f"{len(missing)} label value(s) in the image are absent from the labels table "
-            f"{labels}: {shown}", path)
+            f"{labels}: {shown}",
+            path,
+        )
     table = table[table["index"].isin(present)].reset_index(drop=True)
     if table.empty:
         raise BrainmatchInputError("the atlas image holds no labelled voxels", path)
@@ -254,8 +264,7 @@ def _user_atlas(path: Path, labels: str | Path | None) -> Atlas:
     stem = path.name.removesuffix(".gz").removesuffix(".nii")
     match = re.search(r"(?:^|_)atlas-([A-Za-z0-9]+)", stem)
     name = match.group(1) if match else (re.sub(r"[^A-Za-z0-9]", "", stem) or "custom")
-    return Atlas(name=name, image=nib.Nifti1Image(data.astype(np.int32), img.affine),
-                 labels=table)
+    return Atlas(name=name, image=nib.Nifti1Image(data.astype(np.int32), img.affine), labels=table)
 
 
 def load_atlas(name_or_path: str | Path, labels: str | Path | None = None) -> Atlas:
@@ -294,7 +303,8 @@ def load_atlas(name_or_path: str | Path, labels: str | Path | None = None) -> At
     if not (path.suffix in (".nii", ".gz") or path.exists()):
         raise BrainmatchInputError(
             f"unknown atlas {key!r}: give one of {', '.join(sorted([*SHIPPED_ATLASES, 'affect']))} "
-            "or the path of a labels NIfTI with --atlas-labels")
+            "or the path of a labels NIfTI with --atlas-labels"
+        )
     return _user_atlas(path, labels)
 
 
@@ -312,8 +322,9 @@ def atlas_digest(atlas: Atlas) -> str:
     return h.hexdigest()
 
 
-def resample_atlas(atlas: Atlas, shape: tuple[int, int, int], affine: np.ndarray,
-                   digest: str | None = None) -> np.ndarray:
+def resample_atlas(
+    atlas: Atlas, shape: tuple[int, int, int], affine: np.ndarray, digest: str | None = None
+) -> np.ndarray:
     """The atlas's labels on a target grid (nearest neighbour), cached in memory and on disk.
 
     Parameters

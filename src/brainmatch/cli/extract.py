@@ -20,41 +20,51 @@ def _split(values: list[str] | None) -> list[str]:
 def extract(
     bids_dir: Path = typer.Argument(..., help="The BIDS dataset."),
     output_dir: Path = typer.Argument(..., help="Folder for the derivative outputs."),
-    analysis_level: str = typer.Argument("participant",
-                                         help="BIDS-App level; only 'participant'."),
+    analysis_level: str = typer.Argument("participant", help="BIDS-App level; only 'participant'."),
     derivatives: Path = typer.Option(..., "--derivatives", help="fMRIPrep output folder."),
     atlas: str = typer.Option(
-        ..., "--atlas",
-        help="harvard-oxford, aal, desikan-killiany, destrieux, affect, or a labels NIfTI."),
-    atlas_labels: Path | None = typer.Option(None, "--atlas-labels",
-                                             help="Labels TSV (index, name) of a user atlas."),
+        ...,
+        "--atlas",
+        help="harvard-oxford, aal, desikan-killiany, destrieux, affect, or a labels NIfTI.",
+    ),
+    atlas_labels: Path | None = typer.Option(
+        None, "--atlas-labels", help="Labels TSV (index, name) of a user atlas."
+    ),
     freesurfer: Path | None = typer.Option(
-        None, "--freesurfer", help="FreeSurfer SUBJECTS_DIR: add ICV-normalised aseg volumes."),
-    denoise: str = typer.Option("simple", "--denoise",
-                                help="none, simple, scrubbing or compcor (nilearn presets)."),
+        None, "--freesurfer", help="FreeSurfer SUBJECTS_DIR: add ICV-normalised aseg volumes."
+    ),
+    denoise: str = typer.Option(
+        "simple", "--denoise", help="none, simple, scrubbing or compcor (nilearn presets)."
+    ),
     standardize: str = typer.Option("zscore", "--standardize", help="zscore or none."),
     detrend: bool = typer.Option(True, "--detrend/--no-detrend", help="Remove linear trends."),
     low_pass: float | None = typer.Option(None, "--low-pass", help="Low-pass cut-off (Hz)."),
     high_pass: float | None = typer.Option(None, "--high-pass", help="High-pass cut-off (Hz)."),
     fd_threshold: float | None = typer.Option(
-        None, "--fd-threshold", help="Framewise displacement threshold (mm) for scrubbing."),
-    connectivity: str = typer.Option("correlation", "--connectivity",
-                                     help="Comma-separated: correlation, partial, tangent."),
+        None, "--fd-threshold", help="Framewise displacement threshold (mm) for scrubbing."
+    ),
+    connectivity: str = typer.Option(
+        "correlation", "--connectivity", help="Comma-separated: correlation, partial, tangent."
+    ),
     participant_label: list[str] | None = typer.Option(
-        None, "--participant-label", help="Participants to process (repeat or comma-separate)."),
-    session_label: list[str] | None = typer.Option(None, "--session-label",
-                                                   help="Sessions to process."),
+        None, "--participant-label", help="Participants to process (repeat or comma-separate)."
+    ),
+    session_label: list[str] | None = typer.Option(
+        None, "--session-label", help="Sessions to process."
+    ),
     task: str | None = typer.Option(None, "--task", help="Only runs of this task."),
-    space: str = typer.Option("MNI152NLin2009cAsym", "--space",
-                              help="fMRIPrep output space of the BOLD files."),
+    space: str = typer.Option(
+        "MNI152NLin2009cAsym", "--space", help="fMRIPrep output space of the BOLD files."
+    ),
     n_jobs: int = typer.Option(1, "--n-jobs", "--nprocs", help="Local worker processes."),
     scheduler: str | None = typer.Option(
-        None, "--scheduler", help="Dask distributed scheduler address (tcp://host:8786)."),
-    work_dir: Path | None = typer.Option(None, "-w", "--work-dir",
-                                         help="Cache folder for derived / resampled atlases."),
+        None, "--scheduler", help="Dask distributed scheduler address (tcp://host:8786)."
+    ),
+    work_dir: Path | None = typer.Option(
+        None, "-w", "--work-dir", help="Cache folder for derived / resampled atlases."
+    ),
     force: bool = typer.Option(False, "--force", help="Recompute up-to-date participants."),
-    strict: bool = typer.Option(False, "--strict",
-                                help="Exit non-zero if any participant failed."),
+    strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any participant failed."),
 ) -> None:
     """Extract region signals, connectivity and a features table from fMRIPrep outputs.
 
@@ -69,24 +79,47 @@ def extract(
     kinds = [k.strip() for k in connectivity.split(",") if k.strip()]
     with progress_bar("extracting") as update:
         result = extract_dataset(
-            bids_dir, output_dir, derivatives=derivatives, atlas=atlas,
-            atlas_labels=atlas_labels, freesurfer=freesurfer, denoise=denoise,
-            standardize=standardize, detrend=detrend, low_pass=low_pass, high_pass=high_pass,
-            fd_threshold=fd_threshold, connectivity=kinds,
-            participant_label=_split(participant_label), session_label=_split(session_label),
-            task=task, space=space, n_jobs=n_jobs, scheduler=scheduler, work_dir=work_dir,
-            force=force, progress=update)
+            bids_dir,
+            output_dir,
+            derivatives=derivatives,
+            atlas=atlas,
+            atlas_labels=atlas_labels,
+            freesurfer=freesurfer,
+            denoise=denoise,
+            standardize=standardize,
+            detrend=detrend,
+            low_pass=low_pass,
+            high_pass=high_pass,
+            fd_threshold=fd_threshold,
+            connectivity=kinds,
+            participant_label=_split(participant_label),
+            session_label=_split(session_label),
+            task=task,
+            space=space,
+            n_jobs=n_jobs,
+            scheduler=scheduler,
+            work_dir=work_dir,
+            force=force,
+            progress=update,
+        )
     for row in result.failures.itertuples(index=False):
         where = f" {row.file}:" if row.file else ""
-        console.print(f"[bold red]failed[/] {row.participant_id}"
-                      f"{'' if row.session == 'n/a' else ' ses-' + row.session}:{where} "
-                      f"{row.reason}", highlight=False, soft_wrap=True)
-    echo_kv("extracted features", {
-        "features": str(result.features_path) if result.features_path else "(none)",
-        "computed": len(result.computed),
-        "up to date (skipped)": len(result.skipped),
-        "failed": f"{len(result.failures)} (see {result.failures_path})",
-    })
+        console.print(
+            f"[bold red]failed[/] {row.participant_id}"
+            f"{'' if row.session == 'n/a' else ' ses-' + row.session}:{where} "
+            f"{row.reason}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    echo_kv(
+        "extracted features",
+        {
+            "features": str(result.features_path) if result.features_path else "(none)",
+            "computed": len(result.computed),
+            "up to date (skipped)": len(result.skipped),
+            "failed": f"{len(result.failures)} (see {result.failures_path})",
+        },
+    )
     if result.all_failed or (strict and len(result.failures)):
         raise typer.Exit(1)
 

@@ -27,8 +27,9 @@ def read_aseg_stats(path: Path) -> tuple[dict[str, float], float]:
     vols: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("#"):
-            m = re.match(r"#\s*Measure\s+EstimatedTotalIntraCranialVol\s*,[^,]*,[^,]*,\s*([^,]+),",
-                         line)
+            m = re.match(
+                r"#\s*Measure\s+EstimatedTotalIntraCranialVol\s*,[^,]*,[^,]*,\s*([^,]+),", line
+            )
             if m:
                 etiv = float(m.group(1))
             if line.startswith("# ColHeaders"):
@@ -43,8 +44,9 @@ def read_aseg_stats(path: Path) -> tuple[dict[str, float], float]:
             row = dict(zip(headers, parts, strict=False))
             vols[row["StructName"]] = float(row["Volume_mm3"])
         except (KeyError, ValueError):
-            raise BrainmatchInputError(f"malformed aseg.stats row: {line.strip()!r}",
-                                       path) from None
+            raise BrainmatchInputError(
+                f"malformed aseg.stats row: {line.strip()!r}", path
+            ) from None
     if etiv is None or not etiv > 0:
         raise BrainmatchInputError("aseg.stats has no EstimatedTotalIntraCranialVol measure", path)
     if not vols:

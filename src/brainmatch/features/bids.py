@@ -26,7 +26,7 @@ def parse_entities(name: str) -> dict[str, str]:
 
 def strip_prefix(label: str, prefix: str) -> str:
     """``sub-01`` -> ``01`` (labels may be given with or without the prefix)."""
-    return label[len(prefix) + 1:] if label.startswith(prefix + "-") else label
+    return label[len(prefix) + 1 :] if label.startswith(prefix + "-") else label
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,16 @@ def _companion(bold: Path, suffix: str) -> Path:
     return bold.with_name(f"{base}{suffix}")
 
 
-def discover(bids_dir: Path, derivatives: Path, *, participant_label: list[str] | None = None,
-             session_label: list[str] | None = None, task: str | None = None,
-             space: str = "MNI152NLin2009cAsym", freesurfer: Path | None = None) -> list[Unit]:
+def discover(
+    bids_dir: Path,
+    derivatives: Path,
+    *,
+    participant_label: list[str] | None = None,
+    session_label: list[str] | None = None,
+    task: str | None = None,
+    space: str = "MNI152NLin2009cAsym",
+    freesurfer: Path | None = None,
+) -> list[Unit]:
     """Group the derivative's preprocessed BOLD runs into participant(-session) units.
 
     Units with a problem that stops extraction (duplicate runs, no run in the atlas
@@ -106,15 +113,22 @@ def discover(bids_dir: Path, derivatives: Path, *, participant_label: list[str] 
     for (sub, ses), bolds in sorted(found.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         units.append(_make_unit(sub, ses, bolds, space, freesurfer))
     for sub in sorted(wanted - {u.participant for u in units}):
-        units.append(Unit(participant=sub, session=None, runs=(),
-                          problem="no preprocessed BOLD (*_desc-preproc_bold.nii[.gz]) found "
-                                  f"for sub-{sub} under the derivatives folder",
-                          problem_file=derivatives))
+        units.append(
+            Unit(
+                participant=sub,
+                session=None,
+                runs=(),
+                problem="no preprocessed BOLD (*_desc-preproc_bold.nii[.gz]) found "
+                f"for sub-{sub} under the derivatives folder",
+                problem_file=derivatives,
+            )
+        )
     return units
 
 
-def _make_unit(sub: str, ses: str | None, bolds: list[Path], space: str,
-               freesurfer: Path | None) -> Unit:
+def _make_unit(
+    sub: str, ses: str | None, bolds: list[Path], space: str, freesurfer: Path | None
+) -> Unit:
     aseg = None
     if freesurfer is not None:
         cand = [freesurfer / f"sub-{sub}" / "stats" / "aseg.stats"]
@@ -124,27 +138,43 @@ def _make_unit(sub: str, ses: str | None, bolds: list[Path], space: str,
     in_space = [b for b in bolds if parse_entities(b.name).get("space") == space]
     if not in_space:
         spaces = sorted({parse_entities(b.name).get("space", "(none)") for b in bolds})
-        return Unit(sub, ses, (), aseg,
-                    problem=f"no BOLD in the atlas space {space}: found space "
-                            f"{', '.join(spaces)} (atlases are in MNI space; rerun fMRIPrep "
-                            f"with --output-spaces {space} or pass --space)",
-                    problem_file=bolds[0])
+        return Unit(
+            sub,
+            ses,
+            (),
+            aseg,
+            problem=f"no BOLD in the atlas space {space}: found space "
+            f"{', '.join(spaces)} (atlases are in MNI space; rerun fMRIPrep "
+            f"with --output-spaces {space} or pass --space)",
+            problem_file=bolds[0],
+        )
     groups: dict[tuple[str, ...], list[Path]] = {}
     for b in in_space:
         ent = parse_entities(b.name)
         groups.setdefault(tuple(ent.get(k, "") for k in RUN_ENTITIES), []).append(b)
     for files in groups.values():
         if len(files) > 1:
-            return Unit(sub, ses, (), aseg,
-                        problem=f"duplicate runs: {' and '.join(f.name for f in files)} are the "
-                                "same run (same entities); remove one or select with --task",
-                        problem_file=files[0])
+            return Unit(
+                sub,
+                ses,
+                (),
+                aseg,
+                problem=f"duplicate runs: {' and '.join(f.name for f in files)} are the "
+                "same run (same entities); remove one or select with --task",
+                problem_file=files[0],
+            )
     runs = []
     for b in in_space:
         mask = _companion(b, "_desc-brain_mask.nii.gz")
         if not mask.exists():
             alt = _companion(b, "_desc-brain_mask.nii")
             mask = alt if alt.exists() else None  # type: ignore[assignment]
-        runs.append(Run(bold=b, entities=parse_entities(b.name),
-                        sidecar=_companion(b, "_desc-preproc_bold.json"), mask=mask))
+        runs.append(
+            Run(
+                bold=b,
+                entities=parse_entities(b.name),
+                sidecar=_companion(b, "_desc-preproc_bold.json"),
+                mask=mask,
+            )
+        )
     return Unit(sub, ses, tuple(runs), aseg)

@@ -22,9 +22,11 @@ import pandas as pd
 from brainmatch.errors import BrainmatchInputError
 
 DENOISE_STRATEGIES = ("none", "simple", "scrubbing", "compcor")
-CONNECTIVITY_KINDS = {"correlation": "pearsoncorrelation",
-                      "partial": "partialcorrelation",
-                      "tangent": "tangent"}
+CONNECTIVITY_KINDS = {
+    "correlation": "pearsoncorrelation",
+    "partial": "partialcorrelation",
+    "tangent": "tangent",
+}
 #: Feature-name prefix of each connectivity kind.
 CONNECTIVITY_PREFIX = {"correlation": "conn", "partial": "pconn", "tangent": "tconn"}
 
@@ -56,17 +58,20 @@ class CleanOptions:
     def __post_init__(self) -> None:
         if self.denoise not in DENOISE_STRATEGIES:
             raise BrainmatchInputError(
-                f"--denoise must be one of {', '.join(DENOISE_STRATEGIES)}, got {self.denoise!r}")
+                f"--denoise must be one of {', '.join(DENOISE_STRATEGIES)}, got {self.denoise!r}"
+            )
         if self.standardize not in ("zscore", "none"):
             raise BrainmatchInputError(
-                f"--standardize must be zscore or none, got {self.standardize!r}")
+                f"--standardize must be zscore or none, got {self.standardize!r}"
+            )
         for name in ("low_pass", "high_pass", "fd_threshold"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise BrainmatchInputError(f"--{name.replace('_', '-')} must be > 0, got {value}")
         if self.low_pass and self.high_pass and self.high_pass >= self.low_pass:
             raise BrainmatchInputError(
-                f"--high-pass ({self.high_pass} Hz) must be below --low-pass ({self.low_pass} Hz)")
+                f"--high-pass ({self.high_pass} Hz) must be below --low-pass ({self.low_pass} Hz)"
+            )
         if self.fd_threshold is not None and self.denoise != "scrubbing":
             raise BrainmatchInputError("--fd-threshold only applies with --denoise scrubbing")
 
@@ -78,8 +83,9 @@ class CleanOptions:
 def read_tr(sidecar: Path) -> float:
     """``RepetitionTime`` (s) from a BOLD JSON sidecar."""
     if not sidecar.exists():
-        raise BrainmatchInputError("BOLD JSON sidecar is missing (needed for RepetitionTime)",
-                                   sidecar)
+        raise BrainmatchInputError(
+            "BOLD JSON sidecar is missing (needed for RepetitionTime)", sidecar
+        )
     try:
         meta = json.loads(sidecar.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -87,7 +93,8 @@ def read_tr(sidecar: Path) -> float:
     tr = meta.get("RepetitionTime") if isinstance(meta, dict) else None
     if not isinstance(tr, int | float) or isinstance(tr, bool) or not (0 < tr < 100):
         raise BrainmatchInputError(
-            f"sidecar has no valid RepetitionTime (got {tr!r}); it must be seconds > 0", sidecar)
+            f"sidecar has no valid RepetitionTime (got {tr!r}); it must be seconds > 0", sidecar
+        )
     return float(tr)
 
 
@@ -98,8 +105,9 @@ def confounds_path(bold: Path) -> Path:
     return bold.with_name(f"{stem}_desc-confounds_timeseries.tsv")
 
 
-def load_confounds(bold: Path, options: CleanOptions, n_volumes: int
-                   ) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+def load_confounds(
+    bold: Path, options: CleanOptions, n_volumes: int
+) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
     """Confound regressors and sample mask for one BOLD run.
 
     Returns
@@ -116,14 +124,16 @@ def load_confounds(bold: Path, options: CleanOptions, n_volumes: int
     if not table.exists():
         raise BrainmatchInputError(
             f"the fMRIPrep confounds table {table.name} is missing (needed for --denoise "
-            f"{options.denoise})", table)
+            f"{options.denoise})",
+            table,
+        )
     _check_confounds_table(table, n_volumes)
     if options.denoise in ("compcor", "scrubbing"):
         sidecar = table.with_suffix(".json")
         if options.denoise == "compcor" and not sidecar.exists():
             raise BrainmatchInputError(
-                "confounds JSON sidecar is missing (compcor needs its component metadata)",
-                sidecar)
+                "confounds JSON sidecar is missing (compcor needs its component metadata)", sidecar
+            )
         if sidecar.exists():
             try:
                 json.loads(sidecar.read_text())
@@ -148,7 +158,8 @@ def load_confounds(bold: Path, options: CleanOptions, n_volumes: int
     values = conf.to_numpy(dtype=np.float64)
     if len(values) != n_volumes:
         raise BrainmatchInputError(
-            f"confounds table has {len(values)} rows but the BOLD has {n_volumes} volumes", table)
+            f"confounds table has {len(values)} rows but the BOLD has {n_volumes} volumes", table
+        )
     if not np.isfinite(values).all():
         raise BrainmatchInputError("confounds contain non-numeric or missing values", table)
     return values, sample_mask, [str(c) for c in conf.columns]
@@ -157,26 +168,34 @@ def load_confounds(bold: Path, options: CleanOptions, n_volumes: int
 def _check_confounds_table(table: Path, n_volumes: int) -> None:
     try:
         head = pd.read_csv(table, sep="\t", na_values="n/a", nrows=n_volumes + 2)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
-            ValueError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise BrainmatchInputError(f"malformed confounds table: {exc}", table) from None
     if head.shape[1] < 2:
         raise BrainmatchInputError("malformed confounds table: not tab-separated columns", table)
     if len(head) != n_volumes:
         raise BrainmatchInputError(
-            f"confounds table has {len(head)} rows but the BOLD has {n_volumes} volumes", table)
+            f"confounds table has {len(head)} rows but the BOLD has {n_volumes} volumes", table
+        )
     needed = {"trans_x", "rot_z"}
     if not needed <= set(head.columns):
         raise BrainmatchInputError(
-            "confounds table lacks fMRIPrep's motion columns (trans_x ... rot_z)", table)
+            "confounds table lacks fMRIPrep's motion columns (trans_x ... rot_z)", table
+        )
     bad = [c for c in head.columns if head[c].dtype == object]
     if bad:
         raise BrainmatchInputError(f"confounds column {bad[0]!r} holds non-numeric values", table)
 
 
-def clean_signals(signals: np.ndarray, *, confounds: np.ndarray | None,
-                  sample_mask: np.ndarray | None, tr: float | None, options: CleanOptions,
-                  standardize: bool | None = None, path: Path | None = None) -> np.ndarray:
+def clean_signals(
+    signals: np.ndarray,
+    *,
+    confounds: np.ndarray | None,
+    sample_mask: np.ndarray | None,
+    tr: float | None,
+    options: CleanOptions,
+    standardize: bool | None = None,
+    path: Path | None = None,
+) -> np.ndarray:
     """nilearn ``signal.clean`` with the masker's arguments; clear errors on short runs."""
     from nilearn import signal
 
@@ -187,22 +206,30 @@ def clean_signals(signals: np.ndarray, *, confounds: np.ndarray | None,
     if n_kept < needed:
         raise BrainmatchInputError(
             f"only {n_kept} usable volumes, fewer than the {needed} that {n_conf} confound "
-            f"regressors{' and detrending' if options.detrend else ''} need", path)
+            f"regressors{' and detrending' if options.detrend else ''} need",
+            path,
+        )
     if (options.low_pass or options.high_pass) and tr is None:
         raise BrainmatchInputError("filtering needs the TR (RepetitionTime)", path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out = signal.clean(
-                signals, detrend=options.detrend,
+                signals,
+                detrend=options.detrend,
                 standardize="zscore_sample" if std else False,
-                standardize_confounds=True, t_r=tr, low_pass=options.low_pass,
-                high_pass=options.high_pass, confounds=confounds, sample_mask=sample_mask)
+                standardize_confounds=True,
+                t_r=tr,
+                low_pass=options.low_pass,
+                high_pass=options.high_pass,
+                confounds=confounds,
+                sample_mask=sample_mask,
+            )
     except ValueError as exc:
         if "padlen" in str(exc):
             raise BrainmatchInputError(
-                f"only {n_kept} volumes: fewer than the Butterworth filter needs ({exc})",
-                path) from None
+                f"only {n_kept} volumes: fewer than the Butterworth filter needs ({exc})", path
+            ) from None
         raise BrainmatchInputError(f"cannot clean the signals: {exc}", path) from None
     return np.asarray(out, dtype=np.float64)
 
@@ -211,8 +238,7 @@ def connectivity(series: list[np.ndarray], kind: str) -> list[np.ndarray]:
     """nilearn ``ConnectivityMeasure(kind=...)`` matrices of each subject's series."""
     from nilearn.connectome import ConnectivityMeasure
 
-    kinds = {"correlation": "correlation", "partial": "partial correlation",
-             "tangent": "tangent"}
+    kinds = {"correlation": "correlation", "partial": "partial correlation", "tangent": "tangent"}
     measure = ConnectivityMeasure(kind=kinds[kind])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -228,9 +254,12 @@ def fisher_z(matrix: np.ndarray) -> np.ndarray:
     return z
 
 
-def amplitude_features(cleaned: np.ndarray, raw_mean: np.ndarray, tr: float | None,
-                       band: tuple[float, float] = (0.01, 0.08)
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def amplitude_features(
+    cleaned: np.ndarray,
+    raw_mean: np.ndarray,
+    tr: float | None,
+    band: tuple[float, float] = (0.01, 0.08),
+) -> tuple[np.ndarray, np.ndarray]:
     """Regional amplitude (% signal) and fALFF of cleaned, unstandardised signals.
 
     Returns

@@ -146,11 +146,16 @@ class ExtractResult:
 
 # --- hashing of inputs ------------------------------------------------------------------------
 
+
 def _fingerprint(path: Path, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     st = path.stat()
     entry = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    if previous and previous.get("size") == st.st_size and \
-            previous.get("mtime_ns") == st.st_mtime_ns and previous.get("sha256"):
+    if (
+        previous
+        and previous.get("size") == st.st_size
+        and previous.get("mtime_ns") == st.st_mtime_ns
+        and previous.get("sha256")
+    ):
         entry["sha256"] = previous["sha256"]
     else:
         entry["sha256"] = file_sha256(path)
@@ -200,6 +205,7 @@ def is_up_to_date(config: ExtractConfig, unit: Unit) -> bool:
 
 # --- one run ----------------------------------------------------------------------------------
 
+
 def _check_grid(run: Run, shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray | None:
     """Return the brain mask (bool) after checking it matches the BOLD grid."""
     if run.mask is None:
@@ -214,12 +220,15 @@ def _check_grid(run: Run, shape: tuple[int, int, int], affine: np.ndarray) -> np
     if mask.shape != shape:
         raise BrainmatchInputError(
             f"brain mask shape {mask.shape} does not match the BOLD's {shape} ({run.bold.name})",
-            run.mask)
+            run.mask,
+        )
     if not np.allclose(img.affine, affine, atol=1e-3):  # type: ignore[attr-defined]
         raise BrainmatchInputError(
             f"brain mask affine does not match the BOLD's ({run.bold.name}): "
             f"voxel sizes {np.round(nib.affines.voxel_sizes(img.affine), 3).tolist()} vs "  # type: ignore[attr-defined]
-            f"{np.round(nib.affines.voxel_sizes(affine), 3).tolist()}", run.mask)
+            f"{np.round(nib.affines.voxel_sizes(affine), 3).tolist()}",
+            run.mask,
+        )
     return mask > 0
 
 
@@ -228,8 +237,7 @@ def _bold_header(run: Run) -> tuple[tuple[int, int, int], np.ndarray, int]:
 
     with NiftiStream(run.bold) as s:
         if s.n_volumes < 2:
-            raise BrainmatchInputError(f"expected a 4D BOLD series, got shape {s.shape}",
-                                       run.bold)
+            raise BrainmatchInputError(f"expected a 4D BOLD series, got shape {s.shape}", run.bold)
         return s.shape, s.affine, s.n_volumes
 
 
@@ -243,39 +251,54 @@ def extract_run(run: Run, config: ExtractConfig) -> dict[str, Any]:
     shape, affine, n_volumes = _bold_header(run)
     mask = _check_grid(run, shape, affine)
     vox = np.round(nib.affines.voxel_sizes(affine), 2).tolist()
-    grid = (f"BOLD grid (shape {shape}, voxel size {vox} mm, origin "
-            f"{np.round(affine[:3, 3], 1).tolist()})")
+    grid = (
+        f"BOLD grid (shape {shape}, voxel size {vox} mm, origin "
+        f"{np.round(affine[:3, 3], 1).tolist()})"
+    )
     try:
         labels3d = resample_atlas(atlas, shape, affine, config.atlas_digest)
     except Exception as exc:  # nilearn's BoundingBoxError and friends
         raise BrainmatchInputError(
             f"{grid} does not match the atlas space: the {atlas.name} atlas falls outside it "
-            f"({type(exc).__name__}); is the BOLD in MNI space?", run.bold) from None
-    names_by_label = dict(zip(atlas.labels["index"].astype(int), atlas.labels["name"],
-                              strict=True))
+            f"({type(exc).__name__}); is the BOLD in MNI space?",
+            run.bold,
+        ) from None
+    names_by_label = dict(zip(atlas.labels["index"].astype(int), atlas.labels["name"], strict=True))
     label_values = [int(v) for v in atlas.labels["index"]]
     plan = RegionPlan(labels3d, label_values, mask)
     if plan.n_regions < max(2, math.ceil(MIN_REGION_COVERAGE * len(label_values))):
         raise BrainmatchInputError(
             f"{grid} does not match the atlas space: only "
             f"{plan.n_regions} of {len(label_values)} {atlas.name} regions fall inside it "
-            "(is the BOLD in MNI space?)", run.bold)
+            "(is the BOLD in MNI space?)",
+            run.bold,
+        )
     tr = read_tr(run.sidecar)
     confounds, sample_mask, _ = load_confounds(run.bold, config.clean, n_volumes)
     sig = plan.extract(run.bold, config.volumes_per_block)
     if sig.constant_voxels:
         raise BrainmatchInputError(
             f"{sig.constant_voxels} voxel(s) inside the brain mask never change over the run "
-            f"(e.g. voxel {sig.first_constant}): dropped-out or zero-filled data", run.bold)
+            f"(e.g. voxel {sig.first_constant}): dropped-out or zero-filled data",
+            run.bold,
+        )
     raw = sig.signals
     flat = np.flatnonzero(raw.std(axis=0) == 0)
     if flat.size:
         raise BrainmatchInputError(
-            f"region {names_by_label[plan.labels[int(flat[0])]]!r} has a constant signal", run.bold)
+            f"region {names_by_label[plan.labels[int(flat[0])]]!r} has a constant signal", run.bold
+        )
     # standardising is nilearn's last cleaning step, so z-scoring the unstandardised
     # result equals signal.clean(standardize="zscore_sample") (tests check against nilearn)
-    unstd = clean_signals(raw, confounds=confounds, sample_mask=sample_mask, tr=tr,
-                          options=config.clean, standardize=False, path=run.bold)
+    unstd = clean_signals(
+        raw,
+        confounds=confounds,
+        sample_mask=sample_mask,
+        tr=tr,
+        options=config.clean,
+        standardize=False,
+        path=run.bold,
+    )
     cleaned = zscore_sample(unstd) if config.clean.standardize == "zscore" else unstd
     kept = raw if sample_mask is None else raw[sample_mask]
     amp, falff = amplitude_features(unstd, kept.mean(axis=0), tr)
@@ -303,9 +326,15 @@ def extract_run(run: Run, config: ExtractConfig) -> dict[str, Any]:
     for k, f in enumerate(fnames):
         feats[f"amp__{f}"] = float(amp[k])
         feats[f"falff__{f}"] = float(falff[k])
-    return {"series": cleaned, "names": names, "features": feats,
-            "outputs": [str(p.relative_to(config.output_dir)) for p in outputs],
-            "n_volumes": n_volumes, "n_kept": len(cleaned), "tr": tr}
+    return {
+        "series": cleaned,
+        "names": names,
+        "features": feats,
+        "outputs": [str(p.relative_to(config.output_dir)) for p in outputs],
+        "n_volumes": n_volumes,
+        "n_kept": len(cleaned),
+        "tr": tr,
+    }
 
 
 def zscore_sample(x: np.ndarray) -> np.ndarray:
@@ -326,8 +355,10 @@ def write_series(path: Path, series: np.ndarray, names: list[str]) -> None:
 def write_matrix(path: Path, matrix: np.ndarray, names: list[str]) -> None:
     """Write a region x region matrix as XCP-D's relmat TSV (first column ``Node``)."""
     lines = ["\t".join(["Node", *names])]
-    lines += ["\t".join([n] + [f"{x:.8g}" for x in row])
-              for n, row in zip(names, matrix.tolist(), strict=True)]
+    lines += [
+        "\t".join([n] + [f"{x:.8g}" for x in row])
+        for n, row in zip(names, matrix.tolist(), strict=True)
+    ]
     write_text(path, "\n".join(lines) + "\n")
 
 
@@ -349,6 +380,7 @@ def aseg_features(path: Path) -> dict[str, float]:
 
 # --- one unit (runs in a worker) ----------------------------------------------------------------
 
+
 def process_unit(unit: Unit, config: ExtractConfig) -> dict[str, Any]:
     """Extract one unit, write its outputs and record; never raises for bad input.
 
@@ -360,8 +392,7 @@ def process_unit(unit: Unit, config: ExtractConfig) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     rec_path = record_path(config, unit)
-    base = {"key": unit.key, "participant_id": f"sub-{unit.participant}",
-            "session": unit.session}
+    base = {"key": unit.key, "participant_id": f"sub-{unit.participant}", "session": unit.session}
     try:
         if unit.problem:
             raise BrainmatchInputError(unit.problem, unit.problem_file)
@@ -376,8 +407,7 @@ def process_unit(unit: Unit, config: ExtractConfig) -> dict[str, Any]:
         values = {k: (v[0] if len(v) == 1 else float(np.mean(v))) for k, v in features.items()}
         if config.freesurfer:
             if unit.aseg is None:
-                raise BrainmatchInputError("no FreeSurfer folder for this participant",
-                                           unit.key)
+                raise BrainmatchInputError("no FreeSurfer folder for this participant", unit.key)
             values.update(aseg_features(unit.aseg))
         record = {
             "record_version": RECORD_VERSION,
@@ -386,10 +416,17 @@ def process_unit(unit: Unit, config: ExtractConfig) -> dict[str, Any]:
             "options_sha256": config.options_hash(),
             "options": config.options_dict(),
             "inputs": inputs,
-            "runs": [{"bold": str(r.bold), "timeseries": res["outputs"][0],
-                      "n_volumes": res["n_volumes"], "n_kept": res["n_kept"], "tr": res["tr"],
-                      "regions": res["names"]}
-                     for r, res in zip(unit.runs, results, strict=True)],
+            "runs": [
+                {
+                    "bold": str(r.bold),
+                    "timeseries": res["outputs"][0],
+                    "n_volumes": res["n_volumes"],
+                    "n_kept": res["n_kept"],
+                    "tr": res["tr"],
+                    "regions": res["names"],
+                }
+                for r, res in zip(unit.runs, results, strict=True)
+            ],
             "outputs": sorted({o for res in results for o in res["outputs"]}),
             "features": values,
         }
@@ -403,8 +440,12 @@ def process_unit(unit: Unit, config: ExtractConfig) -> dict[str, Any]:
     except Exception as exc:
         _remove(rec_path)
         tb = traceback.format_exc(limit=3).strip().splitlines()[-1]
-        return {**base, "status": "failed", "file": "",
-                "reason": f"internal error ({type(exc).__name__}: {exc}); {tb}"}
+        return {
+            **base,
+            "status": "failed",
+            "file": "",
+            "reason": f"internal error ({type(exc).__name__}: {exc}); {tb}",
+        }
 
 
 def _remove(path: Path) -> None:
@@ -426,16 +467,27 @@ def _finite(obj: Any) -> Any:
 
 # --- the batch ------------------------------------------------------------------------------------
 
-def _run_local(units: Sequence[Unit], config: ExtractConfig, n_jobs: int,
-               done: Callable[[dict[str, Any]], None]) -> None:
+
+def _run_local(
+    units: Sequence[Unit],
+    config: ExtractConfig,
+    n_jobs: int,
+    done: Callable[[dict[str, Any]], None],
+) -> None:
     if n_jobs <= 1 or len(units) <= 1:
         for unit in units:
             done(process_unit(unit, config))
         return
     ctx = multiprocessing.get_context("forkserver")
     # workers fork from a server that has already imported the heavy modules once
-    ctx.set_forkserver_preload(["brainmatch.features.extract", "nilearn.signal",
-                                "nilearn.connectome", "nilearn.interfaces.fmriprep"])
+    ctx.set_forkserver_preload(
+        [
+            "brainmatch.features.extract",
+            "nilearn.signal",
+            "nilearn.connectome",
+            "nilearn.interfaces.fmriprep",
+        ]
+    )
     with cf.ProcessPoolExecutor(max_workers=min(n_jobs, len(units)), mp_context=ctx) as pool:
         futures = {pool.submit(process_unit, u, config): u for u in units}
         for fut in cf.as_completed(futures):
@@ -443,13 +495,24 @@ def _run_local(units: Sequence[Unit], config: ExtractConfig, n_jobs: int,
                 done(fut.result())
             except Exception as exc:
                 u = futures[fut]
-                done({"key": u.key, "participant_id": f"sub-{u.participant}",
-                      "session": u.session, "status": "failed", "file": "",
-                      "reason": f"worker process died ({type(exc).__name__}: {exc})"})
+                done(
+                    {
+                        "key": u.key,
+                        "participant_id": f"sub-{u.participant}",
+                        "session": u.session,
+                        "status": "failed",
+                        "file": "",
+                        "reason": f"worker process died ({type(exc).__name__}: {exc})",
+                    }
+                )
 
 
-def _run_dask(units: Sequence[Unit], config: ExtractConfig, scheduler: str,
-              done: Callable[[dict[str, Any]], None]) -> None:
+def _run_dask(
+    units: Sequence[Unit],
+    config: ExtractConfig,
+    scheduler: str,
+    done: Callable[[dict[str, Any]], None],
+) -> None:
     try:
         from distributed import Client, as_completed
     except ImportError as exc:  # pragma: no cover - dask is a dependency
@@ -459,16 +522,27 @@ def _run_dask(units: Sequence[Unit], config: ExtractConfig, scheduler: str,
     except (OSError, TimeoutError) as exc:
         raise BrainmatchInputError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from None
     try:
-        futures = {client.submit(process_unit, u, config, pure=False, key=f"extract-{u.key}-"
-                                 f"{time.monotonic_ns()}"): u for u in units}
+        futures = {
+            client.submit(
+                process_unit, u, config, pure=False, key=f"extract-{u.key}-{time.monotonic_ns()}"
+            ): u
+            for u in units
+        }
         for fut in as_completed(list(futures)):
             u = futures[fut]
             try:
                 done(fut.result())
             except Exception as exc:
-                done({"key": u.key, "participant_id": f"sub-{u.participant}",
-                      "session": u.session, "status": "failed", "file": "",
-                      "reason": f"Dask task failed ({type(exc).__name__}: {exc})"})
+                done(
+                    {
+                        "key": u.key,
+                        "participant_id": f"sub-{u.participant}",
+                        "session": u.session,
+                        "status": "failed",
+                        "file": "",
+                        "reason": f"Dask task failed ({type(exc).__name__}: {exc})",
+                    }
+                )
     finally:
         client.close()
 
@@ -548,33 +622,49 @@ def extract_dataset(
     bad = [k for k in kinds if k not in CONNECTIVITY_KINDS]
     if bad:
         raise BrainmatchInputError(
-            f"unknown connectivity measure {bad[0]!r}; choose from "
-            f"{', '.join(CONNECTIVITY_KINDS)}")
-    clean = CleanOptions(denoise=denoise, standardize=standardize, detrend=detrend,
-                         low_pass=low_pass, high_pass=high_pass, fd_threshold=fd_threshold)
+            f"unknown connectivity measure {bad[0]!r}; choose from {', '.join(CONNECTIVITY_KINDS)}"
+        )
+    clean = CleanOptions(
+        denoise=denoise,
+        standardize=standardize,
+        detrend=detrend,
+        low_pass=low_pass,
+        high_pass=high_pass,
+        fd_threshold=fd_threshold,
+    )
     atlas_obj = atlas if isinstance(atlas, Atlas) else load_atlas(atlas, atlas_labels)
     fs = Path(freesurfer) if freesurfer is not None else None
     if fs is not None and not fs.is_dir():
         raise BrainmatchInputError("FreeSurfer folder not found", fs)
     if output_dir.exists() and not output_dir.is_dir():
         raise BrainmatchInputError("output path exists and is not a folder", output_dir)
-    units = discover(bids_dir, derivatives, participant_label=list(participant_label or []),
-                     session_label=list(session_label or []), task=task, space=space,
-                     freesurfer=fs)
+    units = discover(
+        bids_dir,
+        derivatives,
+        participant_label=list(participant_label or []),
+        session_label=list(session_label or []),
+        task=task,
+        space=space,
+        freesurfer=fs,
+    )
     if not units:
         raise BrainmatchInputError(
-            "no preprocessed BOLD found (expected sub-*/[ses-*/]func/"
-            "*_desc-preproc_bold.nii.gz)", derivatives)
+            "no preprocessed BOLD found (expected sub-*/[ses-*/]func/*_desc-preproc_bold.nii.gz)",
+            derivatives,
+        )
     source = None if isinstance(atlas, Atlas) else str(atlas)
-    if source is not None and source not in (*SHIPPED_ATLASES, "affect") and \
-            Path(source).exists():
+    if source is not None and source not in (*SHIPPED_ATLASES, "affect") and Path(source).exists():
         source = str(Path(source).absolute())  # a user atlas: record where it came from
-    config = ExtractConfig(atlas=atlas_obj, atlas_digest=atlas_digest(atlas_obj), clean=clean,
-                           atlas_source=source,
-                           atlas_labels=str(Path(atlas_labels).absolute()) if atlas_labels
-                           else None,
-                           connectivity=kinds, output_dir=output_dir.absolute(),
-                           freesurfer=fs is not None)
+    config = ExtractConfig(
+        atlas=atlas_obj,
+        atlas_digest=atlas_digest(atlas_obj),
+        clean=clean,
+        atlas_source=source,
+        atlas_labels=str(Path(atlas_labels).absolute()) if atlas_labels else None,
+        connectivity=kinds,
+        output_dir=output_dir.absolute(),
+        freesurfer=fs is not None,
+    )
     output_dir.mkdir(parents=True, exist_ok=True)
     _write_description(output_dir, bids_dir, derivatives)
 
@@ -602,35 +692,58 @@ def extract_dataset(
         else:
             _run_local(todo, config, max(1, n_jobs), done)
     failures = pd.DataFrame(
-        [{"participant_id": r["participant_id"], "session": r["session"] or "n/a",
-          "file": r["file"], "reason": r["reason"]} for r in results if r["status"] == "failed"],
-        columns=["participant_id", "session", "file", "reason"])
+        [
+            {
+                "participant_id": r["participant_id"],
+                "session": r["session"] or "n/a",
+                "file": r["file"],
+                "reason": r["reason"],
+            }
+            for r in results
+            if r["status"] == "failed"
+        ],
+        columns=["participant_id", "session", "file", "reason"],
+    )
     failures = failures.sort_values(["participant_id", "session"]).reset_index(drop=True)
     failures_path = output_dir / "failures.tsv"
     write_tsv(failures_path, failures)
     failed_keys = {r["key"] for r in results if r["status"] == "failed"}
     paths = _write_group(config, units, failed_keys, bids_dir)
-    return ExtractResult(output_dir=output_dir, features_path=paths[0], features_tsv=paths[1],
-                         metadata_path=paths[2], failures_path=failures_path, failures=failures,
-                         computed=[r["key"] for r in results if r["status"] == "ok"],
-                         skipped=skipped, n_units=total)
+    return ExtractResult(
+        output_dir=output_dir,
+        features_path=paths[0],
+        features_tsv=paths[1],
+        metadata_path=paths[2],
+        failures_path=failures_path,
+        failures=failures,
+        computed=[r["key"] for r in results if r["status"] == "ok"],
+        skipped=skipped,
+        n_units=total,
+    )
 
 
 def _write_description(output_dir: Path, bids_dir: Path, derivatives: Path) -> None:
     path = output_dir / "dataset_description.json"
-    write_json(path, {
-        "Name": "brainmatch extract: region time series, connectivity and features",
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "brainmatch", "Version": __version__,
-                         "Description": "brainmatch extract"}],
-        "SourceDatasets": [{"URL": bids_dir.absolute().as_uri()},
-                           {"URL": derivatives.absolute().as_uri()}],
-    })
+    write_json(
+        path,
+        {
+            "Name": "brainmatch extract: region time series, connectivity and features",
+            "BIDSVersion": "1.9.0",
+            "DatasetType": "derivative",
+            "GeneratedBy": [
+                {"Name": "brainmatch", "Version": __version__, "Description": "brainmatch extract"}
+            ],
+            "SourceDatasets": [
+                {"URL": bids_dir.absolute().as_uri()},
+                {"URL": derivatives.absolute().as_uri()},
+            ],
+        },
+    )
 
 
-def _write_group(config: ExtractConfig, units: Sequence[Unit], failed: set[str],
-                 bids_dir: Path) -> tuple[Path | None, Path | None, Path | None]:
+def _write_group(
+    config: ExtractConfig, units: Sequence[Unit], failed: set[str], bids_dir: Path
+) -> tuple[Path | None, Path | None, Path | None]:
     """Rebuild features.parquet/.tsv/.json from every matching record in the output folder."""
     want = config.options_hash()
     records = []
@@ -650,8 +763,9 @@ def _write_group(config: ExtractConfig, units: Sequence[Unit], failed: set[str],
     has_session = any(rec.get("session") for rec in records)
     records.sort(key=lambda r: (r["participant_id"], r.get("session") or ""))
     names = sorted({k for rec in records for k in rec["features"]})
-    matrix = np.array([[_num(rec["features"].get(k)) for k in names] for rec in records],
-                      dtype=np.float64).reshape(len(records), len(names))
+    matrix = np.array(
+        [[_num(rec["features"].get(k)) for k in names] for rec in records], dtype=np.float64
+    ).reshape(len(records), len(names))
     ids = {"participant_id": [rec["participant_id"] for rec in records]}
     if has_session:
         ids["session"] = [rec.get("session") or "n/a" for rec in records]
@@ -661,24 +775,40 @@ def _write_group(config: ExtractConfig, units: Sequence[Unit], failed: set[str],
     _write_wide_tsv(ids, names, matrix, tsv)
     import nilearn
 
-    write_json(meta, _finite({
-        "Description": "One row per participant (and session); one column per feature.",
-        "brainmatch_version": __version__,
-        "nilearn_version": nilearn.__version__,
-        "atlas": {"name": config.atlas.name, "sha256": config.atlas_digest,
-                  "n_regions": len(config.atlas.labels)},
-        "strategy": config.clean.as_dict(),
-        "connectivity": list(config.connectivity),
-        "options": config.options_dict(),
-        "options_sha256": want,
-        "columns": _column_docs(names),
-        "notes": ([
-            "tconn__* (tangent) is fitted on every row of this table as a group reference: "
-            "for honest validation refit it inside each cross-validation training fold."]
-            if "tangent" in config.connectivity else []),
-        "inputs": {rec["participant_id"] + (f"_ses-{rec['session']}" if rec.get("session")
-                                            else ""): rec["inputs"] for rec in records},
-    }))
+    write_json(
+        meta,
+        _finite(
+            {
+                "Description": "One row per participant (and session); one column per feature.",
+                "brainmatch_version": __version__,
+                "nilearn_version": nilearn.__version__,
+                "atlas": {
+                    "name": config.atlas.name,
+                    "sha256": config.atlas_digest,
+                    "n_regions": len(config.atlas.labels),
+                },
+                "strategy": config.clean.as_dict(),
+                "connectivity": list(config.connectivity),
+                "options": config.options_dict(),
+                "options_sha256": want,
+                "columns": _column_docs(names),
+                "notes": (
+                    [
+                        "tconn__* (tangent) is fitted on every row of this table as a group "
+                        "reference: for honest validation refit it inside each cross-validation "
+                        "training fold."
+                    ]
+                    if "tangent" in config.connectivity
+                    else []
+                ),
+                "inputs": {
+                    rec["participant_id"]
+                    + (f"_ses-{rec['session']}" if rec.get("session") else ""): rec["inputs"]
+                    for rec in records
+                },
+            }
+        ),
+    )
     return parquet, tsv, meta
 
 
@@ -686,8 +816,9 @@ def _num(value: Any) -> float:
     return np.nan if value is None else float(value)
 
 
-def _write_parquet(ids: dict[str, list[str]], names: list[str], matrix: np.ndarray,
-                   path: Path) -> None:
+def _write_parquet(
+    ids: dict[str, list[str]], names: list[str], matrix: np.ndarray, path: Path
+) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -700,8 +831,9 @@ def _write_parquet(ids: dict[str, list[str]], names: list[str], matrix: np.ndarr
         pq.write_table(table, fh)
 
 
-def _write_wide_tsv(ids: dict[str, list[str]], names: list[str], matrix: np.ndarray,
-                    path: Path) -> None:
+def _write_wide_tsv(
+    ids: dict[str, list[str]], names: list[str], matrix: np.ndarray, path: Path
+) -> None:
     lines = ["\t".join([*ids, *names])]
     for i in range(matrix.shape[0]):
         cells = [v[i] for v in ids.values()]
@@ -713,7 +845,7 @@ def _write_wide_tsv(ids: dict[str, list[str]], names: list[str], matrix: np.ndar
 def _column_docs(columns: Sequence[str]) -> dict[str, str]:
     docs = {
         "conn": "Fisher-z Pearson correlation (nilearn ConnectivityMeasure, Ledoit-Wolf) "
-                "between two regions' cleaned series, averaged over runs",
+        "between two regions' cleaned series, averaged over runs",
         "pconn": "Fisher-z partial correlation between two regions",
         "tconn": "tangent-space connectivity (group reference: all rows)",
         "amp": "SD of the cleaned region signal, % of its mean intensity",
@@ -733,8 +865,11 @@ def _add_tangent(config: ExtractConfig, records: list[dict[str, Any]]) -> None:
     common: list[str] | None = None
     for rec in records:
         for run in rec["runs"]:
-            common = list(run["regions"]) if common is None else \
-                [r for r in common if r in set(run["regions"])]
+            common = (
+                list(run["regions"])
+                if common is None
+                else [r for r in common if r in set(run["regions"])]
+            )
     if not common or len(common) < 2:
         return
     for i, rec in enumerate(records):
@@ -749,8 +884,9 @@ def _add_tangent(config: ExtractConfig, records: list[dict[str, Any]]) -> None:
     iu = np.triu_indices(len(common), k=1)
     per: dict[int, list[np.ndarray]] = {}
     for (i, ts_name), mat in zip(owners, mats, strict=True):
-        rel = config.output_dir / ts_name.replace("_stat-mean_timeseries.tsv",
-                                                  "_stat-tangent_relmat.tsv")
+        rel = config.output_dir / ts_name.replace(
+            "_stat-mean_timeseries.tsv", "_stat-tangent_relmat.tsv"
+        )
         write_matrix(rel, mat, common)
         per.setdefault(i, []).append(mat)
     for i, mats_i in per.items():
@@ -767,5 +903,11 @@ def read_features(output_dir: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-__all__ = ["ExtractConfig", "ExtractResult", "extract_dataset", "extract_run", "process_unit",
-           "read_features"]
+__all__ = [
+    "ExtractConfig",
+    "ExtractResult",
+    "extract_dataset",
+    "extract_run",
+    "process_unit",
+    "read_features",
+]

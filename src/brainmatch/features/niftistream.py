@@ -71,8 +71,9 @@ class NiftiStream:
             magic = self._raw.read(2)
             self._raw.seek(0)
             self.compressed = magic == _GZIP_MAGIC
-            self._fh: Any = (igzip.IGzipFile(fileobj=self._raw, mode="rb")
-                                   if self.compressed else self._raw)
+            self._fh: Any = (
+                igzip.IGzipFile(fileobj=self._raw, mode="rb") if self.compressed else self._raw
+            )
             self._read_header()
         except BaseException:
             self.close()
@@ -84,7 +85,9 @@ class NiftiStream:
         if len(data) != n:
             raise BrainmatchInputError(
                 f"file ends early: {what} needs {n} bytes, only {len(data)} left "
-                "(truncated download or copy?)", self.path)
+                "(truncated download or copy?)",
+                self.path,
+            )
         return data
 
     def _guard(self, func: Any) -> Any:
@@ -93,7 +96,8 @@ class NiftiStream:
         except EOFError:
             raise BrainmatchInputError(
                 "gzip stream is truncated (the file ends before the compressed data does)",
-                self.path) from None
+                self.path,
+            ) from None
         except (OSError, zlib.error, ValueError) as exc:
             kind = "gzip data is corrupt" if self.compressed else "cannot read"
             raise BrainmatchInputError(f"{kind}: {exc}", self.path) from None
@@ -109,8 +113,9 @@ class NiftiStream:
             klass = nib.Nifti2Header
             hdr_size = 540
         else:
-            raise BrainmatchInputError("not a NIfTI-1 or NIfTI-2 image (bad header size)",
-                                       self.path)
+            raise BrainmatchInputError(
+                "not a NIfTI-1 or NIfTI-2 image (bad header size)", self.path
+            )
         block = first + self._read_exact(hdr_size - 4, "the NIfTI header")
         try:
             header = klass.from_fileobj(io.BytesIO(block), check=True)
@@ -118,7 +123,8 @@ class NiftiStream:
             raise BrainmatchInputError(f"invalid NIfTI header: {exc}", self.path) from None
         if header.get("magic").item() not in (b"n+1", b"n+2"):
             raise BrainmatchInputError(
-                "header/image pairs (.hdr/.img) are not supported; convert to .nii.gz", self.path)
+                "header/image pairs (.hdr/.img) are not supported; convert to .nii.gz", self.path
+            )
         self.header = header
         shape = header.get_data_shape()
         if len(shape) < 3:
@@ -176,7 +182,9 @@ class NiftiStream:
                 done = self.volumes_read + got // self.volume_bytes
                 raise BrainmatchInputError(
                     f"file ends early: the header promises {self.n_volumes} volumes but the "
-                    f"data stops in volume {done + 1} (truncated file?)", self.path)
+                    f"data stops in volume {done + 1} (truncated file?)",
+                    self.path,
+                )
             arr = np.frombuffer(buf, dtype=self.dtype, count=n * self.n_voxels)
             if swap:
                 arr = arr.byteswap().view(native)
@@ -203,6 +211,10 @@ class NiftiStream:
     def __enter__(self) -> NiftiStream:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()

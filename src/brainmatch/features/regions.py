@@ -58,25 +58,30 @@ class RegionPlan:
     labels3d : ndarray of int, 3D
         Atlas labels on the BOLD grid (0 = background).
     label_values : sequence of int
-        Atlas labels in output column order; values not in the image are dropped (as
-        nilearn does).
+        Atlas labels; columns come in ascending label order and values absent from the
+        image are dropped (both as nilearn does).
     mask3d : ndarray of bool, 3D, optional
         Brain mask; its voxels are checked for NaN and constant values.
     """
 
-    def __init__(self, labels3d: np.ndarray, label_values: list[int],
-                 mask3d: np.ndarray | None = None) -> None:
+    def __init__(
+        self, labels3d: np.ndarray, label_values: list[int], mask3d: np.ndarray | None = None
+    ) -> None:
         self.shape = tuple(int(s) for s in labels3d.shape)
         flat = np.asarray(labels3d).ravel(order="F")
-        values = np.asarray(label_values, dtype=np.int64)
+        # ascending label values: the column order of nilearn's maskers
+        values = np.asarray(sorted(set(int(v) for v in label_values)), dtype=np.int64)
         present = np.isin(values, flat)
         self.labels = [int(v) for v in values[present]]
         # column of each label value; voxels of other labels are ignored
         lookup = {v: i for i, v in enumerate(self.labels)}
         in_atlas = np.isin(flat, values[present])
         vox = np.flatnonzero(in_atlas)
-        cols = np.fromiter((lookup[int(x)] for x in flat[vox]), dtype=np.int64, count=vox.size) \
-            if vox.size < 1000 else _map_columns(flat[vox], np.asarray(self.labels))
+        cols = (
+            np.fromiter((lookup[int(x)] for x in flat[vox]), dtype=np.int64, count=vox.size)
+            if vox.size < 1000
+            else _map_columns(flat[vox], np.asarray(self.labels))
+        )
         order = np.argsort(cols, kind="stable")
         vox, cols = vox[order], cols[order]
         self.n_voxels = np.bincount(cols, minlength=len(self.labels))
@@ -104,7 +109,9 @@ class RegionPlan:
             if stream.shape != self.shape:
                 raise BrainmatchInputError(
                     f"BOLD grid {stream.shape} differs from the grid the atlas was resampled "
-                    f"to {self.shape}", path)
+                    f"to {self.shape}",
+                    path,
+                )
             t_n = stream.n_volumes
             out = np.empty((t_n, self.n_regions + (len(self.starts) > self.n_regions)))
             cand: np.ndarray | None = None
@@ -114,8 +121,9 @@ class RegionPlan:
             for t0, block in stream.blocks(volumes_per_block):
                 g = block.take(self.index, axis=1)
                 if g.size:
-                    out[t0:t0 + len(block)] = np.add.reduceat(g, self.starts, axis=1,
-                                                              dtype=np.float64)
+                    out[t0 : t0 + len(block)] = np.add.reduceat(
+                        g, self.starts, axis=1, dtype=np.float64
+                    )
                 if self.mask_flat is not None:
                     if first is None:
                         first = block[0].take(self.mask_flat)
@@ -134,8 +142,10 @@ class RegionPlan:
             bad_t = int(np.flatnonzero(~np.isfinite(sums).all(axis=1))[0])
             raise BrainmatchInputError(
                 f"NaN or infinite values inside the atlas / brain mask (first in volume "
-                f"{bad_t + 1})", path)
-        signals = sums[:, :self.n_regions] / np.maximum(self.n_voxels, 1)
+                f"{bad_t + 1})",
+                path,
+            )
+        signals = sums[:, : self.n_regions] / np.maximum(self.n_voxels, 1)
         if slope != 1.0 or inter != 0.0:
             signals = signals * slope + inter
         n_const, where = 0, None
@@ -143,15 +153,21 @@ class RegionPlan:
             const = cand[~changed]
             n_const = int(const.size)
             if n_const:
-                where = tuple(int(i) for i in np.unravel_index(int(const[0]), self.shape,
-                                                               order="F"))
-        return RegionSignals(signals=signals, labels=self.labels, n_voxels=self.n_voxels,
-                             constant_voxels=n_const,
-                             first_constant=where,  # type: ignore[arg-type]
-                             tr=tr)
+                where = tuple(
+                    int(i) for i in np.unravel_index(int(const[0]), self.shape, order="F")
+                )
+        return RegionSignals(
+            signals=signals,
+            labels=self.labels,
+            n_voxels=self.n_voxels,
+            constant_voxels=n_const,
+            first_constant=where,  # type: ignore[arg-type]
+            tr=tr,
+        )
 
-    def _candidates(self, first: np.ndarray, second_vol: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _candidates(
+        self, first: np.ndarray, second_vol: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         assert self.mask_flat is not None
         second = second_vol.take(self.mask_flat)
         same = first == second
