@@ -38,6 +38,18 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _anon_mb() -> float:
+    """Current anonymous (heap) memory: RSS minus shared-library and file pages."""
+    try:
+        text = Path("/proc/self/smaps_rollup").read_text()
+    except OSError:
+        return float("nan")
+    for line in text.splitlines():
+        if line.startswith("Pss_Anon:"):
+            return float(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def _bold(sub: str = "001", ext: str = ".nii.gz") -> Path:
     func = DATA / "derivatives" / "fmriprep" / f"sub-{sub}" / "func"
     gz = next(func.glob("*_desc-preproc_bold.nii.gz"))
@@ -288,7 +300,8 @@ def main() -> int:
     base = max(o["base_mb"] for o in ours)
     print(
         f"brainmatch .nii.gz : {bm_gz:6.2f} s, peak {bm_mem:5.0f} MB (of which imports "
-        f"+ atlas {base:.0f} MB; extraction adds {bm_mem - base:.0f} MB)"
+        f"+ atlas {base:.0f} MB; extraction adds {bm_mem - base:.0f} MB; heap at the end "
+        f"{max(o['anon_mb'] for o in ours):.0f} MB, the rest is shared library pages)"
     )
     print(
         f"brainmatch .nii    : {bm_nii:6.2f} s, peak "
@@ -327,6 +340,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         result = CHILDREN[sys.argv[2]](*sys.argv[3:])
         result["peak_mb"] = _peak_mb()
+        result["anon_mb"] = _anon_mb()
         print(json.dumps(result))
         sys.exit(0)
     sys.exit(main())
