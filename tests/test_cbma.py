@@ -75,15 +75,14 @@ def _distance(row: pd.Series, point: tuple[float, float, float]) -> float:
 
 
 @pytest.mark.slow
-def test_maps_and_cluster_p_equal_nimare(tmp_path: Path) -> None:
+def test_maps_and_cluster_p_equal_nimare() -> None:
     """Our wrapper passes foci and sample sizes exactly: ALE, z and the cluster-level FWE map
     equal NiMARE run directly on its own reading of the same file (same seed)."""
     from nimare.correct import FWECorrector
     from nimare.dataset import Dataset
     from nimare.meta.cbma import ALE
 
-    res = run_cbma(NIDM_PAIN, tmp_path / "out", iterations=5, random_state=3)
-    assert json.loads((tmp_path / "out" / "results.json").read_text())["n_experiments"] == 21
+    res = run_cbma(NIDM_PAIN, iterations=5, random_state=3)  # outputs: see the CLI tests
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = Dataset(str(NIDM_PAIN), target="mni152_2mm")
@@ -106,47 +105,37 @@ def test_maps_and_cluster_p_equal_nimare(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- ground truth
 
 
-@pytest.fixture(scope="module")
-def planted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    tmp = tmp_path_factory.mktemp("cbma")
-    a = simulate_foci(tmp, "amyA", 18, AMYGDALA_L, 0.7, seed=1)
-    b = simulate_foci(tmp, "amyB", 18, AMYGDALA_L, 0.7, seed=2)
+@pytest.mark.slow
+def test_planted_convergence_null_and_conjunction(tmp_path: Path) -> None:
+    """Three simulated sets of 18 experiments: two with a focus near the left amygdala in
+    70 % of experiments, one without convergence.  (One test, so that ``pytest -n 2`` fits
+    the three analyses once.)"""
+    a = simulate_foci(tmp_path, "amyA", 18, AMYGDALA_L, 0.7, seed=1)
+    b = simulate_foci(tmp_path, "amyB", 18, AMYGDALA_L, 0.7, seed=2)
     # At alpha = .05 one null dataset in twenty shows a cluster by chance: the seed is
     # fixed, so this checks the pipeline is not anti-conservative on this draw.
-    null = simulate_foci(tmp, "null", 18, None, 0.0, seed=6)
-    fit = {
-        k: CoordinateMetaAnalysis(iterations=50, random_state=0).fit(v, name=k).result_
-        for k, v in {"a": a, "b": b, "null": null}.items()
-    }
-    return {"tables": {"a": a, "b": b, "null": null}, **fit}
-
-
-@pytest.mark.slow
-def test_recovers_planted_amygdala_convergence(planted: dict[str, object]) -> None:
-    res = planted["a"]
-    clusters = res.clusters  # type: ignore[attr-defined]
-    assert len(clusters) == 1
-    top = clusters.iloc[0]
+    null = simulate_foci(tmp_path, "null", 18, None, 0.0, seed=6)
+    res_a, res_b, res_null = (
+        CoordinateMetaAnalysis(iterations=50, random_state=0).fit(t, name=n).result_
+        for t, n in ((a, "a"), (b, "b"), (null, "null"))
+    )
+    # recovery of the planted convergence
+    assert len(res_a.clusters) == 1
+    top = res_a.clusters.iloc[0]
     assert _distance(top, AMYGDALA_L) < 8
     assert "Amygdala" in top["label"] or "Amygdala" in top["regions"]
     assert top["p_fwe"] < 0.05
     assert top["affect_overlap"] > 0.5  # the amygdala is in the affect network
     assert top["volume_mm3"] == pytest.approx(top["n_voxels"] * 8)
-
-
-@pytest.mark.slow
-def test_no_cluster_without_convergence(planted: dict[str, object]) -> None:
-    assert planted["null"].clusters.empty  # type: ignore[attr-defined]
-
-
-@pytest.mark.slow
-def test_conjunction_keeps_shared_and_drops_unshared(planted: dict[str, object]) -> None:
-    both = conjunction(planted["a"], planted["b"])  # type: ignore[arg-type]
+    # no convergence, no cluster
+    assert res_null.clusters.empty
+    # conjunction: shared convergence kept, unshared dropped, minimum statistic
+    both = conjunction(res_a, res_b)
     assert len(both.clusters) == 1 and _distance(both.clusters.iloc[0], AMYGDALA_L) < 8
-    assert conjunction(planted["a"], planted["null"]).clusters.empty  # type: ignore[arg-type]
-    a = np.asarray(planted["a"].maps["stat"].dataobj)  # type: ignore[attr-defined]
+    assert conjunction(res_a, res_null).clusters.empty
     stat = np.asarray(both.maps["stat"].dataobj)
-    assert np.all(stat <= a + 1e-7)  # the minimum statistic
+    assert np.all(stat <= np.asarray(res_a.maps["stat"].dataobj) + 1e-7)
+    assert np.all(stat <= np.asarray(res_b.maps["stat"].dataobj) + 1e-7)
 
 
 def test_subtraction_refuses_the_same_experiments_twice(tmp_path: Path) -> None:
@@ -168,7 +157,7 @@ def test_reproduces_treated_vs_untreated_cluster(shared_data: Path) -> None:
         shared_data / "antidepressant-ale" / "Contrast" / "coordinates.xlsx",
         select=["Contrast=Untreated<Treated"],
     )
-    res = CoordinateMetaAnalysis(iterations=200, random_state=0).fit(table).result_
+    res = CoordinateMetaAnalysis(iterations=100, random_state=0).fit(table).result_
     assert len(res.clusters) == 1
     top = res.clusters.iloc[0]
     assert _distance(top, (-38, 30, 28)) < 8
