@@ -334,3 +334,12 @@ def test_mkda_density_equals_nimare() -> None:
         np.asarray(res.result_.maps["stat"].dataobj), np.asarray(ref.get_map("stat").dataobj)
     )
     assert "Wager" in res.result_.description and res.result_.method == "mkda"
+
+
+def test_study_name_strips_contrast_tags() -> None:
+    """Two contrasts of one study (pyALE blocks) are recognised as sharing subjects."""
+    from brainmatch.evidence.cbma import _study_name
+
+    assert _study_name("Abdallah_2017 [Untreated<Treated]") == "Abdallah_2017"
+    assert _study_name("Smith 2010: task #2") == "Smith 2010: task"
+    assert _study_name("Cheng_2016") == "Cheng_2016"

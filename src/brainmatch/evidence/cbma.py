@@ -29,6 +29,7 @@ import contextlib
 import gc
 import logging
 import math
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -708,6 +709,15 @@ def subtract(
             f"{same[0]!r}); a subtraction needs disjoint sets - select them apart",
             a.source,
         )
+    studies_a = {_study_name(e) for e in a.foci["experiment"]}
+    studies_b = {_study_name(e) for e in b.foci["experiment"]}
+    overlap = (studies_a & studies_b) - set(shared)
+    if overlap:
+        notes.append(
+            f"{len(overlap)} stud(ies) contribute experiments to both sets (e.g. "
+            f"{sorted(overlap)[0]!r}); the permutation test treats them as independent, as "
+            "pyALE and NiMARE do, although they share subjects"
+        )
     if shared:
         notes.append(
             f"{len(shared)} experiment name(s) appear in both sets with different foci "
@@ -810,6 +820,11 @@ def subtract(
         foci=foci,
         seconds=time.perf_counter() - start,
     )
+
+
+def _study_name(experiment: str) -> str:
+    """The study part of an experiment id (without `` [tag]`` or `` #n`` suffixes)."""
+    return re.sub(r"( \[[^\]]*\]| #\d+)+$", "", str(experiment))
 
 
 def _foci_set(table: CoordinateTable, experiment: str) -> set[tuple[float, float, float]]:
