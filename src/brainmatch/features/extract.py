@@ -12,16 +12,14 @@ records at the end of every run.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import re
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +53,14 @@ from brainmatch.features.denoise import (
     load_confounds,
     read_tr,
 )
-from brainmatch.features.regions import RegionPlan
+from brainmatch.features.lean import LeanPool, StreamJob, stream_job
+from brainmatch.features.regions import RegionPlan, RegionSignals
+
+#: A unit's or run's work as a generator: it yields the lean streaming step
+#: (:class:`~brainmatch.features.lean.StreamJob`) to whoever runs it (a worker process,
+#: Dask, or this process), is sent back the :class:`RegionSignals` (or has the worker's
+#: error thrown in) and returns its result.
+Steps = Generator[StreamJob, RegionSignals, dict[str, Any]]
 
 RECORD_VERSION = 1
 #: Share of the atlas regions that must fall inside the BOLD field of view.
@@ -126,6 +131,10 @@ class ExtractResult:
         Columns participant_id, session, file, reason.
     computed, skipped : list of str
         Units extracted in this run, and units whose outputs were up to date.
+    worker_peak_rss_mb : float or None
+        Largest peak resident memory (``VmHWM``, MB) reported by the processes that
+        streamed the BOLD files (local lean workers, or Dask workers as a whole); None
+        when nothing was streamed.
     """
 
     output_dir: Path
@@ -137,6 +146,7 @@ class ExtractResult:
     computed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     n_units: int = 0
+    worker_peak_rss_mb: float | None = None
 
     @property
     def all_failed(self) -> bool:
@@ -244,9 +254,58 @@ def _bold_header(run: Run) -> tuple[tuple[int, int, int], np.ndarray, int]:
 def extract_run(run: Run, config: ExtractConfig) -> dict[str, Any]:
     """Region signals, cleaning and connectivity of one run; writes its TSVs.
 
+    Everything runs in this process (``extract_dataset`` streams the BOLD in a lean
+    worker process instead; the results are identical).
+
     Returns a dict with ``series`` (cleaned, standardised as requested), ``names`` (the
     regions kept), ``features`` (name -> value) and ``outputs`` (relative paths).
     """
+    return _drive_here(run_steps(run, config))
+
+
+def _drive_here(steps: Steps) -> dict[str, Any]:
+    """Run ``steps`` to the end, doing the streaming step in this process."""
+    reply: RegionSignals | BaseException | None = None
+    while True:
+        out = _advance(steps, reply)
+        if not isinstance(out, StreamJob):
+            return out
+        try:
+            reply = out.plan.extract(out.bold, out.volumes_per_block)
+        except Exception as exc:
+            reply = exc
+
+
+class _LeanFailure(Exception):
+    """A worker process died or failed outside brainmatch's checks (message: the reason)."""
+
+
+def _from_worker(reply: tuple[Any, ...]) -> RegionSignals | BaseException:
+    """A lean worker's reply tuple as what to send (or throw) into the steps."""
+    kind = reply[0]
+    if kind == "ok":
+        return reply[1]
+    if kind == "input":
+        return BrainmatchInputError(reply[1], reply[2])
+    if kind == "internal":
+        return _LeanFailure(f"internal error in the worker ({reply[1]})")
+    return _LeanFailure(str(reply[1]))
+
+
+def _advance(
+    steps: Steps, reply: RegionSignals | BaseException | None
+) -> StreamJob | dict[str, Any]:
+    """Resume ``steps`` with a reply (None to start); its next job, or its result."""
+    try:
+        if isinstance(reply, BaseException):
+            return steps.throw(reply)
+        return steps.send(reply)  # type: ignore[arg-type]
+    except StopIteration as stop:
+        return stop.value
+
+
+def run_steps(run: Run, config: ExtractConfig) -> Steps:
+    """:func:`extract_run` as steps: checks, then the streaming job, then the rest."""
     atlas = config.atlas
     shape, affine, n_volumes = _bold_header(run)
     mask = _check_grid(run, shape, affine)
@@ -275,7 +334,7 @@ def extract_run(run: Run, config: ExtractConfig) -> dict[str, Any]:
         )
     tr = read_tr(run.sidecar)
     confounds, sample_mask, _ = load_confounds(run.bold, config.clean, n_volumes)
-    sig = plan.extract(run.bold, config.volumes_per_block)
+    sig = yield StreamJob(run.bold, plan, config.volumes_per_block)
     if sig.constant_voxels:
         raise BrainmatchInputError(
             f"{sig.constant_voxels} voxel(s) inside the brain mask never change over the run "
@@ -384,6 +443,9 @@ def aseg_features(path: Path) -> dict[str, float]:
 def process_unit(unit: Unit, config: ExtractConfig) -> dict[str, Any]:
     """Extract one unit, write its outputs and record; never raises for bad input.
 
+    Everything runs in this process (see :func:`unit_steps` for the split that
+    ``extract_dataset`` runs across processes).
+
     Returns
     -------
     dict
@@ -391,14 +453,27 @@ def process_unit(unit: Unit, config: ExtractConfig) -> dict[str, Any]:
     """
     from threadpoolctl import threadpool_limits
 
+    with threadpool_limits(1):
+        return _drive_here(unit_steps(unit, config))
+
+
+def unit_steps(unit: Unit, config: ExtractConfig) -> Steps:
+    """:func:`process_unit` as steps: one streaming job per run, the rest around them.
+
+    Everything but the streaming (BOLD header, mask and atlas checks, confounds,
+    cleaning, connectivity, amplitude, writes, the record) runs where the steps are
+    driven, i.e. the parent process; run it under ``threadpool_limits(1)`` for results
+    identical to :func:`process_unit`.
+    """
     rec_path = record_path(config, unit)
     base = {"key": unit.key, "participant_id": f"sub-{unit.participant}", "session": unit.session}
     try:
         if unit.problem:
             raise BrainmatchInputError(unit.problem, unit.problem_file)
         inputs = [_fingerprint(f) for f in unit_inputs(unit)]
-        with threadpool_limits(1):
-            results = [extract_run(run, config) for run in unit.runs]
+        results = []
+        for run in unit.runs:
+            results.append((yield from run_steps(run, config)))
         features: dict[str, list[float]] = {}
         for res in results:
             for k, v in res["features"].items():
@@ -432,6 +507,9 @@ def process_unit(unit: Unit, config: ExtractConfig) -> dict[str, Any]:
         }
         write_json(rec_path, _finite(record))
         return {**base, "status": "ok", "record": record}
+    except _LeanFailure as exc:
+        _remove(rec_path)
+        return {**base, "status": "failed", "file": "", "reason": str(exc)}
     except BrainmatchError as exc:
         _remove(rec_path)
         path = getattr(exc, "path", None)
@@ -473,38 +551,38 @@ def _run_local(
     config: ExtractConfig,
     n_jobs: int,
     done: Callable[[dict[str, Any]], None],
-) -> None:
-    if n_jobs <= 1 or len(units) <= 1:
-        for unit in units:
-            done(process_unit(unit, config))
-        return
-    ctx = multiprocessing.get_context("forkserver")
-    # workers fork from a server that has already imported the heavy modules once
-    ctx.set_forkserver_preload(
-        [
-            "brainmatch.features.extract",
-            "nilearn.signal",
-            "nilearn.connectome",
-            "nilearn.interfaces.fmriprep",
-        ]
-    )
-    with cf.ProcessPoolExecutor(max_workers=min(n_jobs, len(units)), mp_context=ctx) as pool:
-        futures = {pool.submit(process_unit, u, config): u for u in units}
-        for fut in cf.as_completed(futures):
-            try:
-                done(fut.result())
-            except Exception as exc:
-                u = futures[fut]
-                done(
-                    {
-                        "key": u.key,
-                        "participant_id": f"sub-{u.participant}",
-                        "session": u.session,
-                        "status": "failed",
-                        "file": "",
-                        "reason": f"worker process died ({type(exc).__name__}: {exc})",
-                    }
-                )
+) -> int:
+    """Stream in ``n_jobs`` lean worker processes (one even when ``n_jobs`` is 1).
+
+    The parent prepares each unit, hands its runs' streaming to the workers and finishes
+    the unit when the region signals come back; a few units are prepared ahead so the
+    workers never wait for the parent.  Returns the workers' peak RSS in bytes.
+    """
+    from threadpoolctl import threadpool_limits
+
+    n_workers = max(1, min(n_jobs, len(units)))
+    todo = list(reversed(units))
+    active: dict[int, Steps] = {}
+    with LeanPool(n_workers) as pool, threadpool_limits(1):
+
+        def feed(token: int, steps: Steps, reply: RegionSignals | BaseException | None) -> None:
+            out = _advance(steps, reply)
+            if isinstance(out, StreamJob):
+                active[token] = steps
+                pool.submit(token, out)
+            else:
+                active.pop(token, None)
+                done(out)
+
+        token = 0
+        while todo or active:
+            while todo and len(active) < 2 * n_workers:
+                token += 1
+                feed(token, unit_steps(todo.pop(), config), None)
+            if active:
+                tok, reply = pool.get()
+                feed(tok, active[tok], _from_worker(reply))
+        return pool.peak_rss
 
 
 def _run_dask(
@@ -512,39 +590,53 @@ def _run_dask(
     config: ExtractConfig,
     scheduler: str,
     done: Callable[[dict[str, Any]], None],
-) -> None:
+) -> int:
+    """Stream on a Dask cluster; the rest runs here (as :func:`_run_local`)."""
     try:
         from distributed import Client, as_completed
     except ImportError as exc:  # pragma: no cover - dask is a dependency
         raise BrainmatchInputError(f"--scheduler needs dask.distributed: {exc}") from None
+    from threadpoolctl import threadpool_limits
+
     try:
         client = Client(scheduler, timeout="20s")
     except (OSError, TimeoutError) as exc:
         raise BrainmatchInputError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from None
+    peak = 0
     try:
-        futures = {
-            client.submit(
-                process_unit, u, config, pure=False, key=f"extract-{u.key}-{time.monotonic_ns()}"
-            ): u
-            for u in units
-        }
-        for fut in as_completed(list(futures)):
-            u = futures[fut]
-            try:
-                done(fut.result())
-            except Exception as exc:
-                done(
-                    {
-                        "key": u.key,
-                        "participant_id": f"sub-{u.participant}",
-                        "session": u.session,
-                        "status": "failed",
-                        "file": "",
-                        "reason": f"Dask task failed ({type(exc).__name__}: {exc})",
-                    }
-                )
+        width = 2 * max(1, sum(client.nthreads().values()))
+        todo = list(reversed(units))
+        active: dict[str, tuple[Unit, Steps]] = {}
+        pending = as_completed()
+
+        def feed(unit: Unit, steps: Steps, reply: RegionSignals | BaseException | None) -> None:
+            out = _advance(steps, reply)
+            if isinstance(out, StreamJob):
+                key = f"extract-{unit.key}-{time.monotonic_ns()}"
+                fut = client.submit(stream_job, out, pure=False, key=key)
+                active[key] = (unit, steps)
+                pending.add(fut)
+            else:
+                done(out)
+
+        with threadpool_limits(1):
+            while todo or active:
+                while todo and len(active) < width:
+                    unit = todo.pop()
+                    feed(unit, unit_steps(unit, config), None)
+                if not active:
+                    continue
+                fut = next(pending)
+                unit, steps = active.pop(str(fut.key))
+                try:
+                    reply = fut.result()
+                except Exception as exc:
+                    reply = ("died", f"Dask task failed ({type(exc).__name__}: {exc})", None, 0)
+                peak = max(peak, int(reply[-1] or 0))
+                feed(unit, steps, _from_worker(reply))
     finally:
         client.close()
+    return peak
 
 
 def extract_dataset(
@@ -686,11 +778,12 @@ def extract_dataset(
         if progress:
             progress(state["done"], total)
 
+    peak = 0
     if todo:
         if scheduler:
-            _run_dask(todo, config, scheduler, done)
+            peak = _run_dask(todo, config, scheduler, done)
         else:
-            _run_local(todo, config, max(1, n_jobs), done)
+            peak = _run_local(todo, config, max(1, n_jobs), done)
     failures = pd.DataFrame(
         [
             {
@@ -719,6 +812,7 @@ def extract_dataset(
         computed=[r["key"] for r in results if r["status"] == "ok"],
         skipped=skipped,
         n_units=total,
+        worker_peak_rss_mb=peak / 2**20 if peak else None,
     )
 
 
@@ -910,4 +1004,6 @@ __all__ = [
     "extract_run",
     "process_unit",
     "read_features",
+    "run_steps",
+    "unit_steps",
 ]

@@ -1,0 +1,226 @@
+"""The lean worker step of ``brainmatch extract``: stream one BOLD into region sums.
+
+This module (and everything it imports: numpy, nibabel, python-isal and brainmatch's
+``errors`` / ``niftistream`` / ``regions``) is all a worker process loads, so a worker's
+peak memory is the streaming buffers plus ~50 MB of imports, not the ~250 MB that
+pandas, scipy and nilearn would add.  Everything else (confounds, cleaning,
+connectivity, amplitude, writes) runs in the parent on the small region x time matrix.
+
+Two ways to run the step out of process:
+
+- :class:`LeanPool`: local worker subprocesses (``python -c "...serve()"``) that read
+  :class:`StreamJob` objects on stdin and write replies on stdout (pickles exchanged
+  between brainmatch's own processes; no user file is ever unpickled);
+- :func:`stream_job` submitted to a Dask cluster.
+
+Either way the reply is a plain tuple: ``("ok", RegionSignals, maxrss_bytes)``,
+``("input", reason, path, maxrss_bytes)`` for a :class:`BrainmatchInputError` or
+``("internal", description, None, maxrss_bytes)`` for anything else.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import resource
+import subprocess
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from brainmatch.errors import BrainmatchInputError
+from brainmatch.features.regions import RegionPlan
+
+#: Modules a lean worker must never import (checked by the tests).  nibabel imports the
+#: bare ``scipy`` package (its version and config only), never these.
+HEAVY_MODULES = (
+    "pandas",
+    "nilearn",
+    "sklearn",
+    "scipy.signal",
+    "scipy.linalg",
+    "scipy.ndimage",
+    "scipy.sparse",
+    "scipy.stats",
+)
+
+
+@dataclass(frozen=True)
+class StreamJob:
+    """One BOLD run to stream through a prepared :class:`RegionPlan`."""
+
+    bold: Path
+    plan: RegionPlan
+    volumes_per_block: int = 4
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size in bytes.
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status``: ``ru_maxrss`` would not do,
+    because Linux carries the parent's peak over ``fork`` + ``exec`` into the child's.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(kb) * (1 if sys.platform == "darwin" else 1024)
+
+
+def stream_job(job: StreamJob) -> tuple[Any, ...]:
+    """Run one job; never raises (errors come back as values, see the module notes)."""
+    try:
+        sig = job.plan.extract(job.bold, job.volumes_per_block)
+    except BrainmatchInputError as exc:
+        path = str(exc.path) if exc.path is not None else None
+        return ("input", exc.reason, path, peak_rss_bytes())
+    except Exception as exc:
+        where = traceback.format_exc(limit=3).strip().splitlines()[-1]
+        return ("internal", f"{type(exc).__name__}: {exc}; {where}", None, peak_rss_bytes())
+    return ("ok", sig, peak_rss_bytes())
+
+
+def serve() -> None:
+    """Worker loop: read pickled :class:`StreamJob` on stdin, write replies on stdout.
+
+    Stray prints go to stderr (stdout is rebound there) so they cannot corrupt replies.
+    Returns when stdin closes (the parent finished or died).
+    """
+    reply = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    source = sys.stdin.buffer
+    while True:
+        try:
+            job = pickle.load(source)
+        except EOFError:
+            return
+        try:
+            pickle.dump(stream_job(job), reply, protocol=pickle.HIGHEST_PROTOCOL)
+            reply.flush()
+        except BrokenPipeError:
+            return
+
+
+_SERVE = "from brainmatch.features.lean import serve; serve()"
+
+
+class _Worker:
+    """One worker subprocess, restarted when it dies."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        env["MKL_NUM_THREADS"] = "1"
+        return subprocess.Popen(
+            [sys.executable, "-c", _SERVE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+
+    def run(self, job: StreamJob) -> tuple[Any, ...]:
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = self._start()
+        stdin: IO[bytes] = self.proc.stdin  # type: ignore[assignment]
+        stdout: IO[bytes] = self.proc.stdout  # type: ignore[assignment]
+        try:
+            pickle.dump(job, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            stdin.flush()
+            out = pickle.load(stdout)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            code = self.proc.wait()
+            self.proc = None
+            return ("died", f"worker process died (exit code {code})", None, 0)
+        return tuple(out)
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        for fh in (self.proc.stdin, self.proc.stdout):
+            try:
+                if fh is not None:
+                    fh.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a stuck worker
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+class LeanPool:
+    """``n`` lean worker subprocesses fed from one queue.
+
+    Parameters
+    ----------
+    n_workers : int
+
+    Notes
+    -----
+    :meth:`submit` a job with a token; :meth:`get` returns ``(token, reply)`` pairs in
+    completion order.  :attr:`peak_rss` is the largest ``ru_maxrss`` any worker reported.
+    """
+
+    def __init__(self, n_workers: int) -> None:
+        self._jobs: queue.Queue[tuple[Any, StreamJob] | None] = queue.Queue()
+        self._done: queue.Queue[tuple[Any, tuple[Any, ...]]] = queue.Queue()
+        self._workers = [_Worker() for _ in range(max(1, n_workers))]
+        self._threads = [
+            threading.Thread(target=self._loop, args=(w,), daemon=True) for w in self._workers
+        ]
+        self.peak_rss = 0
+        for t in self._threads:
+            t.start()
+
+    def _loop(self, worker: _Worker) -> None:
+        try:
+            while True:
+                item = self._jobs.get()
+                if item is None:
+                    return
+                token, job = item
+                try:
+                    out = worker.run(job)
+                except Exception as exc:  # pragma: no cover - cannot start a process
+                    out = ("died", f"cannot run a worker process ({exc})", None, 0)
+                self._done.put((token, out))
+        finally:
+            worker.close()
+
+    def submit(self, token: Any, job: StreamJob) -> None:
+        """Queue ``job``; its reply comes back from :meth:`get` with ``token``."""
+        self._jobs.put((token, job))
+
+    def get(self) -> tuple[Any, tuple[Any, ...]]:
+        """The next finished ``(token, reply)``."""
+        token, out = self._done.get()
+        self.peak_rss = max(self.peak_rss, int(out[-1] or 0))
+        return token, out
+
+    def close(self) -> None:
+        """Stop the workers (after the jobs already queued)."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        for t in self._threads:
+            t.join()
+
+    def __enter__(self) -> LeanPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["HEAVY_MODULES", "LeanPool", "StreamJob", "peak_rss_bytes", "serve", "stream_job"]
