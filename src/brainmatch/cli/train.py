@@ -66,6 +66,12 @@ def train(
     session: str | None = typer.Option(
         None, "--session", help="Session to use when features have several."
     ),
+    select_features: str = typer.Option(
+        "none",
+        "--select-features",
+        help="Supervised feature screening inside every training fold: none, auto (number "
+        "of features chosen by inner CV from 5, 10, 20, 50, 100 or all) or a number K.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of folds, permutations and bootstraps."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
 ) -> None:
@@ -95,6 +101,7 @@ def train(
             n_permutations=n_permutations,
             threshold=threshold,
             seed=seed,
+            select=select_features,
             session=session,
             report=not no_report,
             progress=update,
@@ -113,6 +120,12 @@ def train(
             "selection benefit d": f"{_fmt(s['benefit_d'])} (95% CI {_fmt(s['benefit_d_ci'])})",
             "policy gain": f"{_fmt(s['policy_gain'])} (95% CI {_fmt(s['policy_gain_ci'])})",
             "permutation p": _fmt(s["permutation_p"]),
+            "features used": (
+                "all"
+                if m["feature_selection"]["select"] == "none"
+                else f"{m['feature_selection']['final_k']} (screened; per fold "
+                f"{m['feature_selection']['k_per_fold_counts']})"
+            ),
             "warnings": len(m["warnings"]),
             "model": str(result.model_path),
             "report": str(result.report_path) if result.report_path else "(skipped)",

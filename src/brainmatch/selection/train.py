@@ -20,7 +20,13 @@ from brainmatch.errors import BrainmatchInputError
 from brainmatch.selection._ridge import KernelRidgeLOO
 from brainmatch.selection.data import ID, TrainingData, load_training_data
 from brainmatch.selection.modelfile import save_model
-from brainmatch.selection.pipeline import MODELS, ArmModels, Preprocessor
+from brainmatch.selection.pipeline import MODELS, Preprocessor
+from brainmatch.selection.screen import (
+    K_GRID,
+    ScreenedArmModels,
+    make_arm_models,
+    parse_select,
+)
 from brainmatch.validation.metrics import binary_metrics, bootstrap_ci, regression_metrics
 from brainmatch.validation.policy import dr_scores, policy_gain, propensities, selection_benefit
 from brainmatch.validation.splits import outer_splits
@@ -28,6 +34,10 @@ from brainmatch.validation.splits import outer_splits
 MODEL_FILE = "model.npz"
 CONFORMAL_LEVEL = 0.9
 N_BOOTSTRAP_MODELS = 50
+#: CV repeats re-run for every permuted target when features are screened (the screen and
+#: the choice of k are redone per permuted target, which costs far more than the shared
+#: kernel of the unscreened model); the observed statistic of the test uses the same repeats.
+NULL_REPEATS_SCREENED = 1
 
 Progress = Callable[[int, int], None]
 
@@ -78,23 +88,43 @@ def cross_validated_predictions(
     splits: list[tuple[int, NDArray[np.intp], NDArray[np.intp]]],
     Y: NDArray[np.float64],
     harmonize: bool,
+    select: str | int = "none",
+    null_repeats: int | None = None,
+    fold_k: list[int] | None = None,
     progress: Progress | None = None,
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Out-of-fold potential outcomes for every target column, averaged over repeats.
+
+    Parameters
+    ----------
+    select : "none", "auto" or int
+        Feature screening inside each training fold (:mod:`brainmatch.selection.screen`).
+    null_repeats : int, optional
+        Fit columns 1, 2, ... (permuted targets) only in the first ``null_repeats``
+        repeats (default: all).
+    fold_k : list, optional
+        Receives the number of features used for the real target in each fold.
 
     Returns
     -------
     pred : ndarray (n, k, n_columns)
-        Mean over repeats of each patient's out-of-fold predictions under every arm.
+        Mean over repeats of each patient's out-of-fold predictions under every arm
+        (columns other than 0: over the first ``null_repeats`` repeats).
     by_repeat : ndarray (n_repeats, n, k)
         Real-target predictions of each repeat (for CV error bars).
+    pred_null : ndarray (n, k, n_columns)
+        Every column (the real one included) averaged over the first ``null_repeats``
+        repeats: what the permutation test compares.
     """
     arms = data.arms
     k, n = len(arms), data.y.size
     t = np.searchsorted(arms, data.treatment)
     n_rep = max(r for r, _, _ in splits) + 1
+    n_null = n_rep if null_repeats is None else max(1, min(null_repeats, n_rep))
     total = np.zeros((n, k, Y.shape[1]))
     count = np.zeros(n)
+    total0 = np.zeros((n, k))
+    count0 = np.zeros(n)
     by_repeat = np.full((n_rep, n, k), np.nan)
     n_outcome_only = 1 if data.baseline else 0
     with threadpool_limits(1):
@@ -107,16 +137,27 @@ def cross_validated_predictions(
             Z_te, C_te = pre.transform(
                 data.X[test], data.covariates.iloc[test], None if sites is None else sites[test]
             )
-            fitted = ArmModels(model).fit(Z_tr, C_tr, t[train], k, Y[train])
+            cols = Y if r < n_null else Y[:, :1]
+            fitted = make_arm_models(model, select).fit(Z_tr, C_tr, t[train], k, cols[train])
             P = fitted.predict(Z_te, C_te)
-            total[test] += P
-            count[test] += 1
+            if fold_k is not None:
+                fold_k.append(
+                    int(fitted.k_[0]) if isinstance(fitted, ScreenedArmModels) else Z_tr.shape[1]
+                )
+            if r < n_null:
+                total[test] += P
+                count[test] += 1
+            total0[test] += P[:, :, 0]
+            count0[test] += 1
             by_repeat[r, test] = P[:, :, 0]
             if progress is not None:
                 progress(i + 1, len(splits))
-    if (count == 0).any():
+    if (count == 0).any() or (count0 == 0).any():
         raise BrainmatchInputError("some patients were never in a test fold")
-    return total / count[:, None, None], by_repeat
+    pred_null = total / count[:, None, None]
+    pred = pred_null.copy()
+    pred[:, :, 0] = total0 / count0[:, None]
+    return pred, by_repeat, pred_null
 
 
 def _no_interaction_fit(data: TrainingData, harmonize: bool) -> NDArray[np.float64]:
@@ -284,7 +325,13 @@ def _conformal_quantile(residuals: NDArray[np.float64], level: float) -> float |
 
 
 def _learning_curve(
-    data: TrainingData, *, model: str, harmonize: bool, sign: float, seed: int
+    data: TrainingData,
+    *,
+    model: str,
+    harmonize: bool,
+    sign: float,
+    seed: int,
+    select: str | int = "none",
 ) -> list[dict[str, Any]]:
     """CV performance on stratified subsamples (5-fold x 2 repeats; no permutations)."""
     arms = data.arms
@@ -307,8 +354,13 @@ def _learning_curve(
             splits = outer_splits(
                 sub.treatment, n_splits=5, n_repeats=2, seed=seed, sites=sub.sites
             )
-            pred, _ = cross_validated_predictions(
-                sub, model=model, splits=splits, Y=sub.y[:, None], harmonize=harmonize
+            pred, _, _ = cross_validated_predictions(
+                sub,
+                model=model,
+                splits=splits,
+                Y=sub.y[:, None],
+                harmonize=harmonize,
+                select=select,
             )
         except BrainmatchInputError:
             continue
@@ -399,7 +451,13 @@ def tripod_items(metrics: dict[str, Any]) -> list[dict[str, str]]:
         {
             "item": "Model type and hyper-parameters",
             "value": f"{o['model']} ridge; penalty chosen by exact leave-one-out in each "
-            "training fold",
+            "training fold"
+            + (
+                ""
+                if metrics.get("feature_selection", {}).get("select", "none") == "none"
+                else "; features screened inside each training fold, their number chosen by "
+                "an inner 3-fold CV that screens again"
+            ),
         },
         {"item": "Internal validation", "value": metrics["cv"]["description"]},
         {"item": "Performance measures", "value": perf},
@@ -438,6 +496,7 @@ def train(
     report: bool = True,
     permutation_null: str = "freedman-lane",
     learning_curve: bool = True,
+    select: str | int = "none",
     progress: Progress | None = None,
 ) -> TrainResult:
     """Train a treatment-selection model and validate it with nested cross-validation.
@@ -483,6 +542,13 @@ def train(
         feature effect at all; conservative when features are prognostic).
     learning_curve : bool
         Compute the learning curve (a few extra CV runs).
+    select : "none", "auto" or int
+        Supervised feature screening inside every training fold
+        (:mod:`brainmatch.selection.screen`): ``auto`` chooses the number of features from
+        5, 10, 20, 50, 100 or all by leave-one-out in the training fold; an int keeps that
+        many.  With screening, permuted targets are screened and fitted again in the first
+        ``NULL_REPEATS_SCREENED`` CV repeats, and the permutation test compares the
+        observed statistic over those same repeats.
     progress : callable, optional
         ``progress(done, total)`` over outer folds.
 
@@ -491,6 +557,7 @@ def train(
     TrainResult
     """
     start = time.perf_counter()
+    select = parse_select(select)
     if model not in MODELS:
         raise BrainmatchInputError(f"--model {model!r}: expected one of {', '.join(MODELS)}")
     if n_permutations < 0 or n_repeats < 1 or n_splits < 2:
@@ -545,23 +612,35 @@ def train(
             f"permutation null {permutation_null!r}: expected freedman-lane or within-arm"
         )
 
-    pred_all, by_repeat = cross_validated_predictions(
-        data, model=model, splits=splits, Y=Y, harmonize=harmonize, progress=progress
+    fold_k: list[int] = []
+    null_repeats = None if select == "none" else NULL_REPEATS_SCREENED
+    pred_all, by_repeat, pred_null = cross_validated_predictions(
+        data,
+        model=model,
+        splits=splits,
+        Y=Y,
+        harmonize=harmonize,
+        select=select,
+        null_repeats=null_repeats,
+        fold_k=fold_k,
+        progress=progress,
     )
     pred = pred_all[:, :, 0]
     other = "per-arm" if model == "interaction" else "interaction"
-    pred_other, _ = cross_validated_predictions(
-        data, model=other, splits=splits, Y=data.y[:, None], harmonize=harmonize
+    pred_other, _, _ = cross_validated_predictions(
+        data, model=other, splits=splits, Y=data.y[:, None], harmonize=harmonize, select=select
     )
     if data.binary:
         pred = np.clip(pred, 0.0, 1.0)
-        pred_all = np.clip(pred_all, 0.0, 1.0)
+        pred_null = np.clip(pred_null, 0.0, 1.0)
         pred_other = np.clip(pred_other, 0.0, 1.0)
+    n_rep_total = max(r for r, _, _ in splits) + 1
+    n_null_rep = n_rep_total if null_repeats is None else min(null_repeats, n_rep_total)
 
     propensity = propensities(data.treatment, arms, data.sites)
     selection = selection_summary(data.y, t, pred, arms, sign, threshold, propensity, n_boot, seed)
     if n_permutations:
-        null = _permutation_stats(pred_all, Y, t, propensity, sign)
+        null = _permutation_stats(pred_null, Y, t, propensity, sign)
         selection["permutation_p"] = _perm_p(null["benefit"], seed)
         selection["policy_gain_permutation_p"] = _perm_p(null["gain"], seed + 1)
         # widen the bootstrap CIs (predictions fixed) to the statistic's spread under the
@@ -585,6 +664,7 @@ def train(
         selection["permutation_p"] = None
         selection["policy_gain_permutation_p"] = None
     selection["n_permutations"] = n_permutations
+    selection["permutation_cv_repeats"] = n_null_rep
     selection["permutation_null"] = (
         "no treatment-by-feature interaction (Freedman-Lane: residuals of a model with arm, "
         "covariate and shared feature effects shuffled within arm)"
@@ -641,7 +721,7 @@ def train(
             "the 95% CI of the policy gain includes 0: recommending by this model "
             "is not shown to beat giving everyone the best single arm"
         )
-    if data.X.shape[1] > 10 * data.y.size:
+    if data.X.shape[1] > 10 * data.y.size and select == "none":
         warnings.append(
             f"{data.X.shape[1]} features for {data.y.size} patients: expect "
             "strong shrinkage; consider fewer, a-priori features"
@@ -667,7 +747,15 @@ def train(
             "n_splits": n_splits if cv == "repeated-kfold" else len(splits),
             "n_repeats": n_repeats if cv == "repeated-kfold" else 1,
             "description": cv_desc,
-            "inner": "exact leave-one-out over a 13-value penalty grid, per training fold",
+            "inner": "exact leave-one-out over a 13-value penalty grid, per training fold"
+            + (
+                ""
+                if select == "none"
+                else "; number of screened features by a 3-fold CV inside the training "
+                "fold, screening again in each part"
+                if select == "auto"
+                else f"; top {select} screened features"
+            ),
         },
         "model": model,
         "per_arm": per_arm,
@@ -719,12 +807,37 @@ def train(
     }
     if learning_curve:
         metrics["learning_curve"] = _learning_curve(
-            data, model=model, harmonize=harmonize, sign=sign, seed=seed
+            data, model=model, harmonize=harmonize, sign=sign, seed=seed, select=select
         )
-    metrics["tripod_ai"] = tripod_items(metrics)
 
     # final model on all patients + bootstrap refits for the recommendation's stability
-    final, arrays, extras = fit_final_model(data, model=model, harmonize=harmonize, seed=seed)
+    final, arrays, extras = fit_final_model(
+        data, model=model, harmonize=harmonize, seed=seed, select=select
+    )
+    p_all = len(data.feature_names)
+    chosen = extras["selected"]
+    feature_selection: dict[str, Any] = {
+        "select": select,
+        "method": None
+        if select == "none"
+        else "screening by the sum over arms of squared within-arm partial correlations "
+        "with the outcome (arm intercept, baseline and covariates removed), fitted on "
+        "training rows only; top k kept"
+        + (
+            f", k from {[kk for kk in K_GRID if kk < p_all] + ['all']} by an inner 3-fold CV that screens each inner training part again"
+            if select == "auto"
+            else ""
+        ),
+        "k_per_fold": fold_k,
+        "k_per_fold_counts": {
+            ("all" if kk == p_all else str(kk)): int(c)
+            for kk, c in zip(*np.unique(fold_k, return_counts=True), strict=True)
+        },
+        "final_k": len(chosen),
+        "final_features": [data.feature_names[j] for j in chosen] if len(chosen) < p_all else "all",
+        "permutation_cv_repeats": n_null_rep,
+    }
+    metrics["feature_selection"] = feature_selection
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -763,7 +876,9 @@ def train(
         },
         "ood": extras["ood"],
         "penalties": extras["penalties"],
+        "feature_selection": feature_selection,
     }
+    metrics["tripod_ai"] = tripod_items(metrics)
     model_path = save_model(out / MODEL_FILE, arrays, meta)
     metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
     write_tsv(out / "predictions.tsv", predictions, float_format="%.6g")
@@ -792,23 +907,36 @@ def fit_final_model(
     model: str,
     harmonize: bool,
     seed: int,
+    select: str | int = "none",
 ) -> tuple[Preprocessor, dict[str, NDArray[Any]], dict[str, Any]]:
-    """Fit preprocessing and the arm models on all patients; bootstrap refits for stability."""
+    """Fit preprocessing and the arm models on all patients; bootstrap refits for stability.
+
+    With screening, every bootstrap refit screens its own resample again (keeping the final
+    model's number of features), so the recommendation's stability includes the
+    variability of the selected set.
+    """
     k = len(data.arms)
     t = np.searchsorted(data.arms, data.treatment)
     n_outcome_only = 1 if data.baseline else 0
     pre = Preprocessor(harmonize=harmonize, n_outcome_only=n_outcome_only)
     with threadpool_limits(1):
         Z, C = pre.fit_transform(data.X, data.covariates, data.sites)
-        fitted = ArmModels(model).fit(Z, C, t, k, data.y[:, None])
+        fitted = make_arm_models(model, select).fit(Z, C, t, k, data.y[:, None])
         primal = fitted.primal(0)
+        boot_select: str | int = "none"
+        if isinstance(fitted, ScreenedArmModels) and fitted.k_[0] < Z.shape[1]:
+            boot_select = int(fitted.k_[0])
         rng = np.random.default_rng([seed, 3])
         boot_coef, boot_icpt, boot_cov = [], [], []
         for _ in range(N_BOOTSTRAP_MODELS):
             idx = np.concatenate(
                 [rng.choice(np.flatnonzero(t == a), (t == a).sum()) for a in range(k)]
             )
-            fb = ArmModels(model).fit(Z[idx], C[idx], t[idx], k, data.y[idx, None]).primal(0)
+            fb = (
+                make_arm_models(model, boot_select)
+                .fit(Z[idx], C[idx], t[idx], k, data.y[idx, None])
+                .primal(0)
+            )
             boot_coef.append(fb["coef"])
             boot_icpt.append(fb["intercept"])
             boot_cov.append(fb["cov_coef"])
@@ -826,6 +954,8 @@ def fit_final_model(
         "sd": pre.sd_,
         "train_sd_raw": np.nanstd(data.X, axis=0),
     }
+    if isinstance(fitted, ScreenedArmModels):
+        arrays["selected"] = fitted.selected(0).astype(np.int64)
     if pre.combat_ is not None:
         cb = pre.combat_
         arrays.update(
@@ -844,5 +974,8 @@ def fit_final_model(
             "max": float(score.max()),
         },
         "penalties": fitted.penalties(),
+        "selected": (
+            fitted.selected(0) if isinstance(fitted, ScreenedArmModels) else np.arange(Z.shape[1])
+        ),
     }
     return pre, arrays, extras

@@ -1,0 +1,206 @@
+"""Feature screening inside the CV loop of ``brainmatch train`` (``select=``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from brainmatch.errors import BrainmatchInputError
+from brainmatch.selection import recommend, train
+from brainmatch.selection.modelfile import load_model
+from brainmatch.selection.pipeline import ArmModels
+from brainmatch.selection.screen import ScreenedArmModels, parse_select, screening_scores
+from brainmatch.simulate import TrialSpec, draw_trial
+from brainmatch.validation.synthetic import measured_features, outcome_table
+
+KW = {
+    "treatment_column": "arm",
+    "outcome_column": "hamd_week8",
+    "baseline_column": "hamd_baseline",
+    "site_column": "site",
+    "n_boot": 200,
+    "learning_curve": False,
+    "report": False,
+}
+
+
+def _trial(n, effect, n_noise, seed, sites=3, reliability=0.9):
+    trial = draw_trial(
+        TrialSpec(n_subjects=n, n_sites=sites, effect_size=effect, arms=("CBT", "SSRI"), seed=seed)
+    )
+    f = measured_features(trial, n_noise=n_noise, reliability=reliability, seed=seed)
+    return trial, f, outcome_table(trial)
+
+
+def _share(trial, result):
+    arms = result.metrics["arms"]
+    truth = trial.truth.set_index("participant_id")
+    pred = result.predictions.set_index("participant_id")
+    mu = truth.loc[pred.index, [f"mu__{a}" for a in arms]].to_numpy()
+    rec = np.searchsorted(arms, pred["recommended"])
+    best = mu.mean(axis=0).min()
+    return (best - mu[np.arange(len(rec)), rec].mean()) / (best - mu.min(axis=1).mean())
+
+
+def test_screening_scores_are_within_arm_partial_correlations():
+    rng = np.random.default_rng(0)
+    n, p = 80, 30
+    t = np.repeat([0, 1], n // 2)
+    Z = rng.normal(size=(n, p))
+    C = rng.normal(size=(n, 2))
+    Y = rng.normal(size=(n, 3)) + Z[:, :1] * (t == 0)[:, None]
+    got = screening_scores(Z, C, t, 2, Y)
+    ref = np.zeros((p, 3))
+    for a in (0, 1):
+        rows = t == a
+        A = np.column_stack([np.ones(rows.sum()), C[rows]])
+        for j in range(p):
+            zr = Z[rows, j] - A @ np.linalg.lstsq(A, Z[rows, j], rcond=None)[0]
+            for c in range(3):
+                yr = Y[rows, c] - A @ np.linalg.lstsq(A, Y[rows, c], rcond=None)[0]
+                ref[j, c] += stats.pearsonr(zr, yr)[0] ** 2
+    np.testing.assert_allclose(got, ref, atol=1e-12)
+    assert np.argmax(got[:, 0]) == 0  # the interacting feature scores highest
+
+
+@pytest.mark.parametrize("model", ["interaction", "per-arm"])
+def test_screened_model_equals_ridge_on_selected_features(model):
+    """Fixed k: the batched solver is the same ridge as ArmModels on the kept columns, and
+    every target column is screened on its own (a permuted column is not the real one's)."""
+    rng = np.random.default_rng(1)
+    n, p = 70, 60
+    t = rng.permutation(np.repeat([0, 1], n // 2))
+    Z = rng.normal(size=(n, p))
+    Z = (Z - Z.mean(0)) / Z.std(0)
+    C = rng.normal(size=(n, 2))
+    y = Z[:, 3] * (2 * t - 1) + rng.normal(size=n)
+    Y = np.column_stack([y, y[rng.permutation(n)], rng.normal(size=n)])
+    Zt, Ct = rng.normal(size=(9, p)), rng.normal(size=(9, 2))
+    for kk in (5, 20, 40):
+        sm = ScreenedArmModels(model, kk).fit(Z, C, t, 2, Y)
+        assert sm.selected(0)[0] == 3
+        assert len({tuple(sorted(sm.selected(c))) for c in range(3)}) == 3
+        for c in range(3):
+            S = sm.selected(c)
+            ref = ArmModels(model).fit(Z[:, S], C, t, 2, Y[:, c : c + 1])
+            np.testing.assert_allclose(
+                sm.predict(Zt, Ct)[:, :, c], ref.predict(Zt[:, S], Ct)[:, :, 0], atol=1e-10
+            )
+            alone = ScreenedArmModels(model, kk).fit(Z, C, t, 2, Y[:, c : c + 1])
+            np.testing.assert_allclose(
+                alone.predict(Zt, Ct)[:, :, 0], sm.predict(Zt, Ct)[:, :, c], atol=1e-10
+            )
+            coef = sm.primal(c)["coef"]
+            assert np.count_nonzero(np.abs(coef).sum(axis=0)) <= kk
+
+
+def test_select_option_errors():
+    assert parse_select("AUTO") == "auto" and parse_select("12") == 12
+    with pytest.raises(BrainmatchInputError, match="expected auto, none or a number"):
+        parse_select("some")
+    with pytest.raises(BrainmatchInputError, match="at least 1"):
+        parse_select(0)
+
+
+@pytest.mark.slow
+def test_sparse_signal_recovered_only_with_screening(tmp_path):
+    """2 interacting features among 2000 distractors (n = 200): the unscreened ridge finds
+    nothing; screening inside CV recovers a clear share of the oracle's gain, p < 0.05."""
+    trial, f, o = _trial(n=200, effect=2.0, n_noise=2000, seed=3)
+    common = {**KW, "n_repeats": 1, "n_permutations": 99}
+    auto = train(f, o, out_dir=tmp_path / "auto", select="auto", **common)
+    none = train(f, o, out_dir=tmp_path / "none", select="none", **common)
+    s_auto, s_none = _share(trial, auto), _share(trial, none)
+    assert auto.metrics["selection"]["permutation_p"] < 0.05
+    assert s_auto > 0.3 and s_auto > s_none + 0.2, (s_auto, s_none)
+    fs = auto.metrics["feature_selection"]
+    assert len(fs["k_per_fold"]) == 5 and fs["permutation_cv_repeats"] == 1
+    assert "activity__ctx-rh-insula" in fs["final_features"]
+    assert none.metrics["feature_selection"]["final_features"] == "all"
+
+
+def test_leakage_canary_with_screening(tmp_path):
+    """Screening on all rows before CV finds signal in noise; screening inside CV does not."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import cross_val_predict
+
+    rng = np.random.default_rng(0)
+    n, p = 100, 2000
+    X = rng.normal(size=(n, p))
+    y = rng.normal(size=n)
+    arm = np.repeat(["A", "B"], n // 2)
+    r = np.abs((X - X.mean(0)).T @ (y - y.mean())) / n
+    top = np.argsort(-r)[:10]
+    leaky = cross_val_predict(RidgeCV(), X[:, top], y, cv=5)
+    assert 1 - np.sum((y - leaky) ** 2) / np.sum((y - y.mean()) ** 2) > 0.2
+    f = pd.DataFrame(X, columns=[f"f{j}" for j in range(p)])
+    f.insert(0, "participant_id", [f"sub-{i:03d}" for i in range(n)])
+    o = pd.DataFrame({"participant_id": f["participant_id"], "arm": arm, "y": y})
+    res = train(
+        f,
+        o,
+        treatment_column="arm",
+        outcome_column="y",
+        out_dir=tmp_path,
+        select=10,
+        n_repeats=1,
+        n_permutations=99,
+        n_boot=200,
+        learning_curve=False,
+        report=False,
+    )
+    for m in res.metrics["per_arm"].values():
+        assert m["r2"] < 0.05
+    assert res.metrics["selection"]["permutation_p"] > 0.05
+    assert res.metrics["feature_selection"]["k_per_fold"] == [10] * 5
+
+
+@pytest.mark.slow
+def test_null_trials_calibrated_with_screening(tmp_path):
+    """No interaction: with screening redone per permuted outcome the p-values stay uniform."""
+    ps = []
+    for s in range(20):
+        _, f, o = _trial(n=70, effect=0.0, n_noise=30, seed=700 + s, sites=2)
+        res = train(
+            f,
+            o,
+            out_dir=tmp_path / str(s),
+            select="auto",
+            n_repeats=1,
+            n_permutations=99,
+            seed=s,
+            **{**KW, "n_boot": 100},
+        )
+        ps.append(res.metrics["selection"]["permutation_p"])
+    ps = np.array(ps)
+    assert np.mean(ps <= 0.05) <= 0.2
+    assert stats.kstest(ps, "uniform").pvalue > 0.01
+
+
+def test_recommend_uses_the_selected_features(tmp_path):
+    _, f, o = _trial(n=160, effect=2.0, n_noise=40, seed=5)
+    res = train(f, o, out_dir=tmp_path / "m", select=5, n_repeats=1, n_permutations=20, **KW)
+    arrays, meta = load_model(res.model_path)
+    sel = arrays["selected"]
+    names = [meta["feature_names"][j] for j in sel]
+    assert meta["feature_selection"]["final_features"] == names and len(names) == 5
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["feature_selection"]["final_features"] == names
+    assert np.count_nonzero(np.abs(arrays["coef"]).sum(axis=0)) <= 5
+    new = f.merge(o[["participant_id", "site", "hamd_baseline"]]).head(6)
+    base = recommend(res.model_path, new, None, report=False).patients
+    other = [c for c in f.columns[1:] if c not in names]
+    changed = new.copy()
+    changed[other] = changed[other] + 1.5
+    same = recommend(res.model_path, changed, None, report=False).patients
+    for a, b in zip(base, same, strict=True):
+        assert a["predicted"] == b["predicted"]
+        assert {d["feature"] for d in a["drivers"] if d["contribution"] != 0} <= set(names)
+    moved = new.copy()
+    moved[names[0]] = moved[names[0]] + 1.5
+    diff = recommend(res.model_path, moved, None, report=False).patients
+    assert any(a["predicted"] != b["predicted"] for a, b in zip(base, diff, strict=True))
