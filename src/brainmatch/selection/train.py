@@ -824,7 +824,8 @@ def train(
         "with the outcome (arm intercept, baseline and covariates removed), fitted on "
         "training rows only; top k kept"
         + (
-            f", k from {[kk for kk in K_GRID if kk < p_all] + ['all']} by an inner 3-fold CV that screens each inner training part again"
+            f", k from {[kk for kk in K_GRID if kk < p_all] + ['all']} by an inner "
+            "3-fold CV that screens each inner training part again"
             if select == "auto"
             else ""
         ),
