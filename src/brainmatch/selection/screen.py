@@ -185,18 +185,17 @@ def _batched_ridge(
     # U' M y (directions of zero spectrum drop out), batched matrix products
     UtY = (np.swapaxes(U, 1, 2) @ MY.T[:, :, None])[:, :, 0]
     U2 = U**2
-    best = np.full(Y.shape[1], np.inf)
-    lam = np.zeros(Y.shape[1])
-    for g in LAMBDA_GRID:
-        lv = g * scale
-        shrink = s / (s + lv[:, None])
-        fit = (U @ (shrink * UtY)[:, :, None])[:, :, 0].T
-        h = h_fixed[:, None] + (U2 @ shrink[:, :, None])[:, :, 0].T
-        loo = (MY - fit) / np.maximum(1.0 - h, 1e-8)
-        mse = (loo**2).mean(axis=0)
-        better = mse < best
-        best[better] = mse[better]
-        lam[better] = lv[better]
+    # every penalty of the grid at once: (m, r, g) shrinkage, one batched product each
+    lv = scale[:, None] * LAMBDA_GRID[None, :]  # (m, g)
+    shrink = s[:, :, None] / (s[:, :, None] + lv[:, None, :])  # (m, r, g)
+    fit = U @ (shrink * UtY[:, :, None])  # (m, n, g)
+    h = h_fixed[None, :, None] + U2 @ shrink
+    loo = (MY.T[:, :, None] - fit) / np.maximum(1.0 - h, 1e-8)
+    mse = (loo**2).mean(axis=1)  # (m, g)
+    g_best = np.argmin(mse, axis=1)  # first minimum, as the sequential rule
+    cols = np.arange(mse.shape[0])
+    best = mse[cols, g_best]
+    lam = lv[cols, g_best]
     c = M @ (U @ (UtY / (s + lam[:, None]))[:, :, None])[:, :, 0].T
     if Phi is not None:
         w = np.swapaxes(Phi, 1, 2) @ c.T[:, :, None]
