@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainmatch.features.lean import HEAVY_MODULES, LeanPool, StreamJob, stream_job
+from brainmatch.features.lean import HEAVY_MODULES, HashJob, LeanPool, StreamJob, run_job
 from brainmatch.features.regions import RegionPlan
 
 
@@ -45,11 +45,11 @@ def test_worker_imports_no_heavy_module(small_trial: Path, tmp_path: Path) -> No
         "import json, sys\n"
         "from pathlib import Path\n"
         "import numpy as np\n"
-        "from brainmatch.features.lean import HEAVY_MODULES, StreamJob, stream_job\n"
+        "from brainmatch.features.lean import HEAVY_MODULES, StreamJob, run_job\n"
         "from brainmatch.features.regions import RegionPlan\n"
         "shape = tuple(int(s) for s in np.load(sys.argv[1]))\n"
         "lab = (np.arange(np.prod(shape)) % 7).reshape(shape)\n"
-        "out = stream_job(StreamJob(Path(sys.argv[2]), RegionPlan(lab, list(range(1, 7)))))\n"
+        "out = run_job(StreamJob(Path(sys.argv[2]), RegionPlan(lab, list(range(1, 7)))))\n"
         "assert out[0] == 'ok', out\n"
         "print(json.dumps([m for m in sys.modules if m in HEAVY_MODULES]))\n"
     )
@@ -77,15 +77,22 @@ def test_worker_imports_no_heavy_module(small_trial: Path, tmp_path: Path) -> No
 
 
 def test_pool_equals_in_process_and_reports_memory(small_trial: Path) -> None:
-    jobs = [
+    jobs: list[StreamJob | HashJob] = [
         StreamJob(_bold(small_trial, s), _plan(_bold(small_trial, s)), 3) for s in ("001", "002")
     ]
+    files = tuple(_bold(small_trial).parent.iterdir())
+    jobs.append(HashJob(files))
     with LeanPool(2) as pool:
         for i, job in enumerate(jobs):
             pool.submit(i, job)
         replies = dict(pool.get() for _ in jobs)
         peak = pool.peak_rss
-    for i, job in enumerate(jobs):
+    from brainmatch.features.extract import _fingerprint
+
+    kind, prints, _ = replies.pop(len(jobs) - 1)
+    assert kind == "ok" and prints == [_fingerprint(f) for f in files]
+    for i, job in enumerate(jobs[:-1]):
+        assert isinstance(job, StreamJob)
         kind, sig, rss = replies[i]
         assert kind == "ok" and rss > 0
         here = job.plan.extract(job.bold, 3)
@@ -100,7 +107,7 @@ def test_bad_file_comes_back_as_the_same_input_error(tmp_path: Path) -> None:
     bold = tmp_path / "sub-01_bold.nii.gz"
     bold.write_bytes(b"\x1f\x8b" + b"not really gzip" * 10)
     plan = RegionPlan(np.ones((2, 2, 2), dtype=np.int32), [1])
-    here = stream_job(StreamJob(bold, plan))
+    here = run_job(StreamJob(bold, plan))
     with LeanPool(1) as pool:
         pool.submit("x", StreamJob(bold, plan))
         token, there = pool.get()

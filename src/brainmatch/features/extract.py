@@ -53,14 +53,15 @@ from brainmatch.features.denoise import (
     load_confounds,
     read_tr,
 )
-from brainmatch.features.lean import LeanPool, StreamJob, stream_job
-from brainmatch.features.regions import RegionPlan, RegionSignals
+from brainmatch.features.lean import HashJob, LeanPool, StreamJob, do_job, run_job
+from brainmatch.features.regions import RegionPlan
 
-#: A unit's or run's work as a generator: it yields the lean streaming step
-#: (:class:`~brainmatch.features.lean.StreamJob`) to whoever runs it (a worker process,
-#: Dask, or this process), is sent back the :class:`RegionSignals` (or has the worker's
-#: error thrown in) and returns its result.
-Steps = Generator[StreamJob, RegionSignals, dict[str, Any]]
+#: A unit's or run's work as a generator: it yields the lean steps (streaming a BOLD,
+#: :class:`~brainmatch.features.lean.StreamJob`; hashing inputs, ``HashJob``) to whoever
+#: runs them (a worker process, Dask, or this process), is sent back their value (or has
+#: the worker's error thrown in) and returns its result.
+Job = StreamJob | HashJob
+Steps = Generator[Job, Any, dict[str, Any]]
 
 RECORD_VERSION = 1
 #: Share of the atlas regions that must fall inside the BOLD field of view.
@@ -264,14 +265,14 @@ def extract_run(run: Run, config: ExtractConfig) -> dict[str, Any]:
 
 
 def _drive_here(steps: Steps) -> dict[str, Any]:
-    """Run ``steps`` to the end, doing the streaming step in this process."""
-    reply: RegionSignals | BaseException | None = None
+    """Run ``steps`` to the end, doing the lean steps in this process."""
+    reply: Any = None
     while True:
         out = _advance(steps, reply)
-        if not isinstance(out, StreamJob):
+        if not isinstance(out, StreamJob | HashJob):
             return out
         try:
-            reply = out.plan.extract(out.bold, out.volumes_per_block)
+            reply = do_job(out)
         except Exception as exc:
             reply = exc
 
@@ -280,7 +281,7 @@ class _LeanFailure(Exception):
     """A worker process died or failed outside brainmatch's checks (message: the reason)."""
 
 
-def _from_worker(reply: tuple[Any, ...]) -> RegionSignals | BaseException:
+def _from_worker(reply: tuple[Any, ...]) -> Any:
     """A lean worker's reply tuple as what to send (or throw) into the steps."""
     kind = reply[0]
     if kind == "ok":
@@ -292,14 +293,12 @@ def _from_worker(reply: tuple[Any, ...]) -> RegionSignals | BaseException:
     return _LeanFailure(str(reply[1]))
 
 
-def _advance(
-    steps: Steps, reply: RegionSignals | BaseException | None
-) -> StreamJob | dict[str, Any]:
+def _advance(steps: Steps, reply: Any) -> Job | dict[str, Any]:
     """Resume ``steps`` with a reply (None to start); its next job, or its result."""
     try:
         if isinstance(reply, BaseException):
             return steps.throw(reply)
-        return steps.send(reply)  # type: ignore[arg-type]
+        return steps.send(reply)
     except StopIteration as stop:
         return stop.value
 
@@ -470,7 +469,8 @@ def unit_steps(unit: Unit, config: ExtractConfig) -> Steps:
     try:
         if unit.problem:
             raise BrainmatchInputError(unit.problem, unit.problem_file)
-        inputs = [_fingerprint(f) for f in unit_inputs(unit)]
+        # hashing reads every input once: a lean step too, so it runs in the workers
+        inputs = yield HashJob(tuple(unit_inputs(unit)))
         results = []
         for run in unit.runs:
             results.append((yield from run_steps(run, config)))
@@ -565,9 +565,9 @@ def _run_local(
     active: dict[int, Steps] = {}
     with LeanPool(n_workers) as pool, threadpool_limits(1):
 
-        def feed(token: int, steps: Steps, reply: RegionSignals | BaseException | None) -> None:
+        def feed(token: int, steps: Steps, reply: Any) -> None:
             out = _advance(steps, reply)
-            if isinstance(out, StreamJob):
+            if isinstance(out, StreamJob | HashJob):
                 active[token] = steps
                 pool.submit(token, out)
             else:
@@ -609,11 +609,11 @@ def _run_dask(
         active: dict[str, tuple[Unit, Steps]] = {}
         pending = as_completed()
 
-        def feed(unit: Unit, steps: Steps, reply: RegionSignals | BaseException | None) -> None:
+        def feed(unit: Unit, steps: Steps, reply: Any) -> None:
             out = _advance(steps, reply)
-            if isinstance(out, StreamJob):
+            if isinstance(out, StreamJob | HashJob):
                 key = f"extract-{unit.key}-{time.monotonic_ns()}"
-                fut = client.submit(stream_job, out, pure=False, key=key)
+                fut = client.submit(run_job, out, pure=False, key=key)
                 active[key] = (unit, steps)
                 pending.add(fut)
             else:

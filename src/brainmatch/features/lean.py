@@ -1,5 +1,7 @@
 """The lean worker step of ``brainmatch extract``: stream one BOLD into region sums.
 
+(and hash a unit's input files, which takes about as long as reading them once).
+
 This module (and everything it imports: numpy, nibabel, python-isal and brainmatch's
 ``errors`` / ``niftistream`` / ``regions``) is all a worker process loads, so a worker's
 peak memory is the streaming buffers plus ~50 MB of imports, not the ~250 MB that
@@ -11,15 +13,17 @@ Two ways to run the step out of process:
 - :class:`LeanPool`: local worker subprocesses (``python -c "...serve()"``) that read
   :class:`StreamJob` objects on stdin and write replies on stdout (pickles exchanged
   between brainmatch's own processes; no user file is ever unpickled);
-- :func:`stream_job` submitted to a Dask cluster.
+- :func:`run_job` submitted to a Dask cluster.
 
-Either way the reply is a plain tuple: ``("ok", RegionSignals, maxrss_bytes)``,
+Either way the reply is a plain tuple: ``("ok", value, maxrss_bytes)`` (value: the
+:class:`RegionSignals` of a :class:`StreamJob`, the fingerprints of a :class:`HashJob`),
 ``("input", reason, path, maxrss_bytes)`` for a :class:`BrainmatchInputError` or
 ``("internal", description, None, maxrss_bytes)`` for anything else.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import queue
@@ -58,6 +62,35 @@ class StreamJob:
     volumes_per_block: int = 4
 
 
+@dataclass(frozen=True)
+class HashJob:
+    """Fingerprint files: path, size, mtime and SHA-256 of each."""
+
+    files: tuple[Path, ...]
+
+
+def file_fingerprint(path: Path, chunk: int = 1 << 20) -> dict[str, Any]:
+    """``{"path", "size", "mtime_ns", "sha256"}`` of a file."""
+    st = path.stat()
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return {
+        "path": str(path),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "sha256": h.hexdigest(),
+    }
+
+
+def do_job(job: StreamJob | HashJob) -> Any:
+    """Run a job here; raises what it raises."""
+    if isinstance(job, HashJob):
+        return [file_fingerprint(f) for f in job.files]
+    return job.plan.extract(job.bold, job.volumes_per_block)
+
+
 def peak_rss_bytes() -> int:
     """This process's peak resident set size in bytes.
 
@@ -75,17 +108,17 @@ def peak_rss_bytes() -> int:
     return int(kb) * (1 if sys.platform == "darwin" else 1024)
 
 
-def stream_job(job: StreamJob) -> tuple[Any, ...]:
+def run_job(job: StreamJob | HashJob) -> tuple[Any, ...]:
     """Run one job; never raises (errors come back as values, see the module notes)."""
     try:
-        sig = job.plan.extract(job.bold, job.volumes_per_block)
+        value = do_job(job)
     except BrainmatchInputError as exc:
         path = str(exc.path) if exc.path is not None else None
         return ("input", exc.reason, path, peak_rss_bytes())
     except Exception as exc:
         where = traceback.format_exc(limit=3).strip().splitlines()[-1]
         return ("internal", f"{type(exc).__name__}: {exc}; {where}", None, peak_rss_bytes())
-    return ("ok", sig, peak_rss_bytes())
+    return ("ok", value, peak_rss_bytes())
 
 
 def serve() -> None:
@@ -103,7 +136,7 @@ def serve() -> None:
         except EOFError:
             return
         try:
-            pickle.dump(stream_job(job), reply, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(run_job(job), reply, protocol=pickle.HIGHEST_PROTOCOL)
             reply.flush()
         except BrokenPipeError:
             return
@@ -128,7 +161,7 @@ class _Worker:
             env=env,
         )
 
-    def run(self, job: StreamJob) -> tuple[Any, ...]:
+    def run(self, job: StreamJob | HashJob) -> tuple[Any, ...]:
         if self.proc is None or self.proc.poll() is not None:
             self.proc = self._start()
         stdin: IO[bytes] = self.proc.stdin  # type: ignore[assignment]
@@ -174,7 +207,7 @@ class LeanPool:
     """
 
     def __init__(self, n_workers: int) -> None:
-        self._jobs: queue.Queue[tuple[Any, StreamJob] | None] = queue.Queue()
+        self._jobs: queue.Queue[tuple[Any, StreamJob | HashJob] | None] = queue.Queue()
         self._done: queue.Queue[tuple[Any, tuple[Any, ...]]] = queue.Queue()
         self._workers = [_Worker() for _ in range(max(1, n_workers))]
         self._threads = [
@@ -199,7 +232,7 @@ class LeanPool:
         finally:
             worker.close()
 
-    def submit(self, token: Any, job: StreamJob) -> None:
+    def submit(self, token: Any, job: StreamJob | HashJob) -> None:
         """Queue ``job``; its reply comes back from :meth:`get` with ``token``."""
         self._jobs.put((token, job))
 
@@ -219,8 +252,24 @@ class LeanPool:
     def __enter__(self) -> LeanPool:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:  # an error or Ctrl-C in the parent: drop queued jobs
+            try:
+                while True:
+                    self._jobs.get_nowait()
+            except queue.Empty:
+                pass
         self.close()
 
 
-__all__ = ["HEAVY_MODULES", "LeanPool", "StreamJob", "peak_rss_bytes", "serve", "stream_job"]
+__all__ = [
+    "HEAVY_MODULES",
+    "HashJob",
+    "LeanPool",
+    "StreamJob",
+    "do_job",
+    "file_fingerprint",
+    "peak_rss_bytes",
+    "run_job",
+    "serve",
+]
