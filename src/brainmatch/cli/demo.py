@@ -7,6 +7,7 @@ new patient -> an index report (the trial summary) linking each stage's own repo
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -17,6 +18,29 @@ from brainmatch.cli._common import console, echo_kv, out, progress_bar, user_err
 from brainmatch.errors import BrainmatchInputError
 
 _MARKER = ".brainmatch-demo"
+
+#: The demo's a-priori features, named by the treatment-selection literature rather than
+#: found in the data: resting activity (amplitude) of the left and right insula (McGrath et
+#: al. 2013) and connectivity of the subcallosal / rostral anterior cingulate with left
+#: ventrolateral prefrontal cortex (pars opercularis, pars triangularis), left insula and
+#: left ventromedial prefrontal cortex (medial orbitofrontal) (Dunlop et al. 2017), in
+#: Desikan-Killiany names.  With ~6500 whole-brain features and 120 patients, ridge
+#: models find nothing (the sample-size warnings say why); hypothesis-driven features
+#: are the honest way to test a published marker in a trial this size.
+APRIORI_PATTERNS = (
+    re.compile(r"^amp__ctx_[lr]h_insula$"),
+    re.compile(r"^conn__(?=.*rostralanteriorcingulate)(?=.*ctx_lh_(insula|parsopercularis|"
+               r"parstriangularis|medialorbitofrontal)).*$"),
+)
+
+
+def apriori_features(columns: list[str]) -> list[str]:
+    """The feature columns matching :data:`APRIORI_PATTERNS`."""
+    chosen = [c for c in columns if any(p.match(c) for p in APRIORI_PATTERNS)]
+    if not chosen:
+        raise BrainmatchInputError("no a-priori feature (insula amplitude, subcallosal-cingulate "
+                                   "connectivity) in the extracted table")
+    return chosen
 
 
 def prepare_demo_dir(path: Path) -> None:
@@ -51,9 +75,11 @@ def demo(
     """Run the whole pipeline on a simulated trial and print where the report is.
 
     Simulates a trial (CBT vs SSRI, three sites, a strong treatment-by-biomarker effect)
-    plus one new patient held out of everything, extracts brain features, trains and
-    validates a treatment-selection model, and recommends a treatment for the new patient,
-    then writes an index report linking every stage's report.
+    plus one new patient held out of everything, extracts brain features (Desikan-Killiany
+    regions), trains and validates a treatment-selection model on the a-priori features the
+    literature names (insula activity, subcallosal-cingulate connectivity), recommends a
+    treatment for the new patient from their scan, and writes an index report linking every
+    stage's report.
     """
     report = run_demo(out_dir, n_subjects=n_subjects, seed=seed, n_jobs=n_jobs,
                       n_permutations=n_permutations)
@@ -68,6 +94,7 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
     from brainmatch.features import extract_dataset
     from brainmatch.reports.trial import write_trial_report
     from brainmatch.selection import recommend, train
+    from brainmatch.selection.data import table_metadata
     from brainmatch.simulate import TrialSpec, simulate_trial
     from brainmatch.simulate.model import EFFECT_SIZES
 
@@ -111,16 +138,21 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
     outcomes = pd.read_csv(bids / "phenotype" / "outcomes.tsv", sep="\t", na_values="n/a")
     table = participants.merge(outcomes, on="participant_id")
     trial_ids = table["participant_id"] != new_patient
-    # the features file (not a DataFrame) so that the model records how it was extracted;
+    chosen = apriori_features(list(features.columns))
+    subset = features[["participant_id", *chosen]].copy()
+    # keep the extraction provenance, so that the model can re-extract a new patient's scan
+    subset.attrs = table_metadata(extracted.features_path)
     # the new patient is absent from the outcomes table and therefore never trained on
     result = train(
-        extracted.features_path, table[trial_ids],
+        subset, table[trial_ids],
         treatment_column="arm", outcome_column="hamd_week8", baseline_column="hamd_baseline",
         site_column="site", covariates=("age", "sex"), out_dir=out_dir / "model",
         n_permutations=n_permutations, seed=seed)
     sel = result.metrics["selection"]
     stages.append({"name": "train", "link": "model/report.html",
-                   "summary": (f"policy gain {sel['policy_gain']:+.2f} HAMD points "
+                   "summary": (f"{len(chosen)} a-priori features (McGrath 2013 insula activity, "
+                               f"Dunlop 2017 subcallosal-cingulate connectivity); policy gain "
+                               f"{sel['policy_gain']:+.2f} HAMD points "
                                f"[{sel['policy_gain_ci'][0]:+.2f}, {sel['policy_gain_ci'][1]:+.2f}]"
                                f", selection benefit d = {sel['benefit_d']:.2f}, permutation "
                                f"p = {sel['permutation_p']:.3g}")})

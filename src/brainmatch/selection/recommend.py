@@ -79,6 +79,8 @@ def extraction_options(meta: dict[str, Any]) -> dict[str, Any]:
             "table without brainmatch extract's features.json); pass a feature table instead"
         )
     kwargs: dict[str, Any] = {"atlas": atlas}
+    if options.get("atlas_labels"):  # a user's atlas: its labels table travels with it
+        kwargs["atlas_labels"] = options["atlas_labels"]
     clean = options.get("clean") or side.get("strategy") or {}
     for key in ("denoise", "standardize", "detrend", "low_pass", "high_pass", "fd_threshold"):
         if key in clean:
