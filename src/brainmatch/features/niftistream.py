@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -167,30 +168,50 @@ class NiftiStream:
         """Yield ``(first_volume, block)``; ``block`` has shape ``(k, n_voxels)``.
 
         The values are as stored (apply :attr:`slope` / :attr:`inter` yourself when
-        :attr:`scaled`); the array is native-endian.
+        :attr:`scaled`); the array is native-endian.  A block is valid until the next one
+        is requested: two buffers alternate, and a background thread decompresses the next
+        block into the other buffer while the caller works on this one (python-isal
+        releases the GIL while it inflates, so reading and summing overlap).
         """
         k = max(1, min(volumes_per_block, self.n_volumes))
-        buf = bytearray(k * self.volume_bytes)
-        view = memoryview(buf)
+        bufs = [bytearray(k * self.volume_bytes), bytearray(k * self.volume_bytes)]
         native = self.dtype.newbyteorder("=")
         swap = not self.dtype.isnative
-        while self.volumes_read < self.n_volumes:
-            n = min(k, self.n_volumes - self.volumes_read)
-            want = n * self.volume_bytes
-            got = self._fill(view[:want])
-            if got != want:
-                done = self.volumes_read + got // self.volume_bytes
-                raise BrainmatchInputError(
-                    f"file ends early: the header promises {self.n_volumes} volumes but the "
-                    f"data stops in volume {done + 1} (truncated file?)",
-                    self.path,
-                )
-            arr = np.frombuffer(buf, dtype=self.dtype, count=n * self.n_voxels)
-            if swap:
-                arr = arr.byteswap().view(native)
-            start = self.volumes_read
-            self.volumes_read += n
-            yield start, arr.reshape(n, self.n_voxels)
+        sizes = []
+        left = self.n_volumes - self.volumes_read
+        while left > 0:
+            sizes.append(min(k, left))
+            left -= sizes[-1]
+        if not sizes:
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="niftistream") as reader:
+
+            def fill(i: int) -> Future[int]:
+                view = memoryview(bufs[i % 2])[: sizes[i] * self.volume_bytes]
+                return reader.submit(self._fill, view)
+
+            pending = fill(0)
+            try:
+                for i, n in enumerate(sizes):
+                    got = pending.result()
+                    if got != n * self.volume_bytes:
+                        done = self.volumes_read + got // self.volume_bytes
+                        raise BrainmatchInputError(
+                            f"file ends early: the header promises {self.n_volumes} volumes but "
+                            f"the data stops in volume {done + 1} (truncated file?)",
+                            self.path,
+                        )
+                    if i + 1 < len(sizes):
+                        pending = fill(i + 1)  # the other buffer: the caller is done with it
+                    arr = np.frombuffer(bufs[i % 2], dtype=self.dtype, count=n * self.n_voxels)
+                    if swap:
+                        arr = arr.byteswap().view(native)
+                    start = self.volumes_read
+                    self.volumes_read += n
+                    yield start, arr.reshape(n, self.n_voxels)
+            finally:
+                # never leave a read running on the file after the caller stops early
+                wait([pending])
 
     def check_end(self) -> None:
         """For gzip files, read to the end so the CRC check catches corrupt data."""
