@@ -132,6 +132,8 @@ def serve() -> None:
     source = sys.stdin.buffer
     while True:
         try:
+            # trusted: stdin is a pipe from the brainmatch parent that spawned this worker;
+            # no user file is ever unpickled here
             job = pickle.load(source)
         except EOFError:
             return
@@ -169,7 +171,7 @@ class _Worker:
         try:
             pickle.dump(job, stdin, protocol=pickle.HIGHEST_PROTOCOL)
             stdin.flush()
-            out = pickle.load(stdout)
+            out = pickle.load(stdout)  # trusted: the pipe from our own worker subprocess
         except (EOFError, OSError, pickle.UnpicklingError):
             code = self.proc.wait()
             self.proc = None
