@@ -3,6 +3,7 @@
 PYTHON ?= python3.11
 VENV   := .venv
 STAMP  := $(VENV)/.installed
+KERNEL := $(VENV)/.kernel
 BIN    := $(VENV)/bin
 DEMO_OUT ?= brainmatch-demo
 PYTEST_ARGS ?=
@@ -11,9 +12,9 @@ PYTEST_ARGS ?=
 
 all: test
 
-setup: $(STAMP)
+setup: $(KERNEL)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (brainmatch needs Python 3.11)"; exit 1; }
 	@rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
@@ -23,18 +24,24 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip check
 	@touch $(STAMP)
 
-demo: $(STAMP)
+# the C kernel (src/brainmatch/features/_regionsum.c) is built in place by the editable
+# install; rebuild it when its source changes
+$(KERNEL): $(STAMP) src/brainmatch/features/_regionsum.c
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(KERNEL)
+
+demo: $(KERNEL)
 	$(BIN)/brainmatch demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+test: $(KERNEL)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(KERNEL)
 	$(BIN)/python benchmarks/run.py
 
-lint: $(STAMP)
+lint: $(KERNEL)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache build src/brainmatch/features/*.so

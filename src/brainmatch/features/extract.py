@@ -88,7 +88,7 @@ class ExtractConfig:
     connectivity: tuple[str, ...]
     output_dir: Path
     freesurfer: bool
-    volumes_per_block: int = 4
+    volumes_per_block: int = 1
     atlas_source: str | None = None
     atlas_labels: str | None = None
 

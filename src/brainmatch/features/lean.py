@@ -59,7 +59,7 @@ class StreamJob:
 
     bold: Path
     plan: RegionPlan
-    volumes_per_block: int = 4
+    volumes_per_block: int = 1
 
 
 @dataclass(frozen=True)
