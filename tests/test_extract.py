@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -70,7 +71,9 @@ def test_outputs_layout_and_ground_truth(small_trial: Path, tmp_path: Path) -> N
     assert meta["atlas"]["name"] == "desikan-killiany"
     assert meta["strategy"]["denoise"] == "simple"
     assert len(meta["inputs"]["sub-001"]) == 6  # bold, sidecar, mask, confounds tsv+json, aseg
-    assert all(len(e["sha256"]) == 64 for e in meta["inputs"]["sub-001"])
+    for entry in meta["inputs"]["sub-001"]:  # BLAKE2b-256 of each file's bytes
+        want = hashlib.blake2b(Path(entry["path"]).read_bytes(), digest_size=32).hexdigest()
+        assert entry["blake2b"] == want
     desc = json.loads((out / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative"
     func = out / "sub-001" / "func"

@@ -14,7 +14,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainmatch.features.lean import HEAVY_MODULES, HashJob, LeanPool, StreamJob, run_job
+from brainmatch.features.lean import (
+    HEAVY_MODULES,
+    LeanPool,
+    StreamJob,
+    file_fingerprint,
+    run_job,
+)
 from brainmatch.features.regions import RegionPlan
 
 
@@ -77,21 +83,19 @@ def test_worker_imports_no_heavy_module(small_trial: Path, tmp_path: Path) -> No
 
 
 def test_pool_equals_in_process_and_reports_memory(small_trial: Path) -> None:
-    jobs: list[StreamJob | HashJob] = [
-        StreamJob(_bold(small_trial, s), _plan(_bold(small_trial, s)), 3) for s in ("001", "002")
+    jobs = [
+        StreamJob(_bold(small_trial, s), _plan(_bold(small_trial, s)), 3, fingerprint=(s == "002"))
+        for s in ("001", "002")
     ]
-    files = tuple(_bold(small_trial).parent.iterdir())
-    jobs.append(HashJob(files))
     with LeanPool(2) as pool:
         for i, job in enumerate(jobs):
             pool.submit(i, job)
         replies = dict(pool.get() for _ in jobs)
         peak = pool.peak_rss
-    from brainmatch.features.extract import _fingerprint
-
-    kind, prints, _ = replies.pop(len(jobs) - 1)
-    assert kind == "ok" and prints == [_fingerprint(f) for f in files]
-    for i, job in enumerate(jobs[:-1]):
+    # the BOLD hashed while it streamed equals hashing the whole file on its own
+    assert "fingerprint" not in replies[0][1].extra
+    assert replies[1][1].extra["fingerprint"] == file_fingerprint(_bold(small_trial, "002"))
+    for i, job in enumerate(jobs):
         assert isinstance(job, StreamJob)
         kind, sig, rss = replies[i]
         assert kind == "ok" and rss > 0

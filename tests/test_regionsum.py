@@ -144,3 +144,20 @@ def test_kernel_is_built_where_a_compiler_is() -> None:
     if shutil.which(sysconfig.get_config_var("CC").split()[0]) is None:
         pytest.skip("no C compiler here: brainmatch uses its numpy path")
     assert regions._regionsum is not None, "brainmatch.features._regionsum was not built"
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_hash_while_streaming_equals_hash_of_the_file(tmp_path: Path, ext: str) -> None:
+    import hashlib
+
+    shape = (40, 11, 7)
+    gz = _image(tmp_path, "<f4", (*shape, 5))
+    path = gz
+    if ext == ".nii":
+        path = tmp_path / "bold.nii"
+        path.write_bytes(gzip.decompress(gz.read_bytes()))
+    lab, mask = _labels(shape)
+    h = hashlib.blake2b(digest_size=32)
+    sig = RegionPlan(lab, list(range(1, 9)), mask, piece_voxels=256).extract(path, hasher=h)
+    assert h.hexdigest() == hashlib.blake2b(path.read_bytes(), digest_size=32).hexdigest()
+    np.testing.assert_allclose(sig.signals, _direct(path, lab, sig.labels), rtol=1e-6)

@@ -34,7 +34,6 @@ from brainmatch.atlases import (
     SHIPPED_ATLASES,
     Atlas,
     atlas_digest,
-    file_sha256,
     load_atlas,
     resample_atlas,
 )
@@ -53,17 +52,24 @@ from brainmatch.features.denoise import (
     load_confounds,
     read_tr,
 )
-from brainmatch.features.lean import HashJob, LeanPool, StreamJob, do_job, run_job
+from brainmatch.features.lean import (
+    HASH_NAME,
+    LeanPool,
+    StreamJob,
+    do_job,
+    file_fingerprint,
+    run_job,
+)
 from brainmatch.features.regions import RegionPlan
 
-#: A unit's or run's work as a generator: it yields the lean steps (streaming a BOLD,
-#: :class:`~brainmatch.features.lean.StreamJob`; hashing inputs, ``HashJob``) to whoever
-#: runs them (a worker process, Dask, or this process), is sent back their value (or has
+#: A unit's or run's work as a generator: it yields the lean steps (streaming, and
+#: hashing, a BOLD: :class:`~brainmatch.features.lean.StreamJob`) to whoever runs them
+#: (a worker process, Dask, or this process), is sent back their value (or has
 #: the worker's error thrown in) and returns its result.
-Job = StreamJob | HashJob
+Job = StreamJob
 Steps = Generator[Job, Any, dict[str, Any]]
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 #: Share of the atlas regions that must fall inside the BOLD field of view.
 MIN_REGION_COVERAGE = 0.5
 
@@ -165,12 +171,11 @@ def _fingerprint(path: Path, previous: dict[str, Any] | None = None) -> dict[str
         previous
         and previous.get("size") == st.st_size
         and previous.get("mtime_ns") == st.st_mtime_ns
-        and previous.get("sha256")
+        and previous.get(HASH_NAME)
     ):
-        entry["sha256"] = previous["sha256"]
-    else:
-        entry["sha256"] = file_sha256(path)
-    return entry
+        entry[HASH_NAME] = previous[HASH_NAME]
+        return entry
+    return file_fingerprint(path)
 
 
 def unit_inputs(unit: Unit) -> list[Path]:
@@ -209,7 +214,7 @@ def is_up_to_date(config: ExtractConfig, unit: Unit) -> bool:
     if sorted(str(f) for f in files) != sorted(old):
         return False
     for f in files:
-        if _fingerprint(f, old[str(f)])["sha256"] != old[str(f)]["sha256"]:
+        if _fingerprint(f, old[str(f)])[HASH_NAME] != old[str(f)].get(HASH_NAME):
             return False
     return all((config.output_dir / o).exists() for o in rec.get("outputs", []))
 
@@ -269,7 +274,7 @@ def _drive_here(steps: Steps) -> dict[str, Any]:
     reply: Any = None
     while True:
         out = _advance(steps, reply)
-        if not isinstance(out, StreamJob | HashJob):
+        if not isinstance(out, StreamJob):
             return out
         try:
             reply = do_job(out)
@@ -303,8 +308,13 @@ def _advance(steps: Steps, reply: Any) -> Job | dict[str, Any]:
         return stop.value
 
 
-def run_steps(run: Run, config: ExtractConfig) -> Steps:
-    """:func:`extract_run` as steps: checks, then the streaming job, then the rest."""
+def run_steps(run: Run, config: ExtractConfig, fingerprint: bool = False) -> Steps:
+    """:func:`extract_run` as steps: grid checks, the streaming job, then the rest.
+
+    The streaming job is handed out as early as possible (before the confounds are
+    read) so that workers start while this process does the rest.  With
+    ``fingerprint`` the result's ``"fingerprint"`` is the BOLD's, hashed as it streamed.
+    """
     atlas = config.atlas
     shape, affine, n_volumes = _bold_header(run)
     mask = _check_grid(run, shape, affine)
@@ -331,9 +341,9 @@ def run_steps(run: Run, config: ExtractConfig) -> Steps:
             "(is the BOLD in MNI space?)",
             run.bold,
         )
+    sig = yield StreamJob(run.bold, plan, config.volumes_per_block, fingerprint)
     tr = read_tr(run.sidecar)
     confounds, sample_mask, _ = load_confounds(run.bold, config.clean, n_volumes)
-    sig = yield StreamJob(run.bold, plan, config.volumes_per_block)
     if sig.constant_voxels:
         raise BrainmatchInputError(
             f"{sig.constant_voxels} voxel(s) inside the brain mask never change over the run "
@@ -392,6 +402,7 @@ def run_steps(run: Run, config: ExtractConfig) -> Steps:
         "n_volumes": n_volumes,
         "n_kept": len(cleaned),
         "tr": tr,
+        "fingerprint": sig.extra.get("fingerprint"),
     }
 
 
@@ -469,11 +480,16 @@ def unit_steps(unit: Unit, config: ExtractConfig) -> Steps:
     try:
         if unit.problem:
             raise BrainmatchInputError(unit.problem, unit.problem_file)
-        # hashing reads every input once: a lean step too, so it runs in the workers
-        inputs = yield HashJob(tuple(unit_inputs(unit)))
+        # every input's content hash goes into the record; the BOLDs are hashed by the
+        # workers as they stream them, the small files here
+        files = unit_inputs(unit)
+        bolds = {str(r.bold) for r in unit.runs}
+        hashes = {str(f): file_fingerprint(f) for f in files if str(f) not in bolds}
         results = []
         for run in unit.runs:
-            results.append((yield from run_steps(run, config)))
+            results.append((yield from run_steps(run, config, fingerprint=True)))
+            hashes[str(run.bold)] = results[-1]["fingerprint"]
+        inputs = [hashes[str(f)] for f in files if str(f) in hashes]
         features: dict[str, list[float]] = {}
         for res in results:
             for k, v in res["features"].items():
@@ -546,6 +562,32 @@ def _finite(obj: Any) -> Any:
 # --- the batch ------------------------------------------------------------------------------------
 
 
+#: units prepared and queued per worker (each holds its RegionPlan, ~5 MB at 2 mm)
+LOOKAHEAD = 4
+
+#: what finishing a unit imports (about 2 s, mostly nilearn.interfaces -> scikit-learn)
+_FINISH_IMPORTS = ("nilearn.interfaces.fmriprep", "nilearn.signal", "nilearn.connectome")
+
+
+def _import_in_background() -> None:
+    """Import what finishing a unit needs on a thread, while the workers start streaming.
+
+    The first unit to finish would otherwise import it while the workers wait for work.
+    Python's import lock makes the main thread wait for a module still being imported.
+    """
+    import importlib
+    import threading
+
+    def run() -> None:
+        for name in _FINISH_IMPORTS:
+            try:
+                importlib.import_module(name)
+            except Exception:  # pragma: no cover - the main thread reports it when it imports
+                return
+
+    threading.Thread(target=run, name="brainmatch-imports", daemon=True).start()
+
+
 def _run_local(
     units: Sequence[Unit],
     config: ExtractConfig,
@@ -563,11 +605,12 @@ def _run_local(
     n_workers = max(1, min(n_jobs, len(units)))
     todo = list(reversed(units))
     active: dict[int, Steps] = {}
+    _import_in_background()
     with LeanPool(n_workers) as pool, threadpool_limits(1):
 
         def feed(token: int, steps: Steps, reply: Any) -> None:
             out = _advance(steps, reply)
-            if isinstance(out, StreamJob | HashJob):
+            if isinstance(out, StreamJob):
                 active[token] = steps
                 pool.submit(token, out)
             else:
@@ -576,7 +619,9 @@ def _run_local(
 
         token = 0
         while todo or active:
-            while todo and len(active) < 2 * n_workers:
+            # keep LOOKAHEAD units per worker queued, so the workers keep streaming while
+            # this process finishes a unit (its first one also imports nilearn)
+            while todo and len(active) < LOOKAHEAD * n_workers:
                 token += 1
                 feed(token, unit_steps(todo.pop(), config), None)
             if active:
@@ -611,7 +656,7 @@ def _run_dask(
 
         def feed(unit: Unit, steps: Steps, reply: Any) -> None:
             out = _advance(steps, reply)
-            if isinstance(out, StreamJob | HashJob):
+            if isinstance(out, StreamJob):
                 key = f"extract-{unit.key}-{time.monotonic_ns()}"
                 fut = client.submit(run_job, out, pure=False, key=key)
                 active[key] = (unit, steps)

@@ -1,6 +1,6 @@
 """The lean worker step of ``brainmatch extract``: stream one BOLD into region sums.
 
-(and hash a unit's input files, which takes about as long as reading them once).
+(and hash the BOLD file for the resume record while it is read: one pass, not two).
 
 This module (and everything it imports: numpy, nibabel, python-isal and brainmatch's
 ``errors`` / ``niftistream`` / ``regions``) is all a worker process loads, so a worker's
@@ -16,7 +16,7 @@ Two ways to run the step out of process:
 - :func:`run_job` submitted to a Dask cluster.
 
 Either way the reply is a plain tuple: ``("ok", value, maxrss_bytes)`` (value: the
-:class:`RegionSignals` of a :class:`StreamJob`, the fingerprints of a :class:`HashJob`),
+:class:`RegionSignals` of a :class:`StreamJob`),
 ``("input", reason, path, maxrss_bytes)`` for a :class:`BrainmatchInputError` or
 ``("internal", description, None, maxrss_bytes)`` for anything else.
 """
@@ -53,42 +53,57 @@ HEAVY_MODULES = (
 )
 
 
+#: The content hash recorded for every input (so that a rerun can tell what changed):
+#: BLAKE2b-256, a cryptographic hash ~2x faster than SHA-256 on CPUs without SHA
+#: instructions (380 vs 180 MB/s on this project's 2-core test machine).
+HASH_NAME = "blake2b"
+
+
+def new_hash() -> Any:
+    """A fresh :data:`HASH_NAME` hash object."""
+    return hashlib.blake2b(digest_size=32)
+
+
 @dataclass(frozen=True)
 class StreamJob:
-    """One BOLD run to stream through a prepared :class:`RegionPlan`."""
+    """One BOLD run to stream through a prepared :class:`RegionPlan`.
+
+    With ``fingerprint``, the BOLD file is also hashed as it is read (one pass instead
+    of two); the reply's ``extra["fingerprint"]`` is its :func:`file_fingerprint`.
+    """
 
     bold: Path
     plan: RegionPlan
     volumes_per_block: int = 1
+    fingerprint: bool = False
 
 
-@dataclass(frozen=True)
-class HashJob:
-    """Fingerprint files: path, size, mtime and SHA-256 of each."""
-
-    files: tuple[Path, ...]
+def _fingerprint_entry(path: Path, st: os.stat_result, digest: str) -> dict[str, Any]:
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, HASH_NAME: digest}
 
 
 def file_fingerprint(path: Path, chunk: int = 1 << 20) -> dict[str, Any]:
-    """``{"path", "size", "mtime_ns", "sha256"}`` of a file."""
+    """``{"path", "size", "mtime_ns", HASH_NAME}`` of a file."""
     st = path.stat()
-    h = hashlib.sha256()
+    h = new_hash()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
-    return {
-        "path": str(path),
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "sha256": h.hexdigest(),
-    }
+    return _fingerprint_entry(path, st, h.hexdigest())
 
 
-def do_job(job: StreamJob | HashJob) -> Any:
+def do_job(job: StreamJob) -> Any:
     """Run a job here; raises what it raises."""
-    if isinstance(job, HashJob):
-        return [file_fingerprint(f) for f in job.files]
-    return job.plan.extract(job.bold, job.volumes_per_block)
+    if not job.fingerprint:
+        return job.plan.extract(job.bold, job.volumes_per_block)
+    try:
+        st = job.bold.stat()
+    except OSError as exc:
+        raise BrainmatchInputError(f"cannot open: {exc.strerror or exc}", job.bold) from None
+    h = new_hash()
+    sig = job.plan.extract(job.bold, job.volumes_per_block, hasher=h)
+    sig.extra["fingerprint"] = _fingerprint_entry(job.bold, st, h.hexdigest())
+    return sig
 
 
 def peak_rss_bytes() -> int:
@@ -108,7 +123,7 @@ def peak_rss_bytes() -> int:
     return int(kb) * (1 if sys.platform == "darwin" else 1024)
 
 
-def run_job(job: StreamJob | HashJob) -> tuple[Any, ...]:
+def run_job(job: StreamJob) -> tuple[Any, ...]:
     """Run one job; never raises (errors come back as values, see the module notes)."""
     try:
         value = do_job(job)
@@ -163,7 +178,7 @@ class _Worker:
             env=env,
         )
 
-    def run(self, job: StreamJob | HashJob) -> tuple[Any, ...]:
+    def run(self, job: StreamJob) -> tuple[Any, ...]:
         if self.proc is None or self.proc.poll() is not None:
             self.proc = self._start()
         stdin: IO[bytes] = self.proc.stdin  # type: ignore[assignment]
@@ -209,7 +224,7 @@ class LeanPool:
     """
 
     def __init__(self, n_workers: int) -> None:
-        self._jobs: queue.Queue[tuple[Any, StreamJob | HashJob] | None] = queue.Queue()
+        self._jobs: queue.Queue[tuple[Any, StreamJob] | None] = queue.Queue()
         self._done: queue.Queue[tuple[Any, tuple[Any, ...]]] = queue.Queue()
         self._workers = [_Worker() for _ in range(max(1, n_workers))]
         self._threads = [
@@ -234,7 +249,7 @@ class LeanPool:
         finally:
             worker.close()
 
-    def submit(self, token: Any, job: StreamJob | HashJob) -> None:
+    def submit(self, token: Any, job: StreamJob) -> None:
         """Queue ``job``; its reply comes back from :meth:`get` with ``token``."""
         self._jobs.put((token, job))
 
@@ -265,12 +280,13 @@ class LeanPool:
 
 
 __all__ = [
+    "HASH_NAME",
     "HEAVY_MODULES",
-    "HashJob",
     "LeanPool",
     "StreamJob",
     "do_job",
     "file_fingerprint",
+    "new_hash",
     "peak_rss_bytes",
     "run_job",
     "serve",

@@ -53,6 +53,27 @@ def _open_raw(path: Path) -> IO[bytes]:
     return fh
 
 
+class _HashingReader(io.RawIOBase):
+    """A binary file whose bytes also go to a hash object as they are read."""
+
+    def __init__(self, raw: Any, hasher: Any) -> None:
+        self._file = raw
+        self._hasher = hasher
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self._file.readinto(b)
+        if n:
+            self._hasher.update(memoryview(b)[:n])
+        return n or 0
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
 class NiftiStream:
     """Sequential reader of a NIfTI-1/2 image's volumes.
 
@@ -60,6 +81,9 @@ class NiftiStream:
     ----------
     path : str or Path
         ``.nii`` or ``.nii.gz`` file (gzip is detected from the bytes, not the name).
+    hasher : hashlib hash object, optional
+        Gets every byte of the file, in order, as it is read (call :meth:`check_end`
+        after the last volume to feed it the rest).
 
     Attributes
     ----------
@@ -79,12 +103,14 @@ class NiftiStream:
     of an internal buffer that the next block overwrites.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, hasher: Any = None) -> None:
         self.path = Path(path)
-        self._raw = _open_raw(self.path)
+        self._raw: Any = _open_raw(self.path)
         try:
             magic = self._raw.read(2)
             self._raw.seek(0)
+            if hasher is not None:
+                self._raw = _HashingReader(self._raw, hasher)
             self.compressed = magic == _GZIP_MAGIC
             self._fh: Any = _gzip_reader(self._raw) if self.compressed else self._raw
             self._read_header()
@@ -235,9 +261,14 @@ class NiftiStream:
         return start, arr.reshape(n, self.n_voxels)
 
     def check_end(self) -> None:
-        """For gzip files, read to the end so the CRC check catches corrupt data."""
+        """Read to the end: for gzip files the CRC check then catches corrupt data, and the
+        ``hasher`` given to the constructor has seen every byte of the file."""
         if self.compressed:
             self._guard(lambda: self._fh.read())
+        if isinstance(self._raw, _HashingReader):
+            buf = bytearray(1 << 20)
+            while self._guard(lambda: self._raw.readinto(buf)):
+                pass
 
     # -- context --------------------------------------------------------------------------
     def close(self) -> None:

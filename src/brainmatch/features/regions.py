@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -146,11 +147,14 @@ class RegionPlan:
         self.run_columns = self.columns[first]
         self.run_bounds = np.searchsorted(addr[first], edges)
 
-    def extract(self, path: str | Path, volumes_per_block: int = 1) -> RegionSignals:
+    def extract(
+        self, path: str | Path, volumes_per_block: int = 1, hasher: Any = None
+    ) -> RegionSignals:
         """Stream ``path`` and return its region means.
 
         ``volumes_per_block`` is the block size of the numpy path (used when the C
-        kernel is not built or cannot read the image's data type).
+        kernel is not built or cannot read the image's data type).  ``hasher`` (a
+        ``hashlib`` object) is fed every byte of the file as it is read.
 
         Raises
         ------
@@ -158,7 +162,7 @@ class RegionPlan:
             Unreadable or truncated file, a grid that differs from the plan's, or
             non-finite values inside the atlas or brain mask.
         """
-        with NiftiStream(path) as stream:
+        with NiftiStream(path, hasher=hasher) as stream:
             if stream.shape != self.shape:
                 raise BrainmatchInputError(
                     f"BOLD grid {stream.shape} differs from the grid the atlas was resampled "
