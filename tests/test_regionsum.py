@@ -161,3 +161,20 @@ def test_hash_while_streaming_equals_hash_of_the_file(tmp_path: Path, ext: str) 
     sig = RegionPlan(lab, list(range(1, 9)), mask, piece_voxels=256).extract(path, hasher=h)
     assert h.hexdigest() == hashlib.blake2b(path.read_bytes(), digest_size=32).hexdigest()
     np.testing.assert_allclose(sig.signals, _direct(path, lab, sig.labels), rtol=1e-6)
+
+
+def test_plan_is_the_same_for_any_label_dtype_and_stray_values(tmp_path: Path) -> None:
+    shape = (40, 11, 7)
+    lab, mask = _labels(shape)
+    lab[0, :, 0] = 99  # a label the table does not list: ignored
+    path = _image(tmp_path, "<f4", (*shape, 4))
+    values = [2, 1, 3, 4, 5, 6, 7, 8, 50]  # unsorted; 50 is absent from the image
+    ref = RegionPlan(lab, values, mask)
+    assert ref.labels == [1, 2, 3, 4, 5, 6, 7, 8]
+    for variant in (lab.astype(np.float32), lab.astype(np.int64) - 1000 * (lab == 99)):
+        plan = RegionPlan(variant, values, mask)  # float (searched) / negative (not a lookup)
+        assert plan.labels == ref.labels
+        np.testing.assert_array_equal(plan.index, ref.index)
+        np.testing.assert_array_equal(plan.voxels, ref.voxels)
+        np.testing.assert_array_equal(plan.columns, ref.columns)
+        np.testing.assert_array_equal(plan.extract(path).signals, ref.extract(path).signals)

@@ -416,18 +416,16 @@ def zscore_sample(x: np.ndarray) -> np.ndarray:
 
 def write_series(path: Path, series: np.ndarray, names: list[str]) -> None:
     """Write a (time x region) table as TSV with a header of region names."""
-    lines = ["\t".join(names)]
-    lines += ["\t".join(f"{x:.8g}" for x in row) for row in series.tolist()]
+    fmt = "\t".join(["%.8g"] * series.shape[1])
+    lines = ["\t".join(names)] + [fmt % tuple(row) for row in series.tolist()]
     write_text(path, "\n".join(lines) + "\n")
 
 
 def write_matrix(path: Path, matrix: np.ndarray, names: list[str]) -> None:
     """Write a region x region matrix as XCP-D's relmat TSV (first column ``Node``)."""
+    fmt = "%s" + "\t%.8g" * matrix.shape[1]
     lines = ["\t".join(["Node", *names])]
-    lines += [
-        "\t".join([n] + [f"{x:.8g}" for x in row])
-        for n, row in zip(names, matrix.tolist(), strict=True)
-    ]
+    lines += [fmt % (n, *row) for n, row in zip(names, matrix.tolist(), strict=True)]
     write_text(path, "\n".join(lines) + "\n")
 
 

@@ -93,41 +93,42 @@ class RegionPlan:
         self.piece_voxels = max(1, int(piece_voxels))
         self.shape = tuple(int(s) for s in labels3d.shape)
         flat = np.asarray(labels3d).ravel(order="F")
-        # ascending label values: the column order of nilearn's maskers
+        # ascending label values: the column order of nilearn's maskers; values absent
+        # from the image are dropped
         values = np.asarray(sorted(set(int(v) for v in label_values)), dtype=np.int64)
-        present = np.isin(values, flat)
+        col_all = _columns_of(flat, values)  # index into values, -1 outside the atlas
+        present = np.bincount(col_all[col_all >= 0], minlength=values.size) > 0
         self.labels = [int(v) for v in values[present]]
-        # column of each label value; voxels of other labels are ignored
-        lookup = {v: i for i, v in enumerate(self.labels)}
-        in_atlas = np.isin(flat, values[present])
+        renumber = np.where(present, np.cumsum(present) - 1, -1)
+        col_all = np.where(col_all >= 0, renumber[np.maximum(col_all, 0)], -1)
+        in_atlas = col_all >= 0
+        self.n_regions = len(self.labels)
+        # numpy path: the atlas voxels sorted by region (stable: file order within one)
         vox = np.flatnonzero(in_atlas)
-        cols = (
-            np.fromiter((lookup[int(x)] for x in flat[vox]), dtype=np.int64, count=vox.size)
-            if vox.size < 1000
-            else _map_columns(flat[vox], np.asarray(self.labels))
-        )
-        order = np.argsort(cols, kind="stable")
-        vox, cols = vox[order], cols[order]
-        self.n_voxels = np.bincount(cols, minlength=len(self.labels))
+        cols = col_all[vox]
+        small = cols.astype(np.uint16) if self.n_regions < 2**16 else cols  # radix sort
+        vox, cols = vox[np.argsort(small, kind="stable")], np.sort(small, kind="stable")
+        self.n_voxels = np.bincount(cols, minlength=self.n_regions)
         starts = np.concatenate([[0], np.cumsum(self.n_voxels)[:-1]]).astype(np.intp)
         extra = np.zeros(0, dtype=np.intp)
         self.mask_flat: np.ndarray | None = None
+        mflat = in_atlas
         if mask3d is not None:
             mflat = np.asarray(mask3d).ravel(order="F") > 0
             self.mask_flat = np.flatnonzero(mflat)
             extra = np.flatnonzero(mflat & ~in_atlas)
+            mflat = mflat | in_atlas
         self.index = np.concatenate([vox, extra]).astype(np.intp)
         self.starts = starts if extra.size == 0 else np.concatenate([starts, [vox.size]])
-        self.n_regions = len(self.labels)
         self.n_columns = len(self.starts)
         # for the C kernel: the same voxels in file order with their column (the extra
         # column, whose sum is NaN if one of its voxels is, holds the mask voxels outside
         # the atlas); piece_bounds[c] is the first of them in piece c of the volume
         n_vox = int(np.prod(self.shape))
         self.kernel_ok = n_vox < 2**31 and self.n_columns < 2**16
-        column = np.concatenate([cols, np.full(extra.size, self.n_regions)])
-        order = np.argsort(self.index, kind="stable")
-        addr, column = self.index[order].astype(np.int64), column[order]
+        addr = np.flatnonzero(mflat).astype(np.int64)
+        column = col_all[addr]
+        column[column < 0] = self.n_regions
         self.voxels = addr.astype(np.int32 if self.kernel_ok else np.int64)
         self.columns = column.astype(np.uint16 if self.kernel_ok else np.int64)
         edges = np.arange(-(-n_vox // self.piece_voxels) + 1, dtype=np.int64) * self.piece_voxels
@@ -296,7 +297,15 @@ class _ConstantCheck:
         return self.cand[~self.changed]
 
 
-def _map_columns(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    order = np.argsort(labels)
-    pos = np.searchsorted(labels[order], values)
-    return order[pos].astype(np.int64)
+def _columns_of(flat: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of each voxel's label in ``values`` (sorted), or -1 where it is not there."""
+    if flat.size == 0 or values.size == 0:
+        return np.full(flat.shape, -1, dtype=np.int32)
+    if flat.dtype.kind in "iu" and int(flat.min()) >= 0 and int(flat.max()) < 1 << 24:
+        top = int(flat.max())
+        lut = np.full(top + 1, -1, dtype=np.int32)
+        keep = (values >= 0) & (values <= top)
+        lut[values[keep]] = np.flatnonzero(keep)
+        return lut[flat]
+    pos = np.minimum(np.searchsorted(values, flat), values.size - 1)
+    return np.where(values[pos] == flat, pos, -1).astype(np.int32)
