@@ -178,3 +178,23 @@ def test_plan_is_the_same_for_any_label_dtype_and_stray_values(tmp_path: Path) -
         np.testing.assert_array_equal(plan.voxels, ref.voxels)
         np.testing.assert_array_equal(plan.columns, ref.columns)
         np.testing.assert_array_equal(plan.extract(path).signals, ref.extract(path).signals)
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7])
+def test_constant_voxels_found_in_any_block_size(block: int) -> None:
+    rng = np.random.default_rng(7)
+    n, t = 500, 7
+    data = rng.normal(size=(t, n)).astype(np.float32)
+    mask = np.arange(0, n, 2)
+    data[:, 10] = 3.0  # constant in the mask
+    data[:, 11] = 3.0  # constant outside the mask: not reported
+    data[: t - 1, 20] = 5.0  # equal until the last volume: not constant
+    data[:2, 30] = 1.0  # equal in the first two volumes only
+    check = regions._ConstantCheck(mask)
+    for start in range(0, t, block):
+        if block == 1:
+            check.update_volume(data[start])
+        else:
+            check.update(data[start : start + block])
+    assert check.constant().tolist() == [10]
+    assert regions._ConstantCheck(mask).constant().size == 0  # nothing seen yet

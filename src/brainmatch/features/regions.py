@@ -256,7 +256,9 @@ class RegionPlan:
 class _ConstantCheck:
     """Find brain-mask voxels whose value never changes, one block of volumes at a time.
 
-    Candidates are the voxels equal in the first two volumes; only those are followed.
+    Candidates are the voxels equal in the first two volumes; each later volume drops
+    the candidates that changed, so after a few volumes only truly constant voxels (if
+    any) are still followed.
     """
 
     def __init__(self, mask_flat: np.ndarray | None) -> None:
@@ -264,37 +266,40 @@ class _ConstantCheck:
         self.first: np.ndarray | None = None
         self.cand: np.ndarray | None = None
         self.ref: np.ndarray | None = None
-        self.changed: np.ndarray | None = None
 
     def update(self, block: np.ndarray) -> None:
         if self.mask_flat is None:
             return
-        if self.first is None:
-            self.first = block[0].take(self.mask_flat)
-            if len(block) < 2:
-                return
-            block = block[1:]
         if self.cand is None:
+            if self.first is None:
+                self.first = block[0].take(self.mask_flat)
+                block = block[1:]
+                if not len(block):
+                    return
             same = self.first == block[0].take(self.mask_flat)
             self.cand, self.ref = self.mask_flat[same], self.first[same]
-            self.changed = np.zeros(self.cand.size, dtype=bool)
-        if self.cand.size:
-            assert self.changed is not None
-            self.changed |= (block.take(self.cand, axis=1) != self.ref).any(axis=0)
+            self.first = None  # no longer needed
+            block = block[1:]
+        assert self.ref is not None
+        if self.cand.size and len(block):
+            same = (block.take(self.cand, axis=1) == self.ref).all(axis=0)
+            self.cand, self.ref = self.cand[same], self.ref[same]
 
     def update_volume(self, vol: np.ndarray) -> None:
         """:meth:`update` with one volume (1D), with less overhead."""
-        if self.cand is not None and self.changed is not None:
+        if self.cand is not None and self.ref is not None:
             if self.cand.size:
-                self.changed |= vol.take(self.cand) != self.ref
+                same = vol.take(self.cand) == self.ref
+                if not same.all():
+                    self.cand, self.ref = self.cand[same], self.ref[same]
         else:
             self.update(vol[None, :])
 
     def constant(self) -> np.ndarray:
         """Flat indices of the voxels that never changed (empty before two volumes)."""
-        if self.cand is None or self.changed is None:
+        if self.cand is None:
             return np.zeros(0, dtype=np.intp)
-        return self.cand[~self.changed]
+        return self.cand
 
 
 def _columns_of(flat: np.ndarray, values: np.ndarray) -> np.ndarray:
