@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / ".cache"
 DATA = CACHE / "sim2mm-300"
 WORK = CACHE / "extract-work"
-PAIRS = 7
+PAIRS = 9
 #: subjects in the throughput dataset (links to the 2 simulated subjects' files)
 N_THROUGHPUT = 12
 MANY = WORK / f"many-{N_THROUGHPUT}"
@@ -304,6 +304,34 @@ def run_child(*args: str) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def machine_scaling(reps: int = 3) -> tuple[float, list[float]]:
+    """What this machine gives 2 processes: 1 decompression alone vs 2 at once.
+
+    Each rep times one decompression of sub-001's BOLD, then sub-001's and sub-002's at
+    the same time in two processes; the ratio ``2 * alone / together`` is the
+    throughput ceiling for 2 CPU-bound processes here (2 on a machine whose 2 cores do
+    not share anything).
+    """
+    bolds = sorted(DATA.glob("derivatives/fmriprep/sub-*/func/*_desc-preproc_bold.nii.gz"))
+    ratios = []
+    for _ in range(reps):
+        alone = run_child("decompress", "isal-raw", str(bolds[0]))["seconds"]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--child", "decompress", "isal-raw", str(b)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for b in bolds[:2]
+        ]
+        # each child times its own decompression (not its start-up); both run at once
+        together = max(
+            json.loads(p.communicate()[0].strip().splitlines()[-1])["seconds"] for p in procs
+        )
+        ratios.append(2 * alone / together)
+    return statistics.median(ratios), ratios
+
+
 # --- setup --------------------------------------------------------------------------------------
 
 
@@ -465,6 +493,11 @@ def main() -> int:
         f"x{one['seconds'] / two['seconds']:.2f} (target: close to 2); the coordinating "
         f"parent used {two['parent_cpu']:.1f} s of CPU of the 2 cores' "
         f"{2 * two['seconds']:.1f} s (imports, confounds, cleaning, connectivity, writes)"
+    )
+    ceiling, ceilings = machine_scaling()
+    print(
+        f"this machine's own ceiling for 2 processes (2 decompressions at once vs 1): "
+        f"x{ceiling:.2f} (runs {', '.join(f'{c:.2f}' for c in ceilings)})"
     )
     pool = run_child("pool")
     print(
