@@ -70,9 +70,14 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         fh.write(data)
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON (keys in insertion order) atomically."""
-    write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
+    """Write ``obj`` as JSON (keys in insertion order) atomically.
+
+    ``indent=None`` writes one line with Python's C encoder (the indented form is
+    encoded in pure Python: ~3x slower on a record of thousands of features).
+    """
+    text = json.dumps(obj, indent=indent, allow_nan=False)
+    write_text(path, text + "\n")
 
 
 def write_tsv(path: str | Path, table: pd.DataFrame, float_format: str | None = None) -> None:

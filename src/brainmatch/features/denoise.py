@@ -1,10 +1,12 @@
 """Denoising of region signals and connectivity, with nilearn's exact semantics.
 
-The region signals are small (volumes x regions), so brainmatch cleans them with
-nilearn's own ``signal.clean`` (the function ``NiftiLabelsMasker`` applies after
-extracting region means) and reads confounds with nilearn's
-``load_confounds_strategy``: the same options give the same numbers, by construction.
-Connectivity uses nilearn's ``ConnectivityMeasure`` (Ledoit-Wolf covariance).
+The region signals are small (volumes x regions).  They are cleaned as nilearn's
+``signal.clean`` cleans them (the function ``NiftiLabelsMasker`` applies after
+extracting region means), with confounds chosen as nilearn's
+``load_confounds_strategy`` chooses them, and connectivity is nilearn's
+``ConnectivityMeasure`` (Ledoit-Wolf covariance).  The arithmetic lives in
+:mod:`brainmatch.features.cleaning`, which imports neither nilearn nor scikit-learn
+and is tested equal to them; only the group-level tangent space uses nilearn.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from brainmatch.errors import BrainmatchInputError
 
@@ -108,7 +109,9 @@ def confounds_path(bold: Path) -> Path:
 def load_confounds(
     bold: Path, options: CleanOptions, n_volumes: int
 ) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
-    """Confound regressors and sample mask for one BOLD run.
+    """Confound regressors and sample mask for one BOLD run (nilearn's
+    ``load_confounds_strategy(bold, options.denoise)``, computed by
+    :func:`brainmatch.features.cleaning.read_confounds`).
 
     Returns
     -------
@@ -120,70 +123,11 @@ def load_confounds(
     """
     if options.denoise == "none":
         return None, None, []
-    table = confounds_path(bold)
-    if not table.exists():
-        raise BrainmatchInputError(
-            f"the fMRIPrep confounds table {table.name} is missing (needed for --denoise "
-            f"{options.denoise})",
-            table,
-        )
-    _check_confounds_table(table, n_volumes)
-    if options.denoise in ("compcor", "scrubbing"):
-        sidecar = table.with_suffix(".json")
-        if options.denoise == "compcor" and not sidecar.exists():
-            raise BrainmatchInputError(
-                "confounds JSON sidecar is missing (compcor needs its component metadata)", sidecar
-            )
-        if sidecar.exists():
-            try:
-                json.loads(sidecar.read_text())
-            except (OSError, UnicodeDecodeError, ValueError) as exc:
-                raise BrainmatchInputError(f"malformed confounds JSON: {exc}", sidecar) from None
-    from nilearn.interfaces.fmriprep import load_confounds_strategy
+    from brainmatch.features.cleaning import read_confounds
 
-    kwargs: dict[str, Any] = {}
-    if options.fd_threshold is not None:
-        kwargs["fd_threshold"] = options.fd_threshold
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # nilearn only accepts .nii.gz names; it uses the name to find the confounds
-            name = str(bold) + ".gz" if bold.name.endswith(".nii") else str(bold)
-            conf, sample_mask = load_confounds_strategy(name, options.denoise, **kwargs)
-    except (ValueError, KeyError, OSError, IndexError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BrainmatchInputError(f"cannot use the confounds table: {msg}", table) from None
-    if conf is None or conf.shape[1] == 0:
-        return None, sample_mask, []
-    values = conf.to_numpy(dtype=np.float64)
-    if len(values) != n_volumes:
-        raise BrainmatchInputError(
-            f"confounds table has {len(values)} rows but the BOLD has {n_volumes} volumes", table
-        )
-    if not np.isfinite(values).all():
-        raise BrainmatchInputError("confounds contain non-numeric or missing values", table)
-    return values, sample_mask, [str(c) for c in conf.columns]
-
-
-def _check_confounds_table(table: Path, n_volumes: int) -> None:
-    try:
-        head = pd.read_csv(table, sep="\t", na_values="n/a", nrows=n_volumes + 2)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        raise BrainmatchInputError(f"malformed confounds table: {exc}", table) from None
-    if head.shape[1] < 2:
-        raise BrainmatchInputError("malformed confounds table: not tab-separated columns", table)
-    if len(head) != n_volumes:
-        raise BrainmatchInputError(
-            f"confounds table has {len(head)} rows but the BOLD has {n_volumes} volumes", table
-        )
-    needed = {"trans_x", "rot_z"}
-    if not needed <= set(head.columns):
-        raise BrainmatchInputError(
-            "confounds table lacks fMRIPrep's motion columns (trans_x ... rot_z)", table
-        )
-    bad = [c for c in head.columns if head[c].dtype == object]
-    if bad:
-        raise BrainmatchInputError(f"confounds column {bad[0]!r} holds non-numeric values", table)
+    return read_confounds(
+        confounds_path(bold), options.denoise, n_volumes, fd_threshold=options.fd_threshold
+    )
 
 
 def clean_signals(
@@ -196,8 +140,9 @@ def clean_signals(
     standardize: bool | None = None,
     path: Path | None = None,
 ) -> np.ndarray:
-    """nilearn ``signal.clean`` with the masker's arguments; clear errors on short runs."""
-    from nilearn import signal
+    """nilearn ``signal.clean`` with the masker's arguments (computed by
+    :func:`brainmatch.features.cleaning.clean`); clear errors on short runs."""
+    from brainmatch.features.cleaning import clean
 
     std = options.standardize == "zscore" if standardize is None else standardize
     n_kept = len(sample_mask) if sample_mask is not None else len(signals)
@@ -212,34 +157,39 @@ def clean_signals(
     if (options.low_pass or options.high_pass) and tr is None:
         raise BrainmatchInputError("filtering needs the TR (RepetitionTime)", path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out = signal.clean(
-                signals,
-                detrend=options.detrend,
-                standardize="zscore_sample" if std else False,
-                standardize_confounds=True,
-                t_r=tr,
-                low_pass=options.low_pass,
-                high_pass=options.high_pass,
-                confounds=confounds,
-                sample_mask=sample_mask,
-            )
+        out = clean(
+            signals,
+            confounds=confounds,
+            sample_mask=sample_mask,
+            t_r=tr,
+            detrend_signals=options.detrend,
+            low_pass=options.low_pass,
+            high_pass=options.high_pass,
+            standardize=std,
+        )
     except ValueError as exc:
         if "padlen" in str(exc):
             raise BrainmatchInputError(
                 f"only {n_kept} volumes: fewer than the Butterworth filter needs ({exc})", path
             ) from None
         raise BrainmatchInputError(f"cannot clean the signals: {exc}", path) from None
-    return np.asarray(out, dtype=np.float64)
+    return out
 
 
 def connectivity(series: list[np.ndarray], kind: str) -> list[np.ndarray]:
-    """nilearn ``ConnectivityMeasure(kind=...)`` matrices of each subject's series."""
+    """nilearn ``ConnectivityMeasure(kind=...)`` matrices of each subject's series.
+
+    ``correlation`` and ``partial`` are computed by :mod:`brainmatch.features.cleaning`
+    (tested equal to nilearn); ``tangent``, a group-level fit, uses nilearn itself.
+    """
+    if kind != "tangent":
+        from brainmatch.features.cleaning import correlation, partial_correlation
+
+        one = correlation if kind == "correlation" else partial_correlation
+        return [one(np.asarray(s, dtype=np.float64)) for s in series]
     from nilearn.connectome import ConnectivityMeasure
 
-    kinds = {"correlation": "correlation", "partial": "partial correlation", "tangent": "tangent"}
-    measure = ConnectivityMeasure(kind=kinds[kind])
+    measure = ConnectivityMeasure(kind="tangent")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mats = measure.fit_transform(series)

@@ -40,6 +40,7 @@ from brainmatch.atlases import (
 from brainmatch.errors import BrainmatchError, BrainmatchInputError
 from brainmatch.features.aseg import read_aseg_stats
 from brainmatch.features.bids import Run, Unit, discover
+from brainmatch.features.cleaning import zscore_sample
 from brainmatch.features.denoise import (
     CONNECTIVITY_KINDS,
     CONNECTIVITY_PREFIX,
@@ -406,14 +407,6 @@ def run_steps(run: Run, config: ExtractConfig, fingerprint: bool = False) -> Ste
     }
 
 
-def zscore_sample(x: np.ndarray) -> np.ndarray:
-    """Column z-scores with the sample SD (ddof 1); constant columns become 0 as in nilearn."""
-    centred = x - x.mean(axis=0)
-    sd = centred.std(axis=0, ddof=1)
-    sd[sd < np.finfo(np.float64).eps] = 1.0
-    return centred / sd
-
-
 def write_series(path: Path, series: np.ndarray, names: list[str]) -> None:
     """Write a (time x region) table as TSV with a header of region names."""
     fmt = "\t".join(["%.8g"] * series.shape[1])
@@ -459,9 +452,7 @@ def process_unit(unit: Unit, config: ExtractConfig) -> dict[str, Any]:
     dict
         ``{"key", "status": "ok" | "failed", "record" | "file" + "reason"}``.
     """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
+    with _one_thread():
         return _drive_here(unit_steps(unit, config))
 
 
@@ -519,7 +510,8 @@ def unit_steps(unit: Unit, config: ExtractConfig) -> Steps:
             "outputs": sorted({o for res in results for o in res["outputs"]}),
             "features": values,
         }
-        write_json(rec_path, _finite(record))
+        # one line: written by the C encoder (the record is for reruns and the group table)
+        write_json(rec_path, _finite(record), indent=None)
         return {**base, "status": "ok", "record": record}
     except _LeanFailure as exc:
         _remove(rec_path)
@@ -548,12 +540,17 @@ def _remove(path: Path) -> None:
 
 
 def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+    """``obj`` with every non-finite float replaced by None (JSON has no NaN)."""
+    isfinite = math.isfinite
+    if isinstance(obj, float):
+        return obj if isfinite(obj) else None
+    if isinstance(obj, dict):  # a record's features: thousands of floats, inlined
+        return {
+            k: (v if isfinite(v) else None) if type(v) is float else _finite(v)
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
-        return [_finite(v) for v in obj]
+        return [(v if isfinite(v) else None) if type(v) is float else _finite(v) for v in obj]
     return obj
 
 
@@ -563,27 +560,18 @@ def _finite(obj: Any) -> Any:
 #: units prepared and queued per worker (each holds its RegionPlan, ~5 MB at 2 mm)
 LOOKAHEAD = 4
 
-#: what finishing a unit imports (about 2 s, mostly nilearn.interfaces -> scikit-learn)
-_FINISH_IMPORTS = ("nilearn.interfaces.fmriprep", "nilearn.signal", "nilearn.connectome")
 
+def _one_thread() -> Any:
+    """``threadpool_limits(1)`` over every BLAS the finishing steps use.
 
-def _import_in_background() -> None:
-    """Import what finishing a unit needs on a thread, while the workers start streaming.
-
-    The first unit to finish would otherwise import it while the workers wait for work.
-    Python's import lock makes the main thread wait for a module still being imported.
+    threadpoolctl limits only the libraries already loaded: scipy.linalg (which brings
+    scipy's own OpenBLAS, apart from numpy's) is imported first, or its threads would
+    spin beside the workers' on every confound regression.
     """
-    import importlib
-    import threading
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import threadpool_limits
 
-    def run() -> None:
-        for name in _FINISH_IMPORTS:
-            try:
-                importlib.import_module(name)
-            except Exception:  # pragma: no cover - the main thread reports it when it imports
-                return
-
-    threading.Thread(target=run, name="brainmatch-imports", daemon=True).start()
+    return threadpool_limits(1)
 
 
 def _run_local(
@@ -598,13 +586,16 @@ def _run_local(
     the unit when the region signals come back; a few units are prepared ahead so the
     workers never wait for the parent.  Returns the workers' peak RSS in bytes.
     """
+    from contextlib import ExitStack
+
     from threadpoolctl import threadpool_limits
 
     n_workers = max(1, min(n_jobs, len(units)))
     todo = list(reversed(units))
     active: dict[int, Steps] = {}
-    _import_in_background()
-    with LeanPool(n_workers) as pool, threadpool_limits(1):
+    with LeanPool(n_workers) as pool, ExitStack() as limits:
+        limits.enter_context(threadpool_limits(1))
+        scipy_limited = False
 
         def feed(token: int, steps: Steps, reply: Any) -> None:
             out = _advance(steps, reply)
@@ -618,10 +609,13 @@ def _run_local(
         token = 0
         while todo or active:
             # keep LOOKAHEAD units per worker queued, so the workers keep streaming while
-            # this process finishes a unit (its first one also imports nilearn)
+            # this process finishes a unit
             while todo and len(active) < LOOKAHEAD * n_workers:
                 token += 1
                 feed(token, unit_steps(todo.pop(), config), None)
+            if not scipy_limited:  # once the workers have work: import scipy, limit it
+                limits.enter_context(_one_thread())
+                scipy_limited = True
             if active:
                 tok, reply = pool.get()
                 feed(tok, active[tok], _from_worker(reply))
@@ -639,7 +633,6 @@ def _run_dask(
         from distributed import Client, as_completed
     except ImportError as exc:  # pragma: no cover - dask is a dependency
         raise BrainmatchInputError(f"--scheduler needs dask.distributed: {exc}") from None
-    from threadpoolctl import threadpool_limits
 
     try:
         client = Client(scheduler, timeout="20s")
@@ -662,7 +655,7 @@ def _run_dask(
             else:
                 done(out)
 
-        with threadpool_limits(1):
+        with _one_thread():
             while todo or active:
                 while todo and len(active) < width:
                     unit = todo.pop()

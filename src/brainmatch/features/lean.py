@@ -237,6 +237,10 @@ class LeanPool:
 
     def _loop(self, worker: _Worker) -> None:
         try:
+            try:  # start now: the worker's imports overlap the parent's first preparations
+                worker.proc = worker._start()
+            except OSError:  # pragma: no cover - reported by the first job
+                pass
             while True:
                 item = self._jobs.get()
                 if item is None:

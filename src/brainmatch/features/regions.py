@@ -92,45 +92,29 @@ class RegionPlan:
     ) -> None:
         self.piece_voxels = max(1, int(piece_voxels))
         self.shape = tuple(int(s) for s in labels3d.shape)
-        flat = np.asarray(labels3d).ravel(order="F")
-        # ascending label values: the column order of nilearn's maskers; values absent
-        # from the image are dropped
-        values = np.asarray(sorted(set(int(v) for v in label_values)), dtype=np.int64)
-        col_all = _columns_of(flat, values)  # index into values, -1 outside the atlas
-        present = np.bincount(col_all[col_all >= 0], minlength=values.size) > 0
-        self.labels = [int(v) for v in values[present]]
-        renumber = np.where(present, np.cumsum(present) - 1, -1)
-        col_all = np.where(col_all >= 0, renumber[np.maximum(col_all, 0)], -1)
+        labels, col_all = _atlas_columns(labels3d, label_values)
+        self.labels = labels
+        self.n_regions = len(labels)
         in_atlas = col_all >= 0
-        self.n_regions = len(self.labels)
-        # numpy path: the atlas voxels sorted by region (stable: file order within one)
-        vox = np.flatnonzero(in_atlas)
-        cols = col_all[vox]
-        small = cols.astype(np.uint16) if self.n_regions < 2**16 else cols  # radix sort
-        vox, cols = vox[np.argsort(small, kind="stable")], np.sort(small, kind="stable")
-        self.n_voxels = np.bincount(cols, minlength=self.n_regions)
-        starts = np.concatenate([[0], np.cumsum(self.n_voxels)[:-1]]).astype(np.intp)
-        extra = np.zeros(0, dtype=np.intp)
         self.mask_flat: np.ndarray | None = None
         mflat = in_atlas
         if mask3d is not None:
-            mflat = np.asarray(mask3d).ravel(order="F") > 0
-            self.mask_flat = np.flatnonzero(mflat)
-            extra = np.flatnonzero(mflat & ~in_atlas)
-            mflat = mflat | in_atlas
-        self.index = np.concatenate([vox, extra]).astype(np.intp)
-        self.starts = starts if extra.size == 0 else np.concatenate([starts, [vox.size]])
-        self.n_columns = len(self.starts)
+            inmask = np.asarray(mask3d).ravel(order="F") > 0
+            self.mask_flat = np.flatnonzero(inmask)
+            mflat = inmask | in_atlas
         # for the C kernel: the same voxels in file order with their column (the extra
         # column, whose sum is NaN if one of its voxels is, holds the mask voxels outside
         # the atlas); piece_bounds[c] is the first of them in piece c of the volume
         n_vox = int(np.prod(self.shape))
-        self.kernel_ok = n_vox < 2**31 and self.n_columns < 2**16
+        self.kernel_ok = n_vox < 2**31 and self.n_regions + 1 < 2**16
         addr = np.flatnonzero(mflat).astype(np.int64)
         column = col_all[addr]
         column[column < 0] = self.n_regions
         self.voxels = addr.astype(np.int32 if self.kernel_ok else np.int64)
         self.columns = column.astype(np.uint16 if self.kernel_ok else np.int64)
+        per_column = np.bincount(column, minlength=self.n_regions + 1)
+        self.n_voxels = per_column[: self.n_regions]
+        self.n_columns = self.n_regions + int(per_column[self.n_regions] > 0)
         edges = np.arange(-(-n_vox // self.piece_voxels) + 1, dtype=np.int64) * self.piece_voxels
         self.piece_bounds = np.searchsorted(addr, edges)
         # float32 images: the same voxels as runs of consecutive voxels of one column, at
@@ -139,14 +123,33 @@ class RegionPlan:
         if addr.size:
             new_run[1:] = (np.diff(addr) != 1) | (np.diff(column) != 0)
             new_run[1:] |= addr[1:] % self.piece_voxels == 0
-        run_id = np.cumsum(new_run) - 1
-        first = np.flatnonzero(new_run)
-        new_run |= (np.arange(addr.size) - first[run_id]) % 16 == 0  # cut long runs
-        first = np.flatnonzero(new_run)
+        natural = np.flatnonzero(new_run)
+        length = np.diff(np.append(natural, addr.size))
+        pieces = (length + 15) // 16  # cut runs longer than 16 into 16-voxel runs
+        offset = np.arange(int(pieces.sum())) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+        first = np.repeat(natural, pieces) + 16 * offset
         self.run_starts = addr[first].astype(np.int32 if self.kernel_ok else np.int64)
         self.run_lengths = np.diff(np.append(first, addr.size)).astype(np.uint8)
         self.run_columns = self.columns[first]
         self.run_bounds = np.searchsorted(addr[first], edges)
+        self._index: np.ndarray | None = None
+        self._starts: np.ndarray | None = None
+
+    @property
+    def index(self) -> np.ndarray:
+        """The numpy path's voxel order: the atlas voxels sorted by region (file order
+        within one), then the mask voxels outside the atlas (built when first used)."""
+        if self._index is None:
+            self._index = self.voxels[np.argsort(self.columns, kind="stable")].astype(np.intp)
+        return self._index
+
+    @property
+    def starts(self) -> np.ndarray:
+        """Where each column's voxels start in :attr:`index`."""
+        if self._starts is None:
+            counts = np.bincount(self.columns, minlength=self.n_columns)[: self.n_columns]
+            self._starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.intp)
+        return self._starts
 
     def extract(
         self, path: str | Path, volumes_per_block: int = 1, hasher: Any = None
@@ -300,6 +303,37 @@ class _ConstantCheck:
         if self.cand is None:
             return np.zeros(0, dtype=np.intp)
         return self.cand
+
+
+#: atlas layouts of recent label images (key: the array's id, checked by a weak reference)
+_LAYOUTS: dict[int, tuple[Any, tuple[int, ...], list[int], np.ndarray]] = {}
+
+
+def _atlas_columns(labels3d: np.ndarray, label_values: Any) -> tuple[list[int], np.ndarray]:
+    """The labels present on the grid (ascending) and each voxel's column (file order,
+    -1 outside the atlas).  Cached for the label image last used (``resample_atlas``
+    returns the same array for every run on one grid); label images are not modified."""
+    import weakref
+
+    values = tuple(sorted(set(int(v) for v in label_values)))
+    hit = _LAYOUTS.get(id(labels3d))
+    if hit is not None and hit[0]() is labels3d and hit[1] == values:
+        return hit[2], hit[3]
+    flat = np.asarray(labels3d).ravel(order="F")
+    vals = np.asarray(values, dtype=np.int64)
+    col_all = _columns_of(flat, vals)  # index into values, -1 outside the atlas
+    present = np.bincount(col_all[col_all >= 0], minlength=vals.size) > 0
+    labels = [int(v) for v in vals[present]]
+    if not present.all():  # renumber the columns of the labels present
+        renumber = np.where(present, np.cumsum(present) - 1, -1).astype(np.int32)
+        col_all = np.where(col_all >= 0, renumber[np.maximum(col_all, 0)], -1)
+    try:
+        ref = weakref.ref(labels3d)
+    except TypeError:  # pragma: no cover - not a numpy array
+        return labels, col_all
+    _LAYOUTS.clear()
+    _LAYOUTS[id(labels3d)] = (ref, values, labels, col_all)
+    return labels, col_all
 
 
 def _columns_of(flat: np.ndarray, values: np.ndarray) -> np.ndarray:
