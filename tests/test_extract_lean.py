@@ -82,6 +82,38 @@ def test_worker_imports_no_heavy_module(small_trial: Path, tmp_path: Path) -> No
     assert "pandas" in HEAVY_MODULES
 
 
+def test_batch_parent_imports_neither_scikit_learn_nor_nilearn(
+    small_trial: Path, tmp_path: Path
+) -> None:
+    """The parent finishes units with brainmatch.features.cleaning (2-3 s of imports
+    saved).  A first process resamples the atlas to the trial's grid (nilearn, once per
+    grid, cached on disk); a second one extracts and must load neither."""
+    script = (
+        "import json, sys\n"
+        "from brainmatch.features import extract_dataset\n"
+        "trial, out = sys.argv[1], sys.argv[2]\n"
+        "res = extract_dataset(trial, out, derivatives=trial + '/derivatives/fmriprep',\n"
+        "    atlas='aal', participant_label=['001'], denoise=sys.argv[3],\n"
+        "    connectivity=('correlation', 'partial'), force=True)\n"
+        "assert res.failures.empty, res.failures\n"
+        "print(json.dumps(sorted(m for m in sys.modules\n"
+        "                        if m.split('.')[0] in ('sklearn', 'nilearn'))))\n"
+    )
+    env = {**os.environ, "BRAINMATCH_CACHE": str(tmp_path / "cache")}
+    loaded = []
+    for denoise in ("simple", "scrubbing"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(small_trial), str(tmp_path / "out"), denoise],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        loaded.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert any(m.startswith("sklearn") for m in loaded[0])  # resampled: the probe works
+    assert loaded[1] == [], f"the batch imported {loaded[1]}"
+
+
 def test_pool_equals_in_process_and_reports_memory(small_trial: Path) -> None:
     jobs = [
         StreamJob(_bold(small_trial, s), _plan(_bold(small_trial, s)), 3, fingerprint=(s == "002"))

@@ -903,7 +903,7 @@ def _write_group(
     parquet, tsv, meta = out / "features.parquet", out / "features.tsv", out / "features.json"
     _write_parquet(ids, names, matrix, parquet)
     _write_wide_tsv(ids, names, matrix, tsv)
-    import nilearn
+    from importlib.metadata import version
 
     write_json(
         meta,
@@ -911,7 +911,7 @@ def _write_group(
             {
                 "Description": "One row per participant (and session); one column per feature.",
                 "brainmatch_version": __version__,
-                "nilearn_version": nilearn.__version__,
+                "nilearn_version": version("nilearn"),
                 "atlas": {
                     "name": config.atlas.name,
                     "sha256": config.atlas_digest,
