@@ -213,6 +213,64 @@ def test_censored_volumes_are_all_interpolated_before_filtering() -> None:
     assert naive.shape != got.shape or not np.allclose(naive, got, atol=1e-3)
 
 
+def test_boolean_sample_mask_equals_nilearn() -> None:
+    x = np.random.default_rng(2).normal(size=(100, 3)).cumsum(axis=0)
+    keep = np.ones(100, dtype=bool)
+    keep[[3, 40]] = False
+    ref = _nilearn_clean(x, detrend=True, standardize="zscore_sample", sample_mask=keep)
+    got = cleaning.clean(x, sample_mask=keep)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sample_mask": np.r_[-1, 5:50]}, "indices must be in 0..99"),
+        ({"sample_mask": np.r_[5:50, 100]}, "indices must be in 0..99"),
+        ({"sample_mask": np.r_[5:50, 7]}, "increasing"),
+        ({"sample_mask": np.ones(50, dtype=bool)}, "boolean sample_mask needs 100"),
+        ({"sample_mask": np.array([10])}, "at least 2 volumes"),
+        ({"t_r": 2.0, "low_pass": 0.05, "high_pass": 0.05}, "High pass cutoff"),
+        ({"t_r": 2.0, "low_pass": 0.3, "high_pass": 0.4}, "High pass cutoff"),
+        ({"low_pass": 0.1}, "t_r"),
+        ({"confounds": np.zeros((50, 2))}, "one row per volume"),
+    ],
+)
+def test_clean_rejects_bad_arguments(kwargs: dict[str, object], message: str) -> None:
+    x = np.random.default_rng(0).normal(size=(100, 3)).cumsum(axis=0)
+    with pytest.raises(ValueError, match=message):
+        cleaning.clean(x, **kwargs)  # type: ignore[arg-type]
+
+
+def test_one_dimensional_confound_is_one_column() -> None:
+    rng = np.random.default_rng(4)
+    x, conf = rng.normal(size=(80, 3)), rng.normal(size=80)
+    ref = _nilearn_clean(x, detrend=True, standardize="zscore_sample", confounds=conf)
+    np.testing.assert_allclose(cleaning.clean(x, confounds=conf), ref, rtol=0, atol=1e-10)
+
+
+def test_unused_non_numeric_column_is_ignored(tmp_path: Path) -> None:
+    table = _fmriprep_table(tmp_path, np.random.default_rng(1))
+    df = pd.read_csv(table, sep="\t")
+    df["notes"] = "x"
+    df.to_csv(table, sep="\t", index=False, na_rep="n/a")
+    ref, _ = _nilearn_confounds(table, "simple")
+    conf, _, _ = cleaning.read_confounds(table, "simple", 120)
+    np.testing.assert_allclose(conf, ref.to_numpy(), rtol=0, atol=1e-12)
+    df["csf"] = "high"
+    df.to_csv(table, sep="\t", index=False, na_rep="n/a")
+    with pytest.raises(BrainmatchInputError, match="'csf' holds non-numeric values"):
+        cleaning.read_confounds(table, "simple", 120)
+
+
+def test_connectivity_rejects_non_finite_series() -> None:
+    x = np.random.default_rng(0).normal(size=(50, 4))
+    x[5, 1] = np.nan
+    for fn in (cleaning.correlation, cleaning.partial_correlation):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            fn(x)
+
+
 def test_filter_longer_than_the_run_raises_padlen() -> None:
     x = np.random.default_rng(0).normal(size=(12, 3))
     with pytest.raises(ValueError, match="padlen"):

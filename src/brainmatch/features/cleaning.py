@@ -170,8 +170,17 @@ def select_confounds(
         comp = _compcor_columns(meta, meta_path or table_path)
         _require(have, comp, "anatomical CompCor", table_path)
         chosen += comp
+    if preset.scrub:
+        chosen += ["framewise_displacement", "std_dvars"]
+    for col in dict.fromkeys(chosen):  # the columns used; others may hold anything
+        if col in have and table[col].dtype.kind not in "biuf":
+            raise BrainmatchInputError(
+                f"confounds column {col!r} holds non-numeric values", table_path
+            )
     values = {
-        c: table[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in dict.fromkeys(chosen)
+        c: table[c].to_numpy(dtype=np.float64, na_value=np.nan)
+        for c in dict.fromkeys(chosen)
+        if c in have
     }
     outliers = [values[c] for c in values if "non_steady_state" in c]
     if preset.scrub:
@@ -180,8 +189,7 @@ def select_confounds(
                 raise BrainmatchInputError(
                     f"the confounds table has no {col} column (needed for scrubbing)", table_path
                 )
-        fd = table["framewise_displacement"].to_numpy(dtype=np.float64, na_value=np.nan)
-        dvars = table["std_dvars"].to_numpy(dtype=np.float64, na_value=np.nan)
+        fd, dvars = values.pop("framewise_displacement"), values.pop("std_dvars")
         thr = preset.fd_threshold if fd_threshold is None else fd_threshold
         with np.errstate(invalid="ignore"):
             flagged = np.unique(
@@ -253,11 +261,6 @@ def read_confounds(
         raise BrainmatchInputError(
             "confounds table lacks fMRIPrep's motion columns (trans_x ... rot_z)", table_path
         )
-    bad = [c for c in table.columns if table[c].dtype == object]
-    if bad:
-        raise BrainmatchInputError(
-            f"confounds column {bad[0]!r} holds non-numeric values", table_path
-        )
     meta_path = table_path.with_suffix(".json")
     meta = None
     if strategy in ("compcor", "scrubbing") and meta_path.exists():
@@ -324,10 +327,17 @@ def butterworth(
     nyq = 0.5 * fs
     eps32 = float(np.finfo(np.float32).eps)
 
-    def wn(freq: float) -> float:  # nilearn's _check_wn: clamp just below Nyquist
-        return nyq - nyq * 10 * eps32 if freq >= nyq else freq
+    def wn(freq: float) -> float:  # nilearn's _check_wn: clamp into (0, Nyquist)
+        if freq >= nyq:
+            return nyq - nyq * 10 * eps32
+        return nyq * eps32 if freq < 0 else freq
 
     if low_pass is not None and high_pass is not None:
+        if high_pass >= low_pass:
+            raise ValueError(
+                f"High pass cutoff frequency ({high_pass}) is greater than or equal to low "
+                f"pass filter frequency ({low_pass})"
+            )
         band = [wn(high_pass), wn(low_pass)]
         if band[0] == band[1]:
             return x
@@ -358,6 +368,23 @@ def _interpolate(
     return out, sample_mask - first
 
 
+def _check_mask(sample_mask: Any, n: int) -> np.ndarray:
+    """A sample mask as sorted volume indices (a boolean mask of length n, or indices)."""
+    arr = np.asarray(sample_mask)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise ValueError(f"a boolean sample_mask needs {n} values, got shape {arr.shape}")
+        return np.flatnonzero(arr)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ValueError("sample_mask must be volume indices or a boolean mask")
+    idx = arr.astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError(f"sample_mask indices must be in 0..{n - 1}")
+    if np.any(np.diff(idx) <= 0):
+        raise ValueError("sample_mask indices must be increasing, without repeats")
+    return idx
+
+
 def clean(
     signals: np.ndarray,
     *,
@@ -383,14 +410,22 @@ def clean(
         From scipy when the series is shorter than the filter's padding.
     """
     x = np.array(signals, dtype=np.float64)
-    c = None if confounds is None else np.array(confounds, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"signals must be 2D (volumes x series), got shape {x.shape}")
+    n = len(x)
+    c = None
+    if confounds is not None:
+        c = np.array(confounds, dtype=np.float64)
+        c = c[:, None] if c.ndim == 1 else c
+        if c.ndim != 2 or len(c) != n:
+            raise ValueError(f"confounds have shape {c.shape}; they need one row per volume ({n})")
     filtering = low_pass is not None or high_pass is not None
     if filtering and t_r is None:
         raise ValueError("Repetition time (t_r) must be specified for butterworth filtering.")
-    mask = None if sample_mask is None else np.asarray(sample_mask, dtype=np.int64)
+    mask = None if sample_mask is None else _check_mask(sample_mask, n)
+    if (n if mask is None else len(mask)) < 2:
+        raise ValueError("cleaning needs at least 2 volumes (after censoring)")
     if mask is not None:
-        if mask.size == 0:
-            raise ValueError("every volume was removed by the sample mask")
         if filtering:
             assert t_r is not None
             x, shifted = _interpolate(x, mask, t_r)
@@ -427,6 +462,8 @@ def clean(
 def ledoit_wolf(x: np.ndarray) -> np.ndarray:
     """scikit-learn's ``LedoitWolf().fit(x).covariance_`` (centred data, one block)."""
     n, p = x.shape
+    if not np.isfinite(x).all():
+        raise ValueError("the series contain NaN or infinite values")
     xc = x - x.mean(axis=0)
     if p == 1:
         return np.atleast_2d((xc**2).mean())
