@@ -577,10 +577,10 @@ def _one_thread() -> Any:
 def _run_local(
     units: Sequence[Unit],
     config: ExtractConfig,
-    n_jobs: int,
+    pool: LeanPool,
     done: Callable[[dict[str, Any]], None],
 ) -> int:
-    """Stream in ``n_jobs`` lean worker processes (one even when ``n_jobs`` is 1).
+    """Stream in the lean worker processes of ``pool`` (one even with ``--n-jobs 1``).
 
     The parent prepares each unit, hands its runs' streaming to the workers and finishes
     the unit when the region signals come back; a few units are prepared ahead so the
@@ -590,10 +590,10 @@ def _run_local(
 
     from threadpoolctl import threadpool_limits
 
-    n_workers = max(1, min(n_jobs, len(units)))
+    n_workers = pool.n_workers
     todo = list(reversed(units))
     active: dict[int, Steps] = {}
-    with LeanPool(n_workers) as pool, ExitStack() as limits:
+    with ExitStack() as limits:
         limits.enter_context(threadpool_limits(1))
         scipy_limited = False
 
@@ -743,6 +743,8 @@ def extract_dataset(
     -------
     ExtractResult
     """
+    from contextlib import ExitStack
+
     bids_dir, output_dir, derivatives = Path(bids_dir), Path(output_dir), Path(derivatives)
     if work_dir is not None:
         os.environ["BRAINMATCH_CACHE"] = str(Path(work_dir).absolute())
@@ -752,7 +754,7 @@ def extract_dataset(
         raise BrainmatchInputError(
             f"unknown connectivity measure {bad[0]!r}; choose from {', '.join(CONNECTIVITY_KINDS)}"
         )
-    clean = CleanOptions(
+    options = CleanOptions(
         denoise=denoise,
         standardize=standardize,
         detrend=detrend,
@@ -760,6 +762,50 @@ def extract_dataset(
         high_pass=high_pass,
         fd_threshold=fd_threshold,
     )
+    with ExitStack() as stack:
+        pool = None
+        if not scheduler:  # start the workers now: their imports overlap the set-up below
+            pool = stack.enter_context(LeanPool(max(1, n_jobs)))
+        return _extract(
+            bids_dir,
+            output_dir,
+            derivatives=derivatives,
+            atlas=atlas,
+            atlas_labels=atlas_labels,
+            freesurfer=freesurfer,
+            options=options,
+            kinds=kinds,
+            participant_label=participant_label,
+            session_label=session_label,
+            task=task,
+            space=space,
+            pool=pool,
+            scheduler=scheduler,
+            force=force,
+            progress=progress,
+        )
+
+
+def _extract(
+    bids_dir: Path,
+    output_dir: Path,
+    *,
+    derivatives: Path,
+    atlas: str | Path | Atlas,
+    atlas_labels: str | Path | None,
+    freesurfer: str | Path | None,
+    options: CleanOptions,
+    kinds: tuple[str, ...],
+    participant_label: Sequence[str] | None,
+    session_label: Sequence[str] | None,
+    task: str | None,
+    space: str,
+    pool: LeanPool | None,
+    scheduler: str | None,
+    force: bool,
+    progress: Callable[[int, int], None] | None,
+) -> ExtractResult:
+    """:func:`extract_dataset` once the options are checked and the local workers started."""
     atlas_obj = atlas if isinstance(atlas, Atlas) else load_atlas(atlas, atlas_labels)
     fs = Path(freesurfer) if freesurfer is not None else None
     if fs is not None and not fs.is_dir():
@@ -786,7 +832,7 @@ def extract_dataset(
     config = ExtractConfig(
         atlas=atlas_obj,
         atlas_digest=atlas_digest(atlas_obj),
-        clean=clean,
+        clean=options,
         atlas_source=source,
         atlas_labels=str(Path(atlas_labels).absolute()) if atlas_labels else None,
         connectivity=kinds,
@@ -816,10 +862,11 @@ def extract_dataset(
 
     peak = 0
     if todo:
-        if scheduler:
+        if pool is None:
+            assert scheduler is not None
             peak = _run_dask(todo, config, scheduler, done)
         else:
-            peak = _run_local(todo, config, max(1, n_jobs), done)
+            peak = _run_local(todo, config, pool, done)
     failures = pd.DataFrame(
         [
             {

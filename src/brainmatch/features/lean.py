@@ -168,6 +168,7 @@ class _Worker:
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
+        self.used = False  # a job was sent to the current process
 
     def _start(self) -> subprocess.Popen[bytes]:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -182,6 +183,7 @@ class _Worker:
     def run(self, job: StreamJob) -> tuple[Any, ...]:
         if self.proc is None or self.proc.poll() is not None:
             self.proc = self._start()
+        self.used = True
         stdin: IO[bytes] = self.proc.stdin  # type: ignore[assignment]
         stdout: IO[bytes] = self.proc.stdout  # type: ignore[assignment]
         try:
@@ -197,6 +199,8 @@ class _Worker:
     def close(self) -> None:
         if self.proc is None:
             return
+        if not self.used:  # started ahead but never given work: do not wait for its imports
+            self.proc.kill()
         for fh in (self.proc.stdin, self.proc.stdout):
             try:
                 if fh is not None:
@@ -227,7 +231,8 @@ class LeanPool:
     def __init__(self, n_workers: int) -> None:
         self._jobs: queue.Queue[tuple[Any, StreamJob] | None] = queue.Queue()
         self._done: queue.Queue[tuple[Any, tuple[Any, ...]]] = queue.Queue()
-        self._workers = [_Worker() for _ in range(max(1, n_workers))]
+        self.n_workers = max(1, n_workers)
+        self._workers = [_Worker() for _ in range(self.n_workers)]
         self._threads = [
             threading.Thread(target=self._loop, args=(w,), daemon=True) for w in self._workers
         ]
