@@ -766,137 +766,102 @@ def extract_dataset(
         pool = None
         if not scheduler:  # start the workers now: their imports overlap the set-up below
             pool = stack.enter_context(LeanPool(max(1, n_jobs)))
-        return _extract(
+        atlas_obj = atlas if isinstance(atlas, Atlas) else load_atlas(atlas, atlas_labels)
+        fs = Path(freesurfer) if freesurfer is not None else None
+        if fs is not None and not fs.is_dir():
+            raise BrainmatchInputError("FreeSurfer folder not found", fs)
+        if output_dir.exists() and not output_dir.is_dir():
+            raise BrainmatchInputError("output path exists and is not a folder", output_dir)
+        units = discover(
             bids_dir,
-            output_dir,
-            derivatives=derivatives,
-            atlas=atlas,
-            atlas_labels=atlas_labels,
-            freesurfer=freesurfer,
-            options=options,
-            kinds=kinds,
-            participant_label=participant_label,
-            session_label=session_label,
+            derivatives,
+            participant_label=list(participant_label or []),
+            session_label=list(session_label or []),
             task=task,
             space=space,
-            pool=pool,
-            scheduler=scheduler,
-            force=force,
-            progress=progress,
+            freesurfer=fs,
         )
-
-
-def _extract(
-    bids_dir: Path,
-    output_dir: Path,
-    *,
-    derivatives: Path,
-    atlas: str | Path | Atlas,
-    atlas_labels: str | Path | None,
-    freesurfer: str | Path | None,
-    options: CleanOptions,
-    kinds: tuple[str, ...],
-    participant_label: Sequence[str] | None,
-    session_label: Sequence[str] | None,
-    task: str | None,
-    space: str,
-    pool: LeanPool | None,
-    scheduler: str | None,
-    force: bool,
-    progress: Callable[[int, int], None] | None,
-) -> ExtractResult:
-    """:func:`extract_dataset` once the options are checked and the local workers started."""
-    atlas_obj = atlas if isinstance(atlas, Atlas) else load_atlas(atlas, atlas_labels)
-    fs = Path(freesurfer) if freesurfer is not None else None
-    if fs is not None and not fs.is_dir():
-        raise BrainmatchInputError("FreeSurfer folder not found", fs)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise BrainmatchInputError("output path exists and is not a folder", output_dir)
-    units = discover(
-        bids_dir,
-        derivatives,
-        participant_label=list(participant_label or []),
-        session_label=list(session_label or []),
-        task=task,
-        space=space,
-        freesurfer=fs,
-    )
-    if not units:
-        raise BrainmatchInputError(
-            "no preprocessed BOLD found (expected sub-*/[ses-*/]func/*_desc-preproc_bold.nii.gz)",
-            derivatives,
+        if not units:
+            raise BrainmatchInputError(
+                "no preprocessed BOLD found "
+                "(expected sub-*/[ses-*/]func/*_desc-preproc_bold.nii.gz)",
+                derivatives,
+            )
+        source = None if isinstance(atlas, Atlas) else str(atlas)
+        if (
+            source is not None
+            and source not in (*SHIPPED_ATLASES, "affect")
+            and Path(source).exists()
+        ):
+            source = str(Path(source).absolute())  # a user atlas: record where it came from
+        config = ExtractConfig(
+            atlas=atlas_obj,
+            atlas_digest=atlas_digest(atlas_obj),
+            clean=options,
+            atlas_source=source,
+            atlas_labels=str(Path(atlas_labels).absolute()) if atlas_labels else None,
+            connectivity=kinds,
+            output_dir=output_dir.absolute(),
+            freesurfer=fs is not None,
         )
-    source = None if isinstance(atlas, Atlas) else str(atlas)
-    if source is not None and source not in (*SHIPPED_ATLASES, "affect") and Path(source).exists():
-        source = str(Path(source).absolute())  # a user atlas: record where it came from
-    config = ExtractConfig(
-        atlas=atlas_obj,
-        atlas_digest=atlas_digest(atlas_obj),
-        clean=options,
-        atlas_source=source,
-        atlas_labels=str(Path(atlas_labels).absolute()) if atlas_labels else None,
-        connectivity=kinds,
-        output_dir=output_dir.absolute(),
-        freesurfer=fs is not None,
-    )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    _write_description(output_dir, bids_dir, derivatives)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        _write_description(output_dir, bids_dir, derivatives)
 
-    todo, skipped = [], []
-    for unit in units:
-        if not force and not unit.problem and is_up_to_date(config, unit):
-            skipped.append(unit.key)
-        else:
-            todo.append(unit)
-    total = len(units)
-    results: list[dict[str, Any]] = []
-    state = {"done": len(skipped)}
-    if progress:
-        progress(state["done"], total)
-
-    def done(res: dict[str, Any]) -> None:
-        results.append(res)
-        state["done"] += 1
+        todo, skipped = [], []
+        for unit in units:
+            if not force and not unit.problem and is_up_to_date(config, unit):
+                skipped.append(unit.key)
+            else:
+                todo.append(unit)
+        total = len(units)
+        results: list[dict[str, Any]] = []
+        state = {"done": len(skipped)}
         if progress:
             progress(state["done"], total)
 
-    peak = 0
-    if todo:
-        if pool is None:
-            assert scheduler is not None
-            peak = _run_dask(todo, config, scheduler, done)
-        else:
-            peak = _run_local(todo, config, pool, done)
-    failures = pd.DataFrame(
-        [
-            {
-                "participant_id": r["participant_id"],
-                "session": r["session"] or "n/a",
-                "file": r["file"],
-                "reason": r["reason"],
-            }
-            for r in results
-            if r["status"] == "failed"
-        ],
-        columns=["participant_id", "session", "file", "reason"],
-    )
-    failures = failures.sort_values(["participant_id", "session"]).reset_index(drop=True)
-    failures_path = output_dir / "failures.tsv"
-    write_tsv(failures_path, failures)
-    failed_keys = {r["key"] for r in results if r["status"] == "failed"}
-    paths = _write_group(config, units, failed_keys, bids_dir)
-    return ExtractResult(
-        output_dir=output_dir,
-        features_path=paths[0],
-        features_tsv=paths[1],
-        metadata_path=paths[2],
-        failures_path=failures_path,
-        failures=failures,
-        computed=[r["key"] for r in results if r["status"] == "ok"],
-        skipped=skipped,
-        n_units=total,
-        worker_peak_rss_mb=peak / 2**20 if peak else None,
-    )
+        def done(res: dict[str, Any]) -> None:
+            results.append(res)
+            state["done"] += 1
+            if progress:
+                progress(state["done"], total)
+
+        peak = 0
+        if todo:
+            if pool is None:
+                assert scheduler is not None
+                peak = _run_dask(todo, config, scheduler, done)
+            else:
+                peak = _run_local(todo, config, pool, done)
+        failures = pd.DataFrame(
+            [
+                {
+                    "participant_id": r["participant_id"],
+                    "session": r["session"] or "n/a",
+                    "file": r["file"],
+                    "reason": r["reason"],
+                }
+                for r in results
+                if r["status"] == "failed"
+            ],
+            columns=["participant_id", "session", "file", "reason"],
+        )
+        failures = failures.sort_values(["participant_id", "session"]).reset_index(drop=True)
+        failures_path = output_dir / "failures.tsv"
+        write_tsv(failures_path, failures)
+        failed_keys = {r["key"] for r in results if r["status"] == "failed"}
+        paths = _write_group(config, units, failed_keys, bids_dir)
+        return ExtractResult(
+            output_dir=output_dir,
+            features_path=paths[0],
+            features_tsv=paths[1],
+            metadata_path=paths[2],
+            failures_path=failures_path,
+            failures=failures,
+            computed=[r["key"] for r in results if r["status"] == "ok"],
+            skipped=skipped,
+            n_units=total,
+            worker_peak_rss_mb=peak / 2**20 if peak else None,
+        )
 
 
 def _write_description(output_dir: Path, bids_dir: Path, derivatives: Path) -> None:
