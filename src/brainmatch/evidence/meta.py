@@ -532,7 +532,7 @@ def rma(
         t2, info = tau2_estimate(ymc, v, X, method)
     w = 1.0 / (v + t2)
     WX = X * w[:, None]
-    vb = np.linalg.inv(X.T @ WX)
+    vb: FloatArray = np.asarray(np.linalg.inv(X.T @ WX), dtype=np.float64)
     beta = vb @ (WX.T @ y)
     ddf: int | None = None
     if test in ("knha", "adhoc"):

@@ -319,7 +319,7 @@ def _u_block(basis: list[tuple[str, str]]) -> FloatArray:
 def _gls(y: FloatArray, X: FloatArray, V: FloatArray) -> tuple[FloatArray, FloatArray, float]:
     W = np.linalg.inv(V)
     XtW = X.T @ W
-    cov = np.linalg.pinv(XtW @ X)
+    cov: FloatArray = np.asarray(np.linalg.pinv(XtW @ X), dtype=np.float64)
     d = cov @ (XtW @ y)
     r = y - X @ d
     return d, cov, float(r @ W @ r)

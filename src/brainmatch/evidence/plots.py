@@ -116,8 +116,7 @@ def forest_plot(
         for name in list(subgroups.groups) + sorted(set(g) - set(subgroups.groups)):
             if not summary_only:
                 rows.append(("header", name))
-                for i in np.flatnonzero(g == name):
-                    rows.append(("study", int(i)))
+                rows.extend(("study", int(j)) for j in np.flatnonzero(g == name))
             if name in subgroups.groups:
                 fit = subgroups.groups[name]
                 rows.append(("diamond", (f"{name} (k = {fit.k}, I² = {fit.I2:.0f}%)", fit)))

@@ -1,9 +1,12 @@
 """ComBat site harmonisation (Johnson 2007; Fortin 2017, 2018) as a transformer.
 
-The estimates follow neuroHarmonize 2.5.2 (``harmonizationLearn`` without smooth terms
-or a reference site), so that :meth:`ComBat.fit_transform` reproduces its adjusted data.
-The *apply* step is our own, because neuroHarmonize's ``harmonizationApply`` fails on a
-batch that lacks any training site (one new patient) or holds an unseen site:
+The estimates follow neuroCombat 0.2.12 (Fortin's reference implementation, which
+neuroHarmonize 2.5.2 wraps), parametric empirical Bayes, so that
+:meth:`ComBat.fit_transform` reproduces its adjusted data, with or without a reference
+site (``ref_batch``, Stein et al. 2015 "M-ComBat": the reference site's data are left
+unchanged and the other sites are brought to its location and scale).  The *apply* step
+is our own, because neuroHarmonize's ``harmonizationApply`` fails on a batch that lacks
+any training site (one new patient) or holds an unseen site:
 
 - a patient from a site seen in training is adjusted with that site's learned location
   and scale, whatever the rest of the batch holds (a batch of one works);
@@ -90,11 +93,17 @@ class ComBat(TransformerMixin, BaseEstimator):
         What :meth:`transform` does with a site absent from training (see module notes).
     min_new_site_size : int, default 5
         Smallest number of patients of an unseen site needed to estimate its parameters.
+    ref_batch : str or None, default None
+        A training site to use as the reference (as neuroCombat's / neuroHarmonize's
+        ``ref_batch``): the grand mean and pooled variance are that site's, its data are
+        returned unchanged, and every other site is adjusted towards it.
 
     Attributes
     ----------
     sites_ : ndarray of str
         Training sites.
+    ref_site_ : str or None
+        The reference site, when ``ref_batch`` is set.
     grand_mean_ : ndarray of shape (n_features,)
     var_pooled_ : ndarray of shape (n_features,)
     beta_covariates_ : ndarray of shape (n_covariates, n_features)
@@ -112,11 +121,16 @@ class ComBat(TransformerMixin, BaseEstimator):
     """
 
     def __init__(
-        self, eb: bool = True, unseen_site: str = "estimate", min_new_site_size: int = 5
+        self,
+        eb: bool = True,
+        unseen_site: str = "estimate",
+        min_new_site_size: int = 5,
+        ref_batch: str | None = None,
     ) -> None:
         self.eb = eb
         self.unseen_site = unseen_site
         self.min_new_site_size = min_new_site_size
+        self.ref_batch = ref_batch
 
     @staticmethod
     def _prepare(
@@ -179,21 +193,38 @@ class ComBat(TransformerMixin, BaseEstimator):
                 "ComBat needs at least 2 patients per site to estimate its variance; "
                 f"too few in: {', '.join(small)}"
             )
+        ref: int | None = None
+        if self.ref_batch is not None:
+            hits = np.flatnonzero(labels == str(self.ref_batch))
+            if hits.size == 0:
+                raise BrainmatchInputError(
+                    f"ComBat ref_batch={self.ref_batch!r} is not one of the training sites "
+                    f"({', '.join(labels.tolist())})"
+                )
+            ref = int(hits[0])
         n, n_sites = Xa.shape[0], labels.size
         B = np.zeros((n, n_sites))
         B[np.arange(n), inverse] = 1.0
         design = np.hstack([B, C])
         coef = np.linalg.lstsq(design, Xa, rcond=None)[0]
-        grand_mean = (counts / n) @ coef[:n_sites]
         resid = Xa - design @ coef
-        var_pooled = (resid**2).mean(axis=0)
+        if ref is None:
+            grand_mean = (counts / n) @ coef[:n_sites]
+            var_pooled = (resid**2).mean(axis=0)
+        else:
+            # the reference site's own intercept and residual variance (M-ComBat)
+            grand_mean = coef[ref].copy()
+            var_pooled = (resid[inverse == ref] ** 2).mean(axis=0)
         var_pooled[var_pooled <= 0] = 1.0  # constant feature: nothing to scale
         mod_mean = C @ coef[n_sites:]
         s_data = (Xa - grand_mean - mod_mean) / np.sqrt(var_pooled)
         groups = [np.flatnonzero(inverse == i) for i in range(n_sites)]
         gamma, delta = _eb_adjust(s_data, groups, self.eb and Xa.shape[1] > 1)
         delta[delta <= 0] = 1.0
+        if ref is not None:
+            gamma[ref], delta[ref] = 0.0, 1.0
         self.sites_ = labels
+        self.ref_site_ = None if ref is None else str(labels[ref])
         self.grand_mean_ = grand_mean
         self.var_pooled_ = var_pooled
         self.beta_covariates_ = coef[n_sites:]
@@ -201,7 +232,10 @@ class ComBat(TransformerMixin, BaseEstimator):
         self.delta_ = delta
         self.n_features_in_ = Xa.shape[1]
         out = (s_data - gamma[inverse]) / np.sqrt(delta[inverse])
-        return np.asarray(out * np.sqrt(var_pooled) + grand_mean + mod_mean)
+        adjusted = np.asarray(out * np.sqrt(var_pooled) + grand_mean + mod_mean)
+        if ref is not None:
+            adjusted[inverse == ref] = Xa[inverse == ref]  # exactly, not up to rounding
+        return adjusted
 
     def fit_transform(self, X: ArrayLike, y: Any = None, **fit_params: Any) -> NDArray[np.float64]:
         """Fit and return the harmonised training data (as neuroHarmonize's learn step)."""
@@ -261,6 +295,7 @@ class ComBat(TransformerMixin, BaseEstimator):
         sd = np.sqrt(self.var_pooled_)
         s_data = (Xa - self.grand_mean_ - mod_mean) / sd
         out = s_data.copy()
+        keep = np.zeros(Xa.shape[0], dtype=bool)
         index = {lab: i for i, lab in enumerate(self.sites_.tolist())}
         status = self.site_status(s)
         for lab, how in status.items():
@@ -268,6 +303,8 @@ class ComBat(TransformerMixin, BaseEstimator):
             if how == "trained":
                 i = index[lab]
                 out[rows] = (s_data[rows] - self.gamma_[i]) / np.sqrt(self.delta_[i])
+                if lab == getattr(self, "ref_site_", None):
+                    keep[rows] = True
             elif self.unseen_site == "error":
                 raise BrainmatchInputError(
                     f"site {lab!r} was not seen in training (sites: {', '.join(index)})"
@@ -277,4 +314,6 @@ class ComBat(TransformerMixin, BaseEstimator):
                 d[d <= 0] = 1.0
                 out[rows] = (s_data[rows] - g[0]) / np.sqrt(d[0])
             # "unadjusted": leave the standardised data as it is (gamma 0, delta 1)
-        return np.asarray(out * sd + self.grand_mean_ + mod_mean)
+        adjusted = np.asarray(out * sd + self.grand_mean_ + mod_mean)
+        adjusted[keep] = Xa[keep]  # the reference site is returned unchanged
+        return adjusted

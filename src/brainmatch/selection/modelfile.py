@@ -54,7 +54,8 @@ def save_model(path: str | Path, arrays: dict[str, NDArray[Any]], meta: dict[str
     full["content_sha256"] = _content_hash(clean, full)
     buffer = io.BytesIO()
     blob = np.frombuffer(json.dumps(full, allow_nan=False).encode("utf-8"), dtype=np.uint8)
-    np.savez_compressed(buffer, **clean, **{_META: blob})
+    members: dict[str, Any] = {**clean, _META: blob}
+    np.savez_compressed(buffer, **members)
     write_bytes(path, buffer.getvalue())
     return Path(path)
 
