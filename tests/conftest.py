@@ -18,9 +18,16 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The workplace's real-data folder; skip when a clone has none."""
+    """The real-data folder beside the clone (``../shared/data``); skip when it is absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder {SHARED_DATA} is absent (only present in the workplace)")
+        pytest.skip(
+            f"needs real published data in {SHARED_DATA}, which is not shipped (licences): "
+            "Metapsy psychotherapy trials (doi:10.5281/zenodo.7254845, folder metapsy-psyctr/), "
+            "antidepressant ALE coordinates of Saberi et al. 2025 (github.com/amnsbr/"
+            "antidepressants_meta, folder antidepressant-ale/), ENIGMA Toolbox statistics "
+            "(github.com/MICA-MNI/ENIGMA, folder enigma/); put them there to run this test "
+            "(see tests/README.md)"
+        )
     return SHARED_DATA
 
 
