@@ -77,9 +77,10 @@ def trained_model() -> Trained:
         trial = draw_trial(TrialSpec(n_subjects=160, n_sites=2, effect_size=1.2, seed=5))
         f = measured_features(trial, n_noise=10, reliability=0.9, seed=5)
         o = outcome_table(trial)
+        assert list(f["participant_id"]) == list(o["participant_id"])
         held = np.arange(len(o)) % 8 == 0
         res = train(
-            f,
+            f[~held],
             o[~held],
             treatment_column="arm",
             outcome_column="hamd_week8",

@@ -19,7 +19,7 @@ pytest.importorskip("waitress", reason="the web extra (waitress) is not installe
 pytestmark = pytest.mark.slow
 
 N_REQUESTS = 100
-N_SESSIONS = 4
+N_SESSIONS = 2
 
 
 def test_100_concurrent_requests_without_errors(tmp_path, capsys):

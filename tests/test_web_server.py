@@ -7,6 +7,7 @@ import re
 import signal
 import sqlite3
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -28,7 +29,8 @@ def _job(db, kind):
 
 def test_serve_survives_kill_and_resumes_the_job(tmp_path):
     trained = trained_model()
-    server = LiveServer(tmp_path / "data")
+    limit = {"BRAINMATCH_MAX_UPLOAD_MB": "5"}
+    server = LiveServer(tmp_path / "data", env=limit)
     for user, role in (("res", "researcher"), ("clin", "clinician")):
         r = server.cli("createuser", user, "--role", role, "--password-stdin", stdin=PASSWORD + "\n")
         assert r.returncode == 0, r.stderr
@@ -39,11 +41,12 @@ def test_serve_survives_kill_and_resumes_the_job(tmp_path):
         import requests
 
         assert requests.get(server.url + "/healthz", timeout=10).text == "ok\n"
+        t_start = time.perf_counter()
         # the WSGI server refuses a chunked body above the limit (no Content-Length to check)
         s = server.session("clin")
 
         def body():
-            for _ in range(300):
+            for _ in range(12):
                 yield b"x" * (1 << 20)
 
         try:
@@ -68,23 +71,24 @@ def test_serve_survives_kill_and_resumes_the_job(tmp_path):
             data={
                 "csrfmiddlewaretoken": csrf_from(r.text), "treatment_column": "arm",
                 "outcome_column": "hamd_week8", "baseline_column": "hamd_baseline",
-                "site_column": "site", "model": "interaction", "n_repeats": 20,
-                "n_permutations": 199, "seed": 0,
+                "site_column": "site", "model": "interaction", "n_repeats": 2,
+                "n_permutations": 99, "seed": 0,
             },  # fmt: skip
             timeout=60,
         )
         assert r.status_code == 200 and "<progress" in r.text
-        training_url = r.url
+        training_path = urlsplit(r.url).path
         db = tmp_path / "data" / "db.sqlite3"
-        wait_for(lambda: (_job(db, "train") or ("",))[0] == "running", 60, "the job to start")
+        wait_for(lambda: (_job(db, "train") or ("",))[0] == "running", 60, "the job to start",
+                 interval=0.1)  # fmt: skip
         server.stop(signal.SIGKILL)  # the server and its worker die mid-job
     status, attempts, *_ = _job(db, "train")
     assert (status, attempts) == ("running", 1)  # as the killed worker left it
-    with LiveServer(tmp_path / "data") as server:
+    with LiveServer(tmp_path / "data", env=limit) as server:
         wait_for(lambda: _job(db, "train")[0] == "done", 300, "the resumed job to finish")
         status, attempts, message, error, done = _job(db, "train")
         assert attempts == 2 and not error
-        page = server.session("res").get(training_url, timeout=30).text
+        page = server.session("res").get(server.url + training_path, timeout=30).text
         assert "Status: <b>done</b>" in page and "policy gain over the best single arm" in page
         m = re.search(r"permutation p \(no treatment-by-feature interaction\)</td><td class=\"num\">([\d.]+)", page)
         assert m and 0 < float(m.group(1)) <= 1
