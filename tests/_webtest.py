@@ -149,10 +149,19 @@ class LiveServer:
     def start(self, timeout: float = 120) -> LiveServer:
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "brainmatch", "serve", "--port", "0",
-                "--data-dir", str(self.data_dir), "--workers", str(self.workers),
-                "--threads", str(self.threads),
-            ],  # fmt: skip
+                sys.executable,
+                "-m",
+                "brainmatch",
+                "serve",
+                "--port",
+                "0",
+                "--data-dir",
+                str(self.data_dir),
+                "--workers",
+                str(self.workers),
+                "--threads",
+                str(self.threads),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

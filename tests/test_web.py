@@ -77,7 +77,9 @@ def test_database_url_parsing(tmp_path):
     from brainmatch.errors import BrainmatchInputError
     from brainmatch.web.config import parse_database_url
 
-    pg = parse_database_url("postgres://bm:p%40ss@db.example:5433/brainmatch?sslmode=require", tmp_path)
+    pg = parse_database_url(
+        "postgres://bm:p%40ss@db.example:5433/brainmatch?sslmode=require", tmp_path
+    )
     assert pg["ENGINE"] == "django.db.backends.postgresql"
     assert (pg["NAME"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"]) == (
         "brainmatch", "bm", "p@ss", "db.example", "5433"
@@ -100,10 +102,11 @@ def test_data_folder_is_private_and_key_generated(cfg):
 
 
 def test_passwords_strong_hasher_and_validators(cfg):
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher, get_hasher
+
     import brainmatch.web.settings as web_settings
     from brainmatch.errors import BrainmatchInputError
     from brainmatch.web.services import create_user
-    from django.contrib.auth.hashers import PBKDF2PasswordHasher, get_hasher
 
     # the service keeps Django's default hasher list (PBKDF2-SHA256 first)
     assert not hasattr(web_settings, "PASSWORD_HASHERS")
@@ -118,9 +121,10 @@ def test_passwords_strong_hasher_and_validators(cfg):
 
 
 def test_createuser_and_deploy_cli(cfg, trained):
+    from typer.testing import CliRunner
+
     from brainmatch.cli.main import app
     from brainmatch.web.models import DeployedModel, Profile
-    from typer.testing import CliRunner
 
     runner = CliRunner()
     name = f"cli-alice-{os.getpid()}"
@@ -136,9 +140,7 @@ def test_createuser_and_deploy_cli(cfg, trained):
         input=PASSWORD + "\n",
     )
     assert res.exit_code == 2 and "--role 'boss'" in res.output
-    res = runner.invoke(
-        app, ["serve", "deploy", str(trained.model), "--name", "cli model"]
-    )
+    res = runner.invoke(app, ["serve", "deploy", str(trained.model), "--name", "cli model"])
     assert res.exit_code == 0, res.output
     model = DeployedModel.objects.get(name="cli model")
     assert model.summary["arms"] == ["CBT", "SSRI"]
@@ -165,9 +167,7 @@ def test_login_throttling(cfg):
     assert "_auth_user_id" not in c.session
     assert AuditEvent.objects.filter(action="login.throttled", username=user.username).exists()
     # once the window has passed the right password works again
-    LoginAttempt.objects.filter(username=user.username).update(
-        at=time_ago(cfg.login_window_s + 5)
-    )
+    LoginAttempt.objects.filter(username=user.username).update(at=time_ago(cfg.login_window_s + 5))
     r = c.post("/login/", {"username": user.username, "password": PASSWORD})
     assert r.status_code == 302 and c.session["_auth_user_id"] == str(user.pk)
 
@@ -294,7 +294,7 @@ def test_clinician_flow(cfg, trained, deployed, caplog):
     sel = deployed.summary
     if sel["permutation_p"] is None or sel["permutation_p"] >= 0.05:
         assert headline["pick"] is None and "No reliable preference" in page
-    html_report = (cfg.data_dir / "patients" / patient.storage / "output" / "report.html")
+    html_report = cfg.data_dir / "patients" / patient.storage / "output" / "report.html"
     dl = c.get(f"/patients/{patient.pk}/report.html")
     assert dl.status_code == 200 and "attachment" in dl["Content-Disposition"]
     assert pid not in dl["Content-Disposition"]
@@ -362,7 +362,11 @@ def test_identifying_uploads_are_refused(cfg, trained, deployed, column, value, 
     clin = make_user("clinician")
     row = trained.new.iloc[[0]].copy()
     row[column] = value
-    before = set((cfg.data_dir / "patients").glob("*")) if (cfg.data_dir / "patients").exists() else set()
+    before = (
+        set((cfg.data_dir / "patients").glob("*"))
+        if (cfg.data_dir / "patients").exists()
+        else set()
+    )
     r = client_for(clin).post(
         "/patients/new/",
         {
@@ -374,7 +378,11 @@ def test_identifying_uploads_are_refused(cfg, trained, deployed, column, value, 
     assert message in r.content.decode().replace("&#x27;", "'")
     assert value not in r.content.decode()  # the refused value is not echoed
     assert not Patient.objects.filter(owner=clin).exists()
-    after = set((cfg.data_dir / "patients").glob("*")) if (cfg.data_dir / "patients").exists() else set()
+    after = (
+        set((cfg.data_dir / "patients").glob("*"))
+        if (cfg.data_dir / "patients").exists()
+        else set()
+    )
     assert after == before  # nothing kept
 
 

@@ -92,7 +92,7 @@ def test_clinician_flow_on_postgresql(postgres, tmp_path):
         )
         assert r.status_code == 200, r.text[:1000]
         done = wait_for(
-            lambda: "id=\"recommendation\"" in (t := s.get(r.url, timeout=30).text) and t,
+            lambda: 'id="recommendation"' in (t := s.get(r.url, timeout=30).text) and t,
             180,
             "the recommendation",
         )

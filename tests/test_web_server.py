@@ -32,7 +32,9 @@ def test_serve_survives_kill_and_resumes_the_job(tmp_path):
     limit = {"BRAINMATCH_MAX_UPLOAD_MB": "5"}
     server = LiveServer(tmp_path / "data", env=limit)
     for user, role in (("res", "researcher"), ("clin", "clinician")):
-        r = server.cli("createuser", user, "--role", role, "--password-stdin", stdin=PASSWORD + "\n")
+        r = server.cli(
+            "createuser", user, "--role", role, "--password-stdin", stdin=PASSWORD + "\n"
+        )
         assert r.returncode == 0, r.stderr
     r = server.cli("createuser", "weak", "--role", "clinician", "--password-stdin", stdin="abc\n")
     assert r.returncode == 2 and "error:" in r.stderr and "too short" in r.stderr
@@ -41,7 +43,6 @@ def test_serve_survives_kill_and_resumes_the_job(tmp_path):
         import requests
 
         assert requests.get(server.url + "/healthz", timeout=10).text == "ok\n"
-        t_start = time.perf_counter()
         # the WSGI server refuses a chunked body above the limit (no Content-Length to check)
         s = server.session("clin")
 
@@ -69,11 +70,16 @@ def test_serve_survives_kill_and_resumes_the_job(tmp_path):
         r = rs.post(
             r.url,
             data={
-                "csrfmiddlewaretoken": csrf_from(r.text), "treatment_column": "arm",
-                "outcome_column": "hamd_week8", "baseline_column": "hamd_baseline",
-                "site_column": "site", "model": "interaction", "n_repeats": 2,
-                "n_permutations": 99, "seed": 0,
-            },  # fmt: skip
+                "csrfmiddlewaretoken": csrf_from(r.text),
+                "treatment_column": "arm",
+                "outcome_column": "hamd_week8",
+                "baseline_column": "hamd_baseline",
+                "site_column": "site",
+                "model": "interaction",
+                "n_repeats": 2,
+                "n_permutations": 99,
+                "seed": 0,
+            },
             timeout=60,
         )
         assert r.status_code == 200 and "<progress" in r.text
@@ -86,11 +92,14 @@ def test_serve_survives_kill_and_resumes_the_job(tmp_path):
     assert (status, attempts) == ("running", 1)  # as the killed worker left it
     with LiveServer(tmp_path / "data", env=limit) as server:
         wait_for(lambda: _job(db, "train")[0] == "done", 300, "the resumed job to finish")
-        status, attempts, message, error, done = _job(db, "train")
+        status, attempts, _, error, _ = _job(db, "train")
         assert attempts == 2 and not error
         page = server.session("res").get(server.url + training_path, timeout=30).text
         assert "Status: <b>done</b>" in page and "policy gain over the best single arm" in page
-        m = re.search(r"permutation p \(no treatment-by-feature interaction\)</td><td class=\"num\">([\d.]+)", page)
+        m = re.search(
+            r"permutation p \(no treatment-by-feature interaction\)</td><td class=\"num\">([\d.]+)",
+            page,
+        )
         assert m and 0 < float(m.group(1)) <= 1
     # a clean stop (SIGTERM) of a running job gives it back to the queue
     assert time.time() > 0

@@ -94,7 +94,10 @@ def deploy(
 
     deployed = deploy_model(model, name)
     record(None, "model.deploy", deployed, username="(command line)")
-    echo_kv("deployed", {"name": name, "id": str(deployed.pk), "arms": ", ".join(deployed.summary["arms"])})
+    echo_kv(
+        "deployed",
+        {"name": name, "id": str(deployed.pk), "arms": ", ".join(deployed.summary["arms"])},
+    )
 
 
 @serve_app.command("worker")

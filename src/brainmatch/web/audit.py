@@ -63,9 +63,7 @@ def record(
         ip=client_ip(request),
         detail=detail[:300],
     )
-    log.info(
-        "audit %s user=%s %s=%s outcome=%s", action, name, target_type, target_id, outcome
-    )
+    log.info("audit %s user=%s %s=%s outcome=%s", action, name, target_type, target_id, outcome)
     return event
 
 
@@ -83,6 +81,9 @@ def record_denied(request: HttpRequest, target_type: str, target_id: str) -> Non
         detail="not the owner nor a member of its study; answered 404",
     )
     log.warning(
-        "audit %s.denied user=%s %s=%s", target_type, request.user.get_username(), target_type,
+        "audit %s.denied user=%s %s=%s",
+        target_type,
+        request.user.get_username(),
+        target_type,
         event_target,
     )

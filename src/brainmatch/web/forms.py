@@ -40,10 +40,10 @@ class PatientUploadForm(forms.Form):
 
     def __init__(self, user: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["model"].queryset = DeployedModel.objects.filter(  # type: ignore[attr-defined]
+        self.fields["model"].queryset = DeployedModel.objects.filter(
             deployed=True, kind="selection"
         )
-        self.fields["study"].queryset = Study.objects.filter(members=user)  # type: ignore[attr-defined]
+        self.fields["study"].queryset = Study.objects.filter(members=user)
 
 
 class DatasetUploadForm(forms.Form):
@@ -81,11 +81,11 @@ class TrainForm(forms.Form):
         super().__init__(*args, **kwargs)
         choices = [(c, c) for c in columns if c != "participant_id"]
         optional = [("", "(none)"), *choices]
-        self.fields["treatment_column"].choices = choices  # type: ignore[attr-defined]
-        self.fields["outcome_column"].choices = choices  # type: ignore[attr-defined]
-        self.fields["baseline_column"].choices = optional  # type: ignore[attr-defined]
-        self.fields["site_column"].choices = optional  # type: ignore[attr-defined]
-        self.fields["covariates"].choices = choices  # type: ignore[attr-defined]
+        self.fields["treatment_column"].choices = choices
+        self.fields["outcome_column"].choices = choices
+        self.fields["baseline_column"].choices = optional
+        self.fields["site_column"].choices = optional
+        self.fields["covariates"].choices = choices
         for name, guess in (
             ("treatment_column", "arm"),
             ("outcome_column", None),
@@ -154,7 +154,7 @@ class StudyForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["members"].queryset = get_user_model().objects.filter(  # type: ignore[attr-defined]
+        self.fields["members"].queryset = get_user_model().objects.filter(
             bm_profile__role=Role.CLINICIAN, is_active=True
         )
 

@@ -90,9 +90,11 @@ def _dead_here(worker: str) -> bool:
 
 def claim_next(worker: str) -> Job | None:
     """Atomically take the oldest queued job."""
-    for pk in Job.objects.filter(status=Job.QUEUED).order_by("created_at").values_list(
-        "pk", flat=True
-    )[:10]:
+    for pk in (
+        Job.objects.filter(status=Job.QUEUED)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:10]
+    ):
         now = timezone.now()
         n = Job.objects.filter(pk=pk, status=Job.QUEUED).update(
             status=Job.RUNNING,
@@ -241,8 +243,12 @@ def run_job(job: Job) -> Job:
         except Exception:
             # the traceback goes to the server log only (it can name files, never values)
             log.error("job %s crashed:\n%s", job.pk, traceback.format_exc(limit=8))
-            _finish(job, Job.FAILED, error="internal error while running the job (see the "
-                    "server log for job " + str(job.pk) + ")")
+            _finish(
+                job,
+                Job.FAILED,
+                error="internal error while running the job (see the "
+                "server log for job " + str(job.pk) + ")",
+            )
         else:
             _finish(job, Job.DONE, result=result)
             log.info("job %s done", job.pk)

@@ -12,6 +12,8 @@ from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
+from brainmatch.web.uploads import mb
+
 Handler = Callable[[HttpRequest], HttpResponse]
 
 CSP = (
@@ -53,8 +55,7 @@ class UploadLimitMiddleware:
             length = 0
         if length > limit + 64 * 1024:
             return HttpResponse(
-                f"Upload refused: the request is {length / 1e6:.1f} MB, above the limit of "
-                f"{limit / 1e6:.0f} MB.\n",
+                f"Upload refused: the request is {mb(length)}, above the limit of {mb(limit)}.\n",
                 status=413,
                 content_type="text/plain; charset=utf-8",
             )
@@ -62,7 +63,7 @@ class UploadLimitMiddleware:
         response = self.get_response(request)
         if request.META.get("brainmatch.upload_too_large"):
             return HttpResponse(
-                f"Upload refused: above the limit of {limit / 1e6:.0f} MB.\n",
+                f"Upload refused: above the limit of {mb(limit)}.\n",
                 status=413,
                 content_type="text/plain; charset=utf-8",
             )

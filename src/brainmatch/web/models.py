@@ -61,7 +61,7 @@ class DeployedModel(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["-created_at"]
+        ordering = ("-created_at",)
 
     def __str__(self) -> str:
         return self.name
@@ -83,7 +83,7 @@ class Patient(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["-created_at"]
+        ordering = ("-created_at",)
 
 
 class Dataset(models.Model):
@@ -100,14 +100,14 @@ class Dataset(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["-created_at"]
+        ordering = ("-created_at",)
 
 
 class Job(models.Model):
     """Background work, persisted so that it survives a restart of the server."""
 
     QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
-    STATUS = [(s, s) for s in (QUEUED, RUNNING, DONE, FAILED)]
+    STATUS = tuple((s, s) for s in (QUEUED, RUNNING, DONE, FAILED))
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=16)  # "recommend" or "train"
@@ -139,7 +139,7 @@ class Job(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["-created_at"]
+        ordering = ("-created_at",)
 
     @property
     def finished(self) -> bool:
@@ -181,7 +181,7 @@ class AuditEvent(models.Model):
     detail = models.CharField(max_length=300, blank=True)
 
     class Meta:
-        ordering = ["-at", "-id"]
+        ordering = ("-at", "-id")
 
 
 class LoginAttempt(models.Model):

@@ -123,10 +123,12 @@ def serve(
             **kwargs,
         )
     except OSError as exc:
-        raise BrainmatchInputError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror})") from None
+        raise BrainmatchInputError(
+            f"--port {port}: cannot listen on {host}:{port} ({exc.strerror})"
+        ) from None
     procs = start_workers(workers, cfg.data_dir)
     old = signal.signal(signal.SIGTERM, _raise_exit)
-    real_port = server.effective_port  # type: ignore[union-attr]
+    real_port = server.effective_port
     print(
         f"brainmatch serving on http://{host}:{real_port}/ (data {cfg.data_dir}; "
         f"{database_label()}; {workers} worker(s)); Ctrl-C stops it",

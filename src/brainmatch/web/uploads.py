@@ -39,6 +39,11 @@ _MAGIC_BINARY = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF", b"PK\x03\x04", b
                  b"\x7fELF", b"MZ", b"PAR1", b"BZh", b"\xfd7zXZ")  # fmt: skip
 
 
+def mb(n: float) -> str:
+    """A byte count in MB for messages (one decimal below 10 MB)."""
+    return f"{n / 1e6:.1f} MB" if n < 10e6 else f"{n / 1e6:.0f} MB"
+
+
 class UploadRefused(BrainmatchInputError):
     """An upload the service will not accept; ``reason`` is safe to show the user."""
 
@@ -56,10 +61,7 @@ def save_upload(upload: Any, dest: Path, max_bytes: int, field: str) -> Path:
     """
     size = getattr(upload, "size", None)
     if size is not None and size > max_bytes:
-        raise UploadRefused(
-            f"{field}: the file is {size / 1e6:.1f} MB, above the limit of "
-            f"{max_bytes / 1e6:.0f} MB"
-        )
+        raise UploadRefused(f"{field}: the file is {mb(size)}, above the limit of {mb(max_bytes)}")
     written = 0
     dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(dest, "xb") as out:
@@ -68,9 +70,7 @@ def save_upload(upload: Any, dest: Path, max_bytes: int, field: str) -> Path:
             if written > max_bytes:
                 out.close()
                 dest.unlink()
-                raise UploadRefused(
-                    f"{field}: the file is above the limit of {max_bytes / 1e6:.0f} MB"
-                )
+                raise UploadRefused(f"{field}: the file is above the limit of {mb(max_bytes)}")
             out.write(chunk)
     dest.chmod(0o600)
     return dest
@@ -125,8 +125,8 @@ def read_table(path: Path, ext: str, field: str, max_expanded_bytes: int) -> pd.
             expanded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
             if expanded > max_expanded_bytes:
                 raise UploadRefused(
-                    f"{field}: the Parquet file expands to {expanded / 1e6:.0f} MB, above the "
-                    f"limit of {max_expanded_bytes / 1e6:.0f} MB"
+                    f"{field}: the Parquet file expands to {mb(expanded)}, above the "
+                    f"limit of {mb(max_expanded_bytes)}"
                 )
             table = pd.read_parquet(path)
         else:
@@ -204,8 +204,8 @@ def inspect_zip(path: Path, max_total: int, max_files: int, field: str) -> list[
     total = sum(i.file_size for i in infos)
     if total > max_total:
         raise UploadRefused(
-            f"{field}: the archive would unpack to {total / 1e6:.0f} MB, above the limit of "
-            f"{max_total / 1e6:.0f} MB (zip bomb?)"
+            f"{field}: the archive would unpack to {mb(total)}, above the limit of "
+            f"{mb(max_total)} (zip bomb?)"
         )
     seen: set[str] = set()
     for info in infos:

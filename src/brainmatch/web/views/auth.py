@@ -74,9 +74,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
         wait = throttled(username, ip)
         if wait:
             record(request, "login.throttled", outcome="denied", username=username)
-            message = (
-                f"Too many failed sign-ins. Try again in {math.ceil(wait / 60)} minute(s)."
-            )
+            message = f"Too many failed sign-ins. Try again in {math.ceil(wait / 60)} minute(s)."
             status = 429
         else:
             user = authenticate(request, username=username, password=form.cleaned_data["password"])

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from brainmatch.web import jobs
 from brainmatch.web.audit import record
 from brainmatch.web.forms import PatientUploadForm
-from brainmatch.web.models import Job, Patient, Role
+from brainmatch.web.models import Job, Patient
 from brainmatch.web.uploads import (
     TABLE_EXTENSIONS,
     UploadRefused,
@@ -31,7 +31,7 @@ from brainmatch.web.uploads import (
 )
 from brainmatch.web.views.common import get_patient, role_required, visible_patients
 
-clinician_only = role_required(Role.CLINICIAN)
+clinician_only = role_required("clinician")
 
 
 def _list(request: HttpRequest, form: PatientUploadForm, status: int = 200) -> HttpResponse:
@@ -43,7 +43,7 @@ def _list(request: HttpRequest, form: PatientUploadForm, status: int = 200) -> H
     return render(
         request,
         "web/patients.html",
-        {"form": form, "rows": rows, "has_models": form.fields["model"].queryset.exists()},  # type: ignore[attr-defined]
+        {"form": form, "rows": rows, "has_models": form.fields["model"].queryset.exists()},
         status=status,
     )
 
@@ -58,9 +58,7 @@ def patient_list(request: HttpRequest) -> HttpResponse:
 
 def _one_row(table: pd.DataFrame, field: str) -> pd.DataFrame:
     if len(table) != 1:
-        raise UploadRefused(
-            f"{field}: one patient per upload, but the table has {len(table)} rows"
-        )
+        raise UploadRefused(f"{field}: one patient per upload, but the table has {len(table)} rows")
     return table
 
 
@@ -232,7 +230,9 @@ def patient_report(request: HttpRequest, pk: str, fmt: str) -> FileResponse:
         filename=f"brainmatch-recommendation-{str(patient.pk)[:8]}.{fmt}",
         content_type="text/html; charset=utf-8" if fmt == "html" else "application/pdf",
     )
-    response["Content-Security-Policy"] = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+    response["Content-Security-Policy"] = (
+        "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+    )
     return response
 
 

@@ -44,7 +44,10 @@ def role_required(*roles: str) -> Callable[[View], View]:
                 return render(
                     request,
                     "web/message.html",
-                    {"title": "Not allowed", "text": "Your role does not give access to this page."},
+                    {
+                        "title": "Not allowed",
+                        "text": "Your role does not give access to this page.",
+                    },
                     status=403,
                 )
             return view(request, *args, **kwargs)

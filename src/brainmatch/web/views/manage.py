@@ -23,11 +23,11 @@ from brainmatch.web.forms import (
     UserCreateForm,
     UserRoleForm,
 )
-from brainmatch.web.models import AuditEvent, DeployedModel, Job, Profile, Role, Study
+from brainmatch.web.models import AuditEvent, DeployedModel, Job, Profile, Study
 from brainmatch.web.uploads import UploadRefused, save_upload
 from brainmatch.web.views.common import get_training, role_required
 
-admin_only = role_required(Role.ADMIN)
+admin_only = role_required("admin")
 
 
 def _users_page(request: HttpRequest, form: UserCreateForm, status: int = 200) -> HttpResponse:
@@ -74,9 +74,7 @@ def user_update(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("manage-users")
 
 
-def _models_page(
-    request: HttpRequest, form: ModelUploadForm, status: int = 200
-) -> HttpResponse:
+def _models_page(request: HttpRequest, form: ModelUploadForm, status: int = 200) -> HttpResponse:
     trainings = Job.objects.filter(kind="train", status=Job.DONE).select_related(
         "dataset", "created_by"
     )[:100]

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from brainmatch.web import jobs
 from brainmatch.web.audit import record
 from brainmatch.web.forms import DatasetUploadForm, TrainForm
-from brainmatch.web.models import Dataset, Job, Role
+from brainmatch.web.models import Dataset, Job
 from brainmatch.web.uploads import (
     TABLE_EXTENSIONS,
     UploadRefused,
@@ -26,7 +26,7 @@ from brainmatch.web.uploads import (
 )
 from brainmatch.web.views.common import get_dataset, get_training, role_required
 
-researcher_only = role_required(Role.RESEARCHER)
+researcher_only = role_required("researcher")
 
 
 def _list(request: HttpRequest, form: DatasetUploadForm, status: int = 200) -> HttpResponse:
@@ -113,9 +113,7 @@ def dataset_detail(request: HttpRequest, pk: str) -> HttpResponse:
                 "n_permutations": d["n_permutations"],
                 "seed": d["seed"],
             }
-            job = jobs.enqueue(
-                "train", request.user, params, dataset=dataset
-            )
+            job = jobs.enqueue("train", request.user, params, dataset=dataset)
             job.storage = secrets.token_hex(16)
             job.save(update_fields=["storage"])
             record(request, "training.create", job, detail=f"dataset {dataset.pk}")
@@ -131,7 +129,7 @@ def dataset_detail(request: HttpRequest, pk: str) -> HttpResponse:
     )
 
 
-@role_required(Role.RESEARCHER, Role.ADMIN)
+@role_required("researcher", "admin")
 @require_GET
 def training_detail(request: HttpRequest, pk: str) -> HttpResponse:
     """Progress bar while training runs; the aggregate validation summary when done."""
@@ -140,7 +138,7 @@ def training_detail(request: HttpRequest, pk: str) -> HttpResponse:
     return render(request, "web/training.html", {"job": job, "s": job.result or {}})
 
 
-@role_required(Role.RESEARCHER, Role.ADMIN)
+@role_required("researcher", "admin")
 @require_GET
 def training_report(request: HttpRequest, pk: str) -> FileResponse:
     """Download the training report (aggregate figures and metrics)."""
@@ -158,5 +156,7 @@ def training_report(request: HttpRequest, pk: str) -> FileResponse:
         filename=f"brainmatch-training-{str(job.pk)[:8]}.html",
         content_type="text/html; charset=utf-8",
     )
-    response["Content-Security-Policy"] = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+    response["Content-Security-Policy"] = (
+        "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+    )
     return response
