@@ -551,3 +551,101 @@ def test_health_and_headers(cfg):
     assert r["X-Frame-Options"] == "DENY" and r["X-Content-Type-Options"] == "nosniff"
     assert r["Cache-Control"].startswith("no-store") or "no-cache" in r["Cache-Control"]
     assert Path(__file__).exists()
+
+
+@pytest.mark.slow
+def test_zipped_fmriprep_subject_is_extracted_with_the_models_options(cfg, small_trial, tmp_path):
+    """A clinician uploads a zipped fMRIPrep (+ FreeSurfer) subject: the worker extracts its
+    features with the model's atlas and options and recommends, exactly as
+    ``brainmatch recommend`` does on the extracted row."""
+    import shutil
+    import zipfile
+
+    import numpy as np
+    import pandas as pd
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from brainmatch.features import extract_dataset
+    from brainmatch.selection import recommend, train
+    from brainmatch.web.models import Job, Patient
+    from brainmatch.web.services import deploy_model
+
+    deriv = small_trial / "derivatives"
+    ext = extract_dataset(small_trial, tmp_path / "ext", derivatives=deriv / "fmriprep",
+                          atlas="affect", freesurfer=deriv / "freesurfer")  # fmt: skip
+    real = pd.read_parquet(ext.features_path)
+    cols = [c for c in real.columns if c not in ("participant_id", "session")]
+    rng = np.random.default_rng(1)
+    n = 60
+    train_f = pd.DataFrame(
+        real[cols].mean().to_numpy()
+        + rng.normal(size=(n, len(cols))) * (real[cols].std().fillna(0).to_numpy() + 1e-3),
+        columns=cols,
+    )
+    train_f.insert(0, "participant_id", [f"sub-t{i:03d}" for i in range(n)])
+    train_f.to_parquet(tmp_path / "features.parquet")
+    shutil.copy(ext.metadata_path, tmp_path / "features.json")
+    o = pd.DataFrame({"participant_id": train_f["participant_id"],
+                      "arm": np.tile(["CBT", "SSRI"], n // 2), "y": rng.normal(15, 5, n)})  # fmt: skip
+    res = train(tmp_path / "features.parquet", o, treatment_column="arm", outcome_column="y",
+                out_dir=tmp_path / "model", n_repeats=1, n_permutations=20, n_boot=50,
+                learning_curve=False, report=False)  # fmt: skip
+    model = deploy_model(res.model_path, "from images")
+    assert model.summary["from_images"]
+    zpath = tmp_path / "subject.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for base, prefix in ((deriv / "fmriprep", "fmriprep"), (deriv / "freesurfer", "fs")):
+            for f in sorted((base / "sub-001").rglob("*")):
+                if f.is_file():
+                    zf.write(f, f"{prefix}/{f.relative_to(base)}")
+    clin = make_user("clinician")
+    c = client_for(clin)
+    r = c.post(
+        "/patients/new/",
+        {
+            "features": SimpleUploadedFile("subject.zip", zpath.read_bytes()),
+            "clinical": SimpleUploadedFile("c.csv", b"participant_id,age\nsub-001,41\n"),
+            "model": str(model.pk),
+        },
+    )
+    assert r.status_code == 302, r.content[-3000:]
+    patient = Patient.objects.get(owner=clin)
+    assert patient.kind == "zip" and patient.pseudonym == "sub-001"
+    run_jobs()
+    job = Job.objects.get(patient=patient)
+    assert job.status == Job.DONE, job.error
+    direct = recommend(res.model_path, real[real["participant_id"] == "sub-001"], None,
+                       report=False).patients[0]  # fmt: skip
+    for arm in ("CBT", "SSRI"):
+        assert job.result["patient"]["predicted"][arm]["value"] == pytest.approx(
+            direct["predicted"][arm]["value"], rel=1e-6
+        )
+    page = c.get(r["Location"]).content.decode()
+    assert "Treatment recommendation for sub-001" in page
+    folder = cfg.data_dir / "patients" / patient.storage
+    assert not (folder / "input" / "subject.zip").exists()  # only the laid-out copy is kept
+    assert (folder / "input" / "bids" / "derivatives" / "fmriprep" / "sub-001").is_dir()
+    c.post(f"/patients/{patient.pk}/delete/")
+    assert not folder.exists()
+
+
+def test_a_crashing_job_fails_without_leaking_values_to_the_log(cfg, monkeypatch, caplog):
+    from brainmatch.web import jobs
+    from brainmatch.web.models import Job
+
+    def boom(job, beat):
+        beat.progress(1, 3, "working")
+        secret = "-".join(["sub", "SECRET", "042"])  # not literally in the source line below
+        raise KeyError(f"{secret} value {17 + 0.25}")
+
+    monkeypatch.setitem(jobs.RUNNERS, "boom", boom)
+    caplog.set_level(logging.DEBUG)
+    job = jobs.enqueue("boom", None, {})
+    Job.objects.filter(pk=job.pk).update(status=Job.RUNNING, worker="test:1")
+    job.refresh_from_db()
+    jobs.run_job(job)
+    job.refresh_from_db()
+    assert job.status == Job.FAILED
+    assert job.error.startswith("internal error while running the job")
+    assert "crashed with KeyError" in caplog.text and "sub-SECRET" not in caplog.text
+    assert "17.25" not in caplog.text

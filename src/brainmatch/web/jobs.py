@@ -240,9 +240,11 @@ def run_job(job: Job) -> Job:
             reason = getattr(exc, "reason", None) or str(exc)
             _finish(job, Job.FAILED, error=reason)
             log.info("job %s failed: input refused", job.pk)
-        except Exception:
-            # the traceback goes to the server log only (it can name files, never values)
-            log.error("job %s crashed:\n%s", job.pk, traceback.format_exc(limit=8))
+        except Exception as exc:
+            # the server log gets the exception type and the code locations only: its
+            # message could quote a participant code or a value
+            frames = "".join(traceback.format_tb(exc.__traceback__, limit=-8))
+            log.error("job %s crashed with %s:\n%s", job.pk, type(exc).__name__, frames)
             _finish(
                 job,
                 Job.FAILED,
