@@ -35,6 +35,7 @@ class PatientUploadForm(forms.Form):
     study = forms.ModelChoiceField(
         queryset=Study.objects.none(),
         required=False,
+        empty_label="(not shared)",
         label="Share within study (optional)",
     )
 
