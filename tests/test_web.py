@@ -478,6 +478,18 @@ def test_retention_deletes_old_patients(cfg, trained, deployed):
         cfg.retention_days = old
     assert not folder.exists() and not Patient.objects.filter(pk=patient.pk).exists()
     assert AuditEvent.objects.filter(action="patient.retention_delete").exists()
+    # housekeeping drops expired sessions and old sign-in attempts
+    from django.contrib.sessions.models import Session
+
+    from brainmatch.web.jobs import housekeeping
+    from brainmatch.web.models import LoginAttempt
+
+    old_attempt = LoginAttempt.objects.create(username="x")
+    LoginAttempt.objects.filter(pk=old_attempt.pk).update(at=time_ago(2 * 86400))
+    Session.objects.create(session_key="k" * 32, session_data="", expire_date=time_ago(1))
+    housekeeping()
+    assert not LoginAttempt.objects.filter(pk=old_attempt.pk).exists()
+    assert not Session.objects.filter(session_key="k" * 32).exists()
 
 
 # --- the researcher flow -----------------------------------------------------------------

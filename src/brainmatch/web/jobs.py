@@ -287,6 +287,16 @@ def purge_expired() -> int:
     return n
 
 
+def housekeeping() -> None:
+    """Drop expired sessions and sign-in attempts older than a day."""
+    from django.contrib.sessions.models import Session
+
+    from brainmatch.web.models import LoginAttempt
+
+    Session.objects.filter(expire_date__lt=timezone.now()).delete()
+    LoginAttempt.objects.filter(at__lt=timezone.now() - timedelta(days=1)).delete()
+
+
 def delete_patient(patient: Patient) -> None:
     """Delete a patient's files, then its row (and its jobs)."""
     folder = patient_dir(patient)
@@ -329,6 +339,7 @@ def work(
         recover_interrupted()
         if time.monotonic() - last_purge > 3600:
             purge_expired()
+            housekeeping()
             last_purge = time.monotonic()
         job = claim_next(me)
         if job is None:
