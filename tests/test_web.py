@@ -597,8 +597,9 @@ def test_zipped_fmriprep_subject_is_extracted_with_the_models_options(cfg, small
     train_f.insert(0, "participant_id", [f"sub-t{i:03d}" for i in range(n)])
     train_f.to_parquet(tmp_path / "features.parquet")
     shutil.copy(ext.metadata_path, tmp_path / "features.json")
-    o = pd.DataFrame({"participant_id": train_f["participant_id"],
-                      "arm": np.tile(["CBT", "SSRI"], n // 2), "y": rng.normal(15, 5, n)})  # fmt: skip
+    arms = np.tile(["CBT", "SSRI"], n // 2)
+    o = pd.DataFrame({"participant_id": train_f["participant_id"], "arm": arms,
+                      "y": rng.normal(15, 5, n)})  # fmt: skip
     res = train(tmp_path / "features.parquet", o, treatment_column="arm", outcome_column="y",
                 out_dir=tmp_path / "model", n_repeats=1, n_permutations=20, n_boot=50,
                 learning_curve=False, report=False)  # fmt: skip
