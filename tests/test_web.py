@@ -662,3 +662,44 @@ def test_a_crashing_job_fails_without_leaking_values_to_the_log(cfg, monkeypatch
     assert job.error.startswith("internal error while running the job")
     assert "crashed with KeyError" in caplog.text and "sub-SECRET" not in caplog.text
     assert "17.25" not in caplog.text
+
+
+def test_a_stopped_worker_gives_its_job_back(cfg, monkeypatch):
+    """SIGTERM of a worker (``brainmatch serve`` stopping) queues its running job again."""
+    from brainmatch.web import jobs
+    from brainmatch.web.models import Job
+
+    def stopped(job, beat):
+        raise SystemExit(143)
+
+    monkeypatch.setitem(jobs.RUNNERS, "stopped", stopped)
+    job = jobs.enqueue("stopped", None, {})
+    Job.objects.filter(pk=job.pk).update(status=Job.RUNNING, attempts=1, worker="test:2")
+    job.refresh_from_db()
+    with pytest.raises(SystemExit):
+        jobs.run_job(job)
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.worker) == (Job.QUEUED, 0, "")
+    assert "resumes on restart" in job.message
+    job.delete()
+
+
+def test_deleting_a_patient_while_its_job_runs_leaves_no_files(cfg, trained, deployed, monkeypatch):
+    from brainmatch.web import engine, jobs
+    from brainmatch.web.models import Job, Patient
+
+    clin = make_user("clinician")
+    assert upload(client_for(clin), trained, deployed, i=5).status_code == 302
+    patient = Patient.objects.get(owner=clin)
+    folder = jobs.patient_dir(patient)
+    original = engine.recommend_patient
+
+    def delete_first(*args, **kwargs):
+        jobs.delete_patient(Patient.objects.get(pk=patient.pk))  # the clinician deletes it
+        return original(*args, **kwargs)  # ... while the worker writes its results
+
+    monkeypatch.setattr(engine, "recommend_patient", delete_first)
+    run_jobs()
+    assert not folder.exists()
+    assert not Patient.objects.filter(pk=patient.pk).exists()
+    assert not Job.objects.filter(patient_id=patient.pk).exists()

@@ -192,6 +192,10 @@ def _run_recommend(job: Job, beat: _Heartbeat) -> dict[str, Any]:
         participant=patient.pseudonym,
         chromium=settings.BRAINMATCH.chromium,
     )
+    if not Patient.objects.filter(pk=patient.pk).exists():
+        # deleted while the job ran: remove what the job wrote after the deletion
+        shutil.rmtree(folder, ignore_errors=True)
+        raise BrainmatchError("the patient was deleted while the job ran")
     beat.progress(2, 2, "done")
     return result
 
@@ -254,7 +258,10 @@ def run_job(job: Job) -> Job:
         else:
             _finish(job, Job.DONE, result=result)
             log.info("job %s done", job.pk)
-    job.refresh_from_db()
+    try:
+        job.refresh_from_db()
+    except Job.DoesNotExist:  # its patient was deleted meanwhile
+        return job
     record(None, f"job.{job.status}", job, username="(worker)",
            outcome="ok" if job.status == Job.DONE else "failed")  # fmt: skip
     return job
@@ -335,13 +342,20 @@ def work(
     n = 0
     last_purge = 0.0
     while not stop.is_set():
-        close_old_connections()
-        recover_interrupted()
-        if time.monotonic() - last_purge > 3600:
-            purge_expired()
-            housekeeping()
-            last_purge = time.monotonic()
-        job = claim_next(me)
+        try:
+            close_old_connections()
+            recover_interrupted()
+            if time.monotonic() - last_purge > 3600:
+                purge_expired()
+                housekeeping()
+                last_purge = time.monotonic()
+            job = claim_next(me)
+        except Exception as exc:  # database unavailable for a moment: wait and retry
+            log.error("worker %s: %s; retrying", me, type(exc).__name__)
+            if once:
+                raise
+            stop.wait(max(poll, 5.0))
+            continue
         if job is None:
             if once:
                 break
