@@ -145,6 +145,8 @@ def test_createuser_and_deploy_cli(cfg, trained):
     model = DeployedModel.objects.get(name="cli model")
     assert model.summary["arms"] == ["CBT", "SSRI"]
     assert (cfg.data_dir / "models" / model.file_name).is_file()
+    res = runner.invoke(app, ["serve", "migrate"])
+    assert res.exit_code == 0 and "SQLite" in res.output
     res = runner.invoke(app, ["serve", "deploy", str(cfg.data_dir / "nope.npz"), "--name", "x"])
     assert res.exit_code == 2 and "model file not found" in res.output
 

@@ -482,3 +482,12 @@ def test_cross_user_access_is_404_and_logged(cfg, trained, deployed):
     assert rc.get(f"/trainings/{job.pk}/report.html").status_code == 404
     assert AuditEvent.objects.filter(action="dataset.denied", user=r2).count() == 1
     assert AuditEvent.objects.filter(action="training.denied", user=r2).count() == 2
+
+
+def test_participant_codes_keep_their_leading_zeros(tmp_path):
+    from brainmatch.web.uploads import read_table
+
+    path = tmp_path / "t.csv"
+    path.write_text("participant_id,x\n007,1.5\n")
+    table = read_table(path, ".csv", "features", 1 << 20)
+    assert table["participant_id"].tolist() == ["007"]

@@ -100,6 +100,19 @@ def deploy(
     )
 
 
+@serve_app.command("migrate")
+@user_errors
+def migrate_cmd(
+    data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_HELP),
+) -> None:
+    """Create or update the database tables (serve does it on start; for other WSGI servers)."""
+    from brainmatch.web.server import database_label, migrate, setup
+
+    setup(data_dir)
+    migrate()
+    echo_kv("database ready", {"database": database_label()})
+
+
 @serve_app.command("worker")
 @user_errors
 def worker(

@@ -134,6 +134,7 @@ def read_table(path: Path, ext: str, field: str, max_expanded_bytes: int) -> pd.
                 path,
                 sep="\t" if ext == ".tsv" else ",",
                 na_values=["n/a", "NA", ""],
+                dtype={"participant_id": str},  # "007" stays "007"
                 encoding="utf-8-sig",
             )
     except UploadRefused:
