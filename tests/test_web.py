@@ -302,6 +302,8 @@ def test_clinician_flow(cfg, trained, deployed, caplog):
     assert pid not in dl["Content-Disposition"]
     assert b"".join(dl.streaming_content) == html_report.read_bytes()
     assert "sandbox" in dl["Content-Security-Policy"]
+    assert str(cfg.data_dir) not in html_report.read_text()  # no server paths in the report
+    assert "Depression: CBT vs SSRI" in html_report.read_text()
     if cfg.chromium:
         pdf = c.get(f"/patients/{patient.pk}/report.pdf")
         assert pdf.status_code == 200 and b"".join(pdf.streaming_content)[:5] == b"%PDF-"

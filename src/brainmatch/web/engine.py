@@ -115,6 +115,7 @@ def recommend_patient(
     clinical: Path | None = None,
     participant: str | None = None,
     chromium: str | None = None,
+    model_name: str | None = None,
 ) -> dict[str, Any]:
     """Recommend for one patient; writes ``report.html`` (and ``report.pdf``) in ``out_dir``.
 
@@ -131,6 +132,8 @@ def recommend_patient(
         The participant of a BIDS ``input_path``.
     chromium : str, optional
         Browser that prints the report to PDF.
+    model_name : str, optional
+        Shown in the report instead of the model file's path on the server.
 
     Returns
     -------
@@ -139,6 +142,7 @@ def recommend_patient(
         ``headline`` and the written file names.
     """
     from brainmatch.selection import recommend
+    from brainmatch.selection.report import write_recommend_report
 
     verify_model_file(model_path)
     result = recommend(
@@ -147,10 +151,12 @@ def recommend_patient(
         out_dir,
         clinical=clinical,
         participant=[participant] if participant and input_path.is_dir() else None,
-        report=True,
+        report=False,
     )
     if len(result.patients) != 1:
         raise BrainmatchInputError(f"expected one patient, got {len(result.patients)}")
+    result.model["path"] = model_name or "deployed model"  # not the server's file path
+    write_recommend_report(result)
     patient = result.patients[0]
     model = dict(result.model)
     model.pop("path", None)  # a server path, not for the page
@@ -181,7 +187,7 @@ def train_model(
 
     allowed = {
         "treatment_column", "outcome_column", "baseline_column", "site_column", "covariates",
-        "model", "n_repeats", "n_permutations", "n_boot", "seed", "cv",
+        "model", "n_repeats", "n_permutations", "n_boot", "seed", "cv", "learning_curve",
     }  # fmt: skip
     kwargs = {k: v for k, v in params.items() if k in allowed and v not in (None, "")}
     kwargs["covariates"] = tuple(kwargs.get("covariates") or ())

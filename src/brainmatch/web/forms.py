@@ -77,6 +77,9 @@ class TrainForm(forms.Form):
         min_value=0, max_value=10000, initial=1000, label="Permutations"
     )
     seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0)
+    learning_curve = forms.BooleanField(
+        required=False, initial=True, label="Learning curve (a few extra CV runs)"
+    )
 
     def __init__(self, columns: list[str], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -191,6 +191,7 @@ def _run_recommend(job: Job, beat: _Heartbeat) -> dict[str, Any]:
         clinical=clinical if clinical.exists() else None,
         participant=patient.pseudonym,
         chromium=settings.BRAINMATCH.chromium,
+        model_name=job.model.name,
     )
     if not Patient.objects.filter(pk=patient.pk).exists():
         # deleted while the job ran: remove what the job wrote after the deletion

@@ -112,6 +112,7 @@ def dataset_detail(request: HttpRequest, pk: str) -> HttpResponse:
                 "n_repeats": d["n_repeats"],
                 "n_permutations": d["n_permutations"],
                 "seed": d["seed"],
+                "learning_curve": bool(d["learning_curve"]),
             }
             job = jobs.enqueue("train", request.user, params, dataset=dataset)
             job.storage = secrets.token_hex(16)
