@@ -85,13 +85,13 @@ def zip_bytes(members, *, compression=zipfile.ZIP_DEFLATED):
 
 
 def nothing_stored(cfg, clinician):
+    """No patient for this clinician, and no folder without its patient (nothing kept)."""
     from brainmatch.web.models import Patient
 
     assert not Patient.objects.filter(owner=clinician).exists()
-    stored = (
-        list((cfg.data_dir / "patients").glob("*/")) if (cfg.data_dir / "patients").exists() else []
-    )
-    return stored
+    root = cfg.data_dir / "patients"
+    folders = {p.name for p in root.iterdir()} if root.exists() else set()
+    assert folders == set(Patient.objects.values_list("storage", flat=True))
 
 
 # --- sizes ------------------------------------------------------------------------------
