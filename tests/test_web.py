@@ -151,6 +151,27 @@ def test_createuser_and_deploy_cli(cfg, trained):
     assert res.exit_code == 2 and "model file not found" in res.output
 
 
+def test_first_run_offers_to_create_the_administrator(cfg):
+    from brainmatch.cli.serve import first_admin
+
+    answers = iter(["boss", "short", "boss", PASSWORD])
+    said = []
+    make_user("clinician")
+    # users exist in this test database: nothing is asked
+    assert first_admin(lambda *a, **k: next(answers), said.append) is None and not said
+    from django.contrib.auth import get_user_model
+    from django.db import transaction
+
+    with transaction.atomic():
+        saved = list(get_user_model().objects.all())
+        get_user_model().objects.all().delete()
+        user = first_admin(lambda *a, **k: next(answers), said.append)
+        assert user.username == "boss" and user.bm_profile.role == "admin"
+        assert any("password: This password is too short" in s for s in said)
+        transaction.set_rollback(True)
+    assert len(saved) == get_user_model().objects.count()
+
+
 # --- sign-in, throttling, sessions, roles ------------------------------------------------
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -40,9 +42,39 @@ def serve(
     """Start the web service on HOST:PORT (Ctrl-C stops it)."""
     if ctx.invoked_subcommand is not None:
         return
+    from brainmatch.web.server import migrate, setup
     from brainmatch.web.server import serve as run
 
+    if sys.stdin.isatty():  # a person at a terminal: offer to create the first admin
+        setup(data_dir)
+        migrate()
+        first_admin(typer.prompt, typer.echo)
     run(host, port, data_dir=data_dir, workers=workers, threads=threads)
+
+
+def first_admin(ask: Callable[..., Any], say: Callable[[str], Any]) -> Any:
+    """When there is no user yet, ask for the first administrator's name and password."""
+    from django.contrib.auth import get_user_model
+
+    from brainmatch.errors import BrainmatchInputError
+    from brainmatch.web.audit import record
+    from brainmatch.web.services import create_user
+
+    if get_user_model().objects.exists():
+        return None
+    say("No users yet: create the first administrator (Ctrl-C to skip).")
+    for _ in range(3):
+        name = ask("Administrator user name", default="admin")
+        password = ask("Password", hide_input=True, confirmation_prompt=True)
+        try:
+            user = create_user(str(name), "admin", str(password))
+        except BrainmatchInputError as exc:
+            say(f"error: {exc}")
+            continue
+        record(None, "user.create", user, username="(first run)", detail="role admin")
+        say(f"created administrator {name}; add clinicians and researchers on the Users page")
+        return user
+    return None
 
 
 @serve_app.command("createuser")
