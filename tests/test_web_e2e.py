@@ -37,11 +37,9 @@ def test_clinician_in_a_real_browser(tmp_path):
     pid = row["participant_id"].iloc[0]
     (tmp_path / "patient.csv").write_text(row.to_csv(index=False))
     server = LiveServer(tmp_path / "data")
-    r = server.cli("createuser", "dr-lee", "--role", "clinician", "--password-stdin",
-                   stdin=PASSWORD + "\n")  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    r = server.cli("deploy", str(trained.model), "--name", "Depression: CBT vs SSRI (trial A)")
-    assert r.returncode == 0, r.stderr
+    server.provision(
+        [("dr-lee", "clinician")], [(trained.model, "Depression: CBT vs SSRI (trial A)")]
+    )
     shots = tmp_path / "shots"
     shots.mkdir()
     with server, sync_api.sync_playwright() as pw:

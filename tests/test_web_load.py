@@ -4,7 +4,6 @@ requests, each with a 120 s timeout)."""
 
 from __future__ import annotations
 
-import re
 import statistics
 import threading
 import time
@@ -12,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from _webtest import PASSWORD, LiveServer, csrf_from, patient_csv, trained_model
+from _webtest import LiveServer, csrf_from, patient_csv, trained_model
 
 pytest.importorskip("django", reason="the web extra (Django) is not installed")
 pytest.importorskip("waitress", reason="the web extra (waitress) is not installed")
@@ -22,16 +21,11 @@ N_REQUESTS = 100
 N_SESSIONS = 2
 
 
-def test_100_concurrent_requests_without_errors(tmp_path, capsys):
+def test_100_concurrent_requests_without_errors(tmp_path, capsys, record_property):
     trained = trained_model()
     server = LiveServer(tmp_path / "data", workers=0, threads=8)
-    for i in range(N_SESSIONS):
-        r = server.cli("createuser", f"clin{i}", "--role", "clinician", "--password-stdin",
-                       stdin=PASSWORD + "\n")  # fmt: skip
-        assert r.returncode == 0, r.stderr
-    r = server.cli("deploy", str(trained.model), "--name", "load model")
-    assert r.returncode == 0, r.stderr
-    model_id = re.search(r"[0-9a-f]{8}-[0-9a-f-]{27}", r.stdout).group(0)
+    users = [(f"clin{i}", "clinician") for i in range(N_SESSIONS)]
+    (model_id,) = server.provision(users, [(trained.model, "load model")])
     with server:
         sessions = [server.session(f"clin{i}") for i in range(N_SESSIONS)]
         tokens = [csrf_from(s.get(server.url + "/patients/", timeout=30).text) for s in sessions]
@@ -72,14 +66,16 @@ def test_100_concurrent_requests_without_errors(tmp_path, capsys):
         p50 = statistics.median(lat)
         p95 = lat[int(0.95 * len(lat)) - 1]
         uploads = [t for k, _, _, t in results if k == "upload"]
+        line = (
+            f"load test: {N_REQUESTS} concurrent requests (25 uploads, 75 page views) "
+            f"to brainmatch serve (8 threads, SQLite) on 127.0.0.1: {len(errors)} errors; "
+            f"latency p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms, max "
+            f"{1000 * lat[-1]:.0f} ms (uploads p50 {1000 * statistics.median(uploads):.0f} "
+            f"ms); wall {wall:.1f} s (measured on a shared, loaded 2-core machine)"
+        )
+        record_property("terminal_summary", line)  # printed at the end, also under xdist
         with capsys.disabled():
-            print(
-                f"\nload test: {N_REQUESTS} concurrent requests (25 uploads, 75 page views) "
-                f"to brainmatch serve (8 threads, SQLite) on 127.0.0.1: {len(errors)} errors; "
-                f"latency p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms, max "
-                f"{1000 * lat[-1]:.0f} ms (uploads p50 {1000 * statistics.median(uploads):.0f} "
-                f"ms); wall {wall:.1f} s (measured on a shared, loaded 2-core machine)"
-            )
+            print("\n" + line)
         assert not errors, errors
         # every upload became a patient with a queued job
         page = sessions[0].get(server.url + "/patients/", timeout=30).text

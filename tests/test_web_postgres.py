@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from _webtest import PASSWORD, LiveServer, csrf_from, patient_csv, trained_model, wait_for
+from _webtest import LiveServer, csrf_from, patient_csv, trained_model, wait_for
 
 pytest.importorskip("django", reason="the web extra (Django) is not installed")
 psycopg = pytest.importorskip("psycopg", reason="psycopg (the web extra) is not installed")
@@ -75,11 +75,7 @@ def postgres():
 def test_clinician_flow_on_postgresql(postgres, tmp_path):
     trained = trained_model()
     server = LiveServer(tmp_path / "data", env={"DATABASE_URL": postgres})
-    r = server.cli("createuser", "clin", "--role", "clinician", "--password-stdin",
-                   stdin=PASSWORD + "\n")  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    r = server.cli("deploy", str(trained.model), "--name", "pg model")
-    assert r.returncode == 0, r.stderr
+    server.provision([("clin", "clinician")], [(trained.model, "pg model")])
     with server:
         s = server.session("clin")
         page = s.get(server.url + "/patients/", timeout=30).text
