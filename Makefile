@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 DEMO_OUT ?= brainmatch-demo
 PYTEST_ARGS ?=
 
-.PHONY: all setup demo test bench lint clean
+.PHONY: all setup demo test test-web serve bench lint clean
 
 all: test
 
@@ -35,6 +35,15 @@ demo: $(KERNEL)
 
 test: $(KERNEL)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+# the web service's tests only (browser, security, load, PostgreSQL); `make test` runs them too
+test-web: $(KERNEL)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/test_web.py tests/test_web_security.py \
+		tests/test_web_server.py tests/test_web_load.py tests/test_web_e2e.py tests/test_web_postgres.py
+
+# the web service on http://127.0.0.1:8000/ (SQLite in ~/.local/share/brainmatch/web)
+serve: $(KERNEL)
+	$(BIN)/brainmatch serve
 
 bench: $(KERNEL)
 	$(BIN)/python benchmarks/run.py

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,3 +48,20 @@ def small_trial(tmp_path_factory: pytest.TempPathFactory) -> Path:
         effect_size=1.0,
     )
     return simulate_trial(spec, out, n_jobs=1)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the lines tests record with ``record_property("terminal_summary", line)``:
+    measurements such as the web load test's latencies (works under pytest-xdist, where a
+    test's own prints are not shown)."""
+    lines = [
+        value
+        for report in terminalreporter.stats.get("passed", [])
+        if getattr(report, "when", "call") == "call"
+        for key, value in getattr(report, "user_properties", [])
+        if key == "terminal_summary"
+    ]
+    if lines:
+        terminalreporter.section("measurements")
+        for line in lines:
+            terminalreporter.write_line(line)

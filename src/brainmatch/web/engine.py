@@ -1,0 +1,251 @@
+"""The one place where the web service calls brainmatch's analysis API.
+
+Everything the service needs from the treatment-selection code (checking a model file,
+recommending for one patient, training on a trial) goes through these functions, so that
+when the Python API changes only this module changes:
+
+- issue 11 (``TreatmentSelector`` / ``validate`` / honest per-patient output): replace
+  :func:`recommend_patient` and :func:`train_model` bodies with the estimator and result
+  objects, and take the "no reliable preference" decision from the result instead of
+  :func:`headline`;
+- issue 12 (keyed model signatures): :func:`verify_model_file` calls the signature check
+  (and its plausibility checks) instead of today's SHA-256 content check;
+- issue 13 (normative models, patient profile): :func:`normative_references` lists the
+  deployed normative models and :func:`recommend_patient` also writes the profile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from brainmatch.errors import BrainmatchInputError
+
+Progress = Callable[[int, int], None]
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_model_file(path: Path) -> dict[str, Any]:
+    """Load a model file with every integrity check and summarise it for the pages.
+
+    Raises
+    ------
+    BrainmatchInputError
+        Not a model file, tampered with, or from a newer brainmatch.
+    """
+    from brainmatch.selection.modelfile import load_model
+
+    _, meta = load_model(path)
+    validation = meta.get("validation") or {}
+    sel = validation.get("selection") or {}
+    opts = meta.get("options") or {}
+    return {
+        "arms": list(meta["arms"]),
+        "outcome": opts.get("outcome_column"),
+        "better": meta.get("better"),
+        "n": validation.get("n"),
+        "cv": validation.get("cv"),
+        "permutation_p": sel.get("permutation_p"),
+        "policy_gain": sel.get("policy_gain"),
+        "policy_gain_ci": sel.get("policy_gain_ci"),
+        "benefit_d": sel.get("benefit_d"),
+        "n_features": len(meta.get("feature_names") or []),
+        "needs": [c["name"] for c in meta.get("covariate_spec") or []],
+        "site_column": opts.get("site_column"),
+        "warnings": list(validation.get("warnings") or []),
+        "brainmatch_version": meta.get("brainmatch_version"),
+        "from_images": bool((meta.get("feature_provenance") or {}).get("sidecar")),
+    }
+
+
+def normative_references() -> list[dict[str, Any]]:
+    """Deployed normative references (none until issue 13's normative models land)."""
+    return []
+
+
+def headline(patient: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """What the page leads with: a preference only when validation and the patient allow.
+
+    A bold pick is shown only when the model beat chance in validation (permutation
+    p < 0.05), the validated policy gain's 95% CI excludes 0 and the patient's advantage
+    interval excludes 0; otherwise "no reliable preference", with the reasons.
+    """
+    sel = (model.get("validation") or {}).get("selection") or {}
+    reasons = []
+    p = sel.get("permutation_p")
+    if p is None or p >= 0.05:
+        reasons.append(
+            f"in validation the model's recommendations did not beat chance (permutation "
+            f"p = {'n/a' if p is None else format(p, '.3g')})"
+        )
+    ci = sel.get("policy_gain_ci")
+    if not ci or ci[0] is None or ci[0] <= 0:
+        reasons.append("the validated gain from following the model has a 95% CI including 0")
+    adv = patient.get("advantage_interval") or [None, None]
+    if adv[0] is None or adv[0] <= 0:
+        reasons.append("this patient's advantage interval includes 0")
+    rec, other = patient["recommended"], patient["next_best"]
+    if reasons:
+        return {
+            "pick": None,
+            "text": f"No reliable preference between {rec} and {other}",
+            "reasons": reasons,
+        }
+    return {"pick": rec, "text": f"The model favours {rec} over {other}", "reasons": []}
+
+
+def recommend_patient(
+    model_path: Path,
+    input_path: Path,
+    out_dir: Path,
+    *,
+    clinical: Path | None = None,
+    participant: str | None = None,
+    chromium: str | None = None,
+    model_name: str | None = None,
+) -> dict[str, Any]:
+    """Recommend for one patient; writes ``report.html`` (and ``report.pdf``) in ``out_dir``.
+
+    Parameters
+    ----------
+    model_path : Path
+        A verified model file.
+    input_path : Path
+        The patient's feature table, or a BIDS folder laid out by
+        :func:`brainmatch.web.uploads.arrange_subject`.
+    clinical : Path, optional
+        Table with the covariates / baseline / site the model needs.
+    participant : str, optional
+        The participant of a BIDS ``input_path``.
+    chromium : str, optional
+        Browser that prints the report to PDF.
+    model_name : str, optional
+        Shown in the report instead of the model file's path on the server.
+
+    Returns
+    -------
+    dict
+        ``patient`` (one entry of ``recommend.json``), ``model`` (its summary),
+        ``headline`` and the written file names.
+    """
+    from brainmatch.selection import recommend
+    from brainmatch.selection.report import write_recommend_report
+
+    verify_model_file(model_path)
+    result = recommend(
+        model_path,
+        input_path,
+        out_dir,
+        clinical=clinical,
+        participant=[participant] if participant and input_path.is_dir() else None,
+        report=False,
+    )
+    if len(result.patients) != 1:
+        raise BrainmatchInputError(f"expected one patient, got {len(result.patients)}")
+    result.model["path"] = model_name or "deployed model"  # not the server's file path
+    write_recommend_report(result)
+    patient = result.patients[0]
+    model = dict(result.model)
+    model.pop("path", None)  # a server path, not for the page
+    files = {"html": "report.html"}
+    if chromium and html_to_pdf(out_dir / "report.html", out_dir / "report.pdf", chromium):
+        files["pdf"] = "report.pdf"
+    return {
+        "patient": patient,
+        "model": model,
+        "headline": headline(patient, model),
+        "files": files,
+    }
+
+
+def train_model(
+    features: Path,
+    outcomes: Path,
+    out_dir: Path,
+    params: dict[str, Any],
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train and validate on a researcher's trial; returns the aggregate summary.
+
+    ``params`` holds :func:`brainmatch.selection.train` keyword arguments chosen on the
+    form (columns, model, repeats, permutations).
+    """
+    from brainmatch.selection import train
+
+    allowed = {
+        "treatment_column", "outcome_column", "baseline_column", "site_column", "covariates",
+        "model", "n_repeats", "n_permutations", "n_boot", "seed", "cv", "learning_curve",
+    }  # fmt: skip
+    kwargs = {k: v for k, v in params.items() if k in allowed and v not in (None, "")}
+    kwargs["covariates"] = tuple(kwargs.get("covariates") or ())
+    result = train(features, outcomes, out_dir=out_dir, progress=progress, **kwargs)
+    m = result.metrics
+    sel = m.get("selection") or {}
+    return {
+        "n": m.get("n"),
+        "arms": m.get("arms"),
+        "per_arm": m.get("per_arm"),
+        "selection": {
+            k: sel.get(k)
+            for k in (
+                "benefit_d",
+                "benefit_d_ci",
+                "policy_gain",
+                "policy_gain_ci",
+                "permutation_p",
+                "share_above_threshold",
+            )
+        },
+        "warnings": list(m.get("warnings") or []),
+        "elapsed_seconds": m.get("elapsed_seconds"),
+        "model_file": result.model_path.name,
+        "report": result.report_path.name if result.report_path else None,
+    }
+
+
+def html_to_pdf(html: Path, pdf: Path, chromium: str, timeout: float = 90) -> bool:
+    """Print an HTML file to PDF with headless Chromium; False when it fails."""
+    with tempfile.TemporaryDirectory(prefix="bm-chromium-") as profile:
+        cmd = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--no-pdf-header-footer",
+            f"--print-to-pdf={pdf}",
+            html.resolve().as_uri(),
+        ]
+        try:
+            subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+    ok = pdf.is_file() and pdf.stat().st_size > 0 and pdf.read_bytes()[:5] == b"%PDF-"
+    if not ok and pdf.exists():
+        pdf.unlink()
+    return ok
+
+
+def copy_model(src: Path, dest: Path) -> None:
+    """Copy a model file into the deployed-models folder."""
+    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    dest.chmod(0o600)

@@ -1,0 +1,1 @@
+"""Views of the web service, by user role."""
