@@ -7,19 +7,8 @@ from pathlib import Path
 
 import typer
 
-from brainmatch.cli._common import echo_kv, user_errors
+from brainmatch.cli._common import echo_kv, hold_output_folder, user_errors
 from brainmatch.errors import BrainmatchInputError
-
-
-def _prepare_out(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BrainmatchInputError("exists and is not a folder", out_dir)
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise BrainmatchInputError(
-            "the output folder is not empty; choose a new folder or pass --overwrite "
-            "(which replaces brainmatch cbma's own files only)",
-            out_dir,
-        )
 
 
 @user_errors
@@ -85,7 +74,7 @@ def cbma(
     from brainmatch.evidence.cbma_io import read_coordinates
     from brainmatch.evidence.cbma_report import save_comparison
 
-    _prepare_out(out, overwrite)
+    hold_output_folder(out, "cbma", overwrite=overwrite, inputs=[coordinates, versus])
     jobs = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
     space_opt = None
     if space is not None:

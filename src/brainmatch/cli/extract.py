@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from brainmatch.cli._common import console, echo_kv, fail, progress_bar, user_errors
+from brainmatch.cli._common import (
+    console,
+    echo_kv,
+    fail,
+    hold_output_folder,
+    overwrite_option,
+    progress_bar,
+    user_errors,
+)
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -64,6 +72,7 @@ def extract(
         None, "-w", "--work-dir", help="Cache folder for derived / resampled atlases."
     ),
     force: bool = typer.Option(False, "--force", help="Recompute up-to-date participants."),
+    overwrite: bool = overwrite_option(),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any participant failed."),
 ) -> None:
     """Extract region signals, connectivity and a features table from fMRIPrep outputs.
@@ -77,6 +86,10 @@ def extract(
     if analysis_level != "participant":
         raise fail(f"analysis level must be 'participant', got {analysis_level!r}")
     kinds = [k.strip() for k in connectivity.split(",") if k.strip()]
+    inputs = [bids_dir, derivatives, freesurfer, atlas_labels, work_dir]
+    hold_output_folder(
+        output_dir, "extract", overwrite=overwrite, inputs=inputs, option="OUTPUT_DIR"
+    )
     with progress_bar("extracting") as update:
         result = extract_dataset(
             bids_dir,
@@ -99,7 +112,7 @@ def extract(
             n_jobs=n_jobs,
             scheduler=scheduler,
             work_dir=work_dir,
-            force=force,
+            force=force or overwrite,
             progress=update,
         )
     for row in result.failures.itertuples(index=False):
