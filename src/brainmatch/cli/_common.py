@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-import click
+from typer._click import exceptions as click_exc
+from typer._click.globals import get_current_context
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -103,17 +104,17 @@ class OneLineErrorGroup(TyperGroup):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as exc:
+        except click_exc.NoArgsIsHelpError as exc:
             exc.show()
             sys.exit(exc.exit_code)
-        except click.UsageError as exc:
+        except click_exc.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "brainmatch"
             fail(f"{where}: {_one_line(exc.format_message())} (see '{where} --help')")
             sys.exit(EXIT_BAD_INPUT)
-        except click.ClickException as exc:
+        except click_exc.ClickException as exc:
             fail(_one_line(exc.format_message()), code=exc.exit_code)
             sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
+        except typer.Abort:
             fail("aborted", code=1)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -162,7 +163,7 @@ def hold_output_folder(
     (and the written files recorded) when the click context closes.
     """
     cm = output_folder(path, command, overwrite=overwrite, inputs=inputs, option=option)
-    ctx = click.get_current_context(silent=True)
+    ctx = get_current_context(silent=True)
     if ctx is None:
         stack = contextlib.ExitStack()
         held = stack.enter_context(cm)
