@@ -39,6 +39,8 @@ LOCK = ".brainmatch.lock"
 _OWN = {MANIFEST, LOCK}
 #: leftovers of an interrupted atomic write (``brainmatch._io``) are ours
 _TEMP = re.compile(r"^\..+\.tmp$")
+#: folders this process holds (a nested claim by the same command is a no-op)
+_HELD: dict[Path, str] = {}
 
 
 @dataclass
@@ -189,6 +191,14 @@ def claim_output(
         writable.
     """
     out = Path(path).absolute()
+    held = _HELD.get(out)
+    if held is not None:
+        if held != command:
+            raise BrainmatchInputError(
+                f"the folder is being written by `brainmatch {held}` in this process", out
+            )
+        yield OutputClaim(path=out, command=command)  # the outer claim keeps the books
+        return
     if out.exists() and not out.is_dir():
         raise BrainmatchInputError(f"exists and is not a folder; {option} must name a folder", out)
     _check_not_inside(out.resolve(), inputs, option)
@@ -236,8 +246,10 @@ def claim_output(
             recorded = set()
         write_manifest(out, command, recorded & _files(out), running=True)
         claim = OutputClaim(path=out, command=command, previous=set(recorded))
+        _HELD[out] = command
         try:
             yield claim
         finally:
+            _HELD.pop(out, None)
             with contextlib.suppress(OSError):
                 write_manifest(out, command, recorded | _files(out), running=False)

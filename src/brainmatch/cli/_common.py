@@ -20,8 +20,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from typer._click import exceptions as click_exc
-from typer._click.globals import get_current_context
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -33,6 +31,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from typer._click import exceptions as click_exc
+from typer._click.globals import get_current_context
 from typer.core import TyperGroup
 
 from brainmatch.errors import BrainmatchError
