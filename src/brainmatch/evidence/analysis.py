@@ -32,7 +32,7 @@ from brainmatch.evidence.schema import normalise_augmentation_table
 
 #: Above this many studies the leave-one-out refits (k fits of k studies) are skipped:
 #: no single study moves such a pooled estimate, and the refits would cost O(k^2).
-MAX_LEAVE_ONE_OUT = 2000
+MAX_LEAVE_ONE_OUT = 1000
 #: Above this many studies the forest plot shows the pooled diamonds only.
 MAX_FOREST_STUDIES = 300
 

@@ -124,7 +124,7 @@ def forest_plot(
                 rows.append(("blank", None))
         if summary_only:
             rows.append(("blank", None))
-    else:
+    elif not summary_only:
         rows.extend(("study", i) for i in range(res.k))
         rows.append(("blank", None))
     rows.append(("diamond", (f"Overall {res.method} (k = {res.k}, I² = {res.I2:.0f}%)", res)))
@@ -224,7 +224,11 @@ def funnel_plot(
     ax.plot(res.estimate - z * s, s, color="grey", lw=0.7)
     ax.plot(res.estimate + z * s, s, color="grey", lw=0.7)
     ax.axvline(res.estimate, color="#c0392b", lw=1)
-    ax.scatter(res.yi, se, s=14, color="#3b6ea8", zorder=3, label="studies")
+    many = res.k > 2000  # draw the points as one raster image: a small, fast SVG
+    ax.scatter(
+        res.yi, se, s=4 if many else 14, color="#3b6ea8", zorder=3, label="studies",
+        rasterized=many,
+    )
     if filled and filled.get("k0", 0) > 0:
         ax.scatter(
             filled["yi_fill"],
