@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,12 @@ def read_table(path: str | Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in (".xlsx", ".xlsm", ".xls"):
+            if suffix != ".xls" and not zipfile.is_zipfile(path):
+                raise BrainmatchInputError(
+                    f"not an Excel workbook (a {suffix} file is a zip archive; this one is not: "
+                    "save it from Excel again, or export it as .csv)",
+                    path,
+                )
             df = pd.read_excel(path, na_values=NA_VALUES)
         elif suffix in (".tsv", ".tab", ".txt"):
             df = pd.read_csv(path, sep="\t", na_values=NA_VALUES, keep_default_na=True)
