@@ -413,7 +413,7 @@ class MetaAnalysis:
         summary["warnings"] = self.warnings
         summary["input"] = self.notes
         summary["brainmatch_version"] = __version__
-        return json_safe(summary)  # type: ignore[no-any-return]
+        return dict(json_safe(summary))
 
     def save(
         self,
@@ -826,7 +826,7 @@ class NetworkMetaAnalysis:
         summary["warnings"] = self.warnings
         summary["input"] = self.notes
         summary["brainmatch_version"] = __version__
-        return json_safe(summary)  # type: ignore[no-any-return]
+        return dict(json_safe(summary))
 
     def save(self, out_dir: str | Path, *, overwrite: bool = False, report: bool = True) -> Path:
         """Write every output into ``out_dir`` (claimed for ``nma``).

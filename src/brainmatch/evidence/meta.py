@@ -254,16 +254,16 @@ def _dot(a: FloatArray, b: FloatArray) -> float:
     return float(np.einsum("i,i->", a, b))
 
 
-def _xtwx(X: FloatArray, w: FloatArray) -> FloatArray:
-    return np.asarray(np.einsum("ki,k,kj->ij", X, w, X), dtype=np.float64)
+def _xtwx(X: FloatArray, w: FloatArray) -> Any:
+    return np.einsum("ki,k,kj->ij", X, w, X)
 
 
-def _xtwy(X: FloatArray, w: FloatArray, y: FloatArray) -> FloatArray:
-    return np.asarray(np.einsum("ki,k,k->i", X, w, y), dtype=np.float64)
+def _xtwy(X: FloatArray, w: FloatArray, y: FloatArray) -> Any:
+    return np.einsum("ki,k,k->i", X, w, y)
 
 
-def _xb(X: FloatArray, b: FloatArray) -> FloatArray:
-    return np.asarray(np.einsum("ki,i->k", X, b), dtype=np.float64)
+def _xb(X: FloatArray, b: Any) -> Any:
+    return np.einsum("ki,i->k", X, b)
 
 
 def _pmat(X: FloatArray, w: FloatArray) -> FloatArray:
