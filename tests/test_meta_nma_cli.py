@@ -208,3 +208,71 @@ def test_nma_method_through_cli_equals_metafor_for_two_treatments(
     np.testing.assert_allclose(est["X"], ref["beta"][0], rtol=1e-5)
     api = network_analysis(src, method_tau=method, reference="Y")
     assert r["tau2"] == pytest.approx(api.fit.tau2, rel=1e-12)
+
+
+BCG = json.loads((DATA / "bcg_metafor_reference.json").read_text())
+ALLOC = ["random"] * 4 + ["alternate"] * 2 + ["random"] * 3 + ["systematic"] * 4
+
+
+def _bcg(tmp_path: Path) -> Path:
+    d = BCG["data"]
+    src = tmp_path / "bcg.csv"
+    pd.DataFrame(
+        {
+            "study": [f"trial {i + 1}" for i in range(len(d["tpos"]))],
+            "events1": d["tpos"],
+            "n1": np.add(d["tpos"], d["tneg"]),
+            "events2": d["cpos"],
+            "n2": np.add(d["cpos"], d["cneg"]),
+            "alloc": ALLOC,
+        }
+    ).to_csv(src, index=False)
+    return src
+
+
+def test_meta_regression_on_alloc_equals_metafor_documentation(tmp_path: Path) -> None:
+    """metafor's documented ``rma(yi, vi, mods = ~ factor(alloc), data = dat.bcg)``."""
+    ref = BCG["rma_mods_alloc"]
+    r = _run(
+        [
+            "meta",
+            str(_bcg(tmp_path)),
+            "-o",
+            str(tmp_path / "o"),
+            "--measure",
+            "RR",
+            "--moderators",
+            "alloc",
+        ]
+    )
+    reg = r["meta_regression"]
+    assert [c["name"] for c in reg["coefficients"]] == [
+        "intrcpt",
+        "alloc[random]",
+        "alloc[systematic]",
+    ]
+    np.testing.assert_allclose([c["estimate"] for c in reg["coefficients"]], ref["beta"], atol=5e-5)
+    np.testing.assert_allclose(
+        [reg["tau2"], reg["QE"], reg["QM"], reg["QMp"]],
+        [ref["tau2"], ref["QE"], ref["QM"], ref["QMp"]],
+        atol=5e-5,
+    )
+
+
+def test_meta_fixed_effect_equals_metafor_documentation(tmp_path: Path) -> None:
+    ref = BCG["rma_fe"]
+    r = _run(
+        [
+            "meta",
+            str(_bcg(tmp_path)),
+            "-o",
+            str(tmp_path / "o"),
+            "--measure",
+            "RR",
+            "--method",
+            "FE",
+        ]
+    )
+    np.testing.assert_allclose(
+        [r["estimate"], r["se"], r["QE"]], [ref["estimate"], ref["se"], ref["QE"]], atol=5e-5
+    )
