@@ -219,3 +219,16 @@ def test_semicolon_csv_with_decimal_commas(tmp_path: Path) -> None:
     r = json.loads((out / "results.json").read_text())
     assert r["estimate"] == pytest.approx(fe.estimate, rel=1e-12)
     assert math.isfinite(r["se"])
+
+
+def test_one_reader_semicolon_csv_works_for_train_too(tmp_path: Path) -> None:
+    """``train`` reads the same semicolon / decimal-comma CSV as ``meta`` (one reader)."""
+    from brainmatch.evidence.readers import read_table as meta_read
+    from brainmatch.selection.data import read_table as train_read
+
+    src = tmp_path / "t.csv"
+    src.write_text("participant_id;x;arm\nsub-1;0,5;A\nsub-2;1,25;B\n")
+    a = meta_read(src)
+    b, _ = train_read(src, "features")
+    assert list(a.columns) == list(b.columns) == ["participant_id", "x", "arm"]
+    assert b["x"].tolist() == [0.5, 1.25] and a["x"].tolist() == [0.5, 1.25]

@@ -28,10 +28,10 @@ from brainmatch.evidence.nma import NMAResult, network_meta_analysis
 __all__ = [
     "MetaAnalysis",
     "MetaResult",
+    "NMAResult",
     "NetworkMetaAnalysis",
     "meta_analysis",
     "network_analysis",
-    "NMAResult",
     "network_meta_analysis",
     "rma",
     "run_meta",
