@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
-from brainmatch.cli._common import echo_kv, hold_output_folder, user_errors
+from brainmatch.cli._common import (
+    N_JOBS_DEFAULT,
+    echo_kv,
+    hold_output_folder,
+    resolve_n_jobs,
+    user_errors,
+)
 from brainmatch.errors import BrainmatchInputError
 
 
@@ -60,7 +65,9 @@ def cbma(
         15.0, "--max-outside-mm", help="Foci farther than this from the brain mask are an error."
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed of the Monte Carlo procedure."),
-    n_jobs: int = typer.Option(1, "--n-jobs", "--nprocs", help="Processes (0 = all cores)."),
+    n_jobs: int = typer.Option(
+        N_JOBS_DEFAULT, "--n-jobs", "--nprocs", help="Processes (0 = all cores)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty folder."),
 ) -> None:
     """Coordinate-based meta-analysis (ALE or MKDA) with Monte Carlo FWE correction.
@@ -75,7 +82,7 @@ def cbma(
     from brainmatch.evidence.cbma_report import save_comparison
 
     hold_output_folder(out, "cbma", overwrite=overwrite, inputs=[coordinates, versus])
-    jobs = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
+    jobs = resolve_n_jobs(n_jobs)
     space_opt = None
     if space is not None:
         if space.upper() not in ("MNI", "TAL"):

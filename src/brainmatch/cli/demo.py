@@ -16,11 +16,13 @@ import typer
 
 from brainmatch._outdir import LOCK, MANIFEST, read_manifest, recorded_files, write_manifest
 from brainmatch.cli._common import (
+    N_JOBS_DEFAULT,
     console,
     echo_kv,
     hold_output_folder,
     out,
     progress_bar,
+    resolve_n_jobs,
     user_errors,
 )
 from brainmatch.errors import BrainmatchInputError
@@ -81,7 +83,9 @@ def demo(
     ),
     n_subjects: int = typer.Option(120, "--n-subjects", help="Patients in the simulated trial."),
     seed: int = typer.Option(2026, "--seed", help="Random seed of the simulated trial."),
-    n_jobs: int = typer.Option(0, "--n-jobs", help="Processes to use (0 = all cores)."),
+    n_jobs: int = typer.Option(
+        N_JOBS_DEFAULT, "--n-jobs", "--nprocs", help="Processes to use (0 = all cores)."
+    ),
     n_permutations: int = typer.Option(
         1000, "--n-permutations", help="Permutations of the selection-benefit test."
     ),
@@ -99,7 +103,7 @@ def demo(
         # a demo folder written before output manifests existed: all of it is the demo's
         write_manifest(out_dir, "demo", recorded_files(out_dir), running=False)
     hold_output_folder(out_dir, "demo", overwrite=True)
-    report = run_demo(out_dir, n_subjects=n_subjects, seed=seed, n_jobs=n_jobs,
+    report = run_demo(out_dir, n_subjects=n_subjects, seed=seed, n_jobs=resolve_n_jobs(n_jobs),
                       n_permutations=n_permutations)
     out.print(f"Report: {report}", highlight=False, soft_wrap=True)
 
@@ -161,11 +165,12 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
     # keep the extraction provenance, so that the model can re-extract a new patient's scan
     subset.attrs = table_metadata(extracted.features_path)
     # the new patient is absent from the outcomes table and therefore never trained on
-    result = train(
-        subset, table[trial_ids],
-        treatment_column="arm", outcome_column="hamd_week8", baseline_column="hamd_baseline",
-        site_column="site", covariates=("age", "sex"), out_dir=out_dir / "model",
-        n_permutations=n_permutations, seed=seed)
+    with progress_bar("cross-validating") as update:
+        result = train(
+            subset, table[trial_ids],
+            treatment_column="arm", outcome_column="hamd_week8", baseline_column="hamd_baseline",
+            site_column="site", covariates=("age", "sex"), out_dir=out_dir / "model",
+            n_permutations=n_permutations, seed=seed, progress=update)
     sel = result.metrics["selection"]
     stages.append({"name": "train", "link": "model/report.html",
                    "summary": (f"{len(chosen)} a-priori features (McGrath 2013 insula activity, "

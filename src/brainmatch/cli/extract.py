@@ -7,12 +7,14 @@ from pathlib import Path
 import typer
 
 from brainmatch.cli._common import (
+    N_JOBS_DEFAULT,
     console,
     echo_kv,
     fail,
     hold_output_folder,
     overwrite_option,
     progress_bar,
+    resolve_n_jobs,
     user_errors,
 )
 
@@ -64,7 +66,9 @@ def extract(
     space: str = typer.Option(
         "MNI152NLin2009cAsym", "--space", help="fMRIPrep output space of the BOLD files."
     ),
-    n_jobs: int = typer.Option(1, "--n-jobs", "--nprocs", help="Local worker processes."),
+    n_jobs: int = typer.Option(
+        N_JOBS_DEFAULT, "--n-jobs", "--nprocs", help="Local worker processes (0 = all cores)."
+    ),
     scheduler: str | None = typer.Option(
         None, "--scheduler", help="Dask distributed scheduler address (tcp://host:8786)."
     ),
@@ -109,7 +113,7 @@ def extract(
             session_label=_split(session_label),
             task=task,
             space=space,
-            n_jobs=n_jobs,
+            n_jobs=resolve_n_jobs(n_jobs),
             scheduler=scheduler,
             work_dir=work_dir,
             force=force or overwrite,

@@ -43,6 +43,12 @@ def nma(
     smaller_is_better: bool = typer.Option(
         False, "--smaller-is-better", help="Rank treatments with smaller effects as better."
     ),
+    better: str | None = typer.Option(
+        None,
+        "--better",
+        help="lower or higher: which effects rank better (as train's --better; "
+        "--smaller-is-better is --better lower).",
+    ),
     rho: float = typer.Option(0.5, "--rho", help="Metapsy: correlation between instruments."),
     level: float = typer.Option(0.95, "--level", help="Confidence level."),
     title: str | None = typer.Option(None, "--title", help="Report title."),
@@ -53,7 +59,12 @@ def nma(
     Writes results.json, league_table.tsv, effects_vs_reference.tsv, edges.tsv, a network
     graph and a forest plot (SVG + PNG) and report.html into --out.
     """
+    from brainmatch.errors import BrainmatchInputError
     from brainmatch.evidence.analysis import network_analysis
+
+    if better is not None and better not in ("lower", "higher"):
+        raise BrainmatchInputError(f"--better must be lower or higher, got {better!r}")
+    larger_is_better = better == "higher" if better is not None else not smaller_is_better
     from brainmatch.reports import fmt_num, p_text
 
     with output_folder(out, "nma", overwrite=overwrite, inputs=[input_file]) as out:
@@ -72,7 +83,7 @@ def nma(
             rho=rho,
             reference=reference,
             method_tau=method,
-            larger_is_better=not smaller_is_better,
+            larger_is_better=larger_is_better,
             level=level,
             title=title,
         )

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import typer
 
-from brainmatch.cli._common import echo_kv, output_folder, overwrite_option, user_errors
+from brainmatch.cli._common import (
+    echo_kv,
+    output_folder,
+    overwrite_option,
+    progress_bar,
+    user_errors,
+)
 
 
 @user_errors
@@ -45,7 +51,8 @@ def recommend(
     from brainmatch.selection import recommend as recommend_fn
 
     inputs = [model, input, clinical, derivatives]
-    with output_folder(out, "recommend", overwrite=overwrite, inputs=inputs) as out:
+    claim = output_folder(out, "recommend", overwrite=overwrite, inputs=inputs)
+    with claim as out, progress_bar("recommending"):
         result = recommend_fn(
             model,
             input,
