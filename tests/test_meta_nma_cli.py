@@ -25,6 +25,7 @@ import pytest
 from typer.testing import CliRunner
 
 from brainmatch.cli.main import app
+from brainmatch.errors import BrainmatchInputError
 from brainmatch.evidence.analysis import meta_analysis, network_analysis
 
 DATA = Path(__file__).parent / "data" / "meta"
@@ -276,3 +277,35 @@ def test_meta_fixed_effect_equals_metafor_documentation(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         [r["estimate"], r["se"], r["QE"]], [ref["estimate"], ref["se"], ref["QE"]], atol=5e-5
     )
+
+
+def test_result_objects_write_nothing_until_saved(tmp_path: Path) -> None:
+    """``meta_analysis`` / ``network_analysis`` return objects that save and report themselves."""
+    rows = GRID[GRID["case"] == "extreme_k10"]
+    src = tmp_path / "studies.csv"
+    rows.assign(study=[f"s{i}" for i in range(len(rows))]).to_csv(src, index=False)
+    before = set(tmp_path.iterdir())
+    res = meta_analysis(src, effect="y", variance="v", method="DL")
+    assert set(tmp_path.iterdir()) == before  # fitting wrote nothing
+    ref = _case("extreme_k10", "DL")
+    assert res.to_dict()["estimate"] == pytest.approx(ref["beta"][0], rel=1e-9)
+    assert f"{ref['beta'][0]:.4f}" in res._repr_html_()
+    out = res.save(tmp_path / "o")
+    assert json.loads((out / "results.json").read_text()) == res.to_dict()
+    net_src = tmp_path / "net.csv"
+    pd.DataFrame(
+        {
+            "study": [f"s{i}" for i in range(len(rows))],
+            "treat1": "X",
+            "treat2": "Y",
+            "TE": rows["y"].to_numpy(),
+            "seTE": np.sqrt(rows["v"].to_numpy()),
+        }
+    ).to_csv(net_src, index=False)
+    net = network_analysis(net_src, reference="Y")
+    assert "P-score" in net._repr_html_()
+    # the meta folder is not the network's
+    with pytest.raises(BrainmatchInputError, match="outputs of `brainmatch meta`"):
+        net.save(out)
+    net.save(tmp_path / "n")
+    assert (tmp_path / "n" / "league_table.tsv").is_file()
