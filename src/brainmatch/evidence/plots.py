@@ -119,7 +119,8 @@ def forest_plot(
                 rows.extend(("study", int(j)) for j in np.flatnonzero(g == name))
             if name in subgroups.groups:
                 fit = subgroups.groups[name]
-                rows.append(("diamond", (f"{name} (k = {fit.k}, I² = {fit.I2:.0f}%)", fit)))
+                i2 = f", I² = {fit.I2:.0f}%" if math.isfinite(fit.I2) else ""
+                rows.append(("diamond", (f"{name} (k = {fit.k}{i2})", fit)))
             if not summary_only:
                 rows.append(("blank", None))
         if summary_only:
@@ -181,7 +182,8 @@ def forest_plot(
         ax.set_title(
             (title + "\n" if title else "")
             + f"Test for subgroup differences: Q = {subgroups.Q_between:.2f}, "
-            f"df = {subgroups.df_between}, p = {subgroups.p_between:.3g}",
+            f"df = {subgroups.df_between}, "
+            + ("p < 0.001" if subgroups.p_between < 0.001 else f"p = {subgroups.p_between:.3f}"),
             fontsize=9,
         )
     elif title:
