@@ -268,6 +268,11 @@ def test_implausible_content_is_refused_even_when_signed(
         (lambda m: m.__setitem__("arms", ["CBT"]), "'arms'"),
         (lambda m: m["conformal"]["half_width"].__setitem__("CBT", -3.0), "half-widths"),
         (lambda m: m.__setitem__("better", "sideways"), "'better'"),
+        (lambda m: m.pop("options"), "outcome column"),
+        (lambda m: m.__setitem__("covariate_spec", [{"kind": "numeric"}]), "has no name"),
+        (lambda m: m.__setitem__("n_outcome_only", -1), "n_outcome_only"),
+        (lambda m: m.__setitem__("ood", {"p99": "x"}), "'ood'"),
+        (lambda m: m.__setitem__("sites", []), "lists none"),
     ],
 )
 def test_implausible_metadata_is_refused(model, tmp_path, _model_key, change, message):

@@ -502,6 +502,7 @@ def check_model(arrays: dict[str, NDArray[Any]], meta: dict[str, Any], path: str
         v is None or (_finite_number(v) and v >= 0) for v in half.values()
     ):
         raise bad("prediction-interval half-widths are not non-negative finite numbers")
+    _check_structure(meta, bad)
     k, p = len(arms), len(names)
     required = ("coef", "intercept", "cov_coef", "boot_coef", "boot_intercept", "boot_cov_coef")
     for req in (*required, "medians", "mean", "sd", "confound_coef"):
@@ -534,10 +535,60 @@ def check_model(arrays: dict[str, NDArray[Any]], meta: dict[str, Any], path: str
             raise bad(f"{name!r} holds NaN or infinite values")
     if (arrays["sd"] <= 0).any():
         raise bad("'sd' holds values that are not positive")
+    if meta["harmonize"]:
+        n_sites = len(meta["sites"])
+        for name, shape in {
+            "combat_gamma": (n_sites, p),
+            "combat_delta": (n_sites, p),
+            "combat_grand_mean": (p,),
+            "combat_var_pooled": (p,),
+        }.items():
+            arr = arrays.get(name)
+            if arr is None or arr.shape != shape or not np.isfinite(arr).all():
+                raise bad(f"{name!r} is missing, not finite or not of shape {shape}")
     if "selected" in arrays:
         sel = arrays["selected"]
         if sel.ndim != 1 or sel.dtype.kind not in "iu" or ((sel < 0) | (sel >= p)).any():
             raise bad("'selected' is not a list of feature indices")
+
+
+def _check_structure(meta: dict[str, Any], bad: Any) -> None:
+    """The metadata recommend reads: present and of the right kind (never a KeyError)."""
+    opts = meta.get("options")
+    if not isinstance(opts, dict) or not isinstance(opts.get("outcome_column"), str):
+        raise bad("'options' does not name the outcome column")
+    spec = meta.get("covariate_spec")
+    if not isinstance(spec, list):
+        raise bad("'covariate_spec' is not a list")
+    for item in spec:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise bad("a covariate has no name")
+        if item.get("kind") == "numeric":
+            if not all(_finite_number(item.get(x)) for x in ("mean", "sd", "min", "max")):
+                raise bad(f"covariate {item['name']!r} lacks finite mean / sd / min / max")
+            if item["sd"] <= 0:
+                raise bad(f"covariate {item['name']!r} has a standard deviation <= 0")
+        elif item.get("kind") == "categorical":
+            if not isinstance(item.get("levels"), list) or not item["levels"]:
+                raise bad(f"covariate {item['name']!r} has no levels")
+        else:
+            raise bad(f"covariate {item['name']!r} has an unknown kind {item.get('kind')!r}")
+    n_only = meta.get("n_outcome_only")
+    if isinstance(n_only, bool) or not isinstance(n_only, int) or not 0 <= n_only <= len(spec):
+        raise bad("'n_outcome_only' is not a count of covariates")
+    if not isinstance(meta.get("harmonize"), bool):
+        raise bad("'harmonize' is not true or false")
+    if meta["harmonize"] and (not isinstance(meta.get("sites"), list) or not meta["sites"]):
+        raise bad("the model harmonises sites but lists none")
+    ood = meta.get("ood")
+    if not isinstance(ood, dict) or not _finite_number(ood.get("p99")):
+        raise bad("'ood' has no finite 99th percentile")
+    validation = meta.get("validation")
+    if not isinstance(validation, dict) or not isinstance(validation.get("selection"), dict):
+        raise bad("'validation' has no selection summary")
+    for key in ("brainmatch_version", "training_data_hash", "model"):
+        if key not in meta:
+            raise bad(f"{key!r} is missing")
 
 
 def check_predictions(
