@@ -228,7 +228,12 @@ def funnel_plot(
     ax.axvline(res.estimate, color="#c0392b", lw=1)
     many = res.k > 2000  # draw the points as one raster image: a small, fast SVG
     ax.scatter(
-        res.yi, se, s=4 if many else 14, color="#3b6ea8", zorder=3, label="studies",
+        res.yi,
+        se,
+        s=4 if many else 14,
+        color="#3b6ea8",
+        zorder=3,
+        label="studies",
         rasterized=many,
     )
     if filled and filled.get("k0", 0) > 0:
