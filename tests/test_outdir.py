@@ -250,3 +250,12 @@ def test_simulate_overwrite_keeps_user_files(tmp_path: Path) -> None:
     shutil.rmtree(out / "derivatives" / "brainmatch")
     simulate_trial(spec, out, overwrite=True)
     assert (out / "participants.tsv").exists()
+
+
+def test_failed_run_leaves_no_folder_behind(tmp_path: Path) -> None:
+    out = tmp_path / "new_out"
+    src = tmp_path / "bad.csv"
+    src.write_text("study,g,se\na,1,-1\nb,2,1\nc,3,1\n")
+    res = runner.invoke(app, ["meta", str(src), "-o", str(out), "--effect", "g", "--se", "se"])
+    assert res.exit_code == 2 and "error:" in res.output
+    assert not out.exists()

@@ -202,6 +202,7 @@ def claim_output(
     if out.exists() and not out.is_dir():
         raise BrainmatchInputError(f"exists and is not a folder; {option} must name a folder", out)
     _check_not_inside(out.resolve(), inputs, option)
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -210,46 +211,57 @@ def claim_output(
         ) from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise BrainmatchInputError("the output folder is not writable", out)
-    with _lock(out, command):
-        manifest = read_manifest(out)
-        present = _files(out)
-        if manifest is not None and manifest.get("command") not in (None, command):
-            raise BrainmatchInputError(
-                f"the folder holds the outputs of `brainmatch {manifest.get('command')}`; "
-                f"`brainmatch {command}` will not write into it (choose another {option})",
-                out,
-            )
-        raw = manifest.get("files") if manifest else None
-        recorded = {str(f) for f in raw} if isinstance(raw, list) else set()
-        if manifest is not None and manifest.get("running"):
-            # an earlier run of this command was interrupted (the lock is free, so its
-            # process is gone): what it left is its own partial output
-            recorded |= present
-        foreign = sorted(present - recorded)
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (
-                f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
-            )
-            raise BrainmatchInputError(
-                f"the folder holds files `brainmatch {command}` did not write ({shown}); "
-                f"choose a new or empty {option}",
-                out,
-            )
-        if overwrite:
-            for rel in sorted(recorded & present, reverse=True):
-                with contextlib.suppress(FileNotFoundError):
-                    (out / rel).unlink()
-            for dirpath, _dirs, _names in sorted(os.walk(out), reverse=True):
-                if Path(dirpath) != out:
+    written: set[str] = set()
+    try:
+        with _lock(out, command):
+            manifest = read_manifest(out)
+            present = _files(out)
+            if manifest is not None and manifest.get("command") not in (None, command):
+                raise BrainmatchInputError(
+                    f"the folder holds the outputs of `brainmatch {manifest.get('command')}`; "
+                    f"`brainmatch {command}` will not write into it (choose another {option})",
+                    out,
+                )
+            raw = manifest.get("files") if manifest else None
+            recorded = {str(f) for f in raw} if isinstance(raw, list) else set()
+            if manifest is not None and manifest.get("running"):
+                # an earlier run of this command was interrupted (the lock is free, so its
+                # process is gone): what it left is its own partial output
+                recorded |= present
+            foreign = sorted(present - recorded)
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (
+                    f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+                )
+                raise BrainmatchInputError(
+                    f"the folder holds files `brainmatch {command}` did not write ({shown}); "
+                    f"choose a new or empty {option}",
+                    out,
+                )
+            if overwrite:
+                parents: set[Path] = set()
+                for rel in sorted(recorded & present, reverse=True):
+                    with contextlib.suppress(FileNotFoundError):
+                        (out / rel).unlink()
+                    parents.update(q for q in (out / rel).parents if q != out and out in q.parents)
+                for folder in sorted(parents, key=lambda q: len(q.parts), reverse=True):
                     with contextlib.suppress(OSError):
-                        Path(dirpath).rmdir()  # only empty ones
-            recorded = set()
-        write_manifest(out, command, recorded & _files(out), running=True)
-        claim = OutputClaim(path=out, command=command, previous=set(recorded))
-        _HELD[out] = command
-        try:
-            yield claim
-        finally:
-            _HELD.pop(out, None)
+                        folder.rmdir()  # only the command's folders, and only when empty
+                recorded = set()
+            write_manifest(out, command, recorded & _files(out), running=True)
+            claim = OutputClaim(path=out, command=command, previous=set(recorded))
+            _HELD[out] = command
+            try:
+                yield claim
+            finally:
+                _HELD.pop(out, None)
+                written = recorded | _files(out)
+                with contextlib.suppress(OSError):
+                    write_manifest(out, command, written, running=False)
+    finally:
+        if created and not written:
+            # the run failed before writing anything: leave no empty folder behind
             with contextlib.suppress(OSError):
-                write_manifest(out, command, recorded | _files(out), running=False)
+                (out / MANIFEST).unlink()
+                (out / LOCK).unlink()
+                out.rmdir()
