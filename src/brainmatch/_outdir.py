@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import re
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +95,6 @@ def write_manifest(path: str | Path, command: str, files: Iterable[str], *, runn
             "command": command,
             "brainmatch_version": __version__,
             "running": running,
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "files": sorted(files),
         },
     )
