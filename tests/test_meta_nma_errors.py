@@ -232,3 +232,28 @@ def test_one_reader_semicolon_csv_works_for_train_too(tmp_path: Path) -> None:
     b, _ = train_read(src, "features")
     assert list(a.columns) == list(b.columns) == ["participant_id", "x", "arm"]
     assert b["x"].tolist() == [0.5, 1.25] and a["x"].tolist() == [0.5, 1.25]
+
+
+def test_large_meta_analysis_is_fast_and_says_what_it_skipped(tmp_path: Path) -> None:
+    """1,500 studies: leave-one-out and per-study forest rows are skipped, with the reason
+    (the speed itself is measured in benchmarks/bench_meta.py, not asserted here)."""
+    rng = np.random.default_rng(3)
+    k = 1500
+    se = rng.uniform(0.05, 0.5, k)
+    src = tmp_path / "big.csv"
+    pd.DataFrame(
+        {
+            "study": [f"s{i}" for i in range(k)],
+            "g": 0.3 + rng.normal(0, 0.2, k) + rng.normal(0, se),
+            "se": se,
+        }
+    ).to_csv(src, index=False)
+    out = tmp_path / "o"
+    res = runner.invoke(app, ["meta", str(src), "-o", str(out), "--effect", "g", "--se", "se"])
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "results.json").read_text())
+    assert r["k"] == k and "Leave-one-out refits were skipped" in r["leave_one_out_note"]
+    html = (out / "report.html").read_text()
+    assert "shows the pooled estimates only" in html and not (out / "leave_one_out.tsv").exists()
+    fit = rma(pd.read_csv(src)["g"], pd.read_csv(src)["se"] ** 2)
+    assert r["estimate"] == pytest.approx(fit.estimate, rel=1e-12)

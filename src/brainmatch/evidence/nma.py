@@ -37,6 +37,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import optimize, stats
 
+from brainmatch._io import json_safe
 from brainmatch.errors import BrainmatchInputError
 
 FloatArray = NDArray[np.float64]
@@ -198,16 +199,7 @@ class NMAResult:
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary."""
 
-        def clean(x: float) -> float | None:
-            return None if not np.isfinite(x) else float(x)
-
-        eff = {
-            m: [
-                {k: (clean(v) if isinstance(v, float) else v) for k, v in r.items()}
-                for r in self.effects_table(m).to_dict("records")
-            ]
-            for m in ("random", "fixed")
-        }
+        eff = {m: json_safe(self.effects_table(m).to_dict("records")) for m in ("random", "fixed")}
         return {
             "treatments": self.treatments,
             "reference": self.reference,
