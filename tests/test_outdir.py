@@ -259,3 +259,25 @@ def test_failed_run_leaves_no_folder_behind(tmp_path: Path) -> None:
     res = runner.invoke(app, ["meta", str(src), "-o", str(out), "--effect", "g", "--se", "se"])
     assert res.exit_code == 2 and "error:" in res.output
     assert not out.exists()
+
+
+def test_extract_into_the_fmriprep_folder_is_refused(tmp_path: Path) -> None:
+    bids = tmp_path / "bids"
+    deriv = bids / "derivatives" / "fmriprep"
+    deriv.mkdir(parents=True)
+    (deriv / "dataset_description.json").write_text('{"Name": "fMRIPrep"}')
+    res = runner.invoke(
+        app,
+        [
+            "extract",
+            str(bids),
+            str(deriv),
+            "participant",
+            "--derivatives",
+            str(deriv),
+            "--atlas",
+            "affect",
+        ],
+    )
+    assert res.exit_code == 2 and "is, or is inside, the input" in res.output
+    assert (deriv / "dataset_description.json").read_text() == '{"Name": "fMRIPrep"}'
