@@ -241,3 +241,23 @@ def test_no_subcommand_prints_a_traceback(files: dict[str, Path], tmp_path: Path
     # the user's file named as an output folder is intact
     assert files["existing_file"].read_text() == "keep"
     assert os.listdir(files["folder"]) == []
+
+
+def test_an_unexpected_exception_is_one_line_unless_debugging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import brainmatch.evidence.analysis as analysis
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(analysis, "network_analysis", boom)
+    src = tmp_path / "n.csv"
+    src.write_text("study,treat1,treat2,TE,seTE\ns,A,B,1,1\n")
+    res = runner.invoke(app, ["nma", str(src), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit)
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "internal error (ZeroDivisionError" in lines[0]
+    monkeypatch.setenv("BRAINMATCH_DEBUG", "1")
+    res = runner.invoke(app, ["nma", str(src), "-o", str(tmp_path / "o2")])
+    assert isinstance(res.exception, ZeroDivisionError)

@@ -1,8 +1,9 @@
 """Shared pieces of the CLI: error handling, progress bars, output folders, options.
 
 * :func:`user_errors` turns brainmatch's input errors and the operating system's errors
-  (read-only folder, disk full) into one ``error:`` line and exit status 2, and prints
-  warnings as one ``warning:`` line each.
+  (read-only folder, disk full) into one ``error:`` line and exit status 2, an unexpected
+  exception (a bug) into one ``error: internal error ...`` line and exit status 1 (the
+  traceback with ``BRAINMATCH_DEBUG=1``), and prints warnings as one ``warning:`` line each.
 * :class:`OneLineErrorGroup` does the same for Typer's own usage errors (missing option,
   bad value), which would otherwise print a boxed usage message.
 * :func:`output_folder` claims a command's output folder (:mod:`brainmatch._outdir`).
@@ -45,6 +46,8 @@ R = TypeVar("R")
 
 #: Exit status for bad input (as click uses for usage errors).
 EXIT_BAD_INPUT = 2
+#: Exit status for an unexpected error inside brainmatch (a bug).
+EXIT_INTERNAL = 1
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
@@ -85,6 +88,17 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
                 raise fail(f"{where}{exc.strerror or exc}") from None
             except KeyboardInterrupt:
                 raise fail("interrupted", code=130) from None
+            except (typer.Exit, typer.Abort, click_exc.ClickException):
+                raise
+            except Exception as exc:  # a bug: one line, the traceback on request
+                if os.environ.get("BRAINMATCH_DEBUG"):
+                    raise
+                raise fail(
+                    f"internal error ({type(exc).__name__}: {_one_line(str(exc))}); this is a bug "
+                    "in brainmatch: please report it with the command you ran (set "
+                    "BRAINMATCH_DEBUG=1 to see the traceback)",
+                    code=EXIT_INTERNAL,
+                ) from None
 
     return wrapper
 
