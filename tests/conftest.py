@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _model_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Sign and check model files with a key of this test session, never the user's own."""
+    key_file = tmp_path_factory.mktemp("key") / "model.key"
+    names = ("BRAINMATCH_MODEL_KEY", "BRAINMATCH_MODEL_KEY_FILE")
+    saved = {k: os.environ.pop(k, None) for k in names}
+    os.environ["BRAINMATCH_MODEL_KEY_FILE"] = str(key_file)
+    yield key_file
+    for k, v in saved.items():
+        os.environ.pop(k, None)
+        if v is not None:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

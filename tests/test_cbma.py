@@ -260,11 +260,14 @@ def test_cli_writes_every_output(tmp_path: Path) -> None:
     assert nib.load(out / "desc-z_map.nii.gz").shape == (91, 109, 91)
     html = (out / "report.html").read_text()
     assert "<svg" in html and "Lancaster" in html and "Eickhoff" in html
-    # a second run into the same folder is refused, nothing is overwritten
+    # another command never writes into cbma's folder; a cbma rerun updates it in place
     before = (out / "results.json").read_bytes()
-    again = CliRunner().invoke(app, ["cbma", str(src), "--out", str(out), "--iterations", "20"])
-    assert again.exit_code == 2 and "not empty" in again.output
+    other = CliRunner().invoke(app, ["meta", str(src), "--out", str(out), "--effect", "x",
+                                     "--se", "y"])
+    assert other.exit_code == 2 and "outputs of `brainmatch cbma`" in other.output
     assert (out / "results.json").read_bytes() == before
+    again = CliRunner().invoke(app, ["cbma", str(src), "--out", str(out), "--iterations", "20"])
+    assert again.exit_code == 0, again.output
 
 
 def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:

@@ -60,5 +60,5 @@ def test_demo_refuses_foreign_folder(tmp_path: Path) -> None:
     (tmp_path / "thesis.tex").write_text("keep me")
     res = _demo(tmp_path)
     assert res.returncode == 2
-    assert "not an earlier brainmatch demo" in res.stderr
+    assert "did not write (thesis.tex)" in res.stderr
     assert (tmp_path / "thesis.tex").read_text() == "keep me"

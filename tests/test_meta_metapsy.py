@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from brainmatch.errors import BrainmatchInputError
 from brainmatch.evidence.analysis import load_effects
 from brainmatch.evidence.meta import rma, subgroup_analysis
 from brainmatch.evidence.nma import network_meta_analysis
@@ -75,8 +76,25 @@ def test_network_of_therapy_types(metapsy: Path) -> None:
         arm2="control_id",
         n_control="n_group2",
         reference="wl",
+        tol_multi=None,
     )
     assert res.n_studies == 480 and res.n_multiarm == 94
+    # Hedges' g contrasts of a multi-arm study are not additive: netmeta's 0.001 rule
+    # would stop, so they are listed (by name) instead of silently used
+    assert any("'Ayen, 2004'" in m for m in res.multiarm_inconsistent)
+    with pytest.raises(BrainmatchInputError, match="inconsistent treatment effects"):
+        network_meta_analysis(
+            comp,
+            study="study",
+            treat1="arm1",
+            treat2="arm2",
+            effect="yi",
+            se=None,
+            variance="vi",
+            arm1="arm1_id",
+            arm2="control_id",
+            n_control="n_group2",
+        )
     assert res.pscore_random["wl"] < 0.01  # every therapy beats wait-list
     cbt_wl = res.comparison("cbt", "wl")
     assert cbt_wl["estimate"] == pytest.approx(0.913, abs=1e-3)

@@ -263,7 +263,7 @@ def test_bad_input_messages(tmp_path):
     with pytest.raises(BrainmatchInputError, match=r"2 participant\(s\) are in only one"):
         train(f, [part, pheno.iloc[2:]], treatment_column="arm", outcome_column="hamd_week8", **kw)
     (tmp_path / "f.xlsx").write_text("x")
-    with pytest.raises(BrainmatchInputError, match="unknown features table format"):
+    with pytest.raises(BrainmatchInputError, match="not an Excel workbook"):
         train(tmp_path / "f.xlsx", o, treatment_column="arm", outcome_column="hamd_week8", **kw)
 
 

@@ -3,6 +3,10 @@
 The package is organised by pipeline stage (see ``docs/architecture.md``):
 ``simulate`` (a trial with known truth), ``atlases`` (shipped MNI atlases),
 ``reports`` (HTML reports) and ``cli`` (the ``brainmatch`` command).
+
+The main entry points are importable from here (loaded on first use):
+``simulate_trial``, ``extract_dataset``, ``train``, ``recommend``, ``meta_analysis``,
+``network_analysis``.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -12,4 +16,24 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+_LAZY = {
+    "simulate_trial": "brainmatch.simulate",
+    "TrialSpec": "brainmatch.simulate",
+    "extract_dataset": "brainmatch.features",
+    "train": "brainmatch.selection",
+    "recommend": "brainmatch.selection",
+    "meta_analysis": "brainmatch.evidence",
+    "network_analysis": "brainmatch.evidence",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Import an entry point on first use (keeps ``import brainmatch`` light)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'brainmatch' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_LAZY]

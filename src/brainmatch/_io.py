@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -86,3 +88,24 @@ def write_tsv(path: str | Path, table: pd.DataFrame, float_format: str | None = 
         sep="\t", index=False, na_rep="n/a", float_format=float_format, lineterminator="\n"
     )
     write_text(path, text)
+
+
+def json_safe(obj: Any) -> Any:
+    """A structure JSON can hold: numpy scalars and arrays as Python numbers and lists,
+    NaN and infinities as None, keys as strings, paths as strings."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj

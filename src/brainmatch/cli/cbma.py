@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
-from brainmatch.cli._common import echo_kv, user_errors
+from brainmatch.cli._common import (
+    N_JOBS_DEFAULT,
+    echo_kv,
+    hold_output_folder,
+    resolve_n_jobs,
+    user_errors,
+)
 from brainmatch.errors import BrainmatchInputError
-
-
-def _prepare_out(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BrainmatchInputError("exists and is not a folder", out_dir)
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise BrainmatchInputError(
-            "the output folder is not empty; choose a new folder or pass --overwrite "
-            "(which replaces brainmatch cbma's own files only)",
-            out_dir,
-        )
 
 
 @user_errors
@@ -71,7 +65,9 @@ def cbma(
         15.0, "--max-outside-mm", help="Foci farther than this from the brain mask are an error."
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed of the Monte Carlo procedure."),
-    n_jobs: int = typer.Option(1, "--n-jobs", "--nprocs", help="Processes (0 = all cores)."),
+    n_jobs: int = typer.Option(
+        N_JOBS_DEFAULT, "--n-jobs", "--nprocs", help="Processes (0 = all cores)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty folder."),
 ) -> None:
     """Coordinate-based meta-analysis (ALE or MKDA) with Monte Carlo FWE correction.
@@ -85,8 +81,8 @@ def cbma(
     from brainmatch.evidence.cbma_io import read_coordinates
     from brainmatch.evidence.cbma_report import save_comparison
 
-    _prepare_out(out, overwrite)
-    jobs = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
+    hold_output_folder(out, "cbma", overwrite=overwrite, inputs=[coordinates, versus])
+    jobs = resolve_n_jobs(n_jobs)
     space_opt = None
     if space is not None:
         if space.upper() not in ("MNI", "TAL"):

@@ -14,7 +14,17 @@ from pathlib import Path
 
 import typer
 
-from brainmatch.cli._common import console, echo_kv, out, progress_bar, user_errors
+from brainmatch._outdir import LOCK, MANIFEST, read_manifest, recorded_files, write_manifest
+from brainmatch.cli._common import (
+    N_JOBS_DEFAULT,
+    console,
+    echo_kv,
+    hold_output_folder,
+    out,
+    progress_bar,
+    resolve_n_jobs,
+    user_errors,
+)
 from brainmatch.errors import BrainmatchInputError
 
 _MARKER = ".brainmatch-demo"
@@ -47,13 +57,18 @@ def prepare_demo_dir(path: Path) -> None:
     """Create ``path``; clear it when an earlier demo made it; refuse someone else's files."""
     if path.exists() and not path.is_dir():
         raise BrainmatchInputError("exists and is not a folder", path)
-    if path.is_dir() and any(path.iterdir()):
+    entries = [p for p in path.iterdir() if p.name not in (MANIFEST, LOCK)] if path.is_dir() else []
+    if entries:
         if not (path / _MARKER).exists():
             raise BrainmatchInputError(
                 "folder is not empty and is not an earlier brainmatch demo; choose another --out",
                 path,
             )
-        shutil.rmtree(path)
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     path.mkdir(parents=True, exist_ok=True)
     (path / _MARKER).write_text("brainmatch demo output; `brainmatch demo` may replace it\n")
 
@@ -63,11 +78,14 @@ def demo(
     out_dir: Path = typer.Option(
         Path("brainmatch-demo"),
         "--out",
+        "-o",
         help="Folder for everything the demo writes (replaced on rerun).",
     ),
     n_subjects: int = typer.Option(120, "--n-subjects", help="Patients in the simulated trial."),
     seed: int = typer.Option(2026, "--seed", help="Random seed of the simulated trial."),
-    n_jobs: int = typer.Option(0, "--n-jobs", help="Processes to use (0 = all cores)."),
+    n_jobs: int = typer.Option(
+        N_JOBS_DEFAULT, "--n-jobs", "--nprocs", help="Processes to use (0 = all cores)."
+    ),
     n_permutations: int = typer.Option(
         1000, "--n-permutations", help="Permutations of the selection-benefit test."
     ),
@@ -81,7 +99,11 @@ def demo(
     treatment for the new patient from their scan, and writes an index report linking every
     stage's report.
     """
-    report = run_demo(out_dir, n_subjects=n_subjects, seed=seed, n_jobs=n_jobs,
+    if (out_dir / _MARKER).is_file() and read_manifest(out_dir) is None:
+        # a demo folder written before output manifests existed: all of it is the demo's
+        write_manifest(out_dir, "demo", recorded_files(out_dir), running=False)
+    hold_output_folder(out_dir, "demo", overwrite=True)
+    report = run_demo(out_dir, n_subjects=n_subjects, seed=seed, n_jobs=resolve_n_jobs(n_jobs),
                       n_permutations=n_permutations)
     out.print(f"Report: {report}", highlight=False, soft_wrap=True)
 
@@ -143,11 +165,12 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
     # keep the extraction provenance, so that the model can re-extract a new patient's scan
     subset.attrs = table_metadata(extracted.features_path)
     # the new patient is absent from the outcomes table and therefore never trained on
-    result = train(
-        subset, table[trial_ids],
-        treatment_column="arm", outcome_column="hamd_week8", baseline_column="hamd_baseline",
-        site_column="site", covariates=("age", "sex"), out_dir=out_dir / "model",
-        n_permutations=n_permutations, seed=seed)
+    with progress_bar("cross-validating") as update:
+        result = train(
+            subset, table[trial_ids],
+            treatment_column="arm", outcome_column="hamd_week8", baseline_column="hamd_baseline",
+            site_column="site", covariates=("age", "sex"), out_dir=out_dir / "model",
+            n_permutations=n_permutations, seed=seed, progress=update)
     sel = result.metrics["selection"]
     stages.append({"name": "train", "link": "model/report.html",
                    "summary": (f"{len(chosen)} a-priori features (McGrath 2013 insula activity, "

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from brainmatch.cli._common import console, echo_kv, fail, progress_bar, user_errors
+from brainmatch.cli._common import (
+    N_JOBS_DEFAULT,
+    console,
+    echo_kv,
+    fail,
+    hold_output_folder,
+    overwrite_option,
+    progress_bar,
+    resolve_n_jobs,
+    user_errors,
+)
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -56,7 +66,9 @@ def extract(
     space: str = typer.Option(
         "MNI152NLin2009cAsym", "--space", help="fMRIPrep output space of the BOLD files."
     ),
-    n_jobs: int = typer.Option(1, "--n-jobs", "--nprocs", help="Local worker processes."),
+    n_jobs: int = typer.Option(
+        N_JOBS_DEFAULT, "--n-jobs", "--nprocs", help="Local worker processes (0 = all cores)."
+    ),
     scheduler: str | None = typer.Option(
         None, "--scheduler", help="Dask distributed scheduler address (tcp://host:8786)."
     ),
@@ -64,6 +76,7 @@ def extract(
         None, "-w", "--work-dir", help="Cache folder for derived / resampled atlases."
     ),
     force: bool = typer.Option(False, "--force", help="Recompute up-to-date participants."),
+    overwrite: bool = overwrite_option(),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any participant failed."),
 ) -> None:
     """Extract region signals, connectivity and a features table from fMRIPrep outputs.
@@ -77,6 +90,10 @@ def extract(
     if analysis_level != "participant":
         raise fail(f"analysis level must be 'participant', got {analysis_level!r}")
     kinds = [k.strip() for k in connectivity.split(",") if k.strip()]
+    inputs = [bids_dir, derivatives, freesurfer, atlas_labels, work_dir]
+    hold_output_folder(
+        output_dir, "extract", overwrite=overwrite, inputs=inputs, option="OUTPUT_DIR"
+    )
     with progress_bar("extracting") as update:
         result = extract_dataset(
             bids_dir,
@@ -96,10 +113,10 @@ def extract(
             session_label=_split(session_label),
             task=task,
             space=space,
-            n_jobs=n_jobs,
+            n_jobs=resolve_n_jobs(n_jobs),
             scheduler=scheduler,
             work_dir=work_dir,
-            force=force,
+            force=force or overwrite,
             progress=update,
         )
     for row in result.failures.itertuples(index=False):

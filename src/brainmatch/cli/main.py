@@ -10,9 +10,11 @@ import typer
 import brainmatch
 import brainmatch.cli as cli_pkg
 from brainmatch import __version__
+from brainmatch.cli._common import OneLineErrorGroup
 
 app = typer.Typer(
     name="brainmatch",
+    cls=OneLineErrorGroup,
     help=(
         "Match patients to the mental-health treatment their brain is most likely to "
         "respond to, with honest validation. Run 'brainmatch demo' to see the whole pipeline."

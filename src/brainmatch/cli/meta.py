@@ -6,7 +6,13 @@ from pathlib import Path
 
 import typer
 
-from brainmatch.cli._common import echo_kv, user_errors
+from brainmatch.cli._common import (
+    echo_kv,
+    output_folder,
+    overwrite_option,
+    progress_bar,
+    user_errors,
+)
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -79,58 +85,66 @@ def meta(
     ),
     title: str | None = typer.Option(None, "--title", help="Report title."),
     xlabel: str | None = typer.Option(None, "--xlabel", help="Effect-size axis label."),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Pool effect sizes (FE / REML / ML / DL / PM / HE) exactly as R's metafor does.
 
     Writes results.json, studies.tsv, leave_one_out.tsv, forest and funnel plots (SVG +
     PNG) and report.html into --out.
     """
-    from brainmatch.evidence.analysis import run_meta
+    from brainmatch.evidence.analysis import meta_analysis
     from brainmatch.evidence.readers import RawColumns
+    from brainmatch.reports import fmt_num, fmt_p, p_text
 
-    res = run_meta(
-        input_file,
-        out,
-        effect=effect,
-        se=se,
-        variance=variance,
-        measure=measure,
-        raw=RawColumns(
-            m1=m1, sd1=sd1, n1=n1, m2=m2, sd2=sd2, n2=n2, events1=events1, events2=events2
-        ),
-        study=study,
-        select=list(select),
-        aggregate=_split(aggregate),
-        rho=rho,
-        multiarm=multiarm,
-        control=control,
-        n_control=n_control,
-        method=method,
-        test=test,
-        level=level,
-        subgroup=subgroup,
-        moderators=_split(moderators),
-        schema=schema,
-        xlabel=xlabel,
-        title=title,
-    )
+    with output_folder(out, "meta", overwrite=overwrite, inputs=[input_file]) as out:
+        with progress_bar("meta-analysis") as update:
+            result = meta_analysis(
+                input_file,
+                effect=effect,
+                se=se,
+                variance=variance,
+                measure=measure,
+                raw=RawColumns(
+                    m1=m1, sd1=sd1, n1=n1, m2=m2, sd2=sd2, n2=n2, events1=events1, events2=events2
+                ),
+                study=study,
+                select=list(select),
+                aggregate=_split(aggregate),
+                rho=rho,
+                multiarm=multiarm,
+                control=control,
+                n_control=n_control,
+                method=method,
+                test=test,
+                level=level,
+                subgroup=subgroup,
+                moderators=_split(moderators),
+                schema=schema,
+                xlabel=xlabel,
+                title=title,
+                progress=lambda d, t: update(d, t + 5),
+            )
+            result.save(out, progress=lambda d, t: update(d + 4, t + 4))
+    res = result.to_dict()
     items = {
         "k": res["k"],
         "estimate": f"{res['estimate']:.4f} [{res['ci_lb']:.4f}, {res['ci_ub']:.4f}]",
-        "p": f"{res['pval']:.3g}",
-        "tau2": f"{res['tau2']:.4f}",
-        "I2": f"{res['I2']:.1f}%",
-        "Q": f"{res['QE']:.2f} (p = {res['QEp']:.3g})",
+        "p": fmt_p(res["pval"]),
+        "tau2": fmt_num(res["tau2"], 4),
+        "I2": f"{fmt_num(res['I2'], 1)}%",
+        "Q": f"{fmt_num(res['QE'], 2)} ({p_text(res['QEp'])})",
     }
     if res.get("pi_lb") is not None:
         items["prediction interval"] = f"[{res['pi_lb']:.4f}, {res['pi_ub']:.4f}]"
     if "subgroups" in res:
         s = res["subgroups"]
         items["subgroup test"] = (
-            f"Q = {s['Q_between']:.2f}, df = {s['df_between']}, p = {s['p_between']:.3g}"
+            f"Q = {s['Q_between']:.2f}, df = {s['df_between']}, {p_text(s['p_between'])}"
         )
+    for w in res["warnings"]:
+        items.setdefault("warning", w)
     items["report"] = str(out / "report.html")
-    echo_kv(f"meta-analysis ({res['method']}, test={res['test']})", items)
+    echo_kv(f"meta-analysis ({res['model']}, test={res['test']})", items)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from brainmatch.cli._common import echo_kv, user_errors
+from brainmatch.cli._common import echo_kv, output_folder, overwrite_option, user_errors
 
 
 @user_errors
@@ -43,37 +43,52 @@ def nma(
     smaller_is_better: bool = typer.Option(
         False, "--smaller-is-better", help="Rank treatments with smaller effects as better."
     ),
+    better: str | None = typer.Option(
+        None,
+        "--better",
+        help="lower or higher: which effects rank better (as train's --better; "
+        "--smaller-is-better is --better lower).",
+    ),
     rho: float = typer.Option(0.5, "--rho", help="Metapsy: correlation between instruments."),
     level: float = typer.Option(0.95, "--level", help="Confidence level."),
     title: str | None = typer.Option(None, "--title", help="Report title."),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Compare many treatments at once (netmeta-style): league table, P-scores, inconsistency.
 
     Writes results.json, league_table.tsv, effects_vs_reference.tsv, edges.tsv, a network
     graph and a forest plot (SVG + PNG) and report.html into --out.
     """
-    from brainmatch.evidence.analysis import run_nma
+    from brainmatch.errors import BrainmatchInputError
+    from brainmatch.evidence.analysis import network_analysis
 
-    res = run_nma(
-        input_file,
-        out,
-        study=study,
-        treat1=treat1,
-        treat2=treat2,
-        effect=effect,
-        se=se,
-        variance=variance,
-        arm1=arm1,
-        arm2=arm2,
-        n_control=n_control,
-        select=list(select),
-        rho=rho,
-        reference=reference,
-        method_tau=method,
-        larger_is_better=not smaller_is_better,
-        level=level,
-        title=title,
-    )
+    if better is not None and better not in ("lower", "higher"):
+        raise BrainmatchInputError(f"--better must be lower or higher, got {better!r}")
+    larger_is_better = better == "higher" if better is not None else not smaller_is_better
+    from brainmatch.reports import fmt_num, p_text
+
+    with output_folder(out, "nma", overwrite=overwrite, inputs=[input_file]) as out:
+        result = network_analysis(
+            input_file,
+            study=study,
+            treat1=treat1,
+            treat2=treat2,
+            effect=effect,
+            se=se,
+            variance=variance,
+            arm1=arm1,
+            arm2=arm2,
+            n_control=n_control,
+            select=list(select),
+            rho=rho,
+            reference=reference,
+            method_tau=method,
+            larger_is_better=larger_is_better,
+            level=level,
+            title=title,
+        )
+        result.save(out)
+    res = result.to_dict()
     best = sorted(res["pscore_random"].items(), key=lambda kv: -kv[1])
     d = res["design_by_treatment"]
     echo_kv(
@@ -81,12 +96,13 @@ def nma(
         {
             "studies": f"{res['n_studies']} ({res['n_multiarm_studies']} multi-arm)",
             "treatments": len(res["treatments"]),
-            "tau2": f"{res['tau2']:.4f} ({res['method_tau']})",
-            "Q": f"{res['Q']:.2f} (df = {res['df']})",
-            "inconsistency": f"Q = {d['Q_inc']:.2f}, df = {d['df_inc']}"
-            + (f", p = {d['p_inc']:.3g}" if d.get("p_inc") is not None else ""),
+            "tau2": f"{fmt_num(res['tau2'], 4)} ({res['method_tau']})",
+            "Q": f"{fmt_num(res['Q'], 2)} (df = {res['df']})",
+            "inconsistency": f"Q = {fmt_num(d['Q_inc'], 2)}, df = {d['df_inc']}"
+            + (f", {p_text(d['p_inc'])}" if d.get("p_inc") is not None else ""),
             "ranking (P-score)": ", ".join(f"{t} {p:.2f}" for t, p in best),
             "report": str(out / "report.html"),
+            **({"warning": res["warnings"][0]} if res["warnings"] else {}),
         },
     )
 

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import typer
 
-from brainmatch.cli._common import echo_kv, user_errors
+from brainmatch.cli._common import (
+    echo_kv,
+    output_folder,
+    overwrite_option,
+    progress_bar,
+    user_errors,
+)
 
 
 @user_errors
@@ -15,7 +21,8 @@ def recommend(
     input: Path = typer.Argument(
         ..., help="Feature table of one or many patients, or a BIDS / fMRIPrep folder."
     ),
-    out: Path = typer.Option(Path("recommendation"), "--out", help="Output folder."),
+    out: Path = typer.Option(Path("recommendation"), "--out", "-o", help="Output folder."),
+    overwrite: bool = overwrite_option(),
     clinical: Path | None = typer.Option(
         None,
         "--clinical",
@@ -30,6 +37,12 @@ def recommend(
         None, "--participant-label", help="Participant(s) of a BIDS INPUT."
     ),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
+    trust_unsigned: bool = typer.Option(
+        False,
+        "--trust-unsigned",
+        help="Use a model that is unsigned or signed with another key (with a warning); "
+        "only for a file whose origin you know.",
+    ),
 ) -> None:
     """Predict each arm's outcome with a prediction interval and recommend the best arm.
 
@@ -37,15 +50,19 @@ def recommend(
     """
     from brainmatch.selection import recommend as recommend_fn
 
-    result = recommend_fn(
-        model,
-        input,
-        out,
-        clinical=clinical,
-        derivatives=derivatives,
-        participant=participant_label or None,
-        report=not no_report,
-    )
+    inputs = [model, input, clinical, derivatives]
+    claim = output_folder(out, "recommend", overwrite=overwrite, inputs=inputs)
+    with claim as out, progress_bar("recommending"):
+        result = recommend_fn(
+            model,
+            input,
+            out,
+            clinical=clinical,
+            derivatives=derivatives,
+            participant=participant_label or None,
+            report=not no_report,
+            trust_model=trust_unsigned,
+        )
     for p in result.patients[:20]:
         echo_kv(
             p["participant_id"],

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
-from brainmatch.cli._common import echo_kv, progress_bar, user_errors
+from brainmatch.cli._common import (
+    N_JOBS_DEFAULT,
+    echo_kv,
+    progress_bar,
+    resolve_n_jobs,
+    user_errors,
+)
 from brainmatch.simulate.arms import parse_arms
 from brainmatch.simulate.model import TrialSpec, parse_effect_size
 
@@ -33,7 +38,9 @@ def simulate(
     sessions: int = typer.Option(
         1, "--sessions", help="1: baseline scan; 2: ses-pre and ses-post scans."
     ),
-    n_jobs: int = typer.Option(0, "--n-jobs", "--nprocs", help="Processes to use (0 = all cores)."),
+    n_jobs: int = typer.Option(
+        N_JOBS_DEFAULT, "--n-jobs", "--nprocs", help="Processes to use (0 = all cores)."
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an earlier simulated dataset in OUT_DIR."
     ),
@@ -57,7 +64,7 @@ def simulate(
         effect_size=parse_effect_size(effect_size),
         sessions=sessions,
     )
-    jobs = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
+    jobs = resolve_n_jobs(n_jobs)
     with progress_bar("simulating subjects") as update:
         path = simulate_trial(spec, out_dir, overwrite=overwrite, n_jobs=jobs, progress=update)
     echo_kv(

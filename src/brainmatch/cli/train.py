@@ -6,7 +6,13 @@ from pathlib import Path
 
 import typer
 
-from brainmatch.cli._common import echo_kv, progress_bar, user_errors
+from brainmatch.cli._common import (
+    echo_kv,
+    output_folder,
+    overwrite_option,
+    progress_bar,
+    user_errors,
+)
 
 
 def _fmt(value: object) -> str:
@@ -33,7 +39,8 @@ def train(
     outcome_column: str = typer.Option(
         ..., "--outcome-column", help="Outcome (continuous score or 0/1)."
     ),
-    out: Path = typer.Option(..., "--out", help="Output folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    overwrite: bool = overwrite_option(),
     baseline_column: str | None = typer.Option(
         None, "--baseline-column", help="Baseline severity (adjusted for)."
     ),
@@ -83,7 +90,8 @@ def train(
     from brainmatch.selection import train as train_fn
 
     covs = tuple(c.strip() for c in covariates.split(",") if c.strip())
-    with progress_bar("cross-validating") as update:
+    claim = output_folder(out, "train", overwrite=overwrite, inputs=[features, *outcomes])
+    with claim, progress_bar("cross-validating") as update:
         result = train_fn(
             features,
             outcomes,

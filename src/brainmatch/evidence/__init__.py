@@ -9,16 +9,29 @@
   multi-arm correlations, P-scores, league table, design-by-treatment inconsistency.
 - :mod:`~brainmatch.evidence.readers`: CSV / TSV / XLSX and the Metapsy data standard.
 - :mod:`~brainmatch.evidence.schema`: the augmentation coding schema.
-- :mod:`~brainmatch.evidence.analysis`: ``run_meta`` / ``run_nma`` behind the CLI.
+- :mod:`~brainmatch.evidence.analysis`: ``meta_analysis`` / ``network_analysis`` (result
+  objects that ``save`` and report themselves) behind the CLI; ``run_meta`` / ``run_nma``
+  fit and save in one call.
 """
 
-from brainmatch.evidence.analysis import run_meta, run_nma
+from brainmatch.evidence.analysis import (
+    MetaAnalysis,
+    NetworkMetaAnalysis,
+    meta_analysis,
+    network_analysis,
+    run_meta,
+    run_nma,
+)
 from brainmatch.evidence.meta import MetaResult, rma, subgroup_analysis
 from brainmatch.evidence.nma import NMAResult, network_meta_analysis
 
 __all__ = [
+    "MetaAnalysis",
     "MetaResult",
     "NMAResult",
+    "NetworkMetaAnalysis",
+    "meta_analysis",
+    "network_analysis",
     "network_meta_analysis",
     "rma",
     "run_meta",

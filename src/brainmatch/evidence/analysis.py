@@ -1,30 +1,46 @@
-"""End-to-end runs behind ``brainmatch meta`` and ``brainmatch nma``.
+"""Meta-analysis and network meta-analysis of a table, as result objects.
 
-:func:`run_meta` and :func:`run_nma` read a table, fit, and write every output into
-one folder (``results.json``, tables, SVG + PNG figures, ``report.html``).  Each file
-is written atomically; a bad input raises :class:`~brainmatch.errors.BrainmatchInputError`
-before anything is written.
+:func:`meta_analysis` and :func:`network_analysis` read a table and fit; they return a
+:class:`MetaAnalysis` / :class:`NetworkMetaAnalysis` that writes nothing until asked:
+``.save(dir)`` writes every output (``results.json``, tables, SVG + PNG figures and a
+self-contained ``report.html``) into an output folder it claims
+(:mod:`brainmatch._outdir`), ``.to_dict()`` is the content of ``results.json`` and
+``_repr_html_`` shows the main numbers in a notebook.  :func:`run_meta` /
+:func:`run_nma` are the one-call forms (fit, save, return the dict).  A bad input raises
+:class:`~brainmatch.errors.BrainmatchInputError` before anything is written.
 """
 
 from __future__ import annotations
 
+import html
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import numpy as np
 import pandas as pd
 
 from brainmatch import __version__
-from brainmatch._io import write_json, write_text, write_tsv
+from brainmatch._io import json_safe, write_json, write_tsv
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.evidence import meta as ma
 from brainmatch.evidence import readers
 from brainmatch.evidence.nma import NMAResult, network_meta_analysis
 from brainmatch.evidence.schema import normalise_augmentation_table
 
+#: Above this many studies the leave-one-out refits (k fits of k studies) are skipped:
+#: no single study moves such a pooled estimate, and the refits would cost O(k^2).
+MAX_LEAVE_ONE_OUT = 1000
+#: Above this many studies the forest plot shows the pooled diamonds only.
+MAX_FOREST_STUDIES = 300
+
+Progress = Callable[[int, int], None]
+
 CITATIONS = {
+    "FE": "Hedges LV, Olkin I (1985). Statistical Methods for Meta-Analysis. Academic Press "
+    "(inverse-variance fixed-effect model).",
     "metafor": "Viechtbauer W (2010). Conducting meta-analyses in R with the metafor package. "
     "Journal of Statistical Software 36(3):1-48. doi:10.18637/jss.v036.i03",
     "REML": "Viechtbauer W (2005). Bias and efficiency of meta-analytic variance estimators in "
@@ -83,30 +99,6 @@ METHOD_NAMES = {
 }
 
 
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("brainmatch.evidence", "templates"),
-        autoescape=jinja2.select_autoescape(["html"]),
-        undefined=jinja2.StrictUndefined,
-    )
-
-
-def _clean(obj: Any) -> Any:
-    """Make a structure JSON-safe (numpy scalars, NaN/inf -> None)."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    return obj
-
-
 def load_effects(
     input_path: str | Path,
     *,
@@ -158,6 +150,14 @@ def load_effects(
     path = Path(input_path)
     df = readers.read_table(path)
     df = readers.apply_selection(df, select, path)
+    dup = df.duplicated(keep=False).to_numpy()
+    if dup.any():
+        rows = np.flatnonzero(dup)
+        raise BrainmatchInputError(
+            f"duplicated rows: {int(dup.sum())} rows are exact copies of another row (first: "
+            f"data rows {', '.join(str(int(i) + 1) for i in rows[:6])}); remove the duplicates",
+            path,
+        )
     notes: dict[str, Any] = {"input": str(path), "metapsy": False}
     if schema is not None:
         if schema != "augmentation":
@@ -189,6 +189,7 @@ def load_effects(
             notes["aggregated"] = before - len(table)
         study_col = study or ("study" if "study" in table.columns else "study_label")
         control_col, n_col = control, n_control
+    _refuse_duplicates(table, path)
     notes["rho"] = rho
     if multiarm not in ("split", "ignore"):
         raise BrainmatchInputError("--multiarm must be split or ignore")
@@ -199,6 +200,23 @@ def load_effects(
         table = readers.split_shared_controls(table, study_col, control_col, n_col)
         notes["n_shared"] = int((table["shared_control_m"] > 1).sum())
     return table.reset_index(drop=True), notes
+
+
+def _refuse_duplicates(table: pd.DataFrame, path: Path) -> None:
+    """Refuse a comparison entered twice (same study label, effect and variance)."""
+    key = table[["study_label", "yi", "vi"]].astype({"study_label": str})
+    dup = key.duplicated(keep=False).to_numpy()
+    if dup.any():
+        rows = np.flatnonzero(dup)
+        first = key.iloc[rows[0]]
+        same = [int(i) + 1 for i in rows if key.iloc[i].equals(first)]
+        raise BrainmatchInputError(
+            f"duplicated rows: analysis rows {', '.join(map(str, same))} are the same comparison "
+            f"(study {first['study_label']!r}, effect {first['yi']:.6g}, variance "
+            f"{first['vi']:.6g}); {int(dup.sum())} rows in all are duplicates. Remove them, or "
+            "give distinct comparisons distinct study labels",
+            path,
+        )
 
 
 def _design(
@@ -292,10 +310,19 @@ def methods_text(
             f"{cite('PI')}."
         )
     if subgroup:
+        if res.method == "FE":
+            model = "with a fixed-effect model"
+        else:
+            model = (
+                f"with their own tau² ({res.method}) when they held three or more studies, "
+                "with a fixed-effect model when they held two (too few to estimate tau²), "
+                "and as the study's own effect when they held one"
+            )
         parts.append(
-            f"Subgroups defined by '{subgroup}' were pooled separately (each with its own tau²) "
-            f"and compared with a Q test of the subgroup estimates; a mixed-effects "
-            f"meta-regression on the subgroup dummies with a common tau² is also reported."
+            f"Subgroups defined by '{subgroup}' were pooled separately {model} (the model of "
+            f"each subgroup is stated in its table row) and every subgroup was compared in a "
+            f"Q test of the subgroup estimates; a mixed-effects meta-regression on the "
+            f"subgroup dummies with a common tau² is also reported."
         )
     if moderators:
         parts.append(
@@ -311,9 +338,223 @@ def methods_text(
     return " ".join(parts), [CITATIONS[k] for k in keys]
 
 
-def run_meta(
+def _check_fit(res: ma.MetaResult, path: Path) -> None:
+    values = [res.estimate, float(res.se[0]), res.tau2, res.QE]
+    if not all(math.isfinite(v) for v in values):
+        raise BrainmatchInputError(
+            "the model could not be fitted in double precision (non-finite estimate); check "
+            "the effects and standard errors for extreme values",
+            path,
+        )
+
+
+@dataclass
+class MetaAnalysis:
+    """A pairwise meta-analysis of a table (from :func:`meta_analysis`).
+
+    Attributes
+    ----------
+    fit : MetaResult
+        The overall fit (metafor's ``rma.uni`` numbers).
+    table : DataFrame
+        One row per comparison (``study_label``, ``yi``, ``vi`` and the input columns).
+    notes : dict
+        How the table was read (for the methods text).
+    settings : dict
+        Options of the analysis (input, selection, subgroup, moderators, labels).
+    subgroups : SubgroupResult or None
+    regression : MetaResult or None
+    egger, trimfill : dict or None
+        Small-study analyses (k >= 3).
+    leave_one_out : list of dict
+    methods : str
+        Methods paragraph.
+    citations : list of str
+    warnings : list of str
+    """
+
+    fit: ma.MetaResult
+    table: pd.DataFrame
+    notes: dict[str, Any]
+    settings: dict[str, Any]
+    subgroups: ma.SubgroupResult | None = None
+    regression: ma.MetaResult | None = None
+    egger: dict[str, Any] | None = None
+    trimfill: dict[str, Any] | None = None
+    leave_one_out: list[dict[str, Any]] = field(default_factory=list)
+    methods: str = ""
+    citations: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def model(self) -> str:
+        """The model in words (e.g. "a random-effects model with ... (REML) tau²")."""
+        return METHOD_NAMES[self.fit.method]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of ``results.json`` (JSON-safe: NaN and infinities as null)."""
+        summary: dict[str, Any] = self.fit.summary()
+        summary["model"] = self.model
+        if self.subgroups is not None:
+            summary["subgroups"] = self.subgroups.summary()
+            summary["subgroup_column"] = self.settings.get("subgroup")
+        if self.regression is not None:
+            summary["meta_regression"] = {
+                **self.regression.summary(),
+                "moderators": self.settings.get("moderators"),
+            }
+        if self.egger is not None:
+            summary["egger"] = self.egger
+            summary["trimfill"] = self.trimfill
+        if self.settings.get("loo_note"):
+            summary["leave_one_out_note"] = self.settings["loo_note"]
+        summary["methods"] = self.methods
+        summary["citations"] = self.citations
+        summary["warnings"] = self.warnings
+        summary["input"] = self.notes
+        summary["brainmatch_version"] = __version__
+        return dict(json_safe(summary))
+
+    def save(
+        self,
+        out_dir: str | Path,
+        *,
+        overwrite: bool = False,
+        report: bool = True,
+        progress: Progress | None = None,
+    ) -> Path:
+        """Write every output into ``out_dir`` (claimed for ``meta``).
+
+        Writes ``results.json``, ``studies.tsv``, ``leave_one_out.tsv``, forest and funnel
+        plots (SVG + PNG) and a self-contained ``report.html``.
+
+        Parameters
+        ----------
+        out_dir : str or Path
+            Output folder: new, empty, or an earlier ``meta`` output folder.
+        overwrite : bool
+            Delete the earlier ``meta`` outputs first.
+        report : bool
+            Write ``report.html``.
+        progress : callable, optional
+            ``progress(done, total)`` over the files written.
+
+        Returns
+        -------
+        Path
+            The folder.
+        """
+        from brainmatch._outdir import claim_output
+        from brainmatch.evidence import plots
+
+        with claim_output(
+            out_dir, "meta", overwrite=overwrite, inputs=[self.settings.get("input")]
+        ) as claim:
+            out = claim.path
+            steps = 5
+            res, table = self.fit, self.table
+            subgroup = self.settings.get("subgroup")
+            moderators = self.settings.get("moderators") or []
+            studies = table.assign(weight=res.weights)
+            keep = [
+                c
+                for c in ["study_label", "yi", "vi", "weight", subgroup, *moderators]
+                if c and c in studies.columns
+            ]
+            write_tsv(out / "studies.tsv", studies[keep], float_format="%.6g")
+            if self.leave_one_out:
+                write_tsv(
+                    out / "leave_one_out.tsv", pd.DataFrame(self.leave_one_out), float_format="%.6g"
+                )
+            if progress:
+                progress(1, steps)
+            xl = self.settings.get("xlabel") or (
+                "Hedges' g"
+                if self.notes.get("metapsy") or self.settings.get("measure") in ("SMD", "SMDC")
+                else "Effect size"
+            )
+            title = self.settings.get("title")
+            groups = (
+                table[subgroup].fillna("NA").astype(str).tolist()
+                if subgroup and self.subgroups is not None
+                else None
+            )
+            figures: list[str] = []
+            notes: list[str] = []
+            if res.k <= MAX_FOREST_STUDIES:
+                plots.forest_plot(
+                    res,
+                    out / "forest",
+                    subgroups=self.subgroups,
+                    group_of=groups,
+                    xlabel=xl,
+                    title=title,
+                )
+                figures.append("forest.svg")
+            else:
+                notes.append(
+                    f"The forest plot shows the pooled estimates only: {res.k} studies are more "
+                    f"than one figure can show legibly (limit {MAX_FOREST_STUDIES}); every "
+                    "study's effect and weight is in studies.tsv."
+                )
+                plots.forest_plot(
+                    res,
+                    out / "forest",
+                    subgroups=self.subgroups,
+                    group_of=groups,
+                    xlabel=xl,
+                    title=title,
+                    summary_only=True,
+                )
+                figures.append("forest.svg")
+            if progress:
+                progress(2, steps)
+            if self.subgroups is not None and groups is not None and res.k <= MAX_FOREST_STUDIES:
+                plots.forest_plot(
+                    res,
+                    out / "forest_subgroups",
+                    subgroups=self.subgroups,
+                    group_of=groups,
+                    xlabel=xl,
+                    title=title,
+                    summary_only=True,
+                )
+                figures.insert(0, "forest_subgroups.svg")
+            plots.funnel_plot(res, out / "funnel", filled=self.trimfill, xlabel=xl)
+            figures.append("funnel.svg")
+            if progress:
+                progress(3, steps)
+            data = self.to_dict()
+            write_json(out / "results.json", data)
+            if progress:
+                progress(4, steps)
+            if report:
+                from brainmatch.reports.evidence import write_meta_report
+
+                write_meta_report(self, data, out, figures, notes)
+            if progress:
+                progress(5, steps)
+            return out
+
+    def _repr_html_(self) -> str:
+        r = self.fit
+        rows = [
+            ("model", self.model),
+            ("k", str(r.k)),
+            ("estimate [CI]", f"{r.estimate:.4f} [{r.ci_lb[0]:.4f}, {r.ci_ub[0]:.4f}]"),
+            ("p", f"{r.pval[0]:.3g}"),
+            ("tau²", f"{r.tau2:.4f}"),
+            ("I²", f"{r.I2:.1f}%"),
+        ]
+        body = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+            for k, v in rows
+        )
+        return f"<table><caption>brainmatch meta-analysis</caption>{body}</table>"
+
+
+def meta_analysis(
     input_path: str | Path,
-    out_dir: str | Path,
     *,
     effect: str | None = None,
     se: str | None = None,
@@ -335,20 +576,19 @@ def run_meta(
     schema: str | None = None,
     xlabel: str | None = None,
     title: str | None = None,
-) -> dict[str, Any]:
-    """Run a pairwise meta-analysis and write every output into ``out_dir``.
+    progress: Progress | None = None,
+) -> MetaAnalysis:
+    """Fit a pairwise meta-analysis of a table; write nothing.
 
     Parameters
     ----------
     input_path : str or Path
         Table of studies (see :func:`load_effects`).
-    out_dir : str or Path
-        Output folder (created).
     effect, se, variance, measure, raw, study, select, aggregate, rho, multiarm, control, \
 n_control, schema
         See :func:`load_effects`.
     method : {"REML", "FE", "ML", "DL", "PM", "HE"}
-        tau^2 estimator.
+        tau^2 estimator (``FE``: fixed-effect model).
     test : {"z", "knha", "adhoc"}
         Inference.
     level : float
@@ -358,13 +598,15 @@ n_control, schema
     moderators : list of str, optional
         Columns for a meta-regression.
     xlabel, title : str, optional
-        Figure labels.
+        Figure labels (used by :meth:`MetaAnalysis.save`).
+    progress : callable, optional
+        ``progress(done, total)`` over the analysis steps.
 
     Returns
     -------
-    dict
-        The content of ``results.json``.
+    MetaAnalysis
     """
+    steps = 4
     table, notes = load_effects(
         input_path,
         effect=effect,
@@ -385,116 +627,128 @@ n_control, schema
     labels = table["study_label"].astype(str).tolist()
     try:
         res = ma.rma(table["yi"], table["vi"], method=method, test=test, level=level, labels=labels)
+        _check_fit(res, path)
+        if progress:
+            progress(1, steps)
+        sub = None
+        if subgroup:
+            readers.require_columns(table, [subgroup], path)
+            groups = table[subgroup].fillna("NA").astype(str).tolist()
+            sub = ma.subgroup_analysis(
+                table["yi"],
+                table["vi"],
+                groups,
+                method=method,
+                test=test,
+                level=level,
+                labels=labels,
+            )
+        regression = None
+        if moderators:
+            X, names = _design(table, moderators, path)
+            regression = ma.rma(
+                table["yi"],
+                table["vi"],
+                mods=X,
+                mod_names=names,
+                method=method,
+                test=test,
+                level=level,
+            )
+        if progress:
+            progress(2, steps)
+        egger = trimfill = None
+        loo: list[dict[str, Any]] = []
+        loo_note = None
+        if res.k >= 3:
+            egger = ma.egger_test(res)
+            trimfill = ma.trim_and_fill(res)
+            if progress:
+                progress(3, steps)
+            if res.k <= MAX_LEAVE_ONE_OUT:
+                loo = ma.leave_one_out(res)
+            else:
+                loo_note = (
+                    f"Leave-one-out refits were skipped: with k = {res.k} studies (more than "
+                    f"{MAX_LEAVE_ONE_OUT}) no single study can move the pooled estimate "
+                    f"noticeably (the largest weight is {float(np.max(res.weights)):.2g}%)."
+                )
     except BrainmatchInputError as exc:
         raise BrainmatchInputError(exc.reason, path) from None
-    summary: dict[str, Any] = res.summary()
-    sub = None
-    if subgroup:
-        readers.require_columns(table, [subgroup], path)
-        groups = table[subgroup].fillna("NA").astype(str).tolist()
-        sub = ma.subgroup_analysis(
-            table["yi"], table["vi"], groups, method=method, test=test, level=level, labels=labels
-        )
-        summary["subgroups"] = sub.summary()
-        summary["subgroup_column"] = subgroup
-    regression = None
-    if moderators:
-        X, names = _design(table, moderators, path)
-        reg = ma.rma(
-            table["yi"], table["vi"], mods=X, mod_names=names, method=method, test=test, level=level
-        )
-        regression = reg.summary()
-        regression["moderators"] = moderators
-        summary["meta_regression"] = regression
-    bias = None
-    loo: list[dict[str, Any]] = []
-    if res.k >= 3:
-        bias = {"egger": ma.egger_test(res), "trimfill": ma.trim_and_fill(res)}
-        summary["egger"] = bias["egger"]
-        summary["trimfill"] = bias["trimfill"]
-        loo = ma.leave_one_out(res)
+    except (ArithmeticError, np.linalg.LinAlgError) as exc:
+        raise BrainmatchInputError(
+            f"the model could not be fitted in double precision ({exc}); check the effects "
+            "and standard errors for extreme values",
+            path,
+        ) from None
+    if progress:
+        progress(4, steps)
     methods, cites = methods_text(
-        res, notes, subgroup=subgroup, moderators=moderators, bias=bias is not None
+        res, notes, subgroup=subgroup, moderators=moderators, bias=egger is not None
     )
-    summary["methods"] = methods
-    summary["citations"] = cites
-    summary["input"] = notes
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    studies = table.assign(weight=res.weights)
-    keep = [
-        c
-        for c in ["study_label", "yi", "vi", "weight", subgroup, *(moderators or [])]
-        if c and c in studies.columns
-    ]
-    write_tsv(out / "studies.tsv", studies[keep], float_format="%.6g")
-    if loo:
-        write_tsv(out / "leave_one_out.tsv", pd.DataFrame(loo), float_format="%.6g")
-    from brainmatch.evidence import plots
-
-    xl = xlabel or (
-        "Hedges' g" if notes.get("metapsy") or measure in ("SMD", "SMDC") else "Effect size"
-    )
-    figures = []
-    plots.forest_plot(
-        res,
-        out / "forest",
+    warnings_: list[str] = []
+    if sub is not None:
+        small = [g for g, r in sub.groups.items() if r.k < 3 and res.method != "FE"]
+        if small:
+            warnings_.append(
+                f"{len(small)} subgroup(s) hold fewer than three studies ({', '.join(small)}): "
+                "they are pooled with a fixed-effect model (k = 2) or reported as their single "
+                "study (k = 1), as their table rows state."
+            )
+    return MetaAnalysis(
+        fit=res,
+        table=table,
+        notes=notes,
+        settings={
+            "input": str(path),
+            "select": list(select or []),
+            "measure": measure,
+            "subgroup": subgroup,
+            "moderators": list(moderators or []),
+            "xlabel": xlabel,
+            "title": title,
+            "level": level,
+            "loo_note": loo_note,
+        },
         subgroups=sub,
-        group_of=table[subgroup].fillna("NA").astype(str).tolist() if subgroup else None,
-        xlabel=xl,
-        title=title,
+        regression=regression,
+        egger=egger,
+        trimfill=trimfill,
+        leave_one_out=loo,
+        methods=methods,
+        citations=cites,
+        warnings=warnings_,
     )
-    figures.append("forest.svg")
-    if sub is not None and subgroup:
-        plots.forest_plot(
-            res,
-            out / "forest_subgroups",
-            subgroups=sub,
-            group_of=table[subgroup].fillna("NA").astype(str).tolist(),
-            xlabel=xl,
-            title=title,
-            summary_only=True,
-        )
-        figures.insert(0, "forest_subgroups.svg")
-    plots.funnel_plot(res, out / "funnel", filled=bias["trimfill"] if bias else None, xlabel=xl)
-    figures.append("funnel.svg")
-    clean = _clean(summary)
-    write_json(out / "results.json", clean)
-    html = (
-        _env()
-        .get_template("meta_report.html")
-        .render(
-            title=title or f"Meta-analysis of {path.name}",
-            input=str(path),
-            selection=" & ".join(select or []),
-            version=__version__,
-            r=clean,
-            level=level,
-            subgroups=clean.get("subgroups") and _SubView(clean["subgroups"]),
-            subgroup_column=subgroup,
-            regression=clean.get("meta_regression"),
-            figures=figures,
-            bias=bias and _clean(bias),
-            loo=loo,
-            loo_min=min((x["estimate"] for x in loo), default=0.0),
-            loo_max=max((x["estimate"] for x in loo), default=0.0),
-            methods=methods,
-            citations=cites,
-        )
-    )
-    write_text(out / "report.html", html)
-    return clean
 
 
-class _SubView:
-    """Attribute access to the subgroup summary for the template."""
+def run_meta(
+    input_path: str | Path,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """Fit (:func:`meta_analysis`) and save (:meth:`MetaAnalysis.save`) in one call.
 
-    def __init__(self, d: dict[str, Any]) -> None:
-        self.groups = d["groups"]
-        self.Q_between = d["Q_between"]
-        self.df_between = d["df_between"]
-        self.p_between = d["p_between"]
-        self.moderator_test = d["moderator_test"]
+    Parameters
+    ----------
+    input_path : str or Path
+        Table of studies.
+    out_dir : str or Path
+        Output folder.
+    overwrite : bool
+        Delete the earlier ``meta`` outputs in ``out_dir`` first.
+    **options
+        Options of :func:`meta_analysis`.
+
+    Returns
+    -------
+    dict
+        The content of ``results.json``.
+    """
+    result = meta_analysis(input_path, **options)
+    result.save(out_dir, overwrite=overwrite)
+    return result.to_dict()
 
 
 def nma_methods_text(res: NMAResult, notes: dict[str, Any]) -> tuple[str, list[str]]:
@@ -541,9 +795,99 @@ def nma_methods_text(res: NMAResult, notes: dict[str, Any]) -> tuple[str, list[s
     return " ".join(parts), [CITATIONS[k] for k in keys]
 
 
-def run_nma(
+@dataclass
+class NetworkMetaAnalysis:
+    """A network meta-analysis of a table (from :func:`network_analysis`).
+
+    Attributes
+    ----------
+    fit : NMAResult
+    notes : dict
+        How the table was read.
+    settings : dict
+        Options (input, selection, labels).
+    methods : str
+    citations : list of str
+    warnings : list of str
+    """
+
+    fit: NMAResult
+    notes: dict[str, Any]
+    settings: dict[str, Any]
+    methods: str = ""
+    citations: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of ``results.json`` (JSON-safe)."""
+        summary = self.fit.summary()
+        summary["methods"] = self.methods
+        summary["citations"] = self.citations
+        summary["warnings"] = self.warnings
+        summary["input"] = self.notes
+        summary["brainmatch_version"] = __version__
+        return dict(json_safe(summary))
+
+    def save(self, out_dir: str | Path, *, overwrite: bool = False, report: bool = True) -> Path:
+        """Write every output into ``out_dir`` (claimed for ``nma``).
+
+        Writes ``results.json``, ``league_table.tsv``, ``league_table_fixed.tsv``,
+        ``effects_vs_reference.tsv``, ``edges.tsv``, a network graph and a forest plot
+        (SVG + PNG) and a self-contained ``report.html``.
+
+        Returns
+        -------
+        Path
+            The folder.
+        """
+        from brainmatch._outdir import claim_output
+        from brainmatch.evidence import plots
+
+        res = self.fit
+        with claim_output(
+            out_dir, "nma", overwrite=overwrite, inputs=[self.settings.get("input")]
+        ) as claim:
+            out = claim.path
+            league = res.league_table("random")
+            write_tsv(out / "league_table.tsv", league.reset_index(names=""))
+            write_tsv(
+                out / "league_table_fixed.tsv", res.league_table("fixed").reset_index(names="")
+            )
+            eff = res.effects_table("random")
+            write_tsv(out / "effects_vs_reference.tsv", eff, float_format="%.6g")
+            write_tsv(out / "edges.tsv", res.edges)
+            data = self.to_dict()
+            write_json(out / "results.json", data)
+            plots.network_graph(res, out / "network")
+            plots.nma_forest(
+                res,
+                out / "nma_forest",
+                xlabel=self.settings.get("xlabel")
+                or ("Hedges' g vs" if self.notes.get("metapsy") else "Effect vs"),
+            )
+            if report:
+                from brainmatch.reports.evidence import write_nma_report
+
+                write_nma_report(self, data, out, ["network.svg", "nma_forest.svg"])
+            return out
+
+    def _repr_html_(self) -> str:
+        eff = self.fit.effects_table("random")
+        body = "".join(
+            f"<tr><td>{html.escape(str(r.treatment))}</td><td>{r.estimate:.3f}</td>"
+            f"<td>[{r.ci_lb:.3f}, {r.ci_ub:.3f}]</td><td>{r.pscore:.2f}</td></tr>"
+            for r in eff.itertuples()
+        )
+        return (
+            "<table><caption>brainmatch network meta-analysis (vs "
+            f"{html.escape(self.fit.reference)}, tau² = {self.fit.tau2:.4f})</caption>"
+            "<tr><th>treatment</th><th>estimate</th>"
+            f"<th>CI</th><th>P-score</th></tr>{body}</table>"
+        )
+
+
+def network_analysis(
     input_path: str | Path,
-    out_dir: str | Path,
     *,
     study: str = "study",
     treat1: str = "treat1",
@@ -562,15 +906,13 @@ def run_nma(
     level: float = 0.95,
     title: str | None = None,
     xlabel: str | None = None,
-) -> dict[str, Any]:
-    """Run a network meta-analysis and write every output into ``out_dir``.
+) -> NetworkMetaAnalysis:
+    """Fit a network meta-analysis of a table; write nothing.
 
     Parameters
     ----------
     input_path : str or Path
         Contrast table (one row per comparison) or a Metapsy ``data.csv``.
-    out_dir : str or Path
-        Output folder.
     study, treat1, treat2, effect, se, variance, arm1, arm2, n_control
         Columns (see :func:`~brainmatch.evidence.nma.network_meta_analysis`); for a
         Metapsy table they are set automatically.
@@ -585,8 +927,7 @@ def run_nma(
 
     Returns
     -------
-    dict
-        The content of ``results.json``.
+    NetworkMetaAnalysis
     """
     path = Path(input_path)
     df = readers.read_table(path)
@@ -605,6 +946,9 @@ def run_nma(
             "arm1": "arm1_id",
             "arm2": "control_id",
             "n_control": "n_group2",
+            # Hedges' g is standardised per comparison: contrasts of one study are not
+            # exactly additive, so inconsistent multi-arm studies are listed, not refused
+            "tol_multi": None,
         }
     else:
         table = df
@@ -634,49 +978,54 @@ def run_nma(
         )
     except BrainmatchInputError as exc:
         raise BrainmatchInputError(exc.reason, path) from None
-    summary = res.summary()
+    except (ArithmeticError, np.linalg.LinAlgError) as exc:
+        raise BrainmatchInputError(
+            f"the network could not be fitted in double precision ({exc}); check the effects "
+            "and standard errors for extreme values",
+            path,
+        ) from None
     methods, cites = nma_methods_text(res, notes)
-    summary["methods"] = methods
-    summary["citations"] = cites
-    summary["input"] = notes
-    clean = _clean(summary)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    league = res.league_table("random")
-    write_tsv(out / "league_table.tsv", league.reset_index(names=""))
-    write_tsv(out / "league_table_fixed.tsv", res.league_table("fixed").reset_index(names=""))
-    eff = res.effects_table("random")
-    write_tsv(out / "effects_vs_reference.tsv", eff, float_format="%.6g")
-    write_tsv(out / "edges.tsv", res.edges)
-    write_json(out / "results.json", clean)
-    from brainmatch.evidence import plots
-
-    plots.network_graph(res, out / "network")
-    plots.nma_forest(
-        res,
-        out / "nma_forest",
-        xlabel=xlabel or ("Hedges' g vs" if notes["metapsy"] else "Effect vs"),
-    )
-    rows = [
-        [(str(league.iloc[i, j]), i == j) for j in range(league.shape[1])]
-        for i in range(league.shape[0])
-    ]
-    html = (
-        _env()
-        .get_template("nma_report.html")
-        .render(
-            title=title or f"Network meta-analysis of {path.name}",
-            input=str(path),
-            selection=" & ".join(select or []),
-            version=__version__,
-            s=clean,
-            d=clean["design_by_treatment"],
-            effects=_clean(eff.to_dict("records")),
-            league=rows,
-            figures=["network.svg", "nma_forest.svg"],
-            methods=methods,
-            citations=cites,
+    warnings_: list[str] = []
+    if res.multiarm_inconsistent:
+        warnings_.append(
+            f"{len(res.multiarm_inconsistent)} multi-arm studies have Hedges' g contrasts that "
+            "are not additive within 0.001 (g is standardised per comparison); each was fitted "
+            "on its contrasts against one shared arm. First: " + res.multiarm_inconsistent[0]
         )
+    if res.df == 0:
+        warnings_.append(
+            "The network has no degrees of freedom for heterogeneity (each comparison rests on "
+            "a single study): tau² cannot be estimated and is 0; Q and I² are not defined."
+        )
+    return NetworkMetaAnalysis(
+        fit=res,
+        notes=notes,
+        settings={
+            "input": str(path),
+            "select": list(select or []),
+            "title": title,
+            "xlabel": xlabel,
+        },
+        methods=methods,
+        citations=cites,
+        warnings=warnings_,
     )
-    write_text(out / "report.html", html)
-    return clean
+
+
+def run_nma(
+    input_path: str | Path,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """Fit (:func:`network_analysis`) and save (:meth:`NetworkMetaAnalysis.save`) in one call.
+
+    Returns
+    -------
+    dict
+        The content of ``results.json``.
+    """
+    result = network_analysis(input_path, **options)
+    result.save(out_dir, overwrite=overwrite)
+    return result.to_dict()

@@ -44,6 +44,11 @@ THRESHOLD = 1e-5
 MAXITER = 100
 #: Tolerance of metafor's log-likelihood check at tau^2 = 0 (``.Machine$double.eps^0.25``).
 LL_TOL = np.finfo(float).eps ** 0.25
+#: Plausibility limits of the input: beyond them weights and sums of squares lose all
+#: precision in double arithmetic (e.g. SE = 1e-12 next to SE = 0.1, effects of 1e300).
+MAX_ABS_EFFECT = 1e12
+MAX_VARIANCE = 1e100
+MAX_VARIANCE_RATIO = 1e12
 
 
 @dataclass
@@ -207,6 +212,24 @@ def _validate(
             + ", ".join(str(i + 1) for i in bad[:5])
             + " are not"
         )
+    big = np.flatnonzero(np.abs(y) > MAX_ABS_EFFECT)
+    if big.size:
+        raise BrainmatchInputError(
+            "effect(s) of implausible size in row(s) "
+            + ", ".join(f"{i + 1} ({y[i]:.3g})" for i in big[:5])
+            + f": no effect size exceeds {MAX_ABS_EFFECT:.0e} in magnitude; check the column"
+        )
+    vmax = float(v.max()) if v.size else 1.0
+    if v.size and (vmax > MAX_VARIANCE or vmax / float(v.min()) > MAX_VARIANCE_RATIO):
+        tiny = np.flatnonzero(v < vmax / MAX_VARIANCE_RATIO)
+        rows = tiny if tiny.size else np.flatnonzero(v > MAX_VARIANCE)
+        raise BrainmatchInputError(
+            "implausible standard error(s) in row(s) "
+            + ", ".join(f"{i + 1} (SE {math.sqrt(v[i]):.3g})" for i in rows[:5])
+            + f": the variances span more than {MAX_VARIANCE_RATIO:.0e}-fold (or exceed "
+            f"{MAX_VARIANCE:.0e}), so inverse-variance weights would be dominated by rounding; "
+            "check the rows"
+        )
     if y.size < min_k:
         raise BrainmatchInputError(f"need at least {min_k} studies, got k = {y.size}")
     Xm = np.ones((y.size, 1)) if X is None else np.asarray(X, dtype=float)
@@ -225,6 +248,24 @@ def _validate(
     return y, v, Xm
 
 
+# Products with the k x p design go through einsum, not BLAS: for p of 1-10 columns and
+# k up to 10^5 rows they are memory-bound, and a threaded BLAS under load is 100x slower.
+def _dot(a: FloatArray, b: FloatArray) -> float:
+    return float(np.einsum("i,i->", a, b))
+
+
+def _xtwx(X: FloatArray, w: FloatArray) -> Any:
+    return np.einsum("ki,k,kj->ij", X, w, X)
+
+
+def _xtwy(X: FloatArray, w: FloatArray, y: FloatArray) -> Any:
+    return np.einsum("ki,k,k->i", X, w, y)
+
+
+def _xb(X: FloatArray, b: Any) -> Any:
+    return np.einsum("ki,i->k", X, b)
+
+
 def _pmat(X: FloatArray, w: FloatArray) -> FloatArray:
     """``P = W - W X (X'WX)^-1 X'W`` for diagonal weights ``w``."""
     WX = X * w[:, None]
@@ -238,12 +279,15 @@ def _pstats(X: FloatArray, w: FloatArray, y: FloatArray) -> tuple[FloatArray, fl
     ``tr P = sum w - tr(A X'W^2 X)`` and
     ``tr PP = sum w^2 - 2 tr(A X'W^3 X) + tr((A X'W^2 X)^2)``.
     """
-    WX = X * w[:, None]
-    A = np.linalg.inv(X.T @ WX)
-    b = A @ (WX.T @ y)
-    Py = w * (y - X @ b)
-    B2 = A @ (X.T @ (X * (w**2)[:, None]))
-    B3 = A @ (X.T @ (X * (w**3)[:, None]))
+    if X.shape[1] == 1 and bool(np.all(X == 1.0)):  # intercept only: plain sums, O(k)
+        sw, sw2, sw3 = float(w.sum()), _dot(w, w), float(np.sum(w**3))
+        Py1 = w * (y - _dot(w, y) / sw)
+        return Py1, sw - sw2 / sw, sw2 - 2 * sw3 / sw + (sw2 / sw) ** 2
+    A = np.linalg.inv(_xtwx(X, w))
+    b = A @ _xtwy(X, w, y)
+    Py = w * (y - _xb(X, b))
+    B2 = A @ _xtwx(X, w**2)
+    B3 = A @ _xtwx(X, w**3)
     tr_p = float(w.sum() - np.trace(B2))
     tr_pp = float(np.sum(w**2) - 2 * np.trace(B3) + np.trace(B2 @ B2))
     return Py, tr_p, tr_pp
@@ -256,9 +300,11 @@ def qgen(tau2: float, y: FloatArray, v: FloatArray, X: FloatArray) -> float:
     ``y'Py`` without forming the k x k matrix ``P``).
     """
     w = 1.0 / (v + tau2)
-    WX = X * w[:, None]
-    b = np.linalg.solve(X.T @ WX, WX.T @ y)
-    r = y - X @ b
+    if X.shape[1] == 1 and bool(np.all(X == 1.0)):
+        r1 = y - _dot(w, y) / float(w.sum())
+        return _dot(w, r1 * r1)
+    b = np.linalg.solve(_xtwx(X, w), _xtwy(X, w, y))
+    r = y - _xb(X, b)
     return float(np.sum(w * r * r))
 
 
@@ -300,10 +346,11 @@ def tau2_estimate(
         _, tr_p, _ = _pstats(X, 1.0 / v, y)
         return max(0.0, (qgen(0.0, y, v, X) - (k - p)) / tr_p), info
     # HE (also the starting value of ML / REML)
-    XtX_inv = np.linalg.inv(X.T @ X)
+    ones = np.ones(k)
+    XtX_inv = np.linalg.inv(_xtwx(X, ones))
     lev = np.einsum("ij,jk,ik->i", X, XtX_inv, X)  # OLS leverages
-    r_ols = y - X @ (XtX_inv @ (X.T @ y))
-    he = (float(r_ols @ r_ols) - float(np.sum((1 - lev) * v))) / (k - p)
+    r_ols = y - _xb(X, XtX_inv @ _xtwy(X, ones, y))
+    he = (_dot(r_ols, r_ols) - float(np.sum((1 - lev) * v))) / (k - p)
     if method == "HE":
         return max(0.0, he), info
     if method == "PM":
@@ -357,9 +404,9 @@ def _fisher_scoring(
         w = 1.0 / (v + tau2)
         Py, tr_p, tr_pp = _pstats(X, w, y)
         if method == "ML":
-            adj = (float(Py @ Py) - float(w.sum())) / float(np.sum(w**2))
+            adj = (_dot(Py, Py) - float(w.sum())) / float(np.sum(w**2))
         else:
-            adj = (float(Py @ Py) - tr_p) / tr_pp
+            adj = (_dot(Py, Py) - tr_p) / tr_pp
         adj *= stepadj
         while tau2 + adj < 0:
             adj /= 2
@@ -373,10 +420,9 @@ def _fisher_scoring(
 def _loglik(tau2: float, y: FloatArray, v: FloatArray, X: FloatArray, method: str) -> float:
     k, p = X.shape
     w = 1.0 / (v + tau2)
-    WX = X * w[:, None]
-    xtwx = X.T @ WX
-    b = np.linalg.solve(xtwx, WX.T @ y)
-    rss = float(np.sum(w * (y - X @ b) ** 2))
+    xtwx = _xtwx(X, w)
+    b = np.linalg.solve(xtwx, _xtwy(X, w, y))
+    rss = float(np.sum(w * (y - _xb(X, b)) ** 2))
     if method == "ML":
         return -0.5 * k * math.log(2 * math.pi) - 0.5 * float(np.sum(np.log(v + tau2))) - 0.5 * rss
     logdet = float(np.linalg.slogdet(xtwx)[1])
@@ -397,12 +443,15 @@ def _se_tau2(method: str, tau2: float, y: FloatArray, v: FloatArray, X: FloatArr
         _, trP, trPP = _pstats(X, 1.0 / v, y)
         return math.sqrt((2 * (k - p) + 4 * t * trP + 2 * t**2 * trPP) / trP**2)
     if method == "HE":
-        Po = np.eye(k) - X @ np.linalg.solve(X.T @ X, X.T)
-        PV = Po * v[None, :]
-        return math.sqrt(
-            (2 * float(np.sum(PV * PV.T)) + 4 * t * float(np.trace(PV)) + 2 * t**2 * (k - p))
-            / (k - p) ** 2
-        )
+        # with the OLS hat matrix H = X A X' (A = (X'X)^-1) and Po = I - H, V = diag(v):
+        # tr(Po V Po V) = tr(V^2) - 2 tr(A X'V^2 X) + tr((A X'VX)^2) and
+        # tr(Po V) = tr(V) - tr(A X'VX): O(k p^2), never the k x k matrix Po
+        A = np.linalg.inv(_xtwx(X, np.ones(k)))
+        AV = A @ _xtwx(X, v)
+        AV2 = A @ _xtwx(X, v**2)
+        tr_pvpv = float(np.sum(v**2) - 2 * np.trace(AV2) + np.trace(AV @ AV))
+        tr_pv = float(np.sum(v) - np.trace(AV))
+        return math.sqrt((2 * tr_pvpv + 4 * t * tr_pv + 2 * t**2 * (k - p)) / (k - p) ** 2)
     w = 1.0 / (v + tau2)
     if method == "ML":
         return math.sqrt(2 / float(np.sum(w**2)))
@@ -531,12 +580,11 @@ def rma(
     else:
         t2, info = tau2_estimate(ymc, v, X, method)
     w = 1.0 / (v + t2)
-    WX = X * w[:, None]
-    vb: FloatArray = np.asarray(np.linalg.inv(X.T @ WX), dtype=np.float64)
-    beta = vb @ (WX.T @ y)
+    vb: FloatArray = np.asarray(np.linalg.inv(_xtwx(X, w)), dtype=np.float64)
+    beta = vb @ _xtwy(X, w, y)
     ddf: int | None = None
     if test in ("knha", "adhoc"):
-        rss = float(np.sum(w * (y - X @ beta) ** 2))
+        rss = float(np.sum(w * (y - _xb(X, beta)) ** 2))
         s2w = 0.0 if rss <= np.finfo(float).eps else rss / (k - p)
         if test == "adhoc":
             s2w = max(s2w, 1.0)
@@ -579,7 +627,7 @@ def rma(
         pi_lb = float(beta[0] - crit * sd_pred)
         pi_ub = float(beta[0] + crit * sd_pred)
     weights = 100 * w / w.sum()
-    labs = list(labels) if labels is not None else [str(i + 1) for i in range(k)]
+    labs = list(labels) if labels is not None else list(map(str, range(1, k + 1)))
     return MetaResult(
         k=k,
         p=p,
@@ -623,33 +671,90 @@ def rma(
 class SubgroupResult:
     """Per-subgroup pooled effects and the tests of subgroup differences.
 
+    Every subgroup is reported, with the model used for it (``models``): the requested
+    random-effects model (own tau^2) when it has three or more studies, a fixed-effect
+    model when it has two (too few to estimate tau^2), and the study's own effect and
+    standard error when it has one.
+
     Attributes
     ----------
     groups : dict of str to MetaResult
-        Separate fit in each subgroup (own tau^2); subgroups with one study use FE.
+        Fit in each subgroup.
+    models : dict of str to str
+        The model used in each subgroup, in words.
     Q_between, df_between, p_between : float, int, float
         Test that the subgroup estimates are equal (fixed-effect Q of the subgroup
-        estimates with their SEs, as R meta's ``test.subgroup``).
-    moderator_test : dict
+        estimates with their SEs, every subgroup included, as R meta's
+        ``test.subgroup``).
+    moderator_test : dict or None
         Mixed-effects meta-regression on subgroup dummies with a common tau^2
-        (metafor ``rma(yi, vi, mods = ~ factor(group))``): ``QM``, ``df``, ``QMp``.
+        (metafor ``rma(yi, vi, mods = ~ factor(group))``): ``QM``, ``df``, ``QMp``;
+        None (with ``moderator_test_note``) when there are too few studies for it.
     """
 
     groups: dict[str, MetaResult]
     Q_between: float
     df_between: int
     p_between: float
-    moderator_test: dict[str, Any]
+    moderator_test: dict[str, Any] | None
+    models: dict[str, str] = field(default_factory=dict)
+    moderator_test_note: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary."""
         return {
-            "groups": {g: r.summary() for g, r in self.groups.items()},
+            "groups": {
+                g: {**r.summary(), "model": self.models.get(g, r.method)}
+                for g, r in self.groups.items()
+            },
             "Q_between": self.Q_between,
             "df_between": self.df_between,
             "p_between": self.p_between,
             "moderator_test": self.moderator_test,
+            "moderator_test_note": self.moderator_test_note,
         }
+
+
+def single_study(y: float, v: float, *, level: float = 0.95, label: str = "1") -> MetaResult:
+    """A "pooled" result of one study: its own effect, standard error and z interval."""
+    se = math.sqrt(v)
+    crit = float(stats.norm.ppf(0.5 + level / 2))
+    z = y / se
+    pv = float(2 * stats.norm.sf(abs(z)))
+    return MetaResult(
+        k=1,
+        p=1,
+        method="FE",
+        test="z",
+        beta=np.array([y]),
+        se=np.array([se]),
+        zval=np.array([z]),
+        pval=np.array([pv]),
+        ci_lb=np.array([y - crit * se]),
+        ci_ub=np.array([y + crit * se]),
+        coef_names=["intrcpt"],
+        vb=np.array([[v]]),
+        tau2=0.0,
+        se_tau2=None,
+        tau2_ci_lb=None,
+        tau2_ci_ub=None,
+        I2=float("nan"),
+        H2=float("nan"),
+        QE=0.0,
+        QEp=float("nan"),
+        QM=z * z,
+        QMp=pv,
+        ddf=None,
+        pi_lb=None,
+        pi_ub=None,
+        yi=np.array([y]),
+        vi=np.array([v]),
+        X=np.ones((1, 1)),
+        weights=np.array([100.0]),
+        labels=[label],
+        level=level,
+        extras={"single_study": True},
+    )
 
 
 def subgroup_analysis(
@@ -685,43 +790,62 @@ def subgroup_analysis(
     levels = sorted(set(g.tolist()), key=lambda s: (-int(np.sum(g == s)), s))
     if len(levels) < 2:
         raise BrainmatchInputError("subgroup column has fewer than two distinct values")
+    method = method.upper()
     fits: dict[str, MetaResult] = {}
+    models: dict[str, str] = {}
     for lev in levels:
         m = g == lev
-        if m.sum() == 1:
+        n = int(m.sum())
+        if n == 1:
+            i = int(np.flatnonzero(m)[0])
+            fits[lev] = single_study(float(y[i]), float(v[i]), level=level, label=str(labs[i]))
+            models[lev] = "single study (k = 1): its own effect and standard error"
             continue
-        meth = method if m.sum() >= 3 or method == "FE" else "FE"
+        meth = method if n >= 3 or method == "FE" else "FE"
         fits[lev] = rma(y[m], v[m], method=meth, test=test, level=level, labels=labs[m].tolist())
-    if len(fits) < 2:
-        raise BrainmatchInputError("fewer than two subgroups have two or more studies")
+        if method == "FE":
+            models[lev] = "fixed effect"
+        elif meth == "FE":
+            models[lev] = "fixed effect (k = 2: too few studies to estimate tau²)"
+        else:
+            models[lev] = f"random effects ({method}), own tau²"
     est = np.array([r.estimate for r in fits.values()])
     var = np.array([float(r.se[0]) ** 2 for r in fits.values()])
     wq = 1 / var
     mu = float(np.sum(wq * est) / wq.sum())
     qb = float(np.sum(wq * (est - mu) ** 2))
-    keep = np.isin(g, list(fits))
-    dummies = np.column_stack([(g[keep] == lev).astype(float) for lev in list(fits)[1:]])
-    mr = rma(
-        y[keep],
-        v[keep],
-        mods=dummies,
-        mod_names=[f"group[{lev}]" for lev in list(fits)[1:]],
-        method=method,
-        test=test,
-        level=level,
-    )
+    names = list(fits)
+    dummies = np.column_stack([(g == lev).astype(float) for lev in names[1:]])
+    moderator: dict[str, Any] | None = None
+    note = None
+    try:
+        mr = rma(
+            y,
+            v,
+            mods=dummies,
+            mod_names=[f"group[{lev}]" for lev in names[1:]],
+            method=method,
+            test=test,
+            level=level,
+            tau2_ci=False,
+        )
+        moderator = {
+            "QM": mr.QM,
+            "df": len(fits) - 1,
+            "QMp": mr.QMp,
+            "tau2": mr.tau2,
+            "reference": names[0],
+        }
+    except BrainmatchInputError as exc:
+        note = f"not fitted: {exc.reason}"
     return SubgroupResult(
         groups=fits,
         Q_between=qb,
         df_between=len(fits) - 1,
         p_between=float(stats.chi2.sf(qb, len(fits) - 1)),
-        moderator_test={
-            "QM": mr.QM,
-            "df": len(fits) - 1,
-            "QMp": mr.QMp,
-            "tau2": mr.tau2,
-            "reference": next(iter(fits)),
-        },
+        moderator_test=moderator,
+        models=models,
+        moderator_test_note=note,
     )
 
 

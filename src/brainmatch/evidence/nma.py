@@ -37,6 +37,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import optimize, stats
 
+from brainmatch._io import json_safe
 from brainmatch.errors import BrainmatchInputError
 
 FloatArray = NDArray[np.float64]
@@ -52,6 +53,7 @@ class _Study:
     y: FloatArray = field(default_factory=lambda: np.zeros(0))
     S: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
     basis: list[tuple[str, str]] = field(default_factory=list)
+    tree: tuple[list[tuple[str, str, float]], str] = field(default_factory=lambda: ([], ""))
 
 
 @dataclass
@@ -111,6 +113,7 @@ class NMAResult:
     level: float
     method_tau: str
     n_multiarm: int = 0
+    multiarm_inconsistent: list[str] = field(default_factory=list)
 
     def comparison(self, a: str, b: str, model: str = "random") -> dict[str, float]:
         """Effect of ``a`` versus ``b`` with SE, CI and p-value.
@@ -196,16 +199,7 @@ class NMAResult:
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary."""
 
-        def clean(x: float) -> float | None:
-            return None if not np.isfinite(x) else float(x)
-
-        eff = {
-            m: [
-                {k: (clean(v) if isinstance(v, float) else v) for k, v in r.items()}
-                for r in self.effects_table(m).to_dict("records")
-            ]
-            for m in ("random", "fixed")
-        }
+        eff = {m: json_safe(self.effects_table(m).to_dict("records")) for m in ("random", "fixed")}
         return {
             "treatments": self.treatments,
             "reference": self.reference,
@@ -263,6 +257,46 @@ def _arm_variances(st: _Study) -> dict[str, float]:
     return {a: max(float(s[idx[a]]), floor) for a in arms}
 
 
+#: netmeta's ``tol.multi``: contrasts of one multi-arm study must agree to this tolerance.
+TOL_MULTI = 0.001
+
+
+def _check_multiarm(st: _Study, tol: float) -> str | None:
+    """Refuse a multi-arm study whose contrasts contradict each other (as netmeta does).
+
+    Every arm's effect against the root arm follows from the spanning tree; each given
+    contrast must equal the difference of its two arms' effects within netmeta's
+    ``tol.multi`` of 0.001.  (Variances may legitimately disagree, e.g. Hedges' g
+    variances depend on g; they are reconciled by least squares in ``_arm_variances``.)
+    """
+    chosen, root = st.tree
+    if len(st.pairs) < len(st.arms):
+        return None  # a tree: nothing to contradict
+    to_root = {root: 0.0}
+    parent = {a: (b, y) for a, b, y in chosen}  # y = a - b, b nearer the root
+    for arm in st.arms:
+        path, node, total = [], arm, 0.0
+        while node not in to_root:
+            nxt, y = parent[node]
+            path.append(node)
+            total += y
+            node = nxt
+        base = to_root[node]
+        acc = total
+        for nd in path:  # memoise every arm on the path
+            to_root[nd] = base + acc
+            acc -= parent[nd][1]
+    for a, b, y, _ in st.pairs:
+        implied = to_root[a] - to_root[b]
+        if abs(y - implied) > tol:
+            return (
+                f"study {st.name!r}: inconsistent treatment effects in a multi-arm study "
+                f"({st.treat[a]} vs {st.treat[b]} is {y:.4g}, but its other comparisons imply "
+                f"{implied:.4g}; they must agree within {tol}, as netmeta requires)"
+            )
+    return None
+
+
 def _prepare(st: _Study) -> None:
     """Choose basis contrasts (a spanning tree of the given pairs) and their covariance."""
     if len(st.pairs) == 1:
@@ -294,6 +328,7 @@ def _prepare(st: _Study) -> None:
         raise BrainmatchInputError(f"study {st.name!r}: its comparisons do not connect all arms")
     st.basis = [(a, b) for a, b, _ in chosen]
     st.y = np.array([y for _, _, y in chosen])
+    st.tree = (chosen, root)
     n = len(chosen)
     S = np.zeros((n, n))
     for i, (a1, b1) in enumerate(st.basis):
@@ -392,6 +427,7 @@ def network_meta_analysis(
     method_tau: str = "DL",
     larger_is_better: bool = True,
     level: float = 0.95,
+    tol_multi: float | None = 0.001,
 ) -> NMAResult:
     """Fit a frequentist random-effects network meta-analysis.
 
@@ -417,6 +453,12 @@ def network_meta_analysis(
         Orientation for P-scores and the league table ordering.
     level : float
         Confidence level.
+    tol_multi : float or None
+        Contrasts of one multi-arm study must be consistent (``A-C = (A-B) + (B-C)``)
+        within this tolerance, as in netmeta (0.001); a study that is not is refused,
+        naming it.  None: accept it, use the contrasts of a spanning tree of its arms and
+        list it in ``multiarm_inconsistent`` (for standardised effects such as Hedges' g,
+        whose contrasts are not exactly additive).
 
     Returns
     -------
@@ -437,12 +479,31 @@ def network_meta_analysis(
     if variance:
         v = pd.to_numeric(df[variance], errors="coerce").to_numpy(dtype=float)
     elif se:
-        v = pd.to_numeric(df[se], errors="coerce").to_numpy(dtype=float) ** 2
+        sev = pd.to_numeric(df[se], errors="coerce").to_numpy(dtype=float)
+        if np.any(sev <= 0):
+            i = int(np.flatnonzero(sev <= 0)[0])
+            raise BrainmatchInputError(
+                f"column {se!r} row {i + 2}: standard error {sev[i]:g}: standard errors must "
+                "be positive"
+            )
+        v = sev**2
     else:
         raise BrainmatchInputError("give a standard-error or variance column")
     if not np.all(np.isfinite(y)):
         i = int(np.flatnonzero(~np.isfinite(y))[0])
         raise BrainmatchInputError(f"column {effect!r} row {i + 2} is not a number")
+    if np.any(np.abs(y) > 1e12):
+        i = int(np.flatnonzero(np.abs(y) > 1e12)[0])
+        raise BrainmatchInputError(
+            f"column {effect!r} row {i + 2}: effect {y[i]:.3g} is implausibly large"
+        )
+    ok_v = v[np.isfinite(v) & (v > 0)]
+    if ok_v.size and (ok_v.max() > 1e100 or ok_v.max() / ok_v.min() > 1e12):
+        i = int(np.argmin(np.where(np.isfinite(v) & (v > 0), v, np.inf)))
+        raise BrainmatchInputError(
+            f"row {i + 2}: standard error {math.sqrt(v[i]):.3g} is implausible next to the others "
+            "(the variances span more than 1e12-fold, so weights would be dominated by rounding)"
+        )
     if not np.all(np.isfinite(v) & (v > 0)):
         i = int(np.flatnonzero(~(np.isfinite(v) & (v > 0)))[0])
         raise BrainmatchInputError(
@@ -475,8 +536,14 @@ def network_meta_analysis(
         st.pairs.append((aid1, aid2, float(y[i]), float(v[i])))
         if nc is not None and np.isfinite(nc[i]) and nc[i] > 0:
             st.shared_var[aid2] = 1.0 / float(nc[i])
+    inconsistent: list[str] = []
     for st in studies.values():
         _prepare(st)
+        problem = _check_multiarm(st, TOL_MULTI if tol_multi is None else tol_multi)
+        if problem and tol_multi is not None:
+            raise BrainmatchInputError(problem)
+        if problem:
+            inconsistent.append(problem)
     treatments_all = sorted({t for st in studies.values() for t in st.treat.values()})
     if len(treatments_all) < 2:
         raise BrainmatchInputError("the network needs at least two treatments")
@@ -573,6 +640,7 @@ def network_meta_analysis(
         level=level,
         method_tau=method_tau,
         n_multiarm=sum(1 for st in studies.values() if len(st.arms) > 2),
+        multiarm_inconsistent=inconsistent,
     )
 
 

@@ -119,12 +119,13 @@ def forest_plot(
                 rows.extend(("study", int(j)) for j in np.flatnonzero(g == name))
             if name in subgroups.groups:
                 fit = subgroups.groups[name]
-                rows.append(("diamond", (f"{name} (k = {fit.k}, I² = {fit.I2:.0f}%)", fit)))
+                i2 = f", I² = {fit.I2:.0f}%" if math.isfinite(fit.I2) else ""
+                rows.append(("diamond", (f"{name} (k = {fit.k}{i2})", fit)))
             if not summary_only:
                 rows.append(("blank", None))
         if summary_only:
             rows.append(("blank", None))
-    else:
+    elif not summary_only:
         rows.extend(("study", i) for i in range(res.k))
         rows.append(("blank", None))
     rows.append(("diamond", (f"Overall {res.method} (k = {res.k}, I² = {res.I2:.0f}%)", res)))
@@ -181,7 +182,8 @@ def forest_plot(
         ax.set_title(
             (title + "\n" if title else "")
             + f"Test for subgroup differences: Q = {subgroups.Q_between:.2f}, "
-            f"df = {subgroups.df_between}, p = {subgroups.p_between:.3g}",
+            f"df = {subgroups.df_between}, "
+            + ("p < 0.001" if subgroups.p_between < 0.001 else f"p = {subgroups.p_between:.3f}"),
             fontsize=9,
         )
     elif title:
@@ -224,7 +226,16 @@ def funnel_plot(
     ax.plot(res.estimate - z * s, s, color="grey", lw=0.7)
     ax.plot(res.estimate + z * s, s, color="grey", lw=0.7)
     ax.axvline(res.estimate, color="#c0392b", lw=1)
-    ax.scatter(res.yi, se, s=14, color="#3b6ea8", zorder=3, label="studies")
+    many = res.k > 2000  # draw the points as one raster image: a small, fast SVG
+    ax.scatter(
+        res.yi,
+        se,
+        s=4 if many else 14,
+        color="#3b6ea8",
+        zorder=3,
+        label="studies",
+        rasterized=many,
+    )
     if filled and filled.get("k0", 0) > 0:
         ax.scatter(
             filled["yi_fill"],

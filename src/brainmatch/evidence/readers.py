@@ -17,7 +17,6 @@ correlation ``rho``, metafor's ``aggregate``) so each comparison counts once.
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,42 +45,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     DataFrame
         The table; ``NA``, ``n/a`` and empty cells are missing.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise BrainmatchInputError("file not found", path)
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".xlsx", ".xlsm", ".xls"):
-            df = pd.read_excel(path, na_values=NA_VALUES)
-        elif suffix in (".tsv", ".tab", ".txt"):
-            df = pd.read_csv(path, sep="\t", na_values=NA_VALUES, keep_default_na=True)
-        elif suffix == ".csv":
-            with open(path, encoding="utf-8-sig", errors="replace") as fh:
-                head = fh.read(20000)
-            try:
-                sep = csv.Sniffer().sniff(head, delimiters=",;\t").delimiter
-            except csv.Error:
-                sep = ","
-            decimal = "," if sep == ";" and re.search(r"(?<![\d,])-?\d+,\d+", head) else "."
-            df = pd.read_csv(
-                path,
-                sep=sep,
-                decimal=decimal,
-                na_values=NA_VALUES,
-                encoding="utf-8-sig",
-                encoding_errors="replace",
-            )
-        else:
-            raise BrainmatchInputError(
-                f"unsupported file type {suffix!r}; use .csv, .tsv or .xlsx", path
-            )
-    except BrainmatchInputError:
-        raise
-    except Exception as exc:  # pandas / openpyxl parse errors
-        raise BrainmatchInputError(f"cannot read table: {exc}", path) from exc
-    if df.empty:
-        raise BrainmatchInputError("the table has no rows", path)
-    df.columns = [str(c).strip() for c in df.columns]
+    from brainmatch._table import read_any_table
+
+    df = read_any_table(path)
     unnamed = [c for c in df.columns if c.startswith("Unnamed:") or c == ""]
     if unnamed and df[unnamed].isna().all().all():
         df = df.drop(columns=unnamed)

@@ -39,31 +39,10 @@ def read_table(source: str | Path | pd.DataFrame, what: str) -> tuple[pd.DataFra
         return source.copy(), f"{what} table"
     if source is None:
         raise BrainmatchInputError(f"no {what} table given")
+    from brainmatch._table import read_any_table  # one reader for every command
+
     path = Path(source)
-    if not path.exists():
-        raise BrainmatchInputError(f"{what} file not found", path)
-    if path.is_dir():
-        raise BrainmatchInputError(
-            f"expected a {what} table (Parquet, TSV or CSV), got a folder", path
-        )
-    suffix = "".join(path.suffixes[-2:]).lower()
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            table = pd.read_parquet(path)
-        elif path.suffix.lower() in (".tsv", ".txt") or suffix.endswith(".tsv.gz"):
-            table = pd.read_csv(path, sep="\t", na_values=["n/a", "NA", ""])
-        elif path.suffix.lower() == ".csv" or suffix.endswith(".csv.gz"):
-            table = pd.read_csv(path, na_values=["n/a", "NA", ""])
-        else:
-            raise BrainmatchInputError(
-                f"unknown {what} table format {path.suffix!r}: use .parquet, .tsv or .csv", path
-            )
-    except BrainmatchInputError:
-        raise
-    except Exception as exc:
-        raise BrainmatchInputError(f"cannot read the {what} table: {exc}", path) from None
-    if table.shape[0] == 0:
-        raise BrainmatchInputError(f"the {what} table has no rows", path)
+    table = read_any_table(path, what)
     return table, str(path)
 
 

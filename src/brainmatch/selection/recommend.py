@@ -14,7 +14,7 @@ from brainmatch._io import write_json, write_tsv
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.harmonize import ComBat
 from brainmatch.selection.data import ID, one_row_per_participant, read_table
-from brainmatch.selection.modelfile import load_model
+from brainmatch.selection.modelfile import check_predictions, load_model, prediction_interval
 from brainmatch.selection.pipeline import Preprocessor
 
 N_DRIVERS = 8
@@ -170,6 +170,7 @@ def recommend(
     derivatives: str | Path | None = None,
     participant: list[str] | None = None,
     report: bool = True,
+    trust_model: bool = False,
 ) -> RecommendResult:
     """Predict every arm's outcome for new patients and recommend the best.
 
@@ -191,12 +192,15 @@ def recommend(
     participant : list of str, optional
         Participants of a BIDS ``input`` to extract (default: all).
     report : bool
+    trust_model : bool
+        Load an unsigned model, or one signed with another key, with a warning
+        (see :mod:`brainmatch.selection.modelfile`).
 
     Returns
     -------
     RecommendResult
     """
-    arrays, meta = load_model(model_path)
+    arrays, meta = load_model(model_path, trust=trust_model)
     arms: list[str] = meta["arms"]
     names: list[str] = meta["feature_names"]
     opts = meta["options"]
@@ -259,6 +263,7 @@ def recommend(
     pre = preprocessor_from_model(arrays, meta)
     Z, C = pre.transform(X, cov, sites)
     pred = _predict(arrays, Z, C, arrays["coef"], arrays["intercept"], arrays["cov_coef"])
+    range_caveats = check_predictions(pred, meta, table[ID].astype(str).tolist(), model_path)
     boots = np.stack(
         [
             _predict(
@@ -283,7 +288,6 @@ def recommend(
     validation = meta["validation"]
     half = meta["conformal"]["half_width"]
     threshold = float(meta["threshold"])
-    lo_y, hi_y = meta.get("outcome_range", [-np.inf, np.inf])
     coef = arrays["coef"]
     patients = []
     for i, pid in enumerate(table[ID].astype(str)):
@@ -296,7 +300,7 @@ def recommend(
         adv_boot = ub[:, best] - np.delete(ub, best, axis=1).max(axis=1)
         contrib = sign * Z[i] * (coef[best] - coef[nxt])
         top = np.argsort(-np.abs(contrib))[:N_DRIVERS]
-        caveats = []
+        caveats = list(range_caveats[i])
         n_imputed = int(np.isnan(X[i]).sum())
         if n_imputed:
             caveats.append(
@@ -352,7 +356,7 @@ def recommend(
             hw = half.get(arm)
             predicted[arm] = {
                 "value": float(pred[i, a]),
-                "interval": [max(float(pred[i, a] - hw), lo_y), min(float(pred[i, a] + hw), hi_y)]
+                "interval": prediction_interval(float(pred[i, a]), hw, meta)
                 if hw is not None
                 else None,
             }

@@ -35,6 +35,7 @@ import pandas as pd
 
 from brainmatch import __version__
 from brainmatch._io import write_json, write_text, write_tsv
+from brainmatch._outdir import foreign_files, recorded_files, write_manifest
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.simulate.freesurfer import draw_volumes, write_aseg_stats
 from brainmatch.simulate.images import (
@@ -77,6 +78,14 @@ def check_output_dir(out_dir: Path, overwrite: bool) -> None:
             raise BrainmatchInputError(
                 "folder is not empty and was not written by brainmatch simulate; refusing to "
                 "delete it even with --overwrite",
+                out_dir,
+            )
+        foreign = foreign_files(out_dir, "simulate")
+        if foreign:
+            raise BrainmatchInputError(
+                f"folder holds {len(foreign)} file(s) brainmatch simulate did not write "
+                f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); refusing to "
+                "delete them even with --overwrite: move them out or choose another folder",
                 out_dir,
             )
 
@@ -314,6 +323,7 @@ def simulate_trial(
                     if progress:
                         progress(k, total)
         write_dataset(trial, staging, summaries)
+        write_manifest(staging, "simulate", recorded_files(staging), running=False)
         if out_dir.exists():
             shutil.rmtree(out_dir) if any(out_dir.iterdir()) else out_dir.rmdir()
         os.rename(staging, out_dir)
