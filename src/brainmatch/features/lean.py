@@ -93,8 +93,14 @@ def file_fingerprint(path: Path, chunk: int = 1 << 20) -> dict[str, Any]:
     return _fingerprint_entry(path, st, h.hexdigest())
 
 
-def do_job(job: StreamJob) -> Any:
-    """Run a job here; raises what it raises."""
+def do_job(job: Any) -> Any:
+    """Run a job here; raises what it raises.
+
+    A :class:`StreamJob`, or any other lean job: an object whose ``run()`` does the
+    work with the modules allowed here (e.g. :class:`brainmatch.features.dtifit.TensorJob`).
+    """
+    if not isinstance(job, StreamJob):
+        return job.run()
     if not job.fingerprint:
         return job.plan.extract(job.bold, job.volumes_per_block)
     try:
@@ -124,7 +130,7 @@ def peak_rss_bytes() -> int:
     return int(kb) * (1 if sys.platform == "darwin" else 1024)
 
 
-def run_job(job: StreamJob) -> tuple[Any, ...]:
+def run_job(job: Any) -> tuple[Any, ...]:
     """Run one job; never raises (errors come back as values, see the module notes)."""
     try:
         value = do_job(job)
