@@ -146,7 +146,12 @@ def run_steps(run: DwiRun, config: ExtractConfig) -> Steps:
             col[flat == v] = k
         columns.append(col)
         n_regions.append(len(values))
-    covered = int(sum((np.bincount(c[c >= 0], minlength=n) > 0).sum() for c, n in zip(columns[:1], n_regions[:1], strict=True)))
+    covered = int(
+        sum(
+            (np.bincount(c[c >= 0], minlength=n) > 0).sum()
+            for c, n in zip(columns[:1], n_regions[:1], strict=True)
+        )
+    )
     need = max(1, int(np.ceil(config.min_coverage * n_regions[0])))
     if covered < need:
         raise BrainmatchInputError(
@@ -172,7 +177,9 @@ def run_steps(run: DwiRun, config: ExtractConfig) -> Steps:
         atlases, grids, summary.sums, summary.counts, strict=True
     ):
         with np.errstate(invalid="ignore", divide="ignore"):
-            means = {s: np.where(counts > 0, sums[s] / np.maximum(counts, 1), np.nan) for s in SCALARS}
+            means = {
+                s: np.where(counts > 0, sums[s] / np.maximum(counts, 1), np.nan) for s in SCALARS
+            }
         for s in SCALARS:
             path = folder / f"{run.stem}_seg-{seg}_stat-mean_desc-{s}_dwimap.tsv"
             write_region_table(
