@@ -100,12 +100,11 @@ def extract_run(run: Run, config: ExtractConfig) -> dict[str, Any]:
     return drive_here(run_steps(run, config))
 
 
-def run_steps(run: Run, config: ExtractConfig, fingerprint: bool = False) -> Steps:
-    """:func:`extract_run` as steps: grid checks, the streaming job, then the rest.
+def region_signal_steps(run: Run, config: ExtractConfig, fingerprint: bool = False) -> Steps:
+    """Grid and atlas checks, then the streaming job: a BOLD run's raw region means.
 
-    The streaming job is handed out as early as possible (before the confounds are
-    read) so that workers start while this process does the rest.  With
-    ``fingerprint`` the result's ``"fingerprint"`` is the BOLD's, hashed as it streamed.
+    Shared by resting-state and task runs.  Returns ``{"signals", "names", "labels",
+    "n_volumes", "tr", "fingerprint"}`` (``signals``: volumes x regions, as stored).
     """
     atlas = config.atlas
     shape, affine, n_volumes = _bold_header(run)
@@ -134,8 +133,7 @@ def run_steps(run: Run, config: ExtractConfig, fingerprint: bool = False) -> Ste
             run.bold,
         )
     sig = yield StreamJob(run.bold, plan, config.volumes_per_block, fingerprint)
-    tr = read_tr(run.sidecar)
-    confounds, sample_mask, _ = load_confounds(run.bold, config.clean, n_volumes)
+    tr = read_tr(run.sidecar, header_tr=sig.tr)
     if sig.constant_voxels:
         raise BrainmatchInputError(
             f"{sig.constant_voxels} voxel(s) inside the brain mask never change over the run "
@@ -148,6 +146,26 @@ def run_steps(run: Run, config: ExtractConfig, fingerprint: bool = False) -> Ste
         raise BrainmatchInputError(
             f"region {names_by_label[plan.labels[int(flat[0])]]!r} has a constant signal", run.bold
         )
+    return {
+        "signals": raw,
+        "names": [str(names_by_label[v]) for v in plan.labels],
+        "labels": list(plan.labels),
+        "n_volumes": n_volumes,
+        "tr": tr,
+        "fingerprint": sig.extra.get("fingerprint"),
+    }
+
+
+def run_steps(run: Run, config: ExtractConfig, fingerprint: bool = False) -> Steps:
+    """:func:`extract_run` as steps: grid checks, the streaming job, then the rest.
+
+    The streaming job is handed out as early as possible (before the confounds are
+    read) so that workers start while this process does the rest.  With
+    ``fingerprint`` the result's ``"fingerprint"`` is the BOLD's, hashed as it streamed.
+    """
+    got = yield from region_signal_steps(run, config, fingerprint)
+    raw, tr, n_volumes = got["signals"], got["tr"], got["n_volumes"]
+    confounds, sample_mask, _ = load_confounds(run.bold, config.clean, n_volumes)
     # standardising is nilearn's last cleaning step, so z-scoring the unstandardised
     # result equals signal.clean(standardize="zscore_sample") (tests check against nilearn)
     unstd = clean_signals(
@@ -162,7 +180,7 @@ def run_steps(run: Run, config: ExtractConfig, fingerprint: bool = False) -> Ste
     cleaned = zscore_sample(unstd) if config.clean.standardize == "zscore" else unstd
     kept = raw if sample_mask is None else raw[sample_mask]
     amp, falff = amplitude_features(unstd, kept.mean(axis=0), tr)
-    names = [str(names_by_label[v]) for v in plan.labels]
+    names = got["names"]
     folder = config.output_dir / _unit_folder(run)
     stem = f"{run.stem}_seg-{config.seg}"
     outputs = []
@@ -194,7 +212,7 @@ def run_steps(run: Run, config: ExtractConfig, fingerprint: bool = False) -> Ste
         "n_volumes": n_volumes,
         "n_kept": len(cleaned),
         "tr": tr,
-        "fingerprint": sig.extra.get("fingerprint"),
+        "fingerprint": got["fingerprint"],
     }
 
 
