@@ -65,6 +65,8 @@ class TaskOptions:
     high_pass : float
         Cut-off (Hz) of the cosine drift model (nilearn's default 0.01).
     noise_model : {"ar1", "ols"}
+    qc_figures : bool
+        Write the design matrix and each contrast's region z on a glass brain (SVG).
     """
 
     contrasts: tuple[str, ...] = ()
@@ -72,6 +74,7 @@ class TaskOptions:
     drift_model: str = "cosine"
     high_pass: float = 0.01
     noise_model: str = "ar1"
+    qc_figures: bool = True
 
     def __post_init__(self) -> None:
         if self.noise_model not in ("ar1", "ols"):
@@ -87,7 +90,9 @@ class TaskOptions:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (for metadata and hashing)."""
-        return asdict(self)
+        out = asdict(self)
+        out["contrasts"] = list(self.contrasts)
+        return out
 
 
 @dataclass(frozen=True)
