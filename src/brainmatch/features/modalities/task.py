@@ -102,7 +102,7 @@ def parse_contrasts(
 
 
 def contrast_label(name: str) -> str:
-    """A contrast name as a BIDS label (nilearn's style: ``faces-shapes`` -> ``facesMinusShapes``)."""
+    """A contrast name as a BIDS label, nilearn style (``faces-shapes`` -> ``facesMinusShapes``)."""
     text = name.replace("-", " Minus ").replace("+", " Plus ").replace("*", " Times ")
     text = text.replace("/", " Over ").replace("=", " Equals ")
     words = [w for w in re.split(r"[^A-Za-z0-9]+", text) if w]
