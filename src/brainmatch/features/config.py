@@ -198,6 +198,33 @@ class ExtractConfig:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
+def modality_kwargs(options: dict[str, Any], derivatives: Path | None = None) -> dict[str, Any]:
+    """``extract_dataset`` keywords that redo a recorded extraction's modalities.
+
+    ``options`` is a record's (or ``features.json``'s) ``options``; the keys appear only
+    for extractions beyond resting state.  A recorded QSIPrep folder that no longer exists
+    is looked for as ``qsiprep`` beside ``derivatives`` (a new patient's dataset).
+    """
+    out: dict[str, Any] = {}
+    if options.get("modalities"):
+        out["modalities"] = tuple(options["modalities"])
+    if isinstance(options.get("task"), dict):
+        task = dict(options["task"])
+        task["contrasts"] = tuple(task.get("contrasts") or ())
+        out["task_options"] = TaskOptions(**task)
+    if isinstance(options.get("dwi"), dict):
+        dwi = dict(options["dwi"])
+        path = Path(dwi["derivatives"]) if dwi.get("derivatives") else None
+        if (path is None or not path.is_dir()) and derivatives is not None:
+            guess = Path(derivatives).parent / "qsiprep"
+            path = guess if guess.is_dir() else path
+        dwi["derivatives"] = path
+        out["dwi_options"] = DwiOptions(**dwi)
+    if options.get("min_coverage") is not None:
+        out["min_coverage"] = float(options["min_coverage"])
+    return out
+
+
 @dataclass
 class ExtractResult:
     """What :func:`~brainmatch.features.extract.extract_dataset` did.
@@ -247,5 +274,6 @@ __all__ = [
     "TaskOptions",
     "bids_label",
     "feature_name",
+    "modality_kwargs",
     "parse_modalities",
 ]
