@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ def bids_label(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "", name) or "atlas"
 
 
-def parse_modalities(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+def parse_modalities(value: str | Sequence[str]) -> tuple[str, ...]:
     """``"func,dwi"`` (or a sequence) -> ``("func", "dwi")``, checked and de-duplicated."""
     items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
     out = tuple(dict.fromkeys(str(v).strip().lower() for v in items if str(v).strip()))

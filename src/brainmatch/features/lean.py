@@ -186,7 +186,7 @@ class _Worker:
             env=env,
         )
 
-    def run(self, job: StreamJob) -> tuple[Any, ...]:
+    def run(self, job: Any) -> tuple[Any, ...]:
         if self.proc is None or self.proc.poll() is not None:
             self.proc = self._start()
         self.used = True
@@ -235,7 +235,7 @@ class LeanPool:
     """
 
     def __init__(self, n_workers: int) -> None:
-        self._jobs: queue.Queue[tuple[Any, StreamJob] | None] = queue.Queue()
+        self._jobs: queue.Queue[tuple[Any, Any] | None] = queue.Queue()
         self._done: queue.Queue[tuple[Any, tuple[Any, ...]]] = queue.Queue()
         self.n_workers = max(1, n_workers)
         self._workers = [_Worker() for _ in range(self.n_workers)]
@@ -265,7 +265,7 @@ class LeanPool:
         finally:
             worker.close()
 
-    def submit(self, token: Any, job: StreamJob) -> None:
+    def submit(self, token: Any, job: Any) -> None:
         """Queue ``job``; its reply comes back from :meth:`get` with ``token``."""
         self._jobs.put((token, job))
 

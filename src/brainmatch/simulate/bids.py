@@ -132,7 +132,9 @@ def _subject_jobs(trial: Trial) -> list[dict[str, Any]]:
                     ),
                 }
             )
-            jobs += _extra_jobs(spec, i, s, ses, row, jobs[-1]["params"])
+            rest = jobs[-1]["params"]
+            assert isinstance(rest, SubjectImageParams)
+            jobs += _extra_jobs(spec, i, s, ses, row, rest)
     return jobs
 
 

@@ -112,7 +112,7 @@ def anatomy(resolution: float) -> _Anatomy:
     from brainmatch.atlases import mni_brain_mask, resample_atlas, template_grid, tract_atlas
 
     shape, affine = template_grid(resolution)  # type: ignore[arg-type]
-    mask = np.asarray(mni_brain_mask(resolution).dataobj) > 0  # type: ignore[arg-type]
+    mask = np.asarray(mni_brain_mask(resolution).dataobj) > 0
 
     def prob(img: Any) -> np.ndarray:
         out = resample_img(
