@@ -104,6 +104,12 @@ def extract(
     task_high_pass: float = typer.Option(
         0.01, "--task-high-pass", help="Cosine drift cut-off (Hz) of the task GLM."
     ),
+    min_coverage: float = typer.Option(
+        0.5,
+        "--min-coverage",
+        help="Share of a region's voxels that must carry a valid signal (XCP-D); below it the "
+        "region is NaN for that run.",
+    ),
     dwi_derivatives: Path | None = typer.Option(
         None, "--dwi-derivatives", help="QSIPrep output folder (default: --derivatives)."
     ),
@@ -155,6 +161,7 @@ def extract(
             force=force,
             progress=update,
             modalities=modalities,
+            min_coverage=min_coverage,
             task_options=TaskOptions(
                 contrasts=_contrasts(contrast),
                 hrf_model=task_hrf,

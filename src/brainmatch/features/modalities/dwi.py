@@ -22,7 +22,12 @@ import numpy as np
 from brainmatch.atlases import Atlas, resample_atlas
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.features.bids import DwiRun, Unit
-from brainmatch.features.config import ExtractConfig, bids_label, feature_name
+from brainmatch.features.config import (
+    MIN_REGION_COVERAGE,
+    ExtractConfig,
+    bids_label,
+    feature_name,
+)
 from brainmatch.features.dtifit import SCALARS, TensorJob, check_gradients, design_matrix
 from brainmatch.features.outputs import write_region_table, write_sidecar
 from brainmatch.features.schedule import Steps
@@ -152,7 +157,7 @@ def run_steps(run: DwiRun, config: ExtractConfig) -> Steps:
             for c, n in zip(columns[:1], n_regions[:1], strict=True)
         )
     )
-    need = max(1, int(np.ceil(config.min_coverage * n_regions[0])))
+    need = max(1, int(np.ceil(MIN_REGION_COVERAGE * n_regions[0])))
     if covered < need:
         raise BrainmatchInputError(
             f"the DWI grid (shape {shape}, voxel size "

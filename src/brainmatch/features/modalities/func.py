@@ -32,7 +32,12 @@ from brainmatch.features.denoise import (
     read_tr,
 )
 from brainmatch.features.lean import StreamJob
-from brainmatch.features.outputs import write_matrix, write_series
+from brainmatch.features.outputs import (
+    write_matrix,
+    write_region_table,
+    write_series,
+    write_sidecar,
+)
 from brainmatch.features.regions import RegionPlan
 from brainmatch.features.schedule import Steps, drive_here
 
@@ -134,25 +139,44 @@ def region_signal_steps(run: Run, config: ExtractConfig, fingerprint: bool = Fal
         )
     sig = yield StreamJob(run.bold, plan, config.volumes_per_block, fingerprint)
     tr = read_tr(run.sidecar, header_tr=sig.tr)
-    if sig.constant_voxels:
+    # XCP-D's rule: a region's coverage is the share of its voxels with a valid (changing)
+    # signal; below --min-coverage the region is dropped from this run (NaN features)
+    coverage = np.ones(plan.n_regions)
+    const = sig.extra.get("constant_index")
+    if const is not None and len(const):
+        column = {v: k for k, v in enumerate(plan.labels)}
+        lab = labels3d.ravel(order="F")[np.asarray(const)]
+        cols = np.array([column.get(int(v), -1) for v in lab], dtype=np.int64)
+        bad = np.bincount(cols[cols >= 0], minlength=plan.n_regions)
+        coverage = 1.0 - bad / np.maximum(plan.n_voxels, 1)
+    keep = coverage >= config.min_coverage
+    need = max(2, math.ceil(MIN_REGION_COVERAGE * len(label_values)))
+    if int(keep.sum()) < need:
         raise BrainmatchInputError(
             f"{sig.constant_voxels} voxel(s) inside the brain mask never change over the run "
-            f"(e.g. voxel {sig.first_constant}): dropped-out or zero-filled data",
+            f"(e.g. voxel {sig.first_constant}): dropped-out or zero-filled data; only "
+            f"{int(keep.sum())} of {len(label_values)} regions keep --min-coverage "
+            f"{config.min_coverage:g} of their voxels (at least {need} needed)",
             run.bold,
         )
-    raw = sig.signals
+    raw = sig.signals[:, keep]
+    labels = [v for v, k in zip(plan.labels, keep, strict=True) if k]
     flat = np.flatnonzero(raw.std(axis=0) == 0)
     if flat.size:
         raise BrainmatchInputError(
-            f"region {names_by_label[plan.labels[int(flat[0])]]!r} has a constant signal", run.bold
+            f"region {names_by_label[labels[int(flat[0])]]!r} has a constant signal", run.bold
         )
     return {
         "signals": raw,
-        "names": [str(names_by_label[v]) for v in plan.labels],
-        "labels": list(plan.labels),
+        "names": [str(names_by_label[v]) for v in labels],
+        "labels": labels,
         "n_volumes": n_volumes,
         "tr": tr,
         "fingerprint": sig.extra.get("fingerprint"),
+        "coverage": {
+            str(names_by_label[v]): float(c) for v, c in zip(plan.labels, coverage, strict=True)
+        },
+        "coverage_labels": list(plan.labels),
     }
 
 
@@ -165,6 +189,17 @@ def run_steps(run: Run, config: ExtractConfig, fingerprint: bool = False) -> Ste
     """
     got = yield from region_signal_steps(run, config, fingerprint)
     raw, tr, n_volumes = got["signals"], got["tr"], got["n_volumes"]
+    nyquist = 0.5 / tr
+    for flag, value in (
+        ("--low-pass", config.clean.low_pass),
+        ("--high-pass", config.clean.high_pass),
+    ):
+        if value is not None and value >= nyquist:
+            raise BrainmatchInputError(
+                f"{flag} {value:g} Hz is at or above the Nyquist frequency {nyquist:g} Hz of "
+                f"this run (RepetitionTime {tr:g} s); the filter would do nothing useful",
+                run.sidecar,
+            )
     confounds, sample_mask, _ = load_confounds(run.bold, config.clean, n_volumes)
     # standardising is nilearn's last cleaning step, so z-scoring the unstandardised
     # result equals signal.clean(standardize="zscore_sample") (tests check against nilearn)
@@ -187,6 +222,25 @@ def run_steps(run: Run, config: ExtractConfig, fingerprint: bool = False) -> Ste
     ts_path = folder / f"{stem}_stat-mean_timeseries.tsv"
     write_series(ts_path, cleaned, names)
     outputs.append(ts_path)
+    cov_path = folder / f"{stem}_stat-coverage_bold.tsv"
+    write_region_table(
+        cov_path,
+        {
+            "index": got["coverage_labels"],
+            "name": list(got["coverage"]),
+            "coverage": list(got["coverage"].values()),
+        },
+    )
+    write_sidecar(
+        cov_path,
+        {
+            "Description": "Share of each region's voxels with a valid (changing) signal; "
+            "regions below MinCoverage are left out of this run (NaN features)",
+            "MinCoverage": config.min_coverage,
+            "Atlas": config.atlas.name,
+        },
+    )
+    outputs.append(cov_path)
     feats: dict[str, float] = {}
     fnames = [feature_name(n) for n in names]
     iu = np.triu_indices(len(names), k=1)

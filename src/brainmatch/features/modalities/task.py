@@ -185,6 +185,12 @@ def run_steps(run: Run, config: ExtractConfig) -> Steps:
     assert run.events is not None
     got = yield from region_signal_steps(run, config, fingerprint=True)
     n_volumes, tr, names = got["n_volumes"], got["tr"], got["names"]
+    if config.task.drift_model == "cosine" and config.task.high_pass >= 0.5 / tr:
+        raise BrainmatchInputError(
+            f"--task-high-pass {config.task.high_pass:g} Hz is at or above the Nyquist "
+            f"frequency {0.5 / tr:g} Hz of this run (RepetitionTime {tr:g} s)",
+            run.sidecar,
+        )
     events = read_events(run.events)
     last = float((events["onset"]).max())
     if last > n_volumes * tr:
