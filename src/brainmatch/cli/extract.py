@@ -110,6 +110,11 @@ def extract(
         help="Share of a region's voxels that must carry a valid signal (XCP-D); below it the "
         "region is NaN for that run.",
     ),
+    qc_reports: bool = typer.Option(
+        True,
+        "--qc-reports/--no-qc-reports",
+        help="Write a QC reportlet per participant (carpet plot, FD, censoring, coverage).",
+    ),
     dwi_derivatives: Path | None = typer.Option(
         None, "--dwi-derivatives", help="QSIPrep output folder (default: --derivatives)."
     ),
@@ -162,6 +167,7 @@ def extract(
             progress=update,
             modalities=modalities,
             min_coverage=min_coverage,
+            qc_reports=qc_reports,
             task_options=TaskOptions(
                 contrasts=_contrasts(contrast),
                 hrf_model=task_hrf,

@@ -160,6 +160,7 @@ class ExtractConfig:
     tracts: Atlas | None = None
     tracts_digest: str | None = None
     min_coverage: float = 0.5
+    qc_reports: bool = True
 
     @property
     def seg(self) -> str:
@@ -191,6 +192,8 @@ class ExtractConfig:
             out["tracts_sha256"] = self.tracts_digest
         if self.min_coverage != 0.5:
             out["min_coverage"] = self.min_coverage
+        if not self.qc_reports:
+            out["qc_reports"] = False
         return out
 
     def options_hash(self) -> str:

@@ -41,7 +41,7 @@ from brainmatch.features.lean import LeanPool, file_fingerprint
 from brainmatch.features.modalities import MODULES
 from brainmatch.features.modalities.anat import aseg_features
 from brainmatch.features.modalities.func import extract_run, run_steps
-from brainmatch.features.outputs import write_matrix, write_series
+from brainmatch.features.outputs import write_matrix, write_series, write_sidecar
 from brainmatch.features.records import (
     finite,
     is_up_to_date,
@@ -170,6 +170,7 @@ def _make_config(
     task_options: TaskOptions,
     dwi_options: DwiOptions,
     min_coverage: float,
+    qc_reports: bool = True,
 ) -> ExtractConfig:
     atlas_obj = (
         atlas if isinstance(atlas, Atlas) else load_atlas(atlas, atlas_labels, cache=cache_dir)
@@ -199,6 +200,7 @@ def _make_config(
         tracts=tracts,
         tracts_digest=tracts_digest,
         min_coverage=min_coverage,
+        qc_reports=qc_reports,
     )
 
 
@@ -247,6 +249,7 @@ def extract_dataset(
     task_options: TaskOptions | None = None,
     dwi_options: DwiOptions | None = None,
     min_coverage: float = 0.5,
+    qc_reports: bool = True,
 ) -> ExtractResult:
     """Extract brain features (resting-state, task, diffusion, FreeSurfer) into one table.
 
@@ -296,7 +299,13 @@ def extract_dataset(
     dwi_options : DwiOptions, optional
         QSIPrep folder, tensor fit method, tract atlas.
     min_coverage : float
-        Share of the atlas regions that must fall inside a run's field of view.
+        XCP-D's per-region coverage threshold: a region whose share of voxels with a
+        changing signal is below it is left out of that run (NaN features); a run fails
+        only when fewer than half the atlas regions remain.
+    qc_reports : bool
+        Write a QC reportlet per participant (``sub-*/figures/*_desc-qc_bold.html``:
+        framewise displacement, censored volumes, carpet plot, coverage).  ``qc.tsv`` is
+        always written.
 
     Returns
     -------
@@ -342,6 +351,7 @@ def extract_dataset(
             task_options or TaskOptions(),
             dwi_opts,
             min_coverage,
+            qc_reports,
         )
         if fs is not None and not fs.is_dir():
             raise BrainmatchInputError("FreeSurfer folder not found", fs)
@@ -410,6 +420,14 @@ def extract_dataset(
         failures = _failures_table(results)
         failures_path = output_dir / "failures.tsv"
         write_tsv(failures_path, failures)
+        write_sidecar(
+            failures_path,
+            {
+                "Description": "One row per participant (and session) that failed in this run",
+                "file": "the input file the problem is in (empty when not one file)",
+                "reason": "what is wrong, in one line",
+            },
+        )
         failed_keys = {r["key"] for r in results if r["status"] == "failed"}
         paths = write_group(config, units, failed_keys, bids_dir)
         return ExtractResult(
@@ -423,6 +441,7 @@ def extract_dataset(
             skipped=skipped,
             n_units=total,
             worker_peak_rss_mb=peak / 2**20 if peak else None,
+            qc_path=output_dir / "qc.tsv" if (output_dir / "qc.tsv").exists() else None,
         )
 
 

@@ -61,6 +61,7 @@ def write_group(
         records.append(rec)
     if not records:
         return None, None, None
+    write_qc_table(config.output_dir, records)
     if "tangent" in config.connectivity:
         add_tangent(config, records)
     has_session = any(rec.get("session") for rec in records)
@@ -206,4 +207,67 @@ def read_features(output_dir: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-__all__ = ["add_tangent", "read_features", "write_description", "write_group"]
+def write_qc_table(output_dir: Path, records: list[dict[str, Any]]) -> Path:
+    """``qc.tsv`` (+ ``qc.json``): one row per participant(-session), from the records."""
+    from brainmatch._io import write_tsv
+    from brainmatch.features.outputs import write_sidecar
+
+    rows = []
+    for rec in sorted(records, key=lambda r: (r["participant_id"], r.get("session") or "")):
+        runs = [r.get("qc") or {} for r in rec.get("runs", [])]
+        n_vol = sum(int(q.get("n_volumes") or 0) for q in runs)
+        n_cens = sum(int(q.get("n_censored") or 0) for q in runs)
+
+        def mean(key: str, qs: list[dict[str, Any]] = runs) -> float:
+            vals = [float(q[key]) for q in qs if q.get(key) is not None]
+            return float(np.mean(vals)) if vals else float("nan")
+
+        dwi = rec.get("dwi_runs") or []
+        rows.append(
+            {
+                "participant_id": rec["participant_id"],
+                "session": rec.get("session") or "n/a",
+                "n_rest_runs": len(runs),
+                "n_task_runs": len(rec.get("task_runs") or []),
+                "n_dwi_runs": len(dwi),
+                "mean_fd": mean("mean_fd"),
+                "pct_censored": 100.0 * n_cens / n_vol if n_vol else float("nan"),
+                "coverage_mean": mean("coverage_mean"),
+                "coverage_min": min(
+                    (float(q["coverage_min"]) for q in runs if q.get("coverage_min") is not None),
+                    default=float("nan"),
+                ),
+                "tsnr_median": mean("tsnr_median"),
+                "dwi_non_positive_definite": sum(
+                    int(d.get("n_non_positive_definite") or 0) for d in dwi
+                )
+                if dwi
+                else float("nan"),
+            }
+        )
+    path = output_dir / "qc.tsv"
+    write_tsv(path, pd.DataFrame(rows), float_format="%.6g")
+    write_sidecar(
+        path,
+        {
+            "Description": "Quality control per participant (and session), from the records",
+            "mean_fd": "mean framewise displacement (mm, fMRIPrep's column) over resting runs",
+            "pct_censored": "% of resting-state volumes censored (scrubbing, non-steady state)",
+            "coverage_mean": "mean over regions and runs of the share of a region's voxels "
+            "with a changing signal",
+            "coverage_min": "lowest region coverage in any run",
+            "tsnr_median": "median over regions of the raw region mean's temporal SNR "
+            "(mean / SD over kept volumes), averaged over runs",
+            "dwi_non_positive_definite": "voxels whose tensor fit was not positive definite",
+        },
+    )
+    return path
+
+
+__all__ = [
+    "add_tangent",
+    "read_features",
+    "write_description",
+    "write_group",
+    "write_qc_table",
+]

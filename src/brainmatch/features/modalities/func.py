@@ -222,6 +222,20 @@ def run_steps(run: Run, config: ExtractConfig, fingerprint: bool = False) -> Ste
     ts_path = folder / f"{stem}_stat-mean_timeseries.tsv"
     write_series(ts_path, cleaned, names)
     outputs.append(ts_path)
+    outputs.append(
+        write_sidecar(
+            ts_path,
+            {
+                "Description": "Mean signal of each atlas region (columns), cleaned as nilearn's "
+                "signal.clean (one row per kept volume)",
+                "Atlas": config.atlas.name,
+                "Strategy": config.clean.as_dict(),
+                "RepetitionTime": tr,
+                "VolumesKept": len(cleaned),
+                "Sources": [str(run.bold)],
+            },
+        )
+    )
     cov_path = folder / f"{stem}_stat-coverage_bold.tsv"
     write_region_table(
         cov_path,
@@ -251,6 +265,17 @@ def run_steps(run: Run, config: ExtractConfig, fingerprint: bool = False) -> Ste
         rel = folder / f"{stem}_stat-{CONNECTIVITY_KINDS[kind]}_relmat.tsv"
         write_matrix(rel, mat, names)
         outputs.append(rel)
+        outputs.append(
+            write_sidecar(
+                rel,
+                {
+                    "Description": f"Region x region {kind} (nilearn ConnectivityMeasure, "
+                    "Ledoit-Wolf) of the cleaned series",
+                    "Atlas": config.atlas.name,
+                    "Sources": [str(ts_path)],
+                },
+            )
+        )
         z = fisher_z(mat)
         prefix = CONNECTIVITY_PREFIX[kind]
         for i, j in zip(*iu, strict=True):
@@ -258,7 +283,21 @@ def run_steps(run: Run, config: ExtractConfig, fingerprint: bool = False) -> Ste
     for k, f in enumerate(fnames):
         feats[f"amp__{f}"] = float(amp[k])
         feats[f"falff__{f}"] = float(falff[k])
+    from brainmatch.features import qc
+
+    fd = qc.read_fd(confounds_path(run.bold))
+    measures = qc.run_measures(
+        raw, sample_mask, n_volumes, fd, got["coverage"], config.clean.fd_threshold
+    )
+    svg = None
+    if config.qc_reports:
+        svg = qc.run_figure(
+            run.stem, cleaned, fd, sample_mask, got["coverage"], n_volumes,
+            config.clean.fd_threshold,
+        )  # fmt: skip
     return {
+        "qc": measures,
+        "qc_svg": svg,
         "series": cleaned,
         "names": names,
         "features": feats,
@@ -299,6 +338,21 @@ def steps(unit: Unit, config: ExtractConfig) -> Steps:
     # average over runs (Fisher z for connectivity)
     values = {k: (v[0] if len(v) == 1 else float(np.mean(v))) for k, v in features.items()}
     outputs = [o for res in results for o in res["outputs"]]
+    if config.qc_reports and results:
+        from brainmatch.features.qc import write_reportlet
+
+        report = (
+            config.output_dir / unit.datatype_folder("figures") / f"{unit.key}_desc-qc_bold.html"
+        )
+        write_reportlet(
+            report,
+            unit.key,
+            [
+                (r.stem, res["qc"], res["qc_svg"] or "")
+                for r, res in zip(rest, results, strict=True)
+            ],
+        )
+        outputs.append(str(report.relative_to(config.output_dir)))
     task_part = yield from task_mod.unit_task_steps(tasks, config)
     hashes.update(task_part["hashes"])
     values.update(task_part["features"])
@@ -315,6 +369,7 @@ def steps(unit: Unit, config: ExtractConfig) -> Steps:
                 "n_kept": res["n_kept"],
                 "tr": res["tr"],
                 "regions": res["names"],
+                "qc": res["qc"],
             }
             for r, res in zip(rest, results, strict=True)
         ],
