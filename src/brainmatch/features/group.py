@@ -155,6 +155,12 @@ def _column_docs(columns: Sequence[str]) -> dict[str, str]:
         "amp": "SD of the cleaned region signal, % of its mean intensity",
         "falff": "fractional amplitude of low-frequency fluctuations (0.01-0.08 Hz)",
         "vol": "FreeSurfer aseg volume / eTIV x 1000 (vol__eTIV_ml: eTIV in ml)",
+        "task": "first-level GLM effect size (% signal change) of a contrast per region, "
+        "task__<task>__<contrast>__<region>, mean over the task's runs",
+        "dti": "diffusion tensor FA / MD / AD / RD (DIPY TensorModel semantics) averaged over "
+        "a region (dti__<scalar>__<region>) or a Juelich white-matter tract (__wm_<tract>)",
+        "ctx": "FreeSurfer aparc.stats in ENIGMA names: _thickavg (mm), _surfavg and _grayvol "
+        "(/ eTIV x 1000), LThickness, RSurfArea ...",
     }
     out = {}
     for c in columns:
