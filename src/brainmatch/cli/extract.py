@@ -173,6 +173,7 @@ def extract(
                 hrf_model=task_hrf,
                 noise_model=task_noise_model,
                 high_pass=task_high_pass,
+                qc_figures=qc_reports,
             ),
             dwi_options=DwiOptions(
                 derivatives=dwi_derivatives,

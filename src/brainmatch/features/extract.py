@@ -316,7 +316,9 @@ def extract_dataset(
     cache_dir = Path(work_dir).absolute() if work_dir is not None else None
     n_workers = _check_n_jobs(n_jobs)
     if not (0.0 < min_coverage <= 1.0):
-        raise BrainmatchInputError(f"min_coverage must be in (0, 1], got {min_coverage}")
+        raise BrainmatchInputError(
+            f"min_coverage (--min-coverage) must be in (0, 1], got {min_coverage}"
+        )
     kinds = tuple(dict.fromkeys(connectivity))
     bad = [k for k in kinds if k not in CONNECTIVITY_KINDS]
     if bad:
