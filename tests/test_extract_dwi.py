@@ -263,3 +263,40 @@ def test_cli_modalities_dwi(tmp_path: Path) -> None:
     assert table.loc["sub-01", "dti__fa__front_left"] == pytest.approx(
         float(fit.fa[sel].mean()), rel=1e-9
     )
+
+
+def test_qsirecon_maps_are_used_instead_of_fitting(tmp_path: Path) -> None:
+    """With --qsirecon, a run's tensor maps are summarised (the DWI is not even read)."""
+    from typer.testing import CliRunner
+
+    from brainmatch.cli.main import app
+
+    bids, qsiprep, atlas = _qsiprep(tmp_path)
+    data, bvals, bvecs, img, *_ = _sample("small_64D")
+    fit = _dipy_fit(data, bvals, bvecs)
+    recon = tmp_path / "qsirecon" / "qsirecon-DIPYDTI" / "sub-01" / "dwi"
+    recon.mkdir(parents=True)
+    affine = nib.load(img).affine
+    for s, m in (("fa", fit.fa), ("md", fit.md), ("ad", fit.ad), ("rd", fit.rd)):
+        nib.save(
+            nib.Nifti1Image(m.astype(np.float64), affine),
+            recon / f"sub-01_space-T1w_model-tensor_param-{s}_dwimap.nii.gz",
+        )
+    # a DWI that could not be fitted: proves the maps are what is summarised
+    (qsiprep / "sub-01" / "dwi" / "sub-01_space-T1w_desc-preproc_dwi.bval").write_text("0 1000\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        [
+            "extract", str(bids), str(out), "participant", "--derivatives", str(qsiprep),
+            "--atlas", str(atlas), "--modalities", "dwi", "--dwi-tracts", "none",
+            "--qsirecon", str(tmp_path / "qsirecon"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out / "features.parquet").set_index("participant_id")
+    for k, v in _dipy_region_means("small_64D", atlas).items():
+        assert table.loc["sub-01", k] == pytest.approx(v, rel=1e-12)
+    record = json.loads(next((out / "sub-01" / "dwi").glob("*_features.json")).read_text())
+    assert record["dwi_runs"][0]["source"] == "qsirecon"
+    assert all("param-" in e["path"] or "mask" in e["path"] for e in record["inputs"])

@@ -119,6 +119,11 @@ def extract(
         None, "--dwi-derivatives", help="QSIPrep output folder (default: --derivatives)."
     ),
     dwi_space: str = typer.Option("T1w", "--dwi-space", help="QSIPrep output space of the DWI."),
+    qsirecon: Path | None = typer.Option(
+        None,
+        "--qsirecon",
+        help="QSIRecon output folder: runs with its tensor maps are summarised from them.",
+    ),
     dwi_fit_method: str = typer.Option(
         "WLS", "--dwi-fit-method", help="Tensor fit: WLS (DIPY's default) or OLS."
     ),
@@ -180,6 +185,7 @@ def extract(
                 fit_method=dwi_fit_method.upper(),
                 tracts=None if dwi_tracts.lower() in ("none", "") else dwi_tracts,
                 space=dwi_space,
+                qsirecon=qsirecon,
             ),
         )
     for row in result.failures.itertuples(index=False):

@@ -65,6 +65,8 @@ class DwiRun:
     bvec: Path
     mask: Path | None
     sidecar: Path | None = None
+    #: QSIRecon tensor maps (scalar -> path) used instead of fitting, when all four exist
+    scalar_maps: tuple[tuple[str, Path], ...] = ()
 
     @property
     def stem(self) -> str:
@@ -129,6 +131,7 @@ def discover(
     modalities: tuple[str, ...] = ("func",),
     dwi_derivatives: Path | None = None,
     dwi_space: str = "T1w",
+    qsirecon: Path | None = None,
 ) -> list[Unit]:
     """Group the derivatives' inputs into participant(-session) units.
 
@@ -186,7 +189,7 @@ def discover(
                 problem_file=derivatives,
             )
         if "dwi" in modalities:
-            runs, problem, where = _dwi_runs(found_dwi.get((sub, ses), []), dwi_space)
+            runs, problem, where = _dwi_runs(found_dwi.get((sub, ses), []), dwi_space, qsirecon)
             unit = replace(unit, dwi=runs)
             if not unit.problem and problem:
                 unit = replace(unit, problem=problem, problem_file=where or dwi_root)
@@ -212,7 +215,31 @@ def discover(
     return units
 
 
-def _dwi_runs(files: list[Path], space: str) -> tuple[tuple[DwiRun, ...], str | None, Path | None]:
+def qsirecon_maps(qsirecon: Path, entities: dict[str, str]) -> tuple[tuple[str, Path], ...]:
+    """QSIRecon's FA / MD / AD / RD maps of a DWI run (all four, or none).
+
+    Looked for anywhere under ``qsirecon`` as
+    ``sub-<id>/[ses-<id>/]dwi/*_model-tensor_param-<fa|md|ad|rd>_dwimap.nii[.gz]`` with
+    the run's ``sub``, ``ses``, ``acq``, ``run`` and ``space`` entities.
+    """
+    keys = ("sub", "ses", "acq", "run", "space")
+    found: dict[str, Path] = {}
+    pattern = f"**/sub-{entities['sub']}/**/dwi/*_model-tensor_*dwimap.nii*"
+    for path in sorted(qsirecon.glob(pattern)):
+        ent = parse_entities(path.name)
+        if any(ent.get(k) != entities.get(k) for k in keys):
+            continue
+        param = ent.get("param", "").lower()
+        if param in ("fa", "md", "ad", "rd") and param not in found:
+            found[param] = path
+    if len(found) < 4:
+        return ()
+    return tuple((k, found[k]) for k in ("fa", "md", "ad", "rd"))
+
+
+def _dwi_runs(
+    files: list[Path], space: str, qsirecon: Path | None = None
+) -> tuple[tuple[DwiRun, ...], str | None, Path | None]:
     """DWI runs in ``space`` with their companions; or a problem and its file."""
     if not files:
         return (), None, None
@@ -252,6 +279,9 @@ def _dwi_runs(files: list[Path], space: str) -> tuple[tuple[DwiRun, ...], str | 
                 bvec=bvec,
                 mask=mask,
                 sidecar=side if side.exists() else None,
+                scalar_maps=qsirecon_maps(qsirecon, parse_entities(f.name))
+                if qsirecon is not None
+                else (),
             )
         )
     return tuple(runs), None, None

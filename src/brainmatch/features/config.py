@@ -115,6 +115,10 @@ class DwiOptions:
         in the atlas's space or a user atlas given on the DWI grid).
     b0_threshold : float
         b-values at or below this are b0 volumes (DIPY's default 50).
+    qsirecon : Path, optional
+        QSIRecon output folder: a run whose tensor maps
+        (``*_model-tensor_param-<fa|md|ad|rd>_dwimap.nii.gz``) exist there is summarised
+        from them instead of being fitted.
     """
 
     derivatives: Path | None = None
@@ -122,6 +126,7 @@ class DwiOptions:
     tracts: str | None = "juelich-wm"
     space: str = "T1w"
     b0_threshold: float = 50.0
+    qsirecon: Path | None = None
 
     def __post_init__(self) -> None:
         if self.fit_method not in ("WLS", "OLS"):
@@ -133,6 +138,10 @@ class DwiOptions:
         """Plain dict (for metadata and hashing); paths are absolute."""
         out = asdict(self)
         out["derivatives"] = str(Path(self.derivatives).absolute()) if self.derivatives else None
+        if self.qsirecon is None:
+            out.pop("qsirecon")
+        else:
+            out["qsirecon"] = str(Path(self.qsirecon).absolute())
         return out
 
 
@@ -218,11 +227,14 @@ def modality_kwargs(options: dict[str, Any], derivatives: Path | None = None) ->
         out["task_options"] = TaskOptions(**task)
     if isinstance(options.get("dwi"), dict):
         dwi = dict(options["dwi"])
-        path = Path(dwi["derivatives"]) if dwi.get("derivatives") else None
+        path: Path | None = Path(dwi["derivatives"]) if dwi.get("derivatives") else None
         if (path is None or not path.is_dir()) and derivatives is not None:
             guess = Path(derivatives).parent / "qsiprep"
             path = guess if guess.is_dir() else path
         dwi["derivatives"] = path
+        if dwi.get("qsirecon") and not Path(dwi["qsirecon"]).is_dir():
+            recon = Path(derivatives).parent / "qsirecon" if derivatives is not None else None
+            dwi["qsirecon"] = recon if recon is not None and recon.is_dir() else None
         out["dwi_options"] = DwiOptions(**dwi)
     if options.get("min_coverage") is not None:
         out["min_coverage"] = float(options["min_coverage"])

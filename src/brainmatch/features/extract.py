@@ -370,6 +370,7 @@ def extract_dataset(
             modalities=mods,
             dwi_derivatives=Path(dwi_opts.derivatives) if dwi_opts.derivatives else None,
             dwi_space=dwi_opts.space,
+            qsirecon=Path(dwi_opts.qsirecon) if dwi_opts.qsirecon else None,
         )
         if not units:
             what = {
