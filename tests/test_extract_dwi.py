@@ -300,3 +300,27 @@ def test_qsirecon_maps_are_used_instead_of_fitting(tmp_path: Path) -> None:
     record = json.loads(next((out / "sub-01" / "dwi").glob("*_features.json")).read_text())
     assert record["dwi_runs"][0]["source"] == "qsirecon"
     assert all("param-" in e["path"] or "mask" in e["path"] for e in record["inputs"])
+
+
+def test_dwi_space_option(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from brainmatch.cli.main import app
+
+    bids, qsiprep, atlas = _qsiprep(tmp_path)
+    for f in (qsiprep / "sub-01" / "dwi").iterdir():
+        f.rename(f.with_name(f.name.replace("space-T1w", "space-ACPC")))
+    base = [
+        "extract", str(bids), "", "participant", "--derivatives", str(qsiprep),
+        "--atlas", str(atlas), "--modalities", "dwi", "--dwi-tracts", "none",
+    ]  # fmt: skip
+    base[2] = str(tmp_path / "t1w")
+    result = CliRunner().invoke(app, base)
+    assert result.exit_code == 1  # every participant failed
+    assert "no DWI in space T1w: found space ACPC" in result.output
+    base[2] = str(tmp_path / "acpc")
+    result = CliRunner().invoke(app, [*base, "--dwi-space", "ACPC"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(tmp_path / "acpc" / "features.parquet").set_index("participant_id")
+    want = _dipy_region_means("small_64D", atlas)["dti__fa__front_left"]
+    assert table.loc["sub-01", "dti__fa__front_left"] == pytest.approx(want, rel=1e-9)

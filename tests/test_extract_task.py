@@ -79,14 +79,19 @@ def _write_run(root: Path, sub: str, series: np.ndarray, events: pd.DataFrame | 
     return atlas_path
 
 
-def _nilearn_effects(root: Path, sub: str, contrast: str, noise_model: str) -> np.ndarray:
+def _nilearn_effects(
+    root: Path, sub: str, contrast: str, noise_model: str, **kwargs: object
+) -> np.ndarray:
     from nilearn.glm.first_level import FirstLevelModel
 
     func = root / "deriv" / f"sub-{sub}" / "func"
     stem = f"sub-{sub}_task-faces_space-MNI152NLin2009cAsym"
     atlas = np.asarray(nib.load(root / "atlas-blocks_dseg.nii.gz").dataobj)
     model = FirstLevelModel(
-        t_r=TR, mask_img=str(func / f"{stem}_desc-brain_mask.nii.gz"), noise_model=noise_model
+        t_r=TR,
+        mask_img=str(func / f"{stem}_desc-brain_mask.nii.gz"),
+        noise_model=noise_model,
+        **kwargs,  # type: ignore[arg-type]
     )
     model.fit(str(func / f"{stem}_desc-preproc_bold.nii.gz"), events=_events())
     maps = model.compute_contrast(contrast, output_type="all")
@@ -236,3 +241,30 @@ def test_cli_contrast_json_and_noise_model(tmp_path: Path) -> None:
     assert table.loc["sub-01", "task__faces__emotion__amygdala"] == pytest.approx(
         ref[0][0], rel=1e-6
     )
+
+
+def test_cli_hrf_high_pass_and_no_qc(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from brainmatch.cli.main import app
+
+    atlas = _write_run(tmp_path, "01", _region_series(6, (1.0, 0.5, 0.0)), _events())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        [
+            "extract", str(tmp_path / "bids"), str(out), "participant",
+            "--derivatives", str(tmp_path / "deriv"), "--atlas", str(atlas), "--denoise", "none",
+            "--contrast", "faces-shapes", "--task-hrf", "spm", "--task-high-pass", "0.02",
+            "--no-qc-reports",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out / "features.parquet").set_index("participant_id")
+    ref = _nilearn_effects(tmp_path, "01", "faces-shapes", "ar1", hrf_model="spm", high_pass=0.02)
+    ours = [table.loc["sub-01", f"task__faces__faces_shapes__{n}"] for n in NAMES]
+    np.testing.assert_allclose(ours, ref[0], rtol=1e-5, atol=1e-9)
+    assert not list(out.rglob("*.svg")) and not list(out.rglob("*_desc-qc_bold.html"))
+    # the default drift (0.01 Hz) gives different numbers: the option is really used
+    default = _nilearn_effects(tmp_path, "01", "faces-shapes", "ar1", hrf_model="spm")
+    assert not np.allclose(default[0], ref[0], rtol=1e-7)
