@@ -176,13 +176,13 @@ def test_sigkill_mid_batch_then_resume(small_trial: Path, tmp_path: Path) -> Non
     deadline = time.monotonic() + 120
     records: list[Path] = []
     while time.monotonic() < deadline and proc.poll() is None:
-        records = list(out.glob("sub-*/func/*_features.json"))
+        records = list(out.glob(".records/sub-*.json"))
         if records:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = {p.name.split("_")[0] for p in out.glob("sub-*/func/*_features.json")}
+    done = {p.name.split("_")[0] for p in out.glob(".records/sub-*.json")}
     assert done and len(done) < 4, "kill should land mid-batch"
     res = _run(bids, out)
     assert sorted(res.skipped) == sorted(done)

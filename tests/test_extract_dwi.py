@@ -196,7 +196,7 @@ def test_extract_dwi_equals_dipy_region_means(tmp_path: Path) -> None:
     )
     meta = json.loads(tsv.with_suffix(".json").read_text())
     assert meta["FitMethod"] == "WLS" and meta["NonPositiveDefiniteVoxels"] >= 0
-    record = json.loads(next((out / "sub-01" / "dwi").glob("*_features.json")).read_text())
+    record = json.loads(next((out / ".records").glob("sub-01_*.json")).read_text())
     assert record["dwi_runs"][0]["n_non_positive_definite"] > 0  # small_64D has some
     again = extract_dataset(bids, out, **kwargs)
     assert again.skipped == ["sub-01"] and not again.computed
@@ -297,7 +297,7 @@ def test_qsirecon_maps_are_used_instead_of_fitting(tmp_path: Path) -> None:
     table = pd.read_parquet(out / "features.parquet").set_index("participant_id")
     for k, v in _dipy_region_means("small_64D", atlas).items():
         assert table.loc["sub-01", k] == pytest.approx(v, rel=1e-12)
-    record = json.loads(next((out / "sub-01" / "dwi").glob("*_features.json")).read_text())
+    record = json.loads(next((out / ".records").glob("sub-01_*.json")).read_text())
     assert record["dwi_runs"][0]["source"] == "qsirecon"
     assert all("param-" in e["path"] or "mask" in e["path"] for e in record["inputs"])
 

@@ -94,7 +94,9 @@ def test_every_modality_recovers_its_planted_effect(multimodal: Path, tmp_path: 
         rows["insula"]["ThickAvg"]
     )
     # one table: resting state next to everything else, task runs not in connectivity
-    rec = next((out / "sub-001" / "func").glob("*_features.json")).read_text()
+    rec = next((out / ".records").glob("sub-001_*.json")).read_text()
+    # only BIDS names under sub-*/ (the records live in the ignored .records/ folder)
+    assert not list(out.glob("sub-*/**/*_features.json"))
     assert '"task_runs"' in rec and '"dwi_runs"' in rec
 
 

@@ -22,7 +22,7 @@ from brainmatch.features.bids import Unit
 from brainmatch.features.config import ExtractConfig, feature_name
 from brainmatch.features.denoise import connectivity
 from brainmatch.features.outputs import write_matrix
-from brainmatch.features.records import finite, read_record
+from brainmatch.features.records import RECORDS, finite, read_record
 
 
 def write_description(output_dir: Path, bids_dir: Path, derivatives: Path) -> None:
@@ -51,7 +51,7 @@ def write_group(
     want = config.options_hash()
     records = []
     current = {u.key for u in units}
-    for path in sorted(config.output_dir.glob(f"sub-*/**/sub-*_seg-{config.seg}_features.json")):
+    for path in sorted((config.output_dir / RECORDS).glob(f"sub-*_seg-{config.seg}.json")):
         rec = read_record(path)
         if rec is None or rec.get("options_sha256") != want:
             continue

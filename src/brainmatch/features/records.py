@@ -1,7 +1,8 @@
 """Per-unit records: what a unit's outputs were computed from, so reruns can resume.
 
 A worker writes a unit's outputs atomically, then a small record
-(``<sub>[_<ses>]_seg-<atlas>_features.json``) holding the options' hash, the content
+(``.records/<sub>[_<ses>]_seg-<atlas>.json``, in a dot-folder that BIDS tools ignore so
+that only BIDS names appear under ``sub-*/``) holding the options' hash, the content
 hash of every input file and the unit's feature values.  A rerun skips a unit whose
 record matches; a unit killed half-way has no record and is redone.
 """
@@ -16,6 +17,9 @@ from typing import Any
 from brainmatch.features.bids import Unit
 from brainmatch.features.config import ExtractConfig
 from brainmatch.features.lean import HASH_NAME, file_fingerprint
+
+#: Folder of the per-unit records inside the output folder.
+RECORDS = ".records"
 
 
 def fingerprint(path: Path, previous: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -51,8 +55,8 @@ def unit_inputs(unit: Unit, config: ExtractConfig | None = None) -> list[Path]:
 
 
 def record_path(config: ExtractConfig, unit: Unit) -> Path:
-    """Where a unit's record lives."""
-    return config.output_dir / unit.folder / f"{unit.key}_seg-{config.seg}_features.json"
+    """Where a unit's record lives (``<output>/.records/<key>_seg-<atlas>.json``)."""
+    return config.output_dir / RECORDS / f"{unit.key}_seg-{config.seg}.json"
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
