@@ -176,13 +176,13 @@ def test_sigkill_mid_batch_then_resume(small_trial: Path, tmp_path: Path) -> Non
     deadline = time.monotonic() + 120
     records: list[Path] = []
     while time.monotonic() < deadline and proc.poll() is None:
-        records = list(out.glob("sub-*/func/*_features.json"))
+        records = list(out.glob(".records/sub-*.json"))
         if records:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = {p.name.split("_")[0] for p in out.glob("sub-*/func/*_features.json")}
+    done = {p.name.split("_")[0] for p in out.glob(".records/sub-*.json")}
     assert done and len(done) < 4, "kill should land mid-batch"
     res = _run(bids, out)
     assert sorted(res.skipped) == sorted(done)
@@ -210,3 +210,35 @@ def test_dask_local_cluster_gives_identical_outputs(small_trial: Path, tmp_path:
     for f in (tmp_path / "serial").rglob("*_timeseries.tsv"):
         twin = tmp_path / "dask" / f.relative_to(tmp_path / "serial")
         assert f.read_bytes() == twin.read_bytes()
+
+
+def test_qc_table_reportlets_and_sidecars(small_trial: Path, tmp_path: Path) -> None:
+    """qc.tsv against the confounds tables; a reportlet per participant; JSON sidecars."""
+    out = tmp_path / "out"
+    res = extract_dataset(
+        small_trial,
+        out,
+        derivatives=small_trial / "derivatives" / "fmriprep",
+        atlas="affect",
+        denoise="scrubbing",
+        fd_threshold=0.2,
+        participant_label=["001", "002"],
+    )
+    assert res.failures.empty and res.qc_path == out / "qc.tsv"
+    qc = pd.read_csv(res.qc_path, sep="\t").set_index("participant_id")
+    for sub in ("sub-001", "sub-002"):
+        func = small_trial / "derivatives" / "fmriprep" / sub / "func"
+        conf = pd.read_csv(next(func.glob("*_desc-confounds_timeseries.tsv")), sep="\t")
+        fd = pd.to_numeric(conf["framewise_displacement"], errors="coerce")
+        assert qc.loc[sub, "mean_fd"] == pytest.approx(float(fd.mean()), rel=1e-5)
+        ts = pd.read_csv(next((out / sub / "func").glob("*_stat-mean_timeseries.tsv")), sep="\t")
+        assert qc.loc[sub, "pct_censored"] == pytest.approx(
+            100 * (1 - len(ts) / len(conf)), rel=1e-5
+        )
+        assert qc.loc[sub, "coverage_min"] == 1.0 and qc.loc[sub, "tsnr_median"] > 10
+        report = out / sub / "figures" / f"{sub}_desc-qc_bold.html"
+        text = report.read_text()
+        assert "<svg" in text and "carpet plot" in text and "mean_fd" in text
+    assert qc.loc["sub-001", "pct_censored"] > 0  # scrubbing at 0.2 mm censors some volumes
+    for tsv in out.rglob("*.tsv"):
+        assert tsv.with_name(tsv.name.removesuffix(".tsv") + ".json").exists(), tsv

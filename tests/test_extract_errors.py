@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -83,14 +84,30 @@ def nan_voxels(func: Path) -> None:
 
 
 def constant_voxels(func: Path) -> None:
+    """Zero-filled data: every voxel of the brain mask is constant (no region is covered)."""
     mask = np.asarray(nib.load(next(func.glob("*_desc-brain_mask.nii.gz"))).dataobj) > 0
-    i, j, k = np.argwhere(mask)[len(np.argwhere(mask)) // 3]
 
     def change(d: np.ndarray) -> np.ndarray:
-        d[i, j, k, :] = 1234.0
+        d[mask] = 1234.0
         return d
 
     _resave(func, change)
+
+
+def tr_mismatch(func: Path) -> None:
+    side = next(func.glob("*_desc-preproc_bold.json"))
+    meta = json.loads(side.read_text())
+    meta["RepetitionTime"] = 0.15  # the header says 2 s
+    side.write_text(json.dumps(meta))
+
+
+def small_vox_offset(func: Path) -> None:
+    """An uncompressed .nii whose header claims the data start at byte 0."""
+    p = _bold(func)
+    raw = bytearray(gzip.decompress(p.read_bytes()))
+    raw[108:112] = np.float32(0.0).tobytes()  # vox_offset (native = little endian here)
+    p.unlink()
+    (p.parent / p.name.removesuffix(".gz")).write_bytes(bytes(raw))
 
 
 def too_few_volumes(func: Path) -> None:
@@ -141,6 +158,8 @@ CASES = {
     "111": (bad_sidecar, "_desc-preproc_bold.json", "malformed JSON"),
     "112": (duplicate_run, "_desc-preproc_bold.nii", "duplicate runs"),
     "113": (wrong_space, "space-T1w", "no BOLD in the atlas space"),
+    "114": (tr_mismatch, "_desc-preproc_bold.json", "disagrees with the NIfTI header"),
+    "115": (small_vox_offset, "_desc-preproc_bold.nii", "vox_offset 0 is below 352"),
 }
 
 
@@ -250,3 +269,92 @@ def test_missing_freesurfer_stats_fail_only_that_subject(small_trial: Path, tmp_
     row = res.failures.iloc[0]
     assert row["participant_id"] == "sub-002" and row["file"].endswith("aseg.stats")
     assert "EstimatedTotalIntraCranialVol" in row["reason"]
+
+
+def _one_subject(small_trial: Path, tmp_path: Path) -> tuple[Path, Path]:
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    shutil.copy(small_trial / "dataset_description.json", bids)
+    func = bids / "derivatives" / "fmriprep" / "sub-001" / "func"
+    _clone(small_trial / "derivatives" / "fmriprep" / "sub-001" / "func", func, "001")
+    return bids, func
+
+
+def test_partial_coverage_drops_the_region_not_the_subject(
+    small_trial: Path, tmp_path: Path
+) -> None:
+    """XCP-D's rule: a region below --min-coverage is NaN; constant voxels elsewhere are fine."""
+    from brainmatch.atlases import load_atlas, resample_atlas
+
+    bids, func = _one_subject(small_trial, tmp_path)
+    img = nib.load(_bold(func))
+    atlas = load_atlas("affect")
+    labels3d = resample_atlas(atlas, img.shape[:3], img.affine)
+    mask = np.asarray(nib.load(next(func.glob("*_desc-brain_mask.nii.gz"))).dataobj) > 0
+    value = int(atlas.labels.set_index("name").loc["amygdala_L", "index"])
+    region = np.argwhere((labels3d == value) & mask)
+    n_bad = int(np.ceil(0.7 * len(region)))
+    outside = np.argwhere(mask & (labels3d == 0))[:50]
+
+    def change(d: np.ndarray) -> np.ndarray:
+        for i, j, k in [*region[:n_bad], *outside]:
+            d[i, j, k, :] = 0.0  # dropped-out voxels
+        return d
+
+    _resave(func, change)
+    out = tmp_path / "out"
+    res = extract_dataset(bids, out, derivatives=bids / "derivatives/fmriprep", atlas="affect")
+    assert res.failures.empty, res.failures.to_dict("records")
+    table = pd.read_parquet(res.features_path)
+    assert np.isnan(table.loc[0, "amp__amygdala_R"]) is np.False_
+    assert "amp__amygdala_L" not in table.columns or table["amp__amygdala_L"].isna().all()
+    cov = pd.read_csv(next((out / "sub-001/func").glob("*_stat-coverage_bold.tsv")), sep="\t")
+    got = cov.set_index("name").loc["amygdala_L", "coverage"]
+    assert got == pytest.approx(1 - n_bad / int((labels3d == value).sum()), abs=1e-6)
+    assert (cov.set_index("name").drop("amygdala_L")["coverage"] == 1.0).all()
+    # a lower --min-coverage keeps the region (through the CLI)
+    result = CliRunner().invoke(
+        app,
+        [
+            "extract", str(bids), str(tmp_path / "out2"), "participant",
+            "--derivatives", str(bids / "derivatives/fmriprep"), "--atlas", "affect",
+            "--min-coverage", "0.2",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    kept = pd.read_parquet(tmp_path / "out2" / "features.parquet")
+    assert np.isfinite(kept.loc[0, "amp__amygdala_L"])
+
+
+def test_low_pass_above_nyquist_is_refused(small_trial: Path, tmp_path: Path) -> None:
+    bids, _ = _one_subject(small_trial, tmp_path)
+    res = extract_dataset(
+        bids, tmp_path / "out", derivatives=bids / "derivatives/fmriprep", atlas="affect",
+        low_pass=0.3,
+    )  # fmt: skip
+    assert res.all_failed
+    assert (
+        "--low-pass 0.3 Hz is at or above the Nyquist frequency 0.25 Hz"
+        in (res.failures.iloc[0]["reason"])
+    )
+
+
+@pytest.mark.parametrize("n_jobs", [-3, 0])
+def test_bad_n_jobs_is_refused(small_trial: Path, tmp_path: Path, n_jobs: int) -> None:
+    from brainmatch.errors import BrainmatchInputError
+
+    with pytest.raises(BrainmatchInputError, match="--n-jobs"):
+        extract_dataset(
+            small_trial, tmp_path / "out", derivatives=small_trial / "derivatives/fmriprep",
+            atlas="affect", n_jobs=n_jobs,
+        )  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "extract", str(small_trial), str(tmp_path / "out"), "participant",
+            "--derivatives", str(small_trial / "derivatives/fmriprep"), "--atlas", "affect",
+            "--n-jobs", str(n_jobs),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "error:" in result.output and "--n-jobs" in result.output
+    assert not (tmp_path / "out").exists()

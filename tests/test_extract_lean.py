@@ -222,7 +222,7 @@ def test_one_worker_two_workers_and_in_process_give_identical_files(
         if rel.parts[0].startswith("sub-"):
             assert data == (tmp_path / "here" / rel).read_bytes(), rel
     for rec in here:
-        path = tmp_path / "one" / rec["record"]["runs"][0]["timeseries"]
-        stored = json.loads(next(path.parent.glob("*_features.json")).read_text())
+        key = rec["record"]["participant_id"]
+        stored = json.loads(next((tmp_path / "one" / ".records").glob(f"{key}_*.json")).read_text())
         assert stored["features"] == rec["record"]["features"]
         assert stored["options_sha256"] == rec["record"]["options_sha256"]

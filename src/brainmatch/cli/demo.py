@@ -41,6 +41,9 @@ APRIORI_PATTERNS = (
     re.compile(r"^amp__ctx_[lr]h_insula$"),
     re.compile(r"^conn__(?=.*rostralanteriorcingulate)(?=.*ctx_lh_(insula|parsopercularis|"
                r"parstriangularis|medialorbitofrontal)).*$"),
+    # cingulum FA (Korgaonkar 2014) and amygdala reactivity to faces (Fu 2008)
+    re.compile(r"^dti__fa__wm_Cingulum_[LR]$"),
+    re.compile(r"^task__faces__faces_shapes__(Left|Right)_Amygdala$"),
 )
 
 
@@ -126,7 +129,8 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
     jobs = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
     # one more patient than requested: the last one is the "new patient", never trained on
     spec = TrialSpec(n_subjects=n_subjects + 1, n_sites=3, arms=("CBT", "SSRI"), resolution=4,
-                     n_volumes=80, tr=2.0, seed=seed, effect_size=EFFECT_SIZES["strong"])
+                     n_volumes=80, tr=2.0, seed=seed, effect_size=EFFECT_SIZES["strong"],
+                     dwi=True, task_fmri=True, cortex=True)  # every modality
     bids = out_dir / "bids"
     stages: list[dict[str, str]] = []
 
@@ -142,11 +146,17 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
 
     console.print("[bold]2/4[/] extracting brain features (Desikan-Killiany regions)")
     features_dir = out_dir / "derivatives" / "brainmatch"
+    # every modality into one table: resting state, task (faces - shapes), DTI, FreeSurfer
+    from brainmatch.features.config import DwiOptions, TaskOptions
+
     with progress_bar("extracting subjects") as update:
         extracted = extract_dataset(
             bids, features_dir, derivatives=bids / "derivatives" / "fmriprep",
             freesurfer=bids / "derivatives" / "freesurfer", atlas="desikan-killiany",
-            denoise="simple", connectivity=("correlation",), n_jobs=jobs, progress=update)
+            denoise="simple", connectivity=("correlation",), n_jobs=jobs, progress=update,
+            modalities=("func", "dwi", "anat"),
+            dwi_options=DwiOptions(derivatives=bids / "derivatives" / "qsiprep"),
+            task_options=TaskOptions(contrasts=("faces-shapes",), qc_figures=False))
     if extracted.features_path is None:
         raise BrainmatchInputError("feature extraction failed for every subject; see "
                                    f"{extracted.failures_path}")

@@ -26,6 +26,29 @@ def _split(values: list[str] | None) -> list[str]:
     return out
 
 
+def _contrasts(values: list[str] | None) -> tuple[str, ...]:
+    """``--contrast`` values: expressions, or a JSON file (list, or name -> expression)."""
+    import json
+
+    out: list[str] = []
+    for v in values or []:
+        if v.endswith(".json"):
+            path = Path(v)
+            try:
+                spec = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise fail(f"--contrast: cannot read {path}: {exc}") from None
+            if isinstance(spec, dict):
+                out += [f"{k}={e}" for k, e in spec.items()]
+            elif isinstance(spec, list) and all(isinstance(e, str) for e in spec):
+                out += spec
+            else:
+                raise fail(f"--contrast: {path} must hold a list of expressions or a name map")
+        else:
+            out.append(v)
+    return tuple(out)
+
+
 @user_errors
 def extract(
     bids_dir: Path = typer.Argument(..., help="The BIDS dataset."),
@@ -77,6 +100,51 @@ def extract(
     ),
     force: bool = typer.Option(False, "--force", help="Recompute up-to-date participants."),
     overwrite: bool = overwrite_option(),
+    modalities: str = typer.Option(
+        "func",
+        "--modalities",
+        help="Comma-separated: func (resting-state and task BOLD), dwi (QSIPrep DWI), "
+        "anat (FreeSurfer; needs --freesurfer).",
+    ),
+    contrast: list[str] | None = typer.Option(
+        None,
+        "--contrast",
+        help="Task contrast over events.tsv conditions ('faces-shapes' or "
+        "'name=expression'; repeat), or a JSON file with a list or a name -> expression map.",
+    ),
+    task_hrf: str = typer.Option("glover", "--task-hrf", help="nilearn HRF model."),
+    task_noise_model: str = typer.Option("ar1", "--task-noise-model", help="ar1 or ols."),
+    task_high_pass: float = typer.Option(
+        0.01, "--task-high-pass", help="Cosine drift cut-off (Hz) of the task GLM."
+    ),
+    min_coverage: float = typer.Option(
+        0.5,
+        "--min-coverage",
+        help="Share of a region's voxels that must carry a valid signal (XCP-D); below it the "
+        "region is NaN for that run.",
+    ),
+    qc_reports: bool = typer.Option(
+        True,
+        "--qc-reports/--no-qc-reports",
+        help="Write a QC reportlet per participant (carpet plot, FD, censoring, coverage).",
+    ),
+    dwi_derivatives: Path | None = typer.Option(
+        None, "--dwi-derivatives", help="QSIPrep output folder (default: --derivatives)."
+    ),
+    dwi_space: str = typer.Option("T1w", "--dwi-space", help="QSIPrep output space of the DWI."),
+    qsirecon: Path | None = typer.Option(
+        None,
+        "--qsirecon",
+        help="QSIRecon output folder: runs with its tensor maps are summarised from them.",
+    ),
+    dwi_fit_method: str = typer.Option(
+        "WLS", "--dwi-fit-method", help="Tensor fit: WLS (DIPY's default) or OLS."
+    ),
+    dwi_tracts: str = typer.Option(
+        "juelich-wm",
+        "--dwi-tracts",
+        help="White-matter tract atlas summarised beside --atlas (juelich-wm or none).",
+    ),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any participant failed."),
 ) -> None:
     """Extract region signals, connectivity and a features table from fMRIPrep outputs.
@@ -86,6 +154,7 @@ def extract(
     dataset_description.json.  Reruns skip participants whose outputs match their inputs.
     """
     from brainmatch.features import extract_dataset
+    from brainmatch.features.config import DwiOptions, TaskOptions
 
     if analysis_level != "participant":
         raise fail(f"analysis level must be 'participant', got {analysis_level!r}")
@@ -118,6 +187,23 @@ def extract(
             work_dir=work_dir,
             force=force or overwrite,
             progress=update,
+            modalities=modalities,
+            min_coverage=min_coverage,
+            qc_reports=qc_reports,
+            task_options=TaskOptions(
+                contrasts=_contrasts(contrast),
+                hrf_model=task_hrf,
+                noise_model=task_noise_model,
+                high_pass=task_high_pass,
+                qc_figures=qc_reports,
+            ),
+            dwi_options=DwiOptions(
+                derivatives=dwi_derivatives,
+                fit_method=dwi_fit_method.upper(),
+                tracts=None if dwi_tracts.lower() in ("none", "") else dwi_tracts,
+                space=dwi_space,
+                qsirecon=qsirecon,
+            ),
         )
     for row in result.failures.itertuples(index=False):
         where = f" {row.file}:" if row.file else ""

@@ -38,6 +38,17 @@ def simulate(
     sessions: int = typer.Option(
         1, "--sessions", help="1: baseline scan; 2: ses-pre and ses-post scans."
     ),
+    dwi: bool = typer.Option(
+        False, "--dwi", help="Also write QSIPrep-style DWI (cingulum-FA moderator)."
+    ),
+    task_fmri: bool = typer.Option(
+        False,
+        "--task-fmri",
+        help="Also write an emotional-faces task run with events.tsv (amygdala moderator).",
+    ),
+    cortex: bool = typer.Option(
+        False, "--cortex", help="Also write FreeSurfer lh/rh.aparc.stats (cortical measures)."
+    ),
     n_jobs: int = typer.Option(
         N_JOBS_DEFAULT, "--n-jobs", "--nprocs", help="Processes to use (0 = all cores)."
     ),
@@ -63,6 +74,9 @@ def simulate(
         seed=seed,
         effect_size=parse_effect_size(effect_size),
         sessions=sessions,
+        dwi=dwi,
+        task_fmri=task_fmri,
+        cortex=cortex,
     )
     jobs = resolve_n_jobs(n_jobs)
     with progress_bar("simulating subjects") as update:

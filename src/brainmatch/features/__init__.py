@@ -1,4 +1,4 @@
-"""Brain features from scans: region time series, connectivity, amplitude and volumes.
+"""Brain features from scans: resting state, task activation, diffusion tensors, FreeSurfer.
 
 The entry point is :func:`extract_dataset` (``brainmatch extract`` on the command line).
 
@@ -13,12 +13,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from brainmatch.features.config import DwiOptions, TaskOptions
     from brainmatch.features.denoise import CleanOptions
     from brainmatch.features.extract import ExtractResult, extract_dataset, read_features
     from brainmatch.features.regions import RegionPlan
 
 _WHERE = {
     "CleanOptions": "brainmatch.features.denoise",
+    "DwiOptions": "brainmatch.features.config",
+    "TaskOptions": "brainmatch.features.config",
     "ExtractResult": "brainmatch.features.extract",
     "extract_dataset": "brainmatch.features.extract",
     "read_features": "brainmatch.features.extract",
@@ -32,4 +35,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["CleanOptions", "ExtractResult", "RegionPlan", "extract_dataset", "read_features"]
+__all__ = [
+    "CleanOptions",
+    "DwiOptions",
+    "ExtractResult",
+    "RegionPlan",
+    "TaskOptions",
+    "extract_dataset",
+    "read_features",
+]

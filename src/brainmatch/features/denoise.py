@@ -81,8 +81,13 @@ class CleanOptions:
         return asdict(self)
 
 
-def read_tr(sidecar: Path) -> float:
-    """``RepetitionTime`` (s) from a BOLD JSON sidecar."""
+def read_tr(sidecar: Path, header_tr: float | None = None) -> float:
+    """``RepetitionTime`` (s) from a BOLD JSON sidecar, checked against the NIfTI header.
+
+    ``header_tr`` is the header's ``pixdim[4]`` in seconds; when it is set (> 0) and
+    differs from the sidecar by more than 1 %, the run is refused: one of the two is
+    wrong, and every frequency-based measure (filters, fALFF, the task HRF) would be off.
+    """
     if not sidecar.exists():
         raise BrainmatchInputError(
             "BOLD JSON sidecar is missing (needed for RepetitionTime)", sidecar
@@ -95,6 +100,12 @@ def read_tr(sidecar: Path) -> float:
     if not isinstance(tr, int | float) or isinstance(tr, bool) or not (0 < tr < 100):
         raise BrainmatchInputError(
             f"sidecar has no valid RepetitionTime (got {tr!r}); it must be seconds > 0", sidecar
+        )
+    if header_tr is not None and header_tr > 0 and abs(header_tr - tr) > 0.01 * tr:
+        raise BrainmatchInputError(
+            f"RepetitionTime {tr:g} s in the sidecar disagrees with the NIfTI header's "
+            f"{header_tr:g} s (pixdim[4]); fix whichever is wrong",
+            sidecar,
         )
     return float(tr)
 

@@ -93,8 +93,14 @@ def file_fingerprint(path: Path, chunk: int = 1 << 20) -> dict[str, Any]:
     return _fingerprint_entry(path, st, h.hexdigest())
 
 
-def do_job(job: StreamJob) -> Any:
-    """Run a job here; raises what it raises."""
+def do_job(job: Any) -> Any:
+    """Run a job here; raises what it raises.
+
+    A :class:`StreamJob`, or any other lean job: an object whose ``run()`` does the
+    work with the modules allowed here (e.g. :class:`brainmatch.features.dtifit.TensorJob`).
+    """
+    if not isinstance(job, StreamJob):
+        return job.run()
     if not job.fingerprint:
         return job.plan.extract(job.bold, job.volumes_per_block)
     try:
@@ -124,7 +130,7 @@ def peak_rss_bytes() -> int:
     return int(kb) * (1 if sys.platform == "darwin" else 1024)
 
 
-def run_job(job: StreamJob) -> tuple[Any, ...]:
+def run_job(job: Any) -> tuple[Any, ...]:
     """Run one job; never raises (errors come back as values, see the module notes)."""
     try:
         value = do_job(job)
@@ -180,7 +186,7 @@ class _Worker:
             env=env,
         )
 
-    def run(self, job: StreamJob) -> tuple[Any, ...]:
+    def run(self, job: Any) -> tuple[Any, ...]:
         if self.proc is None or self.proc.poll() is not None:
             self.proc = self._start()
         self.used = True
@@ -229,7 +235,7 @@ class LeanPool:
     """
 
     def __init__(self, n_workers: int) -> None:
-        self._jobs: queue.Queue[tuple[Any, StreamJob] | None] = queue.Queue()
+        self._jobs: queue.Queue[tuple[Any, Any] | None] = queue.Queue()
         self._done: queue.Queue[tuple[Any, tuple[Any, ...]]] = queue.Queue()
         self.n_workers = max(1, n_workers)
         self._workers = [_Worker() for _ in range(self.n_workers)]
@@ -259,7 +265,7 @@ class LeanPool:
         finally:
             worker.close()
 
-    def submit(self, token: Any, job: StreamJob) -> None:
+    def submit(self, token: Any, job: Any) -> None:
         """Queue ``job``; its reply comes back from :meth:`get` with ``token``."""
         self._jobs.put((token, job))
 

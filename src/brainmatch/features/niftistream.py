@@ -183,8 +183,20 @@ class NiftiStream:
         self.slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
         self.inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
         self.tr = float(header.get_zooms()[3]) if len(shape) > 3 else None
+        if self.tr is not None:  # pixdim[4] in seconds whatever xyzt_units says
+            unit = header.get_xyzt_units()[1]
+            self.tr *= {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
         offset = int(header.get_data_offset())
         pos = hdr_size
+        minimum = hdr_size + 4  # a single-file NIfTI: header, then the 4-byte extension flag
+        if offset < minimum:
+            raise BrainmatchInputError(
+                f"malformed NIfTI: vox_offset {offset} is below {minimum}, the end of the "
+                "header in a single-file image (readers disagree on where its data starts: "
+                "nibabel would read the header itself as voxels); rewrite the file, e.g. "
+                "with nibabel",
+                self.path,
+            )
         if offset > pos:
             self._read_exact(offset - pos, "the NIfTI extensions")
         self.n_voxels = self.shape[0] * self.shape[1] * self.shape[2]

@@ -207,6 +207,7 @@ class RegionPlan:
         if slope != 1.0 or inter != 0.0:
             signals = signals * slope + inter
         n_const, where = 0, None
+        const = np.zeros(0, dtype=np.int64)
         if t_n > 1:
             const = check.constant()
             n_const = int(const.size)
@@ -221,6 +222,7 @@ class RegionPlan:
             constant_voxels=n_const,
             first_constant=where,  # type: ignore[arg-type]
             tr=tr,
+            extra={"constant_index": np.asarray(const, dtype=np.int64)},
         )
 
     def _kernel_sums(

@@ -125,6 +125,11 @@ def _extract_bids(
                 "the model uses FreeSurfer volumes but no derivatives/freesurfer folder was found",
                 source,
             )
+    from brainmatch.features.config import modality_kwargs  # task, DWI: as recorded
+
+    side = (meta.get("feature_provenance") or {}).get("sidecar")
+    recorded = side.get("options") if isinstance(side, dict) else None
+    kwargs.update(modality_kwargs(recorded if isinstance(recorded, dict) else {}, deriv))
     result = extract_dataset(
         source,
         out_dir / "features",

@@ -125,6 +125,7 @@ def _subject_jobs(trial: Trial) -> list[dict[str, Any]]:
                 {
                     "index": i,
                     "session": ses,
+                    "kind": "rest",
                     "params": SubjectImageParams(
                         participant_id=row.participant_id,
                         session=ses,
@@ -140,21 +141,99 @@ def _subject_jobs(trial: Trial) -> list[dict[str, Any]]:
                     ),
                 }
             )
+            rest = jobs[-1]["params"]
+            assert isinstance(rest, SubjectImageParams)
+            jobs += _extra_jobs(spec, i, s, ses, row, rest)
     return jobs
 
 
+def _extra_jobs(
+    spec: TrialSpec, i: int, s: int, ses: str | None, row: Any, rest: SubjectImageParams
+) -> list[dict[str, Any]]:
+    """The task-faces run and (baseline only) the DWI of one subject-session."""
+    from dataclasses import replace
+
+    from brainmatch.simulate.dwi import DwiParams
+    from brainmatch.simulate.moderators import tract_fa
+
+    out: list[dict[str, Any]] = []
+    if spec.task_fmri:
+        out.append(
+            {
+                "index": i,
+                "session": ses,
+                "kind": "task",
+                "params": replace(rest, seed=(spec.seed, 3, i, s)),
+                "amygdala_z": float(row.amygdala_reactivity),
+            }
+        )
+    if spec.dwi and s == 0:
+        out.append(
+            {
+                "index": i,
+                "session": ses,
+                "kind": "dwi",
+                "params": DwiParams(
+                    participant_id=row.participant_id,
+                    session=ses,
+                    seed=(spec.seed, 4, i, s),
+                    tract_fa=tract_fa(float(row.cingulum_fa)),
+                ),
+            }
+        )
+    return out
+
+
 def _run_job(root: str, job: dict[str, Any], spec: TrialSpec) -> dict[str, Any]:
+    import functools
+
     from threadpoolctl import threadpool_limits
 
-    p: SubjectImageParams = job["params"]
-    func = Path(root) / "derivatives" / "fmriprep" / p.participant_id
+    from brainmatch.simulate import moderators
+
+    kind = job.get("kind", "rest")
+    p = job["params"]
+    where = Path(p.participant_id)
     if p.session:
-        func = func / f"ses-{p.session}"
+        where = where / f"ses-{p.session}"
+    base = {"index": job["index"], "session": job["session"], "kind": kind}
     with threadpool_limits(1):
+        if kind == "dwi":
+            from brainmatch.simulate.dwi import write_subject_dwi
+
+            planted = write_subject_dwi(
+                Path(root) / "derivatives" / "qsiprep" / where / "dwi", p, spec.resolution
+            )
+            return {**base, **planted}
+        task = spec.task
+        added = None
+        if kind == "task":
+            task = moderators.TASK_NAME
+            added = functools.partial(
+                moderators.task_signals,
+                amygdala_z=job["amygdala_z"],
+                n_volumes=spec.n_volumes,
+                tr=spec.tr,
+            )
+            events = pd.DataFrame(
+                moderators.faces_events(spec.n_volumes, spec.tr),
+                columns=["onset", "duration", "trial_type"],
+            )
+            ses = f"_ses-{p.session}" if p.session else ""
+            write_tsv(
+                Path(root) / where / "func" / f"{p.participant_id}{ses}_task-{task}_events.tsv",
+                events,
+            )
         summary = write_subject_images(
-            func / "func", p, spec.resolution, spec.n_volumes, spec.tr, spec.task
+            Path(root) / "derivatives" / "fmriprep" / where / "func",
+            p,
+            spec.resolution,
+            spec.n_volumes,
+            spec.tr,
+            task,
+            added=added,
         )
-    return {"index": job["index"], "session": job["session"], **summary}
+    return {**base, **summary}
 
 
 def _describe(trial: Trial) -> str:
@@ -212,7 +291,8 @@ def write_dataset(trial: Trial, root: Path, summaries: list[dict[str, Any]]) -> 
     write_json(root / "participants.json", _PARTICIPANTS_JSON)
     write_tsv(root / "phenotype" / "outcomes.tsv", trial.outcomes)
     write_json(root / "phenotype" / "outcomes.json", _OUTCOMES_JSON)
-    for name in ("fmriprep", "freesurfer"):
+    names = ["fmriprep", "freesurfer"] + (["qsiprep"] if spec.dwi else [])
+    for name in names:
         write_json(
             root / "derivatives" / name / "dataset_description.json",
             {
@@ -230,7 +310,11 @@ def write_dataset(trial: Trial, root: Path, summaries: list[dict[str, Any]]) -> 
         )
 
     truth = trial.truth.copy()
-    pre = {s["index"]: s for s in summaries if s["session"] in (None, "pre")}
+    pre = {
+        s["index"]: s
+        for s in summaries
+        if s["session"] in (None, "pre") and s.get("kind", "rest") == "rest"
+    }
     truth["mean_fd"] = [round(pre[i]["mean_fd"], 6) for i in range(len(truth))]
     write_tsv(root / "ground_truth.tsv", truth, float_format="%.6g")
     params = dict(trial.parameters)
@@ -306,6 +390,16 @@ def simulate_trial(
             scale = float(trial.sites.set_index("site").loc[row.site, "volume_scale"])
             vols, etiv = draw_volumes(rng, row.sex, float(row.hippocampal_volume), scale)
             write_aseg_stats(staging / "derivatives" / "freesurfer", row.participant_id, vols, etiv)
+            if spec.cortex:
+                from brainmatch.simulate.freesurfer import write_aparc_stats
+
+                write_aparc_stats(
+                    staging / "derivatives" / "freesurfer",
+                    row.participant_id,
+                    np.random.default_rng([spec.seed, 6, i]),
+                    etiv,
+                    scale,
+                )
         total = len(jobs)
         if progress:
             progress(0, total)

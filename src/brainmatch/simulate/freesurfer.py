@@ -352,3 +352,130 @@ def write_aseg_stats(
     path = freesurfer_dir / subject / "stats" / "aseg.stats"
     write_text(path, aseg_stats_text(subject, vols, etiv))
     return path
+
+
+#: Desikan-Killiany regions: typical adult mean thickness (mm) and white-surface area
+#: (mm^2) of one hemisphere (assumed round values of the order FreeSurfer reports, not
+#: fitted to data).
+DK_TYPICAL: dict[str, tuple[float, float]] = {
+    "bankssts": (2.6, 1000.0),
+    "caudalanteriorcingulate": (2.6, 650.0),
+    "caudalmiddlefrontal": (2.6, 2200.0),
+    "cuneus": (1.9, 1500.0),
+    "entorhinal": (3.3, 450.0),
+    "fusiform": (2.8, 3200.0),
+    "inferiorparietal": (2.5, 5500.0),
+    "inferiortemporal": (2.8, 3500.0),
+    "isthmuscingulate": (2.5, 950.0),
+    "lateraloccipital": (2.2, 4700.0),
+    "lateralorbitofrontal": (2.7, 2700.0),
+    "lingual": (2.0, 3300.0),
+    "medialorbitofrontal": (2.4, 1700.0),
+    "middletemporal": (2.9, 3200.0),
+    "parahippocampal": (2.7, 650.0),
+    "paracentral": (2.4, 1300.0),
+    "parsopercularis": (2.6, 1500.0),
+    "parsorbitalis": (2.7, 700.0),
+    "parstriangularis": (2.5, 1300.0),
+    "pericalcarine": (1.6, 1500.0),
+    "postcentral": (2.1, 4500.0),
+    "posteriorcingulate": (2.5, 1100.0),
+    "precentral": (2.6, 5000.0),
+    "precuneus": (2.4, 4000.0),
+    "rostralanteriorcingulate": (2.8, 650.0),
+    "rostralmiddlefrontal": (2.4, 5800.0),
+    "superiorfrontal": (2.8, 7500.0),
+    "superiorparietal": (2.3, 5500.0),
+    "superiortemporal": (2.8, 3600.0),
+    "supramarginal": (2.6, 3800.0),
+    "frontalpole": (2.8, 250.0),
+    "temporalpole": (3.5, 450.0),
+    "transversetemporal": (2.3, 400.0),
+    "insula": (3.0, 2100.0),
+}
+#: Regions thinner in adult MDD (ENIGMA-MDD, Schmaal et al. 2017: d -0.10 to -0.14 in
+#: orbitofrontal, anterior / posterior cingulate, insula and temporal cortex).
+MDD_THICKNESS_D = -0.12
+MDD_THINNER = (
+    "medialorbitofrontal",
+    "lateralorbitofrontal",
+    "rostralanteriorcingulate",
+    "caudalanteriorcingulate",
+    "posteriorcingulate",
+    "isthmuscingulate",
+    "insula",
+    "superiortemporal",
+    "middletemporal",
+    "inferiortemporal",
+    "fusiform",
+)
+THICKNESS_REL_SD = 0.06
+AREA_REL_SD = 0.12
+
+
+def draw_cortex(
+    rng: np.random.Generator, etiv: float, site_scale: float
+) -> dict[str, dict[str, dict[str, float]]]:
+    """One subject's aparc rows per hemisphere: region -> SurfArea, GrayVol, ThickAvg."""
+    _, icv_mean, _ = enigma_reference()
+    size = (etiv / site_scale / icv_mean) ** (2.0 / 3.0)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for hemi in ("lh", "rh"):
+        rows = {}
+        for region, (thick, area) in DK_TYPICAL.items():
+            z = rng.normal()
+            if region in MDD_THINNER:
+                z += MDD_THICKNESS_D
+            t = thick * (1.0 + THICKNESS_REL_SD * z) * site_scale ** (1 / 3)
+            a = area * size * (1.0 + AREA_REL_SD * rng.normal()) * site_scale ** (2 / 3)
+            rows[region] = {"SurfArea": max(a, 1.0), "ThickAvg": max(t, 0.5)}
+            rows[region]["GrayVol"] = 1.1 * rows[region]["SurfArea"] * rows[region]["ThickAvg"]
+        out[hemi] = rows
+    return out
+
+
+def aparc_stats_text(subject: str, hemi: str, rows: dict[str, dict[str, float]]) -> str:
+    """Render one hemisphere in the layout of FreeSurfer 7's ``stats/?h.aparc.stats``."""
+    area = sum(r["SurfArea"] for r in rows.values())
+    mean_thick = sum(r["SurfArea"] * r["ThickAvg"] for r in rows.values()) / area
+    lines = [
+        "# Table of FreeSurfer cortical parcellation anatomical statistics ",
+        "# ",
+        "# CreationTime 2026/01/01-00:00:00-GMT",
+        "# generating_program mris_anatomical_stats",
+        "# cvs_version 7.4.1",
+        f"# cmdline mris_anatomical_stats -th3 -mgz -cortex ../label/{hemi}.cortex.label -f "
+        f"../stats/{hemi}.aparc.stats -b -a ../label/{hemi}.aparc.annot -c "
+        f"../label/aparc.annot.ctab {subject} {hemi} white ",
+        "# sysname  Linux",
+        "# hostname brainmatch-simulate",
+        f"# subjectname {subject}",
+        f"# hemi {hemi}",
+        f"# AnnotationFile ../label/{hemi}.aparc.annot",
+        f"# Measure Cortex, NumVert, Number of Vertices, {round(area / 0.8)}, unitless",
+        f"# Measure Cortex, WhiteSurfArea, White Surface Total Area, {area:.1f}, mm^2",
+        f"# Measure Cortex, MeanThickness, Mean Thickness, {mean_thick:.5f}, mm",
+        "# NTableCols 10",
+        "# ColHeaders StructName NumVert SurfArea GrayVol ThickAvg ThickStd MeanCurv "
+        "GausCurv FoldInd CurvInd",
+    ]
+    for region, r in rows.items():
+        lines.append(
+            f"{region:<40s} {round(r['SurfArea'] / 0.8):5d} {r['SurfArea']:6.0f} "
+            f"{r['GrayVol']:6.0f} {r['ThickAvg']:5.3f} {0.6:5.3f} {0.12:7.3f} {0.03:7.3f} "
+            f"{10:4d} {1.5:4.1f}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_aparc_stats(
+    freesurfer_dir: Path, subject: str, rng: np.random.Generator, etiv: float, site_scale: float
+) -> tuple[Path, Path]:
+    """Draw and write ``<subject>/stats/lh.aparc.stats`` and ``rh.aparc.stats``."""
+    rows = draw_cortex(rng, etiv, site_scale)
+    paths = []
+    for hemi in ("lh", "rh"):
+        path = freesurfer_dir / subject / "stats" / f"{hemi}.aparc.stats"
+        write_text(path, aparc_stats_text(subject, hemi, rows[hemi]))
+        paths.append(path)
+    return paths[0], paths[1]

@@ -423,9 +423,18 @@ def bold_stem(participant_id: str, session: str | None, task: str, resolution: i
 
 
 def write_subject_images(
-    out_func: Path, p: SubjectImageParams, resolution: int, n_volumes: int, tr: float, task: str
+    out_func: Path,
+    p: SubjectImageParams,
+    resolution: int,
+    n_volumes: int,
+    tr: float,
+    task: str,
+    added: Any = None,
 ) -> dict[str, Any]:
     """Generate and write one subject-session's BOLD, mask, confounds and sidecars.
+
+    ``added`` (optional): a callable ``added(region_names) -> (volumes x regions)`` of
+    percent-signal responses added to the region signals (task runs).
 
     Returns a small summary (mean FD, regions' true amplitudes) for the truth file.
     """
@@ -440,6 +449,8 @@ def write_subject_images(
     for name, factor in p.amplitude_changes:
         amplitude[idx[name]] *= factor
     regions = (regions * amplitude).astype(np.float32)
+    if added is not None:
+        regions += np.asarray(added(list(names)), dtype=np.float32)
 
     t_n, v_n = n_volumes, geom.n_voxels
     physio = ar1(rng, t_n, 0.8, 3).astype(np.float32)  # global, white matter, csf

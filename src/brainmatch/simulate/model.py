@@ -98,6 +98,12 @@ class TrialSpec:
     sessions: int = 1
     dropout_rate: float = 0.15
     task: str = "rest"
+    #: QSIPrep-style DWI with a cingulum-FA moderator (:mod:`brainmatch.simulate.moderators`)
+    dwi: bool = False
+    #: an emotional-faces task run per session with an amygdala-reactivity moderator
+    task_fmri: bool = False
+    #: FreeSurfer ``lh/rh.aparc.stats`` (cortical thickness, area, volume) beside aseg
+    cortex: bool = False
 
     def __post_init__(self) -> None:
         if self.n_subjects < 2:
@@ -220,6 +226,10 @@ def draw_trial(spec: TrialSpec) -> Trial:
     site_shift = sites["outcome_shift"].to_numpy()[site_idx]
     prognostic = 22.0 + 0.5 * (baseline - 22.0) + site_shift + 0.03 * (age - 40.0) - 0.8 * bio[:, 2]
     mu = prognostic[:, None] - drops[None, :] + beta * (bio[:, :2] @ loadings.T)
+    from brainmatch.simulate.moderators import describe, draw_moderators
+
+    extra_bio, extra_mu = draw_moderators(spec, [a.klass for a in arms], beta, n)
+    mu = mu + extra_mu
     shared = rng.normal(0.0, RESIDUAL_SD * math.sqrt(SHARED_NOISE_FRACTION), n)
     own = rng.normal(0.0, RESIDUAL_SD * math.sqrt(1 - SHARED_NOISE_FRACTION), (n, k))
     y = np.clip(np.round(mu + shared[:, None] + own), 0, 52).astype(int)
@@ -250,6 +260,8 @@ def draw_trial(spec: TrialSpec) -> Trial:
             "motion_fd_scale": motion.round(6),
         }
     )
+    for name, z in extra_bio.items():
+        truth[name] = z.round(6)
     for j, a in enumerate(names):
         truth[f"mu__{a}"] = mu[:, j].round(4)
     for j, a in enumerate(names):
@@ -295,6 +307,7 @@ def draw_trial(spec: TrialSpec) -> Trial:
                 "(Dunlop 2017)"
             ),
             "hippocampal_volume": "left/right hippocampus volume z in aseg.stats (prognostic)",
+            **describe(spec),
         },
     }
     return Trial(
