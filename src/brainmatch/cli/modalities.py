@@ -39,13 +39,13 @@ def modalities(
             raise BrainmatchInputError(f"--modality {modality!r}: choose one of {', '.join(keys)}")
         links = links[links["modality"] == modality]
     if fmt == "tsv":
-        out.print(links.to_csv(sep="\t", index=False), end="", highlight=False, soft_wrap=True)
+        typer.echo(links.to_csv(sep="\t", index=False, lineterminator="\n"), nl=False)
         return
     if fmt == "json":
         data = kb.to_dict()
         if modality is not None:
             data = {**data, "modalities": [m for m in data["modalities"] if m["key"] == modality]}
-        out.print(json.dumps(data, indent=2, ensure_ascii=False), highlight=False, soft_wrap=True)
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
     table = Table(title=f"brainmatch modality knowledge base {kb.version}", show_lines=False)
     for col in ("modality", "link", "circuit / system", "direction", "grade", "citation"):

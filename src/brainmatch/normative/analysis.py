@@ -146,6 +146,20 @@ def group_check(table: pd.DataFrame) -> list[str]:
     return out
 
 
+def feature_provenance(source: str | Path | pd.DataFrame) -> dict[str, Any]:
+    """How the features were extracted: the ``features.json`` sidecar that ``brainmatch
+    extract`` writes beside its table (options and atlas only), or ``{}``."""
+    if isinstance(source, pd.DataFrame):
+        side = source.attrs.get("sidecar") if source.attrs else None
+        return {k: side[k] for k in ("options", "atlas") if k in side} if isinstance(side, dict) else {}
+    sidecar = Path(source).with_suffix(".json")
+    try:
+        side = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: side[k] for k in ("options", "atlas") if isinstance(side, dict) and k in side}
+
+
 def contamination_check(z: NDArray[np.float64]) -> dict[str, Any]:
     """Excess of people with many extreme deviations among held-out controls.
 
@@ -521,6 +535,7 @@ def fit_normative(
     NormativeFitResult
     """
     table, fname = read_table(features, "features")
+    provenance = feature_provenance(features)
     table = merge_covariates(table, fname, covariates)
     covs = [c.strip() for c in covariate_columns if c.strip()]
     for c in [*covs, *([site_column] if site_column else [])]:
@@ -634,6 +649,7 @@ def fit_normative(
         },
         "calibration": calibration,
         "contamination": contamination,
+        "feature_provenance": provenance,
     }
     result = NormativeFitResult(model=model, fit_metrics=metrics, summary=summary, warnings=warnings)
     if out_dir is not None:

@@ -114,3 +114,135 @@ def write_score_report(result: NormativeScoreResult, path: Path) -> Path:
     )
     write_text(path, html)
     return path
+
+
+# --- the patient profile --------------------------------------------------------------------
+_SCORE_TITLES = {
+    "activity": "activity",
+    "within": "connectivity within the circuit",
+    "between": "connectivity with other circuits",
+    "structure": "structure (volume / thickness)",
+}
+
+
+def circuit_figure(circuits: Any, threshold: float) -> str | None:
+    """Bars of each circuit's mean deviation z with a 95% interval (under independence),
+    one panel per measure; under-active / smaller in blue, over-active / larger in red."""
+    if circuits is None or len(circuits) == 0:
+        return None
+    plt = plt_module()
+    scores = [s for s in _SCORE_TITLES if (circuits["score"] == s).any()]
+    fig, axes = plt.subplots(
+        1, len(scores), figsize=(3.2 * len(scores), 0.32 * circuits["circuit"].nunique() + 1.4),
+        sharey=True, squeeze=False,
+    )
+    labels = list(dict.fromkeys(circuits["circuit_label"]))
+    for ax, score in zip(axes[0], scores, strict=True):
+        sub = circuits[circuits["score"] == score].set_index("circuit_label").reindex(labels)
+        z = sub["mean_z"].to_numpy(float)
+        err = 1.96 * sub["se"].to_numpy(float)
+        colours = ["#3b6fb6" if v < 0 else "#c8443b" for v in np.nan_to_num(z)]
+        y = np.arange(len(labels))
+        ax.barh(y, np.nan_to_num(z), xerr=np.nan_to_num(err), color=colours, alpha=0.85)
+        for lim in (-threshold, threshold):
+            ax.axvline(lim, color="#888", lw=0.8, ls="--")
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(_SCORE_TITLES[score], fontsize=9)
+        ax.set_xlabel("mean deviation z", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        lim = max(2.5, float(np.nanmax(np.abs(z) + np.nan_to_num(err))) if np.isfinite(z).any() else 2.5)
+        ax.set_xlim(-lim, lim)
+    fig.tight_layout()
+    return figure_to_data_uri(fig)
+
+
+def _region_centroids() -> dict[tuple[str, str], tuple[float, float, float]]:
+    """MNI centroid of each circuit region per side, from the Desikan-Killiany atlas."""
+    from brainmatch.atlases import load_atlas
+    from brainmatch.circuits import REGIONS, region_of
+
+    atlas = load_atlas("desikan-killiany")
+    data = np.asarray(atlas.image.dataobj).astype(np.int64)
+    out: dict[tuple[str, str], list[np.ndarray]] = {}
+    for idx, name in zip(atlas.labels["index"], atlas.labels["name"], strict=True):
+        feature = "_".join(filter(None, "".join(ch if ch.isalnum() else "_" for ch in str(name)).split("_")))
+        found = region_of(feature)
+        if found is None:
+            continue
+        ijk = np.argwhere(data == int(idx))
+        if ijk.size == 0:
+            continue
+        xyz = np.c_[ijk, np.ones(len(ijk))] @ atlas.image.affine[:3].T
+        for key in found[0]:
+            out.setdefault((key, found[1]), []).append(xyz)
+    return {k: tuple(np.concatenate(v).mean(axis=0)) for k, v in out.items() if k[0] in REGIONS}
+
+
+def glass_brain_figure(deviations: Any) -> str | None:
+    """Glass brain of the circuit regions, coloured by the patient's mean activity deviation
+    (structure where there is no activity feature); None if no region is known."""
+    from brainmatch.circuits import parse_feature
+
+    row = deviations.drop(columns=["participant_id"]).iloc[0]
+    per: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for col, value in row.items():
+        info = parse_feature(str(col))
+        if info is None or info.kind == "connectivity" or not np.isfinite(value):
+            continue
+        for key in info.regions[0]:
+            per.setdefault((key, info.sides[0]), {}).setdefault(info.kind, []).append(float(value))
+    if not per:
+        return None
+    try:
+        centroids = _region_centroids()
+    except Exception:
+        return None
+    nodes, values = [], []
+    for key, kinds in per.items():
+        if key not in centroids:
+            continue
+        vals = kinds.get("activity") or kinds.get("structure")
+        if vals:
+            nodes.append(centroids[key])
+            values.append(float(np.mean(vals)))
+    if not nodes:
+        return None
+    import warnings
+
+    plt = plt_module()
+    from nilearn.plotting import plot_markers
+
+    fig = plt.figure(figsize=(8, 2.8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plot_markers(
+            np.array(values),
+            np.array(nodes),
+            node_size=[30 + 40 * min(abs(v), 3) for v in values],
+            node_cmap="coolwarm",
+            node_vmin=-3,
+            node_vmax=3,
+            figure=fig,
+            display_mode="lyrz",
+            title="regional deviation z (blue: below the norm, red: above)",
+        )
+    return figure_to_data_uri(fig)
+
+
+def write_profile_report(profile: Any, path: Path) -> Path:
+    """One page: circuit deviations, hypotheses (with grades and citations), the validated
+    selection model's prediction (separate), caveats."""
+    html = render(
+        "profile.html",
+        p=profile,
+        person=profile.person,
+        circuit_fig=circuit_figure(profile.circuits, profile.threshold),
+        brain_fig=glass_brain_figure(profile.deviations),
+        called=profile.circuits[profile.circuits["call"] != ""]
+        .sort_values("mean_z", key=lambda s: -s.abs())
+        .to_dict("records"),
+    )
+    write_text(path, html)
+    return path
