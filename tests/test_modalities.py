@@ -74,8 +74,14 @@ def test_schema_refuses_bad_entries(tmp_path):
 def _scores(rows):
     return pd.DataFrame(
         [
-            {"circuit": c, "circuit_label": CIRCUITS[c].label, "score": s, "mean_z": z, "se": 0.3,
-             "call": call}
+            {
+                "circuit": c,
+                "circuit_label": CIRCUITS[c].label,
+                "score": s,
+                "mean_z": z,
+                "se": 0.3,
+                "call": call,
+            }
             for c, s, z, call in rows
         ]
     )

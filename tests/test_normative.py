@@ -8,8 +8,12 @@ import pandas as pd
 import pytest
 
 from brainmatch.errors import BrainmatchInputError
-from brainmatch.normative import NormativeModel, fit_normative, load_normative_model
-from brainmatch.normative import score_normative
+from brainmatch.normative import (
+    NormativeModel,
+    fit_normative,
+    load_normative_model,
+    score_normative,
+)
 from brainmatch.normative._design import bspline_basis, spline_knots
 from brainmatch.simulate.controls import PLANTABLE, draw_cohort
 
@@ -119,7 +123,7 @@ def test_fit_result_calibration_and_model_file_roundtrip(tmp_path, cohort, cohor
     assert {"fit_metrics.tsv", "report.html", "fit_summary.json"} <= {
         p.name for p in (tmp_path / "norm").iterdir()
     }
-    model, metrics, meta = load_normative_model(path)
+    model, metrics, _meta = load_normative_model(path)
     tab = cohort.features.merge(cohort.participants, on="participant_id").head(30)
     z1, _ = cohort_fit.model.zscores(tab, tab[model.feature_names_])
     z2, _ = model.zscores(tab, tab[model.feature_names_])

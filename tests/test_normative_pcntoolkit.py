@@ -62,9 +62,13 @@ def _pcn_z(design: np.ndarray, ys: np.ndarray, train: np.ndarray, het: bool) -> 
     def be(k: int) -> object:
         return xr.DataArray(np.zeros((k, 1), int), dims=("observations", "batch_effect_dims"))
 
-    blr.fit(arr(design[train]), be(train.sum()), {}, xr.DataArray(ys[train], dims=("observations",)))
+    blr.fit(
+        arr(design[train]), be(train.sum()), {}, xr.DataArray(ys[train], dims=("observations",))
+    )
     test = ~train
-    out = blr.forward(arr(design[test]), be(test.sum()), xr.DataArray(ys[test], dims=("observations",)))
+    out = blr.forward(
+        arr(design[test]), be(test.sum()), xr.DataArray(ys[test], dims=("observations",))
+    )
     return np.asarray(out.values)
 
 
@@ -76,7 +80,10 @@ def test_zscores_agree_with_pcntoolkit_blr(het: bool, tol: float) -> None:
     X, y = _data(800, 2)
     train = np.arange(len(X)) < 600
     model = NormativeModel(
-        covariates=("age", "sex"), site_column="site", heteroskedastic=het, var_ridge=0.0,
+        covariates=("age", "sex"),
+        site_column="site",
+        heteroskedastic=het,
+        var_ridge=0.0,
         max_iter=300,
     )
     model.fit(X[train], y[train])

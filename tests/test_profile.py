@@ -33,12 +33,29 @@ def data(tmp_path_factory):
     patients.to_csv(pat, sep="\t", index=False)
     res = runner.invoke(
         app,
-        ["normative", "fit", str(features), "--out", str(root / "norm"), "--covariates",
-         str(covs), "--covariate-columns", "age,sex", "--site-column", "site"],
+        [
+            "normative",
+            "fit",
+            str(features),
+            "--out",
+            str(root / "norm"),
+            "--covariates",
+            str(covs),
+            "--covariate-columns",
+            "age,sex",
+            "--site-column",
+            "site",
+        ],
     )
     assert res.exit_code == 0, res.output
-    return {"root": root, "cohort": cohort, "patients": pat, "covs": covs,
-            "model": root / "norm" / "normative_model.npz", "features": features}
+    return {
+        "root": root,
+        "cohort": cohort,
+        "patients": pat,
+        "covs": covs,
+        "model": root / "norm" / "normative_model.npz",
+        "features": features,
+    }
 
 
 def test_fit_cli_writes_model_and_calibration(data):
@@ -57,14 +74,33 @@ def test_fit_cli_noise_options_match_python_api(data, noise):
     out = data["root"] / f"norm-{noise}"
     res = runner.invoke(
         app,
-        ["normative", "fit", str(data["features"]), "--out", str(out), "--covariates",
-         str(data["covs"]), "--covariate-columns", "age,sex", "--site-column", "site",
-         "--noise", noise, "--holdout", "0"],
+        [
+            "normative",
+            "fit",
+            str(data["features"]),
+            "--out",
+            str(out),
+            "--covariates",
+            str(data["covs"]),
+            "--covariate-columns",
+            "age,sex",
+            "--site-column",
+            "site",
+            "--noise",
+            noise,
+            "--holdout",
+            "0",
+        ],
     )
     assert res.exit_code == 0, res.output
-    api = fit_normative(data["features"], data["covs"], covariate_columns=("age", "sex"),
-                        site_column="site", heteroskedastic=noise == "heteroskedastic",
-                        holdout=0)
+    api = fit_normative(
+        data["features"],
+        data["covs"],
+        covariate_columns=("age", "sex"),
+        site_column="site",
+        heteroskedastic=noise == "heteroskedastic",
+        holdout=0,
+    )
     from brainmatch.normative import load_normative_model
 
     model, _, _ = load_normative_model(out / "normative_model.npz")
@@ -74,8 +110,9 @@ def test_fit_cli_noise_options_match_python_api(data, noise):
 
 def test_score_cli_matches_python_api(data):
     out = data["root"] / "dev"
-    res = runner.invoke(app, ["normative", "score", str(data["model"]), str(data["patients"]),
-                              "--out", str(out)])
+    res = runner.invoke(
+        app, ["normative", "score", str(data["model"]), str(data["patients"]), "--out", str(out)]
+    )
     assert res.exit_code == 0, res.output
     dev = pd.read_csv(out / "deviations.tsv", sep="\t")
     api = score_normative(data["model"], data["patients"])
@@ -93,32 +130,89 @@ def test_score_cli_adapts_an_unseen_site(data, tmp_path):
     tab[tab.group == "control"].drop(columns="group").to_csv(adapt, sep="\t", index=False)
     pats = tmp_path / "p.tsv"
     tab[tab.group == "patient"].drop(columns="group").to_csv(pats, sep="\t", index=False)
-    res = runner.invoke(app, ["normative", "score", str(data["model"]), str(pats), "--out",
-                              str(tmp_path / "o1")])
+    res = runner.invoke(
+        app, ["normative", "score", str(data["model"]), str(pats), "--out", str(tmp_path / "o1")]
+    )
     assert res.exit_code == 0 and "were not in the controls" in res.output
-    res = runner.invoke(app, ["normative", "score", str(data["model"]), str(pats), "--out",
-                              str(tmp_path / "o2"), "--adapt", str(adapt)])
+    res = runner.invoke(
+        app,
+        [
+            "normative",
+            "score",
+            str(data["model"]),
+            str(pats),
+            "--out",
+            str(tmp_path / "o2"),
+            "--adapt",
+            str(adapt),
+        ],
+    )
     assert res.exit_code == 0, res.output
     people = pd.read_csv(tmp_path / "o2" / "people.tsv", sep="\t")
     assert set(people["site_status"]) == {"adapted"}
 
 
 def test_cli_bad_inputs(data, tmp_path):
-    res = runner.invoke(app, ["normative", "fit", str(data["features"]), "--out", str(tmp_path / "x"),
-                              "--covariate-columns", "age", "--covariates", str(data["covs"]),
-                              "--noise", "weird"])
+    res = runner.invoke(
+        app,
+        [
+            "normative",
+            "fit",
+            str(data["features"]),
+            "--out",
+            str(tmp_path / "x"),
+            "--covariate-columns",
+            "age",
+            "--covariates",
+            str(data["covs"]),
+            "--noise",
+            "weird",
+        ],
+    )
     assert res.exit_code == 2 and "--noise 'weird'" in res.output
-    res = runner.invoke(app, ["normative", "fit", str(data["features"]), "--out", str(tmp_path / "x"),
-                              "--covariate-columns", "agee"])
+    res = runner.invoke(
+        app,
+        [
+            "normative",
+            "fit",
+            str(data["features"]),
+            "--out",
+            str(tmp_path / "x"),
+            "--covariate-columns",
+            "agee",
+        ],
+    )
     assert res.exit_code == 2 and "'agee'" in res.output
-    res = runner.invoke(app, ["normative", "score", str(data["features"]), str(data["patients"]),
-                              "--out", str(tmp_path / "y")])
+    res = runner.invoke(
+        app,
+        [
+            "normative",
+            "score",
+            str(data["features"]),
+            str(data["patients"]),
+            "--out",
+            str(tmp_path / "y"),
+        ],
+    )
     assert res.exit_code == 2 and "not a brainmatch normative model" in res.output
     few = pd.read_csv(data["features"], sep="\t").head(20)
     few.to_csv(tmp_path / "few.tsv", sep="\t", index=False)
-    res = runner.invoke(app, ["normative", "fit", str(tmp_path / "few.tsv"), "--out",
-                              str(tmp_path / "z"), "--covariates", str(data["covs"]),
-                              "--covariate-columns", "age,sex", "--site-column", "site"])
+    res = runner.invoke(
+        app,
+        [
+            "normative",
+            "fit",
+            str(tmp_path / "few.tsv"),
+            "--out",
+            str(tmp_path / "z"),
+            "--covariates",
+            str(data["covs"]),
+            "--covariate-columns",
+            "age,sex",
+            "--site-column",
+            "site",
+        ],
+    )
     assert res.exit_code == 2 and "too few controls" in res.output
 
 
@@ -143,8 +237,19 @@ def test_profile_flags_the_planted_circuits(data):
 
 def test_profile_cli_writes_one_page(data, tmp_path):
     pid = data["cohort"].truth["participant_id"].iloc[0]
-    res = runner.invoke(app, ["profile", str(data["patients"]), "--model", str(data["model"]),
-                              "--participant-label", pid, "--out", str(tmp_path / "prof")])
+    res = runner.invoke(
+        app,
+        [
+            "profile",
+            str(data["patients"]),
+            "--model",
+            str(data["model"]),
+            "--participant-label",
+            pid,
+            "--out",
+            str(tmp_path / "prof"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     html = (tmp_path / "prof" / "report.html").read_text()
     assert "Hypothesis-generating, not a prediction" in html
@@ -154,9 +259,29 @@ def test_profile_cli_writes_one_page(data, tmp_path):
     api = build_profile(data["model"], data["patients"], participant=pid)
     assert profile["participant_id"] == pid
     assert np.isclose(profile["circuits"][0]["mean_z"], api.circuits["mean_z"].iloc[0])
-    res = runner.invoke(app, ["profile", str(data["patients"]), "--model", str(data["model"]),
-                              "--out", str(tmp_path / "prof2")])
+    res = runner.invoke(
+        app,
+        [
+            "profile",
+            str(data["patients"]),
+            "--model",
+            str(data["model"]),
+            "--out",
+            str(tmp_path / "prof2"),
+        ],
+    )
     assert res.exit_code == 2 and "--participant-label" in res.output
-    res = runner.invoke(app, ["profile", str(data["patients"]), "--model", str(data["model"]),
-                              "--participant-label", "sub-nobody", "--out", str(tmp_path / "p3")])
+    res = runner.invoke(
+        app,
+        [
+            "profile",
+            str(data["patients"]),
+            "--model",
+            str(data["model"]),
+            "--participant-label",
+            "sub-nobody",
+            "--out",
+            str(tmp_path / "p3"),
+        ],
+    )
     assert res.exit_code == 2 and "'sub-nobody' is not in the table" in res.output

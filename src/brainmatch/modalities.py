@@ -94,7 +94,9 @@ def validate(data: dict[str, Any], path: Path | None = None) -> None:
                     raise _fail(w, f"unknown region {region!r}", path)
 
 
-def _check_source(item: dict[str, Any], fields: tuple[str, ...], where: str, path: Path | None) -> None:
+def _check_source(
+    item: dict[str, Any], fields: tuple[str, ...], where: str, path: Path | None
+) -> None:
     for k in fields:
         if k not in item:
             raise _fail(where, f"missing {k!r}", path)
@@ -105,7 +107,9 @@ def _check_source(item: dict[str, Any], fields: tuple[str, ...], where: str, pat
         if doi is not None:
             raise _fail(where, "a 'claim' has no primary study, so it cannot carry a DOI", path)
     elif not (isinstance(doi, str) and doi.startswith("10.") and "/" in doi):
-        raise _fail(where, f"evidence {item['evidence']!r} needs a DOI (10.xxxx/...), got {doi!r}", path)
+        raise _fail(
+            where, f"evidence {item['evidence']!r} needs a DOI (10.xxxx/...), got {doi!r}", path
+        )
 
 
 @dataclass

@@ -68,7 +68,10 @@ class Region:
         out: dict[str, str] = {}
         for templates in self.names.values():
             for t in templates:
-                for side, lh, left, short in (("left", "lh", "Left", "L"), ("right", "rh", "Right", "R")):
+                for side, lh, left, short in (
+                    ("left", "lh", "Left", "L"),
+                    ("right", "rh", "Right", "R"),
+                ):
                     out[t.format(lh=lh, Left=left, L=short)] = side
         return out
 
@@ -164,7 +167,10 @@ REGIONS: dict[str, Region] = {
                 "ctx_{lh}_isthmuscingulate",
                 "ctx_{lh}_precuneus",
             ),
-            harvard_oxford=("{Left}_Cingulate_Gyrus_posterior_division", "{Left}_Precuneous_Cortex"),
+            harvard_oxford=(
+                "{Left}_Cingulate_Gyrus_posterior_division",
+                "{Left}_Precuneous_Cortex",
+            ),
             aal=("Cingulate_Post_{L}", "Precuneus_{L}"),
             destrieux=(
                 "ctx_{lh}_G_cingul_Post_dorsal",
@@ -236,7 +242,11 @@ REGIONS: dict[str, Region] = {
             desikan_killiany=("ctx_{lh}_lateralorbitofrontal", "ctx_{lh}_medialorbitofrontal"),
             harvard_oxford=("{Left}_Frontal_Orbital_Cortex",),
             aal=("OFCmed_{L}", "OFCant_{L}", "OFCpost_{L}", "OFClat_{L}"),
-            destrieux=("ctx_{lh}_G_orbital", "ctx_{lh}_S_orbital_lateral", "ctx_{lh}_S_orbital_H_Shaped"),
+            destrieux=(
+                "ctx_{lh}_G_orbital",
+                "ctx_{lh}_S_orbital_lateral",
+                "ctx_{lh}_S_orbital_H_Shaped",
+            ),
             affect=("ofc_{L}",),
         ),
     )
@@ -273,8 +283,7 @@ class Circuit:
 
 
 _SEELEY = Source(
-    "Seeley et al. 2007, J Neurosci 27:2349 (dissociable salience and executive control "
-    "networks)",
+    "Seeley et al. 2007, J Neurosci 27:2349 (dissociable salience and executive control networks)",
     "10.1523/JNEUROSCI.5587-06.2007",
 )
 _MENON = Source(
@@ -506,7 +515,9 @@ _PREFIX_WORDS = {
 def _region_words(name: str) -> str:
     text = re.sub(r"^ctx_(lh|rh)_", lambda m: "left " if m.group(1) == "lh" else "right ", name)
     text = re.sub(r"^(Left|Right)_", lambda m: m.group(1).lower() + " ", text)
-    text = re.sub(r"_(L|R)$", lambda m: " (" + ("left" if m.group(1) == "L" else "right") + ")", text)
+    text = re.sub(
+        r"_(L|R)$", lambda m: " (" + ("left" if m.group(1) == "L" else "right") + ")", text
+    )
     return text.replace("_", " ").strip()
 
 

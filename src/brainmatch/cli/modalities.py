@@ -21,7 +21,9 @@ def modalities(
     ),
     fmt: str = typer.Option("table", "--format", help="table, tsv or json."),
     knowledge_base: Path | None = typer.Option(
-        None, "--knowledge-base", help="Another knowledge-base JSON file (checked against the schema)."
+        None,
+        "--knowledge-base",
+        help="Another knowledge-base JSON file (checked against the schema).",
     ),
 ) -> None:
     """List treatments with the circuits / neurochemical systems each is reported to act on,

@@ -24,11 +24,14 @@ def _columns(text: str | None) -> tuple[str, ...]:
 @user_errors
 def fit(
     controls: Path = typer.Argument(
-        ..., help="Healthy controls' feature table (Parquet, TSV or CSV; participant_id + features)."
+        ...,
+        help="Healthy controls' feature table (Parquet, TSV or CSV; participant_id + features).",
     ),
     out: Path = typer.Option(..., "--out", help="Output folder (new, empty or an earlier fit)."),
     covariates: Path | None = typer.Option(
-        None, "--covariates", help="Table with the covariate / site columns, if CONTROLS lacks them."
+        None,
+        "--covariates",
+        help="Table with the covariate / site columns, if CONTROLS lacks them.",
     ),
     covariate_columns: str = typer.Option(
         "", "--covariate-columns", help="Comma-separated covariates, e.g. age,sex (default: none)."
@@ -52,9 +55,7 @@ def fit(
     from brainmatch.normative import fit_normative
 
     if noise not in ("heteroskedastic", "homoskedastic"):
-        raise BrainmatchInputError(
-            f"--noise {noise!r}: choose heteroskedastic or homoskedastic"
-        )
+        raise BrainmatchInputError(f"--noise {noise!r}: choose heteroskedastic or homoskedastic")
     if n_knots < 2:
         raise BrainmatchInputError(f"--n-knots {n_knots}: need at least 2")
     if not 0 <= holdout < 0.9:
@@ -93,7 +94,9 @@ def score(
     features: Path = typer.Argument(..., help="Feature table of the people to score."),
     out: Path = typer.Option(..., "--out", help="Output folder (new, empty or an earlier score)."),
     covariates: Path | None = typer.Option(
-        None, "--covariates", help="Table with the covariate / site columns, if FEATURES lacks them."
+        None,
+        "--covariates",
+        help="Table with the covariate / site columns, if FEATURES lacks them.",
     ),
     adapt: Path | None = typer.Option(
         None,

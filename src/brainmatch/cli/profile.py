@@ -13,23 +13,29 @@ from brainmatch.errors import BrainmatchInputError
 @user_errors
 def profile(
     patient: Path = typer.Argument(
-        ..., help="Patient feature table (Parquet, TSV, CSV) or a BIDS folder with fMRIPrep "
-        "derivatives."
+        ...,
+        help="Patient feature table (Parquet, TSV, CSV) or a BIDS folder with fMRIPrep "
+        "derivatives.",
     ),
     model: Path = typer.Option(
         ..., "--model", help="normative_model.npz written by `brainmatch normative fit`."
     ),
-    out: Path = typer.Option(..., "--out", help="Output folder (new, empty or an earlier profile)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Output folder (new, empty or an earlier profile)."
+    ),
     participant_label: str | None = typer.Option(
-        None, "--participant-label", help="Participant to profile (needed for a BIDS folder or "
-        "a table of several patients)."
+        None,
+        "--participant-label",
+        help="Participant to profile (needed for a BIDS folder or a table of several patients).",
     ),
     covariates: Path | None = typer.Option(
         None, "--covariates", help="Table with age / sex / site if PATIENT lacks them."
     ),
     selection_model: Path | None = typer.Option(
-        None, "--selection-model", help="model.npz of `brainmatch train`: adds its validated "
-        "prediction, kept apart from the circuit hypotheses."
+        None,
+        "--selection-model",
+        help="model.npz of `brainmatch train`: adds its validated "
+        "prediction, kept apart from the circuit hypotheses.",
     ),
     threshold: float = typer.Option(
         1.0, "--threshold", help="|mean z| at which a circuit is called under- / over-active."

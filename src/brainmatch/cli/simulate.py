@@ -33,6 +33,12 @@ def simulate(
     sessions: int = typer.Option(
         1, "--sessions", help="1: baseline scan; 2: ses-pre and ses-post scans."
     ),
+    n_controls: int = typer.Option(
+        0,
+        "--n-controls",
+        help="Healthy controls to add (group=control in participants.tsv; no arm, no outcome). "
+        "With controls, patients carry planted deviant circuits (ground_truth.tsv 'planted').",
+    ),
     n_jobs: int = typer.Option(0, "--n-jobs", "--nprocs", help="Processes to use (0 = all cores)."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an earlier simulated dataset in OUT_DIR."
@@ -56,6 +62,7 @@ def simulate(
         seed=seed,
         effect_size=parse_effect_size(effect_size),
         sessions=sessions,
+        n_controls=n_controls,
     )
     jobs = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
     with progress_bar("simulating subjects") as update:

@@ -106,7 +106,7 @@ def fit_blr(
     eye = np.eye(p)
     obs = None if mask is None else mask.astype(float)
     if obs is not None:
-        y = np.where(mask, y, 0.0)
+        y = np.where(obs > 0, y, 0.0)
         n_obs = np.maximum(obs.sum(axis=0), 1.0)
     else:
         n_obs = np.full(f, float(n))

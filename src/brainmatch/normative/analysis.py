@@ -151,7 +151,11 @@ def feature_provenance(source: str | Path | pd.DataFrame) -> dict[str, Any]:
     extract`` writes beside its table (options and atlas only), or ``{}``."""
     if isinstance(source, pd.DataFrame):
         side = source.attrs.get("sidecar") if source.attrs else None
-        return {k: side[k] for k in ("options", "atlas") if k in side} if isinstance(side, dict) else {}
+        return (
+            {k: side[k] for k in ("options", "atlas") if k in side}
+            if isinstance(side, dict)
+            else {}
+        )
     sidecar = Path(source).with_suffix(".json")
     try:
         side = json.loads(sidecar.read_text(encoding="utf-8"))
@@ -203,7 +207,7 @@ def _split(n: int, sites: NDArray[Any] | None, holdout: float, seed: int) -> NDA
     groups = np.zeros(n, dtype=object) if sites is None else sites
     for g in pd.unique(groups):
         idx = np.flatnonzero(groups == g)
-        k = int(round(holdout * idx.size))
+        k = round(holdout * idx.size)
         if idx.size >= 5:
             k = max(k, 1)
         k = min(k, idx.size - 2)
@@ -272,7 +276,9 @@ def _prepare_out(path: Path, marker: str, overwrite_ok: tuple[str, ...]) -> None
             if (path / name).is_file():
                 (path / name).unlink()
     path.mkdir(parents=True, exist_ok=True)
-    (path / marker).write_text("written by brainmatch; a rerun of the same command may replace it\n")
+    (path / marker).write_text(
+        "written by brainmatch; a rerun of the same command may replace it\n"
+    )
 
 
 # --- results --------------------------------------------------------------------------------
@@ -339,10 +345,7 @@ class NormativeFitResult:
             ]
         )
         warn = "".join(f"<li>{w}</li>" for w in self.warnings)
-        return (
-            f"<b>Normative model</b><table>{rows}</table>"
-            + (f"<ul>{warn}</ul>" if warn else "")
-        )
+        return f"<b>Normative model</b><table>{rows}</table>" + (f"<ul>{warn}</ul>" if warn else "")
 
 
 @dataclass
@@ -614,20 +617,23 @@ def fit_normative(
             warnings.append(
                 f"held-out controls are miscalibrated: {100 * share:.1f}% have |z| < 1.96 "
                 f"(expected 93-97%); deviations may be {'over' if share < 0.93 else 'under'}"
-                "stated"
+                "-stated"
             )
         contamination = contamination_check(zt)
         if contamination["suspect"]:
+            cc = contamination
             warnings.append(
-                f"the controls look mixed with patients: {100 * contamination['persons_flagged']:.1f}"
-                f"% of held-out controls have more extreme deviations (|z| > {EXTREME_Z}) than a "
-                f"normative sample allows (expected 0.1%; {100 * contamination['share_extreme']:.2f}%"
-                f" of values are extreme, expected {100 * contamination['expected_extreme']:.2f}%); "
-                "fit on healthy controls only"
+                f"the controls look mixed with patients: {100 * cc['persons_flagged']:.1f}% of "
+                f"held-out controls have more extreme deviations (|z| > {EXTREME_Z}) than a "
+                f"normative sample allows (expected 0.1%; {100 * cc['share_extreme']:.2f}% of "
+                f"values are extreme, expected {100 * cc['expected_extreme']:.2f}%); fit on "
+                "healthy controls only"
             )
     model = make().fit(X, pd.DataFrame(Y, columns=cols))
     n_per_site = (
-        pd.Series(sites).value_counts().sort_index().astype(int).to_dict() if sites is not None else {}
+        pd.Series(sites).value_counts().sort_index().astype(int).to_dict()
+        if sites is not None
+        else {}
     )
     summary = {
         "source": fname,
@@ -651,7 +657,9 @@ def fit_normative(
         "contamination": contamination,
         "feature_provenance": provenance,
     }
-    result = NormativeFitResult(model=model, fit_metrics=metrics, summary=summary, warnings=warnings)
+    result = NormativeFitResult(
+        model=model, fit_metrics=metrics, summary=summary, warnings=warnings
+    )
     if out_dir is not None:
         result.save(out_dir, report=report)
     return result
@@ -691,6 +699,7 @@ def score_normative(
     """
     from brainmatch.circuits import circuit_scores
 
+    meta: dict[str, Any]
     if isinstance(model, NormativeModel):
         nm, metrics, meta = model, pd.DataFrame(), {"summary": {}}
     else:

@@ -135,7 +135,9 @@ class NormativeModel:
             values = Y.apply(pd.to_numeric, errors="coerce")
             bad = [c for c in values.columns if (values[c].isna() & Y[c].notna()).any()]
             if bad:
-                raise BrainmatchInputError(f"non-numeric values in feature(s): {', '.join(bad[:8])}")
+                raise BrainmatchInputError(
+                    f"non-numeric values in feature(s): {', '.join(bad[:8])}"
+                )
             arr = values.to_numpy(float)
         else:
             arr = np.asarray(Y, dtype=float)

@@ -133,9 +133,7 @@ def _feature_provenance(model_meta: dict[str, Any]) -> dict[str, Any]:
     return prov if isinstance(prov, dict) else {}
 
 
-def _extract_subject(
-    bids: Path, participant: str, out: Path, meta: dict[str, Any]
-) -> pd.DataFrame:
+def _extract_subject(bids: Path, participant: str, out: Path, meta: dict[str, Any]) -> pd.DataFrame:
     """Extract a BIDS subject's features with the options the controls' features used."""
     prov = _feature_provenance(meta)
     options = prov.get("options") or {}
@@ -217,6 +215,7 @@ def build_profile(
     from brainmatch.circuits import feature_label
     from brainmatch.modalities import circuit_hypotheses, load_knowledge_base
 
+    meta: dict[str, Any]
     if isinstance(model, NormativeModel):
         nm, meta = model, {"summary": {}}
         metrics = pd.DataFrame()

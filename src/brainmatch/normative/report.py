@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,8 +135,11 @@ def circuit_figure(circuits: Any, threshold: float) -> str | None:
     plt = plt_module()
     scores = [s for s in _SCORE_TITLES if (circuits["score"] == s).any()]
     fig, axes = plt.subplots(
-        1, len(scores), figsize=(3.2 * len(scores), 0.32 * circuits["circuit"].nunique() + 1.4),
-        sharey=True, squeeze=False,
+        1,
+        len(scores),
+        figsize=(3.2 * len(scores), 0.32 * circuits["circuit"].nunique() + 1.4),
+        sharey=True,
+        squeeze=False,
     )
     labels = list(dict.fromkeys(circuits["circuit_label"]))
     for ax, score in zip(axes[0], scores, strict=True):
@@ -152,32 +157,43 @@ def circuit_figure(circuits: Any, threshold: float) -> str | None:
         ax.set_title(_SCORE_TITLES[score], fontsize=9)
         ax.set_xlabel("mean deviation z", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
-        lim = max(2.5, float(np.nanmax(np.abs(z) + np.nan_to_num(err))) if np.isfinite(z).any() else 2.5)
+        lim = max(
+            2.5, float(np.nanmax(np.abs(z) + np.nan_to_num(err))) if np.isfinite(z).any() else 2.5
+        )
         ax.set_xlim(-lim, lim)
     fig.tight_layout()
     return figure_to_data_uri(fig)
 
 
+@functools.lru_cache(maxsize=1)
 def _region_centroids() -> dict[tuple[str, str], tuple[float, float, float]]:
     """MNI centroid of each circuit region per side, from the Desikan-Killiany atlas."""
     from brainmatch.atlases import load_atlas
-    from brainmatch.circuits import REGIONS, region_of
+    from brainmatch.circuits import region_of
 
     atlas = load_atlas("desikan-killiany")
     data = np.asarray(atlas.image.dataobj).astype(np.int64)
-    out: dict[tuple[str, str], list[np.ndarray]] = {}
-    for idx, name in zip(atlas.labels["index"], atlas.labels["name"], strict=True):
-        feature = "_".join(filter(None, "".join(ch if ch.isalnum() else "_" for ch in str(name)).split("_")))
+    ijk = np.nonzero(data > 0)
+    labels = data[ijk]
+    counts = np.bincount(labels)
+    sums = np.stack([np.bincount(labels, weights=axis) for axis in ijk], axis=1)
+    acc: dict[tuple[str, str], list[np.ndarray]] = {}
+    for value, name in zip(atlas.labels["index"], atlas.labels["name"], strict=True):
+        label = int(value)
+        if label >= counts.size or counts[label] == 0:
+            continue
+        feature = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9]+", "_", str(name))).strip("_")
         found = region_of(feature)
         if found is None:
             continue
-        ijk = np.argwhere(data == int(idx))
-        if ijk.size == 0:
-            continue
-        xyz = np.c_[ijk, np.ones(len(ijk))] @ atlas.image.affine[:3].T
-        for key in found[0]:
-            out.setdefault((key, found[1]), []).append(xyz)
-    return {k: tuple(np.concatenate(v).mean(axis=0)) for k, v in out.items() if k[0] in REGIONS}
+        for region in found[0]:
+            acc.setdefault((region, found[1]), []).append(np.r_[sums[label], counts[label]])
+    out: dict[tuple[str, str], tuple[float, float, float]] = {}
+    for pair, parts in acc.items():
+        total = np.sum(parts, axis=0)
+        centre = np.r_[total[:3] / total[3], 1.0] @ atlas.image.affine[:3].T
+        out[pair] = (float(centre[0]), float(centre[1]), float(centre[2]))
+    return out
 
 
 def glass_brain_figure(deviations: Any) -> str | None:
@@ -200,12 +216,12 @@ def glass_brain_figure(deviations: Any) -> str | None:
     except Exception:
         return None
     nodes, values = [], []
-    for key, kinds in per.items():
-        if key not in centroids:
+    for pair, kinds in per.items():
+        if pair not in centroids:
             continue
         vals = kinds.get("activity") or kinds.get("structure")
         if vals:
-            nodes.append(centroids[key])
+            nodes.append(centroids[pair])
             values.append(float(np.mean(vals)))
     if not nodes:
         return None

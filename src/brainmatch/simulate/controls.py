@@ -242,3 +242,103 @@ def draw_cohort(
         "mdd_case-controls_SubVol.csv, mddadult_case-controls_CortThick.csv",
     }
     return Cohort(features, participants, truth, {c: d[c] for c in cols if c in d}, params)
+
+
+# --- healthy controls in a simulated BIDS trial (``brainmatch simulate --n-controls``) -------
+#: Circuits planted as deviant in the images of a trial with controls (activity only: the
+#: image simulator changes regional amplitude), with the amplitude factor per region.
+IMAGE_PLANTABLE: dict[str, float] = {"frontolimbic": 0.7, "salience": 1.4, "reward": 0.7}
+
+
+def _image_regions(circuit: str) -> list[str]:
+    """Image (Desikan-Killiany) region names of a circuit."""
+    from brainmatch.circuits import CIRCUITS, region_of
+    from brainmatch.features.extract import feature_name
+    from brainmatch.simulate.images import hcp_region_names
+
+    members = set(CIRCUITS[circuit].regions)
+    out = []
+    for name in hcp_region_names():
+        found = region_of(feature_name(name))
+        if found is not None and members.intersection(found[0]):
+            out.append(name)
+    return out
+
+
+def add_controls(trial: Any) -> Any:
+    """Add ``trial.spec.n_controls`` healthy controls to a drawn trial (in place; returned).
+
+    Controls are spread over the trial's sites, with age and sex drawn as the patients'
+    and the same individual variation of the biomarkers, but no arm, no outcome, one
+    scan, and no depression effect (their hippocampal biomarker is offset by the ENIGMA-MDD
+    d that the FreeSurfer simulator gives everyone).  Patients get 0-2 planted deviant
+    circuits (:data:`IMAGE_PLANTABLE`, in ``ground_truth.tsv`` column ``planted``),
+    expressed as regional amplitude changes in their scans.  ``participants.tsv`` gains a
+    ``group`` column.
+    """
+    from brainmatch.simulate.freesurfer import MDD_HIPPOCAMPUS_D
+
+    spec = trial.spec
+    n_c = int(getattr(spec, "n_controls", 0) or 0)
+    if n_c <= 0:
+        return trial
+    rng = np.random.default_rng([spec.seed, 1313])
+    truth = trial.truth
+    n_p = len(truth)
+    keys = list(IMAGE_PLANTABLE)
+    planted = []
+    for _ in range(n_p):
+        k = rng.choice([0, 1, 2], p=[0.3, 0.4, 0.3])
+        planted.append(
+            ";".join(sorted(rng.choice(keys, size=k, replace=False).tolist())) if k else ""
+        )
+    truth["group"] = "patient"
+    truth["planted"] = planted
+    width = max(3, len(str(n_c)))
+    ids = [f"sub-ctrl{i + 1:0{width}d}" for i in range(n_c)]
+    sites = trial.sites["site"].to_numpy()
+    controls = pd.DataFrame(
+        {
+            "participant_id": ids,
+            "site": rng.permutation(np.resize(sites, n_c)),
+            "arm": pd.NA,
+            "age": rng.integers(18, 66, n_c),
+            "sex": np.where(rng.random(n_c) < 0.62, "F", "M"),
+            "hamd_baseline": pd.NA,
+            "dropout": True,  # no follow-up scan or outcome
+            "insula_activity": rng.standard_normal(n_c).round(6),
+            "scc_connectivity": rng.standard_normal(n_c).round(6),
+            # cancels the ENIGMA-MDD hippocampal d the FreeSurfer simulator adds to everyone
+            "hippocampal_volume": (rng.standard_normal(n_c) - MDD_HIPPOCAMPUS_D).round(6),
+            "motion_fd_scale": np.exp(rng.normal(np.log(0.12), 0.45, n_c)).round(6),
+            "group": "control",
+            "planted": "",
+        }
+    )
+    trial.truth = pd.concat([truth, controls], ignore_index=True)
+    participants = trial.participants.copy()
+    participants["group"] = "patient"
+    extra = controls[["participant_id", "age", "sex", "site", "arm", "group"]]
+    trial.participants = pd.concat([participants, extra], ignore_index=True)
+    trial.parameters["controls"] = {
+        "n_controls": n_c,
+        "planted_circuits": {
+            k: {"amplitude_factor": f, "regions": _image_regions(k)}
+            for k, f in IMAGE_PLANTABLE.items()
+        },
+        "hippocampus": "controls' hippocampal biomarker offset by -d (ENIGMA-MDD d = "
+        f"{MDD_HIPPOCAMPUS_D}) so that only patients carry the depression effect",
+    }
+    return trial
+
+
+def planted_amplitude_changes(row: Any) -> tuple[tuple[str, float], ...]:
+    """Image amplitude changes of a patient's planted circuits (``()`` for anyone else)."""
+    planted = getattr(row, "planted", "")
+    if not isinstance(planted, str) or not planted:
+        return ()
+    changes = []
+    for key in planted.split(";"):
+        factor = IMAGE_PLANTABLE[key]
+        changes += [(name, factor) for name in _image_regions(key)]
+    return tuple(changes)
