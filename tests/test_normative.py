@@ -157,13 +157,15 @@ def test_planted_circuits_are_flagged_and_enigma_effects_recovered(cohort, cohor
     sens, fpr = [], []
     for key, (measure, sign) in PLANTABLE.items():
         sub = c[(c.circuit == key) & (c.score == measure)].set_index("participant_id")
+        if sub.empty:  # the cohort has no connectivity features
+            continue
         flagged = sub["call"] != ""
         right_way = np.sign(sub["mean_z"]) == sign
         planted = truth.reindex(sub.index).str.contains(key)
         sens.append((flagged & right_way)[planted].mean())
         fpr.append(flagged[~planted & (truth.reindex(sub.index) == "")].mean())
     # 1.5 SD planted over 2-12 features against 1 SD threshold
-    assert min(sens) > 0.7, sens
+    assert len(sens) == 3 and min(sens) > 0.7, sens
     assert max(fpr) < 0.05, fpr
     # ENIGMA-MDD effects (d of 84 volumes / thicknesses) recovered by the patients' mean z
     d = pd.Series(cohort.enigma_d)

@@ -12,4 +12,22 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+#: Main entry points, imported on first use (``brainmatch.fit_normative``, ...).
+_LAZY = {
+    "NormativeModel": "brainmatch.normative",
+    "fit_normative": "brainmatch.normative",
+    "score_normative": "brainmatch.normative",
+    "build_profile": "brainmatch.normative.profile",
+    "load_knowledge_base": "brainmatch.modalities",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'brainmatch' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_LAZY]

@@ -521,10 +521,36 @@ def _region_words(name: str) -> str:
     return text.replace("_", " ").strip()
 
 
+_ENIGMA_SUB_WORDS = {
+    "thal": "thalamus",
+    "caud": "caudate",
+    "put": "putamen",
+    "pal": "pallidum",
+    "hippo": "hippocampus",
+    "amyg": "amygdala",
+    "accumb": "nucleus accumbens",
+    "LatVent": "lateral ventricle",
+}
+
+
 def _plain_words(column: str) -> str:
     """Best-effort words for a feature of a region outside the circuits."""
     parts = column.split("__")
     if len(parts) == 1:
+        m = re.match(r"^(L|R)_([A-Za-z]+)_(thickavg|surfavg)$", column)
+        if m:
+            side = "left" if m.group(1) == "L" else "right"
+            what = "cortical thickness" if m.group(3) == "thickavg" else "surface area"
+            return f"{what} of the {side} {m.group(2)}"
+        m = re.match(r"^(L|R)(thal|caud|put|pal|hippo|amyg|accumb|LatVent)$", column)
+        if m:
+            side = "left" if m.group(1) == "L" else "right"
+            return f"volume of the {side} {_ENIGMA_SUB_WORDS[m.group(2)]}"
+        m = re.match(r"^(L|R)(Thickness|SurfArea)$", column)
+        if m:
+            side = "left" if m.group(1) == "L" else "right"
+            what = "mean cortical thickness" if m.group(2) == "Thickness" else "total surface area"
+            return f"{what} of the {side} hemisphere"
         return _region_words(column)
     what = _PREFIX_WORDS.get(parts[0].lower(), parts[0])
     regions = [_region_words(p) for p in parts[1:]]

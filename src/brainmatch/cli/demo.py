@@ -216,9 +216,9 @@ def normative_stage(
     console.print(
         f"[bold]5[/] normative model on {n_controls} healthy controls and the new patient's profile"
     )
-    # the same seed and sites (same scanner effects) as the trial; two placeholder patients
-    # because a simulated trial needs some, the controls are what is used
-    cspec = dataclasses.replace(spec, n_subjects=2, n_controls=n_controls)
+    # the same seed and sites (same scanner effects) as the trial; a simulated trial needs
+    # patients (one per site here), only its controls are used
+    cspec = dataclasses.replace(spec, n_subjects=spec.n_sites, n_controls=n_controls)
     cbids = out_dir / "controls" / "bids"
     with progress_bar("simulating controls") as update:
         simulate_trial(cspec, cbids, n_jobs=jobs, progress=update)

@@ -28,6 +28,8 @@ from brainmatch.normative.model import EXTREME_Z, NormativeModel
 
 _MARKER = ".brainmatch-profile"
 N_REGIONS = 10
+#: Fewer controls than this: the profile warns that the norm is imprecise.
+SMALL_NORM = 100
 
 
 def _clean(obj: Any) -> Any:
@@ -258,6 +260,12 @@ def build_profile(
         warnings.append(
             "the normative model's calibration on held-out controls is unknown (fitted without "
             "a hold-out): deviations are not validated"
+        )
+    n_controls = fit_summary.get("n_controls", getattr(nm, "n_controls_", None))
+    if n_controls is not None and n_controls < SMALL_NORM:
+        warnings.append(
+            f"the norm rests on only {n_controls} controls: each feature's mean and spread are "
+            "imprecise, so large |z| are common by chance; treat this profile as illustrative"
         )
     z = scores.deviations.drop(columns=[ID]).iloc[0]
     order = z.abs().sort_values(ascending=False).index[:N_REGIONS]
