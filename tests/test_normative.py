@@ -239,3 +239,30 @@ def test_output_folder_of_someone_else_is_refused(tmp_path, cohort_fit):
     # a rerun into its own output folder is fine
     cohort_fit.save(tmp_path / "norm", report=False)
     cohort_fit.save(tmp_path / "norm", report=False)
+
+
+def test_shash_likelihood_calibrates_the_tails_of_skewed_measures():
+    rng = np.random.default_rng(7)
+    n, f = 3000, 6
+    X = pd.DataFrame({"age": rng.uniform(18, 80, n), "sex": rng.choice(["F", "M"], n), "site": "a"})
+    e = rng.standard_normal((n, f))
+    y = np.sin(X["age"].to_numpy() / 20)[:, None] + np.exp(0.7 * e)  # log-normal noise
+    train = np.arange(n) < 2000
+    Xt = X[~train].reset_index(drop=True)
+    tails = {}
+    for lik in ("normal", "shash"):
+        model = NormativeModel(covariates=("age", "sex"), likelihood=lik).fit(X[train], y[train])
+        z, _ = model.zscores(Xt, y[~train])
+        tails[lik] = (np.mean(z < -1.96), np.mean(z > 1.96))
+        assert np.isfinite(model.log_likelihood(Xt, y[~train])).all()
+    low, high = tails["normal"]
+    assert low < 0.005 and high > 0.04  # a Gaussian misplaces both tails of skewed data
+    low, high = tails["shash"]
+    assert 0.015 < low < 0.035 and 0.015 < high < 0.035
+    from scipy import stats
+
+    model = NormativeModel(covariates=("age", "sex"), likelihood="shash").fit(X[train], y[train])
+    z, _ = model.zscores(Xt, y[~train])
+    assert abs(stats.skew(z.ravel())) < 0.15
+    with pytest.raises(BrainmatchInputError, match="likelihood 'weird'"):
+        NormativeModel(likelihood="weird").fit(X, y)

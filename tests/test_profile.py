@@ -285,3 +285,49 @@ def test_profile_cli_writes_one_page(data, tmp_path):
         ],
     )
     assert res.exit_code == 2 and "'sub-nobody' is not in the table" in res.output
+
+
+@pytest.mark.parametrize("likelihood", ["normal", "shash"])
+def test_fit_cli_likelihood_options_match_python_api(data, likelihood):
+    from brainmatch.normative import fit_normative, load_normative_model
+
+    out = data["root"] / f"norm-{likelihood}"
+    res = runner.invoke(
+        app,
+        [
+            "normative",
+            "fit",
+            str(data["features"]),
+            "--out",
+            str(out),
+            "--covariates",
+            str(data["covs"]),
+            "--covariate-columns",
+            "age,sex",
+            "--site-column",
+            "site",
+            "--likelihood",
+            likelihood,
+            "--holdout",
+            "0",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    api = fit_normative(
+        data["features"],
+        data["covs"],
+        covariate_columns=("age", "sex"),
+        site_column="site",
+        likelihood=likelihood,
+        holdout=0,
+    )
+    model, _, meta = load_normative_model(out / "normative_model.npz")
+    assert meta["params"]["likelihood"] == likelihood
+    if likelihood == "shash":
+        np.testing.assert_allclose(model.shash_, api.model.shash_)
+    else:
+        assert model.shash_ is None
+    res = runner.invoke(
+        app, ["normative", "fit", str(data["features"]), "--out", str(out), "--likelihood", "t"]
+    )
+    assert res.exit_code == 2 and "--likelihood 't'" in res.output

@@ -44,6 +44,12 @@ def fit(
         "--noise",
         help="heteroskedastic (noise SD depends on the covariates and site) or homoskedastic.",
     ),
+    likelihood: str = typer.Option(
+        "normal",
+        "--likelihood",
+        help="normal, or shash: a sinh-arcsinh distribution of each feature's residuals "
+        "(skewed / heavy-tailed measures).",
+    ),
     n_knots: int = typer.Option(5, "--n-knots", help="Knots of the B-spline of age (>= 2)."),
     holdout: float = typer.Option(
         0.2, "--holdout", help="Share of controls per site held out for calibration (0: none)."
@@ -56,6 +62,8 @@ def fit(
 
     if noise not in ("heteroskedastic", "homoskedastic"):
         raise BrainmatchInputError(f"--noise {noise!r}: choose heteroskedastic or homoskedastic")
+    if likelihood not in ("normal", "shash"):
+        raise BrainmatchInputError(f"--likelihood {likelihood!r}: choose normal or shash")
     if n_knots < 2:
         raise BrainmatchInputError(f"--n-knots {n_knots}: need at least 2")
     if not 0 <= holdout < 0.9:
@@ -68,6 +76,7 @@ def fit(
         holdout=holdout,
         n_knots=n_knots,
         heteroskedastic=noise == "heteroskedastic",
+        likelihood=likelihood,
         seed=seed,
         out_dir=out,
     )

@@ -229,16 +229,17 @@ def fit_metrics(
     """
     from brainmatch.circuits import feature_label
 
-    mean, sd = model.predict(X)
-    z = (Y - mean) / sd
+    mean, _ = model.predict(X)
+    z, _ = model.zscores(X, Y)
+    logp = model.log_likelihood(X, Y)
     rows = []
     mu0 = np.nanmean(train_y, axis=0)
     var0 = np.nanvar(train_y, axis=0)
     for j, name in enumerate(model.feature_names_):
         ok = ~np.isnan(Y[:, j])
-        y, m, s, zz = Y[ok, j], mean[ok, j], sd[ok, j], z[ok, j]
+        y, m, zz = Y[ok, j], mean[ok, j], z[ok, j]
         vy = y.var()
-        nlp = 0.5 * np.log(2 * np.pi * s**2) + 0.5 * zz**2
+        nlp = -logp[ok, j]
         nlp0 = 0.5 * np.log(2 * np.pi * var0[j]) + 0.5 * (y - mu0[j]) ** 2 / var0[j]
         rows.append(
             {
@@ -502,6 +503,7 @@ def fit_normative(
     holdout: float = 0.2,
     n_knots: int = 5,
     heteroskedastic: bool = True,
+    likelihood: str = "normal",
     seed: int = 0,
     out_dir: str | Path | None = None,
     report: bool = True,
@@ -526,7 +528,7 @@ def fit_normative(
     holdout : float
         Share of controls per site held out to estimate the calibration and fit
         diagnostics (0 disables); the final model is refitted on every control.
-    n_knots, heteroskedastic :
+    n_knots, heteroskedastic, likelihood :
         See :class:`NormativeModel`.
     seed : int
         Seed of the hold-out split.
@@ -580,6 +582,7 @@ def fit_normative(
             site_column=site_column,
             n_knots=n_knots,
             heteroskedastic=heteroskedastic,
+            likelihood=likelihood,
         )
 
     metrics = pd.DataFrame()
@@ -645,6 +648,7 @@ def fit_normative(
         "controls_per_site": n_per_site,
         "design_columns": model.design_.columns,
         "heteroskedastic": heteroskedastic,
+        "likelihood": likelihood,
         "n_knots": n_knots,
         "holdout": holdout,
         "seed": seed,

@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.normative._blr import fit_blr, predict_blr
 from brainmatch.normative._design import DesignSpec, build_design, learn_design
+from brainmatch.normative._shash import fit_shash, shash_logpdf, shash_z
 
 #: Extreme deviation threshold (Marquand et al. 2019 count |z| > 2.6, p < 0.005 two-sided).
 EXTREME_Z = 2.6
@@ -69,6 +70,10 @@ class NormativeModel:
         Prior precision of the log-variance weights (other than the intercept) on the
         standardised scale: a mild N(0, 1) prior steadies the variance of small samples;
         0 is plain type-II maximum likelihood (PCNtoolkit's unpenalised BLR).
+    likelihood : {"normal", "shash"}
+        ``"shash"`` fits, per feature, a sinh-arcsinh distribution to the controls'
+        standardised residuals (:mod:`brainmatch.normative._shash`), so that skewed or
+        heavy-tailed measures get quantile-matched deviations.
 
     Attributes
     ----------
@@ -94,6 +99,7 @@ class NormativeModel:
         max_iter: int = 30,
         chunk_size: int = 1000,
         var_ridge: float = 1.0,
+        likelihood: str = "normal",
     ) -> None:
         self.covariates = covariates
         self.site_column = site_column
@@ -102,6 +108,7 @@ class NormativeModel:
         self.max_iter = max_iter
         self.chunk_size = chunk_size
         self.var_ridge = var_ridge
+        self.likelihood = likelihood
 
     # -- helpers ------------------------------------------------------------------------
     def _sites(self, X: pd.DataFrame, required: bool) -> NDArray[Any] | None:
@@ -168,6 +175,10 @@ class NormativeModel:
         -------
         self
         """
+        if self.likelihood not in ("normal", "shash"):
+            raise BrainmatchInputError(
+                f"likelihood {self.likelihood!r}: choose 'normal' or 'shash'"
+            )
         y = self._check_features(Y, fit=True)
         n = y.shape[0]
         if len(X) != n:
@@ -242,6 +253,14 @@ class NormativeModel:
             offsets = coef[:, p - s :]
             self.between_site_var_ = offsets.var(axis=1, ddof=1)
         self.adapted_sites_: dict[str, dict[str, Any]] = {}
+        self.shash_ = None
+        if self.likelihood == "shash":
+            shash = np.empty((f, 4))
+            for start in range(0, f, self.chunk_size):
+                sl = slice(start, min(start + self.chunk_size, f))
+                mean, noise_var, param_var = predict_blr(coef[sl], cov[sl], noise[sl], design, psi)
+                shash[sl] = fit_shash((z[:, sl] - mean) / np.sqrt(noise_var + param_var))
+            self.shash_ = shash
         return self
 
     # -- prediction ---------------------------------------------------------------------
@@ -318,6 +337,9 @@ class NormativeModel:
             raise BrainmatchInputError(f"{len(X)} covariate rows for {len(y)} feature rows")
         mean, var, info = self._predict_std(X)
         z = ((y - self.y_mean_) / self.y_scale_ - mean) / np.sqrt(var)
+        shash = getattr(self, "shash_", None)
+        if shash is not None:
+            z = shash_z(z, shash)
         return z, info
 
     def log_likelihood(
@@ -326,8 +348,11 @@ class NormativeModel:
         """Predictive log density of every value (features' own scale), shape (n, F)."""
         y = self._check_features(Y, fit=False)
         mean, var, _ = self._predict_std(X)
-        z2 = ((y - self.y_mean_) / self.y_scale_ - mean) ** 2 / var
-        return -0.5 * (np.log(2 * np.pi * var) + z2) - np.log(self.y_scale_)
+        r = ((y - self.y_mean_) / self.y_scale_ - mean) / np.sqrt(var)
+        shash = getattr(self, "shash_", None)
+        if shash is not None:
+            return shash_logpdf(r, shash) - 0.5 * np.log(var) - np.log(self.y_scale_)
+        return -0.5 * (np.log(2 * np.pi * var) + r**2) - np.log(self.y_scale_)
 
     # -- unseen sites -------------------------------------------------------------------
     def adapt(self, X: pd.DataFrame, Y: pd.DataFrame | NDArray[Any]) -> NormativeModel:
@@ -402,6 +427,9 @@ class NormativeModel:
             "y_scale": self.y_scale_,
             "between_site_var": self.between_site_var_,
         }
+        shash = getattr(self, "shash_", None)
+        if shash is not None:
+            arrays["shash"] = shash
         adapted: dict[str, int] = {}
         for i, (site, ad) in enumerate(sorted(self.adapted_sites_.items())):
             for key in ("offset", "offset_var", "var_scale"):
@@ -416,6 +444,7 @@ class NormativeModel:
                 "max_iter": self.max_iter,
                 "chunk_size": self.chunk_size,
                 "var_ridge": self.var_ridge,
+                "likelihood": self.likelihood,
             },
             "feature_names": self.feature_names_,
             "design": self.design_.to_dict(),
@@ -439,6 +468,7 @@ class NormativeModel:
         model.y_mean_ = arrays["y_mean"]
         model.y_scale_ = arrays["y_scale"]
         model.between_site_var_ = arrays["between_site_var"]
+        model.shash_ = arrays.get("shash")
         model.n_controls_ = int(meta["n_controls"])
         model.adapted_sites_ = {}
         for i, (site, n) in enumerate(sorted(meta.get("adapted_sites", {}).items())):
