@@ -78,7 +78,7 @@ def demo(
         1000, "--n-permutations", help="Permutations of the selection-benefit test."
     ),
     n_controls: int = typer.Option(
-        60, "--n-controls", help="Healthy controls for the normative model (0: skip that stage)."
+        80, "--n-controls", help="Healthy controls for the normative model (0: skip that stage)."
     ),
 ) -> None:
     """Run the whole pipeline on a simulated trial and print where the report is.
@@ -96,7 +96,7 @@ def demo(
 
 
 def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: int = 0,
-             n_permutations: int = 1000, n_controls: int = 60) -> Path:
+             n_permutations: int = 1000, n_controls: int = 80) -> Path:
     """Run every pipeline stage on a simulated trial; return the index report's path."""
     import pandas as pd
 

@@ -145,7 +145,7 @@ def learn_design(
             }
             n_basis = len(knots) - degree - 1
             # the basis sums to one: drop the first column (the intercept carries it)
-            spec.columns += [f"{name}[bs{j}]" for j in range(1, n_basis)]
+            spec.columns += [f"{name}:bs{j}" for j in range(1, n_basis)]
         elif numeric and num.nunique() > 1 and not _looks_categorical(num):
             x = num.to_numpy(float)
             item = {
@@ -165,12 +165,12 @@ def learn_design(
                     "it cannot be modelled; drop it from the covariates"
                 )
             item = {"name": name, "kind": "categorical", "levels": levels}
-            spec.columns += [f"{name}[{lv}]" for lv in levels[1:]]
+            spec.columns += [f"{name}={lv}" for lv in levels[1:]]
         spec.covariates.append(item)
     if sites is not None:
         spec.sites = sorted(np.unique(np.asarray(sites, dtype=str)).tolist())
         if len(spec.sites) > 1:
-            spec.columns += [f"site[{s}]" for s in spec.sites]
+            spec.columns += [f"site={s}" for s in spec.sites]
     return spec
 
 
