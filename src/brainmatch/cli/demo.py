@@ -241,11 +241,11 @@ def normative_stage(
         raise BrainmatchInputError(
             f"feature extraction failed for every control; see {cext.failures_path}"
         )
-    ctab = pd.read_parquet(cext.features_path).merge(
-        cpart[["participant_id", "age", "sex", "site"]], on="participant_id"
-    )
+    # from the file, so that the model records how the features were extracted (features.json)
+    # and `brainmatch profile` can extract a new patient's scan the same way
     fit = fit_normative(
-        ctab, covariate_columns=("age", "sex"), site_column="site", out_dir=out_dir / "normative"
+        cext.features_path, cpart[["participant_id", "age", "sex", "site"]],
+        covariate_columns=("age", "sex"), site_column="site", out_dir=out_dir / "normative"
     )
     patient = features[features["participant_id"] == new_patient].merge(
         table[["participant_id", "age", "sex", "site"]], on="participant_id"
@@ -267,7 +267,7 @@ def normative_stage(
     return {
         "name": "profile",
         "link": "profile/report.html",
-        "summary": f"normative model on {len(ctab)} healthy controls ({share}); "
+        "summary": f"normative model on {fit.summary['n_controls']} healthy controls ({share}); "
         f"{new_patient}: {len(called)} deviant circuit measure(s), "
         f"{len(profile.hypotheses)} circuit-treatment hypotheses",
     }
