@@ -212,6 +212,13 @@ def test_bad_inputs_have_one_clear_message(cohort_fit, cohort):
         NormativeModel(covariates=("age",)).fit(X.drop(columns="age"), y)
     with pytest.raises(BrainmatchInputError, match="constant in the controls"):
         NormativeModel().fit(X, np.c_[y, np.ones(200)])
+    # the analysis leaves such features out, by name, instead of refusing the fit
+    table = pd.DataFrame(y, columns=["f1", "f2", "f3"]).assign(
+        participant_id=[f"sub-{i}" for i in range(200)], zeros=0.0, age=X["age"]
+    )
+    res = fit_normative(table, covariate_columns=("age",))
+    assert res.model.feature_names_ == ["f1", "f2", "f3"]
+    assert any("left out of the model: zeros" in w for w in res.warnings)
     tab = cohort.features.merge(cohort.participants, on="participant_id")
     patients = tab[tab.group == "patient"].head(5)
     with pytest.raises(BrainmatchInputError, match="features are not in the table"):

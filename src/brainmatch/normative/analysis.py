@@ -573,6 +573,24 @@ def fit_normative(
         )
         table = table[~bad_rows].reset_index(drop=True)
     Y = table[cols].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    # features that cannot be modelled are left out (named), not the whole fit refused
+    with np.errstate(invalid="ignore"):
+        sd = np.nanstd(Y, axis=0)
+    n_obs = (~np.isnan(Y)).sum(axis=0)
+    unusable = ~(sd > 1e-12 * np.maximum(np.abs(np.nanmean(np.where(n_obs > 0, Y, 0), 0)), 1.0))
+    unusable |= n_obs < max(10, len(table) // 2)
+    if unusable.all():
+        raise BrainmatchInputError(
+            "every feature is constant or mostly missing in the controls", fname
+        )
+    if unusable.any():
+        dropped = [c for c, u in zip(cols, unusable, strict=True) if u]
+        warnings.append(
+            f"{len(dropped)} feature(s) constant or missing in more than half of the controls were "
+            f"left out of the model: {', '.join(dropped[:8])}{' ...' if len(dropped) > 8 else ''}"
+        )
+        cols = [c for c, u in zip(cols, unusable, strict=True) if not u]
+        Y = Y[:, ~unusable]
     X = table[need].copy() if need else pd.DataFrame(index=table.index)
     sites = table[site_column].astype(str).to_numpy() if site_column else None
 
