@@ -273,3 +273,14 @@ def test_shash_likelihood_calibrates_the_tails_of_skewed_measures():
     assert abs(stats.skew(z.ravel())) < 0.15
     with pytest.raises(BrainmatchInputError, match="likelihood 'weird'"):
         NormativeModel(likelihood="weird").fit(X, y)
+
+
+def test_noise_model_is_chosen_by_sample_size():
+    small = draw_cohort(60, 0, n_sites=2, seed=8, connectivity=False)
+    tab = small.features.merge(small.participants, on="participant_id").drop(columns="group")
+    res = fit_normative(tab, covariate_columns=("age", "sex"), site_column="site", holdout=0)
+    assert res.summary["heteroskedastic"] is False and res.model.noise_coef_.shape[1] == 1
+    res = fit_normative(
+        tab, covariate_columns=("age", "sex"), site_column="site", holdout=0, heteroskedastic=True
+    )
+    assert res.model.noise_coef_.shape[1] == res.model.coef_.shape[1]

@@ -67,7 +67,7 @@ def test_fit_cli_writes_model_and_calibration(data):
     assert (norm / "report.html").is_file()
 
 
-@pytest.mark.parametrize("noise", ["heteroskedastic", "homoskedastic"])
+@pytest.mark.parametrize("noise", ["heteroskedastic", "homoskedastic", "auto"])
 def test_fit_cli_noise_options_match_python_api(data, noise):
     from brainmatch.normative import fit_normative
 
@@ -98,7 +98,7 @@ def test_fit_cli_noise_options_match_python_api(data, noise):
         data["covs"],
         covariate_columns=("age", "sex"),
         site_column="site",
-        heteroskedastic=noise == "heteroskedastic",
+        heteroskedastic={"heteroskedastic": True, "homoskedastic": False, "auto": None}[noise],
         holdout=0,
     )
     from brainmatch.normative import load_normative_model

@@ -248,7 +248,7 @@ def normative_stage(
         covariate_columns=("age", "sex"), site_column="site", out_dir=out_dir / "normative"
     )
     patient = features[features["participant_id"] == new_patient].merge(
-        table[["participant_id", "age", "sex", "site"]], on="participant_id"
+        table[["participant_id", "age", "sex", "site", "hamd_baseline"]], on="participant_id"
     )
     profile = build_profile(
         out_dir / "normative" / "normative_model.npz",

@@ -40,9 +40,10 @@ def fit(
         None, "--site-column", help="Site (scanner) column, modelled as a batch effect."
     ),
     noise: str = typer.Option(
-        "heteroskedastic",
+        "auto",
         "--noise",
-        help="heteroskedastic (noise SD depends on the covariates and site) or homoskedastic.",
+        help="heteroskedastic (noise SD depends on the covariates and site), homoskedastic, or "
+        "auto: heteroskedastic with at least 20 controls per design column.",
     ),
     likelihood: str = typer.Option(
         "normal",
@@ -60,8 +61,10 @@ def fit(
     fit_metrics.tsv (held-out calibration per feature) and report.html."""
     from brainmatch.normative import fit_normative
 
-    if noise not in ("heteroskedastic", "homoskedastic"):
-        raise BrainmatchInputError(f"--noise {noise!r}: choose heteroskedastic or homoskedastic")
+    if noise not in ("auto", "heteroskedastic", "homoskedastic"):
+        raise BrainmatchInputError(
+            f"--noise {noise!r}: choose auto, heteroskedastic or homoskedastic"
+        )
     if likelihood not in ("normal", "shash"):
         raise BrainmatchInputError(f"--likelihood {likelihood!r}: choose normal or shash")
     if n_knots < 2:
@@ -75,7 +78,7 @@ def fit(
         site_column=site_column,
         holdout=holdout,
         n_knots=n_knots,
-        heteroskedastic=noise == "heteroskedastic",
+        heteroskedastic=None if noise == "auto" else noise == "heteroskedastic",
         likelihood=likelihood,
         seed=seed,
         out_dir=out,

@@ -48,6 +48,8 @@ GROUP_COLUMNS = ("group", "diagnosis", "dx", "patient", "is_patient", "case", "s
 CONTROL_VALUES = {"control", "controls", "hc", "healthy", "healthy control", "cn", "nc", "0", "0.0"}
 #: Calibration target: share of |z| < 1.96 in held-out controls.
 CALIBRATION_RANGE = (0.93, 0.97)
+#: Controls per design column from which ``heteroskedastic=None`` models the noise variance.
+HETERO_PER_COLUMN = 20
 #: Share of held-out controls with too many extreme deviations that flags contamination.
 SUSPECT_SHARE = 0.03
 MODEL_FILE = "normative_model.npz"
@@ -502,7 +504,7 @@ def fit_normative(
     feature_names: list[str] | None = None,
     holdout: float = 0.2,
     n_knots: int = 5,
-    heteroskedastic: bool = True,
+    heteroskedastic: bool | None = None,
     likelihood: str = "normal",
     seed: int = 0,
     out_dir: str | Path | None = None,
@@ -528,7 +530,12 @@ def fit_normative(
     holdout : float
         Share of controls per site held out to estimate the calibration and fit
         diagnostics (0 disables); the final model is refitted on every control.
-    n_knots, heteroskedastic, likelihood :
+    heteroskedastic : bool, optional
+        Noise variance depending on the design (True) or one per feature (False).  None
+        (default): heteroskedastic when there are at least :data:`HETERO_PER_COLUMN`
+        controls per design column, homoskedastic otherwise (a variance model with as many
+        terms as the mean overfits small samples: held-out z too wide).
+    n_knots, likelihood :
         See :class:`NormativeModel`.
     seed : int
         Seed of the hold-out split.
@@ -593,6 +600,12 @@ def fit_normative(
         Y = Y[:, ~unusable]
     X = table[need].copy() if need else pd.DataFrame(index=table.index)
     sites = table[site_column].astype(str).to_numpy() if site_column else None
+
+    if heteroskedastic is None:
+        from brainmatch.normative._design import learn_design
+
+        n_columns = learn_design(X, covs, sites, n_knots=n_knots).n_columns
+        heteroskedastic = len(table) >= HETERO_PER_COLUMN * n_columns
 
     def make() -> NormativeModel:
         return NormativeModel(
