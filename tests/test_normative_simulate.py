@@ -17,8 +17,22 @@ def test_simulate_adds_controls(tmp_path):
     out = tmp_path / "trial"
     res = CliRunner().invoke(
         app,
-        ["simulate", str(out), "--n-subjects", "4", "--n-controls", "3", "--sites", "2",
-         "--n-volumes", "20", "--n-jobs", "1", "--seed", "3"],
+        [
+            "simulate",
+            str(out),
+            "--n-subjects",
+            "4",
+            "--n-controls",
+            "3",
+            "--sites",
+            "2",
+            "--n-volumes",
+            "20",
+            "--n-jobs",
+            "1",
+            "--seed",
+            "3",
+        ],
     )
     assert res.exit_code == 0, res.output
     part = pd.read_csv(out / "participants.tsv", sep="\t")
