@@ -40,6 +40,8 @@ def fmt(value: Any, digits: int = 3) -> str:
         return "yes" if value else "no"
     if isinstance(value, float | np.floating):
         return "n/a" if not math.isfinite(float(value)) else f"{float(value):.{digits}g}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(fmt(v, digits) for v in value) + "]"
     return str(value)
 
 
