@@ -58,3 +58,49 @@ def test_planted_circuits_map_to_image_regions():
 def test_n_controls_is_validated():
     with pytest.raises(BrainmatchInputError, match="--n-controls -1"):
         TrialSpec(n_controls=-1)
+
+
+@pytest.mark.slow
+def test_profile_of_a_bids_subject_extracts_with_the_controls_options(tmp_path):
+    """Controls extracted by brainmatch extract -> model records the options -> a patient's
+    BIDS scan is extracted the same way by ``brainmatch profile``."""
+    from brainmatch.features import extract_dataset
+    from brainmatch.normative import fit_normative
+    from brainmatch.simulate import simulate_trial
+
+    bids = simulate_trial(
+        TrialSpec(n_subjects=2, n_sites=1, n_controls=12, n_volumes=30, seed=5),
+        tmp_path / "bids",
+        n_jobs=1,
+    )
+    part = pd.read_csv(bids / "participants.tsv", sep="\t")
+    controls = part.loc[part.group == "control", "participant_id"].str.removeprefix("sub-")
+    ext = extract_dataset(
+        bids,
+        tmp_path / "features",
+        derivatives=bids / "derivatives" / "fmriprep",
+        atlas="desikan-killiany",
+        connectivity=(),
+        participant_label=list(controls),
+    )
+    assert ext.features_path is not None
+    fit = fit_normative(ext.features_path, bids / "participants.tsv", holdout=0)
+    assert fit.summary["feature_provenance"]["options"]["atlas"] == "desikan-killiany"
+    fit.save(tmp_path / "norm", report=False)
+    res = CliRunner().invoke(
+        app,
+        [
+            "profile",
+            str(bids),
+            "--participant-label",
+            "001",
+            "--model",
+            str(tmp_path / "norm" / "normative_model.npz"),
+            "--out",
+            str(tmp_path / "profile"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    dev = pd.read_csv(tmp_path / "profile" / "deviations.tsv", sep="\t")
+    assert dev["participant_id"].tolist() == ["sub-001"]
+    assert dev.drop(columns="participant_id").notna().all(axis=None)
