@@ -16,6 +16,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0+unknown"
 
+#: Main entry points, imported on first use (keeps ``import brainmatch`` light).
 _LAZY = {
     "simulate_trial": "brainmatch.simulate",
     "TrialSpec": "brainmatch.simulate",
@@ -24,6 +25,11 @@ _LAZY = {
     "recommend": "brainmatch.selection",
     "meta_analysis": "brainmatch.evidence",
     "network_analysis": "brainmatch.evidence",
+    "NormativeModel": "brainmatch.normative",
+    "fit_normative": "brainmatch.normative",
+    "score_normative": "brainmatch.normative",
+    "build_profile": "brainmatch.normative.profile",
+    "load_knowledge_base": "brainmatch.modalities",
 }
 
 

@@ -11,6 +11,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -26,6 +27,11 @@ from brainmatch.cli._common import (
     user_errors,
 )
 from brainmatch.errors import BrainmatchInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from brainmatch.simulate import TrialSpec
 
 _MARKER = ".brainmatch-demo"
 
@@ -92,6 +98,9 @@ def demo(
     n_permutations: int = typer.Option(
         1000, "--n-permutations", help="Permutations of the selection-benefit test."
     ),
+    n_controls: int = typer.Option(
+        80, "--n-controls", help="Healthy controls for the normative model (0: skip that stage)."
+    ),
 ) -> None:
     """Run the whole pipeline on a simulated trial and print where the report is.
 
@@ -107,12 +116,12 @@ def demo(
         write_manifest(out_dir, "demo", recorded_files(out_dir), running=False)
     hold_output_folder(out_dir, "demo", overwrite=True)
     report = run_demo(out_dir, n_subjects=n_subjects, seed=seed, n_jobs=resolve_n_jobs(n_jobs),
-                      n_permutations=n_permutations)
+                      n_permutations=n_permutations, n_controls=n_controls)
     out.print(f"Report: {report}", highlight=False, soft_wrap=True)
 
 
 def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: int = 0,
-             n_permutations: int = 1000) -> Path:
+             n_permutations: int = 1000, n_controls: int = 80) -> Path:
     """Run every pipeline stage on a simulated trial; return the index report's path."""
     import pandas as pd
 
@@ -201,6 +210,10 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
                    "summary": f"{new_patient}: recommended {patient['recommended']} "
                               f"(the simulator's truth: {oracle} is best for this patient)"})
 
+    if n_controls > 0:
+        stages.append(normative_stage(out_dir, spec, jobs, new_patient, table, features,
+                                      result.model_path, n_controls))
+
     report = write_trial_report(bids, out_dir / "report.html", stages=stages)
     echo_kv("brainmatch demo", {
         "dataset": str(bids),
@@ -210,6 +223,87 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
         "time": f"{time.perf_counter() - start:.0f} s",
     })
     return report
+
+
+def normative_stage(
+    out_dir: Path,
+    spec: TrialSpec,
+    jobs: int,
+    new_patient: str,
+    table: pd.DataFrame,
+    features: pd.DataFrame,
+    selection_model: Path,
+    n_controls: int,
+) -> dict[str, str]:
+    """Healthy controls scanned at the trial's sites -> normative model -> the new patient's
+    profile (circuits against the norm, hypotheses, and the trained model's prediction)."""
+    import dataclasses
+
+    import pandas as pd
+
+    from brainmatch.features import extract_dataset
+    from brainmatch.normative import fit_normative
+    from brainmatch.normative.profile import build_profile
+    from brainmatch.simulate import simulate_trial
+
+    console.print(
+        f"[bold]5[/] normative model on {n_controls} healthy controls and the new patient's profile"
+    )
+    # the same seed and sites (same scanner effects) as the trial; a simulated trial needs
+    # patients (one per site here), only its controls are used
+    cspec = dataclasses.replace(spec, n_subjects=spec.n_sites, n_controls=n_controls)
+    cbids = out_dir / "controls" / "bids"
+    with progress_bar("simulating controls") as update:
+        simulate_trial(cspec, cbids, n_jobs=jobs, progress=update)
+    cpart = pd.read_csv(cbids / "participants.tsv", sep="\t")
+    controls = cpart.loc[cpart["group"] == "control", "participant_id"].tolist()
+    with progress_bar("extracting controls") as update:
+        cext = extract_dataset(
+            cbids,
+            out_dir / "controls" / "features",
+            derivatives=cbids / "derivatives" / "fmriprep",
+            freesurfer=cbids / "derivatives" / "freesurfer",
+            atlas="desikan-killiany",
+            denoise="simple",
+            connectivity=("correlation",),
+            n_jobs=jobs,
+            participant_label=[c.removeprefix("sub-") for c in controls],
+            progress=update,
+        )
+    if cext.features_path is None:
+        raise BrainmatchInputError(
+            f"feature extraction failed for every control; see {cext.failures_path}"
+        )
+    # from the file, so that the model records how the features were extracted (features.json)
+    # and `brainmatch profile` can extract a new patient's scan the same way
+    fit = fit_normative(
+        cext.features_path, cpart[["participant_id", "age", "sex", "site"]],
+        covariate_columns=("age", "sex"), site_column="site", out_dir=out_dir / "normative"
+    )
+    patient = features[features["participant_id"] == new_patient].merge(
+        table[["participant_id", "age", "sex", "site", "hamd_baseline"]], on="participant_id"
+    )
+    profile = build_profile(
+        out_dir / "normative" / "normative_model.npz",
+        patient,
+        participant=new_patient,
+        selection_model=selection_model,
+        out_dir=out_dir / "profile",
+    )
+    cal = fit.summary["calibration"]
+    called = profile.circuits[profile.circuits["call"] != ""]
+    share = (
+        f"{100 * cal['share_abs_z_below_1_96']:.1f}% of held-out controls' |z| < 1.96"
+        if cal
+        else "no hold-out"
+    )
+    return {
+        "name": "profile",
+        "link": "profile/report.html",
+        "summary": f"normative model on {fit.summary['n_controls']} healthy controls ({share}); "
+        f"{new_patient}: {len(called)} deviant circuit measure(s), "
+        f"{len(profile.hypotheses)} circuit-treatment hypotheses",
+    }
 
 
 def register(app: typer.Typer) -> None:

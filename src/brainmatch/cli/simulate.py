@@ -52,6 +52,12 @@ def simulate(
     n_jobs: int = typer.Option(
         N_JOBS_DEFAULT, "--n-jobs", "--nprocs", help="Processes to use (0 = all cores)."
     ),
+    n_controls: int = typer.Option(
+        0,
+        "--n-controls",
+        help="Healthy controls to add (group=control in participants.tsv; no arm, no outcome). "
+        "With controls, patients carry planted deviant circuits (ground_truth.tsv 'planted').",
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an earlier simulated dataset in OUT_DIR."
     ),
@@ -77,6 +83,7 @@ def simulate(
         dwi=dwi,
         task_fmri=task_fmri,
         cortex=cortex,
+        n_controls=n_controls,
     )
     jobs = resolve_n_jobs(n_jobs)
     with progress_bar("simulating subjects") as update:

@@ -318,11 +318,13 @@ def _is_newer(version: str) -> bool:
     return Version(version).release > mine.release
 
 
-def _check_header(meta: Any, path: Path) -> dict[str, Any]:
+def _check_header(
+    meta: Any, path: Path, fmt: str = FORMAT, what: str = "treatment-selection model"
+) -> dict[str, Any]:
     from packaging.version import InvalidVersion, Version
 
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise _refuse("not a brainmatch treatment-selection model", path)
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise _refuse(f"not a brainmatch {what}", path)
     fv = meta.get("format_version")
     if isinstance(fv, bool) or not isinstance(fv, int):
         raise _refuse(f"the model's format_version {fv!r} is not an integer", path)
@@ -390,10 +392,70 @@ def _verify_signature(
     )
 
 
+def read_signed(
+    path: str | Path,
+    *,
+    fmt: str = FORMAT,
+    what: str = "treatment-selection model",
+    trust: bool = False,
+    key: bytes | None = None,
+) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
+    """Read any brainmatch model file of format ``fmt``: bounded, hashed and signed.
+
+    The checks shared by every model kind (treatment-selection, normative): sizes from the
+    zip directory, numbers only, the header's format and versions, the content hash and
+    the keyed signature.  Kind-specific plausibility is the caller's.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.npz`` file.
+    fmt : str
+        The ``format`` the metadata must declare.
+    what : str
+        The kind of model, for messages.
+    trust : bool
+        Load an unsigned or foreign-key file with an :class:`UntrustedModelWarning`.
+    key : bytes, optional
+        Key to verify with (default: :func:`resolve_key`).
+
+    Returns
+    -------
+    arrays : dict of ndarray
+    meta : dict
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BrainmatchInputError("model file not found", path)
+    arrays = _read_members(path)
+    if _META not in arrays:
+        raise _refuse("not a brainmatch model file (no metadata member)", path)
+    blob = arrays.pop(_META)
+    try:
+        meta = json.loads(blob.tobytes().decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise _refuse(
+            "the model metadata is corrupt (not valid, reasonably nested JSON)", path
+        ) from None
+    meta = _check_header(meta, path, fmt, what)
+    try:
+        expected = _content_hash(arrays, meta)
+    except (ValueError, TypeError):
+        raise _refuse("the model metadata holds values that are not valid JSON", path) from None
+    if meta.get("content_sha256") != expected:
+        raise _refuse(
+            "the model file was modified after it was written (its content does not match the "
+            "recorded SHA-256); retrain or restore the original file",
+            path,
+        )
+    _verify_signature(arrays, meta, path, trust, key)
+    return arrays, meta
+
+
 def load_model(
     path: str | Path, *, trust: bool = False, key: bytes | None = None
 ) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
-    """Read a model file, refusing anything that is not an intact, signed brainmatch model.
+    """Read a treatment-selection model file, refusing anything not intact, signed, plausible.
 
     Parameters
     ----------
@@ -417,31 +479,7 @@ def load_model(
         Not a model file; damaged; too large; written by a newer brainmatch or format
         version; unsigned or wrongly signed (unless ``trust``); implausible content.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise BrainmatchInputError("model file not found", path)
-    arrays = _read_members(path)
-    if _META not in arrays:
-        raise _refuse("not a brainmatch model file (no metadata member)", path)
-    blob = arrays.pop(_META)
-    try:
-        meta = json.loads(blob.tobytes().decode("utf-8"))
-    except (ValueError, RecursionError):
-        raise _refuse(
-            "the model metadata is corrupt (not valid, reasonably nested JSON)", path
-        ) from None
-    meta = _check_header(meta, path)
-    try:
-        expected = _content_hash(arrays, meta)
-    except (ValueError, TypeError):
-        raise _refuse("the model metadata holds values that are not valid JSON", path) from None
-    if meta.get("content_sha256") != expected:
-        raise _refuse(
-            "the model file was modified after it was written (its content does not match the "
-            "recorded SHA-256); retrain or restore the original file",
-            path,
-        )
-    _verify_signature(arrays, meta, path, trust, key)
+    arrays, meta = read_signed(path, trust=trust, key=key)
     check_model(arrays, meta, path)
     return arrays, meta
 

@@ -37,6 +37,7 @@ from brainmatch import __version__
 from brainmatch._io import write_json, write_text, write_tsv
 from brainmatch._outdir import foreign_files, recorded_files, write_manifest
 from brainmatch.errors import BrainmatchInputError
+from brainmatch.simulate.controls import add_controls, planted_amplitude_changes
 from brainmatch.simulate.freesurfer import draw_volumes, write_aseg_stats
 from brainmatch.simulate.images import (
     AMYGDALA,
@@ -106,10 +107,11 @@ def _subject_jobs(trial: Trial) -> list[dict[str, Any]]:
     for i, row in enumerate(trial.truth.itertuples(index=False)):
         site = sites.loc[row.site]
         sessions: list[tuple[str | None, tuple[tuple[str, float], ...]]]
+        planted = planted_amplitude_changes(row)  # patients' deviant circuits (with controls)
         if spec.sessions == 1:
-            sessions = [(None, ())]
+            sessions = [(None, planted)]
         else:
-            sessions = [("pre", ())]
+            sessions = [("pre", planted)]
             if not row.dropout:
                 y = getattr(row, f"hamd_week8__{row.arm}")
                 improvement = float(np.clip((row.hamd_baseline - y) / row.hamd_baseline, 0, 1))
@@ -119,7 +121,7 @@ def _subject_jobs(trial: Trial) -> list[dict[str, Any]]:
                     changes = tuple((r, 1.0 + 0.4 * improvement) for r in MPFC)
                 elif klass == "medication":
                     changes = tuple((r, 1.0 - 0.3 * improvement) for r in AMYGDALA)
-                sessions.append(("post", changes))
+                sessions.append(("post", planted + changes))
         for s, (ses, changes) in enumerate(sessions):
             jobs.append(
                 {
@@ -382,7 +384,7 @@ def simulate_trial(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        trial = draw_trial(spec)
+        trial = add_controls(draw_trial(spec))
         jobs = _subject_jobs(trial)
         summaries = []
         for i, row in enumerate(trial.truth.itertuples(index=False)):

@@ -104,6 +104,7 @@ class TrialSpec:
     task_fmri: bool = False
     #: FreeSurfer ``lh/rh.aparc.stats`` (cortical thickness, area, volume) beside aseg
     cortex: bool = False
+    n_controls: int = 0
 
     def __post_init__(self) -> None:
         if self.n_subjects < 2:
@@ -136,6 +137,8 @@ class TrialSpec:
         if self.seed < 0 or self.seed >= 2**32:
             raise BrainmatchInputError(f"--seed {self.seed}: must be between 0 and 2**32 - 1")
         parse_effect_size(self.effect_size)
+        if not (0 <= self.n_controls <= 100_000):
+            raise BrainmatchInputError(f"--n-controls {self.n_controls}: must be in 0..100000")
 
 
 @dataclass
