@@ -891,7 +891,7 @@ def methods_text(result: ChangeResult) -> str:
     )
     circ = (
         "Circuit scores (the affect network of Nord et al. 2021 and its prefrontal-control and "
-        "limbic-reactivity parts; an atlas region counts as inside when at least 30 % of its "
+        "limbic-reactivity parts; an atlas grey-matter region counts as inside when at least 40 % of its "
         "voxels lie in the network's Harvard-Oxford regions) were the mean of the member "
         "regions' features standardised by their baseline SD, and were analysed in the same "
         "way as their own family. "

@@ -43,8 +43,14 @@ CIRCUITS: dict[str, tuple[str, ...]] = {
 }
 
 #: A region of another atlas belongs to a circuit when at least this share of its voxels
-#: lies inside the circuit's affect-preset regions.
-OVERLAP_THRESHOLD = 0.3
+#: lies inside the circuit's affect-preset regions (0.4 keeps Desikan-Killiany's insula,
+#: of which the preset holds the anterior half, and drops parts of neighbouring gyri).
+OVERLAP_THRESHOLD = 0.4
+#: Labels that are not grey matter never join a circuit (ventricles, white matter, ...).
+NOT_GREY = re.compile(
+    r"vent|unknown|choroid|white|^wm|csf|vessel|cc_|corpus.callosum|optic|hypointens",
+    re.IGNORECASE,
+)
 
 
 def feature_name(region: str) -> str:
@@ -142,7 +148,7 @@ def circuit_membership(atlas: Atlas | None, regions: list[str]) -> dict[str, lis
         inside = np.isin(affect, [preset_value[m] for m in members])
         keep = []
         for name, value in value_of.items():
-            if name not in wanted:
+            if name not in wanted or NOT_GREY.search(name):
                 continue
             vox = data == value
             n = int(vox.sum())
