@@ -119,9 +119,14 @@ def order_sessions(labels: list[str], given: list[str] | None, name: str) -> lis
         return ["pre", "post"]
     lowered = {p.lower(): p for p in present}
     base = next((lowered[b] for b in BASELINE_LABELS if b in lowered), None)
-    rest = sorted((p for p in present if p != base), key=_natural_key)
+    def key(label: str) -> tuple[int, tuple[Any, ...]]:
+        low = label.lower()
+        rank = 2 if low.startswith(("follow", "fu")) else 1  # post-treatment before follow-up
+        return rank, _natural_key(label)
+
+    rest = sorted((p for p in present if p != base), key=key)
     if base is None:
-        return sorted(present, key=_natural_key)
+        return sorted(present, key=key)
     return [base, *rest]
 
 
@@ -326,6 +331,8 @@ def load_change_data(
         )
 
     notes: list[str] = []
+    if not sessions:
+        notes.append(f"time points in the order {' -> '.join(order)} (inferred; --sessions sets it)")
     f_ids, o_ids = set(ftab[ID]), set(otab[ID])
     only_f = sorted(f_ids - o_ids)
     if only_f:
