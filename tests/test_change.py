@@ -103,9 +103,9 @@ def test_symptom_association() -> None:
     f, p = synthetic_change_data(n_subjects=80, n_features=5, seed=5)
     post = f["session"] == "post"
     # symptom change tracks the brain change of r003 in every arm
-    delta = f[post].set_index("participant_id")["amp__r003"] - f[~post].set_index(
-        "participant_id"
-    )["amp__r003"].reindex(f.loc[post, "participant_id"])
+    delta = f[post].set_index("participant_id")["amp__r003"] - f[~post].set_index("participant_id")[
+        "amp__r003"
+    ].reindex(f.loc[post, "participant_id"])
     p = p.merge(delta.rename("d").reset_index(), on="participant_id", how="left")
     p["hamd_baseline"] = 22.0
     p["hamd_week8"] = 12.0 - 4.0 * p["d"]
@@ -119,7 +119,8 @@ def test_symptom_association() -> None:
 
 
 @pytest.mark.parametrize(
-    ("engine", "method"), [("fast", "reml"), ("statsmodels", "reml"), ("fast", "ml"), ("statsmodels", "ml")]
+    ("engine", "method"),
+    [("fast", "reml"), ("statsmodels", "reml"), ("fast", "ml"), ("statsmodels", "ml")],
 )
 def test_cli_options(tmp_path: Path, engine: str, method: str) -> None:
     fp, pp = _tables(tmp_path, n_subjects=30, n_features=4, seed=6)
@@ -224,6 +225,9 @@ def test_missing_file_and_too_few_per_arm(tmp_path: Path) -> None:
     with pytest.raises(BrainmatchInputError, match="--features: features file not found"):
         analyse_change(tmp_path / "nope.tsv", tmp_path / "p.tsv")
     f, p = synthetic_change_data(n_subjects=24, n_features=3, seed=1)
-    keep = ~((f["session"] == "post") & f["participant_id"].isin(p.loc[p.arm == "SSRI", "participant_id"]))
+    keep = ~(
+        (f["session"] == "post")
+        & f["participant_id"].isin(p.loc[p.arm == "SSRI", "participant_id"])
+    )
     with pytest.raises(BrainmatchInputError, match="arm 'SSRI' has 0 participant"):
         analyse_change(f[keep], p, n_permutations=0)

@@ -36,9 +36,7 @@ def test_dietox_reml_equals_lme4(dietox: pd.DataFrame) -> None:
 
 def test_dietox_ml_equals_lme4(dietox: pd.DataFrame) -> None:
     X = np.column_stack([np.ones(len(dietox)), dietox["Time"]])
-    fit = fit_random_intercept(
-        X, dietox["Weight"].to_numpy(), dietox["Pig"].to_numpy(), reml=False
-    )
+    fit = fit_random_intercept(X, dietox["Weight"].to_numpy(), dietox["Pig"].to_numpy(), reml=False)
     np.testing.assert_allclose(fit.params[0], [15.723517, 6.942506], rtol=1e-6)
     np.testing.assert_allclose(fit.bse[0], [0.7829397, 0.0333661], rtol=1e-5)
     np.testing.assert_allclose(fit.scale[0], 11.35251, rtol=1e-6)
@@ -57,7 +55,11 @@ def _problem(seed: int, n: int = 40, n_out: int = 15) -> tuple[np.ndarray, np.nd
     site = np.repeat(rng.integers(0, 3, n), sizes)
     X = np.column_stack([np.ones(groups.size), t, arm, arm * t, site == 1, site == 2]).astype(float)
     u = rng.normal(0, 1, (n, n_out)) * rng.uniform(0, 1.5, n_out)  # some near-zero tau2
-    Y = X @ rng.normal(0, 1, (X.shape[1], n_out)) + u[groups] + rng.normal(0, 1, (groups.size, n_out))
+    Y = (
+        X @ rng.normal(0, 1, (X.shape[1], n_out))
+        + u[groups]
+        + rng.normal(0, 1, (groups.size, n_out))
+    )
     return X, Y, groups
 
 

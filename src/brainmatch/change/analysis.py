@@ -48,8 +48,8 @@ from brainmatch.change.mixed import (
     RandomInterceptFit,
     _YPart,
     fit_random_intercept,
-    gls_at,
     missing_patterns,
+    wald_at,
 )
 from brainmatch.change.regions import (
     REGION_MEASURES,
@@ -126,7 +126,9 @@ class _Design:
     session_rows: NDArray[np.intp]  # session index of each row
     n_arm_cols: int
 
-    def with_arms(self, arm_rows: NDArray[np.intp], n_arms: int, n_sessions: int) -> NDArray[np.float64]:
+    def with_arms(
+        self, arm_rows: NDArray[np.intp], n_arms: int, n_sessions: int
+    ) -> NDArray[np.float64]:
         """The design with other arm labels (rows keep their sessions and covariates)."""
         X = self.X.copy()
         X[:, : self.n_arm_cols] = _arm_block(arm_rows, self.session_rows, n_arms, n_sessions)
@@ -252,13 +254,6 @@ def _permute_within(blocks: NDArray[np.intp], rng: np.random.Generator) -> NDArr
     return perm
 
 
-def _wald_chi2(params: NDArray[np.float64], cov: NDArray[np.float64], L: NDArray[np.float64]) -> NDArray[np.float64]:
-    est = params @ L.T
-    v = np.einsum("qi,fij,rj->fqr", L, cov, L)
-    sol = np.linalg.solve(v, est[..., None])[..., 0]
-    return np.einsum("fq,fq->f", est, sol)
-
-
 def _permutation_fwe(
     design: _Design,
     Y: NDArray[np.float64],
@@ -270,7 +265,7 @@ def _permutation_fwe(
     n_sessions: int,
     n_permutations: int,
     seed: int,
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
     """Observed fixed-gamma statistics, the max-statistic null and per-feature FWE p."""
     null = fit_random_intercept(design.X0, Y, pids, reml=True)
     gamma0 = np.nan_to_num(null.gamma, nan=0.0)
@@ -288,17 +283,19 @@ def _permutation_fwe(
             Xk = X[rows]
             if np.linalg.matrix_rank(Xk) < Xk.shape[1]:
                 continue
-            params, cov = gls_at(Xk, ypart, gamma0[cols])
-            out[cols] = _wald_chi2(params, cov, L)
+            out[cols] = wald_at(Xk, ypart, gamma0[cols], L)
         return out
 
-    observed = stat(design.arm_rows)
+    from threadpoolctl import threadpool_limits
+
     rng = np.random.default_rng(seed)
     maxima = np.empty(n_permutations)
-    for b in range(n_permutations):
-        perm = _permute_within(part_block, rng)
-        arm_rows = part_arm[perm][pids]
-        maxima[b] = np.nanmax(stat(arm_rows), initial=0.0)
+    with threadpool_limits(1):  # many small products: threads only add overhead
+        observed = stat(design.arm_rows)
+        for b in range(n_permutations):
+            perm = _permute_within(part_block, rng)
+            arm_rows = part_arm[perm][pids]
+            maxima[b] = np.nanmax(stat(arm_rows), initial=0.0)
     sorted_max = np.sort(maxima)
     exceed = sorted_max.size - np.searchsorted(sorted_max, observed, side="left")
     p_fwe = (1.0 + exceed) / (1.0 + n_permutations)
@@ -452,11 +449,13 @@ def _effects_table(
     L: NDArray[np.float64],
     level: float,
     n_follow: dict[str, int],
-) -> pd.DataFrame:
+) -> list[pd.DataFrame]:
     zq = float(stats.norm.isf((1 - level) / 2))
     frames = []
 
-    def block(effect: str, label: str, ses: str, est: NDArray[np.float64], se: NDArray[np.float64], n: int) -> pd.DataFrame:
+    def block(
+        effect: str, label: str, ses: str, est: NDArray[np.float64], se: NDArray[np.float64], n: int
+    ) -> pd.DataFrame:
         z = est / se
         p = 2 * stats.norm.sf(np.abs(z))
         return pd.DataFrame(
@@ -510,7 +509,7 @@ def _effects_table(
             }
         )
     )
-    return frames  # type: ignore[return-value]
+    return frames
 
 
 def _association(
@@ -748,9 +747,17 @@ def analyse_change(
     if n_permutations:
         t0 = time.perf_counter()
         _, maxima, p_fwe = _permutation_fwe(
-            design, data.Y, pid_codes, part_arm, part_block, L,
-            len(data.arms), len(data.sessions), n_permutations, seed,
-        )  # fmt: skip
+            design,
+            data.Y,
+            pid_codes,
+            part_arm,
+            part_block,
+            L,
+            len(data.arms),
+            len(data.sessions),
+            n_permutations,
+            seed,
+        )
         perm_seconds = time.perf_counter() - t0
         inter = table["effect"] == "interaction"
         table.loc[inter, "p_fwe"] = p_fwe
@@ -761,16 +768,26 @@ def analyse_change(
     circuits = pd.DataFrame()
     if circuit_names:
         cfit = fitter(design.X, Yc, pid_codes, reml=reml)
-        cframes = _effects_table(cfit, design, data.arms, data.sessions, contrasts, L, level, n_follow)
+        cframes = _effects_table(
+            cfit, design, data.arms, data.sessions, contrasts, L, level, n_follow
+        )
         circuits = pd.concat([f.assign(circuit=circuit_names) for f in cframes], ignore_index=True)
         circuits.insert(0, "measure", circuits.pop("circuit").str.split("__").str[0])
         circuits.insert(1, "circuit", [n.split("__", 1)[1] for n in circuit_names] * len(cframes))
         circuits["p_fwe"] = np.nan
         if n_permutations:
             _, _, cp = _permutation_fwe(
-                design, Yc, pid_codes, part_arm, part_block, L,
-                len(data.arms), len(data.sessions), n_permutations, seed,
-            )  # fmt: skip
+                design,
+                Yc,
+                pid_codes,
+                part_arm,
+                part_block,
+                L,
+                len(data.arms),
+                len(data.sessions),
+                n_permutations,
+                seed,
+            )
             circuits.loc[circuits["effect"] == "interaction", "p_fwe"] = cp
             if L.shape[0] == 1:
                 con = (circuits["effect"] == "contrast") & (
@@ -859,7 +876,11 @@ def analyse_change(
 def methods_text(result: ChangeResult) -> str:
     """The methods paragraph of a change analysis (numbers from ``result``)."""
     p = result.params
-    arms = ", ".join(f"{a} (n = {p['n_participants_per_arm'][a]}, {p['n_with_followup_per_arm'][a]} with a follow-up scan)" for a in p["arms"])
+    arms = ", ".join(
+        f"{a} (n = {p['n_participants_per_arm'][a]}, "
+        f"{p['n_with_followup_per_arm'][a]} with a follow-up scan)"
+        for a in p["arms"]
+    )
     site = (
         f"site ({p['n_sites']} levels) as a fixed effect"
         if p["site_column"]
@@ -867,8 +888,7 @@ def methods_text(result: ChangeResult) -> str:
     )
     cov = f", {', '.join(p['covariates'])}" if p["covariates"] else ""
     engine = (
-        "brainmatch's vectorised solver, which equals statsmodels' MixedLM to optimiser "
-        "precision"
+        "brainmatch's vectorised solver, which equals statsmodels' MixedLM to optimiser precision"
         if p["engine"] == "fast"
         else "statsmodels' MixedLM, one feature at a time"
     )
@@ -891,8 +911,9 @@ def methods_text(result: ChangeResult) -> str:
     )
     circ = (
         "Circuit scores (the affect network of Nord et al. 2021 and its prefrontal-control and "
-        "limbic-reactivity parts; an atlas grey-matter region counts as inside when at least 40 % of its "
-        "voxels lie in the network's Harvard-Oxford regions) were the mean of the member "
+        "limbic-reactivity parts; an atlas grey-matter region counts as inside when at least "
+        "40 % of its voxels lie in the network's Harvard-Oxford regions) were the mean of the "
+        "member "
         "regions' features standardised by their baseline SD, and were analysed in the same "
         "way as their own family. "
         if p["n_circuit_scores"]

@@ -29,7 +29,9 @@ BASELINE_LABELS = ("pre", "baseline", "base", "bl", "screening", "t0", "0", "00"
 MIN_PER_ARM = 3
 
 
-def read_table(source: str | Path | pd.DataFrame, what: str, option: str) -> tuple[pd.DataFrame, str]:
+def read_table(
+    source: str | Path | pd.DataFrame, what: str, option: str
+) -> tuple[pd.DataFrame, str]:
     """Read a Parquet / TSV / CSV table (or pass a DataFrame through)."""
     if isinstance(source, pd.DataFrame):
         return source.copy(), f"{what} table"
@@ -37,7 +39,9 @@ def read_table(source: str | Path | pd.DataFrame, what: str, option: str) -> tup
     if not path.exists():
         raise BrainmatchInputError(f"{option}: {what} file not found", path)
     if path.is_dir():
-        raise BrainmatchInputError(f"{option}: expected a table (Parquet, TSV or CSV), got a folder", path)
+        raise BrainmatchInputError(
+            f"{option}: expected a table (Parquet, TSV or CSV), got a folder", path
+        )
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):
@@ -53,7 +57,9 @@ def read_table(source: str | Path | pd.DataFrame, what: str, option: str) -> tup
     except BrainmatchInputError:
         raise
     except Exception as exc:
-        raise BrainmatchInputError(f"{option}: cannot read the {what} table ({exc})", path) from None
+        raise BrainmatchInputError(
+            f"{option}: cannot read the {what} table ({exc})", path
+        ) from None
     if table.shape[0] == 0:
         raise BrainmatchInputError(f"{option}: the {what} table has no rows", path)
     return table, str(path)
@@ -83,7 +89,9 @@ def _suggest(name: str, columns: list[str]) -> str:
 
 def _ids(table: pd.DataFrame, name: str) -> pd.Series:
     if ID not in table.columns:
-        raise BrainmatchInputError(f"no '{ID}' column{_suggest(ID, list(map(str, table.columns)))}", name)
+        raise BrainmatchInputError(
+            f"no '{ID}' column{_suggest(ID, list(map(str, table.columns)))}", name
+        )
     ids = table[ID].astype(str).str.strip()
     if ids.isin(["", "nan", "None", "<NA>"]).any():
         raise BrainmatchInputError(f"'{ID}' has empty values", name)
@@ -119,6 +127,7 @@ def order_sessions(labels: list[str], given: list[str] | None, name: str) -> lis
         return ["pre", "post"]
     lowered = {p.lower(): p for p in present}
     base = next((lowered[b] for b in BASELINE_LABELS if b in lowered), None)
+
     def key(label: str) -> tuple[int, tuple[Any, ...]]:
         low = label.lower()
         rank = 2 if low.startswith(("follow", "fu")) else 1  # post-treatment before follow-up
@@ -250,9 +259,7 @@ def load_change_data(
     ses = ftab[session_column].astype(str).str.strip().str.removeprefix("ses-")
     ftab[session_column] = ses
     if ses.isin(["", "nan", "n/a", "None", "<NA>"]).any():
-        raise BrainmatchInputError(
-            f"--session-column {session_column!r} has empty values", fname
-        )
+        raise BrainmatchInputError(f"--session-column {session_column!r} has empty values", fname)
     dup = ftab.duplicated([ID, session_column])
     if dup.any():
         row = ftab.loc[dup].iloc[0]
@@ -276,7 +283,9 @@ def load_change_data(
                     "more than one site",
                     fname,
                 )
-            otab = otab.merge(ftab.groupby(ID)[site_column].first().reset_index(), on=ID, how="left")
+            otab = otab.merge(
+                ftab.groupby(ID)[site_column].first().reset_index(), on=ID, how="left"
+            )
         _column(otab, site_column, "--site-column", oname)
     covariates = list(covariates)
     for c in covariates:
@@ -285,7 +294,10 @@ def load_change_data(
     if outcome_column is not None:
         _column(otab, outcome_column, "--outcome-column", oname)
         after = pd.to_numeric(otab[outcome_column], errors="coerce")
-        if after.notna().sum() < after.size and otab[outcome_column].notna().sum() > after.notna().sum():
+        if (
+            after.notna().sum() < after.size
+            and otab[outcome_column].notna().sum() > after.notna().sum()
+        ):
             raise BrainmatchInputError(
                 f"--outcome-column {outcome_column!r}: values are not numbers", oname
             )
@@ -332,7 +344,9 @@ def load_change_data(
 
     notes: list[str] = []
     if not sessions:
-        notes.append(f"time points in the order {' -> '.join(order)} (inferred; --sessions sets it)")
+        notes.append(
+            f"time points in the order {' -> '.join(order)} (inferred; --sessions sets it)"
+        )
     f_ids, o_ids = set(ftab[ID]), set(otab[ID])
     only_f = sorted(f_ids - o_ids)
     if only_f:
@@ -347,7 +361,9 @@ def load_change_data(
     part = part[part[ID].isin(f_ids)]
     no_arm = part[treatment_column].isna()
     if no_arm.any():
-        notes.append(f"{int(no_arm.sum())} participant(s) without a {treatment_column!r} were left out")
+        notes.append(
+            f"{int(no_arm.sum())} participant(s) without a {treatment_column!r} were left out"
+        )
         part = part[~no_arm]
     for c in ([site_column] if site_column else []) + covariates:
         miss = part[c].isna()

@@ -35,6 +35,7 @@ are fitted together.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -87,9 +88,7 @@ class RandomInterceptFit:
         with np.errstate(invalid="ignore", divide="ignore"):
             return self.cov_re / self.scale
 
-    def contrast(
-        self, c: NDArray[np.float64]
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def contrast(self, c: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Estimate and standard error of ``c' beta`` for every outcome."""
         c = np.asarray(c, dtype=float)
         est = self.params @ c
@@ -107,6 +106,21 @@ class RandomInterceptFit:
             sol = np.linalg.solve(cov[ok], est[ok][..., None])[..., 0]
             out[ok] = np.einsum("fq,fq->f", est[ok], sol)
         return out
+
+
+def _forward(R: NDArray[np.float64], B: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Solve ``R X = B`` for a batch of lower-triangular ``R`` (F, p, p), ``B`` (F, p, m).
+
+    A loop over the ``p`` rows of vector operations over the batch: for the small designs
+    here (p ~ 10) this is several times faster than a batched LU solve.
+    """
+    X = np.empty(np.broadcast_shapes(B.shape, (R.shape[0], R.shape[1], B.shape[-1])))
+    for i in range(R.shape[1]):
+        acc = B[:, i, :]
+        if i:
+            acc = acc - np.einsum("fj,fjm->fm", R[:, i, :i], X[:, :i, :])
+        X[:, i, :] = acc / R[:, i, i, None]
+    return X
 
 
 class _YPart:
@@ -148,16 +162,14 @@ class _Cross:
         """``w_k = gamma / (1 + k gamma)`` for every outcome, shape (F, K)."""
         return gamma[:, None] / (1.0 + gamma[:, None] * self.k[None, :])
 
-    def solve(
-        self, gamma: NDArray[np.float64], reml: bool
-    ) -> tuple[NDArray[np.float64], ...]:
+    def solve(self, gamma: NDArray[np.float64], reml: bool) -> tuple[NDArray[np.float64], ...]:
         """Profiled objective (-2 llf), beta, (X'V^-1X)^-1 and qf at ``gamma`` (one per outcome)."""
         w = self.weights(gamma)  # (F, K)
         A = self.XtX[None] - np.einsum("fk,kij->fij", w, self.M)
         b = self.XtY.T - np.einsum("fk,kif->fi", w, self.C)
         yvy = self.yty - np.einsum("fk,kf->f", w, self.Q)
         chol = np.linalg.cholesky(A)
-        z = np.linalg.solve(chol, b[..., None])[..., 0]
+        z = _forward(chol, b[..., None])[..., 0]
         qf = np.maximum(yvy - np.einsum("fi,fi->f", z, z), 1e-300)
         logdet_v = np.log1p(gamma[:, None] * self.k[None, :]) @ self.count
         if reml:
@@ -210,7 +222,7 @@ def _optimise(cross: _Cross, n_out: int, reml: bool) -> NDArray[np.float64]:
 
 def _fit_complete(
     X: NDArray[np.float64], Y: NDArray[np.float64], codes: NDArray[np.intp], reml: bool
-) -> tuple[NDArray[np.float64], ...]:
+) -> tuple[Any, ...]:
     cross = _Cross(X, _YPart(Y, codes))
     gamma = _optimise(cross, Y.shape[1], reml)
     obj, A, b, qf = cross.solve(gamma, reml)
@@ -298,26 +310,38 @@ def fit_random_intercept(
     )
 
 
-def gls_at(
-    X: NDArray[np.float64], ypart: _YPart, gamma: NDArray[np.float64]
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """GLS estimates and their covariance at a given variance ratio per outcome.
+def wald_at(
+    X: NDArray[np.float64], ypart: _YPart, gamma: NDArray[np.float64], L: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Wald chi-square of ``L beta = 0`` by GLS at a given variance ratio per outcome.
 
     Used by the permutation test, where ``gamma`` is fixed at its estimate under the
-    null model (which does not depend on the permuted labels).  Complete data only.
+    null model (which does not depend on the permuted labels).  With ``A = X'V^-1X = R R'``
+    (Cholesky), ``z = R^-1 X'V^-1y`` and ``U = R^-1 L'``: ``L beta = U'z`` and
+    ``L A^-1 L' = U'U``, so one batched triangular-system solve gives the statistic; the
+    scale is REML's ``(y'V^-1y - z'z) / (N - p)``.  Complete data only.
 
     Returns
     -------
-    params : ndarray of shape (F, p)
-    cov : ndarray of shape (F, p, p)
-        ``scale (X'V^-1X)^-1`` with the REML scale ``qf / (N - p)``.
+    ndarray of shape (F,)
     """
     cross = _Cross(X, ypart)
-    _, A, b, qf = cross.solve(gamma, True)
-    a_inv = np.linalg.inv(A)
-    params = np.einsum("fij,fj->fi", a_inv, b)
-    scale = qf / (cross.N - cross.p)
-    return params, scale[:, None, None] * a_inv
+    w = cross.weights(gamma)
+    A = cross.XtX[None] - np.einsum("fk,kij->fij", w, cross.M)
+    b = cross.XtY.T - np.einsum("fk,kif->fi", w, cross.C)
+    yvy = cross.yty - np.einsum("fk,kf->f", w, cross.Q)
+    R = np.linalg.cholesky(A)
+    q = L.shape[0]
+    rhs = np.concatenate([b[..., None], np.broadcast_to(L.T, (b.shape[0], *L.T.shape))], axis=2)
+    sol = _forward(R, rhs)
+    z, U = sol[..., 0], sol[..., 1:]
+    scale = (yvy - np.einsum("fi,fi->f", z, z)) / (cross.N - cross.p)
+    Lb = np.einsum("fiq,fi->fq", U, z)
+    if q == 1:
+        M = np.einsum("fi,fi->f", U[..., 0], U[..., 0])
+        return Lb[:, 0] ** 2 / M / scale
+    M = np.einsum("fiq,fir->fqr", U, U)
+    return np.einsum("fq,fq->f", Lb, np.linalg.solve(M, Lb[..., None])[..., 0]) / scale
 
 
 def missing_patterns(Y: NDArray[np.float64]) -> list[tuple[NDArray[np.bool_], NDArray[np.intp]]]:

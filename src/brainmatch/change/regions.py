@@ -103,8 +103,10 @@ def atlas_for(metadata: dict[str, object], override: str | None = None) -> Atlas
         if isinstance(options, dict) and options.get("atlas"):
             source = str(options["atlas"])
             labels = options.get("atlas_labels")
-        elif isinstance(metadata.get("atlas"), dict):
-            source = str(metadata["atlas"].get("name"))  # type: ignore[union-attr]
+        else:
+            described = metadata.get("atlas")
+            if isinstance(described, dict) and described.get("name"):
+                source = str(described["name"])
     if not source:
         return None
     try:
@@ -140,8 +142,11 @@ def circuit_membership(atlas: Atlas | None, regions: list[str]) -> dict[str, lis
         return {k: v for k, v in out.items() if v}
     data = np.asarray(atlas.image.dataobj).astype(np.int32)
     affine = np.asarray(atlas.image.affine, dtype=np.float64)
-    affect = _affect_on(tuple(int(s) for s in data.shape[:3]), affine.tobytes())  # type: ignore[arg-type]
-    value_of = dict(zip(atlas.labels["name"].astype(str), atlas.labels["index"].astype(int), strict=False))
+    shape = (int(data.shape[0]), int(data.shape[1]), int(data.shape[2]))
+    affect = _affect_on(shape, affine.tobytes())
+    value_of = dict(
+        zip(atlas.labels["name"].astype(str), atlas.labels["index"].astype(int), strict=False)
+    )
     preset_value = {r.name: i for i, r in enumerate(AFFECT_REGIONS, start=1)}
     wanted = set(regions)
     for circuit, members in CIRCUITS.items():
@@ -163,7 +168,9 @@ def region_map(atlas: Atlas, values: dict[str, float]) -> nib.Nifti1Image:
     """Paint ``{region name: value}`` into the atlas image (other voxels 0)."""
     data = np.asarray(atlas.image.dataobj).astype(np.int32)
     out = np.zeros(data.shape, dtype=np.float32)
-    lut = dict(zip(atlas.labels["name"].astype(str), atlas.labels["index"].astype(int), strict=False))
+    lut = dict(
+        zip(atlas.labels["name"].astype(str), atlas.labels["index"].astype(int), strict=False)
+    )
     for name, v in values.items():
         if name in lut and np.isfinite(v):
             out[data == lut[name]] = v

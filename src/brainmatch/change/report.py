@@ -33,6 +33,14 @@ _OWN = {
 }
 
 
+CHANGE_COLS = ["arm", "session", "feature", "region", "estimate", "ci_low", "ci_high", "p", "p_fdr"]
+CIRCUIT_COLS = [
+    *["circuit", "measure", "effect", "arm", "session", "estimate", "ci_low", "ci_high"],
+    *["stat", "p", "p_fdr", "p_fwe"],
+]
+ASSOC_COLS = ["arm", "feature", "region", "r", "ci_low", "ci_high", "p", "p_fdr", "n"]
+
+
 def check_output_dir(out_dir: Path) -> None:
     """Refuse a file, or a non-empty folder that an earlier ``brainmatch change`` did not write."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -83,16 +91,17 @@ def routes(result: ChangeResult) -> dict[str, Any]:
         changed[arm] = regions
         out[arm] = {
             "regions": regions,
-            "direction": {r: ("up" if e > 0 else "down") for r, e in zip(sel["region"], sel["estimate"], strict=True)},
+            "direction": {
+                r: ("up" if e > 0 else "down")
+                for r, e in zip(sel["region"], sel["estimate"], strict=True)
+            },
             "in_affect_network": [r for r in regions if r in affect],
         }
     out["overlap"] = sorted(set(changed[contrast[0]]) & set(changed[contrast[1]]))
     return out
 
 
-def _glass(
-    result: ChangeResult, measure: str
-) -> tuple[str, bytes, str]:
+def _glass(result: ChangeResult, measure: str) -> tuple[str, bytes, str]:
     """Glass brains: each arm's change (z, FDR-thresholded), their contrast and the overlap."""
     import matplotlib
 
@@ -116,7 +125,9 @@ def _glass(
         sig = s[s["p_fdr"] < alpha]
         sig_sets[arm] = set(sig["region"])
         values = dict(zip(sig["region"], sig["stat"], strict=True))
-        panels.append((f"{arm}: {measure} change (z, FDR q < {alpha})", region_map(atlas, values), "cold_hot"))
+        panels.append(
+            (f"{arm}: {measure} change (z, FDR q < {alpha})", region_map(atlas, values), "cold_hot")
+        )
     c = t[(t["effect"] == "contrast") & (t["arm"] == f"{a} - {b}")]
     sig_c = c[c["p_fdr"] < alpha]
     panels.append(
@@ -130,9 +141,12 @@ def _glass(
     for r in sig_sets[a] | sig_sets[b]:
         overlap[r] = (1.0 if r in sig_sets[a] else 0.0) + (2.0 if r in sig_sets[b] else 0.0)
     panels.append(
-        (f"overlap: 1 = {a} only, 2 = {b} only, 3 = both; outline: affect network",
-         region_map(atlas, overlap), "viridis")
-    )  # fmt: skip
+        (
+            f"overlap: 1 = {a} only, 2 = {b} only, 3 = both; outline: affect network",
+            region_map(atlas, overlap),
+            "viridis",
+        )
+    )
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.9 * len(panels)))
     affect_mask = affect_atlas().image
     for ax, (title, img, cmap) in zip(axes, panels, strict=True):
@@ -140,22 +154,43 @@ def _glass(
         empty = not np.any(data != 0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            kwargs: dict[str, Any] = {"display_mode": "lyrz", "axes": ax, "title": title + (" (none)" if empty else "")}
+            kwargs: dict[str, Any] = {
+                "display_mode": "lyrz",
+                "axes": ax,
+                "title": title + (" (none)" if empty else ""),
+            }
             if cmap == "viridis":
                 disp = plotting.plot_glass_brain(
-                    None if empty else img, cmap="viridis", vmin=0, vmax=3, colorbar=not empty,
-                    threshold=0.5, plot_abs=False, **kwargs,
-                )  # fmt: skip
+                    None if empty else img,
+                    cmap="viridis",
+                    vmin=0,
+                    vmax=3,
+                    colorbar=not empty,
+                    threshold=0.5,
+                    plot_abs=False,
+                    **kwargs,
+                )
                 bin_mask = (np.asarray(affect_mask.dataobj) > 0).astype(np.int8)
                 from nibabel import Nifti1Image
 
-                disp.add_contours(Nifti1Image(bin_mask, affect_mask.affine), levels=[0.5], colors="k", linewidths=0.6)
+                disp.add_contours(
+                    Nifti1Image(bin_mask, affect_mask.affine),
+                    levels=[0.5],
+                    colors="k",
+                    linewidths=0.6,
+                )
             else:
                 vmax = float(np.nanmax(np.abs(data))) if not empty else 1.0
                 plotting.plot_glass_brain(
-                    None if empty else img, cmap="cold_hot", plot_abs=False, colorbar=not empty,
-                    threshold=1e-6, vmax=vmax, vmin=-vmax, **kwargs,
-                )  # fmt: skip
+                    None if empty else img,
+                    cmap="cold_hot",
+                    plot_abs=False,
+                    colorbar=not empty,
+                    threshold=1e-6,
+                    vmax=vmax,
+                    vmin=-vmax,
+                    **kwargs,
+                )
         caption_bits.append(title)
     svg_buf, png_buf = io.StringIO(), io.BytesIO()
     fig.savefig(svg_buf, format="svg", bbox_inches="tight")
@@ -194,7 +229,9 @@ def _fmt(df: pd.DataFrame, cols: list[str], n: int = 30) -> list[dict[str, str]]
         row = {}
         for k, v in rec.items():
             if isinstance(v, float):
-                row[k] = "" if not np.isfinite(v) else (f"{v:.3g}" if k.startswith("p") else f"{v:.3f}")
+                row[k] = (
+                    "" if not np.isfinite(v) else (f"{v:.3g}" if k.startswith("p") else f"{v:.3f}")
+                )
             else:
                 row[k] = str(v)
         out.append(row)
@@ -240,7 +277,9 @@ def save_result(result: ChangeResult, out_dir: Path, *, report: bool = True) -> 
         alpha = result.params["alpha"]
         inter = result.interaction()
         cols = ["feature", "measure", "region", "region_2", "stat", "p", "p_fdr", "p_fwe"]
-        changes = result.table[(result.table["effect"] == "change") & (result.table["p_fdr"] < alpha)]
+        changes = result.table[
+            (result.table["effect"] == "change") & (result.table["p_fdr"] < alpha)
+        ]
         changes = changes.sort_values("p")
         assoc = result.association
         if len(assoc):
@@ -255,14 +294,14 @@ def save_result(result: ChangeResult, out_dir: Path, *, report: bool = True) -> 
             top=_fmt(inter, cols),
             n_fwe=int((inter["p_fwe"] < alpha).sum()),
             n_fdr=int((inter["p_fdr"] < alpha).sum()),
-            changes=_fmt(changes, ["arm", "session", "feature", "region", "estimate", "ci_low", "ci_high", "p", "p_fdr"], 40),
-            circuits=_fmt(circ, ["circuit", "measure", "effect", "arm", "session", "estimate", "ci_low", "ci_high", "stat", "p", "p_fdr", "p_fwe"], 100) if len(circ) else [],
-            association=_fmt(assoc, ["arm", "feature", "region", "r", "ci_low", "ci_high", "p", "p_fdr", "n"], 40) if len(assoc) else [],
+            changes=_fmt(changes, CHANGE_COLS, 40),
+            circuits=_fmt(circ, CIRCUIT_COLS, 100) if len(circ) else [],
+            association=_fmt(assoc, ASSOC_COLS, 40) if len(assoc) else [],
             has_association=bool(result.params.get("symptom_change")),
             routes=summary["routes"],
             figures=figures,
             null_figure=_null_figure(result),
             references=summary["references"],
-        )  # fmt: skip
+        )
         write_text(out_dir / "report.html", text)
     return out_dir

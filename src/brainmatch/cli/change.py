@@ -29,7 +29,9 @@ def change(
         "repeat to merge several (e.g. participants.tsv and phenotype/outcomes.tsv).",
     ),
     treatment_column: str = typer.Option(..., "--treatment-column", help="Arm received."),
-    out: Path = typer.Option(..., "--out", help="Output folder (new, empty, or an earlier change output)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Output folder (new, empty, or an earlier change output)."
+    ),
     session_column: str = typer.Option("session", "--session-column", help="Time point column."),
     sessions: str | None = typer.Option(
         None,
@@ -37,7 +39,9 @@ def change(
         help="Time points in order, baseline first, e.g. pre,post (default: inferred).",
     ),
     site_column: str | None = typer.Option(
-        None, "--site-column", help="Site / scanner column (a fixed effect; permutations stay within site)."
+        None,
+        "--site-column",
+        help="Site / scanner column (a fixed effect; permutations stay within site).",
     ),
     covariates: str = typer.Option("", "--covariates", help="Comma-separated, e.g. age,sex."),
     outcome_column: str | None = typer.Option(
@@ -113,8 +117,9 @@ def change(
     )
     res.save(out, report=report)
     p = res.params
+    per_arm = ", ".join(f"{a} {n}" for a, n in p["n_participants_per_arm"].items())
     items: dict[str, object] = {
-        "participants": f"{p['n_participants']} ({', '.join(f'{a} {n}' for a, n in p['n_participants_per_arm'].items())})",
+        "participants": f"{p['n_participants']} ({per_arm})",
         "sessions": " -> ".join(p["sessions"]),
         "features": p["n_features"],
         "FWE-significant interactions": len(res.significant("interaction", "p_fwe"))
