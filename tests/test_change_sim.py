@@ -27,7 +27,8 @@ def change_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     r = runner.invoke(
         app,
         ["simulate", str(sim), "--n-subjects", "40", "--sites", "2", "--arms", "CBT,SSRI",
-         "--sessions", "2", "--resolution", "4", "--n-volumes", "80", "--seed", "3"],
+         "--sessions", "2", "--resolution", "4", "--n-volumes", "80", "--seed", "3",
+         "--followup"],
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     r = runner.invoke(
@@ -55,6 +56,9 @@ def test_extract_session_column_is_read(change_run: Path) -> None:
     assert res["sessions"] == ["pre", "post"]
     assert res["contrast"] == ["CBT", "SSRI"]
     assert res["atlas"] == "desikan-killiany"
+    # the simulator's follow-up hook wrote the relapse table beside the outcomes
+    followup = pd.read_csv(change_run.parent / "bids" / "phenotype" / "followup.tsv", sep="\t")
+    assert {"relapse_weeks", "relapse"} <= set(followup.columns)
 
 
 @pytest.mark.slow

@@ -33,6 +33,15 @@ def simulate(
     sessions: int = typer.Option(
         1, "--sessions", help="1: baseline scan; 2: ses-pre and ses-post scans."
     ),
+    followup: bool = typer.Option(
+        False, "--followup", help="Also write relapse follow-up (phenotype/followup.tsv)."
+    ),
+    durability_effect: float = typer.Option(
+        0.6,
+        "--durability-effect",
+        help="With --followup: log hazard ratio per SD of the brain "
+        "moderator of durability (0: none).",
+    ),
     n_jobs: int = typer.Option(0, "--n-jobs", "--nprocs", help="Processes to use (0 = all cores)."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an earlier simulated dataset in OUT_DIR."
@@ -56,6 +65,8 @@ def simulate(
         seed=seed,
         effect_size=parse_effect_size(effect_size),
         sessions=sessions,
+        followup=followup,
+        durability_effect=durability_effect,
     )
     jobs = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
     with progress_bar("simulating subjects") as update:

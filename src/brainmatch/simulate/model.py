@@ -98,6 +98,8 @@ class TrialSpec:
     sessions: int = 1
     dropout_rate: float = 0.15
     task: str = "rest"
+    followup: bool = False  # relapse follow-up (simulate/followup.py)
+    durability_effect: float = 0.6
 
     def __post_init__(self) -> None:
         if self.n_subjects < 2:
@@ -130,6 +132,10 @@ class TrialSpec:
         if self.seed < 0 or self.seed >= 2**32:
             raise BrainmatchInputError(f"--seed {self.seed}: must be between 0 and 2**32 - 1")
         parse_effect_size(self.effect_size)
+        if not (0.0 <= self.durability_effect <= 3.0):
+            raise BrainmatchInputError(
+                f"--durability-effect {self.durability_effect}: must be between 0 and 3"
+            )
 
 
 @dataclass
