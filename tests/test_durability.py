@@ -88,7 +88,7 @@ def _followup_data(effect: float, n: int = 300, seed: int = 5) -> tuple[np.ndarr
 
 
 def test_followup_simulation() -> None:
-    X, t, e, arm, truth = _followup_data(0.6)
+    _, t, e, _, truth = _followup_data(0.6)
     assert 0.2 < e.mean() < 0.7 and t.max() <= 104
     # therapy is the more durable arm on average (simulator assumption, Hollon 2005 direction)
     assert truth["rmst52__CBT"].mean() > truth["rmst52__SSRI"].mean()
