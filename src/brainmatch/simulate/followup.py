@@ -122,7 +122,7 @@ def draw_followup(
     followup = pd.DataFrame(
         {
             "participant_id": t["participant_id"],
-            "relapse_weeks": np.round(observed, 2),
+            "relapse_weeks": np.maximum(np.round(observed, 2), 0.01),  # no zero times
             "relapse": pd.array(np.where(dropout, pd.NA, event), dtype="Int64"),
         }
     )
