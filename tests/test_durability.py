@@ -83,8 +83,13 @@ def _followup_data(effect: float, n: int = 300, seed: int = 5) -> tuple[np.ndarr
     f = measured_features(trial, n_noise=5, reliability=0.9, seed=1)
     keep = fu["relapse"].notna().to_numpy()
     X = f.drop(columns="participant_id").to_numpy()[keep]
-    return (X, fu["relapse_weeks"].to_numpy()[keep], fu["relapse"].to_numpy(float)[keep],
-            trial.truth["arm"].to_numpy()[keep], truth[keep].reset_index(drop=True))  # fmt: skip
+    return (
+        X,
+        fu["relapse_weeks"].to_numpy()[keep],
+        fu["relapse"].to_numpy(float)[keep],
+        trial.truth["arm"].to_numpy()[keep],
+        truth[keep].reset_index(drop=True),
+    )
 
 
 def test_followup_simulation() -> None:
@@ -99,6 +104,7 @@ def test_followup_simulation() -> None:
     assert np.corrcoef(scc, adv)[0, 1] > 0.3
 
 
+@pytest.mark.slow
 def test_policy_recovers_most_of_oracle_gain_and_null_claims_none() -> None:
     X, t, e, arm, truth = _followup_data(1.0, n=400)
     res = validate_durability(X, t, e, arm, n_bootstrap=200)
@@ -160,17 +166,44 @@ def test_cli_durability(tables: tuple[Path, Path, Path], tmp_path: Path, model: 
     out = tmp_path / f"out-{model}"
     r = runner.invoke(
         app,
-        ["durability", "--features", str(fp), "--outcomes", str(pp), "--outcomes", str(fu),
-         "--treatment-column", "arm", "--time-column", "relapse_weeks", "--event-column",
-         "relapse", "--horizon", "52w", "--model", model, "--n-bootstrap", "50",
-         "--n-repeats", "1", "--out", str(out)],
-    )  # fmt: skip
+        [
+            "durability",
+            "--features",
+            str(fp),
+            "--outcomes",
+            str(pp),
+            "--outcomes",
+            str(fu),
+            "--treatment-column",
+            "arm",
+            "--time-column",
+            "relapse_weeks",
+            "--event-column",
+            "relapse",
+            "--horizon",
+            "52w",
+            "--model",
+            model,
+            "--n-bootstrap",
+            "50",
+            "--n-repeats",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     res = json.loads((out / "results.json").read_text())
     api = durability_analysis(
-        fp, [pp, fu], treatment_column="arm", time_column="relapse_weeks",
-        event_column="relapse", model=model, n_bootstrap=50, n_repeats=1,
-    )  # fmt: skip
+        fp,
+        [pp, fu],
+        treatment_column="arm",
+        time_column="relapse_weeks",
+        event_column="relapse",
+        model=model,
+        n_bootstrap=50,
+        n_repeats=1,
+    )
     assert res["metrics"]["harrell_c"] == pytest.approx(api.metrics["harrell_c"], abs=1e-12)
     pred = pd.read_csv(out / "predictions.tsv", sep="\t")
     assert {"rfs__CBT", "rfs__SSRI", "recommended"} <= set(pred.columns)
@@ -178,8 +211,19 @@ def test_cli_durability(tables: tuple[Path, Path, Path], tmp_path: Path, model: 
 
 def test_cli_durability_bad_input(tables: tuple[Path, Path, Path], tmp_path: Path) -> None:
     fp, pp, fu = tables
-    base = ["durability", "--features", str(fp), "--outcomes", str(pp), "--outcomes", str(fu),
-            "--treatment-column", "arm", "--out", str(tmp_path / "o")]  # fmt: skip
+    base = [
+        "durability",
+        "--features",
+        str(fp),
+        "--outcomes",
+        str(pp),
+        "--outcomes",
+        str(fu),
+        "--treatment-column",
+        "arm",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     r = runner.invoke(app, [*base, "--time-column", "weeks", "--event-column", "relapse"])
     assert r.exit_code == 2 and "--time-column 'weeks': no such column" in r.output
     r = runner.invoke(app, [*base, "--time-column", "relapse_weeks", "--event-column", "arm"])
@@ -189,3 +233,40 @@ def test_cli_durability_bad_input(tables: tuple[Path, Path, Path], tmp_path: Pat
         [*base, "--time-column", "relapse_weeks", "--event-column", "relapse", "--horizon", "5y"],
     )
     assert r.exit_code == 2 and "shorter horizon" in r.output
+
+
+@pytest.mark.slow
+def test_auto_penalty_by_inner_cv(tables: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    from brainmatch.durability.selector import PENALTY_GRID
+
+    X, t, e, arm, _ = _followup_data(0.8, n=160)
+    sel = SurvivalSelector(penalizer="auto").fit(X, t, e, arm)
+    assert sel.penalizer_ in PENALTY_GRID and len(sel.penalty_scores_) == len(PENALTY_GRID)
+    assert sel.penalty_scores_[sel.penalizer_] == max(sel.penalty_scores_.values())
+    fp, pp, fu = tables
+    base = [
+        "durability",
+        "--features",
+        str(fp),
+        "--outcomes",
+        str(pp),
+        "--outcomes",
+        str(fu),
+        "--treatment-column",
+        "arm",
+        "--time-column",
+        "relapse_weeks",
+        "--event-column",
+        "relapse",
+        "--n-bootstrap",
+        "20",
+        "--n-repeats",
+        "1",
+        "--n-splits",
+        "3",
+    ]
+    r = runner.invoke(app, [*base, "--penalizer", "auto", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "a" / "results.json").read_text())["penalizer"] == "auto"
+    r = runner.invoke(app, [*base, "--penalizer", "lots", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "--penalizer 'lots'" in r.output

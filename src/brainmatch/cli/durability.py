@@ -24,7 +24,9 @@ def durability(
     covariates: str = typer.Option("", "--covariates", help="Comma-separated extra predictors."),
     session: str | None = typer.Option(None, "--session", help="Session of a long table."),
     model: str = typer.Option("per-arm", "--model", help="per-arm or interaction."),
-    penalizer: float = typer.Option(0.5, "--penalizer", help="L2 penalty (standardised)."),
+    penalizer: str = typer.Option(
+        "0.5", "--penalizer", help="L2 penalty (standardised), or auto (inner 3-fold CV)."
+    ),
     n_splits: int = typer.Option(5, "--n-splits", help="Folds."),
     n_repeats: int = typer.Option(2, "--n-repeats", help="Repeats of k-fold CV."),
     n_bootstrap: int = typer.Option(500, "--n-bootstrap", help="Bootstrap of the gain's CI."),
@@ -35,6 +37,18 @@ def durability(
     fold: concordance, AUC and Brier at the horizon, calibration, and the policy's RMST gain
     over the best single arm.  Writes predictions.tsv and results.json into --out."""
     from brainmatch.durability.run import durability_analysis
+    from brainmatch.errors import BrainmatchInputError
+
+    pen: float | str
+    if penalizer.strip().lower() == "auto":
+        pen = "auto"
+    else:
+        try:
+            pen = float(penalizer)
+        except ValueError:
+            raise BrainmatchInputError(
+                f"--penalizer {penalizer!r}: use a number >= 0 or auto"
+            ) from None
 
     res = durability_analysis(
         features,
@@ -47,7 +61,7 @@ def durability(
         covariates=[c.strip() for c in covariates.split(",") if c.strip()],
         session=session,
         model=model,
-        penalizer=penalizer,
+        penalizer=pen,
         n_splits=n_splits,
         n_repeats=n_repeats,
         n_bootstrap=n_bootstrap,

@@ -49,7 +49,7 @@ def durability_analysis(
     covariates: list[str] | tuple[str, ...] = (),
     session: str | None = None,
     model: str = "per-arm",
-    penalizer: float = 0.5,
+    penalizer: float | str = 0.5,
     n_splits: int = 5,
     n_repeats: int = 2,
     n_bootstrap: int = 500,

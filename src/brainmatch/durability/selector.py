@@ -20,6 +20,8 @@ from numpy.typing import NDArray
 from brainmatch.errors import BrainmatchInputError
 
 MODELS = ("per-arm", "interaction")
+#: Penalties tried by ``penalizer="auto"`` (inner cross-validation).
+PENALTY_GRID = (0.05, 0.2, 0.5, 1.0, 2.0)
 
 
 def _check_survival(
@@ -100,8 +102,10 @@ class SurvivalSelector:
     model : {"per-arm", "interaction"}
         One Cox model per arm, or one model stratified by arm (a baseline hazard per arm)
         with shared feature effects plus arm-by-feature interactions.
-    penalizer : float
-        L2 penalty on standardised coefficients.
+    penalizer : float or "auto"
+        L2 penalty on standardised coefficients; ``"auto"`` chooses it from
+        :data:`PENALTY_GRID` by inner 3-fold cross-validation (Harrell's C of the received
+        arm's predicted relapse-free probability at the horizon).
     n_bootstrap : int
         Bootstrap refits for the intervals of the predictions (0: none).
     level : float
@@ -113,7 +117,7 @@ class SurvivalSelector:
         self,
         horizon: float = 52.0,
         model: str = "per-arm",
-        penalizer: float = 0.5,
+        penalizer: float | str = 0.5,
         n_bootstrap: int = 0,
         level: float = 0.95,
         seed: int = 0,
@@ -132,13 +136,45 @@ class SurvivalSelector:
         t: NDArray[np.float64],
         e: NDArray[np.float64],
         arm: NDArray[Any],
+        penalizer: float | None = None,
     ) -> list[Any]:
+        pen = self.penalizer_ if penalizer is None else penalizer
         if self.model == "per-arm":
-            return [
-                CoxModel(self.penalizer).fit(X[arm == a], t[arm == a], e[arm == a])
-                for a in self.arms_
-            ]
-        return [_StratifiedInteractionCox(self.penalizer, self.arms_).fit(X, t, e, arm)]
+            return [CoxModel(pen).fit(X[arm == a], t[arm == a], e[arm == a]) for a in self.arms_]
+        return [_StratifiedInteractionCox(pen, self.arms_).fit(X, t, e, arm)]
+
+    def _choose_penalizer(
+        self,
+        X: NDArray[np.float64],
+        t: NDArray[np.float64],
+        e: NDArray[np.float64],
+        arm: NDArray[Any],
+    ) -> float:
+        from brainmatch.durability.metrics import harrell_c
+
+        rng = np.random.default_rng(self.seed)
+        strata = np.array([f"{a}|{int(v)}" for a, v in zip(arm, e, strict=True)])
+        fold = np.empty(len(t), dtype=int)
+        for key in np.unique(strata):
+            idx = rng.permutation(np.flatnonzero(strata == key))
+            fold[idx] = np.arange(idx.size) % 3
+        col = np.array([self.arms_.index(a) for a in arm])
+        scores: dict[float, float] = {}
+        for pen in PENALTY_GRID:
+            pred = np.full(len(t), np.nan)
+            try:
+                for f in range(3):
+                    test = fold == f
+                    models = self._fit_once(X[~test], t[~test], e[~test], arm[~test], pen)
+                    rfs = self._rfs(models, X[test], np.array([self.horizon]))[..., 0]
+                    pred[test] = rfs[np.arange(int(test.sum())), col[test]]
+            except BrainmatchInputError:
+                continue
+            scores[pen] = harrell_c(t, e, -pred)
+        self.penalty_scores_ = scores
+        if not scores:
+            return 0.5
+        return max(scores, key=lambda k: (scores[k], k))
 
     def fit(self, X: Any, time: Any, event: Any, arm: Any) -> SurvivalSelector:
         """Fit the survival models of every arm."""
@@ -165,6 +201,12 @@ class SurvivalSelector:
                     f"arm {a!r}: nobody is followed to the horizon {self.horizon:g}; choose a "
                     "shorter --horizon"
                 )
+        if self.penalizer == "auto":
+            self.penalizer_ = self._choose_penalizer(X, t, e, arm)
+        elif isinstance(self.penalizer, int | float) and self.penalizer >= 0:
+            self.penalizer_ = float(self.penalizer)
+        else:
+            raise BrainmatchInputError(f"--penalizer {self.penalizer!r}: use a number >= 0 or auto")
         self.models_ = self._fit_once(X, t, e, arm)
         self.boot_ = []
         if self.n_bootstrap:
