@@ -60,8 +60,9 @@ def censoring_survival(time: Array, event: Array) -> tuple[Array, Array]:
 def harrell_c(time: Array, event: Array, risk: Array) -> float:
     """Harrell's concordance of a risk score (higher = earlier event), as lifelines'
     ``concordance_index(time, -risk, event)``."""
-    from lifelines.utils import concordance_index
+    from brainmatch.durability.selector import _lifelines
 
+    concordance_index = _lifelines().utils.concordance_index
     return float(concordance_index(time, -np.asarray(risk, dtype=float), event))
 
 

@@ -24,6 +24,17 @@ MODELS = ("per-arm", "interaction")
 PENALTY_GRID = (0.05, 0.2, 0.5, 1.0, 2.0)
 
 
+def _lifelines() -> Any:
+    """lifelines (the optional ``survival`` extra), or one clear message."""
+    try:
+        import lifelines
+    except ImportError:
+        raise BrainmatchInputError(
+            "survival models need lifelines: pip install 'brainmatch[survival]'"
+        ) from None
+    return lifelines
+
+
 def _check_survival(
     time: Any, event: Any, n: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -54,8 +65,7 @@ class CoxModel:
 
     def fit(self, X: Any, time: Any, event: Any) -> CoxModel:
         """Fit on features ``X`` (n, p), times and event indicators."""
-        from lifelines import CoxPHFitter
-
+        CoxPHFitter = _lifelines().CoxPHFitter
         X = np.asarray(X, dtype=float)
         t, e = _check_survival(time, event, X.shape[0])
         if e.sum() < 2:
@@ -275,8 +285,7 @@ class _StratifiedInteractionCox:
         e: NDArray[np.float64],
         arm: NDArray[Any],
     ) -> _StratifiedInteractionCox:
-        from lifelines import CoxPHFitter
-
+        CoxPHFitter = _lifelines().CoxPHFitter
         self.mean_ = X.mean(axis=0)
         sd = X.std(axis=0)
         self.scale_ = np.where(sd > 0, sd, 1.0)
