@@ -231,3 +231,26 @@ def test_missing_file_and_too_few_per_arm(tmp_path: Path) -> None:
     )
     with pytest.raises(BrainmatchInputError, match="arm 'SSRI' has 0 participant"):
         analyse_change(f[keep], p, n_permutations=0)
+
+
+def test_affect_atlas_regions_and_circuits() -> None:
+    from brainmatch.atlases import AFFECT_REGIONS
+
+    names = [r.name for r in AFFECT_REGIONS]
+    f, p = synthetic_change_data(
+        n_subjects=60, n_features=len(names), seed=12, effects={"amp__r011": {"CBT": 1.0}}
+    )
+    f = f.rename(columns={f"amp__r{j + 1:03d}": f"amp__{n}" for j, n in enumerate(names)})
+    res = analyse_change(
+        f, p, treatment_column="arm", site_column="site", n_permutations=0, atlas="affect"
+    )
+    assert set(res.table["region"]) == set(names)  # region names as in the atlas
+    circuits = res.circuits.set_index(["circuit", "effect", "arm"])
+    assert {"affect network", "affect: prefrontal control", "affect: limbic reactivity"} <= set(
+        res.circuits["circuit"]
+    )
+    # r011 is mpfc_L (prefrontal control): CBT's change shows in that circuit
+    assert names[10] == "mpfc_L"
+    pfc = circuits.loc[("affect: prefrontal control", "change", "CBT"), "estimate"]
+    limbic = circuits.loc[("affect: limbic reactivity", "change", "CBT"), "estimate"]
+    assert pfc > limbic
