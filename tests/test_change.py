@@ -74,9 +74,12 @@ def test_fast_engine_equals_statsmodels_engine() -> None:
 
 def test_three_arms_and_three_sessions() -> None:
     f, p = synthetic_change_data(
-        n_subjects=60, n_features=6, arms=("CBT", "SSRI", "placebo"), seed=3,
+        n_subjects=60,
+        n_features=6,
+        arms=("CBT", "SSRI", "placebo"),
+        seed=3,
         effects={"amp__r002": {"SSRI": -1.5}},
-    )  # fmt: skip
+    )
     extra = f[f["session"] == "post"].copy()
     extra["session"] = "followup"
     f = pd.concat([f, extra.assign(amp__r002=extra["amp__r002"] + 0.0)], ignore_index=True)
@@ -110,9 +113,14 @@ def test_symptom_association() -> None:
     p["hamd_baseline"] = 22.0
     p["hamd_week8"] = 12.0 - 4.0 * p["d"]
     res = analyse_change(
-        f, p, treatment_column="arm", site_column="site", outcome_column="hamd_week8",
-        baseline_column="hamd_baseline", n_permutations=0,
-    )  # fmt: skip
+        f,
+        p,
+        treatment_column="arm",
+        site_column="site",
+        outcome_column="hamd_week8",
+        baseline_column="hamd_baseline",
+        n_permutations=0,
+    )
     a = res.association.set_index(["feature", "arm"])
     np.testing.assert_allclose(a.loc[("amp__r003", "CBT"), "r"], -1.0, atol=1e-9)
     assert a.loc[("amp__r001", "CBT"), "p"] > 1e-3
@@ -126,17 +134,42 @@ def test_cli_options(tmp_path: Path, engine: str, method: str) -> None:
     fp, pp = _tables(tmp_path, n_subjects=30, n_features=4, seed=6)
     out = tmp_path / "out"
     args = [
-        "change", "--features", str(fp), "--outcomes", str(pp), "--treatment-column", "arm",
-        "--site-column", "site", "--covariates", "age", "--engine", engine, "--method", method,
-        "--permutations", "19", "--contrast", "SSRI-CBT", "--out", str(out),
-    ]  # fmt: skip
+        "change",
+        "--features",
+        str(fp),
+        "--outcomes",
+        str(pp),
+        "--treatment-column",
+        "arm",
+        "--site-column",
+        "site",
+        "--covariates",
+        "age",
+        "--engine",
+        engine,
+        "--method",
+        method,
+        "--permutations",
+        "19",
+        "--contrast",
+        "SSRI-CBT",
+        "--out",
+        str(out),
+    ]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     table = pd.read_csv(out / "change.tsv", sep="\t")
     api = analyse_change(
-        fp, [pp], treatment_column="arm", site_column="site", covariates=["age"],
-        engine=engine, reml=method == "reml", n_permutations=19, contrast=("SSRI", "CBT"),
-    )  # fmt: skip
+        fp,
+        [pp],
+        treatment_column="arm",
+        site_column="site",
+        covariates=["age"],
+        engine=engine,
+        reml=method == "reml",
+        n_permutations=19,
+        contrast=("SSRI", "CBT"),
+    )
     np.testing.assert_allclose(table["estimate"], api.table["estimate"], rtol=1e-5)
     res = json.loads((out / "results.json").read_text())
     assert res["contrast"] == ["SSRI", "CBT"] and res["reml"] == (method == "reml")
@@ -156,12 +189,28 @@ def test_cli_measures_sessions_outcomes(tmp_path: Path) -> None:
     r = runner.invoke(
         app,
         [
-            "change", "--features", str(fp), "--outcomes", str(pp), "--treatment-column", "arm",
-            "--measures", "falff", "--sessions", "pre,post", "--outcome-column", "hamd_week8",
-            "--baseline-column", "hamd_baseline", "--permutations", "0", "--no-report",
-            "--out", str(out),
+            "change",
+            "--features",
+            str(fp),
+            "--outcomes",
+            str(pp),
+            "--treatment-column",
+            "arm",
+            "--measures",
+            "falff",
+            "--sessions",
+            "pre,post",
+            "--outcome-column",
+            "hamd_week8",
+            "--baseline-column",
+            "hamd_baseline",
+            "--permutations",
+            "0",
+            "--no-report",
+            "--out",
+            str(out),
         ],
-    )  # fmt: skip
+    )
     assert r.exit_code == 0, r.output
     t = pd.read_csv(out / "change.tsv", sep="\t")
     assert set(t["feature"]) == {"falff__r001"}
@@ -199,9 +248,21 @@ def test_cli_bad_input(tmp_path: Path, mutate, extra: list[str], message: str) -
     p.to_csv(pp, sep="\t", index=False)
     r = runner.invoke(
         app,
-        ["change", "--features", str(fp), "--outcomes", str(pp), "--treatment-column", "arm",
-         "--out", str(tmp_path / "out"), "--permutations", "0", *extra],
-    )  # fmt: skip
+        [
+            "change",
+            "--features",
+            str(fp),
+            "--outcomes",
+            str(pp),
+            "--treatment-column",
+            "arm",
+            "--out",
+            str(tmp_path / "out"),
+            "--permutations",
+            "0",
+            *extra,
+        ],
+    )
     assert r.exit_code == 2, r.output
     assert "error:" in r.output and message in " ".join(r.output.split()), r.output
     assert "Traceback" not in r.output
@@ -214,9 +275,20 @@ def test_refuses_foreign_output_folder(tmp_path: Path) -> None:
     (out / "notes.txt").write_text("mine")
     r = runner.invoke(
         app,
-        ["change", "--features", str(fp), "--outcomes", str(pp), "--treatment-column", "arm",
-         "--out", str(out), "--permutations", "0"],
-    )  # fmt: skip
+        [
+            "change",
+            "--features",
+            str(fp),
+            "--outcomes",
+            str(pp),
+            "--treatment-column",
+            "arm",
+            "--out",
+            str(out),
+            "--permutations",
+            "0",
+        ],
+    )
     assert r.exit_code == 2 and "holds no earlier brainmatch change output" in r.output
     assert (out / "notes.txt").read_text() == "mine"
 
@@ -254,3 +326,77 @@ def test_affect_atlas_regions_and_circuits() -> None:
     pfc = circuits.loc[("affect: prefrontal control", "change", "CBT"), "estimate"]
     limbic = circuits.loc[("affect: limbic reactivity", "change", "CBT"), "estimate"]
     assert pfc > limbic
+
+
+def test_random_site_equals_statsmodels_formula(tmp_path: Path) -> None:
+    import warnings
+
+    import statsmodels.formula.api as smf
+
+    fp, pp = _tables(tmp_path, n_subjects=48, n_features=2, n_sites=4, seed=3)
+    out = tmp_path / "out"
+    r = runner.invoke(
+        app,
+        [
+            "change",
+            "--features",
+            str(fp),
+            "--outcomes",
+            str(pp),
+            "--treatment-column",
+            "arm",
+            "--site-column",
+            "site",
+            "--site-effect",
+            "random",
+            "--engine",
+            "statsmodels",
+            "--out",
+            str(out),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    assert res["site_effect"] == "random" and res["n_permutations"] == 0
+    assert any("no permutation FWE" in n for n in res["notes"])
+    model = pd.read_csv(out / "model.tsv", sep="\t").set_index("feature")
+    table = pd.read_csv(out / "change.tsv", sep="\t")
+    d = pd.read_csv(fp, sep="\t").merge(pd.read_csv(pp, sep="\t"), on="participant_id")
+    d["post"] = (d["session"] == "post").astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = smf.mixedlm(
+            "amp__r001 ~ 0 + C(arm) + C(arm):post",
+            d,
+            groups="site",
+            re_formula="1",
+            vc_formula={"participant": "0 + C(participant_id)"},
+        ).fit()
+    # (the TSV files hold 6 significant digits)
+    assert model.loc["amp__r001", "llf"] == pytest.approx(ref.llf, rel=1e-5)
+    assert model.loc["amp__r001", "site_var"] == pytest.approx(
+        float(ref.cov_re.iloc[0, 0]), rel=1e-6, abs=1e-8
+    )
+    ch = table[(table["feature"] == "amp__r001") & (table["effect"] == "change")]
+    np.testing.assert_allclose(
+        ch["estimate"], [ref.params["C(arm)[CBT]:post"], ref.params["C(arm)[SSRI]:post"]], rtol=1e-5
+    )
+    r = runner.invoke(
+        app,
+        [
+            "change",
+            "--features",
+            str(fp),
+            "--outcomes",
+            str(pp),
+            "--treatment-column",
+            "arm",
+            "--site-column",
+            "site",
+            "--site-effect",
+            "random",
+            "--out",
+            str(tmp_path / "o2"),
+        ],
+    )
+    assert r.exit_code == 2 and "use --engine statsmodels" in r.output

@@ -174,8 +174,11 @@ def _participant_block(
     return np.column_stack(cols), names
 
 
-def build_design(data: ChangeData) -> _Design:
-    """Cell-means design: arm baselines, arm x session changes, site, covariates."""
+def build_design(data: ChangeData, site_fixed: bool = True) -> _Design:
+    """Cell-means design: arm baselines, arm x session changes, site, covariates.
+
+    ``site_fixed=False`` leaves site out (it is then a random effect of the model).
+    """
     rows = data.rows
     arm_code = {a: i for i, a in enumerate(data.arms)}
     arm_rows = rows["arm"].map(arm_code).to_numpy(dtype=np.intp)
@@ -188,7 +191,9 @@ def build_design(data: ChangeData) -> _Design:
         for j, ses in enumerate(data.sessions[1:]):
             change_index[(a, ses)] = k + i * (s - 1) + j
             names.append(f"arm[{a}]:session[{ses}]")
-    extra, extra_names = _participant_block(rows, data.site_column is not None, data.covariates)
+    extra, extra_names = _participant_block(
+        rows, site_fixed and data.site_column is not None, data.covariates
+    )
     X = np.column_stack([block, extra])
     null_time = np.column_stack(
         [np.ones(len(rows))] + [(ses_rows == j).astype(float) for j in range(1, s)]
@@ -243,6 +248,59 @@ def _fit_statsmodels(
         scale[j], cov_re[j], llf[j] = res.scale, float(np.asarray(res.cov_re)[0, 0]), res.llf
         n_obs[j], n_groups[j] = int(ok.sum()), len(np.unique(groups[ok]))
     return RandomInterceptFit(params, cov, scale, cov_re, llf, n_obs, n_groups, reml)
+
+
+def _fit_statsmodels_nested(
+    X: NDArray[np.float64],
+    Y: NDArray[np.float64],
+    groups: NDArray[Any],
+    sites: NDArray[Any],
+    reml: bool,
+) -> tuple[RandomInterceptFit, NDArray[np.float64]]:
+    """statsmodels ``MixedLM`` per feature with random site and participant-in-site intercepts.
+
+    Returns the fit (``cov_re`` = participant variance) and the site variances.
+    """
+    import warnings
+
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    n_out, p = Y.shape[1], X.shape[1]
+    params = np.full((n_out, p), np.nan)
+    cov = np.full((n_out, p, p), np.nan)
+    scale, cov_re, llf = np.full(n_out, np.nan), np.full(n_out, np.nan), np.full(n_out, np.nan)
+    site_var = np.full(n_out, np.nan)
+    n_obs = np.zeros(n_out, dtype=np.int64)
+    n_groups = np.zeros(n_out, dtype=np.int64)
+    for j in range(n_out):
+        ok = np.isfinite(Y[:, j])
+        g, sit = groups[ok], sites[ok]
+        # participants within site: one variance component, an indicator column each
+        vc = {}
+        for s_ in np.unique(sit):
+            in_s = g[sit == s_]
+            ids = np.unique(in_s)
+            vc[s_] = (in_s[:, None] == ids[None, :]).astype(float)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                order = np.argsort(sit, kind="stable")
+                res = MixedLM(
+                    Y[ok, j][order],
+                    X[ok][order],
+                    sit[order],
+                    exog_re=np.ones((int(ok.sum()), 1)),
+                    exog_vc={"participant": vc},
+                ).fit(reml=reml)
+            except Exception:
+                continue
+        params[j] = res.fe_params
+        cov[j] = np.asarray(res.cov_params())[:p, :p]
+        scale[j], llf[j] = res.scale, res.llf
+        site_var[j] = float(np.asarray(res.cov_re)[0, 0])
+        cov_re[j] = float(np.asarray(res.vcomp)[0])
+        n_obs[j], n_groups[j] = int(ok.sum()), len(np.unique(g))
+    return RandomInterceptFit(params, cov, scale, cov_re, llf, n_obs, n_groups, reml), site_var
 
 
 def _permute_within(blocks: NDArray[np.intp], rng: np.random.Generator) -> NDArray[np.intp]:
@@ -623,6 +681,7 @@ def analyse_change(
     measures: list[str] | tuple[str, ...] | None = None,
     contrast: tuple[str, str] | None = None,
     engine: str = "fast",
+    site_effect: str = "fixed",
     reml: bool = True,
     n_permutations: int = 1000,
     alpha: float = 0.05,
@@ -657,6 +716,10 @@ def analyse_change(
     engine : {"fast", "statsmodels"}
         brainmatch's vectorised solver or a statsmodels ``MixedLM`` loop (same estimates;
         the loop is the reference and is slow for thousands of features).
+    site_effect : {"fixed", "random"}
+        Site as fixed effects (default; permutations within site give FWE p-values) or as a
+        random intercept with participants nested in sites (statsmodels engine only, one
+        feature at a time; no permutation FWE).
     reml : bool
         REML (default, as statsmodels and lme4) or ML.
     n_permutations : int
@@ -678,6 +741,16 @@ def analyse_change(
     start = time.perf_counter()
     if engine not in ENGINES:
         raise BrainmatchInputError(f"--engine {engine!r}: use one of {', '.join(ENGINES)}")
+    if site_effect not in ("fixed", "random"):
+        raise BrainmatchInputError(f"--site-effect {site_effect!r}: use fixed or random")
+    if site_effect == "random":
+        if site_column is None:
+            raise BrainmatchInputError("--site-effect random needs --site-column")
+        if engine != "statsmodels":
+            raise BrainmatchInputError(
+                "--site-effect random: use --engine statsmodels (brainmatch's fast solver "
+                "fits a random intercept per participant, with site as fixed effects)"
+            )
     if n_permutations < 0 or (0 < n_permutations < 19):
         raise BrainmatchInputError(
             f"--permutations {n_permutations}: use 0 (no FWE) or at least 19 (p >= 0.05 resolution)"
@@ -712,7 +785,7 @@ def analyse_change(
     contrasts = [primary] if primary else []
     contrasts += [p for p in pairs if primary is None or set(p) != set(primary)]
 
-    design = build_design(data)
+    design = build_design(data, site_fixed=site_effect == "fixed")
     L = _interaction_L(design, data.arms, data.sessions)
     pid_codes = pd.factorize(data.rows[ID])[0].astype(np.intp)
     atlas_obj = atlas_for(data.metadata, atlas)
@@ -721,7 +794,25 @@ def analyse_change(
     members = circuit_membership(atlas_obj, regions)
     Yc, circuit_names = _circuit_scores(data, info, members)
 
-    fitter = fit_random_intercept if engine == "fast" else _fit_statsmodels
+    site_var: NDArray[np.float64] | None = None
+    if site_effect == "random":
+        site_rows = data.rows["site"].to_numpy()
+
+        def fitter(X: Any, Y: Any, groups: Any, reml: bool) -> RandomInterceptFit:
+            nonlocal site_var
+            fit_, sv = _fit_statsmodels_nested(X, Y, groups, site_rows, reml)
+            if site_var is None:
+                site_var = sv
+            return fit_
+
+        if n_permutations:
+            data.notes.append(
+                "no permutation FWE with --site-effect random (use fixed site effects for "
+                "the whole-brain FWE claim)"
+            )
+            n_permutations = 0
+    else:
+        fitter = fit_random_intercept if engine == "fast" else _fit_statsmodels  # type: ignore[assignment]
     t0 = time.perf_counter()
     fit = fitter(design.X, data.Y, pid_codes, reml=reml)
     fit_seconds = time.perf_counter() - t0
@@ -814,6 +905,7 @@ def analyse_change(
             )
 
     model = info.assign(
+        site_var=site_var if site_var is not None else np.nan,
         scale=fit.scale,
         cov_re=fit.cov_re,
         icc=fit.cov_re / (fit.cov_re + fit.scale),
@@ -842,6 +934,7 @@ def analyse_change(
             f"{outcome_column} - {baseline_column}" if baseline_column else outcome_column
         ),
         "engine": engine,
+        "site_effect": site_effect if data.site_column else None,
         "reml": reml,
         "n_permutations": n_permutations,
         "permutation_blocks": "site" if data.site_column else "none",
@@ -881,11 +974,14 @@ def methods_text(result: ChangeResult) -> str:
         f"{p['n_with_followup_per_arm'][a]} with a follow-up scan)"
         for a in p["arms"]
     )
-    site = (
-        f"site ({p['n_sites']} levels) as a fixed effect"
-        if p["site_column"]
-        else "no site term (single site)"
-    )
+    if not p["site_column"]:
+        site = "no site term (single site)"
+    elif p.get("site_effect") == "random":
+        site = (
+            f"site ({p['n_sites']} levels) as a random intercept with participants nested in sites"
+        )
+    else:
+        site = f"site ({p['n_sites']} levels) as a fixed effect"
     cov = f", {', '.join(p['covariates'])}" if p["covariates"] else ""
     engine = (
         "brainmatch's vectorised solver, which equals statsmodels' MixedLM to optimiser precision"

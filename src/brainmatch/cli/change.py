@@ -64,6 +64,12 @@ def change(
     engine: str = typer.Option(
         "fast", "--engine", help="fast (vectorised, exact) or statsmodels (MixedLM loop)."
     ),
+    site_effect: str = typer.Option(
+        "fixed",
+        "--site-effect",
+        help="fixed (default; FWE by permutation within site) or random (site random "
+        "intercept, participants nested; needs --engine statsmodels; no FWE).",
+    ),
     method: str = typer.Option("reml", "--method", help="reml or ml."),
     permutations: int = typer.Option(
         1000, "--permutations", help="Permutations of arm labels for FWE p (0: none)."
@@ -108,6 +114,7 @@ def change(
         measures=_split(measures) or None,
         contrast=pair,
         engine=engine,
+        site_effect=site_effect,
         reml=method.lower() == "reml",
         n_permutations=permutations,
         alpha=alpha,
@@ -123,7 +130,7 @@ def change(
         "sessions": " -> ".join(p["sessions"]),
         "features": p["n_features"],
         "FWE-significant interactions": len(res.significant("interaction", "p_fwe"))
-        if permutations
+        if res.params["n_permutations"]
         else "n/a (no permutations)",
         "FDR-significant interactions": len(res.significant("interaction", "p_fdr")),
     }

@@ -130,6 +130,19 @@ def durability_analysis(
     fcols = [c for c in fcols if pd.api.types.is_numeric_dtype(merged[c])]
     cols = fcols + list(covariates)
     X = merged[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    X[~np.isfinite(X)] = np.nan
+    empty = np.all(np.isnan(X), axis=0)
+    with np.errstate(invalid="ignore"):
+        flat = ~empty & ~(np.nanstd(X, axis=0) > 0)
+    if (empty | flat).any():
+        notes.append(
+            f"{int(empty.sum())} feature(s) with no values and {int(flat.sum())} constant "
+            "feature(s) were left out"
+        )
+        X = X[:, ~(empty | flat)]
+        cols = [c for c, d in zip(cols, empty | flat, strict=True) if not d]
+    if not cols:
+        raise BrainmatchInputError("no usable feature (all missing or constant)", fname)
     miss = ~np.isfinite(X)
     if miss.any():
         med = np.nanmedian(X, axis=0)

@@ -35,6 +35,14 @@ def _lifelines() -> Any:
     return lifelines
 
 
+def _no_convergence(exc: Exception, n_features: int, e: NDArray[np.float64]) -> str:
+    return (
+        f"the Cox model did not converge ({type(exc).__name__}) with {n_features} feature(s) "
+        f"and {int(e.sum())} event(s): raise --penalizer, or select fewer features "
+        "(--measures / a smaller feature table)"
+    )
+
+
 def _check_survival(
     time: Any, event: Any, n: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -80,7 +88,10 @@ class CoxModel:
         df = pd.DataFrame(Z, columns=cols).assign(__t=t, __e=e)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fitter = CoxPHFitter(penalizer=self.penalizer).fit(df, "__t", "__e")
+            try:
+                fitter = CoxPHFitter(penalizer=self.penalizer).fit(df, "__t", "__e")
+            except Exception as exc:  # lifelines' ConvergenceError and numerical failures
+                raise BrainmatchInputError(_no_convergence(exc, X.shape[1], e)) from None
         self.coef_std_ = fitter.params_.to_numpy()
         self.coef_ = self.coef_std_ / self.scale_
         # Breslow baseline cumulative hazard at the standardised mean (x = mean_)
@@ -292,9 +303,12 @@ class _StratifiedInteractionCox:
         df = self._design(X, arm).assign(__t=t, __e=e, __arm=arm)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.fitter_ = CoxPHFitter(penalizer=self.penalizer).fit(
-                df, "__t", "__e", strata=["__arm"]
-            )
+            try:
+                self.fitter_ = CoxPHFitter(penalizer=self.penalizer).fit(
+                    df, "__t", "__e", strata=["__arm"]
+                )
+            except Exception as exc:
+                raise BrainmatchInputError(_no_convergence(exc, X.shape[1], e)) from None
         return self
 
     def predict_survival(
