@@ -49,6 +49,7 @@ def test_truth_recovered_and_nothing_else() -> None:
     assert ch.loc[("amp__r010", "SSRI"), "estimate"] < 0
 
 
+@pytest.mark.slow
 def test_null_family_wise_rate() -> None:
     """Small version of benchmarks/bench_change.py: FWE false positives across null seeds."""
     hits = 0
