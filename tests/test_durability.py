@@ -205,6 +205,8 @@ def test_cli_durability(tables: tuple[Path, Path, Path], tmp_path: Path, model: 
         n_repeats=1,
     )
     assert res["metrics"]["harrell_c"] == pytest.approx(api.metrics["harrell_c"], abs=1e-12)
+    assert "restricted mean survival time" in res["description"]
+    assert "Harrell's C" in (out / "report.html").read_text()
     pred = pd.read_csv(out / "predictions.tsv", sep="\t")
     assert {"rfs__CBT", "rfs__SSRI", "recommended"} <= set(pred.columns)
 

@@ -35,7 +35,7 @@ def durability(
 ) -> None:
     """Validate treatment selection by predicted relapse-free survival at a horizon, out of
     fold: concordance, AUC and Brier at the horizon, calibration, and the policy's RMST gain
-    over the best single arm.  Writes predictions.tsv and results.json into --out."""
+    over the best single arm.  Writes predictions.tsv, results.json and report.html into --out."""
     from brainmatch.durability.run import durability_analysis
     from brainmatch.errors import BrainmatchInputError
 

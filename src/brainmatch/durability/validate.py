@@ -122,7 +122,7 @@ class DurabilityResult:
         return _json_safe({**self.params, "metrics": self.metrics, "notes": self.notes})
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write ``predictions.tsv`` and ``results.json`` into ``out_dir`` (atomically)."""
+        """Write ``predictions.tsv``, ``results.json`` and ``report.html`` into ``out_dir``."""
         from brainmatch._io import write_json, write_tsv
 
         out = Path(out_dir)
@@ -143,9 +143,18 @@ class DurabilityResult:
                 )
         out.mkdir(parents=True, exist_ok=True)
         write_tsv(out / "predictions.tsv", self.predictions, float_format="%.6g")
+        from brainmatch._io import write_text
+        from brainmatch.durability.report import methods_text, render_report
+
         write_json(
-            out / "results.json", {"generated_by": "brainmatch durability", **self.to_dict()}
+            out / "results.json",
+            {
+                "generated_by": "brainmatch durability",
+                **self.to_dict(),
+                "description": methods_text(self),
+            },
         )
+        write_text(out / "report.html", render_report(self))
         return out
 
     def _repr_html_(self) -> str:
