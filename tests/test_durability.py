@@ -272,3 +272,42 @@ def test_auto_penalty_by_inner_cv(tables: tuple[Path, Path, Path], tmp_path: Pat
     assert json.loads((tmp_path / "a" / "results.json").read_text())["penalizer"] == "auto"
     r = runner.invoke(app, [*base, "--penalizer", "lots", "--out", str(tmp_path / "b")])
     assert r.exit_code == 2 and "--penalizer 'lots'" in r.output
+
+
+def test_simulate_followup_options(tmp_path: Path) -> None:
+    r = runner.invoke(
+        app, ["simulate", str(tmp_path / "bad"), "--followup", "--durability-effect", "5"]
+    )
+    assert r.exit_code == 2 and "--durability-effect 5.0: must be between 0 and 3" in r.output
+
+
+@pytest.mark.slow
+def test_simulate_followup_cli(tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    r = runner.invoke(
+        app,
+        [
+            "simulate",
+            str(out),
+            "--n-subjects",
+            "6",
+            "--sites",
+            "1",
+            "--n-volumes",
+            "20",
+            "--followup",
+            "--durability-effect",
+            "0",
+            "--seed",
+            "2",
+            "--n-jobs",
+            "1",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    fu = pd.read_csv(out / "phenotype" / "followup.tsv", sep="\t", na_values="n/a")
+    truth = json.loads((out / "ground_truth.json").read_text())
+    assert truth["followup"]["durability_effect"] == 0.0
+    trial = draw_trial(TrialSpec(n_subjects=6, n_sites=1, n_volumes=20, seed=2))
+    expected, _, _ = draw_followup(trial, durability_effect=0.0)
+    np.testing.assert_allclose(fu["relapse_weeks"], expected["relapse_weeks"].astype(float))
