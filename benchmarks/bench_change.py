@@ -107,7 +107,8 @@ def null_rate() -> None:
         res = analyse_change(
             f, p, treatment_column="arm", site_column="site", n_permutations=199, seed=seed
         )
-        hits += int((res.table["p_fwe"] < 0.05).any())
+        inter = res.table[res.table["effect"] == "interaction"]
+        hits += int((inter["p_fwe"] < 0.05).any())
     rate = hits / N_SEEDS
     lo, hi = stats.binomtest(hits, N_SEEDS).proportion_ci(0.95)
     print(

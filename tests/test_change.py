@@ -46,6 +46,8 @@ def test_truth_recovered_and_nothing_else() -> None:
         assert row["ci_high"] - row["ci_low"] == pytest.approx(2 * 1.959964 * row["se"])
     # the sign of each arm's own change
     assert ch.loc[("amp__r005", "CBT"), "p_fdr"] < 0.05
+    # the arm's own change, FWE-controlled by sign-flipping its patients' differences
+    assert ch.loc[("amp__r005", "CBT"), "p_fwe"] < 0.05
     assert ch.loc[("amp__r010", "SSRI"), "estimate"] < 0
 
 
@@ -59,7 +61,8 @@ def test_null_family_wise_rate() -> None:
         res = analyse_change(
             f, p, treatment_column="arm", site_column="site", n_permutations=99, seed=seed
         )
-        hits += int((res.table["p_fwe"] < 0.05).any())
+        inter = res.table[res.table["effect"] == "interaction"]
+        hits += int((inter["p_fwe"] < 0.05).any())
     # expected 5 % (2 of 40); P(>= 7 of 40 | 5 %) < 0.005
     assert hits <= 6
 

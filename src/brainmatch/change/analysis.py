@@ -361,6 +361,63 @@ def _permutation_fwe(
     return observed, maxima, p_fwe
 
 
+def _abs_t(
+    total: NDArray[np.float64], n: NDArray[np.float64], ss: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """|one-sample t| from the sum, count and sum of squares of paired differences."""
+    mean = total / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = (ss - n * mean**2) / (n - 1)
+        return np.asarray(np.abs(mean) / np.sqrt(np.maximum(var, 1e-300) / n))
+
+
+def _signflip_fwe(
+    data: ChangeData, n_permutations: int, seed: int
+) -> dict[tuple[str, str], NDArray[np.float64]]:
+    """FWE p-values of each arm's change by sign-flipping paired differences (max |t|).
+
+    Under the null of no change within an arm (and symmetric errors) each participant's
+    follow-up-minus-baseline difference is as likely to have either sign; site and
+    covariates cancel in the difference.  The statistic is the one-sample t of the
+    differences; flipping signs leaves the sum of squares unchanged, so every permutation
+    costs one matrix product.
+    """
+    rows = data.rows
+    pid = rows[ID].to_numpy()
+    t = rows["__t"].to_numpy()
+    base = pd.Series(np.flatnonzero(t == 0), index=pid[t == 0])
+    rng = np.random.default_rng([seed, 7])
+    out: dict[tuple[str, str], NDArray[np.float64]] = {}
+    for j, ses in enumerate(data.sessions[1:], start=1):
+        fol = pd.Series(np.flatnonzero(t == j), index=pid[t == j])
+        both = base.index.intersection(fol.index)
+        arm_of = data.participants.set_index(ID).loc[both, "arm"].to_numpy()
+        D_all = data.Y[fol.loc[both].to_numpy()] - data.Y[base.loc[both].to_numpy()]
+        for arm in data.arms:
+            D = D_all[arm_of == arm]
+            if D.shape[0] < 3:
+                continue
+            ok = np.isfinite(D)
+            n = ok.sum(axis=0).astype(float)
+            Dz = np.where(ok, D, 0.0)
+            ss = np.einsum("nf,nf->f", Dz, Dz)
+
+            observed = _abs_t(Dz.sum(axis=0), n, ss)
+            observed[n < 3] = np.nan
+            maxima = np.empty(n_permutations)
+            for b0 in range(0, n_permutations, 100):
+                flips = rng.choice([-1.0, 1.0], size=(min(100, n_permutations - b0), D.shape[0]))
+                stats_b = np.stack([_abs_t(f @ Dz, n, ss) for f in flips])
+                stats_b[:, n < 3] = np.nan
+                maxima[b0 : b0 + len(flips)] = np.nanmax(stats_b, axis=1)
+            srt = np.sort(maxima)
+            exceed = srt.size - np.searchsorted(srt, observed, side="left")
+            pf = np.asarray((1.0 + exceed) / (1.0 + n_permutations), dtype=np.float64)
+            pf[~np.isfinite(observed)] = np.nan
+            out[(arm, ses)] = pf
+    return out
+
+
 # --------------------------------------------------------------------------- result
 
 
@@ -855,6 +912,10 @@ def analyse_change(
         if L.shape[0] == 1:  # two arms, one follow-up: the contrast is the interaction
             con = (table["effect"] == "contrast") & (table["arm"] == " - ".join(contrasts[0]))
             table.loc[con, "p_fwe"] = p_fwe
+        # each arm's own change: sign-flip permutation of participants' paired differences
+        for (arm, ses), pf in _signflip_fwe(data, n_permutations, seed).items():
+            sel = (table["effect"] == "change") & (table["arm"] == arm) & (table["session"] == ses)
+            table.loc[sel, "p_fwe"] = pf
 
     circuits = pd.DataFrame()
     if circuit_names:
@@ -989,6 +1050,11 @@ def methods_text(result: ChangeResult) -> str:
         else "statsmodels' MixedLM, one feature at a time"
     )
     perm = (
+        "Each arm's own change was FWE-controlled over features by sign-flipping its "
+        "participants' follow-up-minus-baseline differences (maximum |t| over features). "
+        if p["n_permutations"]
+        else ""
+    ) + (
         f"Family-wise error over all {p['n_features']} features was controlled by "
         f"{p['n_permutations']} permutations of arm labels between participants"
         f"{' within site' if p['site_column'] else ''}, comparing each feature's interaction "

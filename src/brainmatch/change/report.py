@@ -33,7 +33,10 @@ _OWN = {
 }
 
 
-CHANGE_COLS = ["arm", "session", "feature", "region", "estimate", "ci_low", "ci_high", "p", "p_fdr"]
+CHANGE_COLS = [
+    *["arm", "session", "feature", "region", "estimate", "ci_low", "ci_high"],
+    *["p", "p_fdr", "p_fwe"],
+]
 CIRCUIT_COLS = [
     *["circuit", "measure", "effect", "arm", "session", "estimate", "ci_low", "ci_high"],
     *["stat", "p", "p_fdr", "p_fwe"],
