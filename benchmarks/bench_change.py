@@ -8,9 +8,11 @@ family-wise error rate of the permutation test on null simulations.
    every feature at once against a loop of statsmodels ``MixedLM(...).fit(reml=True)``,
    one feature at a time, in the same process: the speed ratio and the largest
    differences in log-likelihood and fixed effects.
-3. Null calibration: ``N_SEEDS`` null trials (no arm-by-time effect anywhere; a common
-   drift in every arm), 500 correlated features each, 199 permutations: the share of
+3. Null calibration of the interaction: ``N_SEEDS`` null trials (no arm-by-time effect
+   anywhere; a common drift in every arm), 500 correlated features each, 199 permutations:
+   the share of
    trials with any feature at permutation-FWE p < 0.05 should be about 5 %.
+4. Null calibration of each arm's own change (sign-flip FWE), trials without any change.
 
 Run: ``.venv/bin/python benchmarks/bench_change.py`` (timings are from whatever machine
 runs it; on the shared 2-core development machine they were measured under load).
@@ -117,6 +119,27 @@ def null_rate() -> None:
     )
 
 
+def within_arm_null_rate(n_seeds: int = 100) -> None:
+    """Null trials with no change at all: within-arm sign-flip FWE false positives."""
+    hits = 0
+    t0 = time.perf_counter()
+    for seed in range(n_seeds):
+        f, p = synthetic_change_data(
+            n_subjects=60, n_features=200, n_sites=3, seed=9000 + seed, time_effect=0.0
+        )
+        res = analyse_change(
+            f, p, treatment_column="arm", site_column="site", n_permutations=199, seed=seed
+        )
+        ch = res.table[res.table["effect"] == "change"]
+        hits += int((ch["p_fwe"] < 0.05).any())
+    lo, hi = stats.binomtest(hits, n_seeds).proportion_ci(0.95)
+    print(
+        f"\n4. no change anywhere: {hits} of {n_seeds} trials with any within-arm change at "
+        f"sign-flip FWE p < 0.05 = {hits / n_seeds:.1%} [{lo:.1%}, {hi:.1%}] (two arms, i.e. "
+        f"two families: about 9.8 % expected; {time.perf_counter() - t0:.0f} s)"
+    )
+
+
 def main() -> None:
     """Run the three parts and print their figures."""
     print(
@@ -126,6 +149,7 @@ def main() -> None:
     dietox()
     speed()
     null_rate()
+    within_arm_null_rate()
 
 
 if __name__ == "__main__":
