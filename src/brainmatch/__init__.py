@@ -30,6 +30,10 @@ _LAZY = {
     "score_normative": "brainmatch.normative",
     "build_profile": "brainmatch.normative.profile",
     "load_knowledge_base": "brainmatch.modalities",
+    "analyse_change": "brainmatch.change",
+    "fit_random_intercept": "brainmatch.change",
+    "SurvivalSelector": "brainmatch.durability",
+    "validate_durability": "brainmatch.durability",
 }
 
 

@@ -58,6 +58,15 @@ def simulate(
         help="Healthy controls to add (group=control in participants.tsv; no arm, no outcome). "
         "With controls, patients carry planted deviant circuits (ground_truth.tsv 'planted').",
     ),
+    followup: bool = typer.Option(
+        False, "--followup", help="Also write relapse follow-up (phenotype/followup.tsv)."
+    ),
+    durability_effect: float = typer.Option(
+        0.6,
+        "--durability-effect",
+        help="With --followup: log hazard ratio per SD of the brain "
+        "moderator of durability (0: none).",
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an earlier simulated dataset in OUT_DIR."
     ),
@@ -84,6 +93,8 @@ def simulate(
         task_fmri=task_fmri,
         cortex=cortex,
         n_controls=n_controls,
+        followup=followup,
+        durability_effect=durability_effect,
     )
     jobs = resolve_n_jobs(n_jobs)
     with progress_bar("simulating subjects") as update:

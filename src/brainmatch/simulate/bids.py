@@ -345,6 +345,10 @@ def write_dataset(trial: Trial, root: Path, summaries: list[dict[str, Any]]) -> 
         "oracle_arm": "arm with the lowest expected week-8 score (mu) for the patient",
         "oracle_advantage": "expected score under the second-best arm minus the best",
     }
+    if spec.followup:  # relapse follow-up after the acute phase
+        from brainmatch.simulate.followup import write_followup
+
+        params["followup"] = write_followup(trial, root)
     write_json(root / _MARKER, params)
 
 

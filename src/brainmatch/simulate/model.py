@@ -105,6 +105,8 @@ class TrialSpec:
     #: FreeSurfer ``lh/rh.aparc.stats`` (cortical thickness, area, volume) beside aseg
     cortex: bool = False
     n_controls: int = 0
+    followup: bool = False  # relapse follow-up (simulate/followup.py)
+    durability_effect: float = 0.6
 
     def __post_init__(self) -> None:
         if self.n_subjects < 2:
@@ -139,6 +141,10 @@ class TrialSpec:
         parse_effect_size(self.effect_size)
         if not (0 <= self.n_controls <= 100_000):
             raise BrainmatchInputError(f"--n-controls {self.n_controls}: must be in 0..100000")
+        if not (0.0 <= self.durability_effect <= 3.0):
+            raise BrainmatchInputError(
+                f"--durability-effect {self.durability_effect}: must be between 0 and 3"
+            )
 
 
 @dataclass
