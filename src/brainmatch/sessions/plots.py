@@ -67,14 +67,8 @@ def moderators(res: SessionsResult) -> Figure:
     fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(tab) + 1.2))
     y = np.arange(len(tab))
     colours = ["#4477aa" if m == "within" else "#228833" for m in tab["model"]]
-    ax.errorbar(
-        tab["estimate"],
-        y,
-        xerr=[tab["estimate"] - tab["ci_lb"], tab["ci_ub"] - tab["estimate"]],
-        fmt="none",
-        ecolor=colours,
-        capsize=2,
-    )
+    for yi, lo, hi, c in zip(y, tab["ci_lb"], tab["ci_ub"], colours, strict=True):
+        ax.plot([lo, hi], [yi, yi], color=c, lw=1.4)
     ax.scatter(tab["estimate"], y, c=colours, zorder=3, s=18)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, [f"{m}: {t}" for m, t in zip(tab["model"], tab["term"], strict=True)], fontsize=8)
