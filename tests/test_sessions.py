@@ -146,7 +146,9 @@ def test_terms_absent_from_the_data_are_left_out_with_a_note() -> None:
 
 def test_analysis_input_errors() -> None:
     trial = draw_session_trial(SessionTrialSpec(n_per_arm=8, seed=2))
-    with pytest.raises(BrainmatchInputError, match="no column 'conn_vmpfc' in the session table; did you mean"):
+    with pytest.raises(
+        BrainmatchInputError, match="no column 'conn_vmpfc' in the session table; did you mean"
+    ):
         analyse_sessions(
             trial.sessions.merge(trial.features, on="participant_id"),
             brain_moderators=["conn_vmpfc"],

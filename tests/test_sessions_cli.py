@@ -45,7 +45,15 @@ def test_simulate_timings(tmp_path: Path, timing: str) -> None:
 
 @pytest.mark.parametrize(
     "kind",
-    ["pharmacological", "nmda", "psychedelic", "brain_stimulation", "exercise", "sleep_circadian", "other"],
+    [
+        "pharmacological",
+        "nmda",
+        "psychedelic",
+        "brain_stimulation",
+        "exercise",
+        "sleep_circadian",
+        "other",
+    ],
 )
 def test_simulate_augmentation_types(tmp_path: Path, kind: str) -> None:
     out = _sim(

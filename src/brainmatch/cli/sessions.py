@@ -122,7 +122,11 @@ def sessions_effects(
         None, "--ipd", help="Also fit the one-stage IPD model and write it to this JSON file."
     ),
 ) -> None:
-    """Study-level effects (Hedges' g of the final outcome) for brainmatch meta --schema augmentation."""
+    """Study-level effects (Hedges' g of the final outcome) for meta --schema augmentation.
+
+    Writes one row per comparison (study, type, timing, g, se, means, SDs, ns) and, with
+    --ipd, the one-stage individual-participant model of the same participants.
+    """
     from brainmatch._io import write_json, write_text
     from brainmatch.errors import BrainmatchInputError
     from brainmatch.sessions.effects import one_stage_ipd, study_effects

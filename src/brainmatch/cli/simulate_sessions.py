@@ -12,7 +12,12 @@ from brainmatch.cli._common import echo_kv, user_errors
 def _effect(value: str) -> tuple[float, bool]:
     from brainmatch.errors import BrainmatchInputError
 
-    named = {"null": (0.0, False), "none": (0.0, True), "realistic": (1.0, True), "strong": (2.0, True)}
+    named = {
+        "null": (0.0, False),
+        "none": (0.0, True),
+        "realistic": (1.0, True),
+        "strong": (2.0, True),
+    }
     if value.lower() in named:
         return named[value.lower()]
     try:

@@ -314,7 +314,8 @@ class SessionsResult:
         tab = self.moderators()
         rows = "".join(
             f"<tr><td>{html.escape(r.model)}</td><td>{html.escape(r.term)}</td>"
-            f"<td>{r.estimate:.2f}</td><td>[{r.ci_lb:.2f}, {r.ci_ub:.2f}]</td><td>{r.p:.3g}</td></tr>"
+            f"<td>{r.estimate:.2f}</td><td>[{r.ci_lb:.2f}, {r.ci_ub:.2f}]</td>"
+            f"<td>{r.p:.3g}</td></tr>"
             for r in tab.itertuples()
         )
         fin = ""
@@ -514,11 +515,7 @@ def analyse_sessions(
         if not sym.empty:
             last = sym.iloc[-1]
             obs = d[(d["session_number"] == last["session"]) & d["symptom_score"].notna()]
-            sd = float(
-                np.sqrt(
-                    obs.groupby("active")["symptom_score"].var(ddof=1).mean()
-                )
-            )
+            sd = float(np.sqrt(obs.groupby("active")["symptom_score"].var(ddof=1).mean()))
             final = {
                 "outcome": "symptom_score",
                 "session": int(last["session"]),
@@ -563,15 +560,17 @@ def analyse_sessions(
     )
     descriptives = {
         "source": source,
-        "n_participants": int(len(per_part)),
-        "n_sessions": int(len(d)),
-        "n_transitions": int(len(t)),
+        "n_participants": len(per_part),
+        "n_sessions": len(d),
+        "n_transitions": len(t),
         "last_session": last_session,
         "arms": {
             str(a): {
                 "n": int((per_part["arm"] == a).sum()),
                 "augmentation": bool(arms[a] > 0),
-                "completed": int(((per_part["arm"] == a) & (per_part["last"] == last_session)).sum()),
+                "completed": int(
+                    ((per_part["arm"] == a) & (per_part["last"] == last_session)).sum()
+                ),
             }
             for a in arms.index
         },

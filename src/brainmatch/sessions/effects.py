@@ -170,9 +170,7 @@ def study_effects(
     if not tables:
         raise BrainmatchInputError("no session tables given")
     if labels is not None and len(labels) != len(tables):
-        raise BrainmatchInputError(
-            f"--labels has {len(labels)} name(s) for {len(tables)} table(s)"
-        )
+        raise BrainmatchInputError(f"--labels has {len(labels)} name(s) for {len(tables)} table(s)")
     if diagnosis_dimension is not None and diagnosis_dimension not in DIAGNOSIS_DIMENSIONS:
         raise BrainmatchInputError(
             f"--diagnosis-dimension {diagnosis_dimension!r}: use one of "
@@ -198,7 +196,9 @@ def study_effects(
                 df, label, outcome=outcome, diagnosis_dimension=diagnosis_dimension
             )
         except BrainmatchInputError as exc:
-            raise BrainmatchInputError(exc.reason, None if isinstance(tab, pd.DataFrame) else tab) from None
+            raise BrainmatchInputError(
+                exc.reason, None if isinstance(tab, pd.DataFrame) else tab
+            ) from None
     return pd.DataFrame(rows)
 
 
@@ -236,9 +236,7 @@ def one_stage_ipd(
             label = labels[i] if labels else _label(p if p.is_file() else p / "sessions.tsv")
         fin = final_scores(df, outcome)
         var = fin.groupby("active")["y"].agg(["var", "count"])
-        sp = float(
-            np.sqrt(((var["count"] - 1) * var["var"]).sum() / (var["count"].sum() - 2))
-        )
+        sp = float(np.sqrt(((var["count"] - 1) * var["var"]).sum() / (var["count"].sum() - 2)))
         fin["z"] = fin["y"] / sp
         fin["trial"] = f"t{i}"
         fin["study"] = label
@@ -259,7 +257,7 @@ def one_stage_ipd(
         "ci_ub": c["estimate"] + z * c["se"],
         "p": c["p"],
         "tau2": float(fit.cov_re.iloc[0, 0]),
-        "n": int(len(data)),
+        "n": len(data),
         "k": int(k),
         "converged": fit.converged,
         "optimiser": fit.optimiser,

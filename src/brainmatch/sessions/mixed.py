@@ -3,7 +3,7 @@
 statsmodels' ``MixedLM`` is the engine (it reproduces lme4 on the ``dietox`` data, see
 ``tests/test_sessions_mixed.py``).  Random-slope models often stop at a point where the
 optimiser reports failure or a singular random-effects covariance; :func:`fit_mixed`
-therefore tries several optimisers in turn (L-BFGS, BFGS, Powell, Nelder-Mead, CG) and
+therefore tries several optimisers in turn (BFGS, L-BFGS, Powell, Nelder-Mead, CG) and
 keeps the converged fit with the highest (restricted) log-likelihood, recording what it
 tried.  When no optimiser converges with random slopes, it falls back to independent
 (diagonal) random effects, then to random intercepts only, and says so.
@@ -21,7 +21,7 @@ from scipy import stats
 
 from brainmatch.errors import BrainmatchInputError
 
-OPTIMISERS = ("lbfgs", "bfgs", "powell", "nm", "cg")
+OPTIMISERS = ("bfgs", "lbfgs", "powell", "nm", "cg")
 
 
 @dataclass
@@ -133,9 +133,7 @@ class MixedFit:
         }
 
 
-def _one_fit(
-    model: Any, method: str, reml: bool, free: Any | None
-) -> tuple[Any | None, list[str]]:
+def _one_fit(model: Any, method: str, reml: bool, free: Any | None) -> tuple[Any | None, list[str]]:
     caught: list[str] = []
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
@@ -204,9 +202,7 @@ def fit_mixed(
         free = None
         if kind == "diag":
             k_re = model.k_re
-            free = MixedLMParams.from_components(
-                np.ones(model.k_fe), np.eye(k_re)
-            )
+            free = MixedLMParams.from_components(np.ones(model.k_fe), np.eye(k_re))
         best = None
         for method in optimisers:
             res, caught = _one_fit(model, method, reml, free)
@@ -226,9 +222,14 @@ def fit_mixed(
             res, method, caught = best
             notes.extend(f"{random} / {method}: {c}" for c in caught)
             if random != "slopes":
+                kind_text = (
+                    "independent (diagonal) random effects"
+                    if random == "diagonal"
+                    else "random-intercept"
+                )
                 notes.append(
                     f"random slopes did not converge with any optimiser; reported the "
-                    f"{'independent (diagonal) random effects' if random == 'diagonal' else 'random-intercept'} model"
+                    f"{kind_text} model"
                 )
             fe = res.fe_params
             names = list(fe.index)
@@ -247,12 +248,11 @@ def fit_mixed(
                 optimiser=method,
                 random=random,
                 n_obs=int(res.nobs),
-                n_groups=int(len(model.group_labels)),
+                n_groups=len(model.group_labels),
                 level=level,
                 notes=notes,
                 fitted=np.asarray(res.fittedvalues),
             )
     raise BrainmatchInputError(
-        f"the mixed model {formula!r} did not converge with any optimiser "
-        f"({'; '.join(notes[-5:])})"
+        f"the mixed model {formula!r} did not converge with any optimiser ({'; '.join(notes[-5:])})"
     )

@@ -71,7 +71,9 @@ def moderators(res: SessionsResult) -> Figure:
         ax.plot([lo, hi], [yi, yi], color=c, lw=1.4)
     ax.scatter(tab["estimate"], y, c=colours, zorder=3, s=18)
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(y, [f"{m}: {t}" for m, t in zip(tab["model"], tab["term"], strict=True)], fontsize=8)
+    ax.set_yticks(
+        y, [f"{m}: {t}" for m, t in zip(tab["model"], tab["term"], strict=True)], fontsize=8
+    )
     ax.set_xlabel("SUDS points (within: more reduction; between: more return of fear)")
     fig.tight_layout()
     return fig

@@ -50,7 +50,7 @@ def methods_text(res: SessionsResult) -> tuple[str, list[str]]:
         f"{'restricted ' if o['reml'] else ''}maximum likelihood in statsmodels "
         f"{cite('statsmodels')} (MixedLM, whose estimates reproduce lme4 {cite('lme4')}), "
         f"with random intercepts and random session slopes per participant; when an optimiser "
-        f"did not converge, others were tried (L-BFGS, BFGS, Powell, Nelder-Mead, CG) and the "
+        f"did not converge, others were tried (BFGS, L-BFGS, Powell, Nelder-Mead, CG) and the "
         f"converged fit with the highest likelihood was kept.",
         "Within-session fear reduction (start minus end, SUDS) was modelled on session, "
         "starting fear, augmentation at that session, exercise before it and time of day.",
@@ -63,15 +63,19 @@ def methods_text(res: SessionsResult) -> tuple[str, list[str]]:
         f"D-cycloserine trials suggested {cite('rosenfield')}; exercise before the session; "
         f"and time of day, since earlier-in-the-day sessions gave larger gains "
         f"{cite('meuret')}"
-        + (f"; and the baseline brain measure(s) {', '.join(brain)} with their interaction "
-           f"with augmentation" if brain else "")
+        + (
+            f"; and the baseline brain measure(s) {', '.join(brain)} with their interaction "
+            f"with augmentation"
+            if brain
+            else ""
+        )
         + ".",
         "The augmentation effect per session is the difference between arms in fear at the "
         "start of each session from a model with session as a factor and its interaction "
         "with arm; the same model of the weekly symptom score gives the effect on the final "
         "outcome, and a model with the cumulative number of augmented sessions gives the "
         "dose-response.",
-        f"Intervals are {int(round(o['level'] * 100))}% Wald intervals. Study-level effects of "
+        f"Intervals are {round(o['level'] * 100)}% Wald intervals. Study-level effects of "
         f"such trials can be pooled with brainmatch meta --schema augmentation, as in the "
         f"meta-analysis of acute augmentations of psychological therapy {cite('nord')}.",
     ]
@@ -122,7 +126,13 @@ def write_report(res: SessionsResult, out_dir: str | Path, title: str | None = N
             continue
         for fmt in ("png", "svg"):
             buf = io.BytesIO()
-            fig.savefig(buf, format=fmt, dpi=110, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
+            fig.savefig(
+                buf,
+                format=fmt,
+                dpi=110,
+                bbox_inches="tight",
+                metadata={"Date": None} if fmt == "svg" else None,
+            )
             write_bytes(out / f"{name}.{fmt}", buf.getvalue())
         plt.close(fig)
         figures.append(f"{name}.png")

@@ -264,7 +264,9 @@ def _participant(
                 + draws["eb"][k]
             )
             start[k + 1] = float(np.clip(np.round(end[k] + ret), 0, 100))
-        symptom = np.clip(np.round(4 + 0.25 * start[1:] + draws["person"] + draws["es"], 1), 0, None)
+        symptom = np.clip(
+            np.round(4 + 0.25 * start[1:] + draws["person"] + draws["es"], 1), 0, None
+        )
         paths[active] = {"aug": aug, "start": start, "end": end, "symptom": symptom}
     return draws, paths
 
@@ -335,7 +337,9 @@ def draw_session_trial(spec: SessionTrialSpec) -> SessionTrial:
                     "cortisol": round(
                         float(15 * np.exp(-0.12 * (tod - 8) + draws["cortisol"][k])), 2
                     ),
-                    "imaging_session": "ses-pre" if k == 0 else ("ses-post" if k == k_n - 1 else None),
+                    "imaging_session": "ses-pre"
+                    if k == 0
+                    else ("ses-post" if k == k_n - 1 else None),
                 }
             )
         people.append(
