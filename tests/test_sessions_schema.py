@@ -143,7 +143,8 @@ def test_missing_columns_suggest_the_closest(tmp_path: Path) -> None:
         tmp_path,
         df,
         "missing required column(s) 'participant_id', 'fear_end'",
-        "did you mean 'participant'",
+        "did you mean 'participant' for 'participant_id'",
+        "did you mean 'fear_final' for 'fear_end'",
     )
 
 

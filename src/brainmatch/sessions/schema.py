@@ -325,10 +325,11 @@ def validate_sessions(
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         have = [c for c in df.columns if c != "_line"]
+        unknown = [c for c in have if c not in COLUMNS]  # a schema column is no misspelling
         guesses = [
-            f"{did_you_mean(m, have).removeprefix('; ').rstrip('?')} for {m!r}"
+            f"{did_you_mean(m, unknown).removeprefix('; ').rstrip('?')} for {m!r}"
             for m in missing
-            if did_you_mean(m, have)
+            if did_you_mean(m, unknown)
         ]
         hints = f" ({'; '.join(guesses)}?)" if guesses else ""
         raise BrainmatchInputError(
