@@ -121,6 +121,34 @@ def test_sessions_cli_equals_the_python_api(tmp_path: Path, method: str) -> None
     assert (out / "report.html").is_file()
 
 
+def test_sessions_cli_window_level_title(tmp_path: Path) -> None:
+    trial = _sim(tmp_path / "trial", "--seed", "2")
+    out = tmp_path / "res"
+    _run(
+        "sessions",
+        trial / "sessions.tsv",
+        "--out",
+        out,
+        "--window-minutes",
+        "90",
+        "--level",
+        "0.9",
+        "--rating-scale",
+        "0,100",
+        "--title",
+        "Trial X",
+    )
+    data = json.loads((out / "results.json").read_text())
+    api = analyse_sessions(trial / "sessions.tsv", window_minutes=90, level=0.9)
+    row = api.models["between"].table().set_index("term").loc["augmented:window"]
+    got = next(
+        r for r in data["models"]["between"]["fixed_effects"] if r["term"] == "augmented:window"
+    )
+    assert got["ci_lb"] == pytest.approx(row["ci_lb"], rel=1e-9)
+    assert data["options"]["window_minutes"] == 90
+    assert "Trial X" in (out / "report.html").read_text()
+
+
 def test_sessions_cli_errors(tmp_path: Path) -> None:
     trial = _sim(tmp_path / "trial")
     bad = pd.read_csv(trial / "sessions.tsv", sep="\t")
@@ -129,6 +157,7 @@ def test_sessions_cli_errors(tmp_path: Path) -> None:
     res = runner.invoke(app, ["sessions", str(tmp_path / "bad.tsv"), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
     assert "error:" in res.output and "row 5 is 101" in res.output
+    assert not (tmp_path / "o").exists()  # nothing written for bad input
     for args, msg in [
         (["--method", "OLS"], "--method 'OLS'"),
         (["--rating-scale", "100"], "--rating-scale '100'"),
@@ -225,5 +254,25 @@ def test_sessions_effects_errors(tmp_path: Path) -> None:
         app,
         ["sessions-effects", str(trial), str(trial), "--out", str(tmp_path / "e.csv")],
     )
-    assert res.exit_code == 2 and "same study label" not in res.output
-    assert "study label 'trial'" in res.output
+    assert res.exit_code == 2 and "study label 'trial'" in res.output
+    res = runner.invoke(
+        app,
+        ["sessions-effects", str(trial), "--out", str(tmp_path / "e.csv"), "--labels", "a,b"],
+    )
+    assert res.exit_code == 2 and "--labels has 2 name(s) for 1 table(s)" in res.output
+    res = runner.invoke(
+        app,
+        ["sessions-effects", str(trial), "--out", str(tmp_path / "e.csv"), "--outcome", "hamd"],
+    )
+    assert res.exit_code == 2 and "no 'hamd' column" in res.output
+    _run(
+        "sessions-effects",
+        trial,
+        "--out",
+        tmp_path / "e.csv",
+        "--labels",
+        "Smith 2024",
+        "--outcome",
+        "symptom_score",
+    )
+    assert pd.read_csv(tmp_path / "e.csv")["study"].tolist() == ["Smith 2024"]

@@ -65,7 +65,7 @@ def sessions(
 
     if method.upper() not in ("REML", "ML"):
         raise BrainmatchInputError(f"--method {method!r}: use REML or ML")
-    check_output_dir(out)
+    check_output_dir(out, create=False)
     res = analyse_sessions(
         input_file,
         brain_moderators=tuple(_split(brain_moderators)),

@@ -340,8 +340,20 @@ def _brain_label(term: str) -> str:
     return f"{term} (brain moderator, per unit)"
 
 
-def check_output_dir(out_dir: str | Path) -> Path:
-    """Create ``out_dir`` or accept it when empty or an earlier ``brainmatch sessions`` output."""
+def check_output_dir(out_dir: str | Path, create: bool = True) -> Path:
+    """Accept ``out_dir`` when new, empty or an earlier ``brainmatch sessions`` output.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The folder.
+    create : bool
+        Create it (False: only check, e.g. before a long analysis).
+
+    Returns
+    -------
+    Path
+    """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise BrainmatchInputError("exists and is not a folder", out)
@@ -358,7 +370,8 @@ def check_output_dir(out_dir: str | Path) -> Path:
                 "a new or empty folder",
                 out,
             )
-    out.mkdir(parents=True, exist_ok=True)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     return out
 
 
