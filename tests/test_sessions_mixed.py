@@ -108,3 +108,19 @@ def test_contrast_equals_the_coefficient_and_its_se() -> None:
     assert c["se"] == pytest.approx(fit.bse["Time"])
     tab = fit.table()
     assert tab.loc[tab["term"] == "Time", "ci_lb"].item() == pytest.approx(c["ci_lb"])
+
+
+def test_falls_back_to_simpler_random_effects_and_says_so() -> None:
+    """No random effects at all in the data: Nelder-Mead alone cannot fit the slopes."""
+    rng = np.random.default_rng(0)
+    d = pd.DataFrame({"g": np.repeat(np.arange(40), 3), "x": np.tile([0, 1, 2], 40)})
+    d["y"] = 1 + 0.5 * d["x"] + rng.normal(size=len(d))
+    fit = fit_mixed(d, "y ~ x", "g", "~x", optimisers=("nm",))
+    assert fit.random == "intercept"
+    assert any("reported the random-intercept model" in n for n in fit.notes)
+    full = fit_mixed(d, "y ~ x", "g", "~x")
+    assert full.random == "slopes" and full.converged
+    assert any("bfgs: did not converge" in n for n in full.notes)
+    # the random-intercept fallback is MixedLM's random-intercept model
+    ref = fit_mixed(d, "y ~ x", "g")
+    assert fit.params["x"] == pytest.approx(ref.params["x"], abs=1e-4)
