@@ -52,6 +52,15 @@ def methods_text(res: SessionsResult) -> tuple[str, list[str]]:
         f"with random intercepts and random session slopes per participant; when an optimiser "
         f"did not converge, others were tried (BFGS, L-BFGS, Powell, Nelder-Mead, CG) and the "
         f"converged fit with the highest likelihood was kept.",
+        *(
+            [
+                "Random slopes did not converge for the "
+                + ", ".join(f"{k} ({m.random} random effects used)" for k, m in fallback)
+                + " model(s)."
+            ]
+            if (fallback := [(k, m) for k, m in res.models.items() if m.random != "slopes"])
+            else []
+        ),
         "Within-session fear reduction (start minus end, SUDS) was modelled on session, "
         "starting fear, augmentation at that session, exercise before it and time of day.",
         f"Between-session carry-over was modelled as the return of fear from the end of one "
