@@ -13,7 +13,12 @@
    ratio (statsmodels time / engine time).  Also dietox (statsmodels' copy of the
    geepack data) with random intercepts and random slopes.
 
-Usage: ``python benchmarks/bench_sessions.py [--seeds 100] [--engine-seeds 20]``.
+4. **Bridge**: ``--bridge-reps`` replications of the docs' nine-trial example: whether the
+   two-stage pooled g (study effects -> REML) lies inside the one-stage IPD model's CI,
+   their difference, and coverage of the mean true SMD.
+
+Usage: ``python benchmarks/bench_sessions.py [--seeds 100] [--engine-seeds 20]
+[--bridge-reps 40] [--parts recovery,null,engine,bridge]``.
 """
 
 from __future__ import annotations
@@ -201,15 +206,83 @@ def engine(seeds: int) -> None:
         )
 
 
+DESIGNS = [
+    ("nmda", "before"),
+    ("nmda", "before"),
+    ("nmda", "before"),
+    ("brain_stimulation", "during"),
+    ("brain_stimulation", "during"),
+    ("exercise", "before"),
+    ("exercise", "before"),
+    ("pharmacological", "after"),
+    ("pharmacological", "after"),
+]
+
+
+def bridge(reps: int) -> None:
+    """Two-stage (study effects -> REML meta-analysis) vs one-stage IPD, repeated."""
+    from brainmatch.evidence.meta import rma
+    from brainmatch.sessions import one_stage_ipd, study_effects
+
+    t0 = time.perf_counter()
+    rows = []
+    for rep in range(reps):
+        tables, labels, truths = [], [], []
+        for k, (kind, timing) in enumerate(DESIGNS):
+            spec = SessionTrialSpec(
+                seed=30_000 + 100 * rep + k, augmentation_type=kind, timing=timing
+            )
+            trial = draw_session_trial(spec)
+            tables.append(trial.sessions)
+            labels.append(f"{kind}-{k}")
+            truths.append(trial.truth_params["final_outcome"]["smd"])
+        eff = study_effects(tables, labels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            one = one_stage_ipd(tables, labels)
+        two = rma(eff["g"].to_numpy(), eff["se"].to_numpy() ** 2, method="REML")
+        true = float(np.mean(truths))
+        rows.append(
+            {
+                "two": two.estimate,
+                "one": one["estimate"],
+                "inside": one["ci_lb"] <= two.estimate <= one["ci_ub"],
+                "cov_two": float(two.ci_lb[0]) <= true <= float(two.ci_ub[0]),
+                "cov_one": one["ci_lb"] <= true <= one["ci_ub"],
+                "true": true,
+            }
+        )
+    r = pd.DataFrame(rows)
+    print(
+        f"4. bridge: {reps} replications of 9 simulated trials (the docs' designs): "
+        f"two-stage pooled g inside the one-stage IPD CI in {100 * r['inside'].mean():.0f}%; "
+        f"|two - one| median {np.median(np.abs(r['two'] - r['one'])):.4f}, max "
+        f"{np.max(np.abs(r['two'] - r['one'])):.4f}; mean true SMD {r['true'].mean():.3f}, "
+        f"mean two-stage {r['two'].mean():.3f}, one-stage {r['one'].mean():.3f}; coverage of "
+        f"the mean true SMD: two-stage {100 * r['cov_two'].mean():.0f}%, one-stage "
+        f"{100 * r['cov_one'].mean():.0f}%; {time.perf_counter() - t0:.0f} s"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=100)
     ap.add_argument("--engine-seeds", type=int, default=20)
+    ap.add_argument("--bridge-reps", type=int, default=40)
+    ap.add_argument(
+        "--parts", default="recovery,null,engine,bridge", help="comma-separated parts to run"
+    )
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     print("timings measured on a shared, loaded 2-core machine")
-    recovery(args.seeds)
-    null(args.seeds)
-    engine(args.engine_seeds)
+    if "recovery" in parts:
+        recovery(args.seeds)
+    if "null" in parts:
+        null(args.seeds)
+    if "engine" in parts:
+        engine(args.engine_seeds)
+    if "bridge" in parts:
+        bridge(args.bridge_reps)
 
 
 if __name__ == "__main__":

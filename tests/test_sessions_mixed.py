@@ -124,3 +124,27 @@ def test_falls_back_to_simpler_random_effects_and_says_so() -> None:
     # the random-intercept fallback is MixedLM's random-intercept model
     ref = fit_mixed(d, "y ~ x", "g")
     assert fit.params["x"] == pytest.approx(ref.params["x"], abs=1e-4)
+
+
+def test_a_degenerate_boundary_fit_is_never_reported() -> None:
+    """Between-trial variance at zero: L-BFGS returns a singular fit with log-likelihood
+    +inf on these data; the engine must report the finite optimum, which then equals OLS."""
+    import statsmodels.formula.api as smf
+
+    from brainmatch.sessions.effects import final_scores
+
+    designs = [("nmda", "before")] * 3 + [("brain_stimulation", "during")] * 2
+    designs += [("exercise", "before")] * 2 + [("pharmacological", "after")] * 2
+    parts = []
+    for k, (kind, timing) in enumerate(designs):
+        spec = SessionTrialSpec(seed=30_000 + k, augmentation_type=kind, timing=timing)
+        fin = final_scores(validate_sessions(draw_session_trial(spec).sessions))
+        v = fin.groupby("active")["y"].agg(["var", "count"])
+        sp = np.sqrt(((v["count"] - 1) * v["var"]).sum() / (v["count"].sum() - 2))
+        parts.append(fin.assign(z=fin["y"] / sp, trial=f"t{k}"))
+    d = pd.concat(parts, ignore_index=True)
+    fit = fit_mixed(d, "z ~ 0 + C(trial) + active", "trial", "~0 + active")
+    assert np.isfinite(fit.llf)
+    ols = smf.ols("z ~ 0 + C(trial) + active", d).fit()
+    assert float(fit.cov_re.iloc[0, 0]) < 1e-6
+    assert fit.params["active"] == pytest.approx(ols.params["active"], abs=1e-4)

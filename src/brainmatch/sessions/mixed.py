@@ -151,6 +151,16 @@ def _one_fit(model: Any, method: str, reml: bool, free: Any | None) -> tuple[Any
     return res, caught
 
 
+def _fitted(res: Any) -> np.ndarray | None:
+    """Fitted values (fixed + predicted random effects); None when the random-effects
+    covariance is singular (a variance at its boundary of zero), where statsmodels cannot
+    predict random effects."""
+    try:
+        return np.asarray(res.fittedvalues)
+    except (ValueError, np.linalg.LinAlgError):
+        return None
+
+
 def fit_mixed(
     data: pd.DataFrame,
     formula: str,
@@ -209,14 +219,19 @@ def fit_mixed(
             if res is None:
                 notes.extend(caught)
                 continue
-            ok = bool(res.converged) and np.all(np.isfinite(res.bse_fe))
-            if not ok:
-                notes.append(f"{random} / {method}: did not converge")
+            finite = np.isfinite(res.llf) and np.all(np.isfinite(res.bse_fe))
+            if not (bool(res.converged) and finite):
+                notes.append(
+                    f"{random} / {method}: "
+                    + ("did not converge" if finite else "degenerate fit (non-finite likelihood)")
+                )
                 continue
             if best is None or res.llf > best[0].llf + 1e-8:
                 best = (res, method, caught)
             # a clean fit (no convergence or boundary warnings) is accepted at once
-            if not any("converge" in c.lower() or "boundary" in c.lower() for c in caught):
+            if not any(
+                w in c.lower() for c in caught for w in ("converge", "boundary", "singular")
+            ):
                 break
         if best is not None:
             res, method, caught = best
@@ -251,7 +266,7 @@ def fit_mixed(
                 n_groups=len(model.group_labels),
                 level=level,
                 notes=notes,
-                fitted=np.asarray(res.fittedvalues),
+                fitted=_fitted(res),
             )
     raise BrainmatchInputError(
         f"the mixed model {formula!r} did not converge with any optimiser ({'; '.join(notes[-5:])})"
