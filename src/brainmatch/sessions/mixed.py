@@ -2,11 +2,13 @@
 
 statsmodels' ``MixedLM`` is the engine (it reproduces lme4 on the ``dietox`` data, see
 ``tests/test_sessions_mixed.py``).  Random-slope models often stop at a point where the
-optimiser reports failure or a singular random-effects covariance; :func:`fit_mixed`
-therefore tries several optimisers in turn (BFGS, L-BFGS, Powell, Nelder-Mead, CG) and
-keeps the converged fit with the highest (restricted) log-likelihood, recording what it
-tried.  When no optimiser converges with random slopes, it falls back to independent
-(diagonal) random effects, then to random intercepts only, and says so.
+optimiser reports failure or a singular random-effects covariance.  :func:`fit_mixed`
+therefore accepts statsmodels' default optimiser (BFGS) only when it converges without
+warnings; otherwise it tries L-BFGS, Powell, Nelder-Mead and CG as well, restarts BFGS and
+L-BFGS from the best point found, and keeps the converged fit with the highest (restricted)
+log-likelihood, never a degenerate one (non-finite likelihood), recording what it tried.
+When no optimiser converges with random slopes, it falls back to independent (diagonal)
+random effects, then to random intercepts only, and says so.
 """
 
 from __future__ import annotations
@@ -133,7 +135,9 @@ class MixedFit:
         }
 
 
-def _one_fit(model: Any, method: str, reml: bool, free: Any | None) -> tuple[Any | None, list[str]]:
+def _one_fit(
+    model: Any, method: str, reml: bool, free: Any | None, start: Any | None = None
+) -> tuple[Any | None, list[str]]:
     caught: list[str] = []
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
@@ -141,6 +145,8 @@ def _one_fit(model: Any, method: str, reml: bool, free: Any | None) -> tuple[Any
             kw: dict[str, Any] = {"reml": reml, "method": [method]}
             if free is not None:
                 kw["free"] = free
+            if start is not None:
+                kw["start_params"] = start
             res = model.fit(**kw)
         except (np.linalg.LinAlgError, ValueError, ZeroDivisionError) as exc:
             return None, [f"{method}: failed ({type(exc).__name__}: {exc})"]
@@ -213,26 +219,40 @@ def fit_mixed(
         if kind == "diag":
             k_re = model.k_re
             free = MixedLMParams.from_components(np.ones(model.k_fe), np.eye(k_re))
-        best = None
-        for method in optimisers:
-            res, caught = _one_fit(model, method, reml, free)
+        best: tuple[Any, str, list[str]] | None = None
+
+        def consider(res: Any, caught: list[str], method: str, label: str) -> bool:
+            """Keep ``res`` if it is usable and better; True when it is a clean fit."""
+            nonlocal best
             if res is None:
                 notes.extend(caught)
-                continue
+                return False
             finite = np.isfinite(res.llf) and np.all(np.isfinite(res.bse_fe))
             if not (bool(res.converged) and finite):
                 notes.append(
-                    f"{random} / {method}: "
+                    f"{label}: "
                     + ("did not converge" if finite else "degenerate fit (non-finite likelihood)")
                 )
-                continue
+                return False
             if best is None or res.llf > best[0].llf + 1e-8:
                 best = (res, method, caught)
-            # a clean fit (no convergence or boundary warnings) is accepted at once
-            if not any(
+            return not any(
                 w in c.lower() for c in caught for w in ("converge", "boundary", "singular")
-            ):
+            )
+
+        for i, method in enumerate(optimisers):
+            res, caught = _one_fit(model, method, reml, free)
+            # the first optimiser converging cleanly is statsmodels' own answer: accept it;
+            # otherwise every optimiser is tried and the highest likelihood kept
+            if consider(res, caught, method, f"{random} / {method}") and i == 0:
                 break
+        else:
+            if best is not None:
+                # polish: restart the gradient optimisers from the best point found
+                start, first = best[0].params_object, best[1]
+                for method in ("bfgs", "lbfgs"):
+                    res, caught = _one_fit(model, method, reml, free, start)
+                    consider(res, caught, f"{first}+{method}", f"{random} / {first}+{method}")
         if best is not None:
             res, method, caught = best
             notes.extend(f"{random} / {method}: {c}" for c in caught)

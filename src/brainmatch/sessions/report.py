@@ -49,9 +49,9 @@ def methods_text(res: SessionsResult) -> tuple[str, list[str]]:
         f"sessions) were analysed with linear mixed models fitted by "
         f"{'restricted ' if o['reml'] else ''}maximum likelihood in statsmodels "
         f"{cite('statsmodels')} (MixedLM, whose estimates reproduce lme4 {cite('lme4')}), "
-        f"with random intercepts and random session slopes per participant; when an optimiser "
-        f"did not converge, others were tried (BFGS, L-BFGS, Powell, Nelder-Mead, CG) and the "
-        f"converged fit with the highest likelihood was kept.",
+        f"with random intercepts and random session slopes per participant; when the default "
+        f"optimiser (BFGS) did not converge cleanly, L-BFGS, Powell, Nelder-Mead and CG were "
+        f"tried as well and the converged fit with the highest likelihood was kept.",
         *(
             [
                 "Random slopes did not converge for the "
