@@ -34,6 +34,9 @@ _LAZY = {
     "fit_random_intercept": "brainmatch.change",
     "SurvivalSelector": "brainmatch.durability",
     "validate_durability": "brainmatch.durability",
+    "analyse_sessions": "brainmatch.sessions",
+    "read_sessions": "brainmatch.sessions",
+    "simulate_session_trial": "brainmatch.sessions",
 }
 
 
