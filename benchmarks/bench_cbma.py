@@ -51,7 +51,7 @@ def child(engine: str, dataset: str, iterations: int) -> None:
     import numpy as np
 
     warnings.simplefilter("ignore")
-    from brainmatch.evidence.cbma import CoordinateMetaAnalysis, _dataset, _quiet
+    from brainmatch.evidence.cbma import _dataset, _quiet
 
     table = _table(dataset)
     from nimare.correct import FWECorrector
@@ -76,14 +76,16 @@ def child(engine: str, dataset: str, iterations: int) -> None:
     else:
         from brainmatch.evidence import ale_engine
 
-        # compile (or load the cached compiled loop) outside the timing, as NiMARE's numba
-        # functions are cached too
-        estimator = CoordinateMetaAnalysis(iterations=1, random_state=0, jackknife=False)
-        estimator.fit(table)
+        # load (or compile) the compiled loop outside the timing, as NiMARE's compiled
+        # functions are loaded in its warm-up
+        with _quiet():
+            warm = ALE(null_method="approximate", random_state=0)
+            warm.fit(_dataset(table))
+            ale_engine.run_null(ale_engine.plan_from_estimator(warm, 0.01), 1, 0)
         wall0, cpu0 = time.perf_counter(), time.process_time()
         with _quiet():
             est = ALE(null_method="approximate", random_state=0)
-            res = est.fit(_dataset(table))
+            est.fit(_dataset(table))
             ss = float(est._p_to_summarystat(0.001))
         wall1, cpu1 = time.perf_counter(), time.process_time()
         plan = ale_engine.plan_from_estimator(est, ss)

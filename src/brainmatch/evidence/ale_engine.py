@@ -54,8 +54,8 @@ class NullPlan:
     ----------
     shape : tuple of int
         Grid shape (the mask image's).
-    mask : ndarray of uint8, shape (n_grid,)
-        Analysis mask, flattened in C order.
+    mask : ndarray of uint8, shape (n_compact,)
+        Analysis mask in the compact row layout (see ``row_start``).
     null_flat : ndarray of int64, shape (n_null,)
         Flat indices of the voxels foci are drawn from (the mask voxels, C order, as
         NiMARE's ``mask_coverage="brain"``).
@@ -76,6 +76,9 @@ class NullPlan:
     row_lo, row_hi : ndarray of int64, shape (nx * ny,)
         Per grid row (fixed ``i, j``), the range of ``k`` holding mask voxels (empty rows:
         ``0, 0``); nothing outside these stretches is written or read.
+    row_start : ndarray of int64, shape (nx * ny + 1,)
+        Where each row's stretch starts in the compact work arrays (``mask`` is stored
+        in that layout too).
     """
 
     shape: tuple[int, int, int]
@@ -91,6 +94,7 @@ class NullPlan:
     kind: str
     row_lo: np.ndarray
     row_hi: np.ndarray
+    row_start: np.ndarray
 
     @property
     def n_foci(self) -> int:
@@ -143,6 +147,24 @@ def _find(parent: np.ndarray, a: int) -> int:  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _union(parent: np.ndarray, t: int, u: int) -> None:  # pragma: no cover - compiled
+    r1 = _find(parent, t)
+    r2 = _find(parent, u)
+    if r1 != r2:
+        parent[max(r1, r2)] = min(r1, r2)
+
+
+@njit(cache=True, nogil=True)
+def _compact(
+    row_start: np.ndarray, row_lo: np.ndarray, row_hi: np.ndarray, r: int, k: int
+) -> int:  # pragma: no cover - compiled
+    """Index of grid row ``r``, slice ``k`` in the compact layout, or -1 outside it."""
+    if k < row_lo[r] or k >= row_hi[r]:
+        return -1
+    return row_start[r] + k - row_lo[r]
+
+
+@njit(cache=True, nogil=True)
 def _iterations(
     draws: np.ndarray,
     null_flat: np.ndarray,
@@ -158,6 +180,7 @@ def _iterations(
     mask: np.ndarray,
     row_lo: np.ndarray,
     row_hi: np.ndarray,
+    row_start: np.ndarray,
     threshold: float,
     pre_cut: float,
     is_ale: bool,
@@ -165,6 +188,7 @@ def _iterations(
     scratch: np.ndarray,
     labels: np.ndarray,
     cand: np.ndarray,
+    cand_row: np.ndarray,
     cand_val: np.ndarray,
     parent: np.ndarray,
     size: np.ndarray,
@@ -173,10 +197,23 @@ def _iterations(
     out_size: np.ndarray,
     out_mass: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
+    """Run ``draws.shape[1]`` iterations.
+
+    Volumes (``acc``, ``scratch``, ``labels``, ``mask``) use a compact layout: for every
+    grid row ``r = i * ny + j`` only the stretch ``row_lo[r] <= k < row_hi[r]`` that holds
+    mask voxels is stored, at ``row_start[r]``.  Voxels outside it are outside the mask,
+    where NiMARE writes nothing either.
+    """
     n_iter = draws.shape[1]
     sy = nz
     sx = ny * nz
     n_groups = offsets.shape[0] - 1
+    n_rows = nx * ny
+    most = 1
+    for g in range(n_groups):
+        most = max(most, offsets[g + 1] - offsets[g])
+    nb_i = np.empty(most, dtype=np.int64)
+    nb_j = np.empty(most, dtype=np.int64)
     for it in range(n_iter):
         # ---- accumulate every experiment's kernel sums, experiment by experiment
         for g in range(n_groups):
@@ -187,28 +224,26 @@ def _iterations(
             c = w // 2
             base = starts[k]
             wg = weights[g]
-            overlap = False
-            for p in range(a, b):
-                fp = null_flat[draws[p, it]]
-                ip = fp // sx
-                jp = (fp // sy) % ny
-                kp = fp % nz
-                for q in range(p + 1, b):
-                    fq = null_flat[draws[q, it]]
-                    if (
-                        abs(fq // sx - ip) < w
-                        and abs((fq // sy) % ny - jp) < w
-                        and abs(fq % nz - kp) < w
-                    ):
-                        overlap = True
-                        break
-                if overlap:
-                    break
+            any_shared = False
             for p in range(a, b):
                 f = null_flat[draws[p, it]]
                 pi = f // sx
                 pj = (f // sy) % ny
                 pk = f % nz
+                # foci of the same experiment whose kernel boxes meet this one's
+                n_nb = 0
+                for q in range(a, b):
+                    if q == p:
+                        continue
+                    fq = null_flat[draws[q, it]]
+                    qi = fq // sx
+                    qj = (fq // sy) % ny
+                    if abs(qi - pi) < w and abs(qj - pj) < w and abs(fq % nz - pk) < w:
+                        nb_i[n_nb] = qi
+                        nb_j[n_nb] = qj
+                        n_nb += 1
+                if n_nb:
+                    any_shared = True
                 a0 = max(0, c - pi)
                 a1 = min(w, nx - pi + c)
                 b0 = max(0, c - pj)
@@ -216,16 +251,26 @@ def _iterations(
                 c0 = max(0, c - pk)
                 c1 = min(w, nz - pk + c)
                 for aa in range(a0, a1):
+                    i = pi + aa - c
                     for bb in range(b0, b1):
-                        r = (pi + aa - c) * ny + (pj + bb - c)
+                        j = pj + bb - c
+                        r = i * ny + j
                         # only the stretch of the row that holds mask voxels
                         lo = max(c0, row_lo[r] - pk + c)
                         hi = min(c1, row_hi[r] - pk + c)
                         if lo >= hi:
                             continue
-                        vrow = r * nz + (pk - c)
+                        vrow = row_start[r] + (pk - c) - row_lo[r]
                         krow = base + (aa * w + bb) * w
-                        if overlap:
+                        # a row another focus of this experiment also reaches: keep the
+                        # experiment's largest value (smallest log) in scratch; any voxel
+                        # two foci share lies on such rows for both of them
+                        shared = False
+                        for t in range(n_nb):
+                            if abs(i - nb_i[t]) <= c and abs(j - nb_j[t]) <= c:
+                                shared = True
+                                break
+                        if shared:
                             for cc in range(lo, hi):
                                 kv = tables[krow + cc]
                                 if kv < scratch[vrow + cc]:
@@ -233,8 +278,8 @@ def _iterations(
                         else:
                             for cc in range(lo, hi):
                                 acc[vrow + cc] += wg * tables[krow + cc]
-            if overlap:
-                # add the experiment's merged values once, clearing the scratch volume
+            if any_shared:
+                # add the merged values once per voxel, clearing the scratch volume
                 for p in range(a, b):
                     f = null_flat[draws[p, it]]
                     pi = f // sx
@@ -251,7 +296,7 @@ def _iterations(
                             r = (pi + aa - c) * ny + (pj + bb - c)
                             lo = max(c0, row_lo[r] - pk + c)
                             hi = min(c1, row_hi[r] - pk + c)
-                            vrow = r * nz + (pk - c)
+                            vrow = row_start[r] + (pk - c) - row_lo[r]
                             for cc in range(lo, hi):
                                 x = scratch[vrow + cc]
                                 if x != 0.0:
@@ -260,8 +305,8 @@ def _iterations(
         # ---- one pass: the smallest sum (largest statistic) and supra-threshold voxels
         lowest = 0.0
         n_cand = 0
-        for r in range(nx * ny):
-            for v in range(r * nz + row_lo[r], r * nz + row_hi[r]):
+        for r in range(n_rows):
+            for v in range(row_start[r], row_start[r + 1]):
                 x = acc[v]
                 if x == 0.0:
                     continue
@@ -276,6 +321,7 @@ def _iterations(
                             s = np.float32(-x)
                         if np.float64(s) > threshold:
                             cand[n_cand] = v
+                            cand_row[n_cand] = r
                             cand_val[n_cand] = s
                             n_cand += 1
         if is_ale:
@@ -284,28 +330,22 @@ def _iterations(
             out_max[it] = np.float32(-lowest)
         # ---- clusters among the candidates (face connectivity), union-find
         for t in range(n_cand):
-            v = cand[t]
-            labels[v] = t + 1
+            labels[cand[t]] = t + 1
             parent[t] = t
         for t in range(n_cand):
             v = cand[t]
-            kk = v % nz
-            jj = (v // sy) % ny
-            if kk > 0 and labels[v - 1] > 0:
-                r1 = _find(parent, t)
-                r2 = _find(parent, labels[v - 1] - 1)
-                if r1 != r2:
-                    parent[max(r1, r2)] = min(r1, r2)
-            if jj > 0 and labels[v - sy] > 0:
-                r1 = _find(parent, t)
-                r2 = _find(parent, labels[v - sy] - 1)
-                if r1 != r2:
-                    parent[max(r1, r2)] = min(r1, r2)
-            if v >= sx and labels[v - sx] > 0:
-                r1 = _find(parent, t)
-                r2 = _find(parent, labels[v - sx] - 1)
-                if r1 != r2:
-                    parent[max(r1, r2)] = min(r1, r2)
+            r = cand_row[t]
+            kk = v - row_start[r] + row_lo[r]
+            if kk > row_lo[r] and labels[v - 1] > 0:
+                _union(parent, t, labels[v - 1] - 1)
+            if r % ny > 0:
+                u = _compact(row_start, row_lo, row_hi, r - 1, kk)
+                if u >= 0 and labels[u] > 0:
+                    _union(parent, t, labels[u] - 1)
+            if r >= ny:
+                u = _compact(row_start, row_lo, row_hi, r - ny, kk)
+                if u >= 0 and labels[u] > 0:
+                    _union(parent, t, labels[u] - 1)
         for t in range(n_cand):
             size[t] = 0
             mass[t] = 0.0
@@ -349,7 +389,7 @@ def fwe_draws(random_state: int, n_null: int, n_foci: int, n_iters: int) -> np.n
     return np.asarray(rng.choice(n_null, size=(n_foci, n_iters)), dtype=np.int64)
 
 
-def _cube_from_offsets(offsets: np.ndarray, values: np.ndarray) -> np.ndarray:
+def _cube_from_offsets(offsets: np.ndarray, values: np.ndarray | float) -> np.ndarray:
     """A dense odd-sided cube holding ``values`` at integer ``offsets`` from its centre."""
     half = int(np.abs(offsets).max()) if len(offsets) else 0
     w = 2 * half + 1
@@ -442,11 +482,17 @@ def plan_from_estimator(estimator: Any, threshold: float) -> NullPlan:
     widths = np.array([round(len(t) ** (1 / 3)) for t in tables], dtype=np.int64)
     starts = np.r_[0, np.cumsum([len(t) for t in tables])[:-1]].astype(np.int64)
     row_lo, row_hi = _row_extents(mask3d)
+    row_start = np.r_[0, np.cumsum(row_hi - row_lo)].astype(np.int64)
+    rows = mask3d.reshape(-1, shape[2])
+    compact = np.concatenate([rows[r, row_lo[r] : row_hi[r]] for r in range(rows.shape[0])]).astype(
+        np.uint8
+    )
     return NullPlan(
         row_lo=row_lo,
         row_hi=row_hi,
+        row_start=row_start,
         shape=(shape[0], shape[1], shape[2]),
-        mask=np.ascontiguousarray(mask3d.ravel().astype(np.uint8)),
+        mask=np.ascontiguousarray(compact),
         null_flat=np.flatnonzero(mask3d.ravel()).astype(np.int64),
         offsets=offsets,
         kernel_index=kernel_index,
@@ -463,15 +509,16 @@ def plan_from_estimator(estimator: Any, threshold: float) -> NullPlan:
 
 
 class _Buffers:
-    """Work arrays of one thread (about 20 MB on the 2 mm MNI grid)."""
+    """Work arrays of one thread (about 6 MB on the 2 mm MNI grid)."""
 
     def __init__(self, plan: NullPlan) -> None:
-        n_grid = int(np.prod(plan.shape))
+        n_compact = int(plan.row_start[-1])
         n_mask = int(plan.mask.sum())
-        self.acc = np.zeros(n_grid, dtype=np.float64)
-        self.scratch = np.zeros(n_grid, dtype=np.float64)
-        self.labels = np.zeros(n_grid, dtype=np.int64)
+        self.acc = np.zeros(n_compact, dtype=np.float64)
+        self.scratch = np.zeros(n_compact, dtype=np.float64)
+        self.labels = np.zeros(n_compact, dtype=np.int64)
         self.cand = np.zeros(n_mask, dtype=np.int64)
+        self.cand_row = np.zeros(n_mask, dtype=np.int64)
         self.cand_val = np.zeros(n_mask, dtype=np.float32)
         self.parent = np.zeros(n_mask, dtype=np.int64)
         self.size = np.zeros(n_mask, dtype=np.int64)
@@ -515,6 +562,7 @@ def run_chunk(
         plan.mask,
         plan.row_lo,
         plan.row_hi,
+        plan.row_start,
         plan.threshold,
         _pre_cut(plan),
         plan.kind == "ale",
@@ -522,6 +570,7 @@ def run_chunk(
         buffers.scratch,
         buffers.labels,
         buffers.cand,
+        buffers.cand_row,
         buffers.cand_val,
         buffers.parent,
         buffers.size,

@@ -32,7 +32,7 @@ import math
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,7 +102,7 @@ def _tqdm_to_progress(progress: Callable[[int, int], None] | None) -> Callable[.
     def fake(iterable: Iterable[Any] | None = None, total: int | None = None, **_: Any) -> Any:
         if iterable is None:
             return contextlib.nullcontext()
-        n = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else 0)
+        n = total if total is not None else (len(iterable) if isinstance(iterable, Sized) else 0)
 
         def gen() -> Iterator[Any]:
             for i, item in enumerate(iterable, start=1):
@@ -139,7 +139,7 @@ def _quiet(progress: Callable[[int, int], None] | None = None) -> Iterator[None]
             continue
         if hasattr(mod, "tqdm"):
             patched.append((mod, mod.tqdm))
-            mod.tqdm = _tqdm_to_progress(progress)
+            mod.tqdm = _tqdm_to_progress(progress)  # type: ignore[attr-defined]
     # nilearn calls gc.collect() on every image it unmasks (once per permutation in
     # NiMARE's subtraction); with a large heap each call costs ~1 s.  Freezing the
     # objects alive now makes those collections scan only new objects.
