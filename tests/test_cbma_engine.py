@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
+from typer.testing import CliRunner
 
+from brainmatch.cli.main import app
 from brainmatch.evidence import ale_engine
 from brainmatch.evidence.cbma import CoordinateMetaAnalysis, _dataset, _quiet
 from brainmatch.evidence.cbma_io import read_coordinates
@@ -127,7 +130,7 @@ def test_threads_give_the_same_null(pain: Any) -> None:
 
 
 @pytest.mark.slow
-def test_dask_scheduler_gives_the_same_null(pain: Any) -> None:
+def test_dask_scheduler_gives_the_same_null(pain: Any, tmp_path: Path) -> None:
     from distributed import LocalCluster
     from nimare.meta.cbma import ALE
 
@@ -138,8 +141,21 @@ def test_dask_scheduler_gives_the_same_null(pain: Any) -> None:
         n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
     ) as cluster:
         remote = _our_null(est, 30, seed=4, scheduler=cluster.scheduler_address, chunk_size=10)
+        # and through the CLI: --scheduler gives the API's cluster p-values
+        out = tmp_path / "out"
+        result = CliRunner().invoke(
+            app,
+            [
+                *("cbma", str(NIDM_PAIN), "--out", str(out), "--iterations", "30"),
+                *("--seed", "4", "--scheduler", cluster.scheduler_address),
+            ],
+        )
+    assert result.exit_code == 0, result.output
     np.testing.assert_array_equal(local.max_size, remote.max_size)
     np.testing.assert_array_equal(local.max_stat, remote.max_stat)
+    api = CoordinateMetaAnalysis(iterations=30, random_state=4).fit(pain).result_
+    cli = pd.read_csv(out / "clusters.tsv", sep="\t")
+    np.testing.assert_allclose(cli["p_fwe"], api.clusters["p_fwe"], rtol=1e-6)
 
 
 def test_unreachable_scheduler_is_one_clear_error(pain: Any) -> None:
