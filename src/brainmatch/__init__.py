@@ -12,4 +12,23 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+#: Main entry points, imported on first use (NiMARE and friends are slow to import).
+_LAZY = {
+    "CoordinateMetaAnalysis": "brainmatch.evidence.cbma",
+    "compare_coordinates": ("brainmatch.evidence.cbma", "compare"),
+    "run_cbma": "brainmatch.evidence.cbma",
+    "read_coordinates": "brainmatch.evidence.cbma_io",
+}
+
+
+def __getattr__(name: str) -> object:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'brainmatch' has no attribute {name!r}")
+    import importlib
+
+    module, attr = (target, name) if isinstance(target, str) else target
+    return getattr(importlib.import_module(module), attr)
+
+
+__all__ = ["__version__", *_LAZY]
