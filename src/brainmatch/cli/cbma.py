@@ -72,7 +72,10 @@ def cbma(
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed of the Monte Carlo procedure."),
     n_jobs: int = typer.Option(
-        1, "--n-jobs", "--nprocs", help="Threads for the Monte Carlo iterations (0 = all cores)."
+        0,
+        "--n-jobs",
+        "--nprocs",
+        help="Threads for the Monte Carlo iterations (0 = all cores, the default).",
     ),
     engine: str = typer.Option(
         "brainmatch",
