@@ -219,6 +219,10 @@ def _clusters_html(clusters: pd.DataFrame) -> str:
                 )
                 for v in shown[col]
             ]
+    # atlas names use underscores: spaces let a narrow column wrap between words
+    for col in ("label", "regions"):
+        if col in shown:
+            shown[col] = [str(v).replace("_", " ") for v in shown[col]]
     return shown.to_html(index=False, escape=True, border=0)
 
 
