@@ -557,8 +557,8 @@ def _nimare_null(estimator: Any, result: Any, est: CoordinateMetaAnalysis) -> An
         n_iters=est.iterations,
         n_cores=est.n_jobs,
     )
-    corrector.transform(result)
-    nd = estimator.null_distributions_
+    # the corrected result carries a copy of the estimator holding the null
+    nd = corrector.transform(result).estimator.null_distributions_
     return NullDistributions(
         max_stat=np.asarray(nd["values_level-voxel_corr-fwe_method-montecarlo"], np.float32),
         max_size=np.asarray(
