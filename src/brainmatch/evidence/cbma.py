@@ -465,12 +465,18 @@ class CoordinateMetaAnalysis:
             estimator = cls(null_method="approximate", random_state=self.random_state)
             result = estimator.fit(dataset)
             ss_thresh = float(estimator._p_to_summarystat(self.voxel_thresh))
-            if self.engine == "nimare":
-                null = _nimare_null(estimator, result, self)
-            else:
+            plan = None
+            if self.engine == "brainmatch":
                 from brainmatch.evidence.ale_engine import plan_from_estimator, run_null
 
-                plan = plan_from_estimator(estimator, ss_thresh)
+                try:
+                    plan = plan_from_estimator(estimator, ss_thresh)
+                except ValueError as exc:  # a kernel or layout the engine does not handle
+                    notes.append(f"Monte Carlo by NiMARE's FWECorrector ({exc})")
+            engine_used = "nimare" if plan is None else "brainmatch"
+            if plan is None:
+                null = _nimare_null(estimator, result, self)
+            else:
                 null = run_null(
                     plan,
                     self.iterations,
@@ -508,7 +514,7 @@ class CoordinateMetaAnalysis:
             "voxel_thresh": self.voxel_thresh,
             "alpha": self.alpha,
             "random_state": self.random_state,
-            "engine": self.engine,
+            "engine": engine_used,
             "stat_threshold": ss_thresh,
             "cluster_size_threshold_mm3": float(np.quantile(null.max_size, 1 - self.alpha))
             * voxel_mm3,
