@@ -179,6 +179,52 @@ def test_too_few_experiments_and_bad_options(tmp_path: Path) -> None:
         CoordinateMetaAnalysis(voxel_thresh=1.5).fit(two)
     with pytest.raises(BrainmatchInputError, match="--iterations must be a positive"):
         CoordinateMetaAnalysis(iterations=0).fit(two)
+    with pytest.raises(BrainmatchInputError, match="unknown engine 'fast'"):
+        CoordinateMetaAnalysis(engine="fast").fit(two)
+    with pytest.raises(BrainmatchInputError, match="--n-jobs must be at least 1"):
+        CoordinateMetaAnalysis(n_jobs=0).fit(two)
+
+
+def test_cli_bad_engine_and_n_jobs(tmp_path: Path) -> None:
+    src = tmp_path / "foci.txt"
+    src.write_text(SLEUTH)
+    for args, message in (
+        (["--engine", "fast"], "unknown engine 'fast'"),
+        (["--n-jobs", "-3"], "--n-jobs must be 0 (all cores) or positive"),
+    ):
+        result = CliRunner().invoke(app, ["cbma", str(src), "--out", str(tmp_path / "o"), *args])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_cli_engines_threads_and_mkda_agree_with_the_api(tmp_path: Path) -> None:
+    """Each --engine and --method value and --n-jobs through the CLI gives the Python
+    API's numbers."""
+    table = read_coordinates(NIDM_PAIN)
+    api = {
+        m: CoordinateMetaAnalysis(method=m, iterations=30, random_state=2).fit(table).result_
+        for m in ("ale", "mkda")
+    }
+    assert len(api["ale"].clusters) > 0  # 30 iterations: p can go below 0.05
+    cases = (
+        ("ale", ["--engine", "nimare"]),
+        ("ale", ["--engine", "brainmatch", "--n-jobs", "2"]),
+        ("mkda", ["--method", "mkda"]),
+    )
+    for i, (method, args) in enumerate(cases):
+        out = tmp_path / f"o{i}"
+        result = CliRunner().invoke(
+            app,
+            ["cbma", str(NIDM_PAIN), "--out", str(out), "--iterations", "30", "--seed", "2", *args],
+        )
+        assert result.exit_code == 0, result.output
+        clusters = pd.read_csv(out / "clusters.tsv", sep="\t")
+        assert len(clusters) == len(api[method].clusters)
+        np.testing.assert_allclose(
+            clusters["p_fwe"], api[method].clusters["p_fwe"].astype(float), rtol=1e-5
+        )
+        assert json.loads((out / "results.json").read_text())["method"] == method
 
 
 def test_focus_outside_brain_is_an_error(tmp_path: Path) -> None:
@@ -235,6 +281,9 @@ def test_cli_writes_every_output(tmp_path: Path) -> None:
         assert key in summary
     assert summary["n_experiments"] == 8
     assert any("Talairach" in n for n in summary["notes"])  # converted, and said so
+    # 8 < 17 experiments: warned in the terminal, results.json and the report
+    assert "warning:" in result.output and "Eickhoff et al. 2016" in result.output
+    assert any("only 8 experiments" in w for w in summary["warnings"])
     clusters = pd.read_csv(out / "clusters.tsv", sep="\t")
     assert {
         "cluster_id",
@@ -260,6 +309,14 @@ def test_cli_writes_every_output(tmp_path: Path) -> None:
     assert nib.load(out / "desc-z_map.nii.gz").shape == (91, 109, 91)
     html = (out / "report.html").read_text()
     assert "<svg" in html and "Lancaster" in html and "Eickhoff" in html
+    assert "Warning:</b> only 8 experiments" in html
+    # self-contained: figures inline, nothing fetched from elsewhere
+    assert "<img" not in html and 'href="http' not in html and "<link" not in html
+    # wide tables scroll inside their box instead of overflowing the page
+    assert "overflow-x: auto" in html
+    assert '<div class="table-wrap">' in html
+    # no raw tqdm bar leaked (NiMARE's bars are replaced by brainmatch's)
+    assert "it/s" not in result.output
     # another command never writes into cbma's folder; a cbma rerun updates it in place
     before = (out / "results.json").read_bytes()
     other = CliRunner().invoke(app, ["meta", str(src), "--out", str(out), "--effect", "x",
@@ -320,7 +377,24 @@ def test_cli_versus_writes_contrast_and_conjunction(tmp_path: Path) -> None:
     assert _distance(up, AMYGDALA_L) < 12 and _distance(down, DLPFC_R) < 12
     assert pd.read_csv(out / "conjunction_clusters.tsv", sep="\t").empty
     assert "therapy > medication" in result.output
-    assert "Conjunction" in (out / "report.html").read_text()
+    html = (out / "report.html").read_text()
+    assert "Conjunction" in html
+    # an empty conjunction gets a sentence, not a blank glass brain
+    assert not (out / "conjunction_desc-glass_figure.svg").exists()
+    assert "nothing to draw" in html
+    assert "it/s" not in result.output
+    # 12 < 17 experiments per set: warned for each set
+    assert "only 12 experiments" in result.output
+    assert summary["A"]["warnings"] and summary["contrast"]["warnings"]
+    # the same comparison from Python: the library holds the two-set workflow
+    from brainmatch.evidence.cbma import compare
+
+    table = read_coordinates(src, select=["group=therapy"])
+    other = read_coordinates(src, select=["group=medication"])
+    comp = compare(table, other, name_a="therapy", name_b="medication", iterations=20)
+    np.testing.assert_allclose(comp.contrast.clusters["p_fwe"], contrast["p_fwe"], rtol=1e-5)
+    assert set(comp.to_dict()) == {"A", "B", "contrast", "conjunction"}
+    assert "therapy" in comp._repr_html_()
 
 
 @pytest.mark.slow

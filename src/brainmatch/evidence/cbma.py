@@ -32,7 +32,7 @@ import math
 import re
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,9 @@ from brainmatch.errors import BrainmatchInputError
 from brainmatch.evidence.cbma_io import CoordinateTable
 
 METHODS = ("ale", "mkda")
+ENGINES = ("brainmatch", "nimare")
+#: Below this many experiments ALE results are unreliable (Eickhoff et al. 2016).
+MIN_RELIABLE_EXPERIMENTS = 17
 
 #: Citations used in methods paragraphs (key -> reference).
 REFERENCES: dict[str, str] = {
@@ -78,17 +81,65 @@ REFERENCES: dict[str, str] = {
     "regions of interest. NeuroImage 31:968-980 (Harvard-Oxford atlas).",
 }
 
-_LOG_NAMES = ("nimare", "nilearn")
+_LOG_NAMES = ("nimare", "nilearn", "arviz", "arviz.preview")
+
+
+def _silence_import_logs() -> None:
+    """NiMARE configures INFO logging on import and arviz (via PyMARE) logs at INFO while
+    importing: keep both out of the user's terminal and logs."""
+    for name in ("arviz", "arviz.preview", "nimare"):
+        lg = logging.getLogger(name)
+        if lg.level == logging.NOTSET or lg.level < logging.WARNING:
+            lg.setLevel(logging.WARNING)
+
+
 _FREEZE_DEPTH = [0]
 
 
+def _tqdm_to_progress(progress: Callable[[int, int], None] | None) -> Callable[..., Any]:
+    """A stand-in for NiMARE's ``tqdm``: no bar of its own, reports to ``progress``."""
+
+    def fake(iterable: Iterable[Any] | None = None, total: int | None = None, **_: Any) -> Any:
+        if iterable is None:
+            return contextlib.nullcontext()
+        n = total if total is not None else (len(iterable) if isinstance(iterable, Sized) else 0)
+
+        def gen() -> Iterator[Any]:
+            for i, item in enumerate(iterable, start=1):
+                yield item
+                if progress is not None and n:
+                    progress(i, n)
+
+        return gen()
+
+    return fake
+
+
+_TQDM_MODULES = ("nimare.meta.cbma.base", "nimare.meta.cbma.ale", "nimare.meta.cbma.mkda")
+
+
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence NiMARE's deprecation warnings and INFO logging during a call."""
+def _quiet(progress: Callable[[int, int], None] | None = None) -> Iterator[None]:
+    """Silence NiMARE's warnings, INFO logging and tqdm bars during a call.
+
+    NiMARE's progress bars are replaced by calls to ``progress(done, total)`` (so the CLI
+    shows one Rich bar, and logs get no raw tqdm output).
+    """
+    import importlib
+
     loggers = [logging.getLogger(n) for n in _LOG_NAMES]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.WARNING)
+    patched: list[tuple[Any, Any]] = []
+    for modname in _TQDM_MODULES:
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError:  # pragma: no cover - NiMARE layout changed
+            continue
+        if hasattr(mod, "tqdm"):
+            patched.append((mod, mod.tqdm))
+            mod.tqdm = _tqdm_to_progress(progress)  # type: ignore[attr-defined]
     # nilearn calls gc.collect() on every image it unmasks (once per permutation in
     # NiMARE's subtraction); with a large heap each call costs ~1 s.  Freezing the
     # objects alive now makes those collections scan only new objects.
@@ -105,12 +156,15 @@ def _quiet() -> Iterator[None]:
         _FREEZE_DEPTH[0] -= 1
         if _FREEZE_DEPTH[0] == 0:
             gc.unfreeze()
+        for mod, original in patched:
+            mod.tqdm = original
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
 
 
 def brain_mask() -> nib.Nifti1Image:
     """NiMARE's packaged MNI152 2 mm brain mask, the analysis mask (no download)."""
+    _silence_import_logs()
     from nimare.utils import get_template
 
     with _quiet():
@@ -218,6 +272,13 @@ class CBMAResult:
         Foci used (MNI), for figures.
     seconds : float
         Wall time of the analysis.
+    warnings : list of str
+        Cautions about the result (e.g. fewer than 17 experiments, Eickhoff et al. 2016).
+    contributions : pandas.DataFrame
+        Leave-one-experiment-out contribution of each experiment to each cluster
+        (:func:`jackknife_table`); empty when there is no cluster.
+    null : NullDistributions, optional
+        Per-iteration maxima of the Monte Carlo null (main effects).
     """
 
     kind: str
@@ -232,6 +293,9 @@ class CBMAResult:
     experiments: pd.DataFrame = field(default_factory=pd.DataFrame)
     foci: pd.DataFrame = field(default_factory=pd.DataFrame)
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    contributions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    null: Any = None
 
     @property
     def n_significant(self) -> int:
@@ -249,10 +313,16 @@ class CBMAResult:
             "n_significant_clusters": self.n_significant,
             "clusters": clusters,
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
+            "contributions": self.contributions.to_dict(orient="records"),
             "description": self.description,
             "references": [REFERENCES[k] for k in self.references],
             "seconds": round(self.seconds, 2),
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (as :meth:`summary`)."""
+        return self.summary()
 
     def save(self, out_dir: str | Path, *, report: bool = True) -> Path:
         """Write maps (NIfTI), ``clusters.tsv``, ``experiments.tsv``, ``results.json`` and
@@ -260,6 +330,11 @@ class CBMAResult:
         from brainmatch.evidence.cbma_report import save_result
 
         return save_result(self, Path(out_dir), report=report)
+
+    def _repr_html_(self) -> str:
+        from brainmatch.evidence.cbma_report import result_html
+
+        return result_html(self)
 
 
 class CoordinateMetaAnalysis:
@@ -278,20 +353,33 @@ class CoordinateMetaAnalysis:
     alpha : float
         Cluster-level FWE threshold (clusters with ``p_fwe < alpha`` are reported).
     n_jobs : int
-        Processes for the Monte Carlo iterations.
+        Threads for the Monte Carlo iterations (``engine="brainmatch"``) or NiMARE's
+        processes (``engine="nimare"``).
     random_state : int
-        Seed of the random relocations.
+        Seed of the random relocations (NiMARE's draws for this seed).
     max_outside_mm : float
         Foci farther than this from the brain mask are an input error.
     min_experiments : int
         Fewer experiments is an input error (2 at the very least).
+    engine : {"brainmatch", "nimare"}
+        Who computes the Monte Carlo null: brainmatch's compiled engine
+        (:mod:`brainmatch.evidence.ale_engine`; same draws, same arithmetic, 10x or more
+        faster) or NiMARE's ``FWECorrector`` (the reference).
+    scheduler : str, optional
+        Dask distributed scheduler address: the Monte Carlo iterations run there in chunks
+        (``engine="brainmatch"`` only).
+    jackknife : bool
+        Add the leave-one-experiment-out contribution of every experiment to every
+        significant cluster (:func:`jackknife_table`).
 
     Attributes
     ----------
     result_ : CBMAResult
         Set by :meth:`fit`.
     estimator_ : nimare estimator
-        The fitted NiMARE estimator.
+        The fitted NiMARE estimator (observed maps and uncorrected null).
+    null_ : brainmatch.evidence.ale_engine.NullDistributions
+        Per-iteration maxima of the Monte Carlo null.
     """
 
     def __init__(
@@ -304,6 +392,9 @@ class CoordinateMetaAnalysis:
         random_state: int = 0,
         max_outside_mm: float = 15.0,
         min_experiments: int = 2,
+        engine: str = "brainmatch",
+        scheduler: str | None = None,
+        jackknife: bool = True,
     ) -> None:
         self.method = method
         self.iterations = iterations
@@ -313,11 +404,18 @@ class CoordinateMetaAnalysis:
         self.random_state = random_state
         self.max_outside_mm = max_outside_mm
         self.min_experiments = min_experiments
+        self.engine = engine
+        self.scheduler = scheduler
+        self.jackknife = jackknife
 
     def _validate(self) -> None:
         if self.method not in METHODS:
             raise BrainmatchInputError(
                 f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}"
+            )
+        if self.engine not in ENGINES:
+            raise BrainmatchInputError(
+                f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}"
             )
         if not (isinstance(self.iterations, int) and self.iterations >= 1):
             raise BrainmatchInputError(
@@ -328,8 +426,15 @@ class CoordinateMetaAnalysis:
                 raise BrainmatchInputError(f"{name} must be between 0 and 1, got {value}")
         if self.min_experiments < 2:
             raise BrainmatchInputError("min_experiments must be at least 2")
+        if not (isinstance(self.n_jobs, int) and self.n_jobs >= 1):
+            raise BrainmatchInputError(f"--n-jobs must be at least 1, got {self.n_jobs}")
 
-    def fit(self, coordinates: CoordinateTable, name: str | None = None) -> CoordinateMetaAnalysis:
+    def fit(
+        self,
+        coordinates: CoordinateTable,
+        name: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> CoordinateMetaAnalysis:
         """Run the meta-analysis and its FWE correction.
 
         Parameters
@@ -338,12 +443,14 @@ class CoordinateMetaAnalysis:
             From :func:`brainmatch.evidence.cbma_io.read_coordinates`.
         name : str, optional
             Label of the analysis in reports (default: the file's stem).
+        progress : callable, optional
+            ``progress(done, total)`` over the Monte Carlo iterations.
 
         Returns
         -------
         self
         """
-        from nimare.correct import FWECorrector
+        _silence_import_logs()
         from nimare.meta.cbma import ALE, MKDADensity
 
         self._validate()
@@ -351,27 +458,45 @@ class CoordinateMetaAnalysis:
         start = time.perf_counter()
         mask = brain_mask()
         notes = [*coordinates.notes, *check_in_brain(coordinates, mask, self.max_outside_mm)]
+        warns = _few_experiments_warning(coordinates.n_experiments)
         dataset = _dataset(coordinates)
         cls = ALE if self.method == "ale" else MKDADensity
-        with _quiet():
+        with _quiet(progress):
             estimator = cls(null_method="approximate", random_state=self.random_state)
             result = estimator.fit(dataset)
-            corrector = FWECorrector(
-                method="montecarlo",
-                voxel_thresh=self.voxel_thresh,
-                n_iters=self.iterations,
-                n_cores=self.n_jobs,
-            )
-            corrected = corrector.transform(result)
             ss_thresh = float(estimator._p_to_summarystat(self.voxel_thresh))
-        self.estimator_ = corrected.estimator
-        stat = corrected.get_map("stat")
-        z = corrected.get_map("z")
-        logp_c = corrected.get_map("logp_desc-size_level-cluster_corr-FWE_method-montecarlo")
-        logp_v = corrected.get_map("logp_level-voxel_corr-FWE_method-montecarlo")
+            plan = None
+            if self.engine == "brainmatch":
+                from brainmatch.evidence.ale_engine import plan_from_estimator, run_null
+
+                try:
+                    plan = plan_from_estimator(estimator, ss_thresh)
+                except ValueError as exc:  # a kernel or layout the engine does not handle
+                    notes.append(f"Monte Carlo by NiMARE's FWECorrector ({exc})")
+            engine_used = "nimare" if plan is None else "brainmatch"
+            if plan is None:
+                null = _nimare_null(estimator, result, self)
+            else:
+                null = run_null(
+                    plan,
+                    self.iterations,
+                    self.random_state,
+                    n_jobs=self.n_jobs,
+                    scheduler=self.scheduler,
+                    progress=progress,
+                )
+            stat = result.get_map("stat")
+            z = result.get_map("z")
+        self.estimator_ = estimator
+        self.null_ = null
+        logp_v, logp_c = fwe_maps(stat, ss_thresh, null)
         clusters, sig_mask = cluster_table(
             stat, z, logp_c, stat_threshold=ss_thresh, alpha=self.alpha
         )
+        contributions = pd.DataFrame()
+        if self.jackknife and len(clusters):
+            labelled = _label_clusters(stat, ss_thresh, sig_mask)
+            contributions = jackknife_table(estimator, clusters, labelled)
         z_fwe = _masked(z, sig_mask)
         maps = {
             "stat": stat,
@@ -380,9 +505,6 @@ class CoordinateMetaAnalysis:
             "logp_cluster_fwe": logp_c,
             "z_fwe_cluster": z_fwe,
         }
-        null_sizes = corrected.estimator.null_distributions_[
-            "values_desc-size_level-cluster_corr-fwe_method-montecarlo"
-        ]
         voxel_mm3 = float(abs(np.linalg.det(stat.affine[:3, :3])))
         params = {
             "n_experiments": coordinates.n_experiments,
@@ -392,8 +514,9 @@ class CoordinateMetaAnalysis:
             "voxel_thresh": self.voxel_thresh,
             "alpha": self.alpha,
             "random_state": self.random_state,
+            "engine": engine_used,
             "stat_threshold": ss_thresh,
-            "cluster_size_threshold_mm3": float(np.quantile(null_sizes, 1 - self.alpha))
+            "cluster_size_threshold_mm3": float(np.quantile(null.max_size, 1 - self.alpha))
             * voxel_mm3,
             "source": str(coordinates.source),
             "software": _versions(),
@@ -405,6 +528,8 @@ class CoordinateMetaAnalysis:
         )
         if any("Talairach" in n for n in coordinates.notes):
             refs.append("lancaster2007")
+        if warns:
+            refs.append("eickhoff2016")
         refs += ["salo2023", "desikan2006"]
         self.result_ = CBMAResult(
             kind="main",
@@ -419,8 +544,174 @@ class CoordinateMetaAnalysis:
             experiments=coordinates.experiments,
             foci=coordinates.foci[["experiment", "x", "y", "z"]].copy(),
             seconds=time.perf_counter() - start,
+            warnings=warns,
+            contributions=contributions,
+            null=null,
         )
         return self
+
+
+def _nimare_null(estimator: Any, result: Any, est: CoordinateMetaAnalysis) -> Any:
+    """NiMARE's own Monte Carlo null (the reference engine), as NullDistributions."""
+    from nimare.correct import FWECorrector
+
+    from brainmatch.evidence.ale_engine import NullDistributions
+
+    corrector = FWECorrector(
+        method="montecarlo",
+        voxel_thresh=est.voxel_thresh,
+        n_iters=est.iterations,
+        n_cores=est.n_jobs,
+    )
+    # the corrected result carries a copy of the estimator holding the null
+    nd = corrector.transform(result).estimator.null_distributions_
+    return NullDistributions(
+        max_stat=np.asarray(nd["values_level-voxel_corr-fwe_method-montecarlo"], np.float32),
+        max_size=np.asarray(
+            nd["values_desc-size_level-cluster_corr-fwe_method-montecarlo"], np.float32
+        ),
+        max_mass=np.asarray(
+            nd["values_desc-mass_level-cluster_corr-fwe_method-montecarlo"], np.float32
+        ),
+    )
+
+
+def _few_experiments_warning(k: int) -> list[str]:
+    if k >= MIN_RELIABLE_EXPERIMENTS:
+        return []
+    return [
+        f"only {k} experiments: ALE needs about {MIN_RELIABLE_EXPERIMENTS} or more; with fewer, "
+        "significant clusters are often driven by one or two experiments and results are "
+        "unreliable (Eickhoff et al. 2016). Check the contribution table."
+    ]
+
+
+def _logp(p: np.ndarray) -> np.ndarray:
+    """-log10(p) in float32, p clipped to the positive float32 range (as NiMARE)."""
+    p32 = np.clip(np.asarray(p, dtype=np.float32), np.finfo(np.float32).tiny, np.float32(1))
+    return np.asarray(-np.log10(p32), dtype=np.float32)
+
+
+def fwe_maps(
+    stat: nib.Nifti1Image, threshold: float, null: Any
+) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    """Voxel- and cluster-size-level FWE ``-log10(p)`` maps from a Monte Carlo null.
+
+    The same computation as NiMARE's ``correct_fwe_montecarlo``: voxel p is the share of
+    iterations whose maximum statistic reaches the voxel's; clusters are face-connected
+    voxels with ``stat > threshold`` and a cluster's p is the share of iterations whose
+    largest cluster is at least as large (``nimare.stats.null_to_p``, upper tail).
+
+    Returns
+    -------
+    logp_voxel, logp_cluster : nibabel.Nifti1Image
+    """
+    from nimare.stats import null_to_p
+
+    data = np.asarray(stat.dataobj, dtype=np.float32)
+    mask = np.asarray(brain_mask().dataobj) > 0
+    values = data[mask]
+    p_vox = null_to_p(values, null.max_stat, tail="upper")
+    vox = np.zeros(data.shape, dtype=np.float32)
+    vox[mask] = _logp(p_vox)
+    thresh = np.zeros(data.shape, dtype=np.float32)
+    thresh[mask] = values
+    thresh[thresh <= threshold] = 0
+    conn = ndimage.generate_binary_structure(3, 1)
+    labelled, _ = ndimage.label(thresh, conn)
+    _, idx, sizes = np.unique(labelled, return_inverse=True, return_counts=True)
+    sizes[0] = 0
+    p_size = null_to_p(sizes, null.max_size, tail="upper")
+    p_map = np.asarray(p_size)[np.reshape(idx, labelled.shape)]
+    clu = np.zeros(data.shape, dtype=np.float32)
+    clu[mask] = _logp(p_map[mask])
+    return nib.Nifti1Image(vox, stat.affine), nib.Nifti1Image(clu, stat.affine)
+
+
+def _label_clusters(stat: nib.Nifti1Image, threshold: float, keep: np.ndarray) -> np.ndarray:
+    """Face-connected labels of the significant clusters (0 elsewhere)."""
+    data = np.asarray(stat.dataobj, dtype=np.float32)
+    labelled, _ = ndimage.label((data > threshold) & keep, ndimage.generate_binary_structure(3, 1))
+    return np.asarray(labelled)
+
+
+def jackknife_table(estimator: Any, clusters: pd.DataFrame, labelled: np.ndarray) -> pd.DataFrame:
+    """Leave-one-experiment-out contribution of each experiment to each cluster.
+
+    As NiMARE's ``Jackknife``: for every experiment, the statistic is recomputed without
+    it and the contribution to a cluster is the mean over the cluster's voxels of
+    ``1 - stat_without / stat``; NiMARE's ``FocusCounter`` gives the number of the
+    experiment's foci inside the cluster.  brainmatch recomputes the statistic only at the
+    cluster voxels from the experiments' modelled-activation values, instead of refitting
+    the whole analysis once per experiment.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (cluster, experiment) with ``cluster_id``, ``experiment``,
+        ``contribution`` (share, 0-1), ``n_foci_in_cluster``; sorted by cluster and
+        decreasing contribution.
+    """
+    from nimare.meta.kernel import ALEKernel
+
+    masker = estimator.masker
+    mask = np.asarray(masker.mask_img.dataobj) > 0
+    coords = estimator.inputs_["coordinates"]
+    ids = list(estimator.inputs_["id"])
+    ma = estimator.kernel_transformer.transform(coords, masker=masker, return_type="sparse")
+    ma = ma.tocsr()
+    label_masked = labelled[mask]
+    # cluster_table sorts by size; map each table row to its label through its peak voxel
+    inv = np.linalg.inv(masker.mask_img.affine)
+    rows: list[dict[str, Any]] = []
+    ijk_foci = np.rint(
+        nib.affines.apply_affine(inv, coords[["x", "y", "z"]].to_numpy(dtype=float))
+    ).astype(int)
+    focus_ids = coords["id"].to_numpy()
+    is_ale = isinstance(estimator.kernel_transformer, ALEKernel)
+    weights = None
+    if not is_ale:
+        wv = getattr(estimator, "weight_vec_", None)
+        weights = np.ones(len(ids)) if wv is None else np.asarray(wv, dtype=np.float64).ravel()
+    for row in clusters.itertuples():
+        peak = np.rint(nib.affines.apply_affine(inv, [row.x, row.y, row.z])).astype(int)
+        lab = int(labelled[tuple(peak)])
+        if lab == 0:
+            continue
+        cols = np.flatnonzero(label_masked == lab)
+        vals = ma[:, cols].toarray().astype(np.float64)
+        if is_ale:
+            logs = np.log1p(-vals)
+            total = logs.sum(axis=0)
+            full = 1.0 - np.exp(total)
+            without = 1.0 - np.exp(total[None, :] - logs)
+        else:
+            assert weights is not None
+            full = (weights[:, None] * vals).sum(axis=0)
+            n = len(ids)
+            # NiMARE renormalises the weights to sum to the number of experiments kept
+            scale = (n - 1) / np.maximum(n - weights, 1e-12)
+            without = (full[None, :] - weights[:, None] * vals) * scale[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prop = np.nan_to_num(without / full[None, :])
+        contrib = (1.0 - prop).mean(axis=1)
+        in_cluster = labelled[tuple(np.clip(ijk_foci, 0, np.array(labelled.shape) - 1).T)] == lab
+        for e, exp_id in enumerate(ids):
+            n_in = int((in_cluster & (focus_ids == exp_id)).sum())
+            rows.append(
+                {
+                    "cluster_id": int(row.cluster_id),
+                    "experiment": str(exp_id).rsplit("-", 1)[0],
+                    "contribution": float(contrib[e]),
+                    "n_foci_in_cluster": n_in,
+                }
+            )
+    table = pd.DataFrame(
+        rows, columns=["cluster_id", "experiment", "contribution", "n_foci_in_cluster"]
+    )
+    return table.sort_values(
+        ["cluster_id", "contribution"], ascending=[True, False], kind="stable"
+    ).reset_index(drop=True)
 
 
 def run_cbma(
@@ -435,6 +726,8 @@ def run_cbma(
     n_jobs: int = 1,
     random_state: int = 0,
     name: str | None = None,
+    engine: str = "brainmatch",
+    progress: Callable[[int, int], None] | None = None,
 ) -> CBMAResult:
     """Read a coordinate file, run the meta-analysis and (optionally) write every output.
 
@@ -449,10 +742,12 @@ def run_cbma(
         Where to write maps, ``clusters.tsv``, ``results.json`` and ``report.html``.
     select : list of str, optional
         ``COLUMN=VALUE`` row selections.
-    method, iterations, voxel_thresh, alpha, n_jobs, random_state
+    method, iterations, voxel_thresh, alpha, n_jobs, random_state, engine
         As :class:`CoordinateMetaAnalysis`.
     name : str, optional
         Label of the analysis.
+    progress : callable, optional
+        ``progress(done, total)`` over the Monte Carlo iterations.
 
     Returns
     -------
@@ -468,8 +763,9 @@ def run_cbma(
         alpha=alpha,
         n_jobs=n_jobs,
         random_state=random_state,
+        engine=engine,
     )
-    result = est.fit(table, name=name).result_
+    result = est.fit(table, name=name, progress=progress).result_
     if out_dir is not None:
         result.save(out_dir)
     return result
@@ -673,6 +969,7 @@ def subtract(
     random_state: int = 0,
     max_outside_mm: float = 15.0,
     min_experiments: int = 2,
+    progress: Callable[[int, int], None] | None = None,
 ) -> CBMAResult:
     """ALE subtraction (contrast) of two sets of experiments, with cluster-level FWE.
 
@@ -730,7 +1027,7 @@ def subtract(
         b = CoordinateTable(
             b.foci.assign(experiment=name_b + ": " + b.foci["experiment"]), b.source, list(b.notes)
         )
-    with _quiet():
+    with _quiet(progress):
         estimator = ALESubtraction(
             n_iters=iterations,
             voxel_thresh=voxel_thresh,
@@ -819,6 +1116,11 @@ def subtract(
         experiments=exps,
         foci=foci,
         seconds=time.perf_counter() - start,
+        warnings=[
+            f"{label}: {w}"
+            for t, label in ((a, name_a), (b, name_b))
+            for w in _few_experiments_warning(t.n_experiments)
+        ],
     )
 
 
@@ -883,6 +1185,142 @@ def conjunction(a: CBMAResult, b: CBMAResult) -> CBMAResult:
     )
 
 
+@dataclass
+class CBMAComparison:
+    """Two sets of experiments compared: both main effects, the contrast and the conjunction.
+
+    Attributes
+    ----------
+    a, b : CBMAResult
+        Main effects of the two sets.
+    contrast : CBMAResult
+        ALE subtraction ``a - b`` (two-sided, cluster-level FWE).
+    conjunction : CBMAResult
+        Voxels significant in both main effects (minimum statistic).
+    """
+
+    a: CBMAResult
+    b: CBMAResult
+    contrast: CBMAResult
+    conjunction: CBMAResult
+
+    @property
+    def results(self) -> dict[str, CBMAResult]:
+        """The four analyses by file prefix (``A``, ``B``, ``contrast``, ``conjunction``)."""
+        return {
+            "A": self.a,
+            "B": self.b,
+            "contrast": self.contrast,
+            "conjunction": self.conjunction,
+        }
+
+    @property
+    def warnings(self) -> list[str]:
+        """Warnings of the four analyses, each prefixed by its name."""
+        out: list[str] = []
+        for r in self.results.values():
+            out += [f"{r.name}: {w}" for w in r.warnings]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summaries of the four analyses."""
+        return {k: r.summary() for k, r in self.results.items()}
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write every analysis (files prefixed ``A_``, ``B_``, ``contrast_``,
+        ``conjunction_``), one ``results.json`` and one ``report.html``."""
+        from brainmatch.evidence.cbma_report import save_comparison
+
+        return save_comparison(self.results, Path(out_dir))
+
+    def _repr_html_(self) -> str:
+        from brainmatch.evidence.cbma_report import result_html
+
+        return "".join(result_html(r) for r in self.results.values())
+
+
+def compare(
+    a: CoordinateTable,
+    b: CoordinateTable,
+    *,
+    name_a: str = "A",
+    name_b: str = "B",
+    method: str = "ale",
+    iterations: int = 5000,
+    voxel_thresh: float = 0.001,
+    alpha: float = 0.05,
+    n_jobs: int = 1,
+    random_state: int = 0,
+    max_outside_mm: float = 15.0,
+    engine: str = "brainmatch",
+    scheduler: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> CBMAComparison:
+    """Compare two sets of experiments: both main effects, their subtraction, conjunction.
+
+    Parameters
+    ----------
+    a, b : CoordinateTable
+        The two sets (e.g. ``read_coordinates(path, select=["group=therapy"])``).
+    name_a, name_b : str
+        Labels (the second gets `` (2)`` appended when both are equal).
+    method : {"ale"}
+        Subtraction is defined for ALE only.
+    iterations, voxel_thresh, alpha, n_jobs, random_state, max_outside_mm, engine, scheduler
+        As :class:`CoordinateMetaAnalysis` (``iterations`` is also the number of label
+        permutations of the subtraction).
+    progress : callable, optional
+        ``progress(step, done, total)``, ``step`` naming the analysis running.
+
+    Returns
+    -------
+    CBMAComparison
+    """
+    if method != "ale":
+        raise BrainmatchInputError(
+            "--versus (subtraction) is implemented for ALE (NiMARE's ALESubtraction); "
+            "use --method ale"
+        )
+    if name_a == name_b:
+        name_b = f"{name_b} (2)"
+
+    def step(label: str) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+        return lambda done, total: progress(label, done, total)
+
+    def main(table: CoordinateTable, label: str) -> CBMAResult:
+        est = CoordinateMetaAnalysis(
+            method=method,
+            iterations=iterations,
+            voxel_thresh=voxel_thresh,
+            alpha=alpha,
+            n_jobs=n_jobs,
+            random_state=random_state,
+            max_outside_mm=max_outside_mm,
+            engine=engine,
+            scheduler=scheduler,
+        )
+        return est.fit(table, name=label, progress=step(f"{label}: Monte Carlo")).result_
+
+    res_a = main(a, name_a)
+    res_b = main(b, name_b)
+    contrast = subtract(
+        a,
+        b,
+        name_a=name_a,
+        name_b=name_b,
+        iterations=iterations,
+        voxel_thresh=voxel_thresh,
+        alpha=alpha,
+        n_jobs=n_jobs,
+        random_state=random_state,
+        max_outside_mm=max_outside_mm,
+        progress=step(f"{name_a} - {name_b}: permutations"),
+    )
+    return CBMAComparison(res_a, res_b, contrast, conjunction(res_a, res_b))
+
+
 def _describe_main(
     est: CoordinateMetaAnalysis, coords: CoordinateTable, params: dict[str, Any]
 ) -> str:
@@ -897,6 +1335,12 @@ def _describe_main(
             "multilevel kernel density analysis (MKDA; Wager et al. 2007) with 10 mm "
             "spherical kernels"
         )
+    engine_text = (
+        "computed by brainmatch's compiled engine, which draws NiMARE's relocations for this "
+        "seed and reproduces NiMARE's null distributions"
+        if params.get("engine", "brainmatch") == "brainmatch"
+        else "computed by NiMARE's FWECorrector"
+    )
     tal = [n for n in coords.notes if "Talairach" in n]
     tal_text = (" " + tal[0][0].upper() + tal[0][1:] + " (Lancaster et al. 2007).") if tal else ""
     return (
@@ -907,8 +1351,9 @@ def _describe_main(
         "computed in the MNI152 2 mm brain mask; uncorrected p-values came from the approximate "
         "(histogram) null. Family-wise error was controlled by a Monte Carlo procedure with "
         f"{params['iterations']} iterations, each relocating every focus at random within the "
-        f"mask (seed {params['random_state']}): clusters were formed from voxels with "
-        f"uncorrected p < {params['voxel_thresh']} (face connectivity) and kept when larger "
+        f"mask (seed {params['random_state']}; {engine_text}): clusters were formed from "
+        f"voxels with uncorrected p < {params['voxel_thresh']} (face connectivity) and kept "
+        "when larger "
         f"than expected by chance (cluster-level FWE p < {params['alpha']}; critical size "
         f"{params['cluster_size_threshold_mm3']:.0f} mm3). Clusters were labelled with the "
         "Harvard-Oxford atlas (maximum probability, 25 % threshold; Desikan et al. 2006) at "

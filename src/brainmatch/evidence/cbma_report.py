@@ -89,12 +89,36 @@ def _glass_brain_svg(
     return svg, png_buf.getvalue()
 
 
+def _has_voxels(img: nib.Nifti1Image | None, threshold: float = 0.0, absolute: bool = True) -> bool:
+    if img is None:
+        return False
+    data = np.asarray(img.dataobj)
+    data = np.abs(data) if absolute else data
+    return bool(np.any(data > threshold))
+
+
 def _figures(result: CBMAResult, out_dir: Path, prefix: str) -> list[dict[str, str]]:
+    """Glass-brain figures of one analysis; a map with nothing to show gets a sentence
+    instead of an empty brain."""
+    import gc
+
+    # nilearn calls gc.collect() for every image it loads; with a large heap (NiMARE,
+    # matplotlib) each call costs seconds.  Frozen objects are not rescanned.
+    frozen = gc.get_freeze_count() > 0
+    if not frozen:
+        gc.freeze()
+    try:
+        return _draw_figures(result, out_dir, prefix)
+    finally:
+        if not frozen:
+            gc.unfreeze()
+
+
+def _draw_figures(result: CBMAResult, out_dir: Path, prefix: str) -> list[dict[str, str]]:
     figures: list[dict[str, str]] = []
     z = result.maps.get("z_fwe_cluster")
-    has_sig = z is not None and bool(np.any(np.asarray(z.dataobj) != 0))
     two_sided = result.kind == "subtraction"
-    if has_sig:
+    if _has_voxels(z):
         assert z is not None
         svg, png = _glass_brain_svg(
             z,
@@ -108,36 +132,68 @@ def _figures(result: CBMAResult, out_dir: Path, prefix: str) -> list[dict[str, s
             if result.kind != "conjunction"
             else "minimum z over voxels significant in both analyses"
         )
+        figures.append(_write_figure(out_dir, f"{prefix}desc-glass_figure", svg, png, caption))
     elif result.kind == "conjunction":
-        svg, png = _glass_brain_svg(None, f"{result.name}: no voxel significant in both", None)
-        caption = "No voxel lies in clusters significant in both analyses."
+        figures.append(
+            {
+                "svg": "",
+                "caption": "No voxel lies in clusters significant in both analyses; "
+                "nothing to draw.",
+            }
+        )
     else:
         from scipy import stats
 
-        thr = float(stats.norm.isf(result.params.get("voxel_thresh", 0.001)))
-        svg, png = _glass_brain_svg(
-            result.maps["z"],
-            f"{result.name}: uncorrected z",
-            thr,
-            cmap="cold_hot" if two_sided else "hot",
-            plot_abs=not two_sided,
-        )
-        caption = (
-            f"No significant cluster. Uncorrected z above {thr:.2f} "
-            "(p < cluster-forming threshold) shown for orientation only."
-        )
-    name = f"{prefix}desc-glass_figure"
-    write_bytes(out_dir / f"{name}.png", png)
-    write_text(out_dir / f"{name}.svg", svg)
-    figures.append({"svg": svg, "caption": caption})
+        p_thr = result.params.get("voxel_thresh", 0.001)
+        thr = float(stats.norm.isf(p_thr / 2 if two_sided else p_thr))
+        if _has_voxels(result.maps.get("z"), thr):
+            svg, png = _glass_brain_svg(
+                result.maps["z"],
+                f"{result.name}: uncorrected z",
+                thr,
+                cmap="cold_hot" if two_sided else "hot",
+                plot_abs=not two_sided,
+            )
+            caption = (
+                f"No significant cluster. Uncorrected |z| above {thr:.2f} "
+                "(p < cluster-forming threshold) shown for orientation only."
+            )
+            figures.append(_write_figure(out_dir, f"{prefix}desc-glass_figure", svg, png, caption))
+        else:
+            figures.append(
+                {
+                    "svg": "",
+                    "caption": "No significant cluster, and no voxel passes the "
+                    f"cluster-forming threshold (p < {p_thr:g}); nothing to draw.",
+                }
+            )
     if result.kind == "main" and len(result.foci):
         svg, png = _glass_brain_svg(
             None, f"{result.name}: {len(result.foci)} foci", None, foci=result.foci
         )
-        write_bytes(out_dir / f"{prefix}desc-foci_figure.png", png)
-        write_text(out_dir / f"{prefix}desc-foci_figure.svg", svg)
-        figures.append({"svg": svg, "caption": "Foci of the included experiments (MNI)."})
+        figures.append(
+            _write_figure(
+                out_dir,
+                f"{prefix}desc-foci_figure",
+                svg,
+                png,
+                "Foci of the included experiments (MNI).",
+            )
+        )
     return figures
+
+
+def _write_figure(out_dir: Path, name: str, svg: str, png: bytes, caption: str) -> dict[str, str]:
+    write_bytes(out_dir / f"{name}.png", png)
+    write_text(out_dir / f"{name}.svg", svg)
+    return {"svg": svg, "caption": caption}
+
+
+def format_p(p: float) -> str:
+    """A p-value as reports print it: ``< 0.001`` below 0.001, else three decimals."""
+    if p != p:
+        return ""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _clusters_html(clusters: pd.DataFrame) -> str:
@@ -151,14 +207,37 @@ def _clusters_html(clusters: pd.DataFrame) -> str:
         ("volume_mm3", "{:.0f}"),
         ("peak_stat", "{:.4g}"),
         ("peak_z", "{:.2f}"),
-        ("p_fwe", "{:.4f}"),
+        ("p_fwe", "p"),
         ("affect_overlap", "{:.0%}"),
     ):
         if col in shown:
             shown[col] = [
-                ("" if (isinstance(v, float) and math.isnan(v)) else fmt.format(v))
+                (
+                    ""
+                    if (isinstance(v, float) and math.isnan(v))
+                    else (format_p(v) if fmt == "p" else fmt.format(v))
+                )
                 for v in shown[col]
             ]
+    # atlas names use underscores: spaces let a narrow column wrap between words
+    for col in ("label", "regions"):
+        if col in shown:
+            shown[col] = [str(v).replace("_", " ") for v in shown[col]]
+    return shown.to_html(index=False, escape=True, border=0)
+
+
+def _contributions_html(result: CBMAResult, top: int = 5) -> str:
+    """Per cluster, the experiments that drive it most (leave-one-experiment-out)."""
+    table = result.contributions
+    if table is None or table.empty:
+        return ""
+    shown = (
+        table[(table["contribution"] > 0) | (table["n_foci_in_cluster"] > 0)]
+        .groupby("cluster_id", sort=True)
+        .head(top)
+        .copy()
+    )
+    shown["contribution"] = [f"{v:.0%}" for v in shown["contribution"]]
     return shown.to_html(index=False, escape=True, border=0)
 
 
@@ -171,6 +250,9 @@ def _write_result_files(result: CBMAResult, out_dir: Path, prefix: str = "") -> 
         files.append(fname)
     write_tsv(out_dir / f"{prefix}clusters.tsv", result.clusters, float_format="%.6g")
     files.append(f"{prefix}clusters.tsv")
+    if result.contributions is not None and not result.contributions.empty:
+        write_tsv(out_dir / f"{prefix}contributions.tsv", result.contributions, float_format="%.6g")
+        files.append(f"{prefix}contributions.tsv")
     return files
 
 
@@ -240,6 +322,7 @@ def _section(
         "heading": heading,
         "result": result,
         "clusters_html": _clusters_html(result.clusters),
+        "contributions_html": _contributions_html(result),
         "figures": _figures(result, out_dir, prefix),
         "files": files,
     }
@@ -269,10 +352,24 @@ def _render(
     )
 
 
+def result_html(result: CBMAResult) -> str:
+    """A compact HTML summary of one result (for notebooks: ``_repr_html_``)."""
+    import html
+
+    warn = "".join(
+        f'<p style="color:#a00"><b>Warning:</b> {html.escape(w)}</p>' for w in result.warnings
+    )
+    table = _clusters_html(result.clusters) or "<p>No significant cluster.</p>"
+    return (
+        f"<div><h4>cbma {html.escape(result.kind)}: {html.escape(result.name)}</h4>{warn}"
+        f'<div style="overflow-x:auto">{table}</div></div>'
+    )
+
+
 def load_summary(path: str | Path) -> dict[str, Any]:
     """Read a ``results.json`` written by :func:`save_result` (plain JSON, no code)."""
     data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
     return data
 
 
-__all__ = ["MAP_FILES", "load_summary", "save_comparison", "save_result"]
+__all__ = ["MAP_FILES", "load_summary", "result_html", "save_comparison", "save_result"]
