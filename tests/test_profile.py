@@ -194,7 +194,7 @@ def test_cli_bad_inputs(data, tmp_path):
             str(tmp_path / "y"),
         ],
     )
-    assert res.exit_code == 2 and "not a brainmatch normative model" in res.output
+    assert res.exit_code == 2 and "not a brainmatch model file" in res.output
     few = pd.read_csv(data["features"], sep="\t").head(20)
     few.to_csv(tmp_path / "few.tsv", sep="\t", index=False)
     res = runner.invoke(
