@@ -50,9 +50,11 @@ def recommend(
         echo_kv(
             p["participant_id"],
             {
-                "recommended": p["recommended"],
-                "advantage": f"{p['advantage']:.2f} over {p['next_best']} "
-                f"({100 * p['bootstrap_agreement']:.0f}% of bootstrap models agree)",
+                "recommendation": p["statement"],
+                "difference": f"{p['advantage']:.2f} for {p['recommended']} over "
+                f"{p['next_best']} (95% bootstrap range {p['advantage_interval'][0]:.2f} to "
+                f"{p['advantage_interval'][1]:.2f}; {100 * p['bootstrap_agreement']:.0f}% of "
+                "bootstrap models agree)",
                 **{
                     f"predicted {a}": f"{q['value']:.2f}"
                     + (

@@ -52,8 +52,12 @@ def train(
     model: str = typer.Option(
         "interaction",
         "--model",
-        help="interaction (PAI: one model with treatment-by-feature "
-        "interactions) or per-arm (one model per arm).",
+        help="interaction (ridge PAI, default), per-arm (ridge per arm), t-linear (lasso "
+        "per arm), enet-interaction (elastic net path), auto (chosen among interaction, "
+        "t-linear and enet-interaction by inner CV on the doubly robust CATE error); "
+        "validation only (no model file): {t,s,x,dr,r}-{linear,hgb}, econml-dr, causal-forest. "
+        "Learners other than interaction/per-arm refit every permutation: use fewer "
+        "--n-permutations.",
     ),
     n_permutations: int = typer.Option(
         1000, "--n-permutations", help="Permutations for the test of the selection benefit."
@@ -117,9 +121,20 @@ def train(
             f"per-arm {key.upper()}": ", ".join(
                 f"{a}: {_fmt(r[key])}" for a, r in m["per_arm"].items()
             ),
-            "selection benefit d": f"{_fmt(s['benefit_d'])} (95% CI {_fmt(s['benefit_d_ci'])})",
+            "model": m["model"]
+            + (f" (chose {m['model_chosen']})" if m.get("model_chosen") != m["model"] else ""),
             "policy gain": f"{_fmt(s['policy_gain'])} (95% CI {_fmt(s['policy_gain_ci'])})",
+            "policy gain d": f"{_fmt(s['policy_gain_d'])} (95% CI {_fmt(s['policy_gain_d_ci'])})",
+            "selection benefit d": f"{_fmt(s['benefit_d'])} (descriptive, no CI)",
             "permutation p": _fmt(s["permutation_p"]),
+            "selection supported": "yes"
+            if s["selection_supported"]
+            else "no: do not choose treatments by this model",
+            **(
+                {"one arm for everyone": s["single_arm_recommended"]}
+                if s["single_arm_recommended"]
+                else {}
+            ),
             "features used": (
                 "all"
                 if m["feature_selection"]["select"] == "none"
@@ -127,7 +142,7 @@ def train(
                 f"{m['feature_selection']['k_per_fold_counts']})"
             ),
             "warnings": len(m["warnings"]),
-            "model": str(result.model_path),
+            "model file": str(result.model_path),
             "report": str(result.report_path) if result.report_path else "(skipped)",
         },
     )

@@ -12,7 +12,11 @@ import numpy as np
 from brainmatch import __version__
 from brainmatch._io import write_text
 from brainmatch.reports import figure_to_data_uri
-from brainmatch.selection.regions import importance_by_region, region_centroids
+from brainmatch.selection.regions import (
+    importance_by_region,
+    readable_feature_name,
+    region_centroids,
+)
 
 if TYPE_CHECKING:
     from brainmatch.selection.recommend import RecommendResult
@@ -63,7 +67,7 @@ def drivers_figure(names: list[str], weights: np.ndarray, title: str, n: int = 1
     top = np.argsort(-np.abs(weights))[:n][::-1]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(top) + 1))
     ax.barh(
-        [names[j] for j in top],
+        [readable_feature_name(names[j]) for j in top],
         weights[top],
         color=["#c55" if weights[j] > 0 else "#58c" for j in top],
     )

@@ -601,8 +601,10 @@ def tripod_items(metrics: dict[str, Any]) -> list[dict[str, str]]:
         },
         {
             "item": "Model type and hyper-parameters",
-            "value": f"{o['model']} ridge; penalty chosen by exact leave-one-out in each "
-            "training fold"
+            "value": f"{o['model']}"
+            + (f" (chose {metrics['model_chosen']})" if metrics.get("model_chosen") else "")
+            + "; "
+            + metrics["cv"]["inner"]
             + (
                 ""
                 if metrics.get("feature_selection", {}).get("select", "none") == "none"
@@ -614,9 +616,10 @@ def tripod_items(metrics: dict[str, Any]) -> list[dict[str, str]]:
         {"item": "Performance measures", "value": perf},
         {
             "item": "Treatment selection",
-            "value": f"benefit d={sel['benefit_d']}, CI {sel['benefit_d_ci']}; policy gain "
-            f"{sel['policy_gain']} (CI {sel['policy_gain_ci']}); permutation p="
-            f"{sel['permutation_p']}",
+            "value": f"policy gain {sel['policy_gain']} (CI {sel['policy_gain_ci']}; "
+            f"{sel['policy_gain_ci_method']}); standardised {sel['policy_gain_d']} (CI "
+            f"{sel['policy_gain_d_ci']}); permutation p={sel['permutation_p']}; descriptive "
+            f"benefit d={sel['benefit_d']}",
         },
         {"item": "Fairness / subgroups", "value": "not assessed by brainmatch: check per site"},
         {"item": "Model availability", "value": f"{MODEL_FILE} (NPZ + JSON, no code execution)"},
