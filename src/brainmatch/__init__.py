@@ -13,3 +13,14 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0+unknown"
 
 __all__ = ["__version__"]
+
+# treatment selection (imported on first use: scikit-learn and pandas are heavy)
+_SELECTION = ("TreatmentSelector", "ValidationResult", "cross_validate", "validate")
+
+
+def __getattr__(name: str) -> object:
+    if name in _SELECTION:
+        from brainmatch import selection
+
+        return getattr(selection, name)
+    raise AttributeError(f"module 'brainmatch' has no attribute {name!r}")

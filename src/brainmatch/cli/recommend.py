@@ -35,17 +35,19 @@ def recommend(
 
     Writes recommend.json, recommend.tsv and a one-page report.html into OUT.
     """
+    from brainmatch.cli.train import flag_errors
     from brainmatch.selection import recommend as recommend_fn
 
-    result = recommend_fn(
-        model,
-        input,
-        out,
-        clinical=clinical,
-        derivatives=derivatives,
-        participant=participant_label or None,
-        report=not no_report,
-    )
+    with flag_errors():
+        result = recommend_fn(
+            model,
+            input,
+            out,
+            clinical=clinical,
+            derivatives=derivatives,
+            participant=participant_label or None,
+            report=not no_report,
+        )
     for p in result.patients[:20]:
         echo_kv(
             p["participant_id"],

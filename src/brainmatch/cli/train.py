@@ -2,11 +2,50 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 
 from brainmatch.cli._common import echo_kv, progress_bar, user_errors
+from brainmatch.errors import BrainmatchInputError
+
+#: Python parameters of the selection API and the flags that set them.
+FLAGS = {
+    "treatment_column": "--treatment-column",
+    "outcome_column": "--outcome-column",
+    "baseline_column": "--baseline-column",
+    "site_column": "--site-column",
+    "covariates": "--covariates",
+    "better": "--better",
+    "cv": "--cv",
+    "model": "--model",
+    "select": "--select-features",
+    "session": "--session",
+    "n_permutations": "--n-permutations",
+    "n_splits": "--n-splits",
+    "n_repeats": "--n-repeats",
+    "threshold": "--threshold",
+}
+_ASSIGN = re.compile(r"\b(" + "|".join(FLAGS) + r")=")
+_COLUMN = re.compile(r"\b(treatment_column|outcome_column|baseline_column|site_column)\b")
+
+
+def to_flags(message: str) -> str:
+    """Rewrite the Python parameter names in a library message as the CLI's flags."""
+    message = _ASSIGN.sub(lambda m: FLAGS[m.group(1)] + " ", message)
+    return _COLUMN.sub(lambda m: FLAGS[m.group(1)], message)
+
+
+@contextlib.contextmanager
+def flag_errors() -> Iterator[None]:
+    """Re-raise :class:`BrainmatchInputError` with parameter names mapped to flags."""
+    try:
+        yield
+    except BrainmatchInputError as exc:
+        raise BrainmatchInputError(to_flags(exc.reason), exc.path) from None
 
 
 def _fmt(value: object) -> str:
@@ -87,7 +126,7 @@ def train(
     from brainmatch.selection import train as train_fn
 
     covs = tuple(c.strip() for c in covariates.split(",") if c.strip())
-    with progress_bar("cross-validating") as update:
+    with flag_errors(), progress_bar("cross-validating") as update:
         result = train_fn(
             features,
             outcomes,

@@ -65,13 +65,13 @@ def econml_available() -> bool:
     return importlib.util.find_spec("econml") is not None
 
 
-def check_learner(name: str, option: str = "learner") -> str:
+def check_learner(name: str, option: str = "learner=") -> str:
     """Validate a learner name (``option`` names the parameter / flag in the message)."""
     if name not in LEARNERS:
-        raise BrainmatchInputError(f"{option} {name!r}: expected one of {', '.join(LEARNERS)}")
+        raise BrainmatchInputError(f"{option}{name!r}: expected one of {', '.join(LEARNERS)}")
     if name in ECONML and not econml_available():
         raise BrainmatchInputError(
-            f"{option} {name!r} needs EconML: pip install 'brainmatch[causal]'"
+            f"{option}{name!r} needs EconML: pip install 'brainmatch[causal]'"
         )
     return name
 

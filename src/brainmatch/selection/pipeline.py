@@ -186,7 +186,7 @@ class ArmModels:
 
     def __init__(self, model: str = "interaction") -> None:
         if model not in MODELS:
-            raise BrainmatchInputError(f"--model {model!r}: expected one of {', '.join(MODELS)}")
+            raise BrainmatchInputError(f"model={model!r}: expected one of {', '.join(MODELS)}")
         self.model = model
 
     def fit(

@@ -716,12 +716,12 @@ def validate(
     """
     start = time.perf_counter()
     select = parse_select(select)
-    check_learner(model, "--model")
+    check_learner(model, "model=")
     ridge = model in MODELS
     if not ridge and select != "none":
         raise BrainmatchInputError(
-            f"--select-features applies to the ridge models (interaction, per-arm), not to "
-            f"--model {model}: the sparse learners select features themselves"
+            f"select= applies to the ridge models (interaction, per-arm), not to "
+            f"model={model}: the sparse learners select features themselves"
         )
     if n_permutations < 0 or n_repeats < 1 or n_splits < 2:
         raise BrainmatchInputError("need n_permutations >= 0, n_repeats >= 1, n_splits >= 2")
@@ -738,7 +738,7 @@ def validate(
     if better is None:
         better = "higher" if data.binary else "lower"
     if better not in ("lower", "higher"):
-        raise BrainmatchInputError(f"--better {better!r}: expected lower or higher")
+        raise BrainmatchInputError(f"better={better!r}: expected lower or higher")
     sign = 1.0 if better == "higher" else -1.0
     if threshold is None:
         threshold = 0.1 if data.binary else 3.0
@@ -751,9 +751,9 @@ def validate(
         small = [f"{s} ({c})" for s, c in zip(labels, counts, strict=True) if c < 5]
         if small:
             raise BrainmatchInputError(
-                f"--site-column {site_column!r}: site(s) with fewer than 5 patients: "
+                f"site_column={site_column!r}: site(s) with fewer than 5 patients: "
                 f"{', '.join(small)}; ComBat cannot estimate their effects (merge them or "
-                "drop --site-column)"
+                "drop site_column)"
             )
     splits = outer_splits(
         data.treatment,
@@ -1332,7 +1332,7 @@ def _fit_final_learner(
         chosen = str(getattr(fitted, "chosen_", model))
         if not fitted.linear:
             raise BrainmatchInputError(
-                f"--model {model}: the final learner ({chosen}) is not linear, and the safe "
+                f"model={model}: the final learner ({chosen}) is not linear, and the safe "
                 "model file stores only linear learners (interaction, per-arm, t-linear, "
                 "enet-interaction); use validate() to assess it, or choose a linear learner"
             )
