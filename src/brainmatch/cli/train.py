@@ -181,7 +181,9 @@ def train(
                 f"{m['feature_selection']['k_per_fold_counts']})"
             ),
             "warnings": len(m["warnings"]),
-            "model file": str(result.model_path),
+            "model file": str(result.model_path)
+            if result.model_path
+            else "(none: the learner is not linear; validation only)",
             "report": str(result.report_path) if result.report_path else "(skipped)",
         },
     )

@@ -169,16 +169,18 @@ def write_train_report(result: TrainResult) -> Path:
         ax.legend()
         figs["learning"] = figure_to_data_uri(fig)
     coef = result.extras["coef"]
-    names = result.extras["feature_names"]
-    weights = _contrast(coef)
-    label = (
-        f"coefficient {arms[0]} minus {arms[1]} (standardised; positive: higher value "
-        f"predicts a higher outcome under {arms[0]})"
-        if len(arms) == 2
-        else "spread of the coefficient across arms"
-    )
-    figs["drivers"] = drivers_figure(names, weights, label)
-    figs["brain"] = glass_brain_figure(names, weights)
+    figs["drivers"] = figs["brain"] = None
+    if coef is not None:
+        names = result.extras["feature_names"]
+        weights = _contrast(coef)
+        label = (
+            f"coefficient {arms[0]} minus {arms[1]} (standardised; positive: higher value "
+            f"predicts a higher outcome under {arms[0]})"
+            if len(arms) == 2
+            else "spread of the coefficient across arms"
+        )
+        figs["drivers"] = drivers_figure(names, weights, label)
+        figs["brain"] = glass_brain_figure(names, weights)
     html = _ENV.get_template("train_report.html").render(
         m=m,
         figs=figs,

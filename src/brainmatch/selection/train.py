@@ -18,7 +18,7 @@ from brainmatch import __version__
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.selection._ridge import KernelRidgeLOO
 from brainmatch.selection.data import ID, TrainingData, load_training_data
-from brainmatch.selection.learners import AUTO_CANDIDATES, check_learner, make_learner
+from brainmatch.selection.learners import AUTO_CANDIDATES, LINEAR, check_learner, make_learner
 from brainmatch.selection.modelfile import save_model
 from brainmatch.selection.pipeline import MODELS, Preprocessor
 from brainmatch.selection.screen import (
@@ -70,7 +70,7 @@ class TrainResult:
     out_dir: Path
     metrics: dict[str, Any]
     predictions: pd.DataFrame
-    model_path: Path
+    model_path: Path | None
     report_path: Path | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     validation: ValidationResult | None = None
@@ -1124,6 +1124,34 @@ def train(
     per_arm, selection, warnings = metrics["per_arm"], metrics["selection"], metrics["warnings"]
     cv_desc = metrics["cv"]["description"]
     predictions = validation.predictions
+    if model not in (*LINEAR, "auto"):
+        # validation only: the safe model file stores linear learners
+        out = Path(out_dir)
+        metrics["model_file"] = None
+        metrics["warnings"].append(
+            f"no model file: the learner {model} is not linear and the safe model file "
+            "stores only linear learners (interaction, per-arm, t-linear, enet-interaction, "
+            "auto); its validation is in metrics.json"
+        )
+        metrics["tripod_ai"] = tripod_items(metrics)
+        validation.save(out)
+        result = TrainResult(
+            out_dir=out,
+            metrics=metrics,
+            predictions=predictions,
+            model_path=None,
+            extras={
+                "coef": None,
+                "feature_names": data.feature_names,
+                "pred_other": validation.extras["pred_other"],
+            },
+            validation=validation,
+        )
+        if report:
+            from brainmatch.selection.report import write_train_report
+
+            result.report_path = write_train_report(result)
+        return result
     # final model on all patients + bootstrap refits for the recommendation's stability
     final, arrays, extras = fit_final_model(
         data, model=model, harmonize=harmonize, seed=seed, select=select, candidates=candidates
