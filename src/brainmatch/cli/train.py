@@ -161,7 +161,11 @@ def train(
                 f"{a}: {_fmt(r[key])}" for a, r in m["per_arm"].items()
             ),
             "model": m["model"]
-            + (f" (chose {m['model_chosen']})" if m.get("model_chosen") != m["model"] else ""),
+            + (
+                f" (chose {m['model_chosen']})"
+                if m.get("model_chosen") not in (None, m["model"])
+                else ""
+            ),
             "policy gain": f"{_fmt(s['policy_gain'])} (95% CI {_fmt(s['policy_gain_ci'])})",
             "policy gain d": f"{_fmt(s['policy_gain_d'])} (95% CI {_fmt(s['policy_gain_d_ci'])})",
             "selection benefit d": f"{_fmt(s['benefit_d'])} (descriptive, no CI)",

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
+from sklearn.base import BaseEstimator
 from threadpoolctl import threadpool_limits
 
 from brainmatch.errors import BrainmatchInputError
@@ -101,7 +102,7 @@ def _covariate_frame(
     return pd.concat(parts, axis=1) if parts else pd.DataFrame(index=range(n))
 
 
-class TreatmentSelector:
+class TreatmentSelector(BaseEstimator):  # type: ignore[misc]
     """Predict every arm's outcome from brain features and recommend the best arm.
 
     Parameters

@@ -103,25 +103,25 @@ def _lasso_fwl(
     from sklearn.linear_model import ElasticNetCV, LassoCV
 
     D_pinv = np.linalg.pinv(D)
-    Xr = X - D @ (D_pinv @ X)
-    yr = y - D @ (D_pinv @ y)
-    if np.ptp(yr) < 1e-12 * max(1.0, float(np.abs(y).max())):
+    # intercept only: scikit-learn's own centring (inside every inner fold too), so that
+    # the T-learner is exactly LassoCV per arm; otherwise partial D out first (exact FWL)
+    only_intercept = D.shape[1] == 1 and np.allclose(D, 1.0)
+    Xr = X if only_intercept else X - D @ (D_pinv @ X)
+    yr = y if only_intercept else y - D @ (D_pinv @ y)
+    if np.ptp(y - D @ (D_pinv @ y)) < 1e-12 * max(1.0, float(np.abs(y).max())):
         beta = np.zeros(X.shape[1])
     else:
         cv = min(5, max(2, y.size // 4))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ConvergenceWarning at the smallest penalties
             if l1_ratio == (1.0,):
-                m: Any = LassoCV(
-                    alphas=30, cv=cv, fit_intercept=False, random_state=seed, max_iter=2000
-                )
+                m: Any = LassoCV(alphas=30, cv=cv, fit_intercept=only_intercept, max_iter=2000)
             else:
                 m = ElasticNetCV(
                     l1_ratio=list(l1_ratio),
                     alphas=30,
                     cv=min(cv, 3),
-                    fit_intercept=False,
-                    random_state=seed,
+                    fit_intercept=only_intercept,
                     max_iter=2000,
                 )
             m.fit(Xr, yr)
@@ -359,14 +359,20 @@ class MetaLearner(Learner):
     def _X(self, Z: Array, C: Array) -> Array:
         return np.column_stack([Z, C])
 
+    def _S(self, X: Array, t: NDArray[np.intp], k: int) -> Array:
+        """S-learner design: features and arm indicators; a linear base also gets their
+        products (without them a linear S-learner cannot vary the arm effect at all)."""
+        onehot = np.eye(k)[t]
+        if self.base == "hgb":
+            return np.column_stack([X, onehot])
+        return np.column_stack([X, onehot[:, 1:]] + [X * onehot[:, [a]] for a in range(1, k)])
+
     def fit(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> MetaLearner:
         X = self._X(Z, C)
         self.k_ = k
         s = self.seed
         if self.kind == "s":
-            self.model_ = _fit_outcome(
-                self.base, np.column_stack([X, np.eye(k)[t]]), y, self.binary, s
-            )
+            self.model_ = _fit_outcome(self.base, self._S(X, t, k), y, self.binary, s)
             return self
         # per-arm outcome models (the T-learner; also the reference arm of the others)
         self.mu_ = [_fit_outcome(self.base, X[t == a], y[t == a], self.binary, s) for a in range(k)]
@@ -414,9 +420,7 @@ class MetaLearner(Learner):
         k = self.k_
         if self.kind == "s":
             out = [
-                _predict_outcome(
-                    self.model_, np.column_stack([X, np.tile(np.eye(k)[a], (X.shape[0], 1))])
-                )
+                _predict_outcome(self.model_, self._S(X, np.full(X.shape[0], a), k))
                 for a in range(k)
             ]
             return np.column_stack(out)

@@ -1128,6 +1128,15 @@ def train(
         # validation only: the safe model file stores linear learners
         out = Path(out_dir)
         metrics["model_file"] = None
+        metrics["model_chosen"] = model
+        metrics["feature_selection"] = {
+            "select": "none",
+            "method": None,
+            "k_per_fold": fold_k,
+            "final_k": None,
+            "final_features": "all",
+            "permutation_cv_repeats": n_null_rep,
+        }
         metrics["warnings"].append(
             f"no model file: the learner {model} is not linear and the safe model file "
             "stores only linear learners (interaction, per-arm, t-linear, enet-interaction, "
