@@ -247,11 +247,16 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--null-trials", type=int, default=200)
     ap.add_argument("--skip-grid", action="store_true")
+    ap.add_argument("--regimes", default=None, help="comma-separated row numbers of the grid")
     args = ap.parse_args()
     print("timings measured on a shared, loaded 2-core machine")
     if not args.skip_grid:
-        grid(full_grid() if args.full else REDUCED, args.seeds or (5 if args.full else 2))
-    null_calibration(args.null_trials)
+        regimes = full_grid() if args.full else REDUCED
+        if args.regimes:
+            regimes = [regimes[int(i)] for i in args.regimes.split(",")]
+        grid(regimes, args.seeds or (5 if args.full else 2))
+    if args.null_trials:
+        null_calibration(args.null_trials)
 
 
 if __name__ == "__main__":

@@ -161,6 +161,7 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
 
     console.print(f"[bold]4/4[/] recommending a treatment for the new patient {new_patient}")
     clinical = table.loc[~trial_ids, ["participant_id", "age", "sex", "site", "hamd_baseline"]]
+    assert result.model_path is not None  # the default (linear) model is always stored
     rec = recommend(result.model_path, bids, out_dir / "recommend", clinical=clinical,
                     participant=[new_patient])
     patient = rec.patients[0]

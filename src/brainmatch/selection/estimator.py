@@ -102,7 +102,7 @@ def _covariate_frame(
     return pd.concat(parts, axis=1) if parts else pd.DataFrame(index=range(n))
 
 
-class TreatmentSelector(BaseEstimator):  # type: ignore[misc]
+class TreatmentSelector(BaseEstimator):
     """Predict every arm's outcome from brain features and recommend the best arm.
 
     Parameters
