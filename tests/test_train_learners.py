@@ -281,6 +281,7 @@ def test_cli_every_model(learner, tmp_path):
         "--out",
         str(tmp_path / "m"),
         "--no-report",
+        "--no-learning-curve",
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -117,6 +117,9 @@ def train(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of folds, permutations and bootstraps."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
+    no_learning_curve: bool = typer.Option(
+        False, "--no-learning-curve", help="Skip the learning curve (4 extra CV runs)."
+    ),
 ) -> None:
     """Train a treatment-selection model with nested cross-validation and write its report.
 
@@ -147,6 +150,7 @@ def train(
             select=select_features,
             session=session,
             report=not no_report,
+            learning_curve=not no_learning_curve,
             progress=update,
         )
     m = result.metrics
