@@ -151,8 +151,14 @@ METHODS = {
 }
 
 
-def grid(regimes: list[tuple[int, int, str, int, int, float]], seeds: int) -> None:
+def grid(
+    regimes: list[tuple[int, int, str, int, int, float]],
+    seeds: int,
+    only: list[str] | None = None,
+) -> None:
     methods = dict(METHODS)
+    if only:
+        methods = {k: v for k, v in methods.items() if any(o in k for o in only)}
     if not econml_available():
         methods = {k: v for k, v in methods.items() if "EconML" not in k}
         print("EconML not installed: its anchors are skipped")
@@ -248,13 +254,18 @@ def main() -> None:
     ap.add_argument("--null-trials", type=int, default=200)
     ap.add_argument("--skip-grid", action="store_true")
     ap.add_argument("--regimes", default=None, help="comma-separated row numbers of the grid")
+    ap.add_argument("--methods", default=None, help="comma-separated parts of method names")
     args = ap.parse_args()
     print("timings measured on a shared, loaded 2-core machine")
     if not args.skip_grid:
         regimes = full_grid() if args.full else REDUCED
         if args.regimes:
             regimes = [regimes[int(i)] for i in args.regimes.split(",")]
-        grid(regimes, args.seeds or (5 if args.full else 2))
+        grid(
+            regimes,
+            args.seeds or (5 if args.full else 2),
+            args.methods.split(",") if args.methods else None,
+        )
     if args.null_trials:
         null_calibration(args.null_trials)
 
