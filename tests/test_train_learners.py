@@ -334,3 +334,20 @@ def test_cli_maps_parameter_names_to_flags(tmp_path):
 def test_learner_factory_rejects_unknown_names():
     with pytest.raises(BrainmatchInputError, match="expected one of"):
         make_learner("forest")
+
+
+def test_regime_generator_truth():
+    """The generator's truth is consistent: the oracle policy recovers all of the gain,
+    the best single arm none of it; without interaction there is no gain to recover;
+    sites shift the features and missing values appear at the requested rate."""
+    r = draw_regime(500, 20, "nonlinear", 3, sites=3, missing=0.1, seed=1)
+    assert oracle_share(r.mu, r.mu.argmax(axis=1)) == pytest.approx(1.0)
+    best = int(r.mu.mean(axis=0).argmax())
+    assert oracle_share(r.mu, np.full(500, best)) == pytest.approx(0.0)
+    X = r.features.iloc[:, 1:]
+    assert X.isna().to_numpy().mean() == pytest.approx(0.1, abs=0.01)
+    site_means = X.groupby(r.outcomes["site"].to_numpy()).mean().to_numpy()
+    assert np.ptp(site_means, axis=0).mean() > 0.3
+    null = draw_regime(200, 5, "none", 2, seed=2)
+    spread = null.mu - null.mu.mean(axis=1, keepdims=True)
+    assert np.ptp(spread[:, 0]) == pytest.approx(0.0, abs=1e-12)
