@@ -237,6 +237,10 @@ def test_clinical_table_and_missing_columns(trained, tmp_path):
         recommend(
             res.model_path, new.drop(columns=["vol__Left-Hippocampus"]).head(1), None, report=False
         )
+    huge = new.head(1).copy()
+    huge["vol__Left-Hippocampus"] = 1e300
+    with pytest.raises(BrainmatchInputError, match=r"larger than 1e\+100.*vol__Left-Hippocampus"):
+        recommend(res.model_path, huge, None, report=False)
     # a BIDS folder needs the extraction options, which a model trained on a plain table lacks
     with pytest.raises(BrainmatchInputError, match="does not record how its features"):
         recommend(res.model_path, tmp_path, tmp_path / "out", report=False)

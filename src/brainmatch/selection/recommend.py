@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from brainmatch._io import write_json, write_tsv
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.harmonize import ComBat
-from brainmatch.selection.data import ID, one_row_per_participant, read_table
+from brainmatch.selection.data import ID, MAX_ABS_VALUE, one_row_per_participant, read_table
 from brainmatch.selection.modelfile import load_model
 from brainmatch.selection.pipeline import Preprocessor
 from brainmatch.selection.regions import readable_feature_name
@@ -278,6 +278,14 @@ def recommend(
             f"non-numeric values in feature(s): {', '.join(bad[:10])}", tname
         )
     X = Xdf.to_numpy(dtype=float)
+    huge = np.isinf(X) | (np.nan_to_num(np.abs(X)) > MAX_ABS_VALUE)
+    if huge.any():
+        cols = [names[j] for j in np.flatnonzero(huge.any(axis=0))]
+        raise BrainmatchInputError(
+            f"feature value(s) that are infinite or larger than {MAX_ABS_VALUE:g} in "
+            f"column(s) {', '.join(cols[:10])}: rescale them as in the training data",
+            tname,
+        )
     cov_names = [item["name"] for item in meta["covariate_spec"]]
     missing_cov = [c for c in cov_names if c not in table.columns]
     if missing_cov:
