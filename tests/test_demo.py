@@ -13,12 +13,8 @@ import pytest
 
 def _demo(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     args = ["--out", str(out), "--n-subjects", "36", "--n-permutations", "50", "--n-jobs", "2"]
-    return subprocess.run(
-        [sys.executable, "-m", "brainmatch", "demo", *args, *extra],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return subprocess.run([sys.executable, "-m", "brainmatch", "demo", *args, *extra],
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
@@ -33,11 +29,8 @@ def test_demo_runs_and_reruns(tmp_path: Path) -> None:
     html = report.read_text()
     assert "Simulated treatment trial" in html and "data:image/png;base64," in html
     # every stage ran and left its output where the index report links to it
-    for stage, link in (
-        ("extract", "derivatives/brainmatch/features.tsv"),
-        ("train", "model/report.html"),
-        ("recommend", "recommend/report.html"),
-    ):
+    for stage, link in (("extract", "derivatives/brainmatch/features.tsv"),
+                        ("train", "model/report.html"), ("recommend", "recommend/report.html")):
         assert f"<b>{stage}</b>" in html
         assert (out / link).is_file(), link
     rec = json.loads((out / "recommend" / "recommend.json").read_text())

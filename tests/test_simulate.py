@@ -260,12 +260,8 @@ def test_arms_balanced_within_sites() -> None:
 
 
 SCC = ("ctx-lh-rostralanteriorcingulate", "ctx-rh-rostralanteriorcingulate")
-SCC_TARGETS = (
-    "ctx-lh-insula",
-    "ctx-lh-parsopercularis",
-    "ctx-lh-parstriangularis",
-    "ctx-lh-medialorbitofrontal",
-)
+SCC_TARGETS = ("ctx-lh-insula", "ctx-lh-parsopercularis", "ctx-lh-parstriangularis",
+               "ctx-lh-medialorbitofrontal")
 
 
 def test_images_carry_the_planted_biomarkers(tmp_path: Path) -> None:
@@ -285,13 +281,8 @@ def test_images_carry_the_planted_biomarkers(tmp_path: Path) -> None:
     names = dict(zip(atlas.labels["index"], atlas.labels["name"], strict=True))
     amplitude, scc = [], []
     for pid in truth["participant_id"]:
-        bold = str(
-            root
-            / "derivatives/fmriprep"
-            / pid
-            / "func"
-            / f"{pid}_task-rest_{SPACE}_desc-preproc_bold.nii.gz"
-        )
+        bold = str(root / "derivatives/fmriprep" / pid / "func" /
+                   f"{pid}_task-rest_{SPACE}_desc-preproc_bold.nii.gz")
         confounds, _ = load_confounds_strategy(bold, denoise_strategy="simple")
         masker = NiftiLabelsMasker(labels_img, standardize=False, detrend=True, t_r=2.0)
         ts = masker.fit_transform(bold, confounds=confounds)
