@@ -155,6 +155,7 @@ def grid(
     regimes: list[tuple[int, int, str, int, int, float]],
     seeds: int,
     only: list[str] | None = None,
+    heavy: bool = False,
 ) -> None:
     methods = dict(METHODS)
     if only:
@@ -176,6 +177,8 @@ def grid(
             r = draw_regime(n, p, inter, arms, sites=sites, missing=missing, effect=1.0, seed=seed)
             splits = outer_splits(r.outcomes["arm"].to_numpy(), n_splits=5, n_repeats=1, seed=0)
             for m in names:
+                if "EconML" in m and p >= 1000 and not heavy:
+                    continue  # minutes per fit at p = 1000 on 2 shared cores: --full runs it
                 start = time.perf_counter()
                 rec = methods[m](r, splits)
                 times[m].append(time.perf_counter() - start)
@@ -185,6 +188,9 @@ def grid(
         )
         cells = []
         for m in names:
+            if not shares[m]:
+                cells.append("not run (p >= 1000; --full)")
+                continue
             v = np.array(shares[m])
             se = v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else float("nan")
             cells.append(f"{v.mean():.2f} +- {se:.2f} [{np.mean(times[m]):.0f} s]")
@@ -246,6 +252,38 @@ def null_calibration(n_trials: int) -> None:
     print("  (the selection-benefit d has no interval any more: see docs/train.md)")
 
 
+def scale(sizes: list[int], p: int = 1000) -> None:
+    """Wall time of ``validate`` (interaction, 5-fold x 1 repeat, 1000 permutations, no
+    learning curve) as n grows at p features, and the ratio to the smallest n."""
+    import tracemalloc
+
+    print(f"\nscale: validate(model='interaction'), p = {p}, 5-fold x 1, 1000 permutations")
+    base = None
+    for n in sizes:
+        r = draw_regime(n, p, "sparse", 2, seed=0)
+        tracemalloc.start()
+        start = time.perf_counter()
+        validate(
+            r.features,
+            r.outcomes,
+            treatment_column="arm",
+            outcome_column="y",
+            better="higher",
+            n_repeats=1,
+            n_permutations=1000,
+            learning_curve=False,
+        )
+        elapsed = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1] / 1e9
+        tracemalloc.stop()
+        base = base or (n, elapsed)
+        print(
+            f"  n = {n:>6}: {elapsed:7.1f} s (x{elapsed / base[1]:.1f} for x{n / base[0]:.0f} "
+            f"patients), peak Python-traced memory {peak:.2f} GB",
+            flush=True,
+        )
+
+
 def main() -> None:
     """Run the reduced (default) or full grid, then the null calibration."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -255,6 +293,7 @@ def main() -> None:
     ap.add_argument("--skip-grid", action="store_true")
     ap.add_argument("--regimes", default=None, help="comma-separated row numbers of the grid")
     ap.add_argument("--methods", default=None, help="comma-separated parts of method names")
+    ap.add_argument("--scale", default=None, help="comma-separated n for the timing (p=1000)")
     args = ap.parse_args()
     print("timings measured on a shared, loaded 2-core machine")
     if not args.skip_grid:
@@ -265,9 +304,12 @@ def main() -> None:
             regimes,
             args.seeds or (5 if args.full else 2),
             args.methods.split(",") if args.methods else None,
+            heavy=args.full,
         )
     if args.null_trials:
         null_calibration(args.null_trials)
+    if args.scale:
+        scale([int(v) for v in args.scale.split(",")])
 
 
 if __name__ == "__main__":
