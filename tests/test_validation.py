@@ -148,3 +148,19 @@ def test_cross_validated_policy_gain_by_hand():
     se = np.sqrt((1 / 2 + 3 / 3) * np.var(means, ddof=1))
     q = stats.t.ppf(0.975, 1)
     assert got["ci"] == pytest.approx([d.mean() - q * se, d.mean() + q * se])
+
+
+def test_kernel_ridge_primal_factor_equals_the_kernel_path():
+    """K = F F' with rank r < n: the thin-SVD (primal) path gives the same penalty choice,
+    dual coefficients, fixed effects and LOO errors as the n x n eigendecomposition."""
+    rng = np.random.default_rng(3)
+    n, r = 90, 20
+    F = rng.normal(size=(n, r))
+    D = np.column_stack([np.ones(n), rng.normal(size=n)])
+    Y = (F[:, :2] @ [1.0, -0.5])[:, None] + rng.normal(size=(n, 4)) * np.array([1, 2, 3, 0.1])
+    a = KernelRidgeLOO(F @ F.T, D).fit(Y)
+    b = KernelRidgeLOO(None, D, factor=F).fit(Y)
+    np.testing.assert_array_equal(a.choice, b.choice)
+    np.testing.assert_allclose(a.loo_mse, b.loo_mse, rtol=1e-9)
+    np.testing.assert_allclose(F.T @ a.c, F.T @ b.c, atol=1e-9)
+    np.testing.assert_allclose(a.alpha, b.alpha, atol=1e-9)

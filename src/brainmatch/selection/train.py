@@ -253,10 +253,12 @@ def _no_interaction_fit(data: TrainingData, harmonize: bool) -> NDArray[np.float
     pre = Preprocessor(harmonize=harmonize, n_outcome_only=1 if data.baseline else 0)
     with threadpool_limits(1):
         Z, C = pre.fit_transform(data.X, data.covariates, data.sites)
-        K = Z @ Z.T / Z.shape[1]
         D = np.column_stack([np.eye(k)[t], C])
-        solver = KernelRidgeLOO(K, D).fit(data.y[:, None])
-    return np.asarray(K @ solver.c[:, 0] + D @ solver.alpha[:, 0])
+        if Z.shape[1] < Z.shape[0]:  # primal algebra
+            solver = KernelRidgeLOO(None, D, factor=Z / np.sqrt(Z.shape[1])).fit(data.y[:, None])
+        else:
+            solver = KernelRidgeLOO(Z @ Z.T / Z.shape[1], D).fit(data.y[:, None])
+    return np.asarray(solver._k(solver.c)[:, 0] + D @ solver.alpha[:, 0])
 
 
 def _recommend(
