@@ -1,63 +1,315 @@
-"""Cost of feature screening inside the CV loop of ``brainmatch train``.
+"""Treatment selection against the anchors, side by side, and null-trial calibration.
 
-Peer: the same ``train`` call without screening (``select="none"``: one shared kernel per
-fold, all permutations as extra target columns).  brainmatch with ``select="auto"``
-screens every permuted target again and chooses k by an inner 3-fold CV in every outer
-fold; permuted targets are refitted in the first CV repeat only
-(``NULL_REPEATS_SCREENED``).
+Part 1 (grid): trials from :func:`brainmatch.validation.regimes.draw_regime` (a generator
+independent of ``brainmatch simulate``, with known potential outcomes), in regimes of n,
+p, interaction type (none / sparse / dense / nonlinear), arms, sites and missing values.
+For each, the share of the oracle's gain over the best single arm recovered out of fold
+(5 folds, the same folds for every method) by
 
-Problem: 120 patients (2 arms, 3 sites), 6500 features (3 measured biomarkers + noise),
-5-fold x 10 repeats, 1000 permutations.  Target: ``select="auto"`` under 60 s on 2 cores.
+- brainmatch ``interaction`` (ridge PAI: the default ``train`` model, i.e. today's
+  default), ``auto`` (learner chosen by inner CV on the doubly robust CATE error) and
+  ``t-linear``;
+- the anchors, run in this process: a lasso T-learner in scikit-learn (median imputation +
+  ``StandardScaler`` + ``LassoCV`` per arm, as published PAI baselines do), EconML's
+  ``DRLearner`` and ``CausalForestDML`` (defaults except a known propensity).
+
+Part 2 (calibration): >= 200 null trials (no treatment-by-feature interaction): coverage
+of 0 by the policy gain's 95 % CI (with its Clopper-Pearson interval), the rate of false
+claims (lower end > 0), the coverage of the *true* gain of the cross-validated policy
+(known from the generator), and a KS test of the permutation p-values.
+
+``python benchmarks/bench_select.py`` runs a reduced grid (2 seeds per regime);
+``--full`` the issue's full grid (n in {150, 400, 1500} x p in {10, 200, 2000} x 4
+interactions x 2-4 arms; hours on 2 cores).  Timings are from a shared, loaded machine.
 """
 
 from __future__ import annotations
 
-import tempfile
+import argparse
+import itertools
 import time
+import warnings
 from typing import Any
 
-import pandas as pd
+import numpy as np
+from numpy.typing import NDArray
+from scipy import stats
 
-from brainmatch.selection import train
-from brainmatch.simulate import TrialSpec, draw_trial
-from brainmatch.validation.synthetic import measured_features, outcome_table
+from brainmatch.selection import validate
+from brainmatch.selection.learners import econml_available
+from brainmatch.validation.regimes import Regime, draw_regime, oracle_share
+from brainmatch.validation.splits import outer_splits
 
-N, P, N_PERM = 120, 6500, 1000
+REDUCED = [
+    # (n, p, interaction, arms, sites, missing)
+    (150, 10, "sparse", 2, 1, 0.0),
+    (400, 50, "sparse", 2, 1, 0.0),
+    (400, 50, "dense", 2, 1, 0.0),
+    (400, 50, "nonlinear", 2, 1, 0.0),
+    (400, 50, "sparse", 3, 3, 0.05),
+    (500, 1000, "sparse", 2, 1, 0.0),
+]
 
 
-def _run(select: str, f: pd.DataFrame, o: pd.DataFrame, out: str) -> tuple[float, dict[str, Any]]:
-    start = time.perf_counter()
-    res = train(
-        f,
-        o,
+def full_grid() -> list[tuple[int, int, str, int, int, float]]:
+    """The issue's grid (sites and missing values on the 3- and 4-arm settings)."""
+    grid = []
+    for n, p, inter, arms in itertools.product(
+        (150, 400, 1500), (10, 200, 2000), ("none", "sparse", "dense", "nonlinear"), (2, 4)
+    ):
+        grid.append((n, p, inter, arms, 3 if arms > 2 else 1, 0.05 if arms > 2 else 0.0))
+    return grid
+
+
+def _arrays(r: Regime) -> tuple[NDArray[np.float64], NDArray[np.intp], NDArray[np.float64]]:
+    X = r.features.iloc[:, 1:].to_numpy(dtype=float)
+    t = np.searchsorted(r.arms, r.outcomes["arm"].to_numpy())
+    return X, t, r.outcomes["y"].to_numpy(dtype=float)
+
+
+def lasso_t_anchor(r: Regime, splits: list[Any]) -> NDArray[np.intp]:
+    """Published-PAI-style baseline: one LassoCV per arm, out of fold, no harmonisation."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LassoCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, t, y = _arrays(r)
+    k = len(r.arms)
+    pred = np.zeros((len(y), k))
+    for _, tr, te in splits:
+        for a in range(k):
+            rows = tr[t[tr] == a]
+            m = make_pipeline(
+                SimpleImputer(strategy="median"), StandardScaler(), LassoCV(cv=5, max_iter=2000)
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                m.fit(X[rows], y[rows])
+            pred[te, a] = m.predict(X[te])
+    return np.asarray(pred.argmax(axis=1))
+
+
+def econml_anchor(r: Regime, splits: list[Any], which: str) -> NDArray[np.intp]:
+    """EconML DRLearner / CausalForestDML: recommend the arm with the largest effect."""
+    from econml.dml import CausalForestDML
+    from econml.dr import DRLearner
+    from sklearn.dummy import DummyClassifier
+    from sklearn.impute import SimpleImputer
+
+    X, t, y = _arrays(r)
+    k = len(r.arms)
+    rec = np.zeros(len(y), dtype=int)
+    for _, tr, te in splits:
+        imp = SimpleImputer(strategy="median").fit(X[tr])
+        Xtr, Xte = imp.transform(X[tr]), imp.transform(X[te])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if which == "dr":
+                est: Any = DRLearner(
+                    model_propensity=DummyClassifier(strategy="prior"), cv=2, random_state=0
+                )
+            else:
+                est = CausalForestDML(
+                    model_t=DummyClassifier(strategy="prior"),
+                    discrete_treatment=True,
+                    cv=2,
+                    n_estimators=200,
+                    n_jobs=1,
+                    random_state=0,
+                )
+            est.fit(y[tr], t[tr], X=Xtr)
+            eff = np.column_stack(
+                [np.zeros(len(te))] + [np.ravel(est.effect(Xte, T0=0, T1=a)) for a in range(1, k)]
+            )
+        rec[te] = eff.argmax(axis=1)
+    return rec
+
+
+def brainmatch_policy(r: Regime, model: str) -> NDArray[np.intp]:
+    res = validate(
+        r.features,
+        r.outcomes,
         treatment_column="arm",
-        outcome_column="hamd_week8",
-        baseline_column="hamd_baseline",
-        site_column="site",
-        covariates=("age", "sex"),
-        out_dir=out,
-        n_permutations=N_PERM,
-        report=False,
+        outcome_column="y",
+        site_column="site" if r.outcomes["site"].nunique() > 1 else None,
+        better="higher",
+        model=model,
+        n_repeats=1,
+        n_permutations=0,
         learning_curve=False,
-        select=select,
     )
-    return time.perf_counter() - start, res.metrics
+    return np.searchsorted(r.arms, res.predictions["recommended"].to_numpy())
+
+
+METHODS = {
+    "bm interaction (default)": lambda r, s: brainmatch_policy(r, "interaction"),
+    "bm auto": lambda r, s: brainmatch_policy(r, "auto"),
+    "anchor lasso T": lasso_t_anchor,
+    "anchor EconML DR": lambda r, s: econml_anchor(r, s, "dr"),
+    "anchor EconML CF": lambda r, s: econml_anchor(r, s, "cf"),
+}
+
+
+def grid(
+    regimes: list[tuple[int, int, str, int, int, float]],
+    seeds: int,
+    only: list[str] | None = None,
+    heavy: bool = False,
+) -> None:
+    methods = dict(METHODS)
+    if only:
+        methods = {k: v for k, v in methods.items() if any(o in k for o in only)}
+    if not econml_available():
+        methods = {k: v for k, v in methods.items() if "EconML" not in k}
+        print("EconML not installed: its anchors are skipped")
+    names = list(methods)
+    print(
+        "share of the oracle's gain recovered out of fold (mean +- Monte-Carlo SE over "
+        f"{seeds} seeds); seconds per trial in brackets"
+    )
+    print("| regime | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for n, p, inter, arms, sites, missing in regimes:
+        shares: dict[str, list[float]] = {m: [] for m in names}
+        times: dict[str, list[float]] = {m: [] for m in names}
+        for seed in range(seeds):
+            r = draw_regime(n, p, inter, arms, sites=sites, missing=missing, effect=1.0, seed=seed)
+            splits = outer_splits(r.outcomes["arm"].to_numpy(), n_splits=5, n_repeats=1, seed=0)
+            for m in names:
+                if "EconML" in m and p >= 1000 and not heavy:
+                    continue  # minutes per fit at p = 1000 on 2 shared cores: --full runs it
+                start = time.perf_counter()
+                rec = methods[m](r, splits)
+                times[m].append(time.perf_counter() - start)
+                shares[m].append(oracle_share(r.mu, rec))
+        label = f"n={n} p={p} {inter} {arms} arms" + (
+            f" {sites} sites {int(100 * missing)}% missing" if sites > 1 else ""
+        )
+        cells = []
+        for m in names:
+            if not shares[m]:
+                cells.append("not run (p >= 1000; --full)")
+                continue
+            v = np.array(shares[m])
+            se = v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else float("nan")
+            cells.append(f"{v.mean():.2f} +- {se:.2f} [{np.mean(times[m]):.0f} s]")
+        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+
+
+def null_calibration(n_trials: int) -> None:
+    """Coverage of the policy gain's interval on null trials, and permutation p-values."""
+    start = time.perf_counter()
+    cover0, false_claim, cover_true, ps = [], [], [], []
+    for s in range(n_trials):
+        r = draw_regime(150, 20, "none", 2, seed=10_000 + s)
+        res = validate(
+            r.features,
+            r.outcomes,
+            treatment_column="arm",
+            outcome_column="y",
+            better="higher",
+            n_repeats=2,
+            n_permutations=99,
+            learning_curve=False,
+            seed=s,
+        )
+        sel = res.metrics["selection"]
+        lo, hi = sel["policy_gain_ci"]
+        cover0.append(lo <= 0 <= hi)
+        false_claim.append(lo > 0)
+        ps.append(sel["permutation_p"])
+        # true gain of the cross-validated policy over the training-fold best arm
+        _, t, y = _arrays(r)
+        by_repeat = res.extras["by_repeat"]
+        total, count = np.zeros(len(y)), np.zeros(len(y))
+        for rep, tr, te in res.extras["splits"]:
+            comp = int(np.argmax([y[tr][t[tr] == a].mean() for a in range(2)]))
+            pol = by_repeat[rep, te].argmax(axis=1)
+            total[te] += r.mu[te, pol] - r.mu[te, comp]
+            count[te] += 1
+        true_gain = float((total / count).mean())
+        cover_true.append(lo <= true_gain <= hi)
+    elapsed = time.perf_counter() - start
+    n = n_trials
+
+    def cp(k: int) -> str:
+        ci = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
+        return f"{k / n:.3f} (95% CI {ci.low:.3f}-{ci.high:.3f})"
+
+    print(
+        f"\n{n} null trials (n = 150, p = 20, 2 arms, draw_regime 'none'; interaction model, "
+        f"5-fold x 2 repeats, 99 Freedman-Lane permutations) in {elapsed:.0f} s"
+    )
+    print(f"  policy-gain 95% CI covers 0:            {cp(int(np.sum(cover0)))}")
+    print(f"  covers the true gain of the CV policy:  {cp(int(np.sum(cover_true)))}")
+    print(f"  false claim of a gain (lower end > 0):  {cp(int(np.sum(false_claim)))}")
+    ps_a = np.array(ps)
+    print(
+        f"  permutation p <= 0.05: {cp(int((ps_a <= 0.05).sum()))}; KS test of uniformity "
+        f"p = {stats.kstest(ps_a, 'uniform').pvalue:.3f}"
+    )
+    print("  (the selection-benefit d has no interval any more: see docs/train.md)")
+
+
+def scale(sizes: list[int], p: int = 1000) -> None:
+    """Wall time of ``validate`` (interaction, 5-fold x 1 repeat, 1000 permutations, no
+    learning curve) as n grows at p features, and the ratio to the smallest n."""
+    import tracemalloc
+
+    print(f"\nscale: validate(model='interaction'), p = {p}, 5-fold x 1, 1000 permutations")
+    base = None
+    for n in sizes:
+        r = draw_regime(n, p, "sparse", 2, seed=0)
+        tracemalloc.start()
+        start = time.perf_counter()
+        validate(
+            r.features,
+            r.outcomes,
+            treatment_column="arm",
+            outcome_column="y",
+            better="higher",
+            n_repeats=1,
+            n_permutations=1000,
+            learning_curve=False,
+        )
+        elapsed = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1] / 1e9
+        tracemalloc.stop()
+        base = base or (n, elapsed)
+        print(
+            f"  n = {n:>6}: {elapsed:7.1f} s (x{elapsed / base[1]:.1f} for x{n / base[0]:.0f} "
+            f"patients), peak Python-traced memory {peak:.2f} GB",
+            flush=True,
+        )
 
 
 def main() -> None:
-    """Run the benchmark and print timings and the ratio to the unscreened run."""
-    trial = draw_trial(TrialSpec(n_subjects=N, n_sites=3, effect_size=2.0, seed=3))
-    f = measured_features(trial, n_noise=P - 3, reliability=0.9, seed=3)
-    o = outcome_table(trial)
-    with tempfile.TemporaryDirectory() as tmp:
-        t_none, _ = _run("none", f, o, f"{tmp}/none")
-        t_auto, m = _run("auto", f, o, f"{tmp}/auto")
-    fs = m["feature_selection"]
-    print(f"{N} patients x {P} features, 5-fold x 10 repeats, {N_PERM} permutations")
-    print(f"  train(select='none'): {t_none:.1f} s")
-    print(f"  train(select='auto'): {t_auto:.1f} s (k per fold {fs['k_per_fold_counts']})")
-    print(f"cost of screening vs no screening: {t_auto / t_none:.1f}x")
-    print("target (select='auto' < 60 s):", "met" if t_auto < 60 else "NOT met")
+    """Run the reduced (default) or full grid, then the null calibration."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--full", action="store_true", help="the full grid (hours)")
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--null-trials", type=int, default=200)
+    ap.add_argument("--skip-grid", action="store_true")
+    ap.add_argument("--regimes", default=None, help="comma-separated row numbers of the grid")
+    ap.add_argument("--methods", default=None, help="comma-separated parts of method names")
+    ap.add_argument("--scale", default=None, help="comma-separated n for the timing (p=1000)")
+    args = ap.parse_args()
+    print("timings measured on a shared, loaded 2-core machine")
+    if not args.skip_grid:
+        regimes = full_grid() if args.full else REDUCED
+        if args.regimes:
+            regimes = [regimes[int(i)] for i in args.regimes.split(",")]
+        grid(
+            regimes,
+            args.seeds or (5 if args.full else 2),
+            args.methods.split(",") if args.methods else None,
+            heavy=args.full,
+        )
+    if args.null_trials:
+        null_calibration(args.null_trials)
+    if args.scale:
+        scale([int(v) for v in args.scale.split(",")])
 
 
 if __name__ == "__main__":

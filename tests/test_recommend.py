@@ -1,4 +1,9 @@
-"""``brainmatch recommend``: per-patient output, unseen sites, safe model files, CLI."""
+"""``brainmatch recommend``: per-patient output, unseen sites, safe model files, CLI.
+
+References: an independent refit of the final interaction model (scikit-learn ``Ridge`` on
+the explicit treatment-by-feature design with the model's penalty), the truth of
+``brainmatch.simulate`` (oracle arm), and binomial / bootstrap errors for the floors.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ CLIN = ["participant_id", "site", "age", "sex", "hamd_baseline"]
 def trained(tmp_path_factory):
     """A model trained on 3/4 of sites 1-2 of a 3-site trial; site 3 is 'unseen'."""
     out = tmp_path_factory.mktemp("model")
-    trial = draw_trial(TrialSpec(n_subjects=240, n_sites=3, effect_size=1.2, seed=11))
+    trial = draw_trial(TrialSpec(n_subjects=480, n_sites=3, effect_size=1.2, seed=11))
     f = measured_features(trial, n_noise=20, reliability=0.9, seed=11)
     o = outcome_table(trial)
     seen = (o["site"] != "site03") & (np.arange(len(o)) % 4 != 0)  # every 4th held out
@@ -59,18 +64,124 @@ def test_recommend_outputs(trained, tmp_path):
         assert p["recommended"] in ("CBT", "SSRI") and p["advantage"] >= 0
         for arm in ("CBT", "SSRI"):
             lo, hi = p["predicted"][arm]["interval"]
-            assert lo < p["predicted"][arm]["value"] < hi
-        assert 0 <= p["bootstrap_agreement"] <= 1
-        assert len(p["drivers"]) == 8 and p["site_status"] == "trained"
+            assert lo <= p["predicted"][arm]["value"] <= hi
+        lo, hi = p["advantage_interval"]
+        assert lo <= hi and p["advantage_interval_level"] == 0.95
+        assert 0 <= p["bootstrap_agreement"] <= 1 and p["site_status"] == "trained"
+        # drivers: material contributions only, each with a readable label
+        floor = max(0.1 * 3.0, 0.05 * sum(abs(d["contribution"]) for d in p["drivers"]))
+        assert all(abs(d["contribution"]) >= floor - 1e-12 for d in p["drivers"])
+        assert len(p["drivers"]) <= 8
+        for d in p["drivers"]:
+            assert d["label"] != d["feature"] or not d["feature"].count("__")
+        assert p["advantage_from_features"] + p["advantage_from_arm_average"] == pytest.approx(
+            p["advantage"]
+        )
+        supported = data["model"]["selection_supported"]
+        assert p["reliable_preference"] == (supported and lo > 0)
+        assert p["statement"] == (
+            f"recommended: {p['recommended']}"
+            if p["reliable_preference"]
+            else f"no reliable preference between {p['recommended']} and {p['next_best']}"
+        )
     assert "validation" in data["model"] and data["model"]["validation"]["n"] == res.metrics["n"]
     html = (tmp_path / "report.html").read_text()
     assert "Treatment recommendation for" in html and "data:image/png;base64" in html
-    # predictions equal the final model fitted on the training patients (same pipeline)
-    assert rec.patients[0]["predicted"]["CBT"]["value"] == pytest.approx(
-        rec.patients[0]["predicted"]["CBT"]["value"]
+    assert 'title="activity__ctx-rh-insula">activity: right insula<' in html or not any(
+        d["feature"] == "activity__ctx-rh-insula" for p in data["patients"] for d in p["drivers"]
     )
+    for p in data["patients"]:
+        lead = "Recommended: <b>" if p["reliable_preference"] else "No reliable preference between"
+        assert lead in html
     tsv = pd.read_csv(tmp_path / "recommend.tsv", sep="\t")
     assert list(tsv["recommended"]) == [p["recommended"] for p in data["patients"]]
+    assert list(tsv["statement"]) == [p["statement"] for p in data["patients"]]
+    assert rec.patients[0]["statement"] == data["patients"][0]["statement"]
+
+
+def test_predictions_equal_an_independent_refit(trained):
+    """The final interaction model is ridge on the explicit design [Z, Z*1(CBT), Z*1(SSRI)]
+    / sqrt(p) with arm intercepts and covariates unpenalised: refit it with scikit-learn's
+    ``Ridge`` (Frisch-Waugh: unpenalised columns partialled out) at the model's penalty and
+    compare each arm's prediction (preprocessing: the same fitted ``Preprocessor``)."""
+    from sklearn.linear_model import Ridge
+
+    from brainmatch.selection.pipeline import Preprocessor
+
+    res, new, _ = trained
+    _, meta = load_model(res.model_path)
+    lam = meta["penalties"][0]
+    rows = new.set_index("participant_id").loc[res.predictions["participant_id"]]
+    X = rows[[c for c in meta["feature_names"]]].to_numpy()
+    cov = rows[["hamd_baseline", "age", "sex"]].reset_index(drop=True)
+    pre = Preprocessor(harmonize=True, n_outcome_only=1)
+    Z, C = pre.fit_transform(X, cov, rows["site"].astype(str).to_numpy())
+    arm = res.predictions["treatment"].to_numpy()
+    y = res.predictions["observed"].to_numpy()
+    onehot = np.column_stack([arm == "CBT", arm == "SSRI"]).astype(float)
+    p = Z.shape[1]
+    Phi = np.hstack([Z, Z * onehot[:, [0]], Z * onehot[:, [1]]]) / np.sqrt(p)
+    D = np.column_stack([onehot, C])
+    M = np.eye(len(y)) - D @ np.linalg.pinv(D)
+    beta = Ridge(alpha=lam, fit_intercept=False).fit(M @ Phi, M @ y).coef_
+    alpha = np.linalg.pinv(D) @ (y - Phi @ beta)
+    patients = new[new["site"] == "site01"].head(4)
+    rec = recommend(res.model_path, patients, None, report=False)
+    Zn, Cn = pre.transform(
+        patients[meta["feature_names"]].to_numpy(),
+        patients[["hamd_baseline", "age", "sex"]].reset_index(drop=True),
+        patients["site"].to_numpy(),
+    )
+    for a, name in enumerate(("CBT", "SSRI")):
+        e = np.zeros((len(patients), 2))
+        e[:, a] = 1
+        Phi_n = np.hstack([Zn, Zn * e[:, [0]], Zn * e[:, [1]]]) / np.sqrt(p)
+        ref = Phi_n @ beta + np.column_stack([e, Cn]) @ alpha
+        got = [q["predicted"][name]["value"] for q in rec.patients]
+        np.testing.assert_allclose(got, ref, atol=1e-6)
+
+
+def test_out_of_range_prediction_is_clipped_with_a_caveat(trained):
+    res, new, _ = trained
+    _, meta = load_model(res.model_path)
+    lo_y, hi_y = meta["outcome_range"]
+    odd = new[new["site"] == "site01"].head(1).copy()
+    odd["activity__ctx-rh-insula"] = odd["activity__ctx-rh-insula"] + 60
+    odd["vol__Left-Hippocampus"] = odd["vol__Left-Hippocampus"] - 60
+    p = recommend(res.model_path, odd, None, report=False).patients[0]
+    values = [q["value"] for q in p["predicted"].values()]
+    assert min(values) >= lo_y and max(values) <= hi_y
+    assert any(v in (lo_y, hi_y) for v in values)
+    assert any("outside the outcome range seen in training" in c for c in p["caveats"])
+    for q in p["predicted"].values():
+        assert q["interval"][0] <= q["value"] <= q["interval"][1]
+
+
+def test_null_model_gives_no_reliable_preference(tmp_path):
+    """Trained on a trial without treatment-by-feature interaction, the model's validation
+    does not support selection: every patient gets "no reliable preference" (and the report
+    never leads with a bold pick)."""
+    trial = draw_trial(TrialSpec(n_subjects=160, n_sites=2, effect_size=0.0, seed=13))
+    f = measured_features(trial, n_noise=10, seed=13)
+    o = outcome_table(trial)
+    res = train(
+        f,
+        o,
+        treatment_column="arm",
+        outcome_column="hamd_week8",
+        baseline_column="hamd_baseline",
+        out_dir=tmp_path / "m",
+        n_repeats=2,
+        n_permutations=99,
+        learning_curve=False,
+        report=False,
+    )
+    assert not res.metrics["selection"]["selection_supported"]
+    rec = recommend(res.model_path, f.merge(o[CLIN]).head(5), tmp_path / "r")
+    assert all(not p["reliable_preference"] for p in rec.patients)
+    assert all(p["no_preference_reasons"] for p in rec.patients)
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "Recommended: <b>" not in html and html.count("No reliable preference between") == 5
 
 
 def test_recommendations_track_the_truth(trained):
@@ -81,7 +192,6 @@ def test_recommendations_track_the_truth(trained):
         trial.truth.loc[trial.truth["dropout"], "participant_id"]
     )
     holdout = new[~new["participant_id"].isin(train_ids) & (new["site"] != "site03")]
-    assert len(holdout) >= 30
     rec = recommend(res.model_path, holdout, None, report=False)
     truth = trial.truth.set_index("participant_id")
     ids = [p["participant_id"] for p in rec.patients]
@@ -91,8 +201,12 @@ def test_recommendations_track_the_truth(trained):
     pick = mu[np.arange(len(ids)), [0 if c == "CBT" else 1 for c in chosen]]
     best = mu.mean(axis=0).min()
     share = (best - pick.mean()) / (best - mu.min(axis=1).mean())
-    assert agree > 0.65, agree
-    assert share > 0.4, share
+    # measured (n = 480 trial, 61 held-out patients): agreement 0.754 (binomial SE 0.055;
+    # a random policy scores 0.50 +- 0.064) and share 0.56 (bootstrap SE 0.13; random
+    # -0.56 +- 0.25); floors are measured minus two SEs
+    assert len(holdout) >= 60
+    assert agree > 0.64, agree
+    assert share > 0.30, share
 
 
 def test_unseen_site_and_single_patient(trained, tmp_path):
@@ -123,6 +237,10 @@ def test_clinical_table_and_missing_columns(trained, tmp_path):
         recommend(
             res.model_path, new.drop(columns=["vol__Left-Hippocampus"]).head(1), None, report=False
         )
+    huge = new.head(1).copy()
+    huge["vol__Left-Hippocampus"] = 1e300
+    with pytest.raises(BrainmatchInputError, match=r"larger than 1e\+100.*vol__Left-Hippocampus"):
+        recommend(res.model_path, huge, None, report=False)
     # a BIDS folder needs the extraction options, which a model trained on a plain table lacks
     with pytest.raises(BrainmatchInputError, match="does not record how its features"):
         recommend(res.model_path, tmp_path, tmp_path / "out", report=False)
@@ -210,7 +328,9 @@ def test_cli_train_and_recommend(tmp_path):
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "selection benefit d" in result.output
+    assert "selection benefit d" in result.output and "policy gain d" in result.output
+    m = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert f"{m['selection']['policy_gain']:.3g}" in result.output
     new = f.merge(o[CLIN]).head(2)
     new.to_csv(tmp_path / "new.csv", index=False)
     result = runner.invoke(
@@ -224,7 +344,8 @@ def test_cli_train_and_recommend(tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "r" / "recommend.json").exists()
+    rj = json.loads((tmp_path / "r" / "recommend.json").read_text())
+    assert rj["patients"][0]["statement"] in result.output
     bad = runner.invoke(app, [*args[:6], "arms", *args[7:]])
     assert bad.exit_code == 2
     assert "error:" in bad.output and "'arms'" in bad.output

@@ -1,4 +1,10 @@
-"""``brainmatch train``: ground-truth recovery, null calibration, leakage canary, bad input."""
+"""``brainmatch train``: ground-truth recovery, null calibration, leakage canary, bad input.
+
+References: the truth of ``brainmatch.simulate`` (oracle arm per patient), binomial bounds
+on null trials, scikit-learn ``RidgeCV`` (per-arm model on the same folds) and brute-force
+refits (permutation nulls).  Floors are the value measured at the commit that set them
+minus two Monte-Carlo SDs across 5 seeds (``/tmp`` script in the commit message).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import pytest
 from scipy import stats
 
 from brainmatch.errors import BrainmatchInputError
-from brainmatch.selection import train
+from brainmatch.selection import train, validate
 from brainmatch.simulate import TrialSpec, draw_trial
 from brainmatch.validation.synthetic import measured_features, outcome_table
 
@@ -61,42 +67,139 @@ def test_recovers_most_of_the_oracle_gain(tmp_path):
     )
     share = _true_gain_share(trial, res)
     sel = res.metrics["selection"]
-    assert share > 0.6, share
+    # measured 0.794 (seeds 1-5: mean 0.77, SD 0.067); without one planted feature 0.40
+    assert share > 0.66, share
     assert sel["permutation_p"] < 0.01
     assert sel["policy_gain"] > 0 and sel["policy_gain_ci"][0] > 0
-    assert sel["benefit_d"] > 0.3
+    assert sel["selection_supported"] and sel["single_arm_recommended"] is None
+    assert sel["policy_gain_d"] > 0.19  # measured 0.276 (SD 0.042 over seeds)
     for arm in ("CBT", "SSRI"):
-        assert res.metrics["per_arm"][arm]["r2"] > 0.05
+        assert res.metrics["per_arm"][arm]["r2"] > 0.11  # measured 0.23 (SD 0.06)
 
 
-@pytest.mark.slow
-def test_null_trials_are_calibrated(tmp_path):
-    """No interaction: permutation p uniform, false positives near 5%, CI mostly covers 0."""
-    ps, cover = [], []
-    for s in range(24):
-        _, f, o = _trial(n=70, effect=0.0, seed=500 + s, n_noise=10, sites=2)
-        res = train(
+def _null_runs(n_trials, null, seed0):
+    ps, cover, fp = [], [], []
+    for s in range(n_trials):
+        _, f, o = _trial(n=70, effect=0.0, seed=seed0 + s, n_noise=10, sites=2)
+        res = validate(
             f,
             o,
             treatment_column="arm",
             outcome_column="hamd_week8",
             baseline_column="hamd_baseline",
             site_column="site",
-            out_dir=tmp_path / str(s),
             n_repeats=1,
             n_permutations=99,
-            n_boot=100,
             learning_curve=False,
-            report=False,
+            permutation_null=null,
             seed=s,
         )
         sel = res.metrics["selection"]
+        lo, hi = sel["policy_gain_ci"]
         ps.append(sel["permutation_p"])
-        cover.append(sel["benefit_d_ci"][0] <= 0 <= sel["benefit_d_ci"][1])
-    ps = np.array(ps)
-    assert np.mean(ps <= 0.05) <= 0.15
+        cover.append(lo <= 0 <= hi)
+        fp.append(lo > 0)
+    return np.array(ps), np.array(cover), np.array(fp)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("null", ["freedman-lane", "within-arm"])
+def test_null_trials_are_calibrated(null):
+    """200 trials without interaction: the permutation p is uniform (KS) with at most 5 %
+    false positives, and the policy gain's 95 % CI covers 0 in at least 95 % of trials
+    (one-sided binomial tests at 1 %: a rate of 9 % false positives or 90 % coverage
+    fails)."""
+    ps, cover, fp = _null_runs(200, null, 500)
+    assert (
+        stats.binomtest(int((ps <= 0.05).sum()), ps.size, 0.05, alternative="greater").pvalue > 0.01
+    )
     assert stats.kstest(ps, "uniform").pvalue > 0.01
-    assert np.mean(cover) >= 0.7
+    assert stats.binomtest(int(cover.sum()), cover.size, 0.95, alternative="less").pvalue > 0.01
+    assert fp.mean() <= 0.025 + 2 * np.sqrt(0.025 * 0.975 / fp.size)
+
+
+def test_null_trials_fast():
+    """The fast version (24 trials): no false claim of a policy gain, p not piled at 0."""
+    ps, cover, fp = _null_runs(24, "freedman-lane", 900)
+    assert fp.sum() <= 2 and cover.mean() >= 0.83  # binomial 1 % bounds for 24 trials
+    assert (ps <= 0.05).sum() <= 4
+
+
+def test_permutation_nulls_equal_brute_force_refits(tmp_path):
+    """The batched permutation columns are the within-arm / Freedman-Lane nulls: refitting
+    each permuted outcome alone, with the same folds, gives the same statistics."""
+    from brainmatch.selection.data import load_training_data
+    from brainmatch.selection.train import (
+        _no_interaction_fit,
+        _permutation_stats,
+        _within_arm_permutations,
+        cross_validated_predictions,
+    )
+    from brainmatch.validation.policy import propensities
+    from brainmatch.validation.splits import outer_splits
+
+    _, f, o = _trial(n=60, effect=1.0, seed=31, n_noise=5, sites=1)
+    data = load_training_data(f, o, treatment_column="arm", outcome_column="hamd_week8")
+    t = np.searchsorted(data.arms, data.treatment)
+    perms = _within_arm_permutations(t, 6, 0)
+    for a in range(2):  # a permutation only moves patients within their arm
+        assert all(set(perms[j, t == a]) == set(np.flatnonzero(t == a)) for j in range(7))
+    splits = outer_splits(data.treatment, n_splits=5, n_repeats=1, seed=0)
+    fitted = _no_interaction_fit(data, harmonize=False)
+    for Y in (data.y[perms].T, fitted[:, None] + (data.y - fitted)[perms].T):
+        _, _, batched = cross_validated_predictions(
+            data, model="interaction", splits=splits, Y=Y, harmonize=False
+        )
+        e = propensities(data.treatment, data.arms)
+        stat = _permutation_stats(batched, Y, t, e, -1.0)
+        for j in range(Y.shape[1]):
+            _, _, alone = cross_validated_predictions(
+                data, model="interaction", splits=splits, Y=Y[:, j : j + 1], harmonize=False
+            )
+            np.testing.assert_allclose(alone[:, :, 0], batched[:, :, j], atol=1e-9)
+            ref = _permutation_stats(alone, Y[:, j : j + 1], t, e, -1.0)
+            assert ref["gain"][0] == pytest.approx(stat["gain"][j])
+
+
+def test_per_arm_model_equals_sklearn_ridgecv_on_the_same_folds(tmp_path):
+    """``model="per-arm"`` through train(): each arm's out-of-fold prediction is
+    scikit-learn's ``StandardScaler`` + ``RidgeCV`` (leave-one-out over the same penalty
+    grid) fitted on that arm's training patients."""
+    from sklearn.linear_model import RidgeCV
+
+    from brainmatch.selection._ridge import LAMBDA_GRID
+    from brainmatch.validation.splits import outer_splits
+
+    _, f, o = _trial(n=80, effect=1.2, seed=12, n_noise=6, sites=1)
+    o = o[o["hamd_week8"].notna()].reset_index(drop=True)
+    f = f.set_index("participant_id").loc[o["participant_id"]].reset_index()
+    res = train(
+        f,
+        o,
+        treatment_column="arm",
+        outcome_column="hamd_week8",
+        out_dir=tmp_path,
+        model="per-arm",
+        n_repeats=1,
+        n_permutations=9,
+        **{k: v for k, v in FAST.items() if k not in ("n_repeats", "n_permutations")},
+    )
+    X = f.drop(columns="participant_id").to_numpy()
+    y = o["hamd_week8"].to_numpy()
+    arm = o["arm"].to_numpy()
+    ref = np.zeros((len(y), 2))
+    for _, tr, te in outer_splits(arm, n_splits=5, n_repeats=1, seed=0):
+        mean, sd = X[tr].mean(0), X[tr].std(0)
+        Z = (X - mean) / sd / np.sqrt(X.shape[1])
+        for a, name in enumerate(("CBT", "SSRI")):
+            rows = tr[arm[tr] == name]
+            Zc = Z[rows] - Z[rows].mean(0)
+            s = np.linalg.eigvalsh(Zc @ Zc.T).clip(0).sum() / (rows.size - 1)
+            m = RidgeCV(alphas=LAMBDA_GRID * s).fit(Z[rows], y[rows])
+            ref[te, a] = m.predict(Z[te])
+    got = res.predictions[["predicted__CBT", "predicted__SSRI"]].to_numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    assert res.metrics["model"] == "per-arm"
 
 
 def test_leakage_canary(tmp_path):
@@ -262,16 +365,45 @@ def test_bad_input_messages(tmp_path):
     assert merged.metrics["n"] == int(o["hamd_week8"].notna().sum())
     with pytest.raises(BrainmatchInputError, match=r"2 participant\(s\) are in only one"):
         train(f, [part, pheno.iloc[2:]], treatment_column="arm", outcome_column="hamd_week8", **kw)
+    # issue 12: case-only arm labels, disagreeing outcome tables, constant / huge values
+    case = o.copy()
+    case.loc[case.index[:12], "arm"] = case.loc[case.index[:12], "arm"].str.lower()
+    with pytest.raises(BrainmatchInputError, match=r"differ only in case.*'CBT'.*'cbt'"):
+        train(f, case, treatment_column="arm", outcome_column="hamd_week8", **kw)
+    other = pheno.assign(arm=o["arm"].where(o.index != 4, "yoga"))
+    with pytest.raises(BrainmatchInputError, match=r"disagree on column 'arm'.*sub-005"):
+        train(f, [part, other], treatment_column="arm", outcome_column="hamd_week8", **kw)
+    const = o.assign(hamd_week8=7.0)
+    with pytest.raises(BrainmatchInputError, match=r"outcome_column='hamd_week8' has the same"):
+        train(f, const, treatment_column="arm", outcome_column="hamd_week8", **kw)
+    huge = f.copy()
+    huge.loc[2, "noise__0001"] = 1e300
+    with pytest.raises(BrainmatchInputError, match=r"larger than 1e\+100.*noise__0001.*sub-003"):
+        train(huge, o, treatment_column="arm", outcome_column="hamd_week8", **kw)
+    big_y = o.astype({"hamd_week8": float})
+    big_y.loc[1, "hamd_week8"] = -1e300
+    with pytest.raises(BrainmatchInputError, match=r"outcome_column='hamd_week8'.*sub-002"):
+        train(f, big_y, treatment_column="arm", outcome_column="hamd_week8", **kw)
+    with pytest.raises(BrainmatchInputError, match=r"model='lasso': expected one of"):
+        train(f, o, treatment_column="arm", outcome_column="hamd_week8", model="lasso", **kw)
+    with pytest.raises(BrainmatchInputError, match=r"select= applies to the ridge models"):
+        train(
+            f,
+            o,
+            treatment_column="arm",
+            outcome_column="hamd_week8",
+            model="t-linear",
+            select="auto",
+            **kw,
+        )
     (tmp_path / "f.xlsx").write_text("x")
     with pytest.raises(BrainmatchInputError, match="not an Excel workbook"):
         train(tmp_path / "f.xlsx", o, treatment_column="arm", outcome_column="hamd_week8", **kw)
 
 
-def test_training_is_deterministic_and_fast_enough(tmp_path):
-    import time
-
+def test_training_is_deterministic(tmp_path):
+    """Same seed, same predictions (timing is measured in benchmarks/bench_select.py)."""
     _, f, o = _trial(n=120, effect=0.5, seed=8, n_noise=50)
-    start = time.perf_counter()
     a = train(
         f,
         o,
@@ -283,7 +415,6 @@ def test_training_is_deterministic_and_fast_enough(tmp_path):
         report=False,
         learning_curve=False,
     )  # default CV and 1000 permutations
-    elapsed = time.perf_counter() - start
     b = train(
         f,
         o,
@@ -298,7 +429,6 @@ def test_training_is_deterministic_and_fast_enough(tmp_path):
         n_repeats=1,
     )
     assert a.metrics["selection"]["n_permutations"] == 1000
-    assert elapsed < 60
     c = train(
         f,
         o,

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from brainmatch.errors import BrainmatchInputError
-from brainmatch.selection import recommend, train
+from brainmatch.selection import recommend, train, validate
 from brainmatch.selection.modelfile import load_model
 from brainmatch.selection.pipeline import ArmModels
 from brainmatch.selection.screen import ScreenedArmModels, parse_select, screening_scores
@@ -114,9 +114,14 @@ def test_sparse_signal_recovered_only_with_screening(tmp_path):
     common = {**KW, "n_repeats": 1, "n_permutations": 99}
     auto = train(f, o, out_dir=tmp_path / "auto", select="auto", **common)
     none = train(f, o, out_dir=tmp_path / "none", select="none", **common)
-    s_auto, s_none = _share(trial, auto), _share(trial, none)
+    vkw = {k: v for k, v in common.items() if k != "report"}
+    lasso = validate(f, o, model="t-linear", **{**vkw, "n_permutations": 0})
+    s_auto, s_none, s_lasso = _share(trial, auto), _share(trial, none), _share(trial, lasso)
     assert auto.metrics["selection"]["permutation_p"] < 0.05
-    assert s_auto > 0.3 and s_auto > s_none + 0.2, (s_auto, s_none)
+    # measured at seed 3: screening 0.403, none ~0, lasso T-learner 0.425 (the share varies
+    # by 0.4 between seeds, so the reference is the lasso T-learner on the same data)
+    assert s_auto > s_none + 0.2, (s_auto, s_none)
+    assert s_auto > s_lasso - 0.1, (s_auto, s_lasso)
     fs = auto.metrics["feature_selection"]
     assert len(fs["k_per_fold"]) == 5 and fs["permutation_cv_repeats"] == 1
     assert "activity__ctx-rh-insula" in fs["final_features"]
@@ -177,7 +182,9 @@ def test_null_trials_calibrated_with_screening(tmp_path):
         )
         ps.append(res.metrics["selection"]["permutation_p"])
     ps = np.array(ps)
-    assert np.mean(ps <= 0.05) <= 0.2
+    # one-sided binomial test at 1 %: 5 false positives of 20 (25 %) fail
+    k = int((ps <= 0.05).sum())
+    assert stats.binomtest(k, ps.size, 0.05, alternative="greater").pvalue > 0.01, k
     assert stats.kstest(ps, "uniform").pvalue > 0.01
 
 

@@ -112,7 +112,55 @@ def test_outer_splits():
         assert set(t[train]) == {"A", "B"} and not set(train) & set(test)
     lso = outer_splits(t, scheme="leave-site-out", sites=sites)
     assert [len(np.unique(sites[test])) for _, _, test in lso] == [1, 1, 1, 1]
-    with pytest.raises(BrainmatchInputError, match="needs --site-column"):
+    with pytest.raises(BrainmatchInputError, match="needs site_column"):
         outer_splits(t, scheme="leave-site-out")
     with pytest.raises(BrainmatchInputError, match="expected one of"):
         outer_splits(t, scheme="loo")
+
+
+def test_cross_validated_policy_gain_by_hand():
+    """Two splits written out: comparator from the training rows, DR scores, Nadeau-Bengio."""
+    from scipy import stats
+
+    from brainmatch.validation.policy import cross_validated_policy_gain
+
+    y = np.array([5.0, 10.0, 12.0, 7.0, 6.0, 9.0])
+    t = np.array([0, 1, 0, 1, 0, 1])
+    pred = np.array(
+        [[[6.0, 9.0], [8.0, 9.0], [10.0, 9.0], [9.0, 8.0], [7.0, 7.5], [9.0, 8.0]]]
+    )  # one repeat
+    splits = [
+        (0, np.array([0, 1, 2]), np.array([3, 4, 5])),
+        (0, np.array([3, 4, 5]), np.array([0, 1, 2])),
+    ]
+    e = np.full((6, 2), 0.5)
+    got = cross_validated_policy_gain(y, t, pred, splits, e, sign=-1.0)
+    u = -pred[0]
+    gamma = u + np.eye(2)[t] / 0.5 * (-y[:, None] - u)
+    d = np.zeros(6)
+    means = []
+    for _, train, test in splits:
+        comp = int(np.argmax([(-y[train][t[train] == a]).mean() for a in (0, 1)]))
+        pol = np.argmax(u[test], axis=1)
+        d[test] = gamma[test, pol] - gamma[test, comp]
+        means.append(d[test].mean())
+    assert got["estimate"] == pytest.approx(d.mean())
+    se = np.sqrt((1 / 2 + 3 / 3) * np.var(means, ddof=1))
+    q = stats.t.ppf(0.975, 1)
+    assert got["ci"] == pytest.approx([d.mean() - q * se, d.mean() + q * se])
+
+
+def test_kernel_ridge_primal_factor_equals_the_kernel_path():
+    """K = F F' with rank r < n: the thin-SVD (primal) path gives the same penalty choice,
+    dual coefficients, fixed effects and LOO errors as the n x n eigendecomposition."""
+    rng = np.random.default_rng(3)
+    n, r = 90, 20
+    F = rng.normal(size=(n, r))
+    D = np.column_stack([np.ones(n), rng.normal(size=n)])
+    Y = (F[:, :2] @ [1.0, -0.5])[:, None] + rng.normal(size=(n, 4)) * np.array([1, 2, 3, 0.1])
+    a = KernelRidgeLOO(F @ F.T, D).fit(Y)
+    b = KernelRidgeLOO(None, D, factor=F).fit(Y)
+    np.testing.assert_array_equal(a.choice, b.choice)
+    np.testing.assert_allclose(a.loo_mse, b.loo_mse, rtol=1e-9)
+    np.testing.assert_allclose(F.T @ a.c, F.T @ b.c, atol=1e-9)
+    np.testing.assert_allclose(a.alpha, b.alpha, atol=1e-9)

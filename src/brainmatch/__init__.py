@@ -27,6 +27,10 @@ _LAZY: dict[str, str | tuple[str, str]] = {
     # treatment selection
     "train": "brainmatch.selection",
     "recommend": "brainmatch.selection",
+    "TreatmentSelector": "brainmatch.selection",
+    "ValidationResult": "brainmatch.selection",
+    "cross_validate": "brainmatch.selection",
+    "validate": "brainmatch.selection",
     # a patient against healthy norms
     "NormativeModel": "brainmatch.normative",
     "fit_normative": "brainmatch.normative",

@@ -196,18 +196,21 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
                                f"Dunlop 2017 subcallosal-cingulate connectivity); policy gain "
                                f"{sel['policy_gain']:+.2f} HAMD points "
                                f"[{sel['policy_gain_ci'][0]:+.2f}, {sel['policy_gain_ci'][1]:+.2f}]"
-                               f", selection benefit d = {sel['benefit_d']:.2f}, permutation "
-                               f"p = {sel['permutation_p']:.3g}")})
+                               f", standardised {sel['policy_gain_d']:+.2f}, permutation "
+                               f"p = {sel['permutation_p']:.3g}; selection "
+                               f"{'supported' if sel['selection_supported'] else 'NOT supported'}"
+                               " by validation")})
 
     console.print(f"[bold]4/4[/] recommending a treatment for the new patient {new_patient}")
     clinical = table.loc[~trial_ids, ["participant_id", "age", "sex", "site", "hamd_baseline"]]
+    assert result.model_path is not None  # the default (linear) model is always stored
     rec = recommend(result.model_path, bids, out_dir / "recommend", clinical=clinical,
                     participant=[new_patient])
     patient = rec.patients[0]
     truth = pd.read_csv(bids / "ground_truth.tsv", sep="\t").set_index("participant_id")
     oracle = truth.loc[new_patient, "oracle_arm"]
     stages.append({"name": "recommend", "link": "recommend/report.html",
-                   "summary": f"{new_patient}: recommended {patient['recommended']} "
+                   "summary": f"{new_patient}: {patient['statement']} "
                               f"(the simulator's truth: {oracle} is best for this patient)"})
 
     if n_controls > 0:

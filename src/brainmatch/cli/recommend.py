@@ -48,11 +48,12 @@ def recommend(
 
     Writes recommend.json, recommend.tsv and a one-page report.html into OUT.
     """
+    from brainmatch.cli.train import flag_errors
     from brainmatch.selection import recommend as recommend_fn
 
     inputs = [model, input, clinical, derivatives]
     claim = output_folder(out, "recommend", overwrite=overwrite, inputs=inputs)
-    with claim as out, progress_bar("recommending"):
+    with claim as out, flag_errors(), progress_bar("recommending"):
         result = recommend_fn(
             model,
             input,
@@ -67,9 +68,11 @@ def recommend(
         echo_kv(
             p["participant_id"],
             {
-                "recommended": p["recommended"],
-                "advantage": f"{p['advantage']:.2f} over {p['next_best']} "
-                f"({100 * p['bootstrap_agreement']:.0f}% of bootstrap models agree)",
+                "recommendation": p["statement"],
+                "difference": f"{p['advantage']:.2f} for {p['recommended']} over "
+                f"{p['next_best']} (95% bootstrap range {p['advantage_interval'][0]:.2f} to "
+                f"{p['advantage_interval'][1]:.2f}; {100 * p['bootstrap_agreement']:.0f}% of "
+                "bootstrap models agree)",
                 **{
                     f"predicted {a}": f"{q['value']:.2f}"
                     + (

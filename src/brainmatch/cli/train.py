@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -13,6 +16,42 @@ from brainmatch.cli._common import (
     progress_bar,
     user_errors,
 )
+from brainmatch.errors import BrainmatchInputError
+
+#: Python parameters of the selection API and the flags that set them.
+FLAGS = {
+    "treatment_column": "--treatment-column",
+    "outcome_column": "--outcome-column",
+    "baseline_column": "--baseline-column",
+    "site_column": "--site-column",
+    "covariates": "--covariates",
+    "better": "--better",
+    "cv": "--cv",
+    "model": "--model",
+    "select": "--select-features",
+    "session": "--session",
+    "n_permutations": "--n-permutations",
+    "n_splits": "--n-splits",
+    "n_repeats": "--n-repeats",
+    "threshold": "--threshold",
+}
+_ASSIGN = re.compile(r"\b(" + "|".join(FLAGS) + r")=")
+_COLUMN = re.compile(r"\b(treatment_column|outcome_column|baseline_column|site_column)\b")
+
+
+def to_flags(message: str) -> str:
+    """Rewrite the Python parameter names in a library message as the CLI's flags."""
+    message = _ASSIGN.sub(lambda m: FLAGS[m.group(1)] + " ", message)
+    return _COLUMN.sub(lambda m: FLAGS[m.group(1)], message)
+
+
+@contextlib.contextmanager
+def flag_errors() -> Iterator[None]:
+    """Re-raise :class:`BrainmatchInputError` with parameter names mapped to flags."""
+    try:
+        yield
+    except BrainmatchInputError as exc:
+        raise BrainmatchInputError(to_flags(exc.reason), exc.path) from None
 
 
 def _fmt(value: object) -> str:
@@ -59,8 +98,12 @@ def train(
     model: str = typer.Option(
         "interaction",
         "--model",
-        help="interaction (PAI: one model with treatment-by-feature "
-        "interactions) or per-arm (one model per arm).",
+        help="interaction (ridge PAI, default), per-arm (ridge per arm), t-linear (lasso "
+        "per arm), enet-interaction (elastic net path), auto (chosen among interaction, "
+        "t-linear and enet-interaction by inner CV on the doubly robust CATE error); "
+        "validation only (no model file): {t,s,x,dr,r}-{linear,hgb}, econml-dr, causal-forest. "
+        "Learners other than interaction/per-arm refit every permutation: use fewer "
+        "--n-permutations.",
     ),
     n_permutations: int = typer.Option(
         1000, "--n-permutations", help="Permutations for the test of the selection benefit."
@@ -81,6 +124,9 @@ def train(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of folds, permutations and bootstraps."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
+    no_learning_curve: bool = typer.Option(
+        False, "--no-learning-curve", help="Skip the learning curve (4 extra CV runs)."
+    ),
 ) -> None:
     """Train a treatment-selection model with nested cross-validation and write its report.
 
@@ -91,7 +137,7 @@ def train(
 
     covs = tuple(c.strip() for c in covariates.split(",") if c.strip())
     claim = output_folder(out, "train", overwrite=overwrite, inputs=[features, *outcomes])
-    with claim, progress_bar("cross-validating") as update:
+    with claim, flag_errors(), progress_bar("cross-validating") as update:
         result = train_fn(
             features,
             outcomes,
@@ -112,6 +158,7 @@ def train(
             select=select_features,
             session=session,
             report=not no_report,
+            learning_curve=not no_learning_curve,
             progress=update,
         )
     m = result.metrics
@@ -125,9 +172,24 @@ def train(
             f"per-arm {key.upper()}": ", ".join(
                 f"{a}: {_fmt(r[key])}" for a, r in m["per_arm"].items()
             ),
-            "selection benefit d": f"{_fmt(s['benefit_d'])} (95% CI {_fmt(s['benefit_d_ci'])})",
+            "model": m["model"]
+            + (
+                f" (chose {m['model_chosen']})"
+                if m.get("model_chosen") not in (None, m["model"])
+                else ""
+            ),
             "policy gain": f"{_fmt(s['policy_gain'])} (95% CI {_fmt(s['policy_gain_ci'])})",
+            "policy gain d": f"{_fmt(s['policy_gain_d'])} (95% CI {_fmt(s['policy_gain_d_ci'])})",
+            "selection benefit d": f"{_fmt(s['benefit_d'])} (descriptive, no CI)",
             "permutation p": _fmt(s["permutation_p"]),
+            "selection supported": "yes"
+            if s["selection_supported"]
+            else "no: do not choose treatments by this model",
+            **(
+                {"one arm for everyone": s["single_arm_recommended"]}
+                if s["single_arm_recommended"]
+                else {}
+            ),
             "features used": (
                 "all"
                 if m["feature_selection"]["select"] == "none"
@@ -135,7 +197,9 @@ def train(
                 f"{m['feature_selection']['k_per_fold_counts']})"
             ),
             "warnings": len(m["warnings"]),
-            "model": str(result.model_path),
+            "model file": str(result.model_path)
+            if result.model_path
+            else "(none: the learner is not linear; validation only)",
             "report": str(result.report_path) if result.report_path else "(skipped)",
         },
     )

@@ -131,7 +131,7 @@ def one_row_per_participant(table: pd.DataFrame, name: str, session: str | None)
     dup = ids[ids.duplicated()].unique().tolist()
     if dup:
         extra = (
-            " (the table has several sessions: choose one with --session)"
+            " (the table has several sessions: choose one with session=)"
             if "session" in table.columns
             else ""
         )
@@ -166,10 +166,44 @@ def read_outcome_tables(
                 f"({name}, {ename}): {', '.join(only[:10])}{' ...' if len(only) > 10 else ''}",
                 ename,
             )
+        _check_agreement(table, name, extra, ename)
         extra = extra[[c for c in extra.columns if c == ID or c not in table.columns]]
         table = table.merge(extra, on=ID, how="left")
         names.append(ename)
     return table, " + ".join(names)
+
+
+def _check_agreement(first: pd.DataFrame, fname: str, other: pd.DataFrame, oname: str) -> None:
+    """Refuse two outcome tables that give a participant different values in a shared
+    column (e.g. a different arm or site): which one is right cannot be guessed."""
+    shared = [c for c in other.columns if c != ID and c in first.columns]
+    if not shared:
+        return
+    a = first.set_index(ID)
+    b = other.set_index(ID).reindex(a.index)
+    for col in shared:
+        x, y = a[col], b[col]
+        xn, yn = pd.to_numeric(x, errors="coerce"), pd.to_numeric(y, errors="coerce")
+        numeric = (xn.notna() | x.isna()).all() and (yn.notna() | y.isna()).all()
+        both = x.notna() & y.notna()
+        if numeric:
+            differ = both & ~np.isclose(xn.fillna(0), yn.fillna(0), rtol=1e-9, atol=0)
+        else:
+            differ = both & (x.astype(str).str.strip() != y.astype(str).str.strip())
+        if differ.any():
+            ids = differ[differ].index.tolist()
+            first_id = ids[0]
+            raise BrainmatchInputError(
+                f"the outcome tables {fname} and {oname} disagree on column {col!r} for "
+                f"{len(ids)} participant(s), e.g. {first_id}: {x[first_id]!r} vs "
+                f"{y[first_id]!r}; correct one table (brainmatch will not guess which is right)",
+                oname,
+            )
+
+
+#: Largest absolute feature / outcome value accepted: beyond it squares and sums overflow
+#: double precision (standardisation, ridge kernels, JSON output).
+MAX_ABS_VALUE = 1e100
 
 
 @dataclass
@@ -254,8 +288,8 @@ def load_training_data(
 
     # columns and their roles
     for opt, col in (
-        ("--treatment-column", treatment_column),
-        ("--outcome-column", outcome_column),
+        ("treatment_column=", treatment_column),
+        ("outcome_column=", outcome_column),
     ):
         if col not in otab.columns:
             where = (
@@ -264,13 +298,12 @@ def load_training_data(
                 else ""
             )
             raise BrainmatchInputError(
-                f"{opt} {col!r}: no such column{where}"
-                f"{_suggest(col, list(map(str, otab.columns)))}",
+                f"{opt}{col!r}: no such column{where}{_suggest(col, list(map(str, otab.columns)))}",
                 oname,
             )
     if treatment_column == outcome_column:
         raise BrainmatchInputError(
-            "--treatment-column and --outcome-column are the same column", oname
+            "treatment_column and outcome_column name the same column", oname
         )
     if outcome_column in ftab.columns:
         raise BrainmatchInputError(
@@ -293,15 +326,15 @@ def load_training_data(
         hint = ""
         treat_values = otab[treatment_column].dropna()
         if pd.to_numeric(treat_values, errors="coerce").notna().all():
-            hint = " (are --treatment-column and --outcome-column swapped?)"
+            hint = " (are treatment_column and outcome_column swapped?)"
         raise BrainmatchInputError(
-            f"--outcome-column {outcome_column!r} must be numeric, found {', '.join(bad)}{hint}",
+            f"outcome_column={outcome_column!r} must be numeric, found {', '.join(bad)}{hint}",
             oname,
         )
     treat = otab[treatment_column]
     if pd.api.types.is_float_dtype(treat) and treat.dropna().nunique() > 10:
         raise BrainmatchInputError(
-            f"--treatment-column {treatment_column!r} holds {treat.nunique()} different numbers; "
+            f"treatment_column={treatment_column!r} holds {treat.nunique()} different numbers; "
             "it should name the arm each patient received (are the columns mixed up?)",
             oname,
         )
@@ -346,9 +379,23 @@ def load_training_data(
             )
     treatment = merged[treatment_column].astype(str).str.strip().to_numpy()
     arms = sorted(set(treatment.tolist()))
+    folded: dict[str, list[str]] = {}
+    for a in arms:
+        folded.setdefault(" ".join(a.casefold().split()), []).append(a)
+    clash = [group for group in folded.values() if len(group) > 1]
+    if clash:
+        shown = "; ".join(
+            ", ".join(f"{a!r} ({int((treatment == a).sum())} patients)" for a in group)
+            for group in clash
+        )
+        raise BrainmatchInputError(
+            f"treatment_column={treatment_column!r}: arm labels that differ only in case or "
+            f"spacing would be separate arms: {shown}; write each arm the same way",
+            oname,
+        )
     if len(arms) < 2:
         raise BrainmatchInputError(
-            f"--treatment-column {treatment_column!r}: only one arm ({arms[0]}) among patients "
+            f"treatment_column={treatment_column!r}: only one arm ({arms[0]}) among patients "
             "with an outcome; treatment selection needs at least two",
             oname,
         )
@@ -369,6 +416,29 @@ def load_training_data(
                 "Luedtke, Sadikova & Kessler 2019)"
             )
     y = merged["__y"].to_numpy(dtype=float)
+    if not np.isfinite(y).all() or np.abs(y).max() > MAX_ABS_VALUE:
+        bad_rows = merged.loc[~np.isfinite(y) | (np.abs(y) > MAX_ABS_VALUE), ID].tolist()
+        raise BrainmatchInputError(
+            f"outcome_column={outcome_column!r}: {len(bad_rows)} value(s) are infinite or "
+            f"larger than {MAX_ABS_VALUE:g} in absolute value (e.g. {', '.join(bad_rows[:5])}); "
+            "rescale the outcome",
+            oname,
+        )
+    if np.ptp(y) == 0:
+        raise BrainmatchInputError(
+            f"outcome_column={outcome_column!r} has the same value ({y[0]:g}) for every "
+            "patient with an outcome: there is nothing to predict",
+            oname,
+        )
+    for a in arms:
+        ya = y[treatment == a]
+        if np.ptp(ya) == 0:
+            rows = merged.loc[treatment == a, ID].tolist()
+            warnings.append(
+                f"outcome_column={outcome_column!r} is constant ({ya[0]:g}) among the {ya.size} "
+                f"patients of arm {a} ({', '.join(rows[:5])}{' ...' if len(rows) > 5 else ''}): "
+                "that arm's outcome model predicts a constant"
+            )
     values = set(np.unique(y).tolist())
     binary = values <= {0.0, 1.0}
     X = merged[fcols].to_numpy(dtype=float)
@@ -379,6 +449,16 @@ def load_training_data(
         )
     if np.isinf(X).any():
         raise BrainmatchInputError("features contain infinite values", fname)
+    huge = np.nan_to_num(np.abs(X)) > MAX_ABS_VALUE
+    if huge.any():
+        cols = [fcols[j] for j in np.flatnonzero(huge.any(axis=0))]
+        rows = merged.loc[huge.any(axis=1), ID].tolist()
+        raise BrainmatchInputError(
+            f"feature value(s) larger than {MAX_ABS_VALUE:g} in absolute value in column(s) "
+            f"{', '.join(cols[:10])} (participants {', '.join(rows[:5])}): they overflow double "
+            "precision when standardised; rescale the features",
+            fname,
+        )
     n_missing = int(np.isnan(X).sum())
     if n_missing:
         warnings.append(

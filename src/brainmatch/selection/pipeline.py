@@ -186,7 +186,7 @@ class ArmModels:
 
     def __init__(self, model: str = "interaction") -> None:
         if model not in MODELS:
-            raise BrainmatchInputError(f"--model {model!r}: expected one of {', '.join(MODELS)}")
+            raise BrainmatchInputError(f"model={model!r}: expected one of {', '.join(MODELS)}")
         self.model = model
 
     def fit(
@@ -203,8 +203,16 @@ class ArmModels:
         """
         self.k_, self.p_ = k, Z.shape[1]
         self.Z_, self.t_ = Z, t
-        G = Z @ Z.T / Z.shape[1]
+        n, p = Z.shape
         self.solvers_: list[KernelRidgeLOO] = []
+        if self.model == "interaction" and (k + 1) * p < n:
+            # primal: the interaction kernel is F F' with F = [Z, Z * 1(arm = a) ...] / sqrt(p)
+            onehot = np.eye(k)[t]
+            F = np.hstack([Z] + [Z * onehot[:, [a]] for a in range(k)]) / np.sqrt(p)
+            D = np.column_stack([onehot, C])
+            self.solvers_.append(KernelRidgeLOO(None, D, factor=F).fit(Y))
+            return self
+        G = Z @ Z.T / p
         if self.model == "per-arm":
             for a in range(k):
                 rows = np.flatnonzero(t == a)

@@ -13,9 +13,10 @@ from numpy.typing import NDArray
 from brainmatch._io import write_json, write_tsv
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.harmonize import ComBat
-from brainmatch.selection.data import ID, one_row_per_participant, read_table
-from brainmatch.selection.modelfile import check_predictions, load_model, prediction_interval
+from brainmatch.selection.data import ID, MAX_ABS_VALUE, one_row_per_participant, read_table
+from brainmatch.selection.modelfile import check_predictions, load_model
 from brainmatch.selection.pipeline import Preprocessor
+from brainmatch.selection.regions import readable_feature_name
 
 N_DRIVERS = 8
 
@@ -162,8 +163,46 @@ def _predict(
     coef: NDArray[np.float64],
     intercept: NDArray[np.float64],
     cov_coef: NDArray[np.float64],
+    link: str = "identity",
 ) -> NDArray[np.float64]:
-    return np.asarray(Z @ coef.T + intercept[None, :] + C @ cov_coef.T)
+    eta = np.asarray(Z @ coef.T + intercept[None, :] + C @ cov_coef.T)
+    if link == "logit":
+        return np.asarray(0.5 * (1.0 + np.tanh(0.5 * eta)))
+    if link == "identity-clipped":
+        return np.clip(eta, 0.0, 1.0)
+    return eta
+
+
+def validation_supports_selection(selection: dict[str, Any]) -> tuple[bool, list[str]]:
+    """Whether a model's validation supports choosing between arms, and why not.
+
+    Supported when the permutation p-value is below 0.05 and the policy gain's 95% CI
+    excludes 0 (models written before ``selection_supported`` existed are judged the same
+    way from their stored p-value and interval).
+    """
+    reasons = []
+    p = selection.get("permutation_p")
+    if p is None or p >= 0.05:
+        reasons.append(
+            "in validation the model's recommendations did not beat chance "
+            f"(permutation p = {'n/a' if p is None else f'{p:.3g}'})"
+        )
+    ci = selection.get("policy_gain_ci") or [None, None]
+    if ci[0] is None or ci[0] <= 0:
+        reasons.append(
+            "in validation the policy gain's 95% CI includes 0: recommending by this model "
+            "was not shown to beat giving everyone the best single arm"
+        )
+    single = selection.get("single_arm_recommended")
+    if single:
+        reasons.append(f"in validation the model recommended {single} for every patient")
+    return not reasons, reasons
+
+
+def _interval(lo: float, hi: float) -> list[float]:
+    """An interval whose ends are in order (a swapped pair is a bug upstream, fixed here)."""
+    a, b = float(lo), float(hi)
+    return [a, b] if a <= b else [b, a]
 
 
 def recommend(
@@ -248,6 +287,14 @@ def recommend(
             f"non-numeric values in feature(s): {', '.join(bad[:10])}", tname
         )
     X = Xdf.to_numpy(dtype=float)
+    huge = np.isinf(X) | (np.nan_to_num(np.abs(X)) > MAX_ABS_VALUE)
+    if huge.any():
+        cols = [names[j] for j in np.flatnonzero(huge.any(axis=0))]
+        raise BrainmatchInputError(
+            f"feature value(s) that are infinite or larger than {MAX_ABS_VALUE:g} in "
+            f"column(s) {', '.join(cols[:10])}: rescale them as in the training data",
+            tname,
+        )
     cov_names = [item["name"] for item in meta["covariate_spec"]]
     missing_cov = [c for c in cov_names if c not in table.columns]
     if missing_cov:
@@ -267,7 +314,9 @@ def recommend(
         sites = None
     pre = preprocessor_from_model(arrays, meta)
     Z, C = pre.transform(X, cov, sites)
-    pred = _predict(arrays, Z, C, arrays["coef"], arrays["intercept"], arrays["cov_coef"])
+    link = str(meta.get("link", "identity-clipped" if meta["binary"] else "identity"))
+    pred = _predict(arrays, Z, C, arrays["coef"], arrays["intercept"], arrays["cov_coef"], link)
+    # non-finite predictions are refused; out-of-range ones get a caveat (and are clipped)
     range_caveats = check_predictions(pred, meta, table[ID].astype(str).tolist(), model_path)
     boots = np.stack(
         [
@@ -278,13 +327,18 @@ def recommend(
                 arrays["boot_coef"][b].astype(float),
                 arrays["boot_intercept"][b],
                 arrays["boot_cov_coef"][b],
+                link,
             )
             for b in range(arrays["boot_coef"].shape[0])
         ]
     )
+    lo_y, hi_y = meta.get("outcome_range", [-np.inf, np.inf])
     if meta["binary"]:
-        pred = np.clip(pred, 0, 1)
-        boots = np.clip(boots, 0, 1)
+        lo_y, hi_y = 0.0, 1.0
+    raw_pred = pred.copy()
+    pred = np.clip(pred, lo_y, hi_y)
+    boots = np.clip(boots, lo_y, hi_y)
+    supported, model_reasons = validation_supports_selection(meta["validation"]["selection"])
     site_status = (
         pre.combat_.site_status(sites) if pre.combat_ is not None and sites is not None else {}
     )
@@ -294,6 +348,7 @@ def recommend(
     half = meta["conformal"]["half_width"]
     threshold = float(meta["threshold"])
     coef = arrays["coef"]
+    labels = [readable_feature_name(n) for n in names]
     patients = []
     for i, pid in enumerate(table[ID].astype(str)):
         u = sign * pred[i]
@@ -303,9 +358,21 @@ def recommend(
         ub = sign * boots[:, i, :]
         agree = float((ub.argmax(axis=1) == best).mean())
         adv_boot = ub[:, best] - np.delete(ub, best, axis=1).max(axis=1)
+        adv_ci = _interval(*np.percentile(adv_boot, [2.5, 97.5]))
+        # what drove the choice: feature contributions to the advantage (linear predictor)
         contrib = sign * Z[i] * (coef[best] - coef[nxt])
-        top = np.argsort(-np.abs(contrib))[:N_DRIVERS]
+        from_features = float(contrib.sum())
+        material_floor = max(0.1 * threshold, 0.05 * float(np.abs(contrib).sum()))
+        top = [
+            j for j in np.argsort(-np.abs(contrib))[:N_DRIVERS] if abs(contrib[j]) >= material_floor
+        ]
         caveats = list(range_caveats[i])
+        clipped = [arms[a] for a in range(len(arms)) if not np.isclose(raw_pred[i, a], pred[i, a])]
+        if clipped:
+            caveats.append(
+                f"the prediction under {', '.join(clipped)} fell outside the outcome range seen "
+                f"in training [{lo_y:g}, {hi_y:g}] and was clipped to it"
+            )
         n_imputed = int(np.isnan(X[i]).sum())
         if n_imputed:
             caveats.append(
@@ -350,21 +417,28 @@ def recommend(
                 f"the predicted advantage ({advantage:.2f}) is below the clinical "
                 f"threshold ({threshold:g}): the arms are predicted to be about equal"
             )
-        sel = validation["selection"]
-        if sel.get("permutation_p") is None or sel["permutation_p"] > 0.05:
-            caveats.append(
-                "in validation the model's recommendations did not beat chance "
-                f"(permutation p = {sel.get('permutation_p')})"
+        reasons = list(model_reasons)
+        if adv_ci[0] <= 0:
+            reasons.append(
+                f"this patient's advantage interval ({adv_ci[0]:.2f} to {adv_ci[1]:.2f}, 95% of "
+                "bootstrap refits) includes 0"
             )
+        reliable = not reasons
+        caveats.extend(r for r in reasons if r not in caveats)
+        statement = (
+            f"recommended: {arms[best]}"
+            if reliable
+            else f"no reliable preference between {arms[best]} and {arms[nxt]}"
+        )
         predicted = {}
         for a, arm in enumerate(arms):
             hw = half.get(arm)
-            predicted[arm] = {
-                "value": float(pred[i, a]),
-                "interval": prediction_interval(float(pred[i, a]), hw, meta)
-                if hw is not None
-                else None,
-            }
+            value = float(pred[i, a])
+            interval = None
+            if hw is not None:
+                interval = _interval(max(value - hw, lo_y), min(value + hw, hi_y))
+                interval = [min(interval[0], value), max(interval[1], value)]
+            predicted[arm] = {"value": value, "interval": interval}
         patients.append(
             {
                 "participant_id": pid,
@@ -372,22 +446,33 @@ def recommend(
                 "interval_level": meta["conformal"]["level"],
                 "recommended": arms[best],
                 "next_best": arms[nxt],
+                "reliable_preference": reliable,
+                "statement": statement,
+                "no_preference_reasons": reasons,
                 "advantage": advantage,
-                "advantage_interval": [
-                    float(np.percentile(adv_boot, 5)),
-                    float(np.percentile(adv_boot, 95)),
-                ],
+                "advantage_interval": adv_ci,
+                "advantage_interval_level": 0.95,
+                "advantage_from_features": from_features,
+                "advantage_from_arm_average": advantage - from_features,
                 "bootstrap_agreement": agree,
                 "above_threshold": advantage >= threshold,
                 "drivers": [
                     {
                         "feature": names[j],
+                        "label": labels[j],
                         "value": float(X[i, j]),
                         "standardised": float(Z[i, j]),
                         "contribution": float(contrib[j]),
                     }
                     for j in top
                 ],
+                "drivers_note": (
+                    f"features with a contribution of at least {material_floor:.2g} "
+                    f"({'outcome units' if link != 'logit' else 'log-odds'}) to the advantage"
+                    if top
+                    else "no brain feature contributes materially: the choice comes from the "
+                    "arms' average difference (and baseline / covariates) alone"
+                ),
                 "ood_score": float(score[i]),
                 "site_status": None if sites is None else site_status.get(str(sites[i])),
                 "caveats": caveats,
@@ -401,6 +486,8 @@ def recommend(
         "threshold": threshold,
         "outcome": opts["outcome_column"],
         "model": meta["model"],
+        "model_chosen": meta.get("model_chosen", meta["model"]),
+        "selection_supported": supported,
         "validation": validation,
         "training_data_hash": meta["training_data_hash"],
     }
@@ -420,6 +507,8 @@ def recommend(
                 row[f"predicted__{arm}"] = p["predicted"][arm]["value"]
             row.update(
                 recommended=p["recommended"],
+                reliable_preference=p["reliable_preference"],
+                statement=p["statement"],
                 advantage=p["advantage"],
                 bootstrap_agreement=p["bootstrap_agreement"],
                 n_caveats=len(p["caveats"]),

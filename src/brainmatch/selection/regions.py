@@ -89,3 +89,94 @@ def importance_by_region(
         if len(regions) == 2:
             edges.append((regions[0], regions[1], float(w)))
     return node, edges
+
+
+#: Feature-kind prefixes (``kind__region[__region]``) and how a clinician reads them.
+KINDS = {
+    "conn": "connectivity",
+    "tconn": "connectivity (tangent)",
+    "pconn": "partial-correlation connectivity",
+    "activity": "activity",
+    "amp": "ALFF",
+    "falff": "fALFF",
+    "vol": "volume",
+    "thick": "cortical thickness",
+    "area": "surface area",
+    "noise": "noise feature",
+}
+#: Desikan-Killiany names written as one word in FreeSurfer labels.
+_DK = {
+    "bankssts": "banks of the superior temporal sulcus",
+    "caudalanteriorcingulate": "caudal anterior cingulate",
+    "caudalmiddlefrontal": "caudal middle frontal",
+    "cuneus": "cuneus",
+    "entorhinal": "entorhinal",
+    "fusiform": "fusiform",
+    "inferiorparietal": "inferior parietal",
+    "inferiortemporal": "inferior temporal",
+    "isthmuscingulate": "isthmus cingulate",
+    "lateraloccipital": "lateral occipital",
+    "lateralorbitofrontal": "lateral orbitofrontal",
+    "lingual": "lingual",
+    "medialorbitofrontal": "medial orbitofrontal",
+    "middletemporal": "middle temporal",
+    "parahippocampal": "parahippocampal",
+    "paracentral": "paracentral",
+    "parsopercularis": "pars opercularis",
+    "parsorbitalis": "pars orbitalis",
+    "parstriangularis": "pars triangularis",
+    "pericalcarine": "pericalcarine",
+    "postcentral": "postcentral",
+    "posteriorcingulate": "posterior cingulate",
+    "precentral": "precentral",
+    "precuneus": "precuneus",
+    "rostralanteriorcingulate": "rostral anterior cingulate",
+    "rostralmiddlefrontal": "rostral middle frontal",
+    "superiorfrontal": "superior frontal",
+    "superiorparietal": "superior parietal",
+    "superiortemporal": "superior temporal",
+    "supramarginal": "supramarginal",
+    "frontalpole": "frontal pole",
+    "temporalpole": "temporal pole",
+    "transversetemporal": "transverse temporal",
+    "insula": "insula",
+    "thalamusproper": "thalamus",
+    "ventraldc": "ventral diencephalon",
+}
+_SIDES = {"lh": "left", "rh": "right", "left": "left", "right": "right", "l": "left", "r": "right"}
+
+
+def readable_region(part: str) -> str:
+    """``ctx_lh_rostralanteriorcingulate`` -> ``left rostral anterior cingulate``."""
+    tokens = [tok for tok in re.split(r"[-_\s]+", part) if tok]
+    if tokens and tokens[0].lower() == "ctx":
+        tokens = tokens[1:]
+    side = ""
+    if tokens and tokens[0].lower() in _SIDES:
+        side = _SIDES[tokens[0].lower()]
+        tokens = tokens[1:]
+    elif tokens and tokens[-1].lower() in ("l", "r", "lh", "rh", "left", "right"):
+        side = _SIDES[tokens[-1].lower()]
+        tokens = tokens[:-1]
+    words = []
+    for tok in tokens:
+        low = tok.lower()
+        words.append(_DK.get(low, low if not tok.isupper() else tok))
+    text = " ".join(words) or part
+    return f"{side} {text}".strip()
+
+
+def readable_feature_name(name: str) -> str:
+    """A feature column as a clinician reads it.
+
+    ``conn__ctx_lh_insula__ctx_lh_rostralanteriorcingulate`` ->
+    ``connectivity: left insula - left rostral anterior cingulate``; names without a
+    known kind prefix are returned with their separators made readable.
+    """
+    parts = [p for p in name.split("__") if p]
+    if len(parts) >= 2 and parts[0].lower() in KINDS:
+        kind = KINDS[parts[0].lower()]
+        if parts[0].lower() == "noise":
+            return f"{kind} {' '.join(parts[1:])}"
+        return f"{kind}: " + " - ".join(readable_region(p) for p in parts[1:])
+    return " - ".join(readable_region(p) for p in parts) if parts else name

@@ -12,7 +12,11 @@ import numpy as np
 from brainmatch import __version__
 from brainmatch._io import write_text
 from brainmatch.reports import figure_to_data_uri
-from brainmatch.selection.regions import importance_by_region, region_centroids
+from brainmatch.selection.regions import (
+    importance_by_region,
+    readable_feature_name,
+    region_centroids,
+)
 
 if TYPE_CHECKING:
     from brainmatch.selection.recommend import RecommendResult
@@ -63,7 +67,7 @@ def drivers_figure(names: list[str], weights: np.ndarray, title: str, n: int = 1
     top = np.argsort(-np.abs(weights))[:n][::-1]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(top) + 1))
     ax.barh(
-        [names[j] for j in top],
+        [readable_feature_name(names[j]) for j in top],
         weights[top],
         color=["#c55" if weights[j] > 0 else "#58c" for j in top],
     )
@@ -165,16 +169,18 @@ def write_train_report(result: TrainResult) -> Path:
         ax.legend()
         figs["learning"] = figure_to_data_uri(fig)
     coef = result.extras["coef"]
-    names = result.extras["feature_names"]
-    weights = _contrast(coef)
-    label = (
-        f"coefficient {arms[0]} minus {arms[1]} (standardised; positive: higher value "
-        f"predicts a higher outcome under {arms[0]})"
-        if len(arms) == 2
-        else "spread of the coefficient across arms"
-    )
-    figs["drivers"] = drivers_figure(names, weights, label)
-    figs["brain"] = glass_brain_figure(names, weights)
+    figs["drivers"] = figs["brain"] = None
+    if coef is not None:
+        names = result.extras["feature_names"]
+        weights = _contrast(coef)
+        label = (
+            f"coefficient {arms[0]} minus {arms[1]} (standardised; positive: higher value "
+            f"predicts a higher outcome under {arms[0]})"
+            if len(arms) == 2
+            else "spread of the coefficient across arms"
+        )
+        figs["drivers"] = drivers_figure(names, weights, label)
+        figs["brain"] = glass_brain_figure(names, weights)
     html = _ENV.get_template("train_report.html").render(
         m=m,
         figs=figs,

@@ -47,7 +47,7 @@ def parse_select(select: str | int | None) -> str | int:
         return "none"
     if isinstance(select, (int, np.integer)) and not isinstance(select, bool):
         if select < 1:
-            raise BrainmatchInputError(f"--select-features {select}: must be at least 1")
+            raise BrainmatchInputError(f"select={select}: must be at least 1")
         return int(select)
     text = str(select).strip().lower()
     if text in ("auto", "none"):
@@ -56,7 +56,7 @@ def parse_select(select: str | int | None) -> str | int:
         value = int(text)
     except ValueError:
         raise BrainmatchInputError(
-            f"--select-features {select!r}: expected auto, none or a number of features"
+            f"select={select!r}: expected auto, none or a number of features"
         ) from None
     return parse_select(value)
 

@@ -15,10 +15,10 @@ from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
 from brainmatch import __version__
-from brainmatch._io import write_json, write_tsv
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.selection._ridge import KernelRidgeLOO
 from brainmatch.selection.data import ID, TrainingData, load_training_data
+from brainmatch.selection.learners import AUTO_CANDIDATES, LINEAR, check_learner, make_learner
 from brainmatch.selection.modelfile import save_model
 from brainmatch.selection.pipeline import MODELS, Preprocessor
 from brainmatch.selection.screen import (
@@ -28,12 +28,22 @@ from brainmatch.selection.screen import (
     parse_select,
 )
 from brainmatch.validation.metrics import binary_metrics, bootstrap_ci, regression_metrics
-from brainmatch.validation.policy import dr_scores, policy_gain, propensities, selection_benefit
+from brainmatch.validation.policy import (
+    cross_validated_policy_gain,
+    dr_scores,
+    policy_gain,
+    propensities,
+    selection_benefit,
+)
+from brainmatch.validation.result import ValidationResult
 from brainmatch.validation.splits import outer_splits
 
 MODEL_FILE = "model.npz"
 CONFORMAL_LEVEL = 0.9
 N_BOOTSTRAP_MODELS = 50
+#: Bootstrap refits of learners other than the ridge models (each refit runs the learner's
+#: own inner CV).
+N_BOOTSTRAP_OTHER = 20
 #: CV repeats re-run for every permuted target when features are screened (the screen and
 #: the choice of k are redone per permuted target, which costs far more than the shared
 #: kernel of the unscreened model); the observed statistic of the test uses the same repeats.
@@ -60,9 +70,19 @@ class TrainResult:
     out_dir: Path
     metrics: dict[str, Any]
     predictions: pd.DataFrame
-    model_path: Path
+    model_path: Path | None
     report_path: Path | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    validation: ValidationResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of ``metrics.json``."""
+        return dict(self.metrics)
+
+    def _repr_html_(self) -> str:
+        if self.validation is None:
+            return f"<pre>{self.metrics}</pre>"
+        return self.validation._repr_html_()
 
 
 def _within_arm_permutations(
@@ -160,6 +180,72 @@ def cross_validated_predictions(
     return pred, by_repeat, pred_null
 
 
+def learner_cv_predictions(
+    data: TrainingData,
+    *,
+    learner: str,
+    splits: list[tuple[int, NDArray[np.intp], NDArray[np.intp]]],
+    Y: NDArray[np.float64],
+    harmonize: bool,
+    seed: int = 0,
+    candidates: tuple[str, ...] | None = None,
+    null_repeats: int | None = None,
+    chosen: list[str] | None = None,
+    progress: Progress | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """As :func:`cross_validated_predictions`, for any learner of
+    :mod:`brainmatch.selection.learners`: every target column is refitted from scratch in
+    every training fold (the learner's own inner CV, and for ``auto`` the choice of the
+    learner, included), so permuted columns cost one full fit each.
+
+    ``chosen`` receives the learner ``auto`` chose for the real target in each fold.
+    """
+    arms = data.arms
+    k, n = len(arms), data.y.size
+    t = np.searchsorted(arms, data.treatment)
+    n_rep = max(r for r, _, _ in splits) + 1
+    n_null = n_rep if null_repeats is None else max(1, min(null_repeats, n_rep))
+    total = np.zeros((n, k, Y.shape[1]))
+    count = np.zeros(n)
+    total0 = np.zeros((n, k))
+    count0 = np.zeros(n)
+    by_repeat = np.full((n_rep, n, k), np.nan)
+    n_outcome_only = 1 if data.baseline else 0
+    with threadpool_limits(1):
+        for i, (r, train, test) in enumerate(splits):
+            pre = Preprocessor(harmonize=harmonize, n_outcome_only=n_outcome_only)
+            sites = data.sites
+            Z_tr, C_tr = pre.fit_transform(
+                data.X[train], data.covariates.iloc[train], None if sites is None else sites[train]
+            )
+            Z_te, C_te = pre.transform(
+                data.X[test], data.covariates.iloc[test], None if sites is None else sites[test]
+            )
+            m_cols = Y.shape[1] if r < n_null else 1
+            P = np.zeros((test.size, k, m_cols))
+            for c in range(m_cols):
+                fitted = make_learner(learner, data.binary, seed, candidates).fit(
+                    Z_tr, C_tr, t[train], k, Y[train, c]
+                )
+                P[:, :, c] = fitted.predict(Z_te, C_te)
+                if c == 0 and chosen is not None:
+                    chosen.append(str(getattr(fitted, "chosen_", learner)))
+            if r < n_null:
+                total[test] += P
+                count[test] += 1
+            total0[test] += P[:, :, 0]
+            count0[test] += 1
+            by_repeat[r, test] = P[:, :, 0]
+            if progress is not None:
+                progress(i + 1, len(splits))
+    if (count == 0).any() or (count0 == 0).any():
+        raise BrainmatchInputError("some patients were never in a test fold")
+    pred_null = total / count[:, None, None]
+    pred = pred_null.copy()
+    pred[:, :, 0] = total0 / count0[:, None]
+    return pred, by_repeat, pred_null
+
+
 def _no_interaction_fit(data: TrainingData, harmonize: bool) -> NDArray[np.float64]:
     """In-sample fit of the reduced model: arm + covariates + shared feature effects."""
     k = len(data.arms)
@@ -167,10 +253,12 @@ def _no_interaction_fit(data: TrainingData, harmonize: bool) -> NDArray[np.float
     pre = Preprocessor(harmonize=harmonize, n_outcome_only=1 if data.baseline else 0)
     with threadpool_limits(1):
         Z, C = pre.fit_transform(data.X, data.covariates, data.sites)
-        K = Z @ Z.T / Z.shape[1]
         D = np.column_stack([np.eye(k)[t], C])
-        solver = KernelRidgeLOO(K, D).fit(data.y[:, None])
-    return np.asarray(K @ solver.c[:, 0] + D @ solver.alpha[:, 0])
+        if Z.shape[1] < Z.shape[0]:  # primal algebra
+            solver = KernelRidgeLOO(None, D, factor=Z / np.sqrt(Z.shape[1])).fit(data.y[:, None])
+        else:
+            solver = KernelRidgeLOO(Z @ Z.T / Z.shape[1], D).fit(data.y[:, None])
+    return np.asarray(solver._k(solver.c)[:, 0] + D @ solver.alpha[:, 0])
 
 
 def _recommend(
@@ -270,6 +358,13 @@ def _finite(x: float) -> float | None:
     return float(x) if x is not None and np.isfinite(x) else None
 
 
+def _pooled_sd(y: NDArray[np.float64], t: NDArray[np.intp]) -> float:
+    """Within-arm pooled SD of the outcome (the scale of the standardised policy gain)."""
+    ss = sum(float(((y[t == a] - y[t == a].mean()) ** 2).sum()) for a in np.unique(t))
+    dof = y.size - np.unique(t).size
+    return float(np.sqrt(ss / dof)) if dof > 0 and ss > 0 else float("nan")
+
+
 def selection_summary(
     y: NDArray[np.float64],
     t: NDArray[np.intp],
@@ -280,35 +375,76 @@ def selection_summary(
     propensity: NDArray[np.float64],
     n_boot: int,
     seed: int,
+    *,
+    by_repeat: NDArray[np.float64] | None = None,
+    splits: list[tuple[int, NDArray[np.intp], NDArray[np.intp]]] | None = None,
 ) -> dict[str, Any]:
-    """Selection benefit, DR policy gain and advantage share, with bootstrap CIs."""
+    """Selection metrics of out-of-fold predictions.
+
+    ``policy_gain`` (with ``by_repeat`` and ``splits``) is the cross-validated gain of the
+    policy over the cross-validated best single arm with a Nadeau-Bengio corrected interval
+    (:func:`~brainmatch.validation.policy.cross_validated_policy_gain`); ``policy_gain_d`` is
+    it divided by the outcome's pooled within-arm SD.  ``benefit_d`` (patients who received
+    their recommended arm vs the others) is descriptive only: it mixes the arms' main
+    effect with selection (it measures the main effect alone when one arm is recommended
+    for everyone), and no interval of it was honest on null trials, so none is reported.
+    """
     rec, adv = _recommend(pred, sign)
     recommended = np.array(arms)[rec]
     received = np.array(arms)[t]
     diff, d = selection_benefit(y, received, recommended, sign)
     gamma = dr_scores(y, received, pred, arms, propensity)
-    gain = policy_gain(gamma, rec, sign)
-
-    def d_stat(idx: NDArray[np.intp]) -> float:
-        return selection_benefit(y[idx], received[idx], recommended[idx], sign)[1]
-
-    def gain_stat(idx: NDArray[np.intp]) -> float:
-        return policy_gain(gamma[idx], rec[idx], sign)
-
+    in_sample_gain = policy_gain(gamma, rec, sign)
     g = sign * gamma
     arm_values = {a: float(sign * g[:, j].mean()) for j, a in enumerate(arms)}
     best_arm = arms[int(np.argmax(g.mean(axis=0)))]
+    counts = {a: int((rec == j).sum()) for j, a in enumerate(arms)}
+    if by_repeat is not None and splits is not None:
+        cvg = cross_validated_policy_gain(y, t, by_repeat, splits, propensity, sign)
+        gain, gain_ci = cvg["estimate"], cvg["ci"]
+        method = (
+            "mean over patients and CV repeats of the doubly robust difference between the "
+            "out-of-fold recommendation and the single arm best in the training fold; t "
+            f"interval with the Nadeau-Bengio corrected variance over {cvg['n_splits']} splits"
+        )
+    else:
+        gain = in_sample_gain
+
+        def gain_stat(idx: NDArray[np.intp]) -> float:
+            return policy_gain(gamma[idx], rec[idx], sign)
+
+        gain_ci = bootstrap_ci(gain_stat, y.size, n_boot=n_boot, seed=seed + 1)
+        method = "percentile bootstrap over patients (predictions fixed)"
+    sd = _pooled_sd(y, t)
+    single = max(counts.values()) == y.size
     return {
-        "recommended_counts": {a: int((rec == j).sum()) for j, a in enumerate(arms)},
+        "recommended_counts": counts,
+        "single_arm_recommended": arms[int(np.argmax(list(counts.values())))] if single else None,
         "n_received_recommended": int((rec == t).sum()),
         "benefit_difference": _finite(diff),
         "benefit_d": _finite(d),
-        "benefit_d_ci": bootstrap_ci(d_stat, y.size, n_boot=n_boot, seed=seed),
+        "benefit_d_ci": [None, None],
+        "benefit_d_note": (
+            "descriptive only (received-recommended vs other patients): it mixes the arms' "
+            "main effect with selection, so no interval is reported; use policy_gain_d"
+            + (
+                f". The model recommends {arms[int(np.argmax(list(counts.values())))]} for "
+                "every patient, so d measures that arm's main effect, not selection"
+                if single
+                else ""
+            )
+        ),
         "policy_value": float(sign * g[np.arange(y.size), rec].mean()),
         "arm_values": arm_values,
         "best_single_arm": best_arm,
         "policy_gain": _finite(gain),
-        "policy_gain_ci": bootstrap_ci(gain_stat, y.size, n_boot=n_boot, seed=seed + 1),
+        "policy_gain_ci": gain_ci,
+        "policy_gain_ci_method": method,
+        "policy_gain_d": _finite(gain / sd) if np.isfinite(sd) else None,
+        "policy_gain_d_ci": [None if c is None else c / sd for c in gain_ci]
+        if np.isfinite(sd)
+        else [None, None],
+        "policy_gain_in_sample_best": _finite(in_sample_gain),
         "threshold": threshold,
         "share_above_threshold": float((adv >= threshold).mean()),
         "advantage_mean": float(adv.mean()),
@@ -332,8 +468,10 @@ def _learning_curve(
     sign: float,
     seed: int,
     select: str | int = "none",
+    candidates: tuple[str, ...] | None = None,
 ) -> list[dict[str, Any]]:
-    """CV performance on stratified subsamples (5-fold x 2 repeats; no permutations)."""
+    """CV performance on stratified subsamples (5-fold x 2 repeats for the ridge models, x 1
+    for other learners; no permutations)."""
     arms = data.arms
     t = np.searchsorted(arms, data.treatment)
     rng = np.random.default_rng([seed, 7])
@@ -352,16 +490,31 @@ def _learning_curve(
         sub = subset(data, keep)
         try:
             splits = outer_splits(
-                sub.treatment, n_splits=5, n_repeats=2, seed=seed, sites=sub.sites
+                sub.treatment,
+                n_splits=5,
+                n_repeats=2 if model in MODELS else 1,
+                seed=seed,
+                sites=sub.sites,
             )
-            pred, _, _ = cross_validated_predictions(
-                sub,
-                model=model,
-                splits=splits,
-                Y=sub.y[:, None],
-                harmonize=harmonize,
-                select=select,
-            )
+            if model in MODELS:
+                pred, _, _ = cross_validated_predictions(
+                    sub,
+                    model=model,
+                    splits=splits,
+                    Y=sub.y[:, None],
+                    harmonize=harmonize,
+                    select=select,
+                )
+            else:
+                pred, _, _ = learner_cv_predictions(
+                    sub,
+                    learner=model,
+                    splits=splits,
+                    Y=sub.y[:, None],
+                    harmonize=harmonize,
+                    seed=seed,
+                    candidates=candidates,
+                )
         except BrainmatchInputError:
             continue
         ts = t[keep]
@@ -450,8 +603,10 @@ def tripod_items(metrics: dict[str, Any]) -> list[dict[str, str]]:
         },
         {
             "item": "Model type and hyper-parameters",
-            "value": f"{o['model']} ridge; penalty chosen by exact leave-one-out in each "
-            "training fold"
+            "value": f"{o['model']}"
+            + (f" (chose {metrics['model_chosen']})" if metrics.get("model_chosen") else "")
+            + "; "
+            + metrics["cv"]["inner"]
             + (
                 ""
                 if metrics.get("feature_selection", {}).get("select", "none") == "none"
@@ -463,9 +618,10 @@ def tripod_items(metrics: dict[str, Any]) -> list[dict[str, str]]:
         {"item": "Performance measures", "value": perf},
         {
             "item": "Treatment selection",
-            "value": f"benefit d={sel['benefit_d']}, CI {sel['benefit_d_ci']}; policy gain "
-            f"{sel['policy_gain']} (CI {sel['policy_gain_ci']}); permutation p="
-            f"{sel['permutation_p']}",
+            "value": f"policy gain {sel['policy_gain']} (CI {sel['policy_gain_ci']}; "
+            f"{sel['policy_gain_ci_method']}); standardised {sel['policy_gain_d']} (CI "
+            f"{sel['policy_gain_d_ci']}); permutation p={sel['permutation_p']}; descriptive "
+            f"benefit d={sel['benefit_d']}",
         },
         {"item": "Fairness / subgroups", "value": "not assessed by brainmatch: check per site"},
         {"item": "Model availability", "value": f"{MODEL_FILE} (NPZ + JSON, no code execution)"},
@@ -473,13 +629,12 @@ def tripod_items(metrics: dict[str, Any]) -> list[dict[str, str]]:
     ]
 
 
-def train(
+def validate(
     features: str | Path | pd.DataFrame,
     outcomes: str | Path | pd.DataFrame | list[Any] | tuple[Any, ...],
     *,
     treatment_column: str,
     outcome_column: str,
-    out_dir: str | Path,
     baseline_column: str | None = None,
     site_column: str | None = None,
     covariates: tuple[str, ...] | list[str] = (),
@@ -493,13 +648,13 @@ def train(
     n_boot: int = 1000,
     seed: int = 0,
     session: str | None = None,
-    report: bool = True,
     permutation_null: str = "freedman-lane",
     learning_curve: bool = True,
     select: str | int = "none",
+    candidates: tuple[str, ...] | None = None,
     progress: Progress | None = None,
-) -> TrainResult:
-    """Train a treatment-selection model and validate it with nested cross-validation.
+) -> ValidationResult:
+    """Validate a treatment-selection model by nested cross-validation (no files written).
 
     Parameters
     ----------
@@ -509,8 +664,6 @@ def train(
         Outcome table (``participant_id``, treatment, outcome, optional baseline, site,
         covariates); several tables are merged on ``participant_id``.
     treatment_column, outcome_column : str
-    out_dir : path
-        Receives ``predictions.tsv``, ``metrics.json``, ``model.npz`` and ``report.html``.
     baseline_column : str, optional
         Baseline severity, an unpenalised predictor of the outcome.
     site_column : str, optional
@@ -521,8 +674,14 @@ def train(
         Default ``lower`` for a continuous outcome (symptom score), ``higher`` for binary.
     cv : {"repeated-kfold", "leave-site-out"}
     n_splits, n_repeats : int
-    model : {"interaction", "per-arm"}
-        Which potential-outcome model drives the recommendations (both are validated).
+    model : str
+        The learner (:data:`brainmatch.selection.learners.LEARNERS`): ``interaction``
+        (ridge PAI, the default), ``per-arm``, ``t-linear``, ``enet-interaction``, the meta-
+        learners ``{t,s,x,dr,r}-{linear,hgb}``, ``econml-dr``, ``causal-forest`` or ``auto``
+        (chosen by inner CV on the doubly robust CATE error among ``candidates``).  The
+        ridge models (``interaction``, ``per-arm``) solve every permutation at once; other
+        learners refit every permuted outcome in the first CV repeat (cost: one fit per
+        permutation and fold).
     n_permutations : int
         Permutations for the test of the selection benefit.
     threshold : float, optional
@@ -532,8 +691,6 @@ def train(
     seed : int
     session : str, optional
         Session to use when the feature table has several.
-    report : bool
-        Write ``report.html``.
     permutation_null : {"freedman-lane", "within-arm"}
         Null of the permutation test.  ``freedman-lane`` (default): no treatment-by-feature
         interaction; outcomes are the fit of a model without interactions (arm, covariate and
@@ -549,17 +706,25 @@ def train(
         many.  With screening, permuted targets are screened and fitted again in the first
         ``NULL_REPEATS_SCREENED`` CV repeats, and the permutation test compares the
         observed statistic over those same repeats.
+    candidates : tuple of str, optional
+        Candidates of ``model="auto"`` (default
+        :data:`~brainmatch.selection.learners.AUTO_CANDIDATES`).
     progress : callable, optional
         ``progress(done, total)`` over outer folds.
 
     Returns
     -------
-    TrainResult
+    ValidationResult
     """
     start = time.perf_counter()
     select = parse_select(select)
-    if model not in MODELS:
-        raise BrainmatchInputError(f"--model {model!r}: expected one of {', '.join(MODELS)}")
+    check_learner(model, "model=")
+    ridge = model in MODELS
+    if not ridge and select != "none":
+        raise BrainmatchInputError(
+            f"select= applies to the ridge models (interaction, per-arm), not to "
+            f"model={model}: the sparse learners select features themselves"
+        )
     if n_permutations < 0 or n_repeats < 1 or n_splits < 2:
         raise BrainmatchInputError("need n_permutations >= 0, n_repeats >= 1, n_splits >= 2")
     data = load_training_data(
@@ -575,7 +740,7 @@ def train(
     if better is None:
         better = "higher" if data.binary else "lower"
     if better not in ("lower", "higher"):
-        raise BrainmatchInputError(f"--better {better!r}: expected lower or higher")
+        raise BrainmatchInputError(f"better={better!r}: expected lower or higher")
     sign = 1.0 if better == "higher" else -1.0
     if threshold is None:
         threshold = 0.1 if data.binary else 3.0
@@ -588,9 +753,9 @@ def train(
         small = [f"{s} ({c})" for s, c in zip(labels, counts, strict=True) if c < 5]
         if small:
             raise BrainmatchInputError(
-                f"--site-column {site_column!r}: site(s) with fewer than 5 patients: "
+                f"site_column={site_column!r}: site(s) with fewer than 5 patients: "
                 f"{', '.join(small)}; ComBat cannot estimate their effects (merge them or "
-                "drop --site-column)"
+                "drop site_column)"
             )
     splits = outer_splits(
         data.treatment,
@@ -613,21 +778,39 @@ def train(
         )
 
     fold_k: list[int] = []
-    null_repeats = None if select == "none" else NULL_REPEATS_SCREENED
-    pred_all, by_repeat, pred_null = cross_validated_predictions(
-        data,
-        model=model,
-        splits=splits,
-        Y=Y,
-        harmonize=harmonize,
-        select=select,
-        null_repeats=null_repeats,
-        fold_k=fold_k,
-        progress=progress,
-    )
+    chosen_per_fold: list[str] = []
+    if ridge:
+        null_repeats = None if select == "none" else NULL_REPEATS_SCREENED
+        pred_all, by_repeat, pred_null = cross_validated_predictions(
+            data,
+            model=model,
+            splits=splits,
+            Y=Y,
+            harmonize=harmonize,
+            select=select,
+            null_repeats=null_repeats,
+            fold_k=fold_k,
+            progress=progress,
+        )
+        other = "per-arm" if model == "interaction" else "interaction"
+    else:
+        null_repeats = NULL_REPEATS_SCREENED
+        pred_all, by_repeat, pred_null = learner_cv_predictions(
+            data,
+            learner=model,
+            splits=splits,
+            Y=Y,
+            harmonize=harmonize,
+            seed=seed,
+            candidates=candidates,
+            null_repeats=null_repeats,
+            chosen=chosen_per_fold,
+            progress=progress,
+        )
+        fold_k = [len(data.feature_names)] * len(splits)
+        other = "interaction"
     pred = pred_all[:, :, 0]
-    other = "per-arm" if model == "interaction" else "interaction"
-    pred_other, _, _ = cross_validated_predictions(
+    pred_other, by_repeat_other, _ = cross_validated_predictions(
         data, model=other, splits=splits, Y=data.y[:, None], harmonize=harmonize, select=select
     )
     if data.binary:
@@ -638,27 +821,28 @@ def train(
     n_null_rep = n_rep_total if null_repeats is None else min(null_repeats, n_rep_total)
 
     propensity = propensities(data.treatment, arms, data.sites)
-    selection = selection_summary(data.y, t, pred, arms, sign, threshold, propensity, n_boot, seed)
+    if data.binary:
+        by_repeat = np.clip(by_repeat, 0.0, 1.0)
+        by_repeat_other = np.clip(by_repeat_other, 0.0, 1.0)
+    selection = selection_summary(
+        data.y,
+        t,
+        pred,
+        arms,
+        sign,
+        threshold,
+        propensity,
+        n_boot,
+        seed,
+        by_repeat=by_repeat,
+        splits=splits,
+    )
     if n_permutations:
         null = _permutation_stats(pred_null, Y, t, propensity, sign)
         selection["permutation_p"] = _perm_p(null["benefit"], seed)
         selection["policy_gain_permutation_p"] = _perm_p(null["gain"], seed + 1)
-        # widen the bootstrap CIs (predictions fixed) to the statistic's spread under the
-        # permutation null, which includes the variability of refitting the model in CV
-        z = 1.959963984540054
-        for key, stat, ci_key in (
-            ("benefit_d", null["d"], "benefit_d_ci"),
-            ("policy_gain", null["gain"], "policy_gain_ci"),
-        ):
-            est, ci = selection[key], selection[ci_key]
-            spread = np.nanstd(stat[1:], ddof=1) if np.isfinite(stat[1:]).sum() > 2 else np.nan
-            if est is None or ci[0] is None or not np.isfinite(spread):
-                continue
-            se = max((ci[1] - ci[0]) / (2 * z), float(spread))
-            selection[ci_key] = [est - z * se, est + z * se]
-        selection["ci_method"] = (
-            "normal interval with the larger of the bootstrap SE "
-            "(patients resampled) and the SD under the permutation null"
+        selection["policy_gain_null_sd"] = (
+            float(np.nanstd(null["gain"][1:], ddof=1)) if null["gain"].size > 2 else None
         )
     else:
         selection["permutation_p"] = None
@@ -721,6 +905,16 @@ def train(
             "the 95% CI of the policy gain includes 0: recommending by this model "
             "is not shown to beat giving everyone the best single arm"
         )
+    p_sel = selection["permutation_p"]
+    selection["selection_supported"] = bool(
+        ci[0] is not None and ci[0] > 0 and (p_sel is None or p_sel < 0.05)
+    )
+    if selection["single_arm_recommended"] is not None:
+        warnings.append(
+            f"the model recommends {selection['single_arm_recommended']} for every patient "
+            "(out of fold): it does not select between arms, and the selection benefit d "
+            "then measures that arm's main effect"
+        )
     if data.X.shape[1] > 10 * data.y.size and select == "none":
         warnings.append(
             f"{data.X.shape[1]} features for {data.y.size} patients: expect "
@@ -747,7 +941,19 @@ def train(
             "n_splits": n_splits if cv == "repeated-kfold" else len(splits),
             "n_repeats": n_repeats if cv == "repeated-kfold" else 1,
             "description": cv_desc,
-            "inner": "exact leave-one-out over a 13-value penalty grid, per training fold"
+            "inner": (
+                "exact leave-one-out over a 13-value penalty grid, per training fold"
+                if ridge
+                else "the learner's own inner CV (penalty path / boosting defaults) per "
+                "training fold"
+                + (
+                    "; learner chosen among "
+                    + ", ".join(candidates or AUTO_CANDIDATES)
+                    + " by the doubly robust CATE error of a 3-fold inner CV"
+                    if model == "auto"
+                    else ""
+                )
+            )
             + (
                 ""
                 if select == "none"
@@ -758,6 +964,11 @@ def train(
             ),
         },
         "model": model,
+        "model_chosen_per_fold": (
+            {c: chosen_per_fold.count(c) for c in sorted(set(chosen_per_fold))}
+            if chosen_per_fold
+            else None
+        ),
         "per_arm": per_arm,
         "per_arm_other_model": {
             "model": other,
@@ -778,6 +989,8 @@ def train(
                     propensity,
                     max(200, n_boot // 5),
                     seed,
+                    by_repeat=by_repeat_other,
+                    splits=splits,
                 ).items()
                 if k2
                 in (
@@ -785,6 +998,9 @@ def train(
                     "benefit_d_ci",
                     "policy_gain",
                     "policy_gain_ci",
+                    "policy_gain_d",
+                    "policy_gain_d_ci",
+                    "single_arm_recommended",
                     "share_above_threshold",
                 )
             },
@@ -807,12 +1023,149 @@ def train(
     }
     if learning_curve:
         metrics["learning_curve"] = _learning_curve(
-            data, model=model, harmonize=harmonize, sign=sign, seed=seed, select=select
+            data,
+            model=model,
+            harmonize=harmonize,
+            sign=sign,
+            seed=seed,
+            select=select,
+            candidates=candidates,
         )
+    metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
+    return ValidationResult(
+        metrics=metrics,
+        predictions=predictions,
+        extras={
+            "data": data,
+            "fold_k": fold_k,
+            "n_null_rep": n_null_rep,
+            "pred_other": pred_other[:, :, 0],
+            "harmonize": harmonize,
+            "select": select,
+            "splits": splits,
+            "by_repeat": by_repeat,
+        },
+    )
 
+
+def train(
+    features: str | Path | pd.DataFrame,
+    outcomes: str | Path | pd.DataFrame | list[Any] | tuple[Any, ...],
+    *,
+    treatment_column: str,
+    outcome_column: str,
+    out_dir: str | Path,
+    baseline_column: str | None = None,
+    site_column: str | None = None,
+    covariates: tuple[str, ...] | list[str] = (),
+    better: str | None = None,
+    cv: str = "repeated-kfold",
+    n_splits: int = 5,
+    n_repeats: int = 10,
+    model: str = "interaction",
+    n_permutations: int = 1000,
+    threshold: float | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    session: str | None = None,
+    report: bool = True,
+    permutation_null: str = "freedman-lane",
+    learning_curve: bool = True,
+    select: str | int = "none",
+    candidates: tuple[str, ...] | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Validate (:func:`validate`), fit the final model on all patients and write the files.
+
+    Takes the parameters of :func:`validate` plus
+
+    Parameters
+    ----------
+    out_dir : path
+        Receives ``predictions.tsv``, ``metrics.json`` (:meth:`ValidationResult.save`),
+        ``model.npz`` and ``report.html``.
+    report : bool
+        Write ``report.html``.
+
+    Returns
+    -------
+    TrainResult
+    """
+    validation = validate(
+        features,
+        outcomes,
+        treatment_column=treatment_column,
+        outcome_column=outcome_column,
+        baseline_column=baseline_column,
+        site_column=site_column,
+        covariates=covariates,
+        better=better,
+        cv=cv,
+        n_splits=n_splits,
+        n_repeats=n_repeats,
+        model=model,
+        n_permutations=n_permutations,
+        threshold=threshold,
+        n_boot=n_boot,
+        seed=seed,
+        session=session,
+        permutation_null=permutation_null,
+        learning_curve=learning_curve,
+        select=select,
+        candidates=candidates,
+        progress=progress,
+    )
+    start = time.perf_counter()
+    metrics = validation.metrics
+    data: TrainingData = validation.extras["data"]
+    harmonize = validation.extras["harmonize"]
+    select = validation.extras["select"]
+    fold_k = validation.extras["fold_k"]
+    n_null_rep = validation.extras["n_null_rep"]
+    arms, better, threshold = metrics["arms"], metrics["better"], metrics["options"]["threshold"]
+    per_arm, selection, warnings = metrics["per_arm"], metrics["selection"], metrics["warnings"]
+    cv_desc = metrics["cv"]["description"]
+    predictions = validation.predictions
+    if model not in (*LINEAR, "auto"):
+        # validation only: the safe model file stores linear learners
+        out = Path(out_dir)
+        metrics["model_file"] = None
+        metrics["model_chosen"] = model
+        metrics["feature_selection"] = {
+            "select": "none",
+            "method": None,
+            "k_per_fold": fold_k,
+            "final_k": None,
+            "final_features": "all",
+            "permutation_cv_repeats": n_null_rep,
+        }
+        metrics["warnings"].append(
+            f"no model file: the learner {model} is not linear and the safe model file "
+            "stores only linear learners (interaction, per-arm, t-linear, enet-interaction, "
+            "auto); its validation is in metrics.json"
+        )
+        metrics["tripod_ai"] = tripod_items(metrics)
+        validation.save(out)
+        result = TrainResult(
+            out_dir=out,
+            metrics=metrics,
+            predictions=predictions,
+            model_path=None,
+            extras={
+                "coef": None,
+                "feature_names": data.feature_names,
+                "pred_other": validation.extras["pred_other"],
+            },
+            validation=validation,
+        )
+        if report:
+            from brainmatch.selection.report import write_train_report
+
+            result.report_path = write_train_report(result)
+        return result
     # final model on all patients + bootstrap refits for the recommendation's stability
     final, arrays, extras = fit_final_model(
-        data, model=model, harmonize=harmonize, seed=seed, select=select
+        data, model=model, harmonize=harmonize, seed=seed, select=select, candidates=candidates
     )
     p_all = len(data.feature_names)
     chosen = extras["selected"]
@@ -845,6 +1198,8 @@ def train(
         "arms": arms,
         "feature_names": data.feature_names,
         "model": model,
+        "model_chosen": extras["chosen"],
+        "link": extras["link"],
         "binary": data.binary,
         "better": better,
         "threshold": threshold,
@@ -866,7 +1221,13 @@ def train(
                     "benefit_d_ci",
                     "policy_gain",
                     "policy_gain_ci",
+                    "policy_gain_d",
+                    "policy_gain_d_ci",
                     "permutation_p",
+                    "policy_gain_permutation_p",
+                    "selection_supported",
+                    "single_arm_recommended",
+                    "recommended_counts",
                     "share_above_threshold",
                 )
             },
@@ -879,11 +1240,11 @@ def train(
         "penalties": extras["penalties"],
         "feature_selection": feature_selection,
     }
+    metrics["model_chosen"] = extras["chosen"]
     metrics["tripod_ai"] = tripod_items(metrics)
     model_path = save_model(out / MODEL_FILE, arrays, meta)
-    metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
-    write_tsv(out / "predictions.tsv", predictions, float_format="%.6g")
-    write_json(out / "metrics.json", metrics)
+    metrics["elapsed_seconds"] = round(metrics["elapsed_seconds"] + time.perf_counter() - start, 2)
+    validation.save(out)
     result = TrainResult(
         out_dir=out,
         metrics=metrics,
@@ -892,8 +1253,9 @@ def train(
         extras={
             "coef": arrays["coef"],
             "feature_names": data.feature_names,
-            "pred_other": pred_other[:, :, 0],
+            "pred_other": validation.extras["pred_other"],
         },
+        validation=validation,
     )
     if report:
         from brainmatch.selection.report import write_train_report
@@ -909,13 +1271,21 @@ def fit_final_model(
     harmonize: bool,
     seed: int,
     select: str | int = "none",
+    candidates: tuple[str, ...] | None = None,
 ) -> tuple[Preprocessor, dict[str, NDArray[Any]], dict[str, Any]]:
     """Fit preprocessing and the arm models on all patients; bootstrap refits for stability.
 
     With screening, every bootstrap refit screens its own resample again (keeping the final
     model's number of features), so the recommendation's stability includes the
-    variability of the selected set.
+    variability of the selected set.  Learners other than the ridge models: the final fit
+    (for ``auto``: the choice, then the chosen learner) and ``N_BOOTSTRAP_OTHER`` refits of
+    the chosen learner; only linear learners can be stored (``BrainmatchInputError``
+    otherwise).
     """
+    if model not in MODELS:
+        return _fit_final_learner(
+            data, model=model, harmonize=harmonize, seed=seed, candidates=candidates
+        )
     k = len(data.arms)
     t = np.searchsorted(data.arms, data.treatment)
     n_outcome_only = 1 if data.baseline else 0
@@ -969,6 +1339,8 @@ def fit_final_model(
             }
         )
     extras = {
+        "chosen": model,
+        "link": "identity-clipped" if data.binary else "identity",
         "ood": {
             "score": "mean squared standardised feature value",
             "p99": float(np.percentile(score, 99)),
@@ -978,5 +1350,78 @@ def fit_final_model(
         "selected": (
             fitted.selected(0) if isinstance(fitted, ScreenedArmModels) else np.arange(Z.shape[1])
         ),
+    }
+    return pre, arrays, extras
+
+
+def _fit_final_learner(
+    data: TrainingData,
+    *,
+    model: str,
+    harmonize: bool,
+    seed: int,
+    candidates: tuple[str, ...] | None = None,
+) -> tuple[Preprocessor, dict[str, NDArray[Any]], dict[str, Any]]:
+    k = len(data.arms)
+    t = np.searchsorted(data.arms, data.treatment)
+    pre = Preprocessor(harmonize=harmonize, n_outcome_only=1 if data.baseline else 0)
+    with threadpool_limits(1):
+        Z, C = pre.fit_transform(data.X, data.covariates, data.sites)
+        fitted = make_learner(model, data.binary, seed, candidates).fit(Z, C, t, k, data.y)
+        chosen = str(getattr(fitted, "chosen_", model))
+        if not fitted.linear:
+            raise BrainmatchInputError(
+                f"model={model}: the final learner ({chosen}) is not linear, and the safe "
+                "model file stores only linear learners (interaction, per-arm, t-linear, "
+                "enet-interaction); use validate() to assess it, or choose a linear learner"
+            )
+        primal = fitted.primal()
+        rng = np.random.default_rng([seed, 3])
+        boot_coef, boot_icpt, boot_cov = [], [], []
+        for _ in range(N_BOOTSTRAP_OTHER):
+            idx = np.concatenate(
+                [rng.choice(np.flatnonzero(t == a), (t == a).sum()) for a in range(k)]
+            )
+            fb = make_learner(chosen, data.binary, seed).fit(Z[idx], C[idx], t[idx], k, data.y[idx])
+            pb = fb.primal()
+            boot_coef.append(pb["coef"])
+            boot_icpt.append(pb["intercept"])
+            boot_cov.append(pb["cov_coef"])
+    score = (Z**2).mean(axis=1)
+    arrays: dict[str, NDArray[Any]] = {
+        "coef": primal["coef"],
+        "intercept": primal["intercept"],
+        "cov_coef": primal["cov_coef"],
+        "boot_coef": np.asarray(boot_coef, dtype=np.float32),
+        "boot_intercept": np.asarray(boot_icpt),
+        "boot_cov_coef": np.asarray(boot_cov),
+        "medians": pre.medians_,
+        "confound_coef": pre.confound_coef_,
+        "mean": pre.mean_,
+        "sd": pre.sd_,
+        "train_sd_raw": np.nanstd(data.X, axis=0),
+    }
+    if pre.combat_ is not None:
+        cb = pre.combat_
+        arrays.update(
+            {
+                "combat_grand_mean": cb.grand_mean_,
+                "combat_var_pooled": cb.var_pooled_,
+                "combat_beta_covariates": cb.beta_covariates_,
+                "combat_gamma": cb.gamma_,
+                "combat_delta": cb.delta_,
+            }
+        )
+    used = np.flatnonzero(np.abs(primal["coef"]).sum(axis=0) > 0)
+    extras = {
+        "chosen": chosen,
+        "link": primal["link"],
+        "ood": {
+            "score": "mean squared standardised feature value",
+            "p99": float(np.percentile(score, 99)),
+            "max": float(score.max()),
+        },
+        "penalties": fitted.penalties(),
+        "selected": np.arange(Z.shape[1]) if used.size == 0 else used,
     }
     return pre, arrays, extras

@@ -42,12 +42,12 @@ def outer_splits(
     t = np.asarray(treatment).astype(str)
     if scheme == "leave-site-out":
         if sites is None:
-            raise BrainmatchInputError("--cv leave-site-out needs --site-column")
+            raise BrainmatchInputError("cv='leave-site-out' needs site_column")
         s = np.asarray(sites).astype(str)
         labels = np.unique(s)
         if labels.size < 3:
             raise BrainmatchInputError(
-                f"--cv leave-site-out needs at least 3 sites, found {labels.size}"
+                f"cv='leave-site-out' needs at least 3 sites, found {labels.size}"
             )
         out = []
         for lab in labels:
@@ -56,13 +56,13 @@ def outer_splits(
             missing = sorted(set(t.tolist()) - set(t[train].tolist()))
             if missing:
                 raise BrainmatchInputError(
-                    f"--cv leave-site-out: without site {lab!r} no patient received "
-                    f"{', '.join(missing)}; use --cv repeated-kfold"
+                    f"cv='leave-site-out': without site {lab!r} no patient received "
+                    f"{', '.join(missing)}; use cv='repeated-kfold'"
                 )
             out.append((0, train, test))
         return out
     if scheme != "repeated-kfold":
-        raise BrainmatchInputError(f"--cv {scheme!r}: expected one of {', '.join(CV_SCHEMES)}")
+        raise BrainmatchInputError(f"cv={scheme!r}: expected one of {', '.join(CV_SCHEMES)}")
     strata = t if sites is None else np.char.add(np.char.add(t, "|"), np.asarray(sites).astype(str))
     # fall back to arm-only strata when an arm-site cell is smaller than the fold count
     _, counts = np.unique(strata, return_counts=True)

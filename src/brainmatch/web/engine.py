@@ -211,7 +211,7 @@ def train_model(
         },
         "warnings": list(m.get("warnings") or []),
         "elapsed_seconds": m.get("elapsed_seconds"),
-        "model_file": result.model_path.name,
+        "model_file": result.model_path.name if result.model_path else None,
         "report": result.report_path.name if result.report_path else None,
     }
 

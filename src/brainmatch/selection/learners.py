@@ -1,0 +1,587 @@
+"""Potential-outcome learners for treatment selection, and their choice by inner CV.
+
+Every learner works on preprocessed arrays (:class:`~brainmatch.selection.pipeline.Preprocessor`
+output): standardised features ``Z`` (n, p), the unpenalised covariate design ``C`` (n, q:
+baseline score and covariates), the arm index ``t`` (n,) in ``0 .. k-1`` and the outcome
+``y``.  ``predict`` returns the predicted outcome under every arm, ``(n, k)`` (a probability
+for a binary outcome).
+
+=====================  ======================================================================
+name                   model
+=====================  ======================================================================
+``interaction``        ridge with treatment-by-feature interactions (PAI, DeRubeis 2014);
+                       penalty by exact leave-one-out (the historic default)
+``per-arm``            one ridge per arm (penalty by exact leave-one-out)
+``t-linear``           T-learner: one lasso per arm (``LassoCV``; covariates unpenalised by
+                       Frisch-Waugh); binary outcome: L1 logistic (``LogisticRegressionCV``)
+``enet-interaction``   elastic net over the path (l1_ratio 0.5 and 1 = lasso) on the
+                       interaction design ``[Z, Z * 1(arm = a)]``, arm intercepts and
+                       covariates unpenalised; binary outcome: L1 logistic on that design
+``t-hgb`` / ``s-hgb``  T- / S-learner over ``HistGradientBoostingRegressor`` (``Classifier``)
+``x-*``, ``dr-*``,     X-, DR- and R-learners (Kunzel 2019, Kennedy 2023, Nie & Wager 2021)
+``r-*``                over a ``linear`` (lasso) or ``hgb`` base; effects relative to the first
+                       arm, whose outcome comes from the T-learner's base model
+``econml-dr``,         EconML's ``DRLearner`` and ``CausalForestDML`` (needs the ``causal``
+``causal-forest``      extra)
+``auto``               the candidate (default: the linear learners, which the safe model
+                       file can store) with the smallest doubly robust CATE error in an inner
+                       cross-validation
+=====================  ======================================================================
+
+The inner criterion of ``auto`` is a treatment-selection one, not per-arm R²: with cross-fitted
+predictions ``mu`` of every candidate, doubly robust scores ``Gamma[i, a] = mu_a(x_i) +
+1(t_i = a) / e_a (y_i - mu_a(x_i))`` (``mu`` = the mean of the candidates' inner out-of-fold
+predictions, the same for every candidate) give pseudo-effects ``phi_a = Gamma_a -
+mean_b Gamma_b``; a candidate's error is ``mean_i sum_a (phi_ia - tau_ia)^2`` with its own
+centred predictions ``tau_a = mu_a - mean_b mu_b``.  In a randomised trial ``e`` is known,
+so this is an unbiased estimate of the CATE error up to a constant shared by the candidates.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from brainmatch.errors import BrainmatchInputError
+from brainmatch.selection.pipeline import ArmModels
+
+LINEAR = ("interaction", "per-arm", "t-linear", "enet-interaction")
+META = tuple(f"{m}-{b}" for m in ("t", "s", "x", "dr", "r") for b in ("linear", "hgb"))
+ECONML = ("econml-dr", "causal-forest")
+LEARNERS = tuple(dict.fromkeys(("auto", *LINEAR, *META, *ECONML)))
+#: Candidates of ``auto`` by default: penalised linear learners (storable in the model file).
+AUTO_CANDIDATES = ("interaction", "t-linear", "enet-interaction")
+INNER_FOLDS = 3
+
+Array = NDArray[np.float64]
+
+
+def econml_available() -> bool:
+    """Whether EconML (the ``causal`` extra) is importable."""
+    return importlib.util.find_spec("econml") is not None
+
+
+def check_learner(name: str, option: str = "learner=") -> str:
+    """Validate a learner name (``option`` names the parameter / flag in the message)."""
+    if name not in LEARNERS:
+        raise BrainmatchInputError(f"{option}{name!r}: expected one of {', '.join(LEARNERS)}")
+    if name in ECONML and not econml_available():
+        raise BrainmatchInputError(
+            f"{option}{name!r} needs EconML: pip install 'brainmatch[causal]'"
+        )
+    return name
+
+
+def _sigmoid(z: Array) -> Array:
+    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * z)))
+
+
+def _design(C: Array) -> Array:
+    return np.column_stack([np.ones(C.shape[0]), C])
+
+
+def _shares(t: NDArray[np.intp], k: int) -> Array:
+    return np.bincount(t, minlength=k) / t.size
+
+
+# --------------------------------------------------------------------------------------------
+# penalised linear regressions with unpenalised columns (Frisch-Waugh-Lovell)
+# --------------------------------------------------------------------------------------------
+def _lasso_fwl(
+    X: Array, D: Array, y: Array, seed: int, l1_ratio: tuple[float, ...] = (1.0,)
+) -> tuple[Array, Array]:
+    """Elastic net / lasso of ``y`` on ``X`` with ``D`` unpenalised; penalty by 5-fold CV.
+
+    Returns ``(beta, alpha)``: prediction = ``X @ beta + D @ alpha``.  Exact: minimising over
+    the unpenalised ``alpha`` leaves the penalised problem on the residuals ``M y``, ``M X``
+    (``M = I - D D^+``).
+    """
+    from sklearn.linear_model import ElasticNetCV, LassoCV
+
+    D_pinv = np.linalg.pinv(D)
+    # intercept only: scikit-learn's own centring (inside every inner fold too), so that
+    # the T-learner is exactly LassoCV per arm; otherwise partial D out first (exact FWL)
+    only_intercept = D.shape[1] == 1 and np.allclose(D, 1.0)
+    Xr = X if only_intercept else X - D @ (D_pinv @ X)
+    yr = y if only_intercept else y - D @ (D_pinv @ y)
+    if np.ptp(y - D @ (D_pinv @ y)) < 1e-12 * max(1.0, float(np.abs(y).max())):
+        beta = np.zeros(X.shape[1])
+    else:
+        cv = min(5, max(2, y.size // 4))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning at the smallest penalties
+            if l1_ratio == (1.0,):
+                m: Any = LassoCV(alphas=30, cv=cv, fit_intercept=only_intercept, max_iter=2000)
+            else:
+                m = ElasticNetCV(
+                    l1_ratio=list(l1_ratio),
+                    alphas=30,
+                    cv=min(cv, 3),
+                    fit_intercept=only_intercept,
+                    max_iter=2000,
+                )
+            m.fit(Xr, yr)
+        beta = np.asarray(m.coef_, dtype=float)
+    alpha = D_pinv @ (y - X @ beta)
+    return beta, alpha
+
+
+def _logistic(X: Array, y: Array, seed: int) -> tuple[Array, float]:
+    """L1 logistic regression, C by 5-fold CV on the log-loss; returns (coef, intercept)."""
+    from sklearn.linear_model import LogisticRegressionCV
+
+    if y.min() == y.max():
+        p = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
+        return np.zeros(X.shape[1]), float(np.log(p / (1 - p)))
+    cv = int(min(5, max(2, min((y == 1).sum(), (y == 0).sum()))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = LogisticRegressionCV(
+            Cs=10,
+            l1_ratios=(1.0,),
+            solver="liblinear",
+            intercept_scaling=10.0,
+            scoring="neg_log_loss",
+            cv=cv,
+            random_state=seed,
+            use_legacy_attributes=False,
+        ).fit(X, y.astype(int))
+    return np.asarray(m.coef_[0], dtype=float), float(np.asarray(m.intercept_).ravel()[0])
+
+
+class Learner:
+    """Base class: ``fit(Z, C, t, k, y)`` then ``predict(Z, C)`` -> ``(n, k)``."""
+
+    name = "base"
+    linear = False
+
+    def __init__(self, binary: bool = False, seed: int = 0) -> None:
+        self.binary = binary
+        self.seed = seed
+
+    def fit(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> Learner:
+        raise NotImplementedError
+
+    def predict(self, Z: Array, C: Array) -> Array:
+        raise NotImplementedError
+
+    def primal(self) -> dict[str, Any]:
+        """``coef`` (k, p), ``intercept`` (k,), ``cov_coef`` (k, q), ``link``."""
+        raise BrainmatchInputError(
+            f"learner {self.name!r} is not linear: the safe model file stores only linear "
+            "learners (interaction, per-arm, t-linear, enet-interaction)"
+        )
+
+    def penalties(self) -> list[float]:
+        return []
+
+
+class RidgeLearner(Learner):
+    """The kernel ridge models of :class:`~brainmatch.selection.pipeline.ArmModels`."""
+
+    linear = True
+
+    def __init__(self, model: str = "interaction", binary: bool = False, seed: int = 0) -> None:
+        super().__init__(binary, seed)
+        self.name = model
+        self.model = model
+
+    def fit(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> RidgeLearner:
+        self.arms_ = ArmModels(self.model).fit(Z, C, t, k, y[:, None])
+        return self
+
+    def predict(self, Z: Array, C: Array) -> Array:
+        p = self.arms_.predict(Z, C)[:, :, 0]
+        return np.clip(p, 0.0, 1.0) if self.binary else p
+
+    def primal(self) -> dict[str, Any]:
+        return {**self.arms_.primal(0), "link": "identity-clipped" if self.binary else "identity"}
+
+    def penalties(self) -> list[float]:
+        return self.arms_.penalties()
+
+
+class TLinear(Learner):
+    """One lasso (binary: L1 logistic) per arm; covariates unpenalised (continuous)."""
+
+    name = "t-linear"
+    linear = True
+
+    def fit(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> TLinear:
+        p, q = Z.shape[1], C.shape[1]
+        self.coef_, self.intercept_, self.cov_coef_ = (
+            np.zeros((k, p)),
+            np.zeros(k),
+            np.zeros((k, q)),
+        )
+        for a in range(k):
+            rows = t == a
+            if self.binary:
+                w, b = _logistic(np.column_stack([Z[rows], C[rows]]), y[rows], self.seed)
+                self.coef_[a], self.cov_coef_[a], self.intercept_[a] = w[:p], w[p:], b
+            else:
+                beta, alpha = _lasso_fwl(Z[rows], _design(C[rows]), y[rows], self.seed)
+                self.coef_[a], self.intercept_[a], self.cov_coef_[a] = beta, alpha[0], alpha[1:]
+        return self
+
+    def predict(self, Z: Array, C: Array) -> Array:
+        eta = Z @ self.coef_.T + self.intercept_[None, :] + C @ self.cov_coef_.T
+        return _sigmoid(eta) if self.binary else np.asarray(eta)
+
+    def primal(self) -> dict[str, Any]:
+        return {
+            "coef": self.coef_,
+            "intercept": self.intercept_,
+            "cov_coef": self.cov_coef_,
+            "link": "logit" if self.binary else "identity",
+        }
+
+
+class EnetInteraction(Learner):
+    """Elastic net on ``[Z, Z * 1(arm = a) for every a]`` with unpenalised arm intercepts."""
+
+    name = "enet-interaction"
+    linear = True
+
+    def fit(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> EnetInteraction:
+        p = Z.shape[1]
+        q = C.shape[1]
+        onehot = np.eye(k)[t]
+        X = np.hstack([Z] + [Z * onehot[:, [a]] for a in range(k)])
+        if self.binary:
+            w, b = _logistic(np.column_stack([X, onehot[:, 1:], C]), y, self.seed)
+            beta, arm, cov = (
+                w[: X.shape[1]],
+                w[X.shape[1] : X.shape[1] + k - 1],
+                w[-q:] if q else w[:0],
+            )
+            self.intercept_ = b + np.concatenate([[0.0], arm])
+            self.cov_coef_ = np.tile(cov, (k, 1))
+        else:
+            beta, alpha = _lasso_fwl(
+                X, np.column_stack([onehot, C]), y, self.seed, l1_ratio=(0.5, 1.0)
+            )
+            self.intercept_ = alpha[:k]
+            self.cov_coef_ = np.tile(alpha[k:], (k, 1))
+        shared = beta[:p]
+        self.coef_ = np.vstack([shared + beta[p * (a + 1) : p * (a + 2)] for a in range(k)])
+        return self
+
+    predict = TLinear.predict
+    primal = TLinear.primal
+
+
+# --------------------------------------------------------------------------------------------
+# meta-learners over a base regressor
+# --------------------------------------------------------------------------------------------
+def _regressor(base: str, seed: int) -> Any:
+    if base == "hgb":
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        return HistGradientBoostingRegressor(max_iter=150, learning_rate=0.05, random_state=seed)
+    return _LassoRegressor(seed)
+
+
+def _classifier(base: str, seed: int) -> Any:
+    if base == "hgb":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(max_iter=150, learning_rate=0.05, random_state=seed)
+    return _LogisticClassifier(seed)
+
+
+class _LassoRegressor:
+    """Minimal regressor (fit / predict, sample weights) used as a meta-learner base."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def fit(self, X: Array, y: Array, sample_weight: Array | None = None) -> _LassoRegressor:
+        if sample_weight is not None:
+            w = np.sqrt(sample_weight / sample_weight.mean())
+            beta, alpha = _lasso_fwl(X * w[:, None], w[:, None], y * w, self.seed)
+        else:
+            beta, alpha = _lasso_fwl(X, np.ones((y.size, 1)), y, self.seed)
+        self.coef_, self.intercept_ = beta, float(alpha[0])
+        return self
+
+    def predict(self, X: Array) -> Array:
+        return np.asarray(X @ self.coef_ + self.intercept_)
+
+
+class _LogisticClassifier:
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def fit(self, X: Array, y: Array) -> _LogisticClassifier:
+        self.coef_, self.intercept_ = _logistic(X, y, self.seed)
+        return self
+
+    def predict_proba(self, X: Array) -> Array:
+        p = _sigmoid(X @ self.coef_ + self.intercept_)
+        return np.column_stack([1 - p, p])
+
+
+def _fit_outcome(base: str, X: Array, y: Array, binary: bool, seed: int) -> Any:
+    if binary and np.unique(y).size == 2:
+        return _classifier(base, seed).fit(X, y.astype(int))
+    return _regressor(base, seed).fit(X, y)
+
+
+def _predict_outcome(model: Any, X: Array) -> Array:
+    if hasattr(model, "predict_proba"):
+        return np.asarray(model.predict_proba(X)[:, 1])
+    return np.asarray(model.predict(X))
+
+
+def _folds(t: NDArray[np.intp], n_folds: int, seed: int) -> list[NDArray[np.intp]]:
+    """Fold index (stratified by arm) of every row."""
+    rng = np.random.default_rng([seed, 17])
+    fold = np.zeros(t.size, dtype=int)
+    for a in np.unique(t):
+        rows = np.flatnonzero(t == a)
+        fold[rows] = rng.permutation(np.arange(rows.size) % n_folds)
+    return [np.flatnonzero(fold == f) for f in range(n_folds)]
+
+
+class MetaLearner(Learner):
+    """T-, S-, X-, DR- and R-learners over a lasso (``linear``) or gradient-boosted base."""
+
+    def __init__(self, name: str, binary: bool = False, seed: int = 0) -> None:
+        super().__init__(binary, seed)
+        self.name = name
+        self.kind, self.base = name.split("-")
+
+    def _X(self, Z: Array, C: Array) -> Array:
+        return np.column_stack([Z, C])
+
+    def _S(self, X: Array, t: NDArray[np.intp], k: int) -> Array:
+        """S-learner design: features and arm indicators; a linear base also gets their
+        products (without them a linear S-learner cannot vary the arm effect at all)."""
+        onehot = np.eye(k)[t]
+        if self.base == "hgb":
+            return np.column_stack([X, onehot])
+        return np.column_stack([X, onehot[:, 1:]] + [X * onehot[:, [a]] for a in range(1, k)])
+
+    def fit(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> MetaLearner:
+        X = self._X(Z, C)
+        self.k_ = k
+        s = self.seed
+        if self.kind == "s":
+            self.model_ = _fit_outcome(self.base, self._S(X, t, k), y, self.binary, s)
+            return self
+        # per-arm outcome models (the T-learner; also the reference arm of the others)
+        self.mu_ = [_fit_outcome(self.base, X[t == a], y[t == a], self.binary, s) for a in range(k)]
+        if self.kind == "t":
+            return self
+        e = _shares(t, k)
+        self.tau_: list[Any] = []
+        if self.kind == "x":
+            mu = np.column_stack([_predict_outcome(m, X) for m in self.mu_])
+            self.e_ = e
+            for a in range(1, k):
+                # imputed effects of arm a vs arm 0, one model on each arm's patients
+                r1, r0 = t == a, t == 0
+                m1 = _regressor(self.base, s).fit(X[r1], y[r1] - mu[r1, 0])
+                m0 = _regressor(self.base, s).fit(X[r0], mu[r0, a] - y[r0])
+                self.tau_.append((m1, m0))
+            return self
+        # DR and R: cross-fitted nuisances on the training rows
+        mu_cf = np.zeros((t.size, k))
+        for fold in _folds(t, 2, s):
+            train = np.setdiff1d(np.arange(t.size), fold)
+            for a in range(k):
+                rows = train[t[train] == a]
+                mu_cf[fold, a] = _predict_outcome(
+                    _fit_outcome(self.base, X[rows], y[rows], self.binary, s), X[fold]
+                )
+        onehot = np.eye(k)[t]
+        if self.kind == "dr":
+            gamma = mu_cf + onehot / e[None, :] * (y[:, None] - mu_cf)
+            for a in range(1, k):
+                self.tau_.append(_regressor(self.base, s).fit(X, gamma[:, a] - gamma[:, 0]))
+            return self
+        # R-learner, one contrast (arm a vs 0) at a time on the patients of those two arms
+        for a in range(1, k):
+            rows = (t == a) | (t == 0)
+            ea = e[a] / (e[a] + e[0])
+            m = ea * mu_cf[rows, a] + (1 - ea) * mu_cf[rows, 0]
+            w = (t[rows] == a) - ea
+            pseudo = (y[rows] - m) / w
+            self.tau_.append(_regressor(self.base, s).fit(X[rows], pseudo, sample_weight=w**2))
+        return self
+
+    def predict(self, Z: Array, C: Array) -> Array:
+        X = self._X(Z, C)
+        k = self.k_
+        if self.kind == "s":
+            out = [
+                _predict_outcome(self.model_, self._S(X, np.full(X.shape[0], a), k))
+                for a in range(k)
+            ]
+            return np.column_stack(out)
+        mu = np.column_stack([_predict_outcome(m, X) for m in self.mu_])
+        if self.kind == "t":
+            return mu
+        out = [mu[:, 0]]
+        for a in range(1, k):
+            if self.kind == "x":
+                m1, m0 = self.tau_[a - 1]
+                g = self.e_[a] / (self.e_[a] + self.e_[0])
+                tau = (1 - g) * m1.predict(X) + g * m0.predict(X)
+            else:
+                tau = self.tau_[a - 1].predict(X)
+            out.append(mu[:, 0] + tau)
+        pred = np.column_stack(out)
+        return np.clip(pred, 0.0, 1.0) if self.binary else pred
+
+
+class EconMLLearner(Learner):
+    """EconML's ``DRLearner`` or ``CausalForestDML``; arm 0's outcome from a boosted model."""
+
+    def __init__(self, name: str, binary: bool = False, seed: int = 0) -> None:
+        super().__init__(binary, seed)
+        self.name = name
+
+    def fit(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> EconMLLearner:
+        from sklearn.dummy import DummyClassifier
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        X = np.column_stack([Z, C])
+        self.k_ = k
+        self.mu0_ = _fit_outcome("hgb", X[t == 0], y[t == 0], self.binary, self.seed)
+        reg = HistGradientBoostingRegressor(max_iter=150, learning_rate=0.05, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if self.name == "econml-dr":
+                from econml.dr import DRLearner
+
+                self.model_ = DRLearner(
+                    model_propensity=DummyClassifier(strategy="prior"),
+                    model_regression=reg,
+                    model_final=HistGradientBoostingRegressor(
+                        max_iter=100, learning_rate=0.05, random_state=0
+                    ),
+                    cv=2,
+                    random_state=self.seed,
+                )
+            else:
+                from econml.dml import CausalForestDML
+
+                self.model_ = CausalForestDML(
+                    model_y=reg,
+                    model_t=DummyClassifier(strategy="prior"),
+                    discrete_treatment=True,
+                    cv=2,
+                    n_estimators=200,
+                    inference=False,
+                    n_jobs=1,
+                    random_state=self.seed,
+                )
+            self.model_.fit(y, t, X=X)
+        return self
+
+    def predict(self, Z: Array, C: Array) -> Array:
+        X = np.column_stack([Z, C])
+        mu0 = _predict_outcome(self.mu0_, X)
+        out = [mu0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for a in range(1, self.k_):
+                out.append(mu0 + np.ravel(self.model_.effect(X, T0=0, T1=a)))
+        pred = np.column_stack(out)
+        return np.clip(pred, 0.0, 1.0) if self.binary else pred
+
+
+def dr_cate_error(
+    candidates: dict[str, Array], t: NDArray[np.intp], y: Array, e: Array
+) -> dict[str, float]:
+    """Doubly robust CATE error of every candidate's out-of-fold predictions (lower = better).
+
+    Parameters
+    ----------
+    candidates : dict
+        Name -> out-of-fold predictions ``(n, k)``.
+    t, y : arrays
+        Arm index and outcome.
+    e : ndarray (k,)
+        Probability of each arm (known in a randomised trial).
+    """
+    k = e.size
+    mu = np.mean(list(candidates.values()), axis=0)
+    onehot = np.eye(k)[t]
+    gamma = mu + onehot / e[None, :] * (y[:, None] - mu)
+    phi = gamma - gamma.mean(axis=1, keepdims=True)
+    out = {}
+    for name, pred in candidates.items():
+        tau = pred - pred.mean(axis=1, keepdims=True)
+        out[name] = float(((phi - tau) ** 2).sum(axis=1).mean())
+    return out
+
+
+class AutoLearner(Learner):
+    """The candidate with the smallest inner-CV doubly robust CATE error, refitted."""
+
+    name = "auto"
+
+    def __init__(
+        self,
+        binary: bool = False,
+        seed: int = 0,
+        candidates: tuple[str, ...] = AUTO_CANDIDATES,
+        inner_folds: int = INNER_FOLDS,
+    ) -> None:
+        super().__init__(binary, seed)
+        self.candidates = candidates
+        self.inner_folds = inner_folds
+
+    def fit(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> AutoLearner:
+        oof = {c: np.zeros((t.size, k)) for c in self.candidates}
+        for fold in _folds(t, self.inner_folds, self.seed):
+            train = np.setdiff1d(np.arange(t.size), fold)
+            for c in self.candidates:
+                m = make_learner(c, self.binary, self.seed).fit(
+                    Z[train], C[train], t[train], k, y[train]
+                )
+                oof[c][fold] = m.predict(Z[fold], C[fold])
+        self.scores_ = dr_cate_error(oof, t, y, _shares(t, k))
+        self.chosen_ = min(
+            self.candidates, key=lambda c: (self.scores_[c], self.candidates.index(c))
+        )
+        self.model_ = make_learner(self.chosen_, self.binary, self.seed).fit(Z, C, t, k, y)
+        self.linear = self.model_.linear
+        return self
+
+    def predict(self, Z: Array, C: Array) -> Array:
+        return self.model_.predict(Z, C)
+
+    def primal(self) -> dict[str, Any]:
+        return self.model_.primal()
+
+    def penalties(self) -> list[float]:
+        return self.model_.penalties()
+
+
+def make_learner(
+    name: str,
+    binary: bool = False,
+    seed: int = 0,
+    candidates: tuple[str, ...] | None = None,
+) -> Learner:
+    """A fresh learner by name (see the module table)."""
+    check_learner(name)
+    if name == "auto":
+        return AutoLearner(binary, seed, candidates or AUTO_CANDIDATES)
+    if name in ("interaction", "per-arm"):
+        return RidgeLearner(name, binary, seed)
+    if name == "t-linear":
+        return TLinear(binary, seed)
+    if name == "enet-interaction":
+        return EnetInteraction(binary, seed)
+    if name in ECONML:
+        return EconMLLearner(name, binary, seed)
+    return MetaLearner(name, binary, seed)
