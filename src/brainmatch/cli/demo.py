@@ -254,7 +254,11 @@ def normative_stage(
     )
     # the same seed and sites (same scanner effects) as the trial; a simulated trial needs
     # patients (one per site here), only its controls are used
-    cspec = dataclasses.replace(spec, n_subjects=spec.n_sites, n_controls=n_controls)
+    # (the norm is fitted on the controls' resting-state features: no DWI / task / cortex)
+    cspec = dataclasses.replace(
+        spec, n_subjects=spec.n_sites, n_controls=n_controls, dwi=False, task_fmri=False,
+        cortex=False,
+    )
     cbids = out_dir / "controls" / "bids"
     with progress_bar("simulating controls") as update:
         simulate_trial(cspec, cbids, n_jobs=jobs, progress=update)
