@@ -271,7 +271,9 @@ def add_controls(trial: Any) -> Any:
     Controls are spread over the trial's sites, with age and sex drawn as the patients'
     and the same individual variation of the biomarkers, but no arm, no outcome, one
     scan, and no depression effect (their hippocampal biomarker is offset by the ENIGMA-MDD
-    d that the FreeSurfer simulator gives everyone).  Patients get 0-2 planted deviant
+    d that the FreeSurfer simulator gives everyone).  With ``dwi`` / ``task_fmri`` they carry
+    the moderator biomarkers too (own random stream; shown in their images, moderating no
+    outcome since they are untreated).  Patients get 0-2 planted deviant
     circuits (:data:`IMAGE_PLANTABLE`, in ``ground_truth.tsv`` column ``planted``),
     expressed as regional amplitude changes in their scans.  ``participants.tsv`` gains a
     ``group`` column.
