@@ -3,6 +3,7 @@ recovery of the planted biomarkers, and bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -496,3 +497,70 @@ def test_cli_killed_run_then_rerun(tmp_path: Path) -> None:
     assert (out / "ground_truth.tsv").is_file()
     assert not list(tmp_path.glob(".sim.partial-*"))
     assert str(out) in res.stdout
+
+
+def _no_nan(value: object) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_no_nan(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_no_nan(v) for v in value)
+    return True
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["--dwi"], ["--task-fmri"], ["--cortex"], ["--followup"], ["--dwi", "--task-fmri"]],
+)
+def test_cli_options_with_controls(tmp_path: Path, options: list[str]) -> None:
+    """Each optional modality / follow-up combines with --n-controls: no warning, no NaN."""
+    out = tmp_path / "sim"
+    res = _cli(
+        "simulate", str(out), "--n-subjects", "3", "--sites", "3", "--n-controls", "2",
+        "--n-volumes", "40", "--resolution", "4", "--n-jobs", "1", *options,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "warning:" not in (res.stdout + res.stderr).lower()
+    for path in out.rglob("*.json"):  # strict JSON: NaN would be written as a bare NaN
+        assert _no_nan(json.loads(path.read_text())), path
+    truth = _read_tsv(out / "ground_truth.tsv")
+    controls = truth.loc[truth["group"] == "control", "participant_id"].tolist()
+    assert controls == ["sub-ctrl001", "sub-ctrl002"]
+    for c in controls:
+        if "--dwi" in options:
+            dwi = out / "derivatives" / "qsiprep" / c / "dwi"
+            img = nib.load(dwi / f"{c}_space-T1w_desc-preproc_dwi.nii.gz")
+            mask = nib.load(dwi / f"{c}_space-T1w_desc-brain_mask.nii.gz").get_fdata() > 0
+            assert (np.asarray(img.dataobj)[mask] >= 1).all()  # no cast of NaN signal
+        if "--task-fmri" in options:
+            func = out / "derivatives" / "fmriprep" / c / "func"
+            stem = f"{c}_task-faces_space-MNI152NLin2009cAsym_res-4_desc-preproc_bold"
+            assert (func / f"{stem}.nii.gz").is_file()
+            conf = _read_tsv(func / f"{c}_task-faces_desc-confounds_timeseries.tsv")
+            assert conf["tcompcor"].notna().all()
+            assert (out / c / "func" / f"{c}_task-faces_events.tsv").is_file()
+        if "--cortex" in options:
+            stats = out / "derivatives" / "freesurfer" / c / "stats"
+            assert (stats / "lh.aparc.stats").is_file() and (stats / "rh.aparc.stats").is_file()
+    if "--followup" in options:  # controls are untreated: no follow-up rows
+        followup = _read_tsv(out / "phenotype" / "followup.tsv")
+        assert followup["participant_id"].tolist() == ["sub-001", "sub-002", "sub-003"]
+        assert set(_read_tsv(out / "followup_truth.tsv")["participant_id"]).isdisjoint(controls)
+
+
+def test_controls_leave_patients_moderators_and_followup_unchanged() -> None:
+    """Controls draw their moderator biomarkers from their own stream; patients are unchanged."""
+    from brainmatch.simulate.controls import add_controls
+    from brainmatch.simulate.followup import draw_followup
+
+    spec = TrialSpec(n_subjects=8, n_sites=2, dwi=True, task_fmri=True, followup=True)
+    alone = draw_trial(spec)
+    both = add_controls(draw_trial(dataclasses.replace(spec, n_controls=3)))
+    patients = both.truth[both.truth["group"] == "patient"]
+    for name in ("cingulum_fa", "amygdala_reactivity", "mu__CBT", "hamd_week8__SSRI"):
+        np.testing.assert_array_equal(patients[name].to_numpy(), alone.truth[name].to_numpy())
+    ctrl = both.truth[both.truth["group"] == "control"]
+    assert ctrl[["cingulum_fa", "amygdala_reactivity"]].notna().all().all()
+    assert ctrl["mu__CBT"].isna().all()  # untreated: no outcome, so no moderation
+    pd.testing.assert_frame_equal(draw_followup(both)[0], draw_followup(alone)[0])

@@ -271,7 +271,9 @@ def add_controls(trial: Any) -> Any:
     Controls are spread over the trial's sites, with age and sex drawn as the patients'
     and the same individual variation of the biomarkers, but no arm, no outcome, one
     scan, and no depression effect (their hippocampal biomarker is offset by the ENIGMA-MDD
-    d that the FreeSurfer simulator gives everyone).  Patients get 0-2 planted deviant
+    d that the FreeSurfer simulator gives everyone).  With ``dwi`` / ``task_fmri`` they carry
+    the moderator biomarkers too (own random stream; shown in their images, moderating no
+    outcome since they are untreated).  Patients get 0-2 planted deviant
     circuits (:data:`IMAGE_PLANTABLE`, in ``ground_truth.tsv`` column ``planted``),
     expressed as regional amplitude changes in their scans.  ``participants.tsv`` gains a
     ``group`` column.
@@ -315,6 +317,15 @@ def add_controls(trial: Any) -> Any:
             "planted": "",
         }
     )
+    # the DWI / task-fMRI moderator biomarkers the patients carry (their own stream, so
+    # patients and the other control draws are unchanged); controls' images show them but,
+    # untreated, they moderate nothing
+    from brainmatch.simulate.moderators import NAMES as MODERATORS
+
+    z = np.random.default_rng([spec.seed, 5, 1]).standard_normal((n_c, len(MODERATORS)))
+    for j, name in enumerate(MODERATORS):
+        if name in truth.columns:
+            controls[name] = z[:, j].round(6)
     trial.truth = pd.concat([truth, controls], ignore_index=True)
     participants = trial.participants.copy()
     participants["group"] = "patient"
@@ -328,6 +339,10 @@ def add_controls(trial: Any) -> Any:
         },
         "hippocampus": "controls' hippocampal biomarker offset by -d (ENIGMA-MDD d = "
         f"{MDD_HIPPOCAMPUS_D}) so that only patients carry the depression effect",
+        "moderators": "controls' cingulum_fa / amygdala_reactivity (with --dwi / --task-fmri) "
+        "are N(0, 1) from their own stream and shape their images; untreated, they moderate "
+        "no outcome",
+        "followup": "controls are not followed up (no rows in phenotype/followup.tsv)",
     }
     return trial
 

@@ -22,7 +22,8 @@ those with low connectivity after medication.  ``durability_effect = 0`` is the 
 Relapse times are exponential with those hazards (weeks from the end of the acute phase).
 *Censoring*: administrative (staggered entry: follow-up ends uniformly between
 ``min_weeks`` and ``max_weeks``) and random (loss to follow-up, exponential, 15 % by week
-52 on average).  Acute-phase dropouts have no follow-up.  The truth holds each patient's
+52 on average).  Acute-phase dropouts have no follow-up; healthy controls
+(``--n-controls``) are untreated and get no rows.  The truth holds each patient's
 relapse-free probability at 52 weeks and restricted mean survival time to 52 weeks under
 every arm, and the arm maximising it.
 """
@@ -95,6 +96,8 @@ def draw_followup(
     spec = trial.spec
     rng = np.random.default_rng([spec.seed if seed is None else seed, 31])
     t = trial.truth
+    if "group" in t.columns:  # healthy controls (--n-controls): untreated, no follow-up
+        t = t[t["group"] != "control"].reset_index(drop=True)
     n = len(t)
     names = [a.name for a in trial.arms]
     klass = [a.klass for a in trial.arms]
