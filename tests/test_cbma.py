@@ -190,7 +190,7 @@ def test_cli_bad_engine_and_n_jobs(tmp_path: Path) -> None:
     src.write_text(SLEUTH)
     for args, message in (
         (["--engine", "fast"], "unknown engine 'fast'"),
-        (["--n-jobs", "-3"], "--n-jobs must be 0 (all cores) or positive"),
+        (["--n-jobs", "-3"], "--n-jobs must be 0 (every core) or a positive"),
     ):
         result = CliRunner().invoke(app, ["cbma", str(src), "--out", str(tmp_path / "o"), *args])
         assert result.exit_code == 2, result.output

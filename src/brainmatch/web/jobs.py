@@ -127,6 +127,10 @@ class _Heartbeat:
             if message:
                 self.message = message
 
+    def flush(self) -> None:
+        """Write the latest progress now (the side thread does it every few seconds)."""
+        self._flush()
+
     def _flush(self) -> None:
         with self._lock:
             fields: dict[str, Any] = {"heartbeat_at": timezone.now()}
@@ -257,6 +261,9 @@ def run_job(job: Job) -> Job:
                 "server log for job " + str(job.pk) + ")",
             )
         else:
+            # store the last progress first: a fast job can end before the side thread's
+            # next beat, and a finished job's progress is never written again
+            beat.flush()
             _finish(job, Job.DONE, result=result)
             log.info("job %s done", job.pk)
     try:
