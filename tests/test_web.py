@@ -728,3 +728,209 @@ def test_deleting_a_patient_while_its_job_runs_leaves_no_files(cfg, trained, dep
     assert not folder.exists()
     assert not Patient.objects.filter(pk=patient.pk).exists()
     assert not Job.objects.filter(patient_id=patient.pk).exists()
+
+
+# --- normative reference and the patient's profile ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def normative(cfg, tmp_path_factory):
+    """A small normative model fitted on simulated controls, and patients to profile."""
+    import numpy as np
+
+    from brainmatch.normative import fit_normative
+    from brainmatch.simulate.controls import draw_cohort
+
+    cohort = draw_cohort(160, 4, n_sites=2, seed=11, connectivity=False)
+    tab = cohort.features.merge(cohort.participants, on="participant_id")
+    out = tmp_path_factory.mktemp("norm")
+    fit_normative(
+        tab[tab.group == "control"].drop(columns=["group"]),
+        covariate_columns=("age",),
+        site_column="site",
+        seed=1,
+        out_dir=out,
+        report=False,
+    )
+    patients = tab[tab.group == "patient"].reset_index(drop=True)
+    assert np.isfinite(patients["age"]).all()
+    return out / "normative_model.npz", patients
+
+
+def profile_row(trained, normative, i):
+    """One held-out trial patient's row (selection features, clinical columns) with a
+    simulated patient's normative features (circuits planted to deviate)."""
+    import pandas as pd
+
+    _, patients = normative
+    row = trained.new.iloc[[i]].reset_index(drop=True)
+    norm = patients.iloc[[i]].reset_index(drop=True)
+    extra = norm.drop(columns=[c for c in norm.columns if c in row.columns] + ["group"])
+    return pd.concat([row, extra], axis=1)
+
+
+def test_normative_profile_flow(cfg, trained, deployed, normative):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.utils.html import escape
+    from typer.testing import CliRunner
+
+    from brainmatch.cli.main import app
+    from brainmatch.normative.profile import build_profile
+    from brainmatch.web.models import AuditEvent, DeployedModel, Job, Patient
+
+    path, _ = normative
+    name = "Norm <b>controls</b>"
+    res = CliRunner().invoke(app, ["serve", "deploy", str(path), "--name", name])
+    assert res.exit_code == 0, res.output
+    norm = DeployedModel.objects.get(name=name)
+    assert norm.kind == "normative" and norm.summary["n_controls"] == 160
+    assert (cfg.data_dir / "models" / norm.file_name).is_file()
+    clin = make_user("clinician")
+    c = client_for(clin)
+    form_page = c.get("/patients/").content.decode()
+    assert escape(name) in form_page and name not in form_page  # escaped in the choice
+    # a normative model cannot be picked as the treatment-selection model, nor vice versa
+    row = profile_row(trained, normative, 0)
+    csv = row.to_csv(index=False).encode()
+    bad = c.post(
+        "/patients/new/",
+        {"features": SimpleUploadedFile("r.csv", csv, "text/csv"), "model": str(norm.pk)},
+    )
+    assert bad.status_code == 400 and not Patient.objects.filter(owner=clin).exists()
+    r = c.post(
+        "/patients/new/",
+        {
+            "features": SimpleUploadedFile("r.csv", csv, "text/csv"),
+            "model": str(deployed.pk),
+            "normative": str(norm.pk),
+        },
+    )
+    assert r.status_code == 302, r.content[:2000]
+    patient = Patient.objects.get(owner=clin)
+    assert run_jobs() >= 1
+    job = Job.objects.get(patient=patient)
+    assert job.status == Job.DONE, job.error
+    assert job.params == {"normative": str(norm.pk)}
+    got = job.result["profile"]
+    # the same profile as build_profile on the same row, with the same selection model
+    direct = build_profile(path, row, selection_model=trained.model, report=False)
+    called = direct.circuits[direct.circuits["call"] != ""]
+    want = [(r.circuit, r.score, r.call) for r in called.itertuples()]
+    assert [(x["circuit"], x["score"], x["call"]) for x in got["calls"]] == want
+    assert want, "the planted circuits of a simulated patient should be called"
+    for x, (_, y) in zip(got["calls"], called.iterrows(), strict=True):
+        assert x["mean_z"] == pytest.approx(y["mean_z"])
+    assert got["n_hypotheses"] == len(direct.hypotheses)
+    assert [(h["circuit"], h["modality"]) for h in got["hypotheses"]] == [
+        (h["circuit"], h["modality"]) for h in direct.hypotheses
+    ]
+    assert got["selection"]["recommended"] == direct.selection["recommended"]
+    assert got["selection"]["recommended"] == job.result["patient"]["recommended"]
+    page = c.get(f"/patients/{patient.pk}/").content.decode()
+    assert f'id="n-calls">{len(want)}<' in page
+    assert f'id="n-hypotheses">{len(direct.hypotheses)}<' in page
+    for x in got["calls"]:
+        assert escape(x["circuit_label"]) in page
+    assert escape(name) in page and name not in page
+    assert "not validated predictions" in page  # hypotheses are labelled as such
+    # the downloadable profile: the written report, attachment, sandboxed, audited
+    report = cfg.data_dir / "patients" / patient.storage / "output" / "profile" / "report.html"
+    dl = c.get(f"/patients/{patient.pk}/profile.html")
+    assert dl.status_code == 200 and "attachment" in dl["Content-Disposition"]
+    assert row["participant_id"].iloc[0] not in dl["Content-Disposition"]
+    assert "sandbox" in dl["Content-Security-Policy"]
+    body = b"".join(dl.streaming_content)
+    assert body == report.read_bytes()
+    html = body.decode()
+    assert str(cfg.data_dir) not in html  # server paths replaced by the models' names
+    assert escape(name) in html and name not in html
+    assert "Depression: CBT vs SSRI" in html
+    assert AuditEvent.objects.filter(
+        action="patient.download_profile", user=clin, target_id=str(patient.pk)
+    ).exists()
+    # another clinician: 404 on the page and on the profile, each attempt audited
+    other = client_for(make_user("clinician"))
+    for url in (f"/patients/{patient.pk}/", f"/patients/{patient.pk}/profile.html"):
+        n = AuditEvent.objects.filter(outcome="denied", target_id=str(patient.pk)).count()
+        assert other.get(url).status_code == 404
+        assert AuditEvent.objects.filter(outcome="denied", target_id=str(patient.pk)).count() == n + 1
+    # without a normative reference there is no profile to download
+    r = upload(c, trained, deployed, i=2)
+    run_jobs()
+    plain = Patient.objects.filter(owner=clin).exclude(pk=patient.pk).get()
+    assert "profile" not in Job.objects.get(patient=plain).result
+    assert c.get(f"/patients/{plain.pk}/profile.html").status_code == 404
+
+
+def _resave(src, dest, change):
+    """Rewrite a model file's arrays (keeping its recorded hash and signature)."""
+    import io
+
+    import numpy as np
+
+    with np.load(src, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    change(arrays)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    dest.write_bytes(buf.getvalue())
+    return dest
+
+
+def test_forged_or_foreign_normative_models_are_refused_at_deploy(
+    cfg, normative, tmp_path, monkeypatch
+):
+    import numpy as np
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from typer.testing import CliRunner
+
+    from brainmatch.cli.main import app
+    from brainmatch.normative import fit_normative
+    from brainmatch.simulate.controls import draw_cohort
+    from brainmatch.web.models import AuditEvent, DeployedModel
+
+    path, _ = normative
+
+    def scale_first_float(arrays):
+        key = next(k for k, v in arrays.items() if k != "__meta__" and v.dtype.kind == "f")
+        arrays[key] = arrays[key] * np.float64(-50)
+
+    forged = _resave(path, tmp_path / "forged.npz", scale_first_float)
+    # signed with another site's key
+    cohort = draw_cohort(40, 0, n_sites=1, seed=2, connectivity=False)
+    tab = cohort.features.merge(cohort.participants, on="participant_id")
+    monkeypatch.setenv("BRAINMATCH_MODEL_KEY", "another-site-key-" + "x" * 32)
+    fit_normative(tab.drop(columns=["group"]), covariate_columns=("age",), holdout=0,
+                  out_dir=tmp_path / "foreign", report=False)  # fmt: skip
+    monkeypatch.delenv("BRAINMATCH_MODEL_KEY")
+    foreign = tmp_path / "foreign" / "normative_model.npz"
+    adm = make_user("admin")
+    n_models = DeployedModel.objects.count()
+    n_files = len(list((cfg.data_dir / "models").glob("*")))
+    for bad, message in (
+        (forged, "modified after it was written"),
+        (foreign, "signed with another key"),
+    ):
+        r = client_for(adm).post(
+            "/manage/models/",
+            {"name": "forged norm", "file": SimpleUploadedFile("n.npz", bad.read_bytes())},
+        )
+        assert r.status_code == 400 and message in r.content.decode(), r.content[:3000]
+        res = CliRunner().invoke(app, ["serve", "deploy", str(bad), "--name", "forged norm"])
+        assert res.exit_code == 2 and message in res.output, res.output
+    assert DeployedModel.objects.count() == n_models
+    assert len(list((cfg.data_dir / "models").glob("*"))) == n_files
+    assert AuditEvent.objects.filter(action="model.refused", user=adm).count() == 2
+    # the admin page deploys a genuine one and lists it as normative
+    r = client_for(adm).post(
+        "/manage/models/",
+        {"name": "norm via page", "file": SimpleUploadedFile("n.npz", path.read_bytes())},
+    )
+    assert r.status_code == 302
+    model = DeployedModel.objects.get(name="norm via page")
+    assert model.kind == "normative"
+    page = client_for(adm).get("/manage/models/").content.decode()
+    assert "160 controls" in page
+    from brainmatch.web import engine
+
+    assert str(model.pk) in {m["id"] for m in engine.normative_references()}

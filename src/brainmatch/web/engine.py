@@ -10,8 +10,9 @@ when the Python API changes only this module changes:
   :func:`headline`;
 - issue 12 (keyed model signatures): :func:`verify_model_file` calls the signature check
   (and its plausibility checks) instead of today's SHA-256 content check;
-- issue 13 (normative models, patient profile): :func:`normative_references` lists the
-  deployed normative models and :func:`recommend_patient` also writes the profile.
+- issue 13 (normative models, patient profile): :func:`verify_normative_file` checks a
+  normative model file (signed like selection models), :func:`normative_references` lists
+  the deployed ones and :func:`build_patient_profile` writes the patient's profile.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from brainmatch.errors import BrainmatchInputError
 
@@ -71,9 +74,135 @@ def verify_model_file(path: Path) -> dict[str, Any]:
     }
 
 
+def verify_normative_file(path: Path) -> dict[str, Any]:
+    """Load a normative model file with every integrity check and summarise it.
+
+    The same bounded reading, content hash and keyed signature as selection models
+    (:func:`brainmatch.normative.load_normative_model` with ``trust=False``).
+
+    Raises
+    ------
+    BrainmatchInputError
+        Not a normative model file, tampered with, unsigned / foreign key, or newer.
+    """
+    from brainmatch.normative import load_normative_model
+
+    model, metrics, meta = load_normative_model(path, trust=False)
+    fit = meta.get("summary") or {}
+    cal = fit.get("calibration") or {}
+    ev = metrics["explained_variance"] if "explained_variance" in metrics else None
+    return {
+        "arms": [],  # a normative reference recommends nothing
+        "n_controls": fit.get("n_controls", getattr(model, "n_controls_", None)),
+        "sites": list(fit.get("sites") or []),
+        "covariates": list(model.covariates),
+        "n_features": len(model.feature_names_),
+        "calibrated": bool(cal),
+        "median_explained_variance": None
+        if ev is None or not len(ev)
+        else float(np.nanmedian(ev.to_numpy(float))),
+        "warnings": list(meta.get("warnings") or []),
+        "brainmatch_version": meta.get("brainmatch_version"),
+    }
+
+
+def verify_any_model_file(path: Path) -> tuple[str, dict[str, Any]]:
+    """Fully check a model file of either kind; returns ``(kind, summary)``.
+
+    A file that does not declare the treatment-selection format is checked as a
+    normative model; the message of a file that is neither names both.
+    """
+    try:
+        return "selection", verify_model_file(path)
+    except BrainmatchInputError as exc:
+        if "not a brainmatch treatment-selection model" not in str(exc):
+            raise
+    try:
+        return "normative", verify_normative_file(path)
+    except BrainmatchInputError as exc:
+        if "not a brainmatch normative model" not in str(exc):
+            raise
+    raise BrainmatchInputError(
+        "not a brainmatch treatment-selection or normative model", path
+    ) from None
+
+
 def normative_references() -> list[dict[str, Any]]:
-    """Deployed normative references (none until issue 13's normative models land)."""
-    return []
+    """Deployed (not withdrawn) normative references, newest first, for the pages."""
+    from brainmatch.web.models import DeployedModel
+
+    return [
+        {"id": str(m.pk), "name": m.name, "summary": m.summary}
+        for m in DeployedModel.objects.filter(deployed=True, kind="normative")
+    ]
+
+
+def build_patient_profile(
+    normative_path: Path,
+    input_path: Path,
+    out_dir: Path,
+    *,
+    clinical: Path | None = None,
+    participant: str | None = None,
+    selection_path: Path | None = None,
+    normative_name: str | None = None,
+    selection_name: str | None = None,
+) -> dict[str, Any]:
+    """Build the patient's profile against a normative reference; writes ``out_dir``.
+
+    The profile (:func:`brainmatch.normative.profile.build_profile`) puts the patient's
+    circuits against the norm and the circuit-modality hypotheses apart from the
+    validated selection model's prediction (``selection_path``).  Server paths in the
+    written files are replaced by the deployed models' names.
+
+    Returns
+    -------
+    dict
+        What the page shows: ``participant_id``, ``calls`` (circuits called under- /
+        over-active), ``hypotheses``, ``n_hypotheses``, ``selection`` (or None),
+        ``person``, ``warnings``, ``normative_model`` and ``files``.
+    """
+    from brainmatch.normative.profile import build_profile
+
+    verify_normative_file(normative_path)
+    if selection_path is not None:
+        verify_model_file(selection_path)
+    profile = build_profile(
+        normative_path,
+        input_path,
+        participant=participant,
+        covariates=clinical,
+        selection_model=selection_path,
+        out_dir=out_dir if input_path.is_dir() else None,
+        report=False,
+    )
+    profile.model["path"] = normative_name or "deployed normative reference"
+    if profile.selection is not None:
+        profile.selection["path"] = selection_name or "deployed model"
+    profile.warnings = [
+        w.replace(str(selection_path), selection_name or "deployed model")
+        if selection_path
+        else w
+        for w in profile.warnings
+    ]
+    profile.save(out_dir, report=True)
+    d = profile.to_dict()
+    calls = [c for c in d["circuits"] if c.get("call")]
+    return {
+        "participant_id": d["participant_id"],
+        "threshold": d["threshold"],
+        "calls": calls,
+        "hypotheses": d["hypotheses"],
+        "n_hypotheses": len(d["hypotheses"]),
+        "hypotheses_note": d["hypotheses_note"],
+        "most_deviant": d["most_deviant"],
+        "selection": d["selection_model"],
+        "person": d["person"],
+        "warnings": d["warnings"],
+        "normative_model": d["normative_model"],
+        "knowledge_base_version": d["knowledge_base_version"],
+        "files": {"html": "report.html"},
+    }
 
 
 def headline(patient: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,14 @@ class PatientUploadForm(forms.Form):
         "model needs, when they are not in the features file (required with a zip).",
     )
     model = forms.ModelChoiceField(queryset=DeployedModel.objects.none(), label="Model")
+    normative = forms.ModelChoiceField(
+        queryset=DeployedModel.objects.none(),
+        required=False,
+        empty_label="(none)",
+        label="Normative reference (optional)",
+        help_text="Also build the patient's profile: circuits against this norm, with "
+        "hypotheses kept apart from the model's validated prediction.",
+    )
     study = forms.ModelChoiceField(
         queryset=Study.objects.none(),
         required=False,
@@ -43,6 +51,9 @@ class PatientUploadForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["model"].queryset = DeployedModel.objects.filter(
             deployed=True, kind="selection"
+        )
+        self.fields["normative"].queryset = DeployedModel.objects.filter(
+            deployed=True, kind="normative"
         )
         self.fields["study"].queryset = Study.objects.filter(members=user)
 
@@ -141,7 +152,11 @@ class UserRoleForm(forms.Form):
 
 class ModelUploadForm(forms.Form):
     name = forms.CharField(max_length=NAME_MAX)
-    file = forms.FileField(label="Model file (model.npz from brainmatch train)")
+    file = forms.FileField(
+        label="Model file",
+        help_text="model.npz from brainmatch train (treatment selection) or "
+        "normative_model.npz from brainmatch normative fit (normative reference).",
+    )
 
 
 class DeployTrainingForm(forms.Form):

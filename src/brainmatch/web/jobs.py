@@ -29,7 +29,7 @@ from django.utils import timezone
 from brainmatch.errors import BrainmatchError
 from brainmatch.web import engine
 from brainmatch.web.audit import record
-from brainmatch.web.models import Dataset, Job, Patient
+from brainmatch.web.models import Dataset, DeployedModel, Job, Patient
 
 log = logging.getLogger("brainmatch.web.jobs")
 
@@ -184,7 +184,7 @@ def _run_recommend(job: Job, beat: _Heartbeat) -> dict[str, Any]:
     out = folder / "output"
     if out.exists():  # an interrupted earlier attempt: start it again cleanly
         shutil.rmtree(out)
-    beat.progress(0, 2, "predicting every arm's outcome")
+    beat.progress(0, 3 if job.params.get("normative") else 2, "predicting every arm's outcome")
     inp = folder / "input"
     source = inp / "bids" if patient.kind == "zip" else inp / "features.tsv"
     clinical = inp / "clinical.tsv"
@@ -197,11 +197,29 @@ def _run_recommend(job: Job, beat: _Heartbeat) -> dict[str, Any]:
         chromium=settings.BRAINMATCH.chromium,
         model_name=job.model.name,
     )
+    norm_id = job.params.get("normative")
+    if norm_id:
+        norm = DeployedModel.objects.filter(pk=norm_id, kind="normative").first()
+        if norm is None:
+            raise BrainmatchError("the chosen normative reference was deleted")
+        beat.progress(1, 3, "building the profile against the normative reference")
+        result["profile"] = engine.build_patient_profile(
+            model_path(norm),
+            source,
+            out / "profile",
+            clinical=clinical if clinical.exists() else None,
+            participant=patient.pseudonym,
+            selection_path=model_path(job.model),
+            normative_name=norm.name,
+            selection_name=job.model.name,
+        )
+        result["profile"]["normative_name"] = norm.name
     if not Patient.objects.filter(pk=patient.pk).exists():
         # deleted while the job ran: remove what the job wrote after the deletion
         shutil.rmtree(folder, ignore_errors=True)
         raise BrainmatchError("the patient was deleted while the job ran")
-    beat.progress(2, 2, "done")
+    steps = 3 if norm_id else 2
+    beat.progress(steps, steps, "done")
     return result
 
 

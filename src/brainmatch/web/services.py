@@ -48,18 +48,41 @@ def create_user(username: str, role: str, password: str) -> Any:
     return user
 
 
-def deploy_model(src: Path, name: str, user: Any = None) -> DeployedModel:
+def deploy_model(
+    src: Path, name: str, user: Any = None, kind: str | None = None
+) -> DeployedModel:
     """Verify a model file and copy it under a generated name into ``DATA/models/``.
+
+    Parameters
+    ----------
+    src : Path
+        A treatment-selection ``model.npz`` (``brainmatch train``) or a normative
+        ``normative_model.npz`` (``brainmatch normative fit``); both must pass the same
+        integrity and keyed-signature checks.
+    name : str
+        The name clinicians see.
+    user : User, optional
+        Who deployed it.
+    kind : {"selection", "normative"}, optional
+        Require this kind (default: whichever the file declares).
 
     Raises
     ------
     BrainmatchInputError
-        Not a zip, a zip bomb, or a model file that fails the integrity check.
+        Not a zip, a zip bomb, a model file that fails the integrity or signature check,
+        or not of the required ``kind``.
     """
+    if kind not in (None, "selection", "normative"):
+        raise BrainmatchInputError(f"kind {kind!r}: expected 'selection' or 'normative'")
     check_type(src, ".npz", "model file")
     inspect_zip(src, MODEL_MAX_UNPACKED, MODEL_MAX_MEMBERS, "model file")
     try:
-        summary = engine.verify_model_file(src)
+        if kind == "selection":
+            found, summary = "selection", engine.verify_model_file(src)
+        elif kind == "normative":
+            found, summary = "normative", engine.verify_normative_file(src)
+        else:
+            found, summary = engine.verify_any_model_file(src)
     except BrainmatchInputError as exc:
         raise BrainmatchInputError(f"model file: {exc.reason}") from None
     file_name = secrets.token_hex(16) + ".npz"
@@ -67,6 +90,7 @@ def deploy_model(src: Path, name: str, user: Any = None) -> DeployedModel:
     engine.copy_model(src, dest)
     return DeployedModel.objects.create(
         name=name[:120],
+        kind=found,
         file_name=file_name,
         sha256=engine.sha256_file(dest),
         summary=summary,

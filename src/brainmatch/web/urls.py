@@ -17,6 +17,7 @@ urlpatterns = [
     path("patients/<str:pk>/", clinician.patient_detail, name="patient"),
     path("patients/<str:pk>/status.json", clinician.patient_status, name="patient-status"),
     path("patients/<str:pk>/report.<str:fmt>", clinician.patient_report, name="patient-report"),
+    path("patients/<str:pk>/profile.html", clinician.patient_profile, name="patient-profile"),
     path("patients/<str:pk>/delete/", clinician.patient_delete, name="patient-delete"),
     path("datasets/", researcher.dataset_list, name="datasets"),
     path("datasets/new/", researcher.dataset_create, name="dataset-create"),

@@ -139,8 +139,11 @@ def patient_create(request: HttpRequest) -> HttpResponse:
         storage=storage,
     )
     model = form.cleaned_data["model"]
-    job = jobs.enqueue("recommend", request.user, {}, patient=patient, model=model)
-    record(request, "patient.create", patient, detail=f"model {model.pk}; job {job.pk}")
+    norm = form.cleaned_data.get("normative")
+    params = {"normative": str(norm.pk)} if norm is not None else {}
+    job = jobs.enqueue("recommend", request.user, params, patient=patient, model=model)
+    detail = f"model {model.pk}" + (f"; normative {norm.pk}" if norm else "") + f"; job {job.pk}"
+    record(request, "patient.create", patient, detail=detail)
     return redirect("patient", pk=patient.pk)
 
 
@@ -199,6 +202,7 @@ def patient_detail(request: HttpRequest, pk: str) -> HttpResponse:
         context["m"] = res["model"]
         context["chart"] = _chart(res["patient"], res["model"]["arms"])
         context["level"] = round(100 * res["patient"].get("interval_level", 0.9))
+        context["profile"] = res.get("profile")
     return render(request, "web/patient.html", context)
 
 
@@ -249,3 +253,29 @@ def patient_delete(request: HttpRequest, pk: str) -> HttpResponse:
     record(request, "patient.delete", patient)
     messages.success(request, "The patient and all its files were deleted.")
     return redirect("patients")
+
+
+@clinician_only
+@require_GET
+def patient_profile(request: HttpRequest, pk: str) -> FileResponse:
+    """Download the patient's profile against the normative reference (HTML)."""
+    patient = get_patient(request, pk)
+    job = patient.jobs.filter(status=Job.DONE).order_by("-created_at").first()
+    profile = (job.result.get("profile") or {}) if job else {}
+    name = (profile.get("files") or {}).get("html")
+    if not name:
+        raise Http404("no such profile")
+    path = jobs.patient_dir(patient) / "output" / "profile" / name
+    if not path.is_file():
+        raise Http404("no such profile")
+    record(request, "patient.download_profile", patient)
+    response = FileResponse(
+        open(path, "rb"),
+        as_attachment=True,
+        filename=f"brainmatch-profile-{str(patient.pk)[:8]}.html",
+        content_type="text/html; charset=utf-8",
+    )
+    response["Content-Security-Policy"] = (
+        "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+    )
+    return response
