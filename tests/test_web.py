@@ -741,7 +741,8 @@ def normative(cfg, tmp_path_factory):
     from brainmatch.normative import fit_normative
     from brainmatch.simulate.controls import draw_cohort
 
-    cohort = draw_cohort(160, 4, n_sites=2, seed=11, connectivity=False)
+    # a strong planted effect (4 SD) so that the planted circuits are called at |z| >= 1
+    cohort = draw_cohort(160, 4, n_sites=2, seed=11, connectivity=False, circuit_effect=4.0)
     tab = cohort.features.merge(cohort.participants, on="participant_id")
     out = tmp_path_factory.mktemp("norm")
     fit_normative(
@@ -754,6 +755,7 @@ def normative(cfg, tmp_path_factory):
     )
     patients = tab[tab.group == "patient"].reset_index(drop=True)
     assert np.isfinite(patients["age"]).all()
+    patients = patients.merge(cohort.truth, on="participant_id")
     return out / "normative_model.npz", patients
 
 
@@ -765,7 +767,9 @@ def profile_row(trained, normative, i):
     _, patients = normative
     row = trained.new.iloc[[i]].reset_index(drop=True)
     norm = patients.iloc[[i]].reset_index(drop=True)
-    extra = norm.drop(columns=[c for c in norm.columns if c in row.columns] + ["group"])
+    extra = norm.drop(
+        columns=[c for c in norm.columns if c in row.columns] + ["group", "planted"]
+    )
     return pd.concat([row, extra], axis=1)
 
 
@@ -817,7 +821,8 @@ def test_normative_profile_flow(cfg, trained, deployed, normative):
     called = direct.circuits[direct.circuits["call"] != ""]
     want = [(r.circuit, r.score, r.call) for r in called.itertuples()]
     assert [(x["circuit"], x["score"], x["call"]) for x in got["calls"]] == want
-    assert want, "the planted circuits of a simulated patient should be called"
+    planted = set(normative[1]["planted"].iloc[0].split(";"))
+    assert planted and planted <= {x["circuit"] for x in got["calls"]}  # ground truth
     for x, (_, y) in zip(got["calls"], called.iterrows(), strict=True):
         assert x["mean_z"] == pytest.approx(y["mean_z"])
     assert got["n_hypotheses"] == len(direct.hypotheses)
@@ -843,7 +848,9 @@ def test_normative_profile_flow(cfg, trained, deployed, normative):
     assert body == report.read_bytes()
     html = body.decode()
     assert str(cfg.data_dir) not in html  # server paths replaced by the models' names
-    assert escape(name) in html and name not in html
+    assert name not in html
+    # the selection model's validated prediction has its own section, named by its name
+    assert "Validated prediction (treatment-selection model)" in html
     assert "Depression: CBT vs SSRI" in html
     assert AuditEvent.objects.filter(
         action="patient.download_profile", user=clin, target_id=str(patient.pk)
