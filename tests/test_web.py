@@ -767,9 +767,7 @@ def profile_row(trained, normative, i):
     _, patients = normative
     row = trained.new.iloc[[i]].reset_index(drop=True)
     norm = patients.iloc[[i]].reset_index(drop=True)
-    extra = norm.drop(
-        columns=[c for c in norm.columns if c in row.columns] + ["group", "planted"]
-    )
+    extra = norm.drop(columns=[c for c in norm.columns if c in row.columns] + ["group", "planted"])
     return pd.concat([row, extra], axis=1)
 
 
@@ -860,7 +858,9 @@ def test_normative_profile_flow(cfg, trained, deployed, normative):
     for url in (f"/patients/{patient.pk}/", f"/patients/{patient.pk}/profile.html"):
         n = AuditEvent.objects.filter(outcome="denied", target_id=str(patient.pk)).count()
         assert other.get(url).status_code == 404
-        assert AuditEvent.objects.filter(outcome="denied", target_id=str(patient.pk)).count() == n + 1
+        assert (
+            AuditEvent.objects.filter(outcome="denied", target_id=str(patient.pk)).count() == n + 1
+        )
     # without a normative reference there is no profile to download
     r = upload(c, trained, deployed, i=2)
     run_jobs()

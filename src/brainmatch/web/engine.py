@@ -180,9 +180,7 @@ def build_patient_profile(
     if profile.selection is not None:
         profile.selection["path"] = selection_name or "deployed model"
     profile.warnings = [
-        w.replace(str(selection_path), selection_name or "deployed model")
-        if selection_path
-        else w
+        w.replace(str(selection_path), selection_name or "deployed model") if selection_path else w
         for w in profile.warnings
     ]
     profile.save(out_dir, report=True)

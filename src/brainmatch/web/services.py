@@ -48,9 +48,7 @@ def create_user(username: str, role: str, password: str) -> Any:
     return user
 
 
-def deploy_model(
-    src: Path, name: str, user: Any = None, kind: str | None = None
-) -> DeployedModel:
+def deploy_model(src: Path, name: str, user: Any = None, kind: str | None = None) -> DeployedModel:
     """Verify a model file and copy it under a generated name into ``DATA/models/``.
 
     Parameters
