@@ -426,7 +426,7 @@ def test_every_state_changing_form_needs_the_csrf_token(cfg, trained, deployed):
         "manage-studies": (adm, "/manage/studies/", {"name": "x"}),
     }  # fmt: skip
     read_only = {"home", "healthz", "css", "patients", "patient", "patient-status",
-                 "patient-report", "datasets", "training", "training-report",
+                 "patient-report", "patient-profile", "datasets", "training", "training-report",
                  "manage-audit"}  # fmt: skip
     assert {p.name for p in urlpatterns} == set(posts) | read_only  # a new form needs a test
     for name, (user, url, data) in posts.items():
