@@ -867,6 +867,18 @@ def test_normative_profile_flow(cfg, trained, deployed, normative):
     plain = Patient.objects.filter(owner=clin).exclude(pk=patient.pk).get()
     assert "profile" not in Job.objects.get(patient=plain).result
     assert c.get(f"/patients/{plain.pk}/profile.html").status_code == 404
+    # a patient without the norm's features: the recommendation stands, the page says why
+    r = upload(c, trained, deployed, i=3, normative=str(norm.pk))
+    assert r.status_code == 302
+    run_jobs()
+    done = {patient.pk, plain.pk}
+    lacking = Patient.objects.filter(owner=clin).exclude(pk__in=done).get()
+    job = Job.objects.get(patient=lacking)
+    assert job.status == Job.DONE and "profile" not in job.result, job.error
+    page = c.get(f"/patients/{lacking.pk}/").content.decode()
+    assert "The profile could not be built" in page and escape(job.result["profile_error"]) in page
+    assert job.result["patient"]["recommended"] in page
+    assert str(cfg.data_dir) not in job.result["profile_error"]
 
 
 def _resave(src, dest, change):

@@ -203,17 +203,25 @@ def _run_recommend(job: Job, beat: _Heartbeat) -> dict[str, Any]:
         if norm is None:
             raise BrainmatchError("the chosen normative reference was deleted")
         beat.progress(1, 3, "building the profile against the normative reference")
-        result["profile"] = engine.build_patient_profile(
-            model_path(norm),
-            source,
-            out / "profile",
-            clinical=clinical if clinical.exists() else None,
-            participant=patient.pseudonym,
-            selection_path=model_path(job.model),
-            normative_name=norm.name,
-            selection_name=job.model.name,
-        )
-        result["profile"]["normative_name"] = norm.name
+        try:
+            profile = engine.build_patient_profile(
+                model_path(norm),
+                source,
+                out / "profile",
+                clinical=clinical if clinical.exists() else None,
+                participant=patient.pseudonym,
+                selection_path=model_path(job.model),
+                normative_name=norm.name,
+                selection_name=job.model.name,
+            )
+        except BrainmatchError as exc:
+            # the recommendation stands; the page says why the profile is missing
+            reason = getattr(exc, "reason", None) or str(exc)
+            result["profile_error"] = reason.replace(str(Path(settings.BRAINMATCH.data_dir)), "")
+            result["profile_name"] = norm.name
+        else:
+            profile["normative_name"] = norm.name
+            result["profile"] = profile
     if not Patient.objects.filter(pk=patient.pk).exists():
         # deleted while the job ran: remove what the job wrote after the deletion
         shutil.rmtree(folder, ignore_errors=True)

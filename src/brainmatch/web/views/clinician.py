@@ -203,6 +203,7 @@ def patient_detail(request: HttpRequest, pk: str) -> HttpResponse:
         context["chart"] = _chart(res["patient"], res["model"]["arms"])
         context["level"] = round(100 * res["patient"].get("interval_level", 0.9))
         context["profile"] = res.get("profile")
+        context["profile_error"] = res.get("profile_error")
     return render(request, "web/patient.html", context)
 
 
