@@ -851,11 +851,18 @@ def test_normative_profile_flow(cfg, trained, deployed, normative):
     assert "Validated prediction (treatment-selection model)" in html
     assert "Depression: CBT vs SSRI" in html
     assert AuditEvent.objects.filter(
-        action="patient.download_profile", user=clin, target_id=str(patient.pk)
+        action="patient.download_profile_html", user=clin, target_id=str(patient.pk)
     ).exists()
+    pdf = c.get(f"/patients/{patient.pk}/profile.pdf")
+    if cfg.chromium:
+        assert pdf.status_code == 200 and b"".join(pdf.streaming_content)[:5] == b"%PDF-"
+    else:
+        assert pdf.status_code == 404 and "Profile PDF: not available" in page
+    assert c.get(f"/patients/{patient.pk}/profile.exe").status_code == 404
     # another clinician: 404 on the page and on the profile, each attempt audited
     other = client_for(make_user("clinician"))
-    for url in (f"/patients/{patient.pk}/", f"/patients/{patient.pk}/profile.html"):
+    urls = [f"/patients/{patient.pk}/{x}" for x in ("", "profile.html", "profile.pdf")]
+    for url in urls:
         n = AuditEvent.objects.filter(outcome="denied", target_id=str(patient.pk)).count()
         assert other.get(url).status_code == 404
         assert (

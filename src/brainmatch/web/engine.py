@@ -147,13 +147,15 @@ def build_patient_profile(
     selection_path: Path | None = None,
     normative_name: str | None = None,
     selection_name: str | None = None,
+    chromium: str | None = None,
 ) -> dict[str, Any]:
     """Build the patient's profile against a normative reference; writes ``out_dir``.
 
     The profile (:func:`brainmatch.normative.profile.build_profile`) puts the patient's
     circuits against the norm and the circuit-modality hypotheses apart from the
     validated selection model's prediction (``selection_path``).  Server paths in the
-    written files are replaced by the deployed models' names.
+    written files are replaced by the deployed models' names.  With ``chromium`` the
+    report is also printed to ``report.pdf``.
 
     Returns
     -------
@@ -185,6 +187,9 @@ def build_patient_profile(
     ]
     profile.save(out_dir, report=True)
     d = profile.to_dict()
+    files = {"html": "report.html"}
+    if chromium and html_to_pdf(out_dir / "report.html", out_dir / "report.pdf", chromium):
+        files["pdf"] = "report.pdf"
     calls = [c for c in d["circuits"] if c.get("call")]
     return {
         "participant_id": d["participant_id"],
@@ -199,7 +204,7 @@ def build_patient_profile(
         "warnings": d["warnings"],
         "normative_model": d["normative_model"],
         "knowledge_base_version": d["knowledge_base_version"],
-        "files": {"html": "report.html"},
+        "files": files,
     }
 
 

@@ -213,6 +213,7 @@ def _run_recommend(job: Job, beat: _Heartbeat) -> dict[str, Any]:
                 selection_path=model_path(job.model),
                 normative_name=norm.name,
                 selection_name=job.model.name,
+                chromium=settings.BRAINMATCH.chromium,
             )
         except BrainmatchError as exc:
             # the recommendation stands; the page says why the profile is missing

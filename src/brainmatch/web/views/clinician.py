@@ -258,23 +258,23 @@ def patient_delete(request: HttpRequest, pk: str) -> HttpResponse:
 
 @clinician_only
 @require_GET
-def patient_profile(request: HttpRequest, pk: str) -> FileResponse:
-    """Download the patient's profile against the normative reference (HTML)."""
+def patient_profile(request: HttpRequest, pk: str, fmt: str) -> FileResponse:
+    """Download the patient's profile against the normative reference (HTML or PDF)."""
     patient = get_patient(request, pk)
     job = patient.jobs.filter(status=Job.DONE).order_by("-created_at").first()
     profile = (job.result.get("profile") or {}) if job else {}
-    name = (profile.get("files") or {}).get("html")
-    if not name:
+    name = (profile.get("files") or {}).get(fmt)
+    if fmt not in ("html", "pdf") or not name:
         raise Http404("no such profile")
     path = jobs.patient_dir(patient) / "output" / "profile" / name
     if not path.is_file():
         raise Http404("no such profile")
-    record(request, "patient.download_profile", patient)
+    record(request, f"patient.download_profile_{fmt}", patient)
     response = FileResponse(
         open(path, "rb"),
         as_attachment=True,
-        filename=f"brainmatch-profile-{str(patient.pk)[:8]}.html",
-        content_type="text/html; charset=utf-8",
+        filename=f"brainmatch-profile-{str(patient.pk)[:8]}.{fmt}",
+        content_type="text/html; charset=utf-8" if fmt == "html" else "application/pdf",
     )
     response["Content-Security-Policy"] = (
         "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
