@@ -141,7 +141,9 @@ def deploy_training(request: HttpRequest, pk: str) -> HttpResponse:
         return redirect("manage-models")
     src = jobs.training_dir(job) / job.result.get("model_file", "model.npz")
     try:
-        model = services.deploy_model(src, form.cleaned_data["name"], request.user)
+        model = services.deploy_model(
+            src, form.cleaned_data["name"], request.user, kind="selection"
+        )
     except BrainmatchInputError as exc:
         messages.error(request, str(exc))
         return redirect("manage-models")
