@@ -223,3 +223,43 @@ def test_bad_inputs_name_the_flag(tables: tuple[Path, Path, Path], tmp_path: Pat
     assert r.exit_code == 2 and "--time-column" in _one_error(r.output)
     r = runner.invoke(app, [*args, "--outcome-column", "hamd_week8"])
     assert r.exit_code == 2 and "--outcome-column" in _one_error(r.output)
+
+
+@pytest.mark.slow
+def test_supported_model_states_preferences_only_with_interval(tmp_path: Path) -> None:
+    """A strong simulated brain moderator (1.5 log-HR/SD, 300 patients): validation supports
+    selection (permutation p < 0.05, RMST-gain CI above 0), so ``recommend`` states a
+    preference exactly for the patients whose interval of the difference excludes 0, and
+    those preferences mostly agree with the simulator's more durable arm."""
+    trial = draw_trial(
+        TrialSpec(n_subjects=300, n_sites=2, seed=5, followup=True, durability_effect=1.5)
+    )
+    write_followup(trial, tmp_path)
+    feats = measured_features(trial, n_noise=2, seed=2)
+    fp = tmp_path / "features.tsv"
+    feats.to_csv(fp, sep="\t", index=False)
+    pp = tmp_path / "participants.tsv"
+    trial.participants.to_csv(pp, sep="\t", index=False)
+    args = _train_args(fp, pp, tmp_path / "phenotype" / "followup.tsv", tmp_path / "m")
+    args[args.index("--seed") + 1] = "1"
+    r = runner.invoke(app, [*args, "--n-permutations", "24", "--no-report"])
+    assert r.exit_code == 0, r.output
+    sel = json.loads((tmp_path / "m" / "metrics.json").read_text())["selection"]
+    assert sel["selection_supported"] and sel["permutation_p"] < 0.05
+    assert sel["policy_rmst_gain_ci"][0] > 0
+    r = runner.invoke(
+        app, ["recommend", str(tmp_path / "m" / "model.npz"), str(fp), "--out", str(tmp_path / "r")]
+    )
+    assert r.exit_code == 0, r.output
+    pats = json.loads((tmp_path / "r" / "recommend.json").read_text())["patients"]
+    truth = pd.read_csv(tmp_path / "followup_truth.tsv", sep="\t").set_index("participant_id")
+    reliable = [p for p in pats if p["reliable_preference"]]
+    assert 0 < len(reliable) < len(pats)
+    for p in pats:
+        assert p["reliable_preference"] == (p["difference_interval"][0] > 0)
+        if not p["reliable_preference"]:
+            assert p["statement"] == "no reliable preference"
+    agree = np.mean(
+        [truth.loc[p["participant_id"], "durable_arm"] == p["recommended"] for p in reliable]
+    )
+    assert agree > 0.7
