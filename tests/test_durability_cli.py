@@ -223,6 +223,25 @@ def test_bad_inputs_name_the_flag(tables: tuple[Path, Path, Path], tmp_path: Pat
     assert r.exit_code == 2 and "--time-column" in _one_error(r.output)
     r = runner.invoke(app, [*args, "--outcome-column", "hamd_week8"])
     assert r.exit_code == 2 and "--outcome-column" in _one_error(r.output)
+    # continuous-model options are refused, not silently ignored
+    r = runner.invoke(app, [*args, "--site-column", "site"])
+    assert r.exit_code == 2 and "--site-column: not used with --time-column" in _one_error(r.output)
+
+
+def test_signed_but_implausible_model_is_refused(
+    trained: Path, tables: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    from brainmatch.durability.modelfile import save_durability_model
+
+    sel, meta = load_durability_model(trained / "model.npz")
+    sel.models_[0].cumhaz_ = sel.models_[0].cumhaz_[::-1].copy()  # a hazard that decreases
+    keep = {k: v for k, v in meta.items() if k not in ("signature", "content_sha256")}
+    save_durability_model(tmp_path / "odd.npz", sel, keep)
+    r = runner.invoke(
+        app, ["recommend", str(tmp_path / "odd.npz"), str(tables[0]), "--out", str(tmp_path / "r")]
+    )
+    assert r.exit_code == 2
+    assert "not a non-decreasing function" in _one_error(r.output)
 
 
 @pytest.mark.slow

@@ -160,6 +160,21 @@ def train(
     covs = tuple(c.strip() for c in covariates.split(",") if c.strip())
     # --- durability branch: time to relapse with censoring (brainmatch.durability) ---
     if time_column is not None or event_column is not None:
+        unused = {
+            "--baseline-column": baseline_column is not None,
+            "--site-column": site_column is not None,
+            "--better": better is not None,
+            "--threshold": threshold is not None,
+            "--cv": cv != "repeated-kfold",
+            "--model": model != "interaction",
+            "--select-features": select_features != "none",
+        }
+        for flag, given in unused.items():
+            if given:
+                raise BrainmatchInputError(
+                    f"{flag}: not used with --time-column (a per-arm Cox model; add baseline "
+                    "or site columns through --covariates)"
+                )
         _train_durability(
             features=features,
             outcomes=outcomes,

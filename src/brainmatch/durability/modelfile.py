@@ -141,6 +141,8 @@ def load_durability_model(
             raise bad(f"arm {k} array shapes")
         if not all(np.all(np.isfinite(a)) for a in parts) or np.any(parts[2] <= 0):
             raise bad(f"arm {k} has non-finite values")
+        if np.any(np.diff(parts[3]) < 0) or np.any(np.diff(parts[4]) < 0) or np.any(parts[4] < 0):
+            raise bad(f"arm {k}'s baseline cumulative hazard is not a non-decreasing function")
         models.append(_cox(*parts))
     sel.models_ = models
     sel.boot_ = []
@@ -157,6 +159,10 @@ def load_durability_model(
             or not np.isclose(grid[-1], h)
         ):
             raise bad("bootstrap array shapes")
+        if not all(np.all(np.isfinite(v)) for v in (c, mu, sc, ch)) or np.any(sc <= 0):
+            raise bad("bootstrap arrays have non-finite values")
+        if np.any(ch < 0) or np.any(np.diff(ch, axis=-1) < 0):
+            raise bad("a bootstrap baseline cumulative hazard decreases")
         sel.boot_ = [
             [_cox(c[i, k], mu[i, k], sc[i, k], grid, ch[i, k]) for k in range(len(arms))]
             for i in range(b)
