@@ -49,9 +49,44 @@ def recommend(
     Writes recommend.json, recommend.tsv and a one-page report.html into OUT.
     """
     from brainmatch.cli.train import flag_errors
-    from brainmatch.selection import recommend as recommend_fn
+    from brainmatch.durability.modelfile import is_durability_model
 
     inputs = [model, input, clinical, derivatives]
+    # --- durability branch: a model from `train --time-column` (brainmatch.durability) ---
+    if is_durability_model(model):
+        from brainmatch.durability.recommend import recommend_durability
+
+        with output_folder(out, "recommend", overwrite=overwrite, inputs=inputs) as out:
+            res = recommend_durability(
+                model,
+                input,
+                out,
+                clinical=clinical,
+                participant=participant_label or None,
+                report=not no_report,
+                trust_model=trust_unsigned,
+            )
+        for p in res.patients[:20]:
+            unit = p["time_unit"]
+            echo_kv(
+                p["participant_id"],
+                {
+                    "recommendation": p["statement"],
+                    **{
+                        f"relapse-free at {p['horizon']:g} {unit}, {a}": f"{q['probability']:.3f}"
+                        + (
+                            f" [{q['interval'][0]:.3f}, {q['interval'][1]:.3f}]"
+                            if q["interval"]
+                            else ""
+                        )
+                        for a, q in p["relapse_free"].items()
+                    },
+                },
+            )
+        echo_kv("written", {"json": str(out / "recommend.json"), "report": str(res.report_path)})
+        return
+    from brainmatch.selection import recommend as recommend_fn
+
     claim = output_folder(out, "recommend", overwrite=overwrite, inputs=inputs)
     with claim as out, flag_errors(), progress_bar("recommending"):
         result = recommend_fn(

@@ -75,8 +75,8 @@ def train(
         "(e.g. participants.tsv and phenotype/*.tsv).",
     ),
     treatment_column: str = typer.Option(..., "--treatment-column", help="Arm received."),
-    outcome_column: str = typer.Option(
-        ..., "--outcome-column", help="Outcome (continuous score or 0/1)."
+    outcome_column: str | None = typer.Option(
+        None, "--outcome-column", help="Outcome (continuous score or 0/1)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     overwrite: bool = overwrite_option(),
@@ -94,7 +94,9 @@ def train(
     ),
     cv: str = typer.Option("repeated-kfold", "--cv", help="repeated-kfold or leave-site-out."),
     n_splits: int = typer.Option(5, "--n-splits", help="Folds of k-fold CV."),
-    n_repeats: int = typer.Option(10, "--n-repeats", help="Repeats of k-fold CV."),
+    n_repeats: int | None = typer.Option(
+        None, "--n-repeats", help="Repeats of k-fold CV (default 10; with --time-column 2)."
+    ),
     model: str = typer.Option(
         "interaction",
         "--model",
@@ -105,8 +107,11 @@ def train(
         "Learners other than interaction/per-arm refit every permutation: use fewer "
         "--n-permutations.",
     ),
-    n_permutations: int = typer.Option(
-        1000, "--n-permutations", help="Permutations for the test of the selection benefit."
+    n_permutations: int | None = typer.Option(
+        None,
+        "--n-permutations",
+        help="Permutations for the test of the selection benefit (default 1000; with "
+        "--time-column 0: each reruns the whole cross-validation, e.g. 49).",
     ),
     threshold: float | None = typer.Option(
         None,
@@ -127,15 +132,77 @@ def train(
     no_learning_curve: bool = typer.Option(
         False, "--no-learning-curve", help="Skip the learning curve (4 extra CV runs)."
     ),
+    time_column: str | None = typer.Option(
+        None,
+        "--time-column",
+        help="Time to relapse or censoring: train a durability (per-arm Cox) model instead "
+        "of an outcome model (see brainmatch durability).",
+    ),
+    event_column: str | None = typer.Option(
+        None, "--event-column", help="With --time-column: 1 = relapse, 0 = censored."
+    ),
+    horizon: str = typer.Option(
+        "52w", "--horizon", help="With --time-column: e.g. 52w, 12m, 1y, or a number."
+    ),
+    time_unit: str = typer.Option("weeks", "--time-unit", help="Unit of --time-column."),
+    penalizer: str = typer.Option(
+        "0.5", "--penalizer", help="With --time-column: Cox L2 penalty, or auto (inner CV)."
+    ),
+    n_bootstrap: int = typer.Option(
+        200, "--n-bootstrap", help="With --time-column: bootstrap refits / gain CI resamples."
+    ),
 ) -> None:
     """Train a treatment-selection model with nested cross-validation and write its report.
 
     Writes predictions.tsv (out-of-fold predictions only), metrics.json, model.npz (safe to
     load: no code execution) and report.html into OUT.
     """
+    covs = tuple(c.strip() for c in covariates.split(",") if c.strip())
+    # --- durability branch: time to relapse with censoring (brainmatch.durability) ---
+    if time_column is not None or event_column is not None:
+        unused = {
+            "--baseline-column": baseline_column is not None,
+            "--site-column": site_column is not None,
+            "--better": better is not None,
+            "--threshold": threshold is not None,
+            "--cv": cv != "repeated-kfold",
+            "--model": model != "interaction",
+            "--select-features": select_features != "none",
+        }
+        for flag, given in unused.items():
+            if given:
+                raise BrainmatchInputError(
+                    f"{flag}: not used with --time-column (a per-arm Cox model; add baseline "
+                    "or site columns through --covariates)"
+                )
+        _train_durability(
+            features=features,
+            outcomes=outcomes,
+            out=out,
+            overwrite=overwrite,
+            treatment_column=treatment_column,
+            time_column=time_column,
+            event_column=event_column,
+            outcome_column=outcome_column,
+            horizon=horizon,
+            time_unit=time_unit,
+            penalizer=penalizer,
+            covs=covs,
+            session=session,
+            n_splits=n_splits,
+            n_repeats=2 if n_repeats is None else n_repeats,
+            n_bootstrap=n_bootstrap,
+            n_permutations=0 if n_permutations is None else n_permutations,
+            seed=seed,
+            report=not no_report,
+        )
+        return
+    if outcome_column is None:
+        raise BrainmatchInputError("--outcome-column: required (or --time-column/--event-column)")
+    n_repeats = 10 if n_repeats is None else n_repeats
+    n_permutations = 1000 if n_permutations is None else n_permutations
     from brainmatch.selection import train as train_fn
 
-    covs = tuple(c.strip() for c in covariates.split(",") if c.strip())
     claim = output_folder(out, "train", overwrite=overwrite, inputs=[features, *outcomes])
     with claim, flag_errors(), progress_bar("cross-validating") as update:
         result = train_fn(
@@ -201,6 +268,86 @@ def train(
             if result.model_path
             else "(none: the learner is not linear; validation only)",
             "report": str(result.report_path) if result.report_path else "(skipped)",
+        },
+    )
+
+
+def _train_durability(
+    *,
+    features: Path,
+    outcomes: list[Path],
+    out: Path,
+    overwrite: bool,
+    treatment_column: str,
+    time_column: str | None,
+    event_column: str | None,
+    outcome_column: str | None,
+    horizon: str,
+    time_unit: str,
+    penalizer: str,
+    covs: tuple[str, ...],
+    session: str | None,
+    n_splits: int,
+    n_repeats: int,
+    n_bootstrap: int,
+    n_permutations: int,
+    seed: int,
+    report: bool,
+) -> None:
+    """``train --time-column``: validate and save a durability model (thin: parse, call,
+    print)."""
+    from brainmatch.durability.train import train_durability
+
+    if time_column is None or event_column is None:
+        flag = "--event-column" if time_column is not None else "--time-column"
+        raise BrainmatchInputError(f"{flag}: required with --time-column / --event-column")
+    if outcome_column is not None:
+        raise BrainmatchInputError("--outcome-column: not used with --time-column; pass one")
+    pen: float | str = "auto"
+    if penalizer.strip().lower() != "auto":
+        try:
+            pen = float(penalizer)
+        except ValueError:
+            raise BrainmatchInputError(
+                f"--penalizer {penalizer!r}: use a number >= 0 or auto"
+            ) from None
+    claim = output_folder(out, "train", overwrite=overwrite, inputs=[features, *outcomes])
+    with claim, progress_bar("cross-validating (durability)"):
+        res = train_durability(
+            features,
+            list(outcomes),
+            treatment_column=treatment_column,
+            time_column=time_column,
+            event_column=event_column,
+            out_dir=out,
+            horizon=horizon,
+            time_unit=time_unit,
+            covariates=covs,
+            session=session,
+            penalizer=pen,
+            n_splits=n_splits,
+            n_repeats=n_repeats,
+            n_bootstrap=n_bootstrap,
+            n_permutations=n_permutations,
+            seed=seed,
+            report=report,
+        )
+    m, s = res.validation.metrics, res.metrics["selection"]
+    p = res.validation.params
+    echo_kv(
+        f"durability model (horizon {p['horizon']:g} {p['time_unit']})",
+        {
+            "patients / events": f"{p['n']} / {p['n_events']}",
+            "Harrell's C / Uno's C": f"{m['harrell_c']:.3f} / {m['uno_c']:.3f}",
+            "AUC / Brier at horizon": f"{m['auc_horizon']:.3f} / {m['brier_horizon']:.3f}",
+            "policy RMST gain": f"{_fmt(s['policy_rmst_gain'])} (95% CI "
+            f"{_fmt(s['policy_rmst_gain_ci'])}) over {s['best_single_arm']}",
+            "permutation p": "not run" if s["permutation_p"] is None else _fmt(s["permutation_p"]),
+            "selection supported": "yes"
+            if s["selection_supported"]
+            else "no: do not choose treatments by this model",
+            "model file": str(res.model_path),
+            "report": str(res.report_path) if res.report_path else "(skipped)",
         },
     )
 

@@ -8,7 +8,18 @@ policy RMST gain over the best single arm with CI, permutation test).  The simul
 follow-up is :func:`brainmatch.simulate.followup.draw_followup`.
 """
 
+from brainmatch.durability.recommend import DurabilityRecommendation, recommend_durability
 from brainmatch.durability.selector import CoxModel, SurvivalSelector
+from brainmatch.durability.train import DurabilityTrainResult, train_durability
 from brainmatch.durability.validate import DurabilityResult, validate_durability
 
-__all__ = ["CoxModel", "DurabilityResult", "SurvivalSelector", "validate_durability"]
+__all__ = [
+    "CoxModel",
+    "DurabilityRecommendation",
+    "DurabilityResult",
+    "DurabilityTrainResult",
+    "SurvivalSelector",
+    "recommend_durability",
+    "train_durability",
+    "validate_durability",
+]

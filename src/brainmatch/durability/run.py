@@ -37,44 +37,25 @@ def parse_horizon(value: str | float, time_unit: str = "weeks") -> float:
     return number * _UNITS[suffix] / _UNITS[unit]
 
 
-def durability_analysis(
+def read_survival_data(
     features: str | Path | pd.DataFrame,
     outcomes: str | Path | pd.DataFrame | list[Any],
     *,
     treatment_column: str,
     time_column: str,
     event_column: str,
-    horizon: str | float = 52.0,
-    time_unit: str = "weeks",
     covariates: list[str] | tuple[str, ...] = (),
     session: str | None = None,
-    model: str = "per-arm",
-    penalizer: float | str = 0.5,
-    n_splits: int = 5,
-    n_repeats: int = 2,
-    n_bootstrap: int = 500,
-    n_permutations: int = 0,
-    seed: int = 0,
-) -> DurabilityResult:
-    """Read a feature table and outcome tables and validate selection by relapse-free survival.
+) -> dict[str, Any]:
+    """Merge a feature table with outcome tables into survival data (shared by
+    ``brainmatch durability`` and ``brainmatch train --time-column``).
 
-    Parameters
-    ----------
-    features : path or DataFrame
-        One row per participant (or per participant and session: pass ``session``).
-    outcomes : path, DataFrame or list
-        Tables with the arm, the time to relapse / censoring and the event indicator.
-    treatment_column, time_column, event_column : str
-    horizon : str or float
-        ``52w``-style or a number in ``time_unit``.
-    covariates : sequence of str
-        Numeric outcome-table columns added to the features (e.g. age, baseline severity).
-    session : str, optional
-        Keep this session of a long feature table (e.g. ``pre``).
-    model, penalizer, n_splits, n_repeats, n_bootstrap, n_permutations, seed
-        See :func:`~brainmatch.durability.validate.validate_durability`.
+    Returns
+    -------
+    dict
+        ``X`` (complete matrix), ``time``, ``event``, ``arm``, ``ids``, ``features``
+        (column names), ``medians`` (the imputation values), ``notes`` and ``sources``.
     """
-    h = parse_horizon(horizon, time_unit)
     ftab, fname = read_table(features, "features", "--features")
     if "session" in ftab.columns:
         if session is None:
@@ -148,12 +129,72 @@ def durability_analysis(
         med = np.nanmedian(X, axis=0)
         X[miss] = np.take(med, np.nonzero(miss)[1])
         notes.append(f"{int(miss.sum())} missing feature value(s) set to the column median")
+    return {
+        "X": X,
+        "time": tt[keep].to_numpy(dtype=float),
+        "event": ee[keep].to_numpy(dtype=float),
+        "arm": merged[treatment_column].astype(str).to_numpy(),
+        "ids": merged[ID].to_numpy(),
+        "features": cols,
+        "medians": np.nanmedian(np.where(miss, np.nan, X), axis=0),
+        "notes": notes,
+        "sources": [fname, oname],
+    }
+
+
+def durability_analysis(
+    features: str | Path | pd.DataFrame,
+    outcomes: str | Path | pd.DataFrame | list[Any],
+    *,
+    treatment_column: str,
+    time_column: str,
+    event_column: str,
+    horizon: str | float = 52.0,
+    time_unit: str = "weeks",
+    covariates: list[str] | tuple[str, ...] = (),
+    session: str | None = None,
+    model: str = "per-arm",
+    penalizer: float | str = 0.5,
+    n_splits: int = 5,
+    n_repeats: int = 2,
+    n_bootstrap: int = 500,
+    n_permutations: int = 0,
+    seed: int = 0,
+) -> DurabilityResult:
+    """Read a feature table and outcome tables and validate selection by relapse-free survival.
+
+    Parameters
+    ----------
+    features : path or DataFrame
+        One row per participant (or per participant and session: pass ``session``).
+    outcomes : path, DataFrame or list
+        Tables with the arm, the time to relapse / censoring and the event indicator.
+    treatment_column, time_column, event_column : str
+    horizon : str or float
+        ``52w``-style or a number in ``time_unit``.
+    covariates : sequence of str
+        Numeric outcome-table columns added to the features (e.g. age, baseline severity).
+    session : str, optional
+        Keep this session of a long feature table (e.g. ``pre``).
+    model, penalizer, n_splits, n_repeats, n_bootstrap, n_permutations, seed
+        See :func:`~brainmatch.durability.validate.validate_durability`.
+    """
+    h = parse_horizon(horizon, time_unit)
+    d = read_survival_data(
+        features,
+        outcomes,
+        treatment_column=treatment_column,
+        time_column=time_column,
+        event_column=event_column,
+        covariates=covariates,
+        session=session,
+    )
     res = validate_durability(
-        X,
-        tt[keep].to_numpy(),
-        ee[keep].to_numpy(),
-        merged[treatment_column].astype(str),
-        ids=merged[ID].to_numpy(),
+        d["X"],
+        d["time"],
+        d["event"],
+        d["arm"],
+        ids=d["ids"],
         horizon=h,
         model=model,
         penalizer=penalizer,
@@ -163,6 +204,6 @@ def durability_analysis(
         n_permutations=n_permutations,
         seed=seed,
     )
-    res.notes = notes + res.notes
-    res.params.update({"time_unit": time_unit, "features": cols, "sources": [fname, oname]})
+    res.notes = d["notes"] + res.notes
+    res.params.update({"time_unit": time_unit, "features": d["features"], "sources": d["sources"]})
     return res

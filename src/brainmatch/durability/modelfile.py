@@ -1,0 +1,170 @@
+"""The durability model file: a fitted per-arm :class:`SurvivalSelector` as NPZ + JSON.
+
+Written and read through :mod:`brainmatch.selection.modelfile` (bounded reading, content
+hash, keyed signature, never a pickle) with its own ``format`` string.  Each arm's Cox model
+is stored as plain arrays (standardised coefficients, feature mean and scale, the Breslow
+baseline cumulative hazard and its event times); each bootstrap refit as its coefficients,
+scaling and baseline cumulative hazard on :data:`N_GRID` times from 0 to the horizon (the
+survival curve at those times, the horizon included, is therefore reproduced exactly).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from brainmatch.durability.selector import CoxModel, SurvivalSelector
+from brainmatch.errors import BrainmatchInputError
+
+FORMAT = "brainmatch-durability-model"
+FORMAT_VERSION = 1
+WHAT = "durability (time-to-relapse) model"
+#: Time points of the stored relapse-free curves (0 to the horizon).
+N_GRID = 27
+#: Arrays per arm; the model file allows 64 members.
+MAX_ARMS = 10
+
+
+def curve_times(horizon: float) -> NDArray[np.float64]:
+    """The times (0 to ``horizon``) at which relapse-free curves are stored and shown."""
+    return np.linspace(0.0, float(horizon), N_GRID)
+
+
+def _cumhaz_at(model: CoxModel, times: NDArray[np.float64]) -> NDArray[np.float64]:
+    idx = np.searchsorted(model.times_, times, side="right") - 1
+    return np.where(idx >= 0, model.cumhaz_[np.maximum(idx, 0)], 0.0)
+
+
+def save_durability_model(
+    path: str | Path, selector: SurvivalSelector, meta: dict[str, Any]
+) -> Path:
+    """Write a fitted per-arm ``selector`` and ``meta`` (JSON) to a signed ``.npz`` file."""
+    from brainmatch.selection.modelfile import save_model
+
+    if selector.model != "per-arm":
+        raise BrainmatchInputError("model: only the per-arm Cox model can be saved")
+    if len(selector.arms_) > MAX_ARMS:
+        raise BrainmatchInputError(f"treatment: at most {MAX_ARMS} arms in a model file")
+    arrays: dict[str, NDArray[Any]] = {}
+    for k, m in enumerate(selector.models_):
+        arrays[f"arm{k}_coef_std"] = m.coef_std_
+        arrays[f"arm{k}_mean"] = m.mean_
+        arrays[f"arm{k}_scale"] = m.scale_
+        arrays[f"arm{k}_times"] = m.times_
+        arrays[f"arm{k}_cumhaz"] = m.cumhaz_
+    grid = curve_times(selector.horizon)
+    arrays["grid"] = grid
+    if selector.boot_:
+        boot = selector.boot_
+        arrays["boot_coef_std"] = np.array([[m.coef_std_ for m in b] for b in boot])
+        arrays["boot_mean"] = np.array([[m.mean_ for m in b] for b in boot])
+        arrays["boot_scale"] = np.array([[m.scale_ for m in b] for b in boot])
+        arrays["boot_cumhaz"] = np.array([[_cumhaz_at(m, grid) for m in b] for b in boot])
+    full = {
+        **meta,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "arms": list(selector.arms_),
+        "horizon": float(selector.horizon),
+        "penalizer": float(selector.penalizer_),
+        "level": float(selector.level),
+        "n_bootstrap_fitted": len(selector.boot_),
+    }
+    return save_model(path, arrays, full)
+
+
+def is_durability_model(path: str | Path) -> bool:
+    """Whether ``path`` declares the durability format (nothing verified yet: the signature
+    and content are checked by :func:`load_durability_model`)."""
+    import json
+
+    from brainmatch.selection.modelfile import _META, _read_members
+
+    p = Path(path)
+    if not p.is_file():
+        return False
+    try:
+        blob = _read_members(p).get(_META)
+        meta = json.loads(blob.tobytes().decode("utf-8")) if blob is not None else None
+    except (BrainmatchInputError, ValueError, RecursionError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+def _cox(coef: Any, mean: Any, scale: Any, times: Any, cumhaz: Any) -> CoxModel:
+    m = CoxModel()
+    m.coef_std_ = np.asarray(coef, dtype=float)
+    m.mean_ = np.asarray(mean, dtype=float)
+    m.scale_ = np.asarray(scale, dtype=float)
+    m.coef_ = m.coef_std_ / m.scale_
+    m.times_ = np.asarray(times, dtype=float)
+    m.cumhaz_ = np.asarray(cumhaz, dtype=float)
+    return m
+
+
+def load_durability_model(
+    path: str | Path, *, trust: bool = False
+) -> tuple[SurvivalSelector, dict[str, Any]]:
+    """Read a durability model file: signed, intact, plausible; return the selector and meta."""
+    from brainmatch.selection.modelfile import read_signed
+
+    arrays, meta = read_signed(path, fmt=FORMAT, what=WHAT, trust=trust)
+
+    def bad(msg: str) -> BrainmatchInputError:
+        return BrainmatchInputError(f"implausible {WHAT}: {msg}", path)
+
+    arms = meta.get("arms")
+    feats = meta.get("features")
+    h = meta.get("horizon")
+    if not isinstance(arms, list) or not 2 <= len(arms) <= MAX_ARMS:
+        raise bad("arms")
+    if not isinstance(feats, list) or not feats:
+        raise bad("features")
+    if not isinstance(h, int | float) or not h > 0:
+        raise bad("horizon")
+    p = len(feats)
+    sel = SurvivalSelector(horizon=float(h), model="per-arm", level=float(meta.get("level", 0.95)))
+    sel.arms_ = [str(a) for a in arms]
+    sel.penalizer_ = float(meta.get("penalizer", 0.0))
+    models = []
+    for k in range(len(arms)):
+        try:
+            parts = [
+                arrays[f"arm{k}_{n}"] for n in ("coef_std", "mean", "scale", "times", "cumhaz")
+            ]
+        except KeyError:
+            raise bad(f"arm {k} arrays missing") from None
+        if any(a.shape != (p,) for a in parts[:3]) or parts[3].shape != parts[4].shape:
+            raise bad(f"arm {k} array shapes")
+        if not all(np.all(np.isfinite(a)) for a in parts) or np.any(parts[2] <= 0):
+            raise bad(f"arm {k} has non-finite values")
+        if np.any(np.diff(parts[3]) < 0) or np.any(np.diff(parts[4]) < 0) or np.any(parts[4] < 0):
+            raise bad(f"arm {k}'s baseline cumulative hazard is not a non-decreasing function")
+        models.append(_cox(*parts))
+    sel.models_ = models
+    sel.boot_ = []
+    if "boot_coef_std" in arrays:
+        grid = arrays.get("grid")
+        c, mu, sc, ch = (arrays[f"boot_{n}"] for n in ("coef_std", "mean", "scale", "cumhaz"))
+        b = c.shape[0]
+        if (
+            grid is None
+            or c.shape != (b, len(arms), p)
+            or mu.shape != c.shape
+            or sc.shape != c.shape
+            or ch.shape != (b, len(arms), grid.size)
+            or not np.isclose(grid[-1], h)
+        ):
+            raise bad("bootstrap array shapes")
+        if not all(np.all(np.isfinite(v)) for v in (c, mu, sc, ch)) or np.any(sc <= 0):
+            raise bad("bootstrap arrays have non-finite values")
+        if np.any(ch < 0) or np.any(np.diff(ch, axis=-1) < 0):
+            raise bad("a bootstrap baseline cumulative hazard decreases")
+        sel.boot_ = [
+            [_cox(c[i, k], mu[i, k], sc[i, k], grid, ch[i, k]) for k in range(len(arms))]
+            for i in range(b)
+        ]
+    return sel, meta
