@@ -126,10 +126,12 @@ def deploy(
 
     deployed = deploy_model(model, name)
     record(None, "model.deploy", deployed, username="(command line)")
-    echo_kv(
-        "deployed",
-        {"name": name, "id": str(deployed.pk), "arms": ", ".join(deployed.summary["arms"])},
-    )
+    info = {"name": name, "id": str(deployed.pk), "kind": deployed.kind}
+    if deployed.summary.get("arms"):
+        info["arms"] = ", ".join(deployed.summary["arms"])
+    if deployed.summary.get("n_controls"):
+        info["controls"] = str(deployed.summary["n_controls"])
+    echo_kv("deployed", info)
 
 
 @serve_app.command("migrate")
