@@ -42,7 +42,7 @@ def test_formatter_never_prints_zero_or_sixteen_digits():
     assert fmt_value(0.1 + 0.2) == "0.300"
     assert fmt_value(np.float32(1e-9)) == "1.00e-09"
     assert fmt_value({"CBT": 60, "SSRI": np.int64(52)}) == "CBT: 60, SSRI: 52"
-    assert fmt_value([0.123456789, None, True]) == "[0.123, n/a, yes]"
+    assert fmt_value([0.123456789, None, np.bool_(True)]) == "[0.123, n/a, yes]"
     # a sentence built by analysis code from raw values becomes readable
     raw = (
         "100 participants with an outcome; per arm {'CBT': 48, 'SSRI': 52}; "
@@ -120,3 +120,21 @@ def test_cbma_report_on_the_base(tmp_path):
     res.save(tmp_path)
     text = _check_report((tmp_path / "report.html").read_text())
     assert "Coordinate-based meta-analysis" in text and '<div class="table-wrap">' in text
+
+
+def test_normative_reports_on_the_base(tmp_path):
+    from brainmatch.normative import fit_normative, score_normative
+    from brainmatch.simulate.controls import draw_cohort
+
+    cohort = draw_cohort(300, 100, n_sites=2, seed=4, connectivity=False)
+    tab = cohort.features.merge(cohort.participants, on="participant_id")
+    fit = fit_normative(
+        tab[tab.group == "control"], covariate_columns=("age", "sex"), site_column="site", seed=1
+    )
+    path = fit.save(tmp_path / "norm")
+    text = _check_report((tmp_path / "norm" / "report.html").read_text())
+    assert "Normative model" in text
+    scores = score_normative(path, tab[tab.group != "control"].head(5))
+    scores.save(tmp_path / "scores")
+    text = _check_report((tmp_path / "scores" / "report.html").read_text())
+    assert "Normative deviations" in text

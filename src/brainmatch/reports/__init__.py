@@ -99,7 +99,7 @@ def fmt_value(x: Any, digits: int = 3) -> str:
     """
     if x is None:
         return "n/a"
-    if isinstance(x, bool):
+    if isinstance(x, bool | np.bool_):
         return "yes" if x else "no"
     if isinstance(x, int | np.integer):
         return str(int(x))
