@@ -138,3 +138,16 @@ def test_normative_reports_on_the_base(tmp_path):
     scores.save(tmp_path / "scores")
     text = _check_report((tmp_path / "scores" / "report.html").read_text())
     assert "Normative deviations" in text
+
+
+def test_sessions_report_on_the_base(tmp_path):
+    from brainmatch.sessions import SessionTrialSpec, analyse_sessions, draw_session_trial
+    from brainmatch.sessions.report import write_report
+
+    trial = draw_session_trial(SessionTrialSpec(n_per_arm=30, seed=11, effect_size=2.0))
+    res = analyse_sessions(trial.sessions)
+    out = res.save(tmp_path / "res")
+    html = write_report(res, out).read_text()
+    text = _check_report(html)
+    assert "Moderators" in text and html.count('src="data:image/png;base64,') >= 1
+    assert '<img src="trajectories.png"' not in html  # figures embedded, not linked
