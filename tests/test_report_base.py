@@ -51,8 +51,9 @@ def test_formatter_never_prints_zero_or_sixteen_digits():
     )
     assert readable_text(raw) == (
         "100 participants with an outcome; per arm CBT: 48, SSRI: 52; "
-        "policy gain 0.300 (CI [-0.123, 1.500]; bootstrap); permutation p=0.005"
+        "policy gain 0.300 (CI [-0.123, 1.500]; bootstrap); permutation p = 0.005"
     )
+    assert readable_text("permutation p=0.0; d=1e-09") == "permutation p < 0.001; d=1.00e-09"
     assert readable_text("a (plain) remark, {not a dict}") == "a (plain) remark, {not a dict}"
 
 

@@ -114,6 +114,7 @@ def fmt_value(x: Any, digits: int = 3) -> str:
 
 _DICT_RE = re.compile(r"\{[^{}]*\}")
 _LIST_RE = re.compile(r"[\[(][^\[\]()]*[\])]")
+_P_EQ_RE = re.compile(r"\bp\s*=\s*(-?\d+(?:\.\d+)?(?:e[+-]?\d+)?)(?![\w.])")
 _LONG_FLOAT_RE = re.compile(r"(?<![\w.])-?\d+\.\d{5,}(?:e[+-]?\d+)?(?![\w.])")
 _SCI_FLOAT_RE = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?e[+-]?\d+(?![\w.])")
 
@@ -129,7 +130,8 @@ def readable_text(text: Any, digits: int = 3) -> str:
     """A sentence with any embedded Python ``repr`` made readable.
 
     ``{'a': 10, 'b': 12}`` becomes ``a: 10, b: 12``, ``(0.1234567, 0.9)`` becomes
-    ``[0.123, 0.900]`` and a float with 16 digits is shortened by :func:`fmt_num`.
+    ``[0.123, 0.900]``, ``p=0.0`` becomes ``p < 0.001`` (:func:`p_text`) and a float
+    with 16 digits is shortened by :func:`fmt_num`.
 
     Parameters
     ----------
@@ -159,6 +161,7 @@ def readable_text(text: Any, digits: int = 3) -> str:
 
     out = _DICT_RE.sub(_dict, text)
     out = _LIST_RE.sub(_seq, out)
+    out = _P_EQ_RE.sub(lambda m: p_text(float(m.group(1))), out)
     out = _LONG_FLOAT_RE.sub(lambda m: fmt_num(float(m.group(0)), digits), out)
     return _SCI_FLOAT_RE.sub(lambda m: fmt_num(float(m.group(0)), digits), out)
 
