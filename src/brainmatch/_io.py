@@ -7,6 +7,7 @@ over the destination (``os.replace`` is atomic on POSIX within one file system).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import math
 import os
@@ -92,7 +93,9 @@ def write_tsv(path: str | Path, table: pd.DataFrame, float_format: str | None = 
 
 def json_safe(obj: Any) -> Any:
     """A structure JSON can hold: numpy scalars and arrays as Python numbers and lists,
-    NaN and infinities as None, keys as strings, paths as strings."""
+    NaN and infinities as None, keys as strings, paths as strings, timestamps as ISO 8601.
+
+    The one JSON cleaner of brainmatch: results' ``to_dict()`` and reports call it."""
     if isinstance(obj, dict):
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple | set):
@@ -108,4 +111,8 @@ def json_safe(obj: Any) -> Any:
         return f if math.isfinite(f) else None
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
+    if isinstance(obj, pd.Timestamp | datetime.date):
+        return obj.isoformat()
+    if isinstance(obj, np.generic):
+        return obj.item()
     return obj

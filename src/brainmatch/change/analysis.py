@@ -43,6 +43,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import stats
 
+from brainmatch._io import json_safe
 from brainmatch.change.data import ID, ChangeData, load_change_data
 from brainmatch.change.mixed import (
     RandomInterceptFit,
@@ -535,21 +536,8 @@ class ChangeResult:
         )
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        v = float(obj)
-        return v if np.isfinite(v) else None
-    return obj
+#: JSON-safe copy: the one cleaner, :func:`brainmatch._io.json_safe`.
+_json_safe = json_safe
 
 
 # --------------------------------------------------------------------------- analysis

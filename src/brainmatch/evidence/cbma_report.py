@@ -1,5 +1,9 @@
 """Outputs of ``brainmatch cbma``: NIfTI maps, tables, ``results.json`` and the HTML report.
 
+The report uses the report base (:mod:`brainmatch.reports`): the one template
+environment (``reports/templates/cbma.html`` extends ``base.html`` and its stylesheet),
+the shared p-value formatter and the one JSON cleaner, :func:`brainmatch._io.json_safe`.
+
 Every file is written atomically (:mod:`brainmatch._io`, :func:`brainmatch._nifti.save_image`):
 a reader never sees half a file, and a failure leaves earlier outputs untouched.
 """
@@ -18,8 +22,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from brainmatch._io import write_bytes, write_json, write_text, write_tsv
+from brainmatch._io import json_safe, write_bytes, write_json, write_text, write_tsv
 from brainmatch._nifti import save_image
+from brainmatch.reports import fmt_p, render
 
 if TYPE_CHECKING:
     from brainmatch.evidence.cbma import CBMAResult
@@ -32,21 +37,6 @@ MAP_FILES = {
     "logp_cluster_fwe": "desc-logpClusterFWE_map.nii.gz",
     "z_fwe_cluster": "desc-zClusterFWE_map.nii.gz",
 }
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
 
 
 def _glass_brain_svg(
@@ -189,13 +179,6 @@ def _write_figure(out_dir: Path, name: str, svg: str, png: bytes, caption: str) 
     return {"svg": svg, "caption": caption}
 
 
-def format_p(p: float) -> str:
-    """A p-value as reports print it: ``< 0.001`` below 0.001, else three decimals."""
-    if p != p:
-        return ""
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def _clusters_html(clusters: pd.DataFrame) -> str:
     if clusters.empty:
         return ""
@@ -215,7 +198,7 @@ def _clusters_html(clusters: pd.DataFrame) -> str:
                 (
                     ""
                     if (isinstance(v, float) and math.isnan(v))
-                    else (format_p(v) if fmt == "p" else fmt.format(v))
+                    else (fmt_p(v) if fmt == "p" else fmt.format(v))
                 )
                 for v in shown[col]
             ]
@@ -269,7 +252,7 @@ def save_result(result: CBMAResult, out_dir: Path, *, report: bool = True) -> Pa
         "experiments": "experiments.tsv",
         "report": "report.html" if report else None,
     }
-    write_json(out_dir / "results.json", _json_safe(summary))
+    write_json(out_dir / "results.json", json_safe(summary))
     if report:
         sections = [_section(result, out_dir, "", files, heading=_heading(result))]
         write_text(
@@ -300,7 +283,7 @@ def save_comparison(results: dict[str, CBMAResult], out_dir: Path) -> Path:
         pd.concat([r.experiments for r in results.values()], ignore_index=True),
     )
     write_tsv(out_dir / "experiments.tsv", experiments, float_format="%.6g")
-    write_json(out_dir / "results.json", _json_safe(summaries))
+    write_json(out_dir / "results.json", json_safe(summaries))
     title = " vs ".join(r.name for r in results.values() if r.kind == "main")
     write_text(out_dir / "report.html", _render(title, sections, experiments, refs))
     return out_dir
@@ -331,23 +314,16 @@ def _section(
 def _render(
     title: str, sections: list[dict[str, Any]], experiments: pd.DataFrame, references: list[str]
 ) -> str:
-    import jinja2
     import nimare
 
-    from brainmatch import __version__
     from brainmatch.evidence.cbma import REFERENCES
 
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
-        autoescape=jinja2.select_autoescape(["html"]),
-    )
-    template = env.get_template("cbma_report.html")
-    return template.render(
+    return render(
+        "cbma.html",
         title=title,
         sections=sections,
         experiments_html=experiments.to_html(index=False, escape=True, border=0),
         references=[REFERENCES[k] for k in references],
-        version=__version__,
         nimare_version=nimare.__version__,
     )
 

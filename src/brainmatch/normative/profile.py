@@ -6,7 +6,6 @@ validated predictions, kept apart (``brainmatch profile``).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainmatch._io import write_json, write_tsv
+from brainmatch._io import json_safe, write_json, write_tsv
 from brainmatch.errors import BrainmatchError, BrainmatchInputError
 from brainmatch.normative.analysis import (
     ID,
@@ -32,17 +31,8 @@ N_REGIONS = 10
 SMALL_NORM = 100
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy (NaN -> None, numpy scalars -> Python)."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+#: JSON-safe copy: the one cleaner, :func:`brainmatch._io.json_safe`.
+_clean = json_safe
 
 
 @dataclass

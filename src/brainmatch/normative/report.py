@@ -1,51 +1,28 @@
-"""HTML reports of normative fits and scores (rendered from the result objects)."""
+"""HTML reports of normative fits and scores (rendered from the result objects).
+
+They use the report base (:mod:`brainmatch.reports`): the one template environment
+(``reports/templates/normative_*.html`` and ``profile.html`` extend ``base.html``) and
+the shared number formatter.
+"""
 
 from __future__ import annotations
 
 import functools
-import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jinja2
 import numpy as np
 
-from brainmatch import __version__
+from brainmatch import reports
 from brainmatch._io import write_text
-from brainmatch.reports import figure_to_data_uri
+from brainmatch.reports import figure_to_data_uri, fmt_value
 
 if TYPE_CHECKING:
     from brainmatch.normative.analysis import NormativeFitResult, NormativeScoreResult
 
-_ENV = jinja2.Environment(
-    loader=jinja2.ChoiceLoader(
-        [
-            jinja2.PackageLoader("brainmatch", "normative/templates"),
-            jinja2.PackageLoader("brainmatch", "reports/templates"),
-        ]
-    ),
-    autoescape=jinja2.select_autoescape(["html"]),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    """Numbers for humans (``n/a`` for missing)."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool | np.bool_):
-        return "yes" if value else "no"
-    if isinstance(value, float | np.floating):
-        return "n/a" if not math.isfinite(float(value)) else f"{float(value):.{digits}g}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(fmt(v, digits) for v in value) + "]"
-    return str(value)
-
-
-_ENV.filters["fmt"] = fmt
+#: Numbers for humans: the shared formatter of the report base.
+fmt = fmt_value
 
 
 def plt_module() -> Any:
@@ -59,8 +36,8 @@ def plt_module() -> Any:
 
 
 def render(template: str, **context: Any) -> str:
-    """Render a template of ``normative/templates`` (or the shared ``reports/templates``)."""
-    return _ENV.get_template(template).render(version=__version__, **context)
+    """Render a template of ``reports/templates`` through the one report environment."""
+    return reports.render(template, **context)
 
 
 def _calibration_figure(metrics: Any) -> str | None:

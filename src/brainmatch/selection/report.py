@@ -1,4 +1,9 @@
-"""HTML reports of a trained model and of a recommendation (Jinja2, figures as base64 PNG)."""
+"""HTML reports of a trained model and of a recommendation.
+
+Both use the report base (:mod:`brainmatch.reports`): the one template environment
+(templates ``reports/templates/train.html`` and ``recommend.html`` extend ``base.html``
+and its stylesheet), the shared number formatter and figures embedded as ``data:`` URIs.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jinja2
 import numpy as np
 
-from brainmatch import __version__
 from brainmatch._io import write_text
-from brainmatch.reports import figure_to_data_uri
+from brainmatch.reports import figure_to_data_uri, readable_text, render
 from brainmatch.selection.regions import (
     importance_by_region,
     readable_feature_name,
@@ -22,28 +25,10 @@ if TYPE_CHECKING:
     from brainmatch.selection.recommend import RecommendResult
     from brainmatch.selection.train import TrainResult
 
-_ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("brainmatch", "selection/templates"),
-    autoescape=jinja2.select_autoescape(["html"]),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_fmt(v, digits) for v in value) + "]"
-    return str(value)
-
-
-_ENV.filters["fmt"] = _fmt
+def tripod_rows(items: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """TRIPOD+AI items as readable table rows (no raw Python dicts or 16-digit floats)."""
+    return [{"item": str(it["item"]), "value": readable_text(it["value"])} for it in items]
 
 
 def _plt() -> Any:
@@ -181,10 +166,11 @@ def write_train_report(result: TrainResult) -> Path:
         )
         figs["drivers"] = drivers_figure(names, weights, label)
         figs["brain"] = glass_brain_figure(names, weights)
-    html = _ENV.get_template("train_report.html").render(
+    html = render(
+        "train.html",
         m=m,
         figs=figs,
-        version=__version__,
+        tripod=tripod_rows(m.get("tripod_ai") or []),
         other=m["per_arm_other_model"],
         other_sel=m["selection_other_model"],
     )
@@ -212,9 +198,7 @@ def write_recommend_report(result: RecommendResult) -> Path:
         ax.set_ylim(-0.6, len(arms) - 0.4)
         ax.set_xlabel(f"predicted {model['outcome']} ({model['better']} is better)")
         figures.append(figure_to_data_uri(fig))
-    html = _ENV.get_template("recommend_report.html").render(
-        model=model, patients=result.patients, figures=figures, version=__version__
-    )
+    html = render("recommend.html", model=model, patients=result.patients, figures=figures)
     path = result.out_dir / "report.html"
     write_text(path, html)
     return path

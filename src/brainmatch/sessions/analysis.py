@@ -31,7 +31,6 @@ Terms whose column is absent or constant are left out (and listed in ``notes``).
 from __future__ import annotations
 
 import html
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from brainmatch import __version__
-from brainmatch._io import write_json, write_tsv
+from brainmatch._io import json_safe, write_json, write_tsv
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.sessions.mixed import MixedFit, fit_mixed
 from brainmatch.sessions.readers import read_sessions
@@ -64,21 +63,8 @@ TERM_LABELS = {
 }
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.integer | np.bool_):
-        return obj.item()
-    if isinstance(obj, float | np.floating):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, pd.Timestamp):
-        return obj.isoformat()
-    return obj
+#: JSON-safe copy: the one cleaner, :func:`brainmatch._io.json_safe`.
+_jsonable = json_safe
 
 
 def model_frames(

@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
-from brainmatch import __version__
 from brainmatch._io import write_text
+from brainmatch.reports import file_to_data_uri, render
 from brainmatch.sessions.analysis import SessionsResult
 
 CITATIONS = {
@@ -91,14 +89,6 @@ def methods_text(res: SessionsResult) -> tuple[str, list[str]]:
     return " ".join(parts), [CITATIONS[k] for k in keys]
 
 
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("brainmatch.sessions", "templates"),
-        autoescape=jinja2.select_autoescape(["html"]),
-        undefined=jinja2.StrictUndefined,
-    )
-
-
 def write_report(res: SessionsResult, out_dir: str | Path, title: str | None = None) -> Path:
     """Write the figures (PNG + SVG) and ``report.html`` into ``out_dir``.
 
@@ -125,7 +115,7 @@ def write_report(res: SessionsResult, out_dir: str | Path, title: str | None = N
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    figures: list[str] = []
+    figures: list[dict[str, str]] = []
     for name, fig in (
         ("trajectories", plots.trajectories(res)),
         ("moderators", plots.moderators(res)),
@@ -144,21 +134,17 @@ def write_report(res: SessionsResult, out_dir: str | Path, title: str | None = N
             )
             write_bytes(out / f"{name}.{fmt}", buf.getvalue())
         plt.close(fig)
-        figures.append(f"{name}.png")
+        figures.append({"name": f"{name}.png", "uri": file_to_data_uri(out / f"{name}.png")})
     methods, cites = methods_text(res)
     d: dict[str, Any] = res.to_dict()
-    html = (
-        _env()
-        .get_template("sessions_report.html")
-        .render(
-            title=title or "Session-level augmentation analysis",
-            version=__version__,
-            r=d,
-            moderators=res.moderators().to_dict("records"),
-            figures=figures,
-            methods=methods,
-            citations=cites,
-        )
+    html = render(
+        "sessions.html",
+        title=title or "Session-level augmentation analysis",
+        r=d,
+        moderators=res.moderators().to_dict("records"),
+        figures=figures,
+        methods=methods,
+        citations=cites,
     )
     path = out / "report.html"
     write_text(path, html)
