@@ -142,8 +142,9 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
                      dwi=True, task_fmri=True, cortex=True)  # every modality
     bids = out_dir / "bids"
     stages: list[dict[str, str]] = []
+    total = 5 if n_controls > 0 else 4
 
-    console.print(f"[bold]1/4[/] simulating {n_subjects} patients + 1 new patient "
+    console.print(f"[bold]1/{total}[/] simulating {n_subjects} patients + 1 new patient "
                   "(CBT vs SSRI, 3 sites)")
     with progress_bar("simulating subjects") as update:
         simulate_trial(spec, bids, n_jobs=jobs, progress=update)
@@ -153,7 +154,7 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
                    "summary": f"{n_subjects} trial patients and one new patient ({new_patient}) "
                               "as BIDS + fMRIPrep derivatives"})
 
-    console.print("[bold]2/4[/] extracting brain features (Desikan-Killiany regions)")
+    console.print(f"[bold]2/{total}[/] extracting brain features (Desikan-Killiany regions)")
     features_dir = out_dir / "derivatives" / "brainmatch"
     # every modality into one table: resting state, task (faces - shapes), DTI, FreeSurfer
     from brainmatch.features.config import DwiOptions, TaskOptions
@@ -175,7 +176,7 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
                    "summary": f"{len(features)} subjects x {n_features} features "
                               f"({len(extracted.failures)} failures)"})
 
-    console.print("[bold]3/4[/] training and validating the treatment-selection model")
+    console.print(f"[bold]3/{total}[/] training and validating the treatment-selection model")
     outcomes = pd.read_csv(bids / "phenotype" / "outcomes.tsv", sep="\t", na_values="n/a")
     table = participants.merge(outcomes, on="participant_id")
     trial_ids = table["participant_id"] != new_patient
@@ -201,7 +202,7 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
                                f"{'supported' if sel['selection_supported'] else 'NOT supported'}"
                                " by validation")})
 
-    console.print(f"[bold]4/4[/] recommending a treatment for the new patient {new_patient}")
+    console.print(f"[bold]4/{total}[/] recommending a treatment for the new patient {new_patient}")
     clinical = table.loc[~trial_ids, ["participant_id", "age", "sex", "site", "hamd_baseline"]]
     assert result.model_path is not None  # the default (linear) model is always stored
     rec = recommend(result.model_path, bids, out_dir / "recommend", clinical=clinical,
@@ -250,7 +251,8 @@ def normative_stage(
     from brainmatch.simulate import simulate_trial
 
     console.print(
-        f"[bold]5[/] normative model on {n_controls} healthy controls and the new patient's profile"
+        f"[bold]5/5[/] normative model on {n_controls} healthy controls and the new patient's "
+        "profile"
     )
     # the same seed and sites (same scanner effects) as the trial; a simulated trial needs
     # patients (one per site here), only its controls are used
