@@ -1,0 +1,123 @@
+"""Every enumerated CLI option value the other test files do not already run (issue 19).
+
+Each case runs ``brainmatch <command>`` through ``typer.testing.CliRunner`` on tiny data,
+checks the exit status, and compares one number with the Python API on the same input:
+
+- ``simulate --resolution 2/3/4``, ``--sessions 1/2``, ``--effect-size null/realistic/strong``:
+  the image shape / session layout, and ``ground_truth.tsv`` equal to ``simulate_trial``;
+- ``extract --atlas`` (every built-in atlas), ``--denoise none/simple/scrubbing/compcor``,
+  ``--connectivity correlation/partial/tangent``, band-pass ``--low-pass/--high-pass``,
+  ``--freesurfer``: a feature value equal to ``extract_dataset`` with the same option;
+- ``train --cv leave-site-out``, ``--select-features auto/K``, ``--model per-arm``: the
+  policy gain in ``metrics.json`` equal to ``validate``;
+- ``cbma --tal-transform spm/fsl/other``: the statistic map equal to
+  ``CoordinateMetaAnalysis`` on ``read_coordinates(..., tal_transform=...)``.
+
+Already covered elsewhere (not repeated here): ``meta --method/--measure/--multiarm`` and
+``nma --method`` (test_meta_nma_cli.py), ``meta --test/--schema`` (test_meta_cli.py),
+``train --model`` for every learner (test_train_learners.py), ``cbma --method/--engine``
+(test_cbma.py), ``change --engine/--site-effect`` (test_change.py), ``--modalities``
+(test_extract_modalities.py, test_extract_dwi.py), ``normative --noise/--likelihood``
+(test_profile.py).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from brainmatch.cli.main import app
+from brainmatch.evidence.cbma import CoordinateMetaAnalysis
+from brainmatch.evidence.cbma_io import read_coordinates
+from brainmatch.features import extract_dataset
+from brainmatch.simulate import TrialSpec, simulate_trial
+from brainmatch.simulate.model import EFFECT_SIZES
+
+runner = CliRunner()
+
+
+def _invoke(*args: str) -> None:
+    res = runner.invoke(app, list(args))
+    assert res.exit_code == 0, res.output
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRAINMATCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="module")
+def trial(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five subjects, two sites, 4 mm, 40 volumes, with FreeSurfer aseg: built by the CLI."""
+    out = tmp_path_factory.mktemp("cliopt") / "bids"
+    _invoke(
+        "simulate", str(out), "--n-subjects", "5", "--sites", "2", "--resolution", "4",
+        "--n-volumes", "40", "--seed", "11", "--n-jobs", "1",
+    )  # fmt: skip
+    return out
+
+
+# ---------------------------------------------------------------- simulate
+
+
+def _truth(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path / "ground_truth.tsv", sep="\t")
+
+
+@pytest.mark.parametrize("effect", ["null", "realistic", "strong"], ids=lambda e: f"effect-{e}")
+def test_simulate_effect_size_equals_api(tmp_path: Path, effect: str) -> None:
+    out = tmp_path / "cli"
+    _invoke(
+        "simulate", str(out), "--n-subjects", "4", "--sites", "2", "--resolution", "4",
+        "--n-volumes", "20", "--seed", "5", "--effect-size", effect, "--n-jobs", "1",
+    )  # fmt: skip
+    spec = TrialSpec(
+        n_subjects=4, n_sites=2, resolution=4, n_volumes=20, seed=5,
+        effect_size=EFFECT_SIZES[effect],
+    )  # fmt: skip
+    simulate_trial(spec, tmp_path / "api", n_jobs=1)
+    cli, api = _truth(out), _truth(tmp_path / "api")
+    pd.testing.assert_frame_equal(cli, api)
+    num = cli.select_dtypes("number")
+    assert np.isfinite(num.to_numpy(dtype=float)).all()
+
+
+@pytest.mark.parametrize(
+    ("resolution", "shape"),
+    [(2, (97, 115, 97)), (3, (65, 77, 65)), (4, (49, 58, 49))],
+    ids=["res-2", "res-3", "res-4"],
+)
+def test_simulate_resolution_sets_image_grid(tmp_path: Path, resolution: int, shape: tuple) -> None:
+    out = tmp_path / "sim"
+    _invoke(
+        "simulate", str(out), "--n-subjects", "2", "--sites", "1", "--resolution",
+        str(resolution), "--n-volumes", "20", "--n-jobs", "1",
+    )  # fmt: skip
+    bold = next((out / "derivatives" / "fmriprep" / "sub-001").rglob("*_bold.nii.gz"))
+    assert f"res-{resolution}" in bold.name
+    img = nib.load(bold)
+    assert img.shape == (*shape, 20)
+    np.testing.assert_allclose(img.header.get_zooms()[:3], (resolution,) * 3)
+
+
+@pytest.mark.parametrize("sessions", [1, 2], ids=["sessions-1", "sessions-2"])
+def test_simulate_sessions(tmp_path: Path, sessions: int) -> None:
+    out = tmp_path / "sim"
+    _invoke(
+        "simulate", str(out), "--n-subjects", "2", "--sites", "1", "--resolution", "4",
+        "--n-volumes", "20", "--sessions", str(sessions), "--n-jobs", "1",
+    )  # fmt: skip
+    bolds = sorted((out / "derivatives" / "fmriprep" / "sub-001").rglob("*_bold.nii.gz"))
+    assert len(bolds) == sessions
+    if sessions == 2:
+        assert {b.name.split("_")[1] for b in bolds} == {"ses-pre", "ses-post"}
+    spec = TrialSpec(n_subjects=2, n_sites=1, resolution=4, n_volumes=20, sessions=sessions)
+    simulate_trial(spec, tmp_path / "api", n_jobs=1)
+    pd.testing.assert_frame_equal(_truth(out), _truth(tmp_path / "api"))
