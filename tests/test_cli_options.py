@@ -121,3 +121,62 @@ def test_simulate_sessions(tmp_path: Path, sessions: int) -> None:
     spec = TrialSpec(n_subjects=2, n_sites=1, resolution=4, n_volumes=20, sessions=sessions)
     simulate_trial(spec, tmp_path / "api", n_jobs=1)
     pd.testing.assert_frame_equal(_truth(out), _truth(tmp_path / "api"))
+
+
+# ---------------------------------------------------------------- extract
+
+_EXTRACT_CASES = {
+    # id: (CLI flags, extract_dataset keyword arguments)
+    "atlas-harvard-oxford": (["--atlas", "harvard-oxford"], {"atlas": "harvard-oxford"}),
+    "atlas-aal": (["--atlas", "aal"], {"atlas": "aal"}),
+    "atlas-desikan-killiany": (["--atlas", "desikan-killiany"], {"atlas": "desikan-killiany"}),
+    "atlas-destrieux": (["--atlas", "destrieux"], {"atlas": "destrieux"}),
+    "atlas-affect": (["--atlas", "affect"], {"atlas": "affect"}),
+    "denoise-none": (["--denoise", "none"], {"denoise": "none"}),
+    "denoise-simple": (["--denoise", "simple"], {"denoise": "simple"}),
+    "denoise-scrubbing": (
+        ["--denoise", "scrubbing", "--fd-threshold", "0.3"],
+        {"denoise": "scrubbing", "fd_threshold": 0.3},
+    ),
+    "denoise-compcor": (["--denoise", "compcor"], {"denoise": "compcor"}),
+    "connectivity-partial-tangent": (
+        ["--connectivity", "correlation,partial,tangent"],
+        {"connectivity": ("correlation", "partial", "tangent")},
+    ),
+    "band-pass": (
+        ["--low-pass", "0.08", "--high-pass", "0.01"],
+        {"low_pass": 0.08, "high_pass": 0.01},
+    ),
+    "freesurfer": (["--freesurfer", "{fs}"], {"freesurfer": "{fs}"}),
+}
+
+
+@pytest.mark.parametrize("case", list(_EXTRACT_CASES), ids=list(_EXTRACT_CASES))
+def test_extract_option_equals_api(trial: Path, tmp_path: Path, case: str) -> None:
+    flags, kwargs = _EXTRACT_CASES[case]
+    fs = str(trial / "derivatives" / "freesurfer")
+    flags = [f.replace("{fs}", fs) for f in flags]
+    kwargs = {k: (fs if v == "{fs}" else v) for k, v in kwargs.items()}
+    if "--atlas" not in flags:
+        flags = ["--atlas", "affect", *flags]
+        kwargs.setdefault("atlas", "affect")
+    deriv = trial / "derivatives" / "fmriprep"
+    common = ["--participant-label", "001,002", "--n-jobs", "1", "--no-qc-reports"]
+    _invoke("extract", str(trial), str(tmp_path / "cli"), "participant",
+            "--derivatives", str(deriv), *flags, *common)  # fmt: skip
+    api = extract_dataset(
+        trial, tmp_path / "api", derivatives=deriv, participant_label=["001", "002"],
+        n_jobs=1, qc_reports=False, **kwargs,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert api.failures.empty
+    cli = pd.read_parquet(tmp_path / "cli" / "features.parquet")
+    ref = pd.read_parquet(api.features_path)
+    assert len(cli) == 2 and list(cli.columns) == list(ref.columns)
+    num = [c for c in ref.columns if pd.api.types.is_float_dtype(ref[c])]
+    assert num
+    np.testing.assert_allclose(cli[num].to_numpy(), ref[num].to_numpy(), rtol=1e-6)
+    if case == "connectivity-partial-tangent":
+        assert any(c.startswith("pconn__") for c in cli.columns), list(cli.columns)[:20]
+        assert any(c.startswith("tconn__") for c in cli.columns)
+    if case == "freesurfer":
+        assert any(c.startswith("vol__") for c in cli.columns), list(cli.columns)
