@@ -24,7 +24,6 @@ Already covered elsewhere (not repeated here): ``meta --method/--measure/--multi
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -180,3 +179,96 @@ def test_extract_option_equals_api(trial: Path, tmp_path: Path, case: str) -> No
         assert any(c.startswith("tconn__") for c in cli.columns)
     if case == "freesurfer":
         assert any(c.startswith("vol__") for c in cli.columns), list(cli.columns)
+
+
+# ---------------------------------------------------------------- train
+
+
+@pytest.fixture(scope="module")
+def regime_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object]:
+    """80 patients, 3 sites, 20 features, a planted sparse interaction (draw_regime)."""
+    from brainmatch.validation.regimes import draw_regime
+
+    r = draw_regime(80, 20, "sparse", 2, sites=3, seed=9, effect=1.5)
+    d = tmp_path_factory.mktemp("regime")
+    r.features.to_csv(d / "f.csv", index=False)
+    r.outcomes.to_csv(d / "o.tsv", sep="\t", index=False)
+    return d / "f.csv", d / "o.tsv", r
+
+
+_TRAIN_CASES = {
+    # id: (CLI flags, validate keyword arguments)
+    "cv-repeated-kfold": (["--cv", "repeated-kfold"], {"cv": "repeated-kfold"}),
+    "cv-leave-site-out": (
+        ["--cv", "leave-site-out", "--site-column", "site"],
+        {"cv": "leave-site-out", "site_column": "site"},
+    ),
+    "select-features-none": (["--select-features", "none"], {"select": "none"}),
+    "select-features-auto": (["--select-features", "auto"], {"select": "auto"}),
+    "select-features-K": (["--select-features", "5"], {"select": 5}),
+    "model-per-arm": (["--model", "per-arm"], {"model": "per-arm"}),
+}
+
+
+@pytest.mark.parametrize("case", list(_TRAIN_CASES), ids=list(_TRAIN_CASES))
+def test_train_option_equals_api(regime_files, tmp_path: Path, case: str) -> None:  # type: ignore[no-untyped-def]
+    from brainmatch.selection import validate
+
+    features, outcomes, r = regime_files
+    flags, kwargs = _TRAIN_CASES[case]
+    _invoke(
+        "train", "--features", str(features), "--outcomes", str(outcomes),
+        "--treatment-column", "arm", "--outcome-column", "y", "--better", "higher",
+        "--n-repeats", "1", "--n-permutations", "3", "--out", str(tmp_path / "m"),
+        "--no-report", "--no-learning-curve", *flags,
+    )  # fmt: skip
+    m = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    api = validate(
+        r.features, r.outcomes, treatment_column="arm", outcome_column="y", better="higher",
+        n_repeats=1, n_permutations=3, learning_curve=False, **kwargs,
+    )  # fmt: skip
+    gain = m["selection"]["policy_gain"]
+    assert np.isfinite(gain)
+    assert gain == pytest.approx(api.metrics["selection"]["policy_gain"])
+    if case == "cv-leave-site-out":
+        assert m["cv"]["scheme"] == "leave-site-out" and m["cv"]["n_splits"] == 3
+
+
+# ---------------------------------------------------------------- cbma
+
+
+@pytest.fixture(scope="module")
+def tal_foci(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ten Talairach-space experiments with foci around the left amygdala."""
+    rng = np.random.default_rng(0)
+    rows = [
+        {
+            "experiment": f"s{e}", "x": -22 + rng.normal(0, 3), "y": -4 + rng.normal(0, 3),
+            "z": -16 + rng.normal(0, 3), "space": "TAL", "n_subjects": 15 + e,
+        }
+        for e in range(10)
+        for _ in range(3)
+    ]  # fmt: skip
+    path = tmp_path_factory.mktemp("foci") / "foci.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("transform", ["spm", "fsl", "other"], ids=lambda t: f"tal-{t}")
+def test_cbma_tal_transform_equals_api(tal_foci: Path, tmp_path: Path, transform: str) -> None:
+    out = tmp_path / "o"
+    _invoke("cbma", str(tal_foci), "--out", str(out), "--iterations", "10", "--seed", "1",
+            "--n-jobs", "1", "--tal-transform", transform)  # fmt: skip
+    table = read_coordinates(tal_foci, tal_transform=transform)
+    api = CoordinateMetaAnalysis(iterations=10, random_state=1).fit(table).result_
+    cli = np.asarray(nib.load(out / "desc-stat_map.nii.gz").dataobj)
+    ref = np.asarray(api.maps["stat"].dataobj)
+    np.testing.assert_allclose(cli, ref, rtol=1e-5, atol=1e-8)
+    notes = json.loads((out / "results.json").read_text())["notes"]
+    assert any(f"tal2icbm_{transform}" in n for n in notes)
+    # the transforms differ: the peak sits in a different voxel or has a different value
+    other = {"spm": "fsl", "fsl": "other", "other": "spm"}[transform]
+    alt = CoordinateMetaAnalysis(iterations=10, random_state=1).fit(
+        read_coordinates(tal_foci, tal_transform=other)
+    )
+    assert not np.allclose(np.asarray(alt.result_.maps["stat"].dataobj), ref)
