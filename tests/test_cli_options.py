@@ -70,7 +70,9 @@ def _truth(path: Path) -> pd.DataFrame:
     return pd.read_csv(path / "ground_truth.tsv", sep="\t")
 
 
-@pytest.mark.parametrize("effect", ["null", "realistic", "strong"], ids=lambda e: f"effect-{e}")
+@pytest.mark.parametrize(
+    "effect", ["null", "realistic", "strong", "0.8"], ids=lambda e: f"effect-{e}"
+)
 def test_simulate_effect_size_equals_api(tmp_path: Path, effect: str) -> None:
     out = tmp_path / "cli"
     _invoke(
@@ -79,7 +81,7 @@ def test_simulate_effect_size_equals_api(tmp_path: Path, effect: str) -> None:
     )  # fmt: skip
     spec = TrialSpec(
         n_subjects=4, n_sites=2, resolution=4, n_volumes=20, seed=5,
-        effect_size=EFFECT_SIZES[effect],
+        effect_size=EFFECT_SIZES[effect] if effect in EFFECT_SIZES else float(effect),
     )  # fmt: skip
     simulate_trial(spec, tmp_path / "api", n_jobs=1)
     cli, api = _truth(out), _truth(tmp_path / "api")
@@ -272,3 +274,36 @@ def test_cbma_tal_transform_equals_api(tal_foci: Path, tmp_path: Path, transform
         read_coordinates(tal_foci, tal_transform=other)
     )
     assert not np.allclose(np.asarray(alt.result_.maps["stat"].dataobj), ref)
+
+
+def test_extract_scheduler_equals_api(trial: Path, tmp_path: Path) -> None:
+    """``extract --scheduler`` (a Dask LocalCluster in this process) = the serial API."""
+    from distributed import LocalCluster
+
+    deriv = trial / "derivatives" / "fmriprep"
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        _invoke("extract", str(trial), str(tmp_path / "cli"), "participant",
+                "--derivatives", str(deriv), "--atlas", "affect", "--participant-label",
+                "001,002", "--no-qc-reports", "--scheduler", cluster.scheduler_address)  # fmt: skip
+    api = extract_dataset(
+        trial, tmp_path / "api", derivatives=deriv, atlas="affect",
+        participant_label=["001", "002"], n_jobs=1, qc_reports=False,
+    )  # fmt: skip
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "cli" / "features.parquet"), pd.read_parquet(api.features_path)
+    )
+
+
+def test_extract_anat_without_freesurfer_is_refused(trial: Path, tmp_path: Path) -> None:
+    """``--modalities anat`` needs ``--freesurfer``: exit 2 with one ``error:`` line."""
+    res = runner.invoke(
+        app,
+        ["extract", str(trial), str(tmp_path / "o"), "participant", "--derivatives",
+         str(trial / "derivatives" / "fmriprep"), "--atlas", "affect", "--modalities", "anat"],
+    )  # fmt: skip
+    assert res.exit_code == 2, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--freesurfer" in errors[0], res.output
+    assert "Traceback" not in res.output
