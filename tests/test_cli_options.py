@@ -3,12 +3,14 @@
 Each case runs ``brainmatch <command>`` through ``typer.testing.CliRunner`` on tiny data,
 checks the exit status, and compares one number with the Python API on the same input:
 
-- ``simulate --resolution 2/3/4``, ``--sessions 1/2``, ``--effect-size null/realistic/strong``:
+- ``simulate --resolution 2/3/4``, ``--sessions 1/2``, ``--effect-size null/realistic/strong/X``:
   the image shape / session layout, and ``ground_truth.tsv`` equal to ``simulate_trial``;
 - ``extract --atlas`` (every built-in atlas), ``--denoise none/simple/scrubbing/compcor``,
   ``--connectivity correlation/partial/tangent``, band-pass ``--low-pass/--high-pass``,
-  ``--freesurfer``: a feature value equal to ``extract_dataset`` with the same option;
-- ``train --cv leave-site-out``, ``--select-features auto/K``, ``--model per-arm``: the
+  ``--freesurfer``, ``--standardize``, ``--detrend/--no-detrend``, ``--scheduler``: the
+  feature table equal to ``extract_dataset`` with the same option (``--modalities anat``
+  without ``--freesurfer``: exit 2, one ``error:`` line);
+- ``train --cv``, ``--select-features none/auto/K``, ``--model per-arm``, ``--better``: the
   policy gain in ``metrics.json`` equal to ``validate``;
 - ``cbma --tal-transform spm/fsl/other``: the statistic map equal to
   ``CoordinateMetaAnalysis`` on ``read_coordinates(..., tal_transform=...)``.
@@ -17,8 +19,13 @@ Already covered elsewhere (not repeated here): ``meta --method/--measure/--multi
 ``nma --method`` (test_meta_nma_cli.py), ``meta --test/--schema`` (test_meta_cli.py),
 ``train --model`` for every learner (test_train_learners.py), ``cbma --method/--engine``
 (test_cbma.py), ``change --engine/--site-effect`` (test_change.py), ``--modalities``
-(test_extract_modalities.py, test_extract_dwi.py), ``normative --noise/--likelihood``
-(test_profile.py).
+(test_extract_modalities.py, test_extract_dwi.py), ``--task-noise-model``/``--task-hrf``
+(test_extract_task.py), ``--dwi-fit-method``/``--dwi-tracts`` (test_extract_dwi.py),
+``normative fit --noise/--likelihood`` (test_profile.py), ``sessions --method`` and
+``simulate-sessions --augmentation-type/--timing/--effect-size`` (test_sessions_cli.py),
+``change --method`` (test_change.py), ``durability --model/--penalizer``
+(test_durability.py), ``modalities --format`` (test_modalities.py), ``cbma --scheduler``
+(test_cbma_engine.py).
 """
 
 from __future__ import annotations
@@ -150,6 +157,10 @@ _EXTRACT_CASES = {
         {"low_pass": 0.08, "high_pass": 0.01},
     ),
     "freesurfer": (["--freesurfer", "{fs}"], {"freesurfer": "{fs}"}),
+    "standardize-zscore": (["--standardize", "zscore"], {"standardize": "zscore"}),
+    "standardize-none": (["--standardize", "none"], {"standardize": "none"}),
+    "detrend": (["--detrend"], {"detrend": True}),
+    "no-detrend": (["--no-detrend"], {"detrend": False}),
 }
 
 
@@ -210,6 +221,7 @@ _TRAIN_CASES = {
     "select-features-auto": (["--select-features", "auto"], {"select": "auto"}),
     "select-features-K": (["--select-features", "5"], {"select": 5}),
     "model-per-arm": (["--model", "per-arm"], {"model": "per-arm"}),
+    "better-lower": (["--better", "lower"], {"better": "lower"}),
 }
 
 
@@ -221,13 +233,15 @@ def test_train_option_equals_api(regime_files, tmp_path: Path, case: str) -> Non
     flags, kwargs = _TRAIN_CASES[case]
     _invoke(
         "train", "--features", str(features), "--outcomes", str(outcomes),
-        "--treatment-column", "arm", "--outcome-column", "y", "--better", "higher",
+        "--treatment-column", "arm", "--outcome-column", "y",
         "--n-repeats", "1", "--n-permutations", "3", "--out", str(tmp_path / "m"),
-        "--no-report", "--no-learning-curve", *flags,
+        "--no-report", "--no-learning-curve", *(flags if "--better" in flags else
+        [*flags, "--better", "higher"]),
     )  # fmt: skip
     m = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    kwargs = {"better": "higher", **kwargs}
     api = validate(
-        r.features, r.outcomes, treatment_column="arm", outcome_column="y", better="higher",
+        r.features, r.outcomes, treatment_column="arm", outcome_column="y",
         n_repeats=1, n_permutations=3, learning_curve=False, **kwargs,
     )  # fmt: skip
     gain = m["selection"]["policy_gain"]
