@@ -188,6 +188,13 @@ def test_extract_option_equals_api(trial: Path, tmp_path: Path, case: str) -> No
     num = [c for c in ref.columns if pd.api.types.is_float_dtype(ref[c])]
     assert num
     np.testing.assert_allclose(cli[num].to_numpy(), ref[num].to_numpy(), rtol=1e-6)
+    # the region time series too (what --standardize changes; features are scale-free)
+    series = sorted((tmp_path / "api").rglob("*_timeseries.tsv"))
+    assert series
+    for f in series:
+        twin = tmp_path / "cli" / f.relative_to(tmp_path / "api")
+        a, b = (pd.read_csv(x, sep="\t").to_numpy(dtype=float) for x in (f, twin))
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9)
     if case == "connectivity-partial-tangent":
         assert any(c.startswith("pconn__") for c in cli.columns), list(cli.columns)[:20]
         assert any(c.startswith("tconn__") for c in cli.columns)
