@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -111,7 +112,7 @@ def test_simulate_resolution_sets_image_grid(tmp_path: Path, resolution: int, sh
     )  # fmt: skip
     bold = next((out / "derivatives" / "fmriprep" / "sub-001").rglob("*_bold.nii.gz"))
     assert f"res-{resolution}" in bold.name
-    img = nib.load(bold)
+    img: Any = nib.load(bold)
     assert img.shape == (*shape, 20)
     np.testing.assert_allclose(img.header.get_zooms()[:3], (resolution,) * 3)
 
@@ -134,7 +135,7 @@ def test_simulate_sessions(tmp_path: Path, sessions: int) -> None:
 
 # ---------------------------------------------------------------- extract
 
-_EXTRACT_CASES = {
+_EXTRACT_CASES: dict[str, tuple[list[str], dict[str, Any]]] = {
     # id: (CLI flags, extract_dataset keyword arguments)
     "atlas-harvard-oxford": (["--atlas", "harvard-oxford"], {"atlas": "harvard-oxford"}),
     "atlas-aal": (["--atlas", "aal"], {"atlas": "aal"}),
@@ -179,7 +180,7 @@ def test_extract_option_equals_api(trial: Path, tmp_path: Path, case: str) -> No
             "--derivatives", str(deriv), *flags, *common)  # fmt: skip
     api = extract_dataset(
         trial, tmp_path / "api", derivatives=deriv, participant_label=["001", "002"],
-        n_jobs=1, qc_reports=False, **kwargs,  # type: ignore[arg-type]
+        n_jobs=1, qc_reports=False, **kwargs,
     )  # fmt: skip
     assert api.failures.empty
     cli = pd.read_parquet(tmp_path / "cli" / "features.parquet")
@@ -217,7 +218,7 @@ def regime_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
     return d / "f.csv", d / "o.tsv", r
 
 
-_TRAIN_CASES = {
+_TRAIN_CASES: dict[str, tuple[list[str], dict[str, Any]]] = {
     # id: (CLI flags, validate keyword arguments)
     "cv-repeated-kfold": (["--cv", "repeated-kfold"], {"cv": "repeated-kfold"}),
     "cv-leave-site-out": (
@@ -285,7 +286,8 @@ def test_cbma_tal_transform_equals_api(tal_foci: Path, tmp_path: Path, transform
             "--n-jobs", "1", "--tal-transform", transform)  # fmt: skip
     table = read_coordinates(tal_foci, tal_transform=transform)
     api = CoordinateMetaAnalysis(iterations=10, random_state=1).fit(table).result_
-    cli = np.asarray(nib.load(out / "desc-stat_map.nii.gz").dataobj)
+    stat: Any = nib.load(out / "desc-stat_map.nii.gz")
+    cli = np.asarray(stat.dataobj)
     ref = np.asarray(api.maps["stat"].dataobj)
     np.testing.assert_allclose(cli, ref, rtol=1e-5, atol=1e-8)
     notes = json.loads((out / "results.json").read_text())["notes"]
