@@ -170,6 +170,9 @@ def test_sigkill_mid_batch_then_resume(small_trial: Path, tmp_path: Path) -> Non
         str(bids / "derivatives" / "fmriprep"),
         "--atlas",
         "affect",
+        # one worker: with one per core the tiny subjects can all finish between two polls
+        "--n-jobs",
+        "1",
     ]
     env = {**os.environ}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
