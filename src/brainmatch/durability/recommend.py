@@ -229,7 +229,7 @@ def recommend_durability(
             rows.append(row)
         write_tsv(out / "recommend.tsv", pd.DataFrame(rows), float_format="%.6g")
         if report:
-            from brainmatch.durability.report import render_recommend_report
+            from brainmatch.reports.durability import render_recommend_report
 
             result.report_path = out / "report.html"
             write_text(result.report_path, render_recommend_report(result))

@@ -114,9 +114,9 @@ def train_durability(
     """
     from brainmatch._io import write_json, write_text, write_tsv
     from brainmatch.durability.modelfile import save_durability_model
-    from brainmatch.durability.report import methods_text, render_report
     from brainmatch.durability.run import parse_horizon, read_survival_data
     from brainmatch.durability.validate import validate_durability
+    from brainmatch.reports.durability import methods_text, render_report
 
     h = parse_horizon(horizon, time_unit)
     d = read_survival_data(

@@ -144,7 +144,7 @@ class DurabilityResult:
         out.mkdir(parents=True, exist_ok=True)
         write_tsv(out / "predictions.tsv", self.predictions, float_format="%.6g")
         from brainmatch._io import write_text
-        from brainmatch.durability.report import methods_text, render_report
+        from brainmatch.reports.durability import methods_text, render_report
 
         write_json(
             out / "results.json",

@@ -338,7 +338,7 @@ class NormativeFitResult:
         write_tsv(out / "fit_metrics.tsv", self.fit_metrics, float_format="%.6g")
         write_json(out / "fit_summary.json", self.to_dict())
         if report:
-            from brainmatch.normative.report import write_fit_report
+            from brainmatch.reports.normative import write_fit_report
 
             self.report_path = write_fit_report(self, out / "report.html")
         return self.model_path
@@ -416,7 +416,7 @@ class NormativeScoreResult:
         write_tsv(out / "people.tsv", self.people, float_format="%.6g")
         write_json(out / "score_summary.json", self.to_dict())
         if report:
-            from brainmatch.normative.report import write_score_report
+            from brainmatch.reports.normative import write_score_report
 
             self.report_path = write_score_report(self, out / "report.html")
         return out

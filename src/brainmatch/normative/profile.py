@@ -102,7 +102,7 @@ class PatientProfile:
         write_tsv(out / "circuits.tsv", self.circuits, float_format="%.6g")
         write_tsv(out / "deviations.tsv", self.deviations, float_format="%.6g")
         if report:
-            from brainmatch.normative.report import write_profile_report
+            from brainmatch.reports.normative import write_profile_report
 
             self.report_path = write_profile_report(self, out / "report.html")
         return out
