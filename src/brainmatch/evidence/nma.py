@@ -77,7 +77,9 @@ class NMAResult:
     design_Q : dict
         Design-by-treatment decomposition: ``Q_het`` / ``df_het`` / ``p_het``
         (within designs), ``Q_inc`` / ``df_inc`` / ``p_inc`` (between designs, fixed
-        effect) and ``Q_inc_random`` / ``p_inc_random`` (with tau^2).
+        effect) and ``Q_inc_random`` / ``p_inc_random`` (random effects, with
+        ``tau2_within``: tau^2 of the full design-by-treatment interaction model, as
+        netmeta's ``decomp.design``).
     pscore_fixed, pscore_random : dict
         P-scores.
     n_studies, n_comparisons : int
@@ -614,7 +616,7 @@ def network_meta_analysis(
     cf[1:, 1:] = cov_fe
     cr[1:, 1:] = cov_re
     # design-by-treatment interaction
-    design_Q = _design_by_treatment(ys, Xs, Ss, Us, designs, studies, treatments, tau2, Q, df_q)
+    design_Q = _design_by_treatment(ys, Xs, Ss, Us, designs, studies, treatments, Q, df_q)
     edges = pd.DataFrame(
         [{"treat1": a, "treat2": b, "n_studies": n} for (a, b), n in sorted(edge_count.items())]
     )
@@ -677,7 +679,6 @@ def _design_by_treatment(
     designs: list[str],
     studies: dict[str, _Study],
     treatments: list[str],
-    tau2: float,
     Q: float,
     df_q: int,
 ) -> dict[str, Any]:
@@ -724,7 +725,17 @@ def _design_by_treatment(
 
     q_het = qstat(Xint, S)
     q_inc = Q - q_het
-    Vr = S + tau2 * U
+    # netmeta's decomp.design: the random-effects between-design Q uses tau^2 estimated
+    # (generalised DerSimonian-Laird) in the full design-by-treatment interaction model,
+    # netmeta's ``tau.within``, not the consistency model's tau^2
+    W0 = np.linalg.inv(S)
+    if Xint.size:
+        P = W0 - W0 @ Xint @ np.linalg.pinv(Xint.T @ W0 @ Xint) @ Xint.T @ W0
+    else:
+        P = W0
+    trace = float(np.trace(P @ U))
+    tau2_within = max(0.0, (q_het - df_het) / trace) if trace > 0 else 0.0
+    Vr = S + tau2_within * U
     q_inc_r = qstat(Xc, Vr) - qstat(Xint, Vr)
     by_design = []
     for dsg, idxs in blocks.items():
@@ -758,5 +769,6 @@ def _design_by_treatment(
         "p_inc": p(q_inc, df_inc),
         "Q_inc_random": q_inc_r,
         "p_inc_random": p(q_inc_r, df_inc),
+        "tau2_within": tau2_within,
         "within_designs": by_design,
     }
