@@ -25,7 +25,8 @@ Already covered elsewhere (not repeated here): ``meta --method/--measure/--multi
 ``simulate-sessions --augmentation-type/--timing/--effect-size`` (test_sessions_cli.py),
 ``change --method`` (test_change.py), ``durability --model/--penalizer``
 (test_durability.py), ``modalities --format`` (test_modalities.py), ``cbma --scheduler``
-(test_cbma_engine.py).
+(test_cbma_engine.py), ``recommend MODEL BIDS_DIR --participant-label`` on a simulated
+BIDS + fMRIPrep subject (test_recommend.py, equal to ``recommend`` on the same folder).
 """
 
 from __future__ import annotations

@@ -410,3 +410,26 @@ def test_recommend_from_bids_extracts_with_the_models_options(small_trial, tmp_p
     assert rec.patients[0]["predicted"]["CBT"]["value"] == pytest.approx(
         direct.patients[0]["predicted"]["CBT"]["value"], rel=1e-6
     )
+    # the same BIDS subject through the command line (`brainmatch recommend MODEL BIDS_DIR
+    # --participant-label 001`): exit 0 and the API's predicted outcomes, number for number
+    cli = CliRunner().invoke(
+        app,
+        [
+            "recommend",
+            str(res.model_path),
+            str(small_trial),
+            "--participant-label",
+            "001",
+            "--out",
+            str(tmp_path / "rec_cli"),
+            "--no-report",
+        ],
+    )
+    assert cli.exit_code == 0, cli.output
+    rj = json.loads((tmp_path / "rec_cli" / "recommend.json").read_text())
+    assert [p["participant_id"] for p in rj["patients"]] == ["sub-001"]
+    for arm in ("CBT", "SSRI"):
+        assert rj["patients"][0]["predicted"][arm]["value"] == pytest.approx(
+            rec.patients[0]["predicted"][arm]["value"], rel=1e-9
+        )
+    assert rj["patients"][0]["statement"] in cli.output
