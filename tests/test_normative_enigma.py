@@ -1,12 +1,18 @@
 """Real data: the ENIGMA Toolbox's 20 example individuals (10 with depression, 10 controls;
 FreeSurfer subcortical volumes and cortical thickness in ENIGMA format, BSD-3).
 
+The four CSV files are shipped in ``tests/data/enigma/example_individual`` (the ENIGMA
+Toolbox's example individual data, github.com/MICA-MNI/ENIGMA commit d66a7ef, copied
+unchanged; BSD-3, ``tests/data/enigma/LICENSE``), so this test runs everywhere.
+
 A smoke test: ten controls are far too few for a norm (the model says so), but every
 step must run on real FreeSurfer numbers, understand ENIGMA's column names and give
 finite deviations and circuit scores.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,11 +23,12 @@ from brainmatch.normative import fit_normative, score_normative
 from brainmatch.normative.profile import build_profile
 
 
+FOLDER = Path(__file__).parent / "data" / "enigma" / "example_individual"
+
+
 @pytest.fixture(scope="module")
-def enigma(shared_data):
-    folder = shared_data / "enigma" / "example_individual"
-    if not folder.is_dir():
-        pytest.skip(f"{folder} (ENIGMA Toolbox example individuals) is absent")
+def enigma():
+    folder = FOLDER
     cov = pd.read_csv(folder / "cov.csv")
     sub = pd.read_csv(folder / "metr1_SubVol.csv").drop(columns=["ICV"])
     thick = pd.read_csv(folder / "metr2_CortThick.csv").drop(columns=["ICV"])
@@ -31,7 +38,6 @@ def enigma(shared_data):
     return table
 
 
-@pytest.mark.shared_data
 def test_enigma_example_individuals_smoke(enigma, tmp_path):
     controls = enigma[enigma.Dx == 0].drop(columns="Dx")
     patients = enigma[enigma.Dx == 1].drop(columns="Dx")
