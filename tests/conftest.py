@@ -39,10 +39,10 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(
             f"needs real published data in {SHARED_DATA}, which is not shipped (licences): "
-            "Metapsy psychotherapy trials (doi:10.5281/zenodo.7254845, folder metapsy-psyctr/), "
-            "antidepressant ALE coordinates of Saberi et al. 2025 (github.com/amnsbr/"
-            "antidepressants_meta, folder antidepressant-ale/), ENIGMA Toolbox statistics "
-            "(github.com/MICA-MNI/ENIGMA, folder enigma/); put them there to run this test "
+            "Metapsy psychotherapy trials (data-depression-psyctr commit ceeabb7, "
+            "doi:10.5281/zenodo.7254845, folder metapsy-psyctr/), antidepressant ALE "
+            "coordinates of Saberi et al. 2025 (github.com/amnsbr/antidepressants_meta commit "
+            "d233216, folder antidepressant-ale/); put them there to run this test "
             "(see tests/README.md)"
         )
     return SHARED_DATA
