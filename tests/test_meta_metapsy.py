@@ -75,9 +75,7 @@ def test_extract_reader_parses_the_metapsy_standard() -> None:
     # a single-instrument comparison keeps Metapsy's own g and its squared SE
     single = comp[comp["n_outcomes"] == 1]
     for _, row in single.iterrows():
-        src = raw[
-            (raw["study"] == row["study"]) & (raw["condition_arm1"] == row["condition_arm1"])
-        ]
+        src = raw[(raw["study"] == row["study"]) & (raw["condition_arm1"] == row["condition_arm1"])]
         src = src[np.isclose(src[".g"], row["yi"])]
         assert len(src) >= 1
         assert row["vi"] == pytest.approx(src[".g_se"].iloc[0] ** 2, rel=1e-12)
@@ -191,14 +189,14 @@ def test_network_of_therapy_types(metapsy: Path) -> None:
         arm2="control_id",
         n_control="n_group2",
     )
-    res = network_meta_analysis(comp, reference="wl", tol_multi=None, **kw)  # type: ignore[arg-type]
+    res = network_meta_analysis(comp, reference="wl", tol_multi=None, **kw)
     # every study of the database (metadata: 480) enters the network
     assert res.n_studies == 480 and res.n_multiarm == 94
     # Hedges' g contrasts of a multi-arm study are not additive: netmeta's 0.001 rule
     # would stop, so they are listed (by name) instead of silently used
     assert any("'Ayen, 2004'" in m for m in res.multiarm_inconsistent)
     with pytest.raises(BrainmatchInputError, match="inconsistent treatment effects"):
-        network_meta_analysis(comp, **kw)  # type: ignore[arg-type]
+        network_meta_analysis(comp, **kw)
     assert res.pscore_random["wl"] < 0.01  # every therapy beats wait-list
     cbt_wl = res.comparison("cbt", "wl")
     # published direction and size: CBT beats wait-list by more than it beats care-as-usual

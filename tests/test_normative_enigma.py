@@ -22,7 +22,6 @@ from brainmatch.circuits import feature_label
 from brainmatch.normative import fit_normative, score_normative
 from brainmatch.normative.profile import build_profile
 
-
 FOLDER = Path(__file__).parent / "data" / "enigma" / "example_individual"
 
 
