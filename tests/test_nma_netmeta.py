@@ -23,6 +23,19 @@ the Python API and through ``brainmatch nma``.
 (``TE = mean1 - mean2``, ``seTE = sqrt(sd1^2/n1 + sd2^2/n2)``); the vignette prints five
 of its rows, which ``test_contrasts_equal_pairwise_rows`` checks first, so the input is
 pinned as well as the output.
+
+The vignette's worked example 3 (section 5.3, pp. 29-31) is pinned as well: netmeta's
+``Baker2009`` (38 trials of treatments for COPD, binary outcome, 6 four-arm and 4
+three-arm trials; ``tests/data/netmeta/baker2009.tsv``),
+
+    pw3 <- pairwise(treat = treatment, n = total, event = exac,
+                    studlab = paste(study, year), data = Baker2009, sm = "OR")
+    net3 <- netmeta(pw3, common = FALSE, ref = "plac"); net3
+
+with ``pairwise``'s defaults for odds ratios (1/2 added to every cell of a study with a
+zero cell; ``DalNegro 2003``, with events in every patient of every arm, carries no
+information and is dropped, as netmeta reports).  Its many multi-arm studies test the
+multi-arm covariance and netmeta's multi-arm tau^2.
 """
 
 from __future__ import annotations
@@ -37,9 +50,11 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from brainmatch.cli.main import app
+from brainmatch.evidence.effects import log_odds_ratio
 from brainmatch.evidence.nma import NMAResult, network_meta_analysis
 
 DATA = Path(__file__).parent / "data" / "netmeta" / "stowe2010.tsv"
+BAKER = Path(__file__).parent / "data" / "netmeta" / "baker2009.tsv"
 PLAC, COMTI, DA, MAOBI = "Placebo", "COMTI", "Dopamine Agonist", "MAOBI"
 
 # net1 (random effects, vs 'Placebo'): MD, 95%-CI, z, p-value
@@ -227,3 +242,88 @@ def test_cli_nma_equals_netmeta_printout(tmp_path: Path) -> None:
         assert _r(e["pscore"], 4) == PRINTED_PSCORES[t]
     d = res["design_by_treatment"]
     assert (_r(d["Q_inc"], 2), _r(d["Q_inc_random"], 2)) == ("1.24", "0.45")
+
+
+# ---------------------------------------------------------------- Baker2009 (net3)
+
+# net3 (random effects, vs 'Placebo'): OR, 95%-CI, z, p-value ("< 0.0001" as None)
+PRINTED_NET3 = {
+    "Budesonide": ("0.80", "0.59", "1.10", "-1.37", "0.1702"),
+    "Budesonide+Formoterol": ("0.67", "0.49", "0.90", "-2.63", "0.0086"),
+    "Fluticasone": ("0.86", "0.75", "0.99", "-2.05", "0.0406"),
+    "Fluticasone+Salmeterol": ("0.75", "0.66", "0.86", "-4.17", None),
+    "Formoterol": ("1.00", "0.80", "1.25", "-0.00", "1.0000"),
+    "Salmeterol": ("0.80", "0.72", "0.89", "-4.06", None),
+    "Tiotropium": ("0.69", "0.61", "0.77", "-6.39", None),
+}
+
+
+def _baker_contrasts() -> pd.DataFrame:
+    """``pairwise(..., sm = "OR")``: log odds ratios of every pair of arms of a study."""
+    d = pd.read_csv(BAKER, sep="\t")
+    d["studlab"] = d["study"] + " " + d["year"].astype(str)
+    rows = []
+    for lab, g in d.groupby("studlab", sort=False):
+        ev = g["exac"].to_numpy(dtype=float)
+        n = g["total"].to_numpy(dtype=float)
+        if np.all((ev == 0) | (ev == n)):
+            continue  # no information: netmeta drops it ("TE NA")
+        trt = g["treatment"].tolist()
+        for i in range(len(trt)):
+            for j in range(i + 1, len(trt)):
+                yi, vi = log_odds_ratio([ev[i]], [n[i]], [ev[j]], [n[j]])
+                rows.append(
+                    {
+                        "study": lab,
+                        "treat1": trt[i],
+                        "treat2": trt[j],
+                        "TE": float(yi[0]),
+                        "seTE": float(np.sqrt(vi[0])),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def net3() -> NMAResult:
+    return network_meta_analysis(_baker_contrasts(), reference=PLAC, larger_is_better=False)
+
+
+def test_net3_network_size(net3: NMAResult) -> None:
+    # k = 38 studies, m = 74 pairwise comparisons, n = 8 treatments, d = 13 designs
+    assert net3.n_studies == 38 and len(_baker_contrasts()) == 74
+    assert len(net3.treatments) == 8
+    assert len(net3.design_Q["within_designs"]) == 13
+
+
+def test_net3_odds_ratios_versus_placebo(net3: NMAResult) -> None:
+    for t, (or_, lo, hi, z, p) in PRINTED_NET3.items():
+        c = net3.comparison(t, PLAC, "random")
+        got = (_r(np.exp(c["estimate"]), 2), _r(np.exp(c["ci_lb"]), 2), _r(np.exp(c["ci_ub"]), 2))
+        assert got == (or_, lo, hi), t
+        zz = c["estimate"] / c["se"]
+        assert f"{zz:.2f}" == z or _r(zz, 2) == z, t  # R prints -0.00 for a tiny negative z
+        if p is None:
+            assert c["pval"] < 1e-4, t
+        else:
+            assert _r(c["pval"], 4) == p, t
+
+
+def test_net3_heterogeneity_and_inconsistency(net3: NMAResult) -> None:
+    # tau^2 = 0.0111; tau = 0.1055; I^2 = 24.4%
+    assert (_r(net3.tau2, 4), _r(np.sqrt(net3.tau2), 4), _r(net3.I2, 1)) == (
+        "0.0111",
+        "0.1055",
+        "24.4",
+    )
+    d = net3.design_Q
+    got = {
+        "total": (_r(net3.Q, 2), net3.df, _r(net3.pval_Q, 4)),
+        "within": (_r(d["Q_het"], 2), d["df_het"], _r(d["p_het"], 4)),
+        "between": (_r(d["Q_inc"], 2), d["df_inc"], _r(d["p_inc"], 4)),
+    }
+    assert got == {
+        "total": ("60.86", 46, "0.0700"),
+        "within": ("43.20", 34, "0.1340"),
+        "between": ("17.66", 12, "0.1264"),
+    }
