@@ -5,9 +5,9 @@ output on the metafor website (``docs/reference/trimfill.html`` in
 github.com/wviechtb/metafor, commit 0014f62), pinned in
 ``tests/data/meta/metafor_trimfill_bcg.json``:
 
-- equal-effects (``method = "EE"``, brainmatch ``FE``): 4 studies missing on the right,
-  the four filled log risk ratios and variances, and the refitted model;
-- random-effects (REML): 1 study missing on the right and the refitted model;
+- equal-effects (``method = "EE"``, brainmatch ``FE``): 4 studies missing on the right
+  (SE 2.3853), the four filled log risk ratios and variances, and the refitted model;
+- random-effects (REML): 1 study missing on the right (SE 2.4528) and the refitted model;
 - the "equal-random" approach (fill with the equal-effects model, then fit REML to the
   filled data).
 
@@ -82,6 +82,7 @@ def test_equal_effects_trimfill_fills_four_studies_on_the_right() -> None:
     yi, vi = _bcg_log_rr()
     tf = trim_and_fill(rma(yi, vi, method="FE"))
     assert (tf["side"], tf["k0"]) == (ref["side"], ref["k0"])
+    _printed(ref["se_k0"], tf["se_k0"])  # "4 (SE = 2.3853)"
     # the filled data frame metafor prints (8 decimals)
     np.testing.assert_allclose(tf["yi_fill"], ref["filled_yi"], atol=5e-9)
     np.testing.assert_allclose(tf["vi_fill"], ref["filled_vi"], atol=5e-10)
@@ -95,6 +96,7 @@ def test_random_effects_trimfill_fills_one_study_on_the_right() -> None:
     yi, vi = _bcg_log_rr()
     tf = trim_and_fill(rma(yi, vi, method="REML"))
     assert (tf["side"], tf["k0"]) == (ref["side"], ref["k0"])
+    _printed(ref["se_k0"], tf["se_k0"])  # "1 (SE = 2.4528)"
     for key in ("estimate", "se", "ci_lb", "ci_ub", "tau2"):
         _printed(ref[key], tf[key])
     _check_model(_refit(tf, "REML"), ref)
@@ -147,5 +149,5 @@ def test_cli_meta_reports_metafor_trimfill(tmp_path: Path, method: str, ref_key:
     tf = json.loads((out / "results.json").read_text())["trimfill"]
     ref = REF[ref_key]
     assert (tf["side"], tf["k0"]) == (ref["side"], ref["k0"])
-    for key in ("estimate", "se", "ci_lb", "ci_ub"):
+    for key in ("se_k0", "estimate", "se", "ci_lb", "ci_ub"):
         _printed(ref[key], tf[key])

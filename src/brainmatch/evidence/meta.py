@@ -947,7 +947,8 @@ def trim_and_fill(res: MetaResult, side: str | None = None) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``k0`` (number of filled studies), ``side``, the filled ``yi_fill`` / ``vi_fill``,
+        ``k0`` (number of filled studies) and its standard error ``se_k0``, ``side``, the
+        filled ``yi_fill`` / ``vi_fill``,
         and the adjusted ``estimate``, ``se``, ``ci_lb``, ``ci_ub``, ``tau2``.
     """
     if res.p != 1:
@@ -965,6 +966,7 @@ def trim_and_fill(res: MetaResult, side: str | None = None) -> dict[str, Any]:
     y, v = y[order], v0[order]
     k0, k0_prev, it = 0, -1, 0
     beta = 0.0
+    k0_raw = 0.0
     while k0 != k0_prev:
         k0_prev = k0
         it += 1
@@ -973,11 +975,25 @@ def trim_and_fill(res: MetaResult, side: str | None = None) -> dict[str, Any]:
         yc = y - beta
         ranks = stats.rankdata(np.abs(yc), method="ordinal")
         sr = float(np.sum(ranks[yc > 0]))
-        k0 = max(0, round((4 * sr - k * (k + 1)) / (2 * k - 1)))
+        k0_raw = (4 * sr - k * (k + 1)) / (2 * k - 1)
+        k0 = max(0, round(k0_raw))
         k0 = min(k0, k - 1)
         if it > 100:
             break
-    out: dict[str, Any] = {"k0": int(k0), "side": side, "iterations": it}
+    # standard error of L0 from the variance of the rank sum (Duval & Tweedie 2000b),
+    # at the unrounded estimate, as metafor prints it
+    g = k0_raw
+    var_sr = (
+        k * (k + 1) * (2 * k + 1)
+        + 10 * g**3
+        + 27 * g**2
+        + 17 * g
+        - 18 * k * g**2
+        - 18 * k * g
+        + 6 * k**2 * g
+    ) / 24
+    se_k0 = 4 * math.sqrt(max(var_sr, 0.0)) / (2 * k - 1)
+    out: dict[str, Any] = {"k0": int(k0), "se_k0": se_k0, "side": side, "iterations": it}
     if k0 > 0:
         y_fill = 2 * beta - y[k - k0 :]
         v_fill = v[k - k0 :]
