@@ -142,8 +142,8 @@ def test_normative_reports_on_the_base(tmp_path):
 
 
 def test_sessions_report_on_the_base(tmp_path):
+    from brainmatch.reports.sessions import write_report
     from brainmatch.sessions import SessionTrialSpec, analyse_sessions, draw_session_trial
-    from brainmatch.sessions.report import write_report
 
     trial = draw_session_trial(SessionTrialSpec(n_per_arm=30, seed=11, effect_size=2.0))
     res = analyse_sessions(trial.sessions)

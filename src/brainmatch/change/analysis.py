@@ -515,7 +515,7 @@ class ChangeResult:
     def save(self, out_dir: str | Path, *, report: bool = True) -> Path:
         """Write ``change.tsv``, ``circuits.tsv``, ``association.tsv``, ``model.tsv``,
         ``results.json``, figures and ``report.html`` into ``out_dir`` (atomically)."""
-        from brainmatch.change.report import save_result
+        from brainmatch.reports.change import save_result
 
         return save_result(self, Path(out_dir), report=report)
 

@@ -90,7 +90,7 @@ def change(
     glass-brain figure and report.html into --out.
     """
     from brainmatch.change import analyse_change
-    from brainmatch.change.report import check_output_dir
+    from brainmatch.reports.change import check_output_dir
 
     if method.lower() not in ("reml", "ml"):
         raise BrainmatchInputError(f"--method {method!r}: use reml or ml")

@@ -327,12 +327,12 @@ class CBMAResult:
     def save(self, out_dir: str | Path, *, report: bool = True) -> Path:
         """Write maps (NIfTI), ``clusters.tsv``, ``experiments.tsv``, ``results.json`` and
         ``report.html`` into ``out_dir`` (each file atomically)."""
-        from brainmatch.evidence.cbma_report import save_result
+        from brainmatch.reports.cbma import save_result
 
         return save_result(self, Path(out_dir), report=report)
 
     def _repr_html_(self) -> str:
-        from brainmatch.evidence.cbma_report import result_html
+        from brainmatch.reports.cbma import result_html
 
         return result_html(self)
 
@@ -1229,12 +1229,12 @@ class CBMAComparison:
     def save(self, out_dir: str | Path) -> Path:
         """Write every analysis (files prefixed ``A_``, ``B_``, ``contrast_``,
         ``conjunction_``), one ``results.json`` and one ``report.html``."""
-        from brainmatch.evidence.cbma_report import save_comparison
+        from brainmatch.reports.cbma import save_comparison
 
         return save_comparison(self.results, Path(out_dir))
 
     def _repr_html_(self) -> str:
-        from brainmatch.evidence.cbma_report import result_html
+        from brainmatch.reports.cbma import result_html
 
         return "".join(result_html(r) for r in self.results.values())
 

@@ -516,7 +516,7 @@ def recommend(
             rows.append(row)
         write_tsv(out / "recommend.tsv", pd.DataFrame(rows), float_format="%.6g")
         if report:
-            from brainmatch.selection.report import write_recommend_report
+            from brainmatch.reports.selection import write_recommend_report
 
             result.report_path = write_recommend_report(result)
     return result

@@ -1159,7 +1159,7 @@ def train(
             validation=validation,
         )
         if report:
-            from brainmatch.selection.report import write_train_report
+            from brainmatch.reports.selection import write_train_report
 
             result.report_path = write_train_report(result)
         return result
@@ -1258,7 +1258,7 @@ def train(
         validation=validation,
     )
     if report:
-        from brainmatch.selection.report import write_train_report
+        from brainmatch.reports.selection import write_train_report
 
         result.report_path = write_train_report(result)
     return result

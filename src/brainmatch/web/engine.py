@@ -273,8 +273,8 @@ def recommend_patient(
         ``patient`` (one entry of ``recommend.json``), ``model`` (its summary),
         ``headline`` and the written file names.
     """
+    from brainmatch.reports.selection import write_recommend_report
     from brainmatch.selection import recommend
-    from brainmatch.selection.report import write_recommend_report
 
     verify_model_file(model_path)
     result = recommend(
