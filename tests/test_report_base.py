@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 
 from brainmatch.reports import fmt_p, fmt_value, p_text, readable_text, render
+from brainmatch.reports.cbma import write_report as write_cbma_report
+from brainmatch.reports.normative import write_fit_report, write_score_report
+from brainmatch.reports.selection import write_recommend_report, write_train_report
 
 MARKER = 'id="brainmatch-report-base"'
 NIDM_PAIN = Path(str(importlib.resources.files("nimare") / "resources" / "nidm_pain_dset.json"))
@@ -92,8 +95,8 @@ def trained(tmp_path_factory):
         n_permutations=49,
         n_boot=100,
         learning_curve=False,
-        report=True,
     )
+    write_train_report(res)
     return res, f.merge(o[["participant_id", "site", "age", "sex", "hamd_baseline"]])
 
 
@@ -109,7 +112,7 @@ def test_recommend_report_on_the_base(trained, tmp_path):
     from brainmatch.selection import recommend
 
     res, new = trained
-    recommend(res.model_path, new.head(2), tmp_path)
+    write_recommend_report(recommend(res.model_path, new.head(2), tmp_path))
     text = _check_report((tmp_path / "report.html").read_text())
     assert "Treatment recommendation for" in text and "permutation p" in text
 
@@ -119,6 +122,7 @@ def test_cbma_report_on_the_base(tmp_path):
 
     res = run_cbma(NIDM_PAIN, iterations=5, random_state=3)
     res.save(tmp_path)
+    write_cbma_report(res, tmp_path)
     text = _check_report((tmp_path / "report.html").read_text())
     assert "Coordinate-based meta-analysis" in text and '<div class="table-wrap">' in text
 
@@ -133,10 +137,12 @@ def test_normative_reports_on_the_base(tmp_path):
         tab[tab.group == "control"], covariate_columns=("age", "sex"), site_column="site", seed=1
     )
     path = fit.save(tmp_path / "norm")
+    write_fit_report(fit, tmp_path / "norm" / "report.html")
     text = _check_report((tmp_path / "norm" / "report.html").read_text())
     assert "Normative model" in text
     scores = score_normative(path, tab[tab.group != "control"].head(5))
     scores.save(tmp_path / "scores")
+    write_score_report(scores, tmp_path / "scores" / "report.html")
     text = _check_report((tmp_path / "scores" / "report.html").read_text())
     assert "Normative deviations" in text
 

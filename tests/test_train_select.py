@@ -156,7 +156,6 @@ def test_leakage_canary_with_screening(tmp_path):
         n_permutations=99,
         n_boot=200,
         learning_curve=False,
-        report=False,
     )
     for m in res.metrics["per_arm"].values():
         assert m["r2"] < 0.05
@@ -199,15 +198,15 @@ def test_recommend_uses_the_selected_features(tmp_path):
     assert metrics["feature_selection"]["final_features"] == names
     assert np.count_nonzero(np.abs(arrays["coef"]).sum(axis=0)) <= 5
     new = f.merge(o[["participant_id", "site", "hamd_baseline"]]).head(6)
-    base = recommend(res.model_path, new, None, report=False).patients
+    base = recommend(res.model_path, new, None).patients
     other = [c for c in f.columns[1:] if c not in names]
     changed = new.copy()
     changed[other] = changed[other] + 1.5
-    same = recommend(res.model_path, changed, None, report=False).patients
+    same = recommend(res.model_path, changed, None).patients
     for a, b in zip(base, same, strict=True):
         assert a["predicted"] == b["predicted"]
         assert {d["feature"] for d in a["drivers"] if d["contribution"] != 0} <= set(names)
     moved = new.copy()
     moved[names[0]] = moved[names[0]] + 1.5
-    diff = recommend(res.model_path, moved, None, report=False).patients
+    diff = recommend(res.model_path, moved, None).patients
     assert any(a["predicted"] != b["predicted"] for a, b in zip(base, diff, strict=True))

@@ -45,6 +45,7 @@ def profile(
     reported to act on the deviant circuits (hypotheses, with evidence grades and citations),
     and a trained selection model's validated prediction when given."""
     from brainmatch.normative.profile import build_profile
+    from brainmatch.reports.normative import write_profile_report
 
     if threshold <= 0:
         raise BrainmatchInputError(f"--threshold {threshold}: must be > 0")
@@ -57,6 +58,7 @@ def profile(
         threshold=threshold,
         out_dir=out,
     )
+    write_profile_report(result, out / "report.html")
     called = result.circuits[result.circuits["call"] != ""]
     echo_kv(
         f"profile of {result.participant_id}",

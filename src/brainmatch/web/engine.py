@@ -165,6 +165,7 @@ def build_patient_profile(
         ``person``, ``warnings``, ``normative_model`` and ``files``.
     """
     from brainmatch.normative.profile import build_profile
+    from brainmatch.reports.normative import write_profile_report
 
     verify_normative_file(normative_path)
     if selection_path is not None:
@@ -176,7 +177,6 @@ def build_patient_profile(
         covariates=clinical,
         selection_model=selection_path,
         out_dir=out_dir if input_path.is_dir() else None,
-        report=False,
     )
     profile.model["path"] = normative_name or "deployed normative reference"
     if profile.selection is not None:
@@ -185,7 +185,8 @@ def build_patient_profile(
         w.replace(str(selection_path), selection_name or "deployed model") if selection_path else w
         for w in profile.warnings
     ]
-    profile.save(out_dir, report=True)
+    profile.save(out_dir)
+    write_profile_report(profile, out_dir / "report.html")
     d = profile.to_dict()
     files = {"html": "report.html"}
     if chromium and html_to_pdf(out_dir / "report.html", out_dir / "report.pdf", chromium):
@@ -283,7 +284,6 @@ def recommend_patient(
         out_dir,
         clinical=clinical,
         participant=[participant] if participant and input_path.is_dir() else None,
-        report=False,
     )
     if len(result.patients) != 1:
         raise BrainmatchInputError(f"expected one patient, got {len(result.patients)}")
@@ -315,6 +315,7 @@ def train_model(
     ``params`` holds :func:`brainmatch.selection.train` keyword arguments chosen on the
     form (columns, model, repeats, permutations).
     """
+    from brainmatch.reports.selection import write_train_report
     from brainmatch.selection import train
 
     allowed = {
@@ -324,6 +325,7 @@ def train_model(
     kwargs = {k: v for k, v in params.items() if k in allowed and v not in (None, "")}
     kwargs["covariates"] = tuple(kwargs.get("covariates") or ())
     result = train(features, outcomes, out_dir=out_dir, progress=progress, **kwargs)
+    write_train_report(result)
     m = result.metrics
     sel = m.get("selection") or {}
     return {
