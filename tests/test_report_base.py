@@ -158,3 +158,39 @@ def test_sessions_report_on_the_base(tmp_path):
     text = _check_report(html)
     assert "Moderators" in text and html.count('src="data:image/png;base64,') >= 1
     assert '<img src="trajectories.png"' not in html  # figures embedded, not linked
+
+
+def test_write_report_renders_a_saved_result_and_records_it(tmp_path):
+    """``.save`` writes the data only; ``reports.write_report`` adds the report, which the
+    folder's manifest records as the command's own file (a rerun of ``meta`` accepts it)."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from brainmatch._outdir import read_manifest
+    from brainmatch.cli.main import app
+    from brainmatch.evidence import meta_analysis
+    from brainmatch.reports import write_report
+
+    src = tmp_path / "studies.csv"
+    pd.DataFrame(
+        {
+            "study": [f"s{i}" for i in range(6)],
+            "g": [0.1, 0.5, 0.3, 0.8, 0.2, 0.4],
+            "se": [0.1, 0.2, 0.15, 0.3, 0.12, 0.25],
+        }
+    ).to_csv(src, index=False)
+    res = meta_analysis(src, effect="g", se="se")
+    out = res.save(tmp_path / "meta")
+    assert (out / "forest.svg").is_file() and not (out / "report.html").exists()
+    path = write_report(res, out)
+    assert path == out / "report.html" and "report.html" in read_manifest(out)["files"]
+    _check_report(path.read_text())
+    assert "data:image/svg+xml;base64," in path.read_text()  # the save's figures, embedded
+    again = CliRunner().invoke(
+        app, ["meta", str(src), "--out", str(out), "--effect", "g", "--se", "se"]
+    )
+    assert again.exit_code == 0, again.output
+    with pytest.raises(TypeError, match="no report for a dict"):
+        write_report({}, out)
+    with pytest.raises(TypeError, match="give out_dir"):
+        write_report(res)

@@ -126,6 +126,7 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
     import pandas as pd
 
     from brainmatch.features import extract_dataset
+    from brainmatch.reports.qc import write_reportlets
     from brainmatch.reports.selection import write_recommend_report, write_train_report
     from brainmatch.reports.trial import write_trial_report
     from brainmatch.selection import recommend, train
@@ -168,6 +169,7 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
             modalities=("func", "dwi", "anat"),
             dwi_options=DwiOptions(derivatives=bids / "derivatives" / "qsiprep"),
             task_options=TaskOptions(contrasts=("faces-shapes",), qc_figures=False))
+    write_reportlets(features_dir)
     if extracted.features_path is None:
         raise BrainmatchInputError("feature extraction failed for every subject; see "
                                    f"{extracted.failures_path}")
@@ -252,6 +254,7 @@ def normative_stage(
     from brainmatch.normative import fit_normative
     from brainmatch.normative.profile import build_profile
     from brainmatch.reports.normative import write_fit_report, write_profile_report
+    from brainmatch.reports.qc import write_reportlets
     from brainmatch.simulate import simulate_trial
 
     console.print(
@@ -283,6 +286,7 @@ def normative_stage(
             participant_label=[c.removeprefix("sub-") for c in controls],
             progress=update,
         )
+    write_reportlets(out_dir / "controls" / "features")
     if cext.features_path is None:
         raise BrainmatchInputError(
             f"feature extraction failed for every control; see {cext.failures_path}"

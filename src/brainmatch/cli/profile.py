@@ -46,6 +46,7 @@ def profile(
     and a trained selection model's validated prediction when given."""
     from brainmatch.normative.profile import build_profile
     from brainmatch.reports.normative import write_profile_report
+    from brainmatch.reports.qc import write_reportlets
 
     if threshold <= 0:
         raise BrainmatchInputError(f"--threshold {threshold}: must be > 0")
@@ -59,6 +60,7 @@ def profile(
         out_dir=out,
     )
     write_profile_report(result, out / "report.html")
+    write_reportlets(out / "features")  # QC of a BIDS patient's extraction, if any
     called = result.circuits[result.circuits["call"] != ""]
     echo_kv(
         f"profile of {result.participant_id}",

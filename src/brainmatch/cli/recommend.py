@@ -87,6 +87,7 @@ def recommend(
             )
         echo_kv("written", {"json": str(out / "recommend.json"), "report": str(res.report_path)})
         return
+    from brainmatch.reports.qc import write_reportlets
     from brainmatch.reports.selection import write_recommend_report
     from brainmatch.selection import recommend as recommend_fn
 
@@ -103,6 +104,7 @@ def recommend(
         )
         if not no_report:
             write_recommend_report(result)
+        write_reportlets(out / "features")  # QC of a BIDS input's extraction, if any
     for p in result.patients[:20]:
         echo_kv(
             p["participant_id"],

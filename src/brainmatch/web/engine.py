@@ -166,6 +166,7 @@ def build_patient_profile(
     """
     from brainmatch.normative.profile import build_profile
     from brainmatch.reports.normative import write_profile_report
+    from brainmatch.reports.qc import write_reportlets
 
     verify_normative_file(normative_path)
     if selection_path is not None:
@@ -187,6 +188,7 @@ def build_patient_profile(
     ]
     profile.save(out_dir)
     write_profile_report(profile, out_dir / "report.html")
+    write_reportlets(out_dir / "features")  # QC of a BIDS upload's extraction, if any
     d = profile.to_dict()
     files = {"html": "report.html"}
     if chromium and html_to_pdf(out_dir / "report.html", out_dir / "report.pdf", chromium):
@@ -274,6 +276,7 @@ def recommend_patient(
         ``patient`` (one entry of ``recommend.json``), ``model`` (its summary),
         ``headline`` and the written file names.
     """
+    from brainmatch.reports.qc import write_reportlets
     from brainmatch.reports.selection import write_recommend_report
     from brainmatch.selection import recommend
 
@@ -289,6 +292,7 @@ def recommend_patient(
         raise BrainmatchInputError(f"expected one patient, got {len(result.patients)}")
     result.model["path"] = model_name or "deployed model"  # not the server's file path
     write_recommend_report(result)
+    write_reportlets(out_dir / "features")  # QC of a BIDS upload's extraction, if any
     patient = result.patients[0]
     model = dict(result.model)
     model.pop("path", None)  # a server path, not for the page
