@@ -2,7 +2,7 @@
 
 The same kinds of outputs as a continuous-outcome ``train``: ``metrics.json`` (the
 out-of-fold validation of :func:`~brainmatch.durability.validate.validate_durability`),
-``predictions.tsv`` (out-of-fold only), ``report.html`` and a signed ``model.npz``
+``predictions.tsv`` (out-of-fold only; ``report.html`` by the CLI) and a signed ``model.npz``
 (:mod:`brainmatch.durability.modelfile`) holding the per-arm Cox models refitted on all
 patients, with bootstrap refits for the intervals ``brainmatch recommend`` shows.
 """

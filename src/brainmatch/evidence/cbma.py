@@ -740,7 +740,8 @@ def run_cbma(
     coordinates : str or Path
         Any format :func:`~brainmatch.evidence.cbma_io.read_coordinates` reads.
     out_dir : str or Path, optional
-        Where to write maps, ``clusters.tsv``, ``results.json`` and ``report.html``.
+        Where to write maps, ``clusters.tsv`` and ``results.json`` (the report:
+        :func:`brainmatch.reports.write_report`).
     select : list of str, optional
         ``COLUMN=VALUE`` row selections.
     method, iterations, voxel_thresh, alpha, n_jobs, random_state, engine
