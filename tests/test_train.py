@@ -26,7 +26,6 @@ FAST = {
     "n_permutations": 199,
     "n_boot": 200,
     "learning_curve": False,
-    "report": False,
 }
 
 

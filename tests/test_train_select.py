@@ -24,7 +24,6 @@ KW = {
     "site_column": "site",
     "n_boot": 200,
     "learning_curve": False,
-    "report": False,
 }
 
 
@@ -114,7 +113,7 @@ def test_sparse_signal_recovered_only_with_screening(tmp_path):
     common = {**KW, "n_repeats": 1, "n_permutations": 99}
     auto = train(f, o, out_dir=tmp_path / "auto", select="auto", **common)
     none = train(f, o, out_dir=tmp_path / "none", select="none", **common)
-    vkw = {k: v for k, v in common.items() if k != "report"}
+    vkw = common
     lasso = validate(f, o, model="t-linear", **{**vkw, "n_permutations": 0})
     s_auto, s_none, s_lasso = _share(trial, auto), _share(trial, none), _share(trial, lasso)
     assert auto.metrics["selection"]["permutation_p"] < 0.05
