@@ -194,3 +194,19 @@ def test_write_report_renders_a_saved_result_and_records_it(tmp_path):
         write_report({}, out)
     with pytest.raises(TypeError, match="give out_dir"):
         write_report(res)
+
+
+def test_every_report_is_on_the_one_base():
+    """Every template extends base.html (its one stylesheet); no report writer in reports/
+    builds its own page or stylesheet."""
+    import brainmatch.reports as reports_pkg
+
+    root = Path(reports_pkg.__file__).parent
+    templates = sorted((root / "templates").glob("*.html"))
+    assert {"qc.html", "durability_recommend.html", "meta.html"} <= {t.name for t in templates}
+    for t in templates:
+        if t.name != "base.html":
+            assert t.read_text().startswith('{% extends "base.html" %}'), t.name
+    for module in sorted(root.glob("*.py")):
+        text = module.read_text().lower()
+        assert "<style" not in text and "<!doctype" not in text, module.name

@@ -44,31 +44,17 @@ def render_report(result: DurabilityResult) -> str:
 
 
 def render_recommend_report(result: Any) -> str:
-    """One-page HTML of a durability recommendation (a ``DurabilityRecommendation``)."""
-    import html
-
+    """One-page HTML of a durability recommendation (a ``DurabilityRecommendation``), on
+    the report base (``templates/durability_recommend.html``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from brainmatch.reports import figure_to_data_uri
+    from brainmatch.reports import figure_to_data_uri, render
 
     m = result.model
-    sel = m["selection"]
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>brainmatch recommend "
-        "(durability)</title><style>body{font-family:sans-serif;max-width:60em;margin:auto}"
-        "td,th{padding:2px 8px;text-align:right}</style></head><body>",
-        "<h1>Relapse-free probability by treatment</h1>",
-        f"<p>Model: {html.escape(m['path'])} (brainmatch {html.escape(m['brainmatch_version'])})"
-        f", horizon {m['horizon']:g} {html.escape(m['time_unit'])}.  Validation: policy RMST "
-        f"gain {sel['policy_rmst_gain']:.2f} {html.escape(m['time_unit'])} "
-        f"[{sel['policy_rmst_gain_ci'][0]:.2f}, {sel['policy_rmst_gain_ci'][1]:.2f}] over "
-        f"{html.escape(sel['best_single_arm'])}, permutation p "
-        f"{'not run' if sel['permutation_p'] is None else format(sel['permutation_p'], '.3g')}"
-        f"; selection {'supported' if sel['selection_supported'] else 'NOT supported'}.</p>",
-    ]
+    patients = []
     for p in result.patients[:50]:
         fig, ax = plt.subplots(figsize=(5, 3))
         times = p["curves"]["times"]
@@ -78,24 +64,8 @@ def render_recommend_report(result: Any) -> str:
         ax.set_ylabel("relapse-free probability")
         ax.set_ylim(0, 1.02)
         ax.legend()
-        uri = figure_to_data_uri(fig)
-        plt.close(fig)
-        rows = "".join(
-            f"<tr><th>{html.escape(a)}</th><td>{q['probability']:.3f}</td><td>"
-            + (f"{q['interval'][0]:.3f} to {q['interval'][1]:.3f}" if q["interval"] else "n/a")
-            + "</td></tr>"
-            for a, q in p["relapse_free"].items()
-        )
-        reasons = "".join(f"<li>{html.escape(r)}</li>" for r in p["no_preference_reasons"])
-        parts.append(
-            f"<h2>{html.escape(p['participant_id'])}: {html.escape(p['statement'])}</h2>"
-            f"<table><tr><th>arm</th><th>relapse-free at {m['horizon']:g}</th>"
-            f"<th>{p['interval_level']:.0%} bootstrap interval</th></tr>{rows}</table>"
-            f"<img src='{uri}' alt='relapse-free curves'>"
-            + (f"<ul>{reasons}</ul>" if reasons else "")
-        )
-    parts.append("</body></html>")
-    return "".join(parts)
+        patients.append({**p, "figure": figure_to_data_uri(fig)})
+    return render("durability_recommend.html", m=m, sel=m["selection"], patients=patients)
 
 
 def write_report(result: DurabilityResult, out_dir: str | Path) -> Path:
