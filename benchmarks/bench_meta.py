@@ -85,6 +85,7 @@ def _bench_command(rng: np.random.Generator, k: int = 100_000) -> None:
     from statsmodels.stats.meta_analysis import combine_effects
 
     from brainmatch.evidence.analysis import meta_analysis
+    from brainmatch.reports import write_report
 
     v = rng.uniform(0.01, 0.3, k)
     y = 0.3 + rng.normal(0, np.sqrt(v + 0.05))
@@ -98,6 +99,7 @@ def _bench_command(rng: np.random.Generator, k: int = 100_000) -> None:
         fit = time.perf_counter() - t0
         t1 = time.perf_counter()
         result.save(Path(tmp) / "out")
+        write_report(result, Path(tmp) / "out")
         save = time.perf_counter() - t1
         t2 = time.perf_counter()
         sm = combine_effects(y, v, method_re="pm")

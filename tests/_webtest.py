@@ -93,7 +93,6 @@ def trained_model() -> Trained:
             n_permutations=99,
             n_boot=100,
             learning_curve=False,
-            report=False,
         )
         new = f.merge(o[CLIN])[held].reset_index(drop=True)
         _STATE["trained"] = Trained(res.model_path, new, f, o)

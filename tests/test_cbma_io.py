@@ -301,3 +301,45 @@ def test_unknown_suffix_and_missing_file(tmp_path: Path) -> None:
     empty.write_text("experiment,x,y,z,space,n_subjects\n")
     with pytest.raises(BrainmatchInputError, match="header but no rows"):
         read_coordinates(empty)
+
+
+# --------------------------------------------------------------------------- the one reader
+
+
+def test_tables_go_through_the_one_table_reader(tmp_path: Path) -> None:
+    """A European Excel CSV (semicolons, decimal commas) after a blank line reads as the TSV
+    does, through ``brainmatch._table.read_any_table(header=False)``."""
+    rows = _rows()
+    rows[0]["x"] = -29.5
+    reference = read_coordinates(_table(tmp_path, rows)).foci
+    frame = pd.DataFrame(rows).astype(str)
+    lines = [";;;;;", ";".join(frame.columns)]
+    lines += [";".join(v.replace(".", ",") for v in r) for r in frame.to_numpy()]
+    path = tmp_path / "european.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8-sig")
+    got = read_coordinates(path).foci
+    assert got["x"].iloc[0] == -29.5
+    cols = ["experiment", "x", "y", "z", "n_subjects"]
+    pd.testing.assert_frame_equal(got[cols], reference[cols])
+    assert got["row"].tolist() == [r + 1 for r in reference["row"]]  # one blank line above
+
+
+def test_a_fake_workbook_gets_the_one_readers_message(tmp_path: Path) -> None:
+    fake = tmp_path / "coordinates.xlsx"
+    fake.write_text("experiment,x,y,z\n")
+    with pytest.raises(BrainmatchInputError, match="not an Excel workbook"):
+        read_coordinates(fake)
+
+
+def test_header_less_reading_keeps_rows_as_text(tmp_path: Path) -> None:
+    from brainmatch._table import read_any_table
+
+    path = tmp_path / "t.tsv"
+    path.write_text("title\t\nx\ty\n1.50\tn/a\n\n2\t3\n")
+    raw = read_any_table(path, header=False)
+    assert raw.shape == (5, 2) and list(raw.columns) == ["0", "1"]
+    assert raw.iloc[2, 0] == "1.50" and pd.isna(raw.iloc[2, 1])  # text kept, NA missing
+    assert raw.iloc[3].isna().all()  # the blank line separating blocks is kept
+    pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(BrainmatchInputError, match="Parquet file is not accepted"):
+        read_any_table(tmp_path / "t.parquet", header=False)

@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 
 from brainmatch.cli.main import app
 from brainmatch.features import extract_dataset
+from brainmatch.reports import fmt_value
+from brainmatch.reports.qc import write_reportlets
 
 
 @pytest.fixture(autouse=True)
@@ -140,6 +142,9 @@ def test_cli_extract_and_strict(small_trial: Path, tmp_path: Path) -> None:
     table = pd.read_parquet(tmp_path / "out" / "features.parquet")
     assert any(c.startswith("tconn__") for c in table.columns)
     assert any(c.startswith("conn__amygdala_L__") for c in table.columns)
+    for sub in ("sub-001", "sub-002"):  # the CLI renders each QC reportlet on the report base
+        page = (tmp_path / "out" / sub / "figures" / f"{sub}_desc-qc_bold.html").read_text()
+        assert 'id="brainmatch-report-base"' in page and "carpet plot" in page
     # one participant broken: exit 0 (not all failed), 1 with --strict
     bold = next((bids / "derivatives/fmriprep/sub-002/func").glob("*_bold.nii.gz"))
     bold.write_bytes(bold.read_bytes()[:5000])
@@ -228,6 +233,10 @@ def test_qc_table_reportlets_and_sidecars(small_trial: Path, tmp_path: Path) -> 
         participant_label=["001", "002"],
     )
     assert res.failures.empty and res.qc_path == out / "qc.tsv"
+    # extraction stores the QC in the records; the reportlets are rendered from them
+    assert not list(out.rglob("*_desc-qc_bold.html"))
+    written = write_reportlets(out)
+    assert sorted(p.name for p in written) == [f"sub-00{i}_desc-qc_bold.html" for i in (1, 2)]
     qc = pd.read_csv(res.qc_path, sep="\t").set_index("participant_id")
     for sub in ("sub-001", "sub-002"):
         func = small_trial / "derivatives" / "fmriprep" / sub / "func"
@@ -242,6 +251,10 @@ def test_qc_table_reportlets_and_sidecars(small_trial: Path, tmp_path: Path) -> 
         report = out / sub / "figures" / f"{sub}_desc-qc_bold.html"
         text = report.read_text()
         assert "<svg" in text and "carpet plot" in text and "mean_fd" in text
+        assert 'id="brainmatch-report-base"' in text  # the one stylesheet of every report
+        record = json.loads(next((out / ".records").glob(f"{sub}_seg-*.json")).read_text())
+        mean_fd = fmt_value(record["runs"][0]["qc"]["mean_fd"])  # the one number formatter
+        assert f'<th class="l">mean_fd</th><td>{mean_fd}</td>' in text
     assert qc.loc["sub-001", "pct_censored"] > 0  # scrubbing at 0.2 mm censors some volumes
     for tsv in out.rglob("*.tsv"):
         assert tsv.with_name(tsv.name.removesuffix(".tsv") + ".json").exists(), tsv

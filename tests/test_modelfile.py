@@ -51,7 +51,6 @@ def model(tmp_path_factory):
         n_permutations=19,
         n_boot=50,
         learning_curve=False,
-        report=False,
     )
     new = f.merge(o[CLIN]).head(3)
     new_path = out.parent / "new.csv"
@@ -134,7 +133,7 @@ def test_forged_coefficients_with_recomputed_hash_are_refused(model, tmp_path):
     # trusted anyway, its far-off predictions are flagged on every patient, and the
     # intervals stay ordered
     with pytest.warns(mf.UntrustedModelWarning):
-        rec = recommend(forged, new, None, report=False, trust_model=True)
+        rec = recommend(forged, new, None, trust_model=True)
     for p in rec.patients:
         assert any(c.startswith("implausible prediction") for c in p["caveats"]), p["caveats"]
         for q in p["predicted"].values():

@@ -15,6 +15,7 @@ from brainmatch.normative import (
     score_normative,
 )
 from brainmatch.normative._design import bspline_basis, spline_knots
+from brainmatch.reports.normative import write_fit_report
 from brainmatch.simulate.controls import PLANTABLE, draw_cohort
 
 
@@ -120,6 +121,7 @@ def test_fit_result_calibration_and_model_file_roundtrip(tmp_path, cohort, cohor
     assert (m["msll"] < 0).mean() > 0.9  # age / sex / site explain something in most features
     path = cohort_fit.save(tmp_path / "norm")
     assert path.name == "normative_model.npz"
+    write_fit_report(cohort_fit, tmp_path / "norm" / "report.html")
     assert {"fit_metrics.tsv", "report.html", "fit_summary.json"} <= {
         p.name for p in (tmp_path / "norm").iterdir()
     }
@@ -135,7 +137,7 @@ def test_fit_result_calibration_and_model_file_roundtrip(tmp_path, cohort, cohor
 
 
 def test_tampered_or_foreign_model_file_is_refused(tmp_path, cohort_fit):
-    path = cohort_fit.save(tmp_path / "norm", report=False)
+    path = cohort_fit.save(tmp_path / "norm")
     with np.load(path, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     arrays["coef"] = arrays["coef"] + 1e-3
@@ -271,8 +273,8 @@ def test_output_folder_of_someone_else_is_refused(tmp_path, cohort_fit):
     with pytest.raises(BrainmatchInputError, match="not empty"):
         cohort_fit.save(folder)
     # a rerun into its own output folder is fine
-    cohort_fit.save(tmp_path / "norm", report=False)
-    cohort_fit.save(tmp_path / "norm", report=False)
+    cohort_fit.save(tmp_path / "norm")
+    cohort_fit.save(tmp_path / "norm")
 
 
 def test_shash_likelihood_calibrates_the_tails_of_skewed_measures():

@@ -21,6 +21,7 @@ import pytest
 from brainmatch.circuits import feature_label
 from brainmatch.normative import fit_normative, score_normative
 from brainmatch.normative.profile import build_profile
+from brainmatch.reports.normative import write_profile_report
 
 FOLDER = Path(__file__).parent / "data" / "enigma" / "example_individual"
 
@@ -60,6 +61,7 @@ def test_enigma_example_individuals_smoke(enigma, tmp_path):
         participant="sub-PX003",
         out_dir=tmp_path / "profile",
     )
+    write_profile_report(prof, tmp_path / "profile" / "report.html")
     assert (tmp_path / "profile" / "report.html").is_file()
     assert any("held-out controls is unknown" in w for w in prof.warnings)
     # the real patients' hippocampi are smaller than these controls' on average (ENIGMA d < 0)

@@ -86,7 +86,7 @@ def test_profile_of_a_bids_subject_extracts_with_the_controls_options(tmp_path):
     assert ext.features_path is not None
     fit = fit_normative(ext.features_path, bids / "participants.tsv", holdout=0)
     assert fit.summary["feature_provenance"]["options"]["atlas"] == "desikan-killiany"
-    fit.save(tmp_path / "norm", report=False)
+    fit.save(tmp_path / "norm")
     res = CliRunner().invoke(
         app,
         [

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from brainmatch.cli.main import app
 from brainmatch.errors import BrainmatchInputError
+from brainmatch.reports.selection import write_recommend_report
 from brainmatch.selection import recommend, train
 from brainmatch.selection.modelfile import load_model
 from brainmatch.simulate import TrialSpec, draw_trial
@@ -48,7 +49,6 @@ def trained(tmp_path_factory):
         n_permutations=199,
         n_boot=200,
         learning_curve=False,
-        report=False,
     )
     new = f.merge(o[CLIN])
     return res, new, trial
@@ -58,6 +58,7 @@ def test_recommend_outputs(trained, tmp_path):
     res, new, _ = trained
     patients = new[new["site"] == "site01"].head(3)
     rec = recommend(res.model_path, patients, tmp_path)
+    write_recommend_report(rec)
     data = json.loads((tmp_path / "recommend.json").read_text())
     assert [p["participant_id"] for p in data["patients"]] == patients["participant_id"].tolist()
     for p in data["patients"]:
@@ -126,7 +127,7 @@ def test_predictions_equal_an_independent_refit(trained):
     beta = Ridge(alpha=lam, fit_intercept=False).fit(M @ Phi, M @ y).coef_
     alpha = np.linalg.pinv(D) @ (y - Phi @ beta)
     patients = new[new["site"] == "site01"].head(4)
-    rec = recommend(res.model_path, patients, None, report=False)
+    rec = recommend(res.model_path, patients, None)
     Zn, Cn = pre.transform(
         patients[meta["feature_names"]].to_numpy(),
         patients[["hamd_baseline", "age", "sex"]].reset_index(drop=True),
@@ -148,7 +149,7 @@ def test_out_of_range_prediction_is_clipped_with_a_caveat(trained):
     odd = new[new["site"] == "site01"].head(1).copy()
     odd["activity__ctx-rh-insula"] = odd["activity__ctx-rh-insula"] + 60
     odd["vol__Left-Hippocampus"] = odd["vol__Left-Hippocampus"] - 60
-    p = recommend(res.model_path, odd, None, report=False).patients[0]
+    p = recommend(res.model_path, odd, None).patients[0]
     values = [q["value"] for q in p["predicted"].values()]
     assert min(values) >= lo_y and max(values) <= hi_y
     assert any(v in (lo_y, hi_y) for v in values)
@@ -174,10 +175,10 @@ def test_null_model_gives_no_reliable_preference(tmp_path):
         n_repeats=2,
         n_permutations=99,
         learning_curve=False,
-        report=False,
     )
     assert not res.metrics["selection"]["selection_supported"]
     rec = recommend(res.model_path, f.merge(o[CLIN]).head(5), tmp_path / "r")
+    write_recommend_report(rec)
     assert all(not p["reliable_preference"] for p in rec.patients)
     assert all(p["no_preference_reasons"] for p in rec.patients)
     html = (tmp_path / "r" / "report.html").read_text()
@@ -192,7 +193,7 @@ def test_recommendations_track_the_truth(trained):
         trial.truth.loc[trial.truth["dropout"], "participant_id"]
     )
     holdout = new[~new["participant_id"].isin(train_ids) & (new["site"] != "site03")]
-    rec = recommend(res.model_path, holdout, None, report=False)
+    rec = recommend(res.model_path, holdout, None)
     truth = trial.truth.set_index("participant_id")
     ids = [p["participant_id"] for p in rec.patients]
     chosen = [p["recommended"] for p in rec.patients]
@@ -212,16 +213,16 @@ def test_recommendations_track_the_truth(trained):
 def test_unseen_site_and_single_patient(trained, tmp_path):
     res, new, _ = trained
     site3 = new[new["site"] == "site03"]
-    one = recommend(res.model_path, site3.head(1), None, report=False).patients[0]
+    one = recommend(res.model_path, site3.head(1), None).patients[0]
     assert one["site_status"] == "unadjusted"
     assert any("not in the training data" in c for c in one["caveats"])
-    batch = recommend(res.model_path, site3.head(10), None, report=False).patients
+    batch = recommend(res.model_path, site3.head(10), None).patients
     assert all(p["site_status"] == "estimated" for p in batch)
     # a patient far outside the training distribution is flagged
     odd = new.head(1).copy()
     cols = [c for c in odd.columns if c.startswith("noise__")]
     odd[cols] = odd[cols] * 25
-    far = recommend(res.model_path, odd, None, report=False).patients[0]
+    far = recommend(res.model_path, odd, None).patients[0]
     assert any("outside the training distribution" in c for c in far["caveats"])
 
 
@@ -229,21 +230,19 @@ def test_clinical_table_and_missing_columns(trained, tmp_path):
     res, new, _ = trained
     feats = new.drop(columns=["age", "sex", "hamd_baseline", "site"]).head(2)
     with pytest.raises(BrainmatchInputError, match=r"needs column.*hamd_baseline"):
-        recommend(res.model_path, feats, None, report=False)
+        recommend(res.model_path, feats, None)
     clinical = new[CLIN]
-    rec = recommend(res.model_path, feats, None, clinical=clinical, report=False)
+    rec = recommend(res.model_path, feats, None, clinical=clinical)
     assert len(rec.patients) == 2
     with pytest.raises(BrainmatchInputError, match="features are not in the table"):
-        recommend(
-            res.model_path, new.drop(columns=["vol__Left-Hippocampus"]).head(1), None, report=False
-        )
+        recommend(res.model_path, new.drop(columns=["vol__Left-Hippocampus"]).head(1), None)
     huge = new.head(1).copy()
     huge["vol__Left-Hippocampus"] = 1e300
     with pytest.raises(BrainmatchInputError, match=r"larger than 1e\+100.*vol__Left-Hippocampus"):
-        recommend(res.model_path, huge, None, report=False)
+        recommend(res.model_path, huge, None)
     # a BIDS folder needs the extraction options, which a model trained on a plain table lacks
     with pytest.raises(BrainmatchInputError, match="does not record how its features"):
-        recommend(res.model_path, tmp_path, tmp_path / "out", report=False)
+        recommend(res.model_path, tmp_path, tmp_path / "out")
 
 
 def _rewrite(src, dst, change):
@@ -268,7 +267,7 @@ def test_model_file_is_safe_and_tamper_evident(trained, tmp_path):
     bad = tmp_path / "tampered.npz"
     _rewrite(res.model_path, bad, tamper)
     with pytest.raises(BrainmatchInputError, match="modified after it was written"):
-        recommend(bad, new.head(1), None, report=False)
+        recommend(bad, new.head(1), None)
 
     def newer(a):
         m = json.loads(a["__meta__"].tobytes())
@@ -397,16 +396,11 @@ def test_recommend_from_bids_extracts_with_the_models_options(small_trial, tmp_p
         n_permutations=20,
         n_boot=50,
         learning_curve=False,
-        report=False,
     )
-    rec = recommend(
-        res.model_path, small_trial, tmp_path / "rec", participant=["sub-001"], report=False
-    )
+    rec = recommend(res.model_path, small_trial, tmp_path / "rec", participant=["sub-001"])
     assert [p["participant_id"] for p in rec.patients] == ["sub-001"]
     assert (tmp_path / "rec" / "features" / "features.parquet").exists()
-    direct = recommend(
-        res.model_path, real[real["participant_id"] == "sub-001"], None, report=False
-    )
+    direct = recommend(res.model_path, real[real["participant_id"] == "sub-001"], None)
     assert rec.patients[0]["predicted"]["CBT"]["value"] == pytest.approx(
         direct.patients[0]["predicted"]["CBT"]["value"], rel=1e-6
     )

@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 
 from brainmatch.reports import fmt_p, fmt_value, p_text, readable_text, render
+from brainmatch.reports.cbma import write_report as write_cbma_report
+from brainmatch.reports.normative import write_fit_report, write_score_report
+from brainmatch.reports.selection import write_recommend_report, write_train_report
 
 MARKER = 'id="brainmatch-report-base"'
 NIDM_PAIN = Path(str(importlib.resources.files("nimare") / "resources" / "nidm_pain_dset.json"))
@@ -92,8 +95,8 @@ def trained(tmp_path_factory):
         n_permutations=49,
         n_boot=100,
         learning_curve=False,
-        report=True,
     )
+    write_train_report(res)
     return res, f.merge(o[["participant_id", "site", "age", "sex", "hamd_baseline"]])
 
 
@@ -109,7 +112,7 @@ def test_recommend_report_on_the_base(trained, tmp_path):
     from brainmatch.selection import recommend
 
     res, new = trained
-    recommend(res.model_path, new.head(2), tmp_path)
+    write_recommend_report(recommend(res.model_path, new.head(2), tmp_path))
     text = _check_report((tmp_path / "report.html").read_text())
     assert "Treatment recommendation for" in text and "permutation p" in text
 
@@ -119,6 +122,7 @@ def test_cbma_report_on_the_base(tmp_path):
 
     res = run_cbma(NIDM_PAIN, iterations=5, random_state=3)
     res.save(tmp_path)
+    write_cbma_report(res, tmp_path)
     text = _check_report((tmp_path / "report.html").read_text())
     assert "Coordinate-based meta-analysis" in text and '<div class="table-wrap">' in text
 
@@ -133,17 +137,19 @@ def test_normative_reports_on_the_base(tmp_path):
         tab[tab.group == "control"], covariate_columns=("age", "sex"), site_column="site", seed=1
     )
     path = fit.save(tmp_path / "norm")
+    write_fit_report(fit, tmp_path / "norm" / "report.html")
     text = _check_report((tmp_path / "norm" / "report.html").read_text())
     assert "Normative model" in text
     scores = score_normative(path, tab[tab.group != "control"].head(5))
     scores.save(tmp_path / "scores")
+    write_score_report(scores, tmp_path / "scores" / "report.html")
     text = _check_report((tmp_path / "scores" / "report.html").read_text())
     assert "Normative deviations" in text
 
 
 def test_sessions_report_on_the_base(tmp_path):
+    from brainmatch.reports.sessions import write_report
     from brainmatch.sessions import SessionTrialSpec, analyse_sessions, draw_session_trial
-    from brainmatch.sessions.report import write_report
 
     trial = draw_session_trial(SessionTrialSpec(n_per_arm=30, seed=11, effect_size=2.0))
     res = analyse_sessions(trial.sessions)
@@ -152,3 +158,55 @@ def test_sessions_report_on_the_base(tmp_path):
     text = _check_report(html)
     assert "Moderators" in text and html.count('src="data:image/png;base64,') >= 1
     assert '<img src="trajectories.png"' not in html  # figures embedded, not linked
+
+
+def test_write_report_renders_a_saved_result_and_records_it(tmp_path):
+    """``.save`` writes the data only; ``reports.write_report`` adds the report, which the
+    folder's manifest records as the command's own file (a rerun of ``meta`` accepts it)."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from brainmatch._outdir import read_manifest
+    from brainmatch.cli.main import app
+    from brainmatch.evidence import meta_analysis
+    from brainmatch.reports import write_report
+
+    src = tmp_path / "studies.csv"
+    pd.DataFrame(
+        {
+            "study": [f"s{i}" for i in range(6)],
+            "g": [0.1, 0.5, 0.3, 0.8, 0.2, 0.4],
+            "se": [0.1, 0.2, 0.15, 0.3, 0.12, 0.25],
+        }
+    ).to_csv(src, index=False)
+    res = meta_analysis(src, effect="g", se="se")
+    out = res.save(tmp_path / "meta")
+    assert (out / "forest.svg").is_file() and not (out / "report.html").exists()
+    path = write_report(res, out)
+    assert path == out / "report.html" and "report.html" in read_manifest(out)["files"]
+    _check_report(path.read_text())
+    assert "data:image/svg+xml;base64," in path.read_text()  # the save's figures, embedded
+    again = CliRunner().invoke(
+        app, ["meta", str(src), "--out", str(out), "--effect", "g", "--se", "se"]
+    )
+    assert again.exit_code == 0, again.output
+    with pytest.raises(TypeError, match="no report for a dict"):
+        write_report({}, out)
+    with pytest.raises(TypeError, match="give out_dir"):
+        write_report(res)
+
+
+def test_every_report_is_on_the_one_base():
+    """Every template extends base.html (its one stylesheet); no report writer in reports/
+    builds its own page or stylesheet."""
+    import brainmatch.reports as reports_pkg
+
+    root = Path(reports_pkg.__file__).parent
+    templates = sorted((root / "templates").glob("*.html"))
+    assert {"qc.html", "durability_recommend.html", "meta.html"} <= {t.name for t in templates}
+    for t in templates:
+        if t.name != "base.html":
+            assert t.read_text().startswith('{% extends "base.html" %}'), t.name
+    for module in sorted(root.glob("*.py")):
+        text = module.read_text().lower()
+        assert "<style" not in text and "<!doctype" not in text, module.name

@@ -120,7 +120,7 @@ def test_result_object_outputs_and_final_effect(tmp_path: Path) -> None:
     mods = pd.read_csv(out / "moderators.tsv", sep="\t")
     assert "augmented:success" in set(mods["term"])
     assert "<table>" in res._repr_html_()
-    from brainmatch.sessions.report import write_report
+    from brainmatch.reports.sessions import write_report
 
     html = write_report(res, out).read_text()
     for name in ("Smits", "Rosenfield", "Meuret", "Nord"):

@@ -16,6 +16,7 @@ import pytest
 from scipy import stats
 
 from brainmatch.errors import BrainmatchInputError
+from brainmatch.reports.selection import write_train_report
 from brainmatch.selection import train, validate
 from brainmatch.simulate import TrialSpec, draw_trial
 from brainmatch.validation.synthetic import measured_features, outcome_table
@@ -25,7 +26,6 @@ FAST = {
     "n_permutations": 199,
     "n_boot": 200,
     "learning_curve": False,
-    "report": False,
 }
 
 
@@ -243,7 +243,7 @@ def test_outputs_three_arms_missing_features(tmp_path):
     cols = f.columns[1:]
     mask = rng.random((len(f), len(cols))) < 0.05
     f[cols] = f[cols].mask(mask)
-    train(
+    result = train(
         f,
         o,
         treatment_column="arm",
@@ -256,6 +256,7 @@ def test_outputs_three_arms_missing_features(tmp_path):
         n_permutations=99,
         n_boot=100,
     )
+    write_train_report(result)  # the report is rendered from the result (reports/)
     pred = pd.read_csv(tmp_path / "predictions.tsv", sep="\t")
     assert list(pred.columns) == [
         "participant_id",
@@ -313,7 +314,6 @@ def test_binary_outcome_leave_site_out(tmp_path):
         n_permutations=99,
         n_boot=200,
         learning_curve=False,
-        report=False,
     )
     m = res.metrics
     assert m["binary"] and m["better"] == "higher"
@@ -412,7 +412,6 @@ def test_training_is_deterministic(tmp_path):
         baseline_column="hamd_baseline",
         site_column="site",
         out_dir=tmp_path / "a",
-        report=False,
         learning_curve=False,
     )  # default CV and 1000 permutations
     b = train(
@@ -423,7 +422,6 @@ def test_training_is_deterministic(tmp_path):
         baseline_column="hamd_baseline",
         site_column="site",
         out_dir=tmp_path / "b",
-        report=False,
         learning_curve=False,
         n_permutations=20,
         n_repeats=1,
@@ -437,7 +435,6 @@ def test_training_is_deterministic(tmp_path):
         baseline_column="hamd_baseline",
         site_column="site",
         out_dir=tmp_path / "c",
-        report=False,
         learning_curve=False,
         n_permutations=20,
         n_repeats=1,

@@ -178,7 +178,7 @@ def test_selector_api_save_load_and_errors(tmp_path):
     )
     # recommend() reads the file; not validated -> no reliable preference
     table = r.features.assign(site=o["site"], baseline=base).head(3)
-    out = recommend(path, table, None, report=False)
+    out = recommend(path, table, None)
     assert all(not p["reliable_preference"] for p in out.patients)
     assert all(p["statement"].startswith("no reliable preference") for p in out.patients)
     with pytest.raises(BrainmatchInputError, match="baseline is needed"):

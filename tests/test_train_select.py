@@ -24,7 +24,6 @@ KW = {
     "site_column": "site",
     "n_boot": 200,
     "learning_curve": False,
-    "report": False,
 }
 
 
@@ -114,7 +113,7 @@ def test_sparse_signal_recovered_only_with_screening(tmp_path):
     common = {**KW, "n_repeats": 1, "n_permutations": 99}
     auto = train(f, o, out_dir=tmp_path / "auto", select="auto", **common)
     none = train(f, o, out_dir=tmp_path / "none", select="none", **common)
-    vkw = {k: v for k, v in common.items() if k != "report"}
+    vkw = common
     lasso = validate(f, o, model="t-linear", **{**vkw, "n_permutations": 0})
     s_auto, s_none, s_lasso = _share(trial, auto), _share(trial, none), _share(trial, lasso)
     assert auto.metrics["selection"]["permutation_p"] < 0.05
@@ -156,7 +155,6 @@ def test_leakage_canary_with_screening(tmp_path):
         n_permutations=99,
         n_boot=200,
         learning_curve=False,
-        report=False,
     )
     for m in res.metrics["per_arm"].values():
         assert m["r2"] < 0.05
@@ -199,15 +197,15 @@ def test_recommend_uses_the_selected_features(tmp_path):
     assert metrics["feature_selection"]["final_features"] == names
     assert np.count_nonzero(np.abs(arrays["coef"]).sum(axis=0)) <= 5
     new = f.merge(o[["participant_id", "site", "hamd_baseline"]]).head(6)
-    base = recommend(res.model_path, new, None, report=False).patients
+    base = recommend(res.model_path, new, None).patients
     other = [c for c in f.columns[1:] if c not in names]
     changed = new.copy()
     changed[other] = changed[other] + 1.5
-    same = recommend(res.model_path, changed, None, report=False).patients
+    same = recommend(res.model_path, changed, None).patients
     for a, b in zip(base, same, strict=True):
         assert a["predicted"] == b["predicted"]
         assert {d["feature"] for d in a["drivers"] if d["contribution"] != 0} <= set(names)
     moved = new.copy()
     moved[names[0]] = moved[names[0]] + 1.5
-    diff = recommend(res.model_path, moved, None, report=False).patients
+    diff = recommend(res.model_path, moved, None).patients
     assert any(a["predicted"] != b["predicted"] for a, b in zip(base, diff, strict=True))

@@ -301,7 +301,7 @@ def test_clinician_flow(cfg, trained, deployed, caplog):
     page = c.get(r["Location"]).content.decode()
     assert 'http-equiv="refresh"' not in page
     # the same numbers as brainmatch recommend on the same row
-    direct = recommend(trained.model, trained.new.iloc[[1]], None, report=False).patients[0]
+    direct = recommend(trained.model, trained.new.iloc[[1]], None).patients[0]
     res = job.result["patient"]
     for arm in ("CBT", "SSRI"):
         assert res["predicted"][arm]["value"] == pytest.approx(direct["predicted"][arm]["value"])
@@ -627,7 +627,7 @@ def test_zipped_fmriprep_subject_is_extracted_with_the_models_options(cfg, small
                       "y": rng.normal(15, 5, n)})  # fmt: skip
     res = train(tmp_path / "features.parquet", o, treatment_column="arm", outcome_column="y",
                 out_dir=tmp_path / "model", n_repeats=1, n_permutations=20, n_boot=50,
-                learning_curve=False, report=False)  # fmt: skip
+                learning_curve=False)  # fmt: skip
     model = deploy_model(res.model_path, "from images")
     assert model.summary["from_images"]
     zpath = tmp_path / "subject.zip"
@@ -652,8 +652,8 @@ def test_zipped_fmriprep_subject_is_extracted_with_the_models_options(cfg, small
     run_jobs()
     job = Job.objects.get(patient=patient)
     assert job.status == Job.DONE, job.error
-    direct = recommend(res.model_path, real[real["participant_id"] == "sub-001"], None,
-                       report=False).patients[0]  # fmt: skip
+    direct = recommend(res.model_path, real[real["participant_id"] == "sub-001"], None)
+    direct = direct.patients[0]
     for arm in ("CBT", "SSRI"):
         assert job.result["patient"]["predicted"][arm]["value"] == pytest.approx(
             direct["predicted"][arm]["value"], rel=1e-6
@@ -751,7 +751,6 @@ def normative(cfg, tmp_path_factory):
         site_column="site",
         seed=1,
         out_dir=out,
-        report=False,
     )
     patients = tab[tab.group == "patient"].reset_index(drop=True)
     assert np.isfinite(patients["age"]).all()
@@ -815,7 +814,7 @@ def test_normative_profile_flow(cfg, trained, deployed, normative):
     assert job.params == {"normative": str(norm.pk)}
     got = job.result["profile"]
     # the same profile as build_profile on the same row, with the same selection model
-    direct = build_profile(path, row, selection_model=trained.model, report=False)
+    direct = build_profile(path, row, selection_model=trained.model)
     called = direct.circuits[direct.circuits["call"] != ""]
     want = [(r.circuit, r.score, r.call) for r in called.itertuples()]
     assert [(x["circuit"], x["score"], x["call"]) for x in got["calls"]] == want
@@ -927,7 +926,7 @@ def test_forged_or_foreign_normative_models_are_refused_at_deploy(
     tab = cohort.features.merge(cohort.participants, on="participant_id")
     monkeypatch.setenv("BRAINMATCH_MODEL_KEY", "another-site-key-" + "x" * 32)
     fit_normative(tab.drop(columns=["group"]), covariate_columns=("age",), holdout=0,
-                  out_dir=tmp_path / "foreign", report=False)  # fmt: skip
+                  out_dir=tmp_path / "foreign")  # fmt: skip
     monkeypatch.delenv("BRAINMATCH_MODEL_KEY")
     foreign = tmp_path / "foreign" / "normative_model.npz"
     adm = make_user("admin")

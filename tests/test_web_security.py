@@ -351,7 +351,7 @@ def test_html_and_script_are_escaped_everywhere(cfg, trained, tmp_path):
     o["arm"] = o["arm"].map({"CBT": "CBT<b>", "SSRI": "SSRI"})
     res = train(f, o, treatment_column="arm", outcome_column="hamd_week8",
                 out_dir=tmp_path / "m", n_repeats=1, n_permutations=0, n_boot=20,
-                learning_curve=False, report=False)  # fmt: skip
+                learning_curve=False)  # fmt: skip
     model = deploy_model(res.model_path, f"Model {XSS}")
     adm = client_for(make_user("admin"))
     r = adm.post("/manage/studies/", {"name": f"Study {XSS}"})

@@ -40,7 +40,13 @@ def _csv_dialect(path: Path, compression: str | None) -> tuple[str, str]:
     return sep, decimal
 
 
-def read_any_table(path: str | Path, what: str = "") -> pd.DataFrame:
+def read_any_table(
+    path: str | Path,
+    what: str = "",
+    *,
+    header: bool = True,
+    sheet: str | int | None = None,
+) -> pd.DataFrame:
     """Read a table file; refuse, with one clear message, anything that is not one.
 
     Parameters
@@ -51,6 +57,13 @@ def read_any_table(path: str | Path, what: str = "") -> pd.DataFrame:
         with semicolons; also ``.csv.gz``); ``.xlsx`` / ``.xlsm`` / ``.xls`` (first sheet).
     what : str
         What the table is, for messages ("features", "outcomes", ...; empty: "table").
+    header : bool
+        False: the file is read as raw rows for a caller that finds its own header (e.g.
+        below title lines): every row is data, cells are strings (Excel: as stored),
+        blank lines are kept as rows of missing cells, columns are numbered (Parquet
+        files always have a header and are refused).
+    sheet : str or int, optional
+        Excel sheet (name or 0-based position; default the first).
 
     Returns
     -------
@@ -66,7 +79,14 @@ def read_any_table(path: str | Path, what: str = "") -> pd.DataFrame:
     name = path.name.lower()
     gz = "gzip" if name.endswith(".gz") else None
     suffix = Path(name[:-3]).suffix if gz else path.suffix.lower()
+    raw: dict[str, object] = (
+        {}
+        if header
+        else {"header": None, "dtype": str, "keep_default_na": False, "skip_blank_lines": False}
+    )
     try:
+        if suffix in (".parquet", ".pq") and not header:
+            raise BrainmatchInputError(f"a Parquet file is not accepted as a {label}", path)
         if suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         elif suffix in (".xlsx", ".xlsm", ".xls"):
@@ -76,9 +96,12 @@ def read_any_table(path: str | Path, what: str = "") -> pd.DataFrame:
                     "save it from Excel again, or export it as .csv)",
                     path,
                 )
-            df = pd.read_excel(path, na_values=NA_VALUES)
+            excel: dict[str, object] = {"sheet_name": 0 if sheet is None else sheet}
+            if not header:
+                excel.update(header=None, dtype=object)
+            df = pd.read_excel(path, na_values=NA_VALUES, **excel)
         elif suffix in (".tsv", ".tab", ".txt"):
-            df = pd.read_csv(path, sep="\t", na_values=NA_VALUES, compression=gz)
+            df = pd.read_csv(path, sep="\t", na_values=NA_VALUES, compression=gz, **raw)
         elif suffix == ".csv":
             sep, decimal = _csv_dialect(path, gz)
             df = pd.read_csv(
@@ -89,6 +112,7 @@ def read_any_table(path: str | Path, what: str = "") -> pd.DataFrame:
                 encoding="utf-8-sig",
                 encoding_errors="replace",
                 compression=gz,
+                **raw,
             )
         else:
             raise BrainmatchInputError(

@@ -5,8 +5,8 @@ model with a random intercept per participant (:func:`fit_random_intercept`, an 
 vectorised equivalent of statsmodels' ``MixedLM``), reports each arm's change with its
 confidence interval, the arm-by-time interaction with FDR and permutation FWE control,
 circuit-level contrasts (the affect network) and the change-outcome association, and
-returns a :class:`ChangeResult` (``.save(dir)`` writes ``change.tsv``, ``results.json``,
-figures and ``report.html``).  Guide: ``docs/change.md``.
+returns a :class:`ChangeResult` (``.save(dir)`` writes ``change.tsv``, ``results.json``
+and figures; ``brainmatch.reports.change`` its ``report.html``).  Guide: ``docs/change.md``.
 """
 
 from brainmatch.change.analysis import ChangeResult, analyse_change, default_contrast

@@ -512,12 +512,16 @@ class ChangeResult:
             }
         )
 
-    def save(self, out_dir: str | Path, *, report: bool = True) -> Path:
+    def save(self, out_dir: str | Path) -> Path:
         """Write ``change.tsv``, ``circuits.tsv``, ``association.tsv``, ``model.tsv``,
-        ``results.json``, figures and ``report.html`` into ``out_dir`` (atomically)."""
-        from brainmatch.change.report import save_result
+        ``results.json`` and the glass-brain figure into ``out_dir`` (atomically).
 
-        return save_result(self, Path(out_dir), report=report)
+        ``report.html`` is rendered from the result by
+        :func:`brainmatch.reports.change.write_report` (``brainmatch change`` writes both).
+        """
+        from brainmatch.change.outputs import save_result
+
+        return save_result(self, Path(out_dir))
 
     def _repr_html_(self) -> str:
         top = self.interaction().head(10)

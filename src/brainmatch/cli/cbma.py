@@ -96,6 +96,7 @@ def cbma(
     from brainmatch.cli._common import progress_bar
     from brainmatch.evidence.cbma import CoordinateMetaAnalysis, compare
     from brainmatch.evidence.cbma_io import read_coordinates
+    from brainmatch.reports.cbma import write_comparison_report, write_report
 
     hold_output_folder(out, "cbma", overwrite=overwrite, inputs=[coordinates, versus])
     jobs = resolve_n_jobs(n_jobs)
@@ -126,6 +127,7 @@ def cbma(
         with progress_bar(f"cbma {label_a}: Monte Carlo iterations") as update:
             result = est.fit(table_a, name=label_a, progress=update).result_
         result.save(out)
+        write_report(result, out)
         _echo(result, out)
         return
     table_b = read_coordinates(
@@ -157,6 +159,7 @@ def cbma(
             progress=report,
         )
     comparison.save(out)
+    write_comparison_report(comparison.results, out)
     for result in comparison.results.values():
         _echo(result, out)
 

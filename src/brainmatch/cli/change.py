@@ -90,7 +90,8 @@ def change(
     glass-brain figure and report.html into --out.
     """
     from brainmatch.change import analyse_change
-    from brainmatch.change.report import check_output_dir
+    from brainmatch.change.outputs import check_output_dir
+    from brainmatch.reports.change import write_report
 
     if method.lower() not in ("reml", "ml"):
         raise BrainmatchInputError(f"--method {method!r}: use reml or ml")
@@ -122,7 +123,9 @@ def change(
         atlas=atlas,
         seed=seed,
     )
-    res.save(out, report=report)
+    res.save(out)
+    if report:
+        write_report(res, out)
     p = res.params
     per_arm = ", ".join(f"{a} {n}" for a, n in p["n_participants_per_arm"].items())
     items: dict[str, object] = {

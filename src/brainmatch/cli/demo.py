@@ -126,6 +126,8 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
     import pandas as pd
 
     from brainmatch.features import extract_dataset
+    from brainmatch.reports.qc import write_reportlets
+    from brainmatch.reports.selection import write_recommend_report, write_train_report
     from brainmatch.reports.trial import write_trial_report
     from brainmatch.selection import recommend, train
     from brainmatch.selection.data import table_metadata
@@ -167,6 +169,7 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
             modalities=("func", "dwi", "anat"),
             dwi_options=DwiOptions(derivatives=bids / "derivatives" / "qsiprep"),
             task_options=TaskOptions(contrasts=("faces-shapes",), qc_figures=False))
+    write_reportlets(features_dir)
     if extracted.features_path is None:
         raise BrainmatchInputError("feature extraction failed for every subject; see "
                                    f"{extracted.failures_path}")
@@ -191,6 +194,7 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
             treatment_column="arm", outcome_column="hamd_week8", baseline_column="hamd_baseline",
             site_column="site", covariates=("age", "sex"), out_dir=out_dir / "model",
             n_permutations=n_permutations, seed=seed, progress=update)
+    write_train_report(result)
     sel = result.metrics["selection"]
     stages.append({"name": "train", "link": "model/report.html",
                    "summary": (f"{len(chosen)} a-priori features (McGrath 2013 insula activity, "
@@ -207,6 +211,7 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
     assert result.model_path is not None  # the default (linear) model is always stored
     rec = recommend(result.model_path, bids, out_dir / "recommend", clinical=clinical,
                     participant=[new_patient])
+    write_recommend_report(rec)
     patient = rec.patients[0]
     truth = pd.read_csv(bids / "ground_truth.tsv", sep="\t").set_index("participant_id")
     oracle = truth.loc[new_patient, "oracle_arm"]
@@ -248,6 +253,8 @@ def normative_stage(
     from brainmatch.features import extract_dataset
     from brainmatch.normative import fit_normative
     from brainmatch.normative.profile import build_profile
+    from brainmatch.reports.normative import write_fit_report, write_profile_report
+    from brainmatch.reports.qc import write_reportlets
     from brainmatch.simulate import simulate_trial
 
     console.print(
@@ -279,6 +286,7 @@ def normative_stage(
             participant_label=[c.removeprefix("sub-") for c in controls],
             progress=update,
         )
+    write_reportlets(out_dir / "controls" / "features")
     if cext.features_path is None:
         raise BrainmatchInputError(
             f"feature extraction failed for every control; see {cext.failures_path}"
@@ -289,6 +297,7 @@ def normative_stage(
         cext.features_path, cpart[["participant_id", "age", "sex", "site"]],
         covariate_columns=("age", "sex"), site_column="site", out_dir=out_dir / "normative"
     )
+    write_fit_report(fit, out_dir / "normative" / "report.html")
     patient = features[features["participant_id"] == new_patient].merge(
         table[["participant_id", "age", "sex", "site", "hamd_baseline"]], on="participant_id"
     )
@@ -299,6 +308,7 @@ def normative_stage(
         selection_model=selection_model,
         out_dir=out_dir / "profile",
     )
+    write_profile_report(profile, out_dir / "profile" / "report.html")
     cal = fit.summary["calibration"]
     called = profile.circuits[profile.circuits["call"] != ""]
     share = (

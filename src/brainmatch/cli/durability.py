@@ -68,7 +68,10 @@ def durability(
         n_permutations=permutations,
         seed=seed,
     )
+    from brainmatch.reports.durability import write_report
+
     res.save(out)
+    report = write_report(res, out)
     m = res.metrics
     g = m["policy_rmst_gain"]
     items = {
@@ -81,6 +84,7 @@ def durability(
     if "permutation_p" in m:
         items["permutation p"] = f"{m['permutation_p']:.3g}"
     items["results"] = str(out / "results.json")
+    items["report"] = str(report)
     echo_kv(f"durability (horizon {res.params['horizon']:g} {res.params['time_unit']})", items)
 
 

@@ -205,6 +205,10 @@ def extract(
                 qsirecon=qsirecon,
             ),
         )
+    if qc_reports:
+        from brainmatch.reports.qc import write_reportlets
+
+        write_reportlets(output_dir)
     for row in result.failures.itertuples(index=False):
         where = f" {row.file}:" if row.file else ""
         console.print(

@@ -95,6 +95,7 @@ def meta(
     from brainmatch.evidence.analysis import meta_analysis
     from brainmatch.evidence.readers import RawColumns
     from brainmatch.reports import fmt_num, fmt_p, p_text
+    from brainmatch.reports.evidence import write_meta_report
 
     with output_folder(out, "meta", overwrite=overwrite, inputs=[input_file]) as out:
         with progress_bar("meta-analysis") as update:
@@ -124,7 +125,9 @@ def meta(
                 title=title,
                 progress=lambda d, t: update(d, t + 5),
             )
-            result.save(out, progress=lambda d, t: update(d + 4, t + 4))
+            result.save(out, progress=lambda d, t: update(d + 4, t + 5))
+            write_meta_report(result, out)
+            update(9, 9)
     res = result.to_dict()
     items = {
         "k": res["k"],

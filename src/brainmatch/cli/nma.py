@@ -66,6 +66,7 @@ def nma(
         raise BrainmatchInputError(f"--better must be lower or higher, got {better!r}")
     larger_is_better = better == "higher" if better is not None else not smaller_is_better
     from brainmatch.reports import fmt_num, p_text
+    from brainmatch.reports.evidence import write_nma_report
 
     with output_folder(out, "nma", overwrite=overwrite, inputs=[input_file]) as out:
         result = network_analysis(
@@ -88,6 +89,7 @@ def nma(
             title=title,
         )
         result.save(out)
+        write_nma_report(result, out)
     res = result.to_dict()
     best = sorted(res["pscore_random"].items(), key=lambda kv: -kv[1])
     d = res["design_by_treatment"]

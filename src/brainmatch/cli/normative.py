@@ -60,6 +60,7 @@ def fit(
     """Fit a normative model on healthy controls; writes OUT/normative_model.npz,
     fit_metrics.tsv (held-out calibration per feature) and report.html."""
     from brainmatch.normative import fit_normative
+    from brainmatch.reports.normative import write_fit_report
 
     if noise not in ("auto", "heteroskedastic", "homoskedastic"):
         raise BrainmatchInputError(
@@ -83,6 +84,7 @@ def fit(
         seed=seed,
         out_dir=out,
     )
+    write_fit_report(result, out / "report.html")
     cal = result.summary["calibration"]
     items = {
         "model": str(result.model_path),
@@ -123,12 +125,14 @@ def score(
     """Deviation z-scores of everyone in FEATURES; writes OUT/deviations.tsv, circuits.tsv,
     fit_metrics.tsv, people.tsv and report.html."""
     from brainmatch.normative import score_normative
+    from brainmatch.reports.normative import write_score_report
 
     if threshold <= 0:
         raise BrainmatchInputError(f"--threshold {threshold}: must be > 0")
     result = score_normative(
         model, features, covariates, adapt=adapt, threshold=threshold, out_dir=out
     )
+    write_score_report(result, out / "report.html")
     people = result.people
     echo_kv(
         "normative deviations",

@@ -45,6 +45,8 @@ def profile(
     reported to act on the deviant circuits (hypotheses, with evidence grades and citations),
     and a trained selection model's validated prediction when given."""
     from brainmatch.normative.profile import build_profile
+    from brainmatch.reports.normative import write_profile_report
+    from brainmatch.reports.qc import write_reportlets
 
     if threshold <= 0:
         raise BrainmatchInputError(f"--threshold {threshold}: must be > 0")
@@ -57,6 +59,8 @@ def profile(
         threshold=threshold,
         out_dir=out,
     )
+    write_profile_report(result, out / "report.html")
+    write_reportlets(out / "features")  # QC of a BIDS patient's extraction, if any
     called = result.circuits[result.circuits["call"] != ""]
     echo_kv(
         f"profile of {result.participant_id}",

@@ -55,6 +55,7 @@ def recommend(
     # --- durability branch: a model from `train --time-column` (brainmatch.durability) ---
     if is_durability_model(model):
         from brainmatch.durability.recommend import recommend_durability
+        from brainmatch.reports import durability as durability_report
 
         with output_folder(out, "recommend", overwrite=overwrite, inputs=inputs) as out:
             res = recommend_durability(
@@ -63,9 +64,10 @@ def recommend(
                 out,
                 clinical=clinical,
                 participant=participant_label or None,
-                report=not no_report,
                 trust_model=trust_unsigned,
             )
+            if not no_report:
+                durability_report.write_recommend_report(res, out)
         for p in res.patients[:20]:
             unit = p["time_unit"]
             echo_kv(
@@ -85,6 +87,8 @@ def recommend(
             )
         echo_kv("written", {"json": str(out / "recommend.json"), "report": str(res.report_path)})
         return
+    from brainmatch.reports.qc import write_reportlets
+    from brainmatch.reports.selection import write_recommend_report
     from brainmatch.selection import recommend as recommend_fn
 
     claim = output_folder(out, "recommend", overwrite=overwrite, inputs=inputs)
@@ -96,9 +100,11 @@ def recommend(
             clinical=clinical,
             derivatives=derivatives,
             participant=participant_label or None,
-            report=not no_report,
             trust_model=trust_unsigned,
         )
+        if not no_report:
+            write_recommend_report(result)
+        write_reportlets(out / "features")  # QC of a BIDS input's extraction, if any
     for p in result.patients[:20]:
         echo_kv(
             p["participant_id"],

@@ -60,8 +60,8 @@ def sessions(
     figures and report.html into --out.
     """
     from brainmatch.errors import BrainmatchInputError
+    from brainmatch.reports.sessions import write_report
     from brainmatch.sessions.analysis import analyse_sessions, check_output_dir
-    from brainmatch.sessions.report import write_report
 
     if method.upper() not in ("REML", "ML"):
         raise BrainmatchInputError(f"--method {method!r}: use REML or ML")

@@ -201,6 +201,7 @@ def train(
         raise BrainmatchInputError("--outcome-column: required (or --time-column/--event-column)")
     n_repeats = 10 if n_repeats is None else n_repeats
     n_permutations = 1000 if n_permutations is None else n_permutations
+    from brainmatch.reports.selection import write_train_report
     from brainmatch.selection import train as train_fn
 
     claim = output_folder(out, "train", overwrite=overwrite, inputs=[features, *outcomes])
@@ -224,10 +225,11 @@ def train(
             seed=seed,
             select=select_features,
             session=session,
-            report=not no_report,
             learning_curve=not no_learning_curve,
             progress=update,
         )
+        if not no_report:
+            write_train_report(result)
     m = result.metrics
     s = m["selection"]
     key = "auc" if m["binary"] else "r2"
@@ -297,6 +299,7 @@ def _train_durability(
     """``train --time-column``: validate and save a durability model (thin: parse, call,
     print)."""
     from brainmatch.durability.train import train_durability
+    from brainmatch.reports.durability import write_report
 
     if time_column is None or event_column is None:
         flag = "--event-column" if time_column is not None else "--time-column"
@@ -330,8 +333,9 @@ def _train_durability(
             n_bootstrap=n_bootstrap,
             n_permutations=n_permutations,
             seed=seed,
-            report=report,
         )
+        if report:
+            res.report_path = write_report(res.validation, out)
     m, s = res.validation.metrics, res.metrics["selection"]
     p = res.validation.params
     echo_kv(

@@ -70,7 +70,6 @@ def recommend_durability(
     *,
     clinical: str | Path | pd.DataFrame | None = None,
     participant: list[str] | None = None,
-    report: bool = True,
     trust_model: bool = False,
 ) -> DurabilityRecommendation:
     """Each arm's predicted relapse-free probability at the horizon, for new patients.
@@ -82,12 +81,12 @@ def recommend_durability(
     input : path or DataFrame
         Feature table of one or many patients.
     out_dir : path, optional
-        Receives ``recommend.json``, ``recommend.tsv`` and ``report.html``.
+        Receives ``recommend.json`` and ``recommend.tsv`` (``report.html``:
+        :func:`brainmatch.reports.durability.write_recommend_report`).
     clinical : path or DataFrame, optional
         Table with the covariates the model needs when ``input`` lacks them.
     participant : list of str, optional
         Keep these participants.
-    report : bool
     trust_model : bool
         Load an unsigned model, or one signed with another key, with a warning.
 
@@ -95,7 +94,7 @@ def recommend_durability(
     -------
     DurabilityRecommendation
     """
-    from brainmatch._io import write_json, write_text, write_tsv
+    from brainmatch._io import write_json, write_tsv
     from brainmatch.durability.modelfile import curve_times, load_durability_model
     from brainmatch.selection.data import ID
 
@@ -228,9 +227,4 @@ def recommend_durability(
             )
             rows.append(row)
         write_tsv(out / "recommend.tsv", pd.DataFrame(rows), float_format="%.6g")
-        if report:
-            from brainmatch.reports.durability import render_recommend_report
-
-            result.report_path = out / "report.html"
-            write_text(result.report_path, render_recommend_report(result))
     return result

@@ -2,7 +2,7 @@
 
 The same kinds of outputs as a continuous-outcome ``train``: ``metrics.json`` (the
 out-of-fold validation of :func:`~brainmatch.durability.validate.validate_durability`),
-``predictions.tsv`` (out-of-fold only), ``report.html`` and a signed ``model.npz``
+``predictions.tsv`` (out-of-fold only; ``report.html`` by the CLI) and a signed ``model.npz``
 (:mod:`brainmatch.durability.modelfile`) holding the per-arm Cox models refitted on all
 patients, with bootstrap refits for the intervals ``brainmatch recommend`` shows.
 """
@@ -89,7 +89,6 @@ def train_durability(
     n_bootstrap: int = 200,
     n_permutations: int = 0,
     seed: int = 0,
-    report: bool = True,
 ) -> DurabilityTrainResult:
     """Validate selection by relapse-free survival out of fold, refit on everyone, save.
 
@@ -99,24 +98,23 @@ def train_durability(
     covariates, session
         See :func:`~brainmatch.durability.run.durability_analysis`.
     out_dir : path
-        Receives ``metrics.json``, ``predictions.tsv``, ``report.html`` and ``model.npz``.
+        Receives ``metrics.json``, ``predictions.tsv`` and ``model.npz`` (``report.html``:
+        :func:`brainmatch.reports.durability.write_report` of ``result.validation``).
     penalizer, n_splits, n_repeats, n_permutations, seed
         See :func:`~brainmatch.durability.validate.validate_durability` (per-arm Cox).
     n_bootstrap : int
         Bootstrap resamples, both of the policy gain's CI and of the saved model's refits
         (the intervals of ``brainmatch recommend``).
-    report : bool
-        Write ``report.html``.
 
     Returns
     -------
     DurabilityTrainResult
     """
-    from brainmatch._io import write_json, write_text, write_tsv
+    from brainmatch._io import write_json, write_tsv
+    from brainmatch.durability.methods import methods_text
     from brainmatch.durability.modelfile import save_durability_model
     from brainmatch.durability.run import parse_horizon, read_survival_data
     from brainmatch.durability.validate import validate_durability
-    from brainmatch.reports.durability import methods_text, render_report
 
     h = parse_horizon(horizon, time_unit)
     d = read_survival_data(
@@ -186,15 +184,10 @@ def train_durability(
     from brainmatch.change.analysis import _json_safe
 
     model_path = save_durability_model(out / MODEL_FILE, sel, _json_safe(meta))
-    report_path = None
-    if report:
-        report_path = out / "report.html"
-        write_text(report_path, render_report(res))
     return DurabilityTrainResult(
         validation=res,
         selector=sel,
         metrics=metrics,
         out_dir=out,
         model_path=model_path,
-        report_path=report_path,
     )

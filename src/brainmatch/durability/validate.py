@@ -122,7 +122,8 @@ class DurabilityResult:
         return _json_safe({**self.params, "metrics": self.metrics, "notes": self.notes})
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write ``predictions.tsv``, ``results.json`` and ``report.html`` into ``out_dir``."""
+        """Write ``predictions.tsv`` and ``results.json`` into ``out_dir`` (``report.html``:
+        :func:`brainmatch.reports.durability.write_report`)."""
         from brainmatch._io import write_json, write_tsv
 
         out = Path(out_dir)
@@ -143,8 +144,7 @@ class DurabilityResult:
                 )
         out.mkdir(parents=True, exist_ok=True)
         write_tsv(out / "predictions.tsv", self.predictions, float_format="%.6g")
-        from brainmatch._io import write_text
-        from brainmatch.reports.durability import methods_text, render_report
+        from brainmatch.durability.methods import methods_text
 
         write_json(
             out / "results.json",
@@ -154,7 +154,6 @@ class DurabilityResult:
                 "description": methods_text(self),
             },
         )
-        write_text(out / "report.html", render_report(self))
         return out
 
     def _repr_html_(self) -> str:

@@ -10,7 +10,8 @@
 - :mod:`~brainmatch.evidence.readers`: CSV / TSV / XLSX and the Metapsy data standard.
 - :mod:`~brainmatch.evidence.schema`: the augmentation coding schema.
 - :mod:`~brainmatch.evidence.analysis`: ``meta_analysis`` / ``network_analysis`` (result
-  objects that ``save`` and report themselves) behind the CLI; ``run_meta`` / ``run_nma``
+  objects that ``save`` their outputs; ``brainmatch.reports.evidence`` renders their
+  reports) behind the CLI; ``run_meta`` / ``run_nma``
   fit and save in one call.
 """
 

@@ -2,12 +2,14 @@
 
 :func:`meta_analysis` and :func:`network_analysis` read a table and fit; they return a
 :class:`MetaAnalysis` / :class:`NetworkMetaAnalysis` that writes nothing until asked:
-``.save(dir)`` writes every output (``results.json``, tables, SVG + PNG figures and a
-self-contained ``report.html``) into an output folder it claims
-(:mod:`brainmatch._outdir`), ``.to_dict()`` is the content of ``results.json`` and
-``_repr_html_`` shows the main numbers in a notebook.  :func:`run_meta` /
-:func:`run_nma` are the one-call forms (fit, save, return the dict).  A bad input raises
-:class:`~brainmatch.errors.BrainmatchInputError` before anything is written.
+``.save(dir)`` writes the data outputs (``results.json``, tables, SVG + PNG figures)
+into an output folder it claims (:mod:`brainmatch._outdir`), ``.to_dict()`` is the
+content of ``results.json`` and ``_repr_html_`` shows the main numbers in a notebook.
+The self-contained ``report.html`` is rendered from the result by
+:mod:`brainmatch.reports.evidence` (this module never imports report code).
+:func:`run_meta` / :func:`run_nma` are the one-call forms (fit, save, return the dict).
+A bad input raises :class:`~brainmatch.errors.BrainmatchInputError` before anything is
+written.
 """
 
 from __future__ import annotations
@@ -391,6 +393,27 @@ class MetaAnalysis:
         """The model in words (e.g. "a random-effects model with ... (REML) tau²")."""
         return METHOD_NAMES[self.fit.method]
 
+    @property
+    def figure_files(self) -> list[str]:
+        """The SVG figures :meth:`save` draws, in report order."""
+        subgroup_forest = (
+            self.subgroups is not None
+            and bool(self.settings.get("subgroup"))
+            and self.fit.k <= MAX_FOREST_STUDIES
+        )
+        return [*(["forest_subgroups.svg"] if subgroup_forest else []), "forest.svg", "funnel.svg"]
+
+    @property
+    def figure_notes(self) -> list[str]:
+        """Notes on the figures :meth:`save` draws (shown under them in the report)."""
+        if self.fit.k <= MAX_FOREST_STUDIES:
+            return []
+        return [
+            f"The forest plot shows the pooled estimates only: {self.fit.k} studies are more "
+            f"than one figure can show legibly (limit {MAX_FOREST_STUDIES}); every "
+            "study's effect and weight is in studies.tsv."
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         """The content of ``results.json`` (JSON-safe: NaN and infinities as null)."""
         summary: dict[str, Any] = self.fit.summary()
@@ -420,13 +443,14 @@ class MetaAnalysis:
         out_dir: str | Path,
         *,
         overwrite: bool = False,
-        report: bool = True,
         progress: Progress | None = None,
     ) -> Path:
-        """Write every output into ``out_dir`` (claimed for ``meta``).
+        """Write the data outputs into ``out_dir`` (claimed for ``meta``).
 
-        Writes ``results.json``, ``studies.tsv``, ``leave_one_out.tsv``, forest and funnel
-        plots (SVG + PNG) and a self-contained ``report.html``.
+        Writes ``results.json``, ``studies.tsv``, ``leave_one_out.tsv`` and forest and
+        funnel plots (SVG + PNG).  The self-contained ``report.html`` is rendered from the
+        result by :func:`brainmatch.reports.evidence.write_meta_report` (``brainmatch
+        meta`` writes both).
 
         Parameters
         ----------
@@ -434,8 +458,6 @@ class MetaAnalysis:
             Output folder: new, empty, or an earlier ``meta`` output folder.
         overwrite : bool
             Delete the earlier ``meta`` outputs first.
-        report : bool
-            Write ``report.html``.
         progress : callable, optional
             ``progress(done, total)`` over the files written.
 
@@ -451,7 +473,7 @@ class MetaAnalysis:
             out_dir, "meta", overwrite=overwrite, inputs=[self.settings.get("input")]
         ) as claim:
             out = claim.path
-            steps = 5
+            steps = 4
             res, table = self.fit, self.table
             subgroup = self.settings.get("subgroup")
             moderators = self.settings.get("moderators") or []
@@ -479,8 +501,6 @@ class MetaAnalysis:
                 if subgroup and self.subgroups is not None
                 else None
             )
-            figures: list[str] = []
-            notes: list[str] = []
             if res.k <= MAX_FOREST_STUDIES:
                 plots.forest_plot(
                     res,
@@ -490,13 +510,7 @@ class MetaAnalysis:
                     xlabel=xl,
                     title=title,
                 )
-                figures.append("forest.svg")
             else:
-                notes.append(
-                    f"The forest plot shows the pooled estimates only: {res.k} studies are more "
-                    f"than one figure can show legibly (limit {MAX_FOREST_STUDIES}); every "
-                    "study's effect and weight is in studies.tsv."
-                )
                 plots.forest_plot(
                     res,
                     out / "forest",
@@ -506,7 +520,6 @@ class MetaAnalysis:
                     title=title,
                     summary_only=True,
                 )
-                figures.append("forest.svg")
             if progress:
                 progress(2, steps)
             if self.subgroups is not None and groups is not None and res.k <= MAX_FOREST_STUDIES:
@@ -519,21 +532,12 @@ class MetaAnalysis:
                     title=title,
                     summary_only=True,
                 )
-                figures.insert(0, "forest_subgroups.svg")
             plots.funnel_plot(res, out / "funnel", filled=self.trimfill, xlabel=xl)
-            figures.append("funnel.svg")
             if progress:
                 progress(3, steps)
-            data = self.to_dict()
-            write_json(out / "results.json", data)
+            write_json(out / "results.json", self.to_dict())
             if progress:
                 progress(4, steps)
-            if report:
-                from brainmatch.reports.evidence import write_meta_report
-
-                write_meta_report(self, data, out, figures, notes)
-            if progress:
-                progress(5, steps)
             return out
 
     def _repr_html_(self) -> str:
@@ -828,12 +832,14 @@ class NetworkMetaAnalysis:
         summary["brainmatch_version"] = __version__
         return dict(json_safe(summary))
 
-    def save(self, out_dir: str | Path, *, overwrite: bool = False, report: bool = True) -> Path:
-        """Write every output into ``out_dir`` (claimed for ``nma``).
+    def save(self, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the data outputs into ``out_dir`` (claimed for ``nma``).
 
         Writes ``results.json``, ``league_table.tsv``, ``league_table_fixed.tsv``,
         ``effects_vs_reference.tsv``, ``edges.tsv``, a network graph and a forest plot
-        (SVG + PNG) and a self-contained ``report.html``.
+        (SVG + PNG).  The self-contained ``report.html`` is rendered from the result by
+        :func:`brainmatch.reports.evidence.write_nma_report` (``brainmatch nma`` writes
+        both).
 
         Returns
         -------
@@ -856,8 +862,7 @@ class NetworkMetaAnalysis:
             eff = res.effects_table("random")
             write_tsv(out / "effects_vs_reference.tsv", eff, float_format="%.6g")
             write_tsv(out / "edges.tsv", res.edges)
-            data = self.to_dict()
-            write_json(out / "results.json", data)
+            write_json(out / "results.json", self.to_dict())
             plots.network_graph(res, out / "network")
             plots.nma_forest(
                 res,
@@ -865,10 +870,6 @@ class NetworkMetaAnalysis:
                 xlabel=self.settings.get("xlabel")
                 or ("Hedges' g vs" if self.notes.get("metapsy") else "Effect vs"),
             )
-            if report:
-                from brainmatch.reports.evidence import write_nma_report
-
-                write_nma_report(self, data, out, ["network.svg", "nma_forest.svg"])
             return out
 
     def _repr_html_(self) -> str:

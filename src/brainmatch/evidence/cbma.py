@@ -324,15 +324,16 @@ class CBMAResult:
         """JSON-ready summary (as :meth:`summary`)."""
         return self.summary()
 
-    def save(self, out_dir: str | Path, *, report: bool = True) -> Path:
-        """Write maps (NIfTI), ``clusters.tsv``, ``experiments.tsv``, ``results.json`` and
-        ``report.html`` into ``out_dir`` (each file atomically)."""
-        from brainmatch.evidence.cbma_report import save_result
+    def save(self, out_dir: str | Path) -> Path:
+        """Write maps (NIfTI), ``clusters.tsv``, ``experiments.tsv`` and ``results.json``
+        into ``out_dir`` (each file atomically; figures and ``report.html``:
+        :func:`brainmatch.reports.cbma.write_report`)."""
+        from brainmatch.evidence.cbma_outputs import save_result
 
-        return save_result(self, Path(out_dir), report=report)
+        return save_result(self, Path(out_dir))
 
     def _repr_html_(self) -> str:
-        from brainmatch.evidence.cbma_report import result_html
+        from brainmatch.evidence.cbma_outputs import result_html
 
         return result_html(self)
 
@@ -739,7 +740,8 @@ def run_cbma(
     coordinates : str or Path
         Any format :func:`~brainmatch.evidence.cbma_io.read_coordinates` reads.
     out_dir : str or Path, optional
-        Where to write maps, ``clusters.tsv``, ``results.json`` and ``report.html``.
+        Where to write maps, ``clusters.tsv`` and ``results.json`` (the report:
+        :func:`brainmatch.reports.write_report`).
     select : list of str, optional
         ``COLUMN=VALUE`` row selections.
     method, iterations, voxel_thresh, alpha, n_jobs, random_state, engine
@@ -1228,13 +1230,14 @@ class CBMAComparison:
 
     def save(self, out_dir: str | Path) -> Path:
         """Write every analysis (files prefixed ``A_``, ``B_``, ``contrast_``,
-        ``conjunction_``), one ``results.json`` and one ``report.html``."""
-        from brainmatch.evidence.cbma_report import save_comparison
+        ``conjunction_``) and one ``results.json`` (figures and ``report.html``:
+        :func:`brainmatch.reports.cbma.write_comparison_report`)."""
+        from brainmatch.evidence.cbma_outputs import save_comparison
 
         return save_comparison(self.results, Path(out_dir))
 
     def _repr_html_(self) -> str:
-        from brainmatch.evidence.cbma_report import result_html
+        from brainmatch.evidence.cbma_outputs import result_html
 
         return "".join(result_html(r) for r in self.results.values())
 

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from brainmatch._table import read_any_table
 from brainmatch.errors import BrainmatchInputError
 
 #: Lancaster et al. 2007 (Hum Brain Mapp 28:1194) ``icbm2tal`` affine matrices; their
@@ -408,28 +409,8 @@ def _read_nimare_json(path: Path) -> pd.DataFrame:
 
 
 def _read_table(path: Path, *, space: str | None, sheet: str | int | None) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".xlsx", ".xls"):
-            raw = pd.read_excel(
-                path, header=None, sheet_name=0 if sheet is None else sheet, dtype=object
-            )
-        else:
-            sep = "\t" if suffix == ".tsv" else None
-            raw = pd.read_csv(
-                path,
-                header=None,
-                sep=sep,
-                engine="python",
-                dtype=str,
-                skip_blank_lines=False,
-                keep_default_na=False,
-            )
-            raw = raw.replace({"": np.nan, "n/a": np.nan, "NA": np.nan, "NaN": np.nan})
-    except BrainmatchInputError:
-        raise
-    except Exception as exc:  # pandas/openpyxl raise many types for unreadable files
-        raise BrainmatchInputError(f"cannot read the table ({exc})", path) from None
+    # the one table reader, as raw rows: the header is found below any title lines
+    raw = read_any_table(path, header=False, sheet=sheet)
     raw = raw.dropna(axis=1, how="all")
     # the header is the first non-blank row
     blank = raw.isna().all(axis=1)

@@ -303,9 +303,11 @@ def extract_dataset(
         changing signal is below it is left out of that run (NaN features); a run fails
         only when fewer than half the atlas regions remain.
     qc_reports : bool
-        Write a QC reportlet per participant (``sub-*/figures/*_desc-qc_bold.html``:
-        framewise displacement, censored volumes, carpet plot, coverage).  ``qc.tsv`` is
-        always written.
+        Keep each run's QC figure (framewise displacement, censored volumes, carpet plot,
+        coverage) in its record, for the reportlet per participant
+        (``sub-*/figures/*_desc-qc_bold.html``) that
+        :func:`brainmatch.reports.qc.write_reportlets` renders after the run (``brainmatch
+        extract`` does).  ``qc.tsv`` is always written.
 
     Returns
     -------

@@ -5,8 +5,10 @@ What an fMRIPrep / XCP-D user looks at, per run: framewise displacement (fMRIPre
 region's voxels with a changing signal, :mod:`~brainmatch.features.modalities.func`), the
 temporal SNR of the region means (mean / SD over the kept volumes of the raw region
 signal; the median over regions), and a carpet plot of the cleaned region series.  The
-reportlet is one self-contained HTML file per participant(-session) with inline
-figures; ``qc.tsv`` (+ ``qc.json``) holds one row per participant(-session).
+measures and the figure go into the unit's record; ``qc.tsv`` (+ ``qc.json``) holds one
+row per participant(-session).  The reportlet, one self-contained HTML file per
+participant(-session), is rendered from the records by :mod:`brainmatch.reports.qc` on
+the report base (this package never imports report code).
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from brainmatch._io import write_text
 
 
 def run_measures(
@@ -159,31 +159,4 @@ def run_figure(
     return "\n".join(out)
 
 
-def write_reportlet(
-    path: Path, unit_key: str, sections: list[tuple[str, dict[str, Any], str]]
-) -> None:
-    """One self-contained HTML page: per run its QC numbers and figure."""
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{html.escape(unit_key)}: brainmatch extract QC</title>",
-        "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:1rem auto;"
-        "padding:0 1rem}table{border-collapse:collapse}td,th{padding:.2rem .6rem;"
-        "border-bottom:1px solid #ddd;text-align:left}svg{max-width:100%;height:auto}</style>",
-        f"</head><body><h1>{html.escape(unit_key)}</h1>",
-    ]
-    for name, measures, svg in sections:
-        rows = "".join(
-            f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in measures.items()
-        )
-        parts += [f"<h2>{html.escape(name)}</h2>", f"<table>{rows}</table>", svg]
-    parts.append("</body></html>")
-    write_text(path, "\n".join(parts) + "\n")
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "n/a" if not np.isfinite(v) else f"{v:.3g}"
-    return html.escape(str(v))
-
-
-__all__ = ["read_fd", "run_figure", "run_measures", "write_reportlet"]
+__all__ = ["read_fd", "run_figure", "run_measures"]

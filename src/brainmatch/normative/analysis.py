@@ -329,18 +329,17 @@ class NormativeFitResult:
         """Summary and warnings as plain JSON."""
         return {"summary": self.summary, "warnings": self.warnings}
 
-    def save(self, out_dir: str | Path, report: bool = True) -> Path:
-        """Write ``normative_model.npz``, ``fit_metrics.tsv``, ``fit_summary.json`` and
-        ``report.html`` to ``out_dir``; returns the model path."""
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``normative_model.npz``, ``fit_metrics.tsv`` and ``fit_summary.json`` to
+        ``out_dir`` (an earlier ``report.html`` is removed: the report is rendered by
+        :func:`brainmatch.reports.normative.write_fit_report`); returns the model path."""
         out = Path(out_dir)
-        _prepare_out(out, _FIT_MARKER, (MODEL_FILE, "fit_metrics.tsv", "fit_summary.json"))
+        _prepare_out(
+            out, _FIT_MARKER, (MODEL_FILE, "fit_metrics.tsv", "fit_summary.json", "report.html")
+        )
         self.model_path = save_normative_model(out / MODEL_FILE, self)
         write_tsv(out / "fit_metrics.tsv", self.fit_metrics, float_format="%.6g")
         write_json(out / "fit_summary.json", self.to_dict())
-        if report:
-            from brainmatch.reports.normative import write_fit_report
-
-            self.report_path = write_fit_report(self, out / "report.html")
         return self.model_path
 
     def _repr_html_(self) -> str:
@@ -395,12 +394,16 @@ class NormativeScoreResult:
             "model": self.model_summary,
         }
 
-    def save(self, out_dir: str | Path, report: bool = True) -> Path:
+    def save(self, out_dir: str | Path) -> Path:
         """Write ``deviations.tsv`` (+ ``.json`` sidecar), ``circuits.tsv``,
-        ``fit_metrics.tsv``, ``people.tsv``, ``score_summary.json`` and ``report.html``."""
+        ``fit_metrics.tsv``, ``people.tsv`` and ``score_summary.json`` (an earlier
+        ``report.html`` is removed: the report is rendered by
+        :func:`brainmatch.reports.normative.write_score_report`)."""
         out = Path(out_dir)
         names = ("deviations.tsv", "deviations.json", "circuits.tsv", "fit_metrics.tsv")
-        _prepare_out(out, _SCORE_MARKER, (*names, "people.tsv", "score_summary.json"))
+        _prepare_out(
+            out, _SCORE_MARKER, (*names, "people.tsv", "score_summary.json", "report.html")
+        )
         write_tsv(out / "deviations.tsv", self.deviations, float_format="%.6g")
         write_json(
             out / "deviations.json",
@@ -415,10 +418,6 @@ class NormativeScoreResult:
         write_tsv(out / "fit_metrics.tsv", self.fit_metrics, float_format="%.6g")
         write_tsv(out / "people.tsv", self.people, float_format="%.6g")
         write_json(out / "score_summary.json", self.to_dict())
-        if report:
-            from brainmatch.reports.normative import write_score_report
-
-            self.report_path = write_score_report(self, out / "report.html")
         return out
 
     def _repr_html_(self) -> str:
@@ -496,7 +495,6 @@ def fit_normative(
     likelihood: str = "normal",
     seed: int = 0,
     out_dir: str | Path | None = None,
-    report: bool = True,
 ) -> NormativeFitResult:
     """Fit a normative model on healthy controls' features.
 
@@ -684,7 +682,7 @@ def fit_normative(
         model=model, fit_metrics=metrics, summary=summary, warnings=warnings
     )
     if out_dir is not None:
-        result.save(out_dir, report=report)
+        result.save(out_dir)
     return result
 
 
@@ -696,7 +694,6 @@ def score_normative(
     adapt: str | Path | pd.DataFrame | None = None,
     threshold: float = 1.0,
     out_dir: str | Path | None = None,
-    report: bool = True,
 ) -> NormativeScoreResult:
     """Deviation z-scores and circuit scores of anyone against a normative model.
 
@@ -811,5 +808,5 @@ def score_normative(
         model_summary=summary,
     )
     if out_dir is not None:
-        result.save(out_dir, report=report)
+        result.save(out_dir)
     return result

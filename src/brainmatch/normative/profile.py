@@ -93,18 +93,15 @@ class PatientProfile:
             }
         )
 
-    def save(self, out_dir: str | Path, report: bool = True) -> Path:
-        """Write ``profile.json``, ``circuits.tsv``, ``deviations.tsv`` and ``report.html``."""
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``profile.json``, ``circuits.tsv`` and ``deviations.tsv`` (``report.html``:
+        :func:`brainmatch.reports.normative.write_profile_report`)."""
         out = Path(out_dir)
         names = ("profile.json", "circuits.tsv", "deviations.tsv", "report.html")
         _prepare_out(out, _MARKER, names)
         write_json(out / "profile.json", self.to_dict())
         write_tsv(out / "circuits.tsv", self.circuits, float_format="%.6g")
         write_tsv(out / "deviations.tsv", self.deviations, float_format="%.6g")
-        if report:
-            from brainmatch.reports.normative import write_profile_report
-
-            self.report_path = write_profile_report(self, out / "report.html")
         return out
 
     def _repr_html_(self) -> str:
@@ -177,7 +174,6 @@ def build_profile(
     selection_model: str | Path | None = None,
     threshold: float = 1.0,
     out_dir: str | Path | None = None,
-    report: bool = True,
 ) -> PatientProfile:
     """Build one patient's profile (see the module docstring).
 
@@ -299,7 +295,7 @@ def build_profile(
         threshold=threshold,
     )
     if out_dir is not None:
-        profile.save(out_dir, report=report)
+        profile.save(out_dir)
     return profile
 
 
@@ -308,7 +304,7 @@ def _selection(path: str | Path, row: pd.DataFrame, warnings: list[str]) -> dict
     from brainmatch.selection import recommend
 
     try:
-        rec = recommend(path, row, None, report=False)
+        rec = recommend(path, row, None)
     except BrainmatchError as exc:
         warnings.append(f"the selection model could not be applied: {exc}")
         return None

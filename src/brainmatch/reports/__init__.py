@@ -12,6 +12,10 @@ URIs), the stylesheet is inlined by ``templates/base.html``.
   ``to_dict()`` holds (numbers, booleans, lists, dicts) and :func:`readable_text` tidies
   sentences that embed raw Python values; filters ``fmt`` and ``readable``.
 - JSON cleaning is :func:`brainmatch._io.json_safe` (re-exported here): the one helper.
+- :func:`write_report` writes ``report.html`` of any result after its ``.save(dir)``:
+  the analyses never import report code; each topic's writer lives here (``evidence``,
+  ``cbma``, ``change``, ``sessions``, ``normative``, ``durability``, ``selection``, ``qc``
+  for the extraction reportlets, ``trial``) and the CLI calls them.
 """
 
 from __future__ import annotations
@@ -201,3 +205,85 @@ def file_to_data_uri(path: str | Path) -> str:
     path = Path(path)
     mime = _MIME.get(path.suffix.lower(), "application/octet-stream")
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def write_report(result: Any, out_dir: str | Path | None = None) -> Path:
+    """Write ``report.html`` of any brainmatch result, after ``result.save(out_dir)``.
+
+    The analyses never render reports (their ``.save`` writes the data: tables,
+    ``results.json``, figures); this is the one Python entry point to the writer of each
+    result type in this package (the CLI calls the same writers).
+
+    Parameters
+    ----------
+    result : result object
+        ``MetaAnalysis``, ``NetworkMetaAnalysis``, ``CBMAResult``, ``CBMAComparison``,
+        ``ChangeResult``, ``SessionsResult``, ``NormativeFitResult``,
+        ``NormativeScoreResult``, ``PatientProfile``, ``DurabilityResult``,
+        ``DurabilityTrainResult``, ``DurabilityRecommendation``, ``TrainResult`` or
+        ``RecommendResult``.
+    out_dir : str or Path, optional
+        The folder the result was saved to (default: the result's own ``out_dir`` for
+        those that carry one: ``TrainResult``, ``RecommendResult``,
+        ``DurabilityTrainResult``).
+
+    Returns
+    -------
+    Path
+        The report.
+    """
+    kind = type(result).__name__
+    own = getattr(result, "out_dir", None)
+    target = Path(out_dir) if out_dir is not None else (Path(own) if own is not None else None)
+    if kind in ("TrainResult", "RecommendResult"):
+        from brainmatch.reports import selection
+
+        if target is not None and own is not None and target != Path(own):
+            raise ValueError(f"a {kind} reports into its own out_dir ({own}), not {target}")
+        if kind == "TrainResult":
+            return selection.write_train_report(result)
+        return selection.write_recommend_report(result)
+    if target is None:
+        raise TypeError(f"write_report({kind}): give out_dir, the folder the result was saved to")
+    if kind == "MetaAnalysis":
+        from brainmatch.reports.evidence import write_meta_report
+
+        return write_meta_report(result, target)
+    if kind == "NetworkMetaAnalysis":
+        from brainmatch.reports.evidence import write_nma_report
+
+        return write_nma_report(result, target)
+    if kind == "CBMAResult":
+        from brainmatch.reports import cbma
+
+        return cbma.write_report(result, target)
+    if kind == "CBMAComparison":
+        from brainmatch.reports import cbma
+
+        return cbma.write_comparison_report(result.results, target)
+    if kind == "ChangeResult":
+        from brainmatch.reports import change
+
+        return change.write_report(result, target)
+    if kind == "SessionsResult":
+        from brainmatch.reports import sessions
+
+        return sessions.write_report(result, target)
+    if kind in ("NormativeFitResult", "NormativeScoreResult", "PatientProfile"):
+        from brainmatch.reports import normative
+
+        if kind == "NormativeFitResult":
+            return normative.write_fit_report(result, target / "report.html")
+        if kind == "NormativeScoreResult":
+            return normative.write_score_report(result, target / "report.html")
+        return normative.write_profile_report(result, target / "report.html")
+    if kind in ("DurabilityResult", "DurabilityTrainResult", "DurabilityRecommendation"):
+        from brainmatch.reports import durability
+
+        if kind == "DurabilityRecommendation":
+            return durability.write_recommend_report(result, target)
+        if kind == "DurabilityTrainResult":
+            result.report_path = durability.write_report(result.validation, target)
+            return Path(result.report_path)
+        return durability.write_report(result, target)
+    raise TypeError(f"write_report: no report for a {kind}")

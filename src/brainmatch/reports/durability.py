@@ -1,50 +1,17 @@
-"""``report.html`` of ``brainmatch durability`` (rendered from a DurabilityResult)."""
+"""``report.html`` of ``brainmatch durability``, ``train --time-column`` and ``recommend``
+on a durability model, rendered from their result objects (the analysis never imports this
+module: the CLI calls :func:`write_report` / :func:`write_recommend_report`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from brainmatch._io import write_text
+from brainmatch.durability.methods import methods_text
 
 if TYPE_CHECKING:
     from brainmatch.durability.validate import DurabilityResult
-
-
-def methods_text(result: DurabilityResult) -> str:
-    """Methods paragraph with the numbers of ``result``."""
-    p, m = result.params, result.metrics
-    g = m["policy_rmst_gain"]
-    pen = p["penalizer"]
-    pen_text = (
-        "chosen by inner 3-fold cross-validation"
-        if pen == "auto"
-        else f"an L2 penalty of {pen} on standardised coefficients"
-    )
-    model = (
-        "one Cox model per arm"
-        if p["model"] == "per-arm"
-        else "one Cox model stratified by arm with arm-by-feature interactions"
-    )
-    return (
-        f"Time to relapse of {p['n']} patients ({p['n_events']} relapses) was modelled with "
-        f"{model} (lifelines CoxPHFitter, Efron ties, {pen_text}) on {p['n_features']} "
-        f"features.  Each patient's relapse-free probability at {p['horizon']:g} "
-        f"{p.get('time_unit', 'time units')} under every arm was predicted out of fold "
-        f"({p['n_splits']}-fold cross-validation stratified by arm and event, repeated "
-        f"{p['n_repeats']} times) and the arm with the highest was recommended.  "
-        "Discrimination of the received arm's prediction is given by Harrell's and Uno's "
-        "concordance (Uno et al. 2011) and the cumulative/dynamic AUC at the horizon, "
-        "accuracy by the IPCW Brier score (Graf et al. 1999).  The policy's value is the "
-        "restricted mean survival time to the horizon of the randomised patients whose arm "
-        "matched the recommendation (Kaplan-Meier weighted by the inverse arm probability), "
-        f"compared with the best single arm ({g['best_single_arm']}); its "
-        f"{g['level']:.0%} CI is from {p['n_bootstrap']} bootstrap resamples with the "
-        "recommendations held fixed."
-        + (
-            f"  A permutation test reran the whole cross-validation {p['n_permutations']} "
-            "times with permuted feature rows."
-            if p["n_permutations"]
-            else ""
-        )
-    )
 
 
 def render_report(result: DurabilityResult) -> str:
@@ -77,31 +44,17 @@ def render_report(result: DurabilityResult) -> str:
 
 
 def render_recommend_report(result: Any) -> str:
-    """One-page HTML of a durability recommendation (a ``DurabilityRecommendation``)."""
-    import html
-
+    """One-page HTML of a durability recommendation (a ``DurabilityRecommendation``), on
+    the report base (``templates/durability_recommend.html``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from brainmatch.reports import figure_to_data_uri
+    from brainmatch.reports import figure_to_data_uri, render
 
     m = result.model
-    sel = m["selection"]
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>brainmatch recommend "
-        "(durability)</title><style>body{font-family:sans-serif;max-width:60em;margin:auto}"
-        "td,th{padding:2px 8px;text-align:right}</style></head><body>",
-        "<h1>Relapse-free probability by treatment</h1>",
-        f"<p>Model: {html.escape(m['path'])} (brainmatch {html.escape(m['brainmatch_version'])})"
-        f", horizon {m['horizon']:g} {html.escape(m['time_unit'])}.  Validation: policy RMST "
-        f"gain {sel['policy_rmst_gain']:.2f} {html.escape(m['time_unit'])} "
-        f"[{sel['policy_rmst_gain_ci'][0]:.2f}, {sel['policy_rmst_gain_ci'][1]:.2f}] over "
-        f"{html.escape(sel['best_single_arm'])}, permutation p "
-        f"{'not run' if sel['permutation_p'] is None else format(sel['permutation_p'], '.3g')}"
-        f"; selection {'supported' if sel['selection_supported'] else 'NOT supported'}.</p>",
-    ]
+    patients = []
     for p in result.patients[:50]:
         fig, ax = plt.subplots(figsize=(5, 3))
         times = p["curves"]["times"]
@@ -111,21 +64,21 @@ def render_recommend_report(result: Any) -> str:
         ax.set_ylabel("relapse-free probability")
         ax.set_ylim(0, 1.02)
         ax.legend()
-        uri = figure_to_data_uri(fig)
-        plt.close(fig)
-        rows = "".join(
-            f"<tr><th>{html.escape(a)}</th><td>{q['probability']:.3f}</td><td>"
-            + (f"{q['interval'][0]:.3f} to {q['interval'][1]:.3f}" if q["interval"] else "n/a")
-            + "</td></tr>"
-            for a, q in p["relapse_free"].items()
-        )
-        reasons = "".join(f"<li>{html.escape(r)}</li>" for r in p["no_preference_reasons"])
-        parts.append(
-            f"<h2>{html.escape(p['participant_id'])}: {html.escape(p['statement'])}</h2>"
-            f"<table><tr><th>arm</th><th>relapse-free at {m['horizon']:g}</th>"
-            f"<th>{p['interval_level']:.0%} bootstrap interval</th></tr>{rows}</table>"
-            f"<img src='{uri}' alt='relapse-free curves'>"
-            + (f"<ul>{reasons}</ul>" if reasons else "")
-        )
-    parts.append("</body></html>")
-    return "".join(parts)
+        patients.append({**p, "figure": figure_to_data_uri(fig)})
+    return render("durability_recommend.html", m=m, sel=m["selection"], patients=patients)
+
+
+def write_report(result: DurabilityResult, out_dir: str | Path) -> Path:
+    """Write ``out_dir/report.html`` of a durability validation; return its path."""
+    path = Path(out_dir) / "report.html"
+    write_text(path, render_report(result))
+    return path
+
+
+def write_recommend_report(result: Any, out_dir: str | Path) -> Path:
+    """Write ``out_dir/report.html`` of a ``DurabilityRecommendation``; set and return
+    ``result.report_path``."""
+    path = Path(out_dir) / "report.html"
+    write_text(path, render_recommend_report(result))
+    result.report_path = path
+    return path

@@ -8,7 +8,7 @@ self-contained file that can be e-mailed on its own.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from brainmatch._io import write_text
 from brainmatch.reports import file_to_data_uri, render
@@ -21,31 +21,37 @@ def _figures(out: Path, names: list[str]) -> list[dict[str, str]]:
     return [{"name": n, "uri": file_to_data_uri(out / n)} for n in names if (out / n).is_file()]
 
 
-def write_meta_report(
-    result: MetaAnalysis,
-    data: dict[str, Any],
-    out: Path,
-    figures: list[str],
-    figure_notes: list[str],
-) -> Path:
+#: figures ``NetworkMetaAnalysis.save`` draws, in report order
+NMA_FIGURES = ("network.svg", "nma_forest.svg")
+
+
+def write_meta_report(result: MetaAnalysis, out: str | Path) -> Path:
     """Write ``out/report.html`` for a :class:`~brainmatch.evidence.analysis.MetaAnalysis`.
+
+    Call it after ``result.save(out)``: the figures the save drew are embedded (not
+    linked).  The folder is claimed for ``meta`` while writing (a no-op inside the
+    command's own claim), so ``report.html`` is recorded as that command's file.
 
     Parameters
     ----------
     result : MetaAnalysis
-    data : dict
-        ``result.to_dict()``.
-    out : Path
-        Folder holding the figures (embedded, not linked).
-    figures : list of str
-        Figure files (SVG) in ``out``.
-    figure_notes : list of str
-        Notes shown under the figures.
+    out : str or Path
+        The folder ``result.save`` wrote.
 
     Returns
     -------
     Path
     """
+    from brainmatch._outdir import claim_output
+
+    with claim_output(out, "meta") as claim:
+        return _write_meta_report(result, claim.path)
+
+
+def _write_meta_report(result: MetaAnalysis, out: Path) -> Path:
+    data = result.to_dict()
+    figures = result.figure_files
+    figure_notes = result.figure_notes
     settings = result.settings
     loo = result.leave_one_out
     html = render(
@@ -76,26 +82,32 @@ def write_meta_report(
     return path
 
 
-def write_nma_report(
-    result: NetworkMetaAnalysis, data: dict[str, Any], out: Path, figures: list[str]
-) -> Path:
+def write_nma_report(result: NetworkMetaAnalysis, out: str | Path) -> Path:
     """Write ``out/report.html`` for a :class:`~brainmatch.evidence.analysis.NetworkMetaAnalysis`.
+
+    Call it after ``result.save(out)`` (figures embedded; folder claimed for ``nma``).
 
     Parameters
     ----------
     result : NetworkMetaAnalysis
-    data : dict
-        ``result.to_dict()``.
-    out : Path
-        Folder holding the figures.
-    figures : list of str
-        Figure files (SVG) in ``out``.
+    out : str or Path
+        The folder ``result.save`` wrote.
 
     Returns
     -------
     Path
     """
+    from brainmatch._outdir import claim_output
+
+    with claim_output(out, "nma") as claim:
+        return _write_nma_report(result, claim.path)
+
+
+def _write_nma_report(result: NetworkMetaAnalysis, out: Path) -> Path:
     from brainmatch._io import json_safe
+
+    data = result.to_dict()
+    figures = list(NMA_FIGURES)
 
     league = result.fit.league_table("random")
     rows = [

@@ -78,6 +78,7 @@ def write_fit_report(result: NormativeFitResult, path: Path) -> Path:
         else {},
     )
     write_text(path, html)
+    result.report_path = path
     return path
 
 
@@ -94,6 +95,7 @@ def write_score_report(result: NormativeScoreResult, path: Path) -> Path:
         model=result.model_summary,
     )
     write_text(path, html)
+    result.report_path = path
     return path
 
 
@@ -240,4 +242,5 @@ def write_profile_report(profile: Any, path: Path) -> Path:
         .to_dict("records"),
     )
     write_text(path, html)
+    profile.report_path = path
     return path

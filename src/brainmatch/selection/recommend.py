@@ -213,7 +213,6 @@ def recommend(
     clinical: str | Path | pd.DataFrame | None = None,
     derivatives: str | Path | None = None,
     participant: list[str] | None = None,
-    report: bool = True,
     trust_model: bool = False,
 ) -> RecommendResult:
     """Predict every arm's outcome for new patients and recommend the best.
@@ -226,7 +225,8 @@ def recommend(
         A feature table (one or many patients; Parquet, TSV, CSV) or a BIDS / fMRIPrep
         folder (features are then extracted with the model's own options).
     out_dir : path, optional
-        Receives ``recommend.json``, ``recommend.tsv`` and ``report.html``.
+        Receives ``recommend.json`` and ``recommend.tsv`` (``report.html``:
+        :func:`brainmatch.reports.selection.write_recommend_report`).
     clinical : path or DataFrame, optional
         Table with the covariates / baseline / site the model needs, when they are not
         columns of ``input``.
@@ -235,7 +235,6 @@ def recommend(
         ``input/derivatives/fmriprep``).
     participant : list of str, optional
         Participants of a BIDS ``input`` to extract (default: all).
-    report : bool
     trust_model : bool
         Load an unsigned model, or one signed with another key, with a warning
         (see :mod:`brainmatch.selection.modelfile`).
@@ -515,8 +514,4 @@ def recommend(
             )
             rows.append(row)
         write_tsv(out / "recommend.tsv", pd.DataFrame(rows), float_format="%.6g")
-        if report:
-            from brainmatch.selection.report import write_recommend_report
-
-            result.report_path = write_recommend_report(result)
     return result

@@ -1068,7 +1068,6 @@ def train(
     n_boot: int = 1000,
     seed: int = 0,
     session: str | None = None,
-    report: bool = True,
     permutation_null: str = "freedman-lane",
     learning_curve: bool = True,
     select: str | int = "none",
@@ -1083,9 +1082,7 @@ def train(
     ----------
     out_dir : path
         Receives ``predictions.tsv``, ``metrics.json`` (:meth:`ValidationResult.save`),
-        ``model.npz`` and ``report.html``.
-    report : bool
-        Write ``report.html``.
+        ``model.npz`` (``report.html``: :func:`brainmatch.reports.selection.write_train_report`).
 
     Returns
     -------
@@ -1158,10 +1155,6 @@ def train(
             },
             validation=validation,
         )
-        if report:
-            from brainmatch.selection.report import write_train_report
-
-            result.report_path = write_train_report(result)
         return result
     # final model on all patients + bootstrap refits for the recommendation's stability
     final, arrays, extras = fit_final_model(
@@ -1257,10 +1250,6 @@ def train(
         },
         validation=validation,
     )
-    if report:
-        from brainmatch.selection.report import write_train_report
-
-        result.report_path = write_train_report(result)
     return result
 
 

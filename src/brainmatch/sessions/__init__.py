@@ -11,7 +11,7 @@
   (``brainmatch simulate-sessions``).
 - :mod:`~brainmatch.sessions.effects`: study-level effects for ``brainmatch meta --schema
   augmentation`` and the one-stage individual-participant model.
-- :mod:`~brainmatch.sessions.report`: ``report.html`` (figures, methods, citations).
+- :mod:`~brainmatch.reports.sessions`: ``report.html`` (figures, methods, citations).
 """
 
 from brainmatch.sessions.analysis import SessionsResult, analyse_sessions

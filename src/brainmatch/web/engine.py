@@ -165,6 +165,8 @@ def build_patient_profile(
         ``person``, ``warnings``, ``normative_model`` and ``files``.
     """
     from brainmatch.normative.profile import build_profile
+    from brainmatch.reports.normative import write_profile_report
+    from brainmatch.reports.qc import write_reportlets
 
     verify_normative_file(normative_path)
     if selection_path is not None:
@@ -176,7 +178,6 @@ def build_patient_profile(
         covariates=clinical,
         selection_model=selection_path,
         out_dir=out_dir if input_path.is_dir() else None,
-        report=False,
     )
     profile.model["path"] = normative_name or "deployed normative reference"
     if profile.selection is not None:
@@ -185,7 +186,9 @@ def build_patient_profile(
         w.replace(str(selection_path), selection_name or "deployed model") if selection_path else w
         for w in profile.warnings
     ]
-    profile.save(out_dir, report=True)
+    profile.save(out_dir)
+    write_profile_report(profile, out_dir / "report.html")
+    write_reportlets(out_dir / "features")  # QC of a BIDS upload's extraction, if any
     d = profile.to_dict()
     files = {"html": "report.html"}
     if chromium and html_to_pdf(out_dir / "report.html", out_dir / "report.pdf", chromium):
@@ -273,8 +276,9 @@ def recommend_patient(
         ``patient`` (one entry of ``recommend.json``), ``model`` (its summary),
         ``headline`` and the written file names.
     """
+    from brainmatch.reports.qc import write_reportlets
+    from brainmatch.reports.selection import write_recommend_report
     from brainmatch.selection import recommend
-    from brainmatch.selection.report import write_recommend_report
 
     verify_model_file(model_path)
     result = recommend(
@@ -283,12 +287,12 @@ def recommend_patient(
         out_dir,
         clinical=clinical,
         participant=[participant] if participant and input_path.is_dir() else None,
-        report=False,
     )
     if len(result.patients) != 1:
         raise BrainmatchInputError(f"expected one patient, got {len(result.patients)}")
     result.model["path"] = model_name or "deployed model"  # not the server's file path
     write_recommend_report(result)
+    write_reportlets(out_dir / "features")  # QC of a BIDS upload's extraction, if any
     patient = result.patients[0]
     model = dict(result.model)
     model.pop("path", None)  # a server path, not for the page
@@ -315,6 +319,7 @@ def train_model(
     ``params`` holds :func:`brainmatch.selection.train` keyword arguments chosen on the
     form (columns, model, repeats, permutations).
     """
+    from brainmatch.reports.selection import write_train_report
     from brainmatch.selection import train
 
     allowed = {
@@ -324,6 +329,7 @@ def train_model(
     kwargs = {k: v for k, v in params.items() if k in allowed and v not in (None, "")}
     kwargs["covariates"] = tuple(kwargs.get("covariates") or ())
     result = train(features, outcomes, out_dir=out_dir, progress=progress, **kwargs)
+    write_train_report(result)
     m = result.metrics
     sel = m.get("selection") or {}
     return {

@@ -338,21 +338,10 @@ def steps(unit: Unit, config: ExtractConfig) -> Steps:
     # average over runs (Fisher z for connectivity)
     values = {k: (v[0] if len(v) == 1 else float(np.mean(v))) for k, v in features.items()}
     outputs = [o for res in results for o in res["outputs"]]
+    # the QC reportlet is rendered from the record by brainmatch.reports.qc (after the run)
+    report = None
     if config.qc_reports and results:
-        from brainmatch.features.qc import write_reportlet
-
-        report = (
-            config.output_dir / unit.datatype_folder("figures") / f"{unit.key}_desc-qc_bold.html"
-        )
-        write_reportlet(
-            report,
-            unit.key,
-            [
-                (r.stem, res["qc"], res["qc_svg"] or "")
-                for r, res in zip(rest, results, strict=True)
-            ],
-        )
-        outputs.append(str(report.relative_to(config.output_dir)))
+        report = unit.datatype_folder("figures") / f"{unit.key}_desc-qc_bold.html"
     task_part = yield from task_mod.unit_task_steps(tasks, config)
     hashes.update(task_part["hashes"])
     values.update(task_part["features"])
@@ -370,6 +359,11 @@ def steps(unit: Unit, config: ExtractConfig) -> Steps:
                 "tr": res["tr"],
                 "regions": res["names"],
                 "qc": res["qc"],
+                **(
+                    {"name": r.stem, "qc_figure": res["qc_svg"] or "", "qc_report": str(report)}
+                    if report is not None
+                    else {}
+                ),
             }
             for r, res in zip(rest, results, strict=True)
         ],

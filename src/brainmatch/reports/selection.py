@@ -176,6 +176,7 @@ def write_train_report(result: TrainResult) -> Path:
     )
     path = result.out_dir / "report.html"
     write_text(path, html)
+    result.report_path = path
     return path
 
 
@@ -201,4 +202,5 @@ def write_recommend_report(result: RecommendResult) -> Path:
     html = render("recommend.html", model=model, patients=result.patients, figures=figures)
     path = result.out_dir / "report.html"
     write_text(path, html)
+    result.report_path = path
     return path

@@ -1,19 +1,17 @@
-"""Outputs of ``brainmatch cbma``: NIfTI maps, tables, ``results.json`` and the HTML report.
+"""Figures and ``report.html`` of ``brainmatch cbma``, rendered from its results.
 
-The report uses the report base (:mod:`brainmatch.reports`): the one template
-environment (``reports/templates/cbma.html`` extends ``base.html`` and its stylesheet),
-the shared p-value formatter and the one JSON cleaner, :func:`brainmatch._io.json_safe`.
-
-Every file is written atomically (:mod:`brainmatch._io`, :func:`brainmatch._nifti.save_image`):
-a reader never sees half a file, and a failure leaves earlier outputs untouched.
+The data outputs (NIfTI maps, tables, ``results.json``) are written by the results'
+``save`` (:mod:`brainmatch.evidence.cbma_outputs`); call :func:`write_report` /
+:func:`write_comparison_report` after it.  The report uses the report base
+(:mod:`brainmatch.reports`): the one template environment (``reports/templates/cbma.html``
+extends ``base.html`` and its stylesheet) and the shared p-value formatter.  Every file is
+written atomically (:mod:`brainmatch._io`).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
-import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,21 +20,12 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from brainmatch._io import json_safe, write_bytes, write_json, write_text, write_tsv
-from brainmatch._nifti import save_image
+from brainmatch._io import write_bytes, write_text
+from brainmatch.evidence.cbma_outputs import comparison_experiments, map_file
 from brainmatch.reports import fmt_p, render
 
 if TYPE_CHECKING:
     from brainmatch.evidence.cbma import CBMAResult
-
-#: Map key -> file name (BIDS-derivative-like descriptions).
-MAP_FILES = {
-    "stat": "desc-stat_map.nii.gz",
-    "z": "desc-z_map.nii.gz",
-    "logp_voxel_fwe": "desc-logpVoxelFWE_map.nii.gz",
-    "logp_cluster_fwe": "desc-logpClusterFWE_map.nii.gz",
-    "z_fwe_cluster": "desc-zClusterFWE_map.nii.gz",
-}
 
 
 def _glass_brain_svg(
@@ -224,71 +213,6 @@ def _contributions_html(result: CBMAResult, top: int = 5) -> str:
     return shown.to_html(index=False, escape=True, border=0)
 
 
-def _write_result_files(result: CBMAResult, out_dir: Path, prefix: str = "") -> list[str]:
-    files = []
-    for key, img in result.maps.items():
-        fname = prefix + MAP_FILES.get(key, f"desc-{re.sub(r'[^A-Za-z0-9]', '', key)}_map.nii.gz")
-        data = np.asarray(img.dataobj, dtype=np.float32)
-        save_image(nib.Nifti1Image(data, img.affine), out_dir / fname)
-        files.append(fname)
-    write_tsv(out_dir / f"{prefix}clusters.tsv", result.clusters, float_format="%.6g")
-    files.append(f"{prefix}clusters.tsv")
-    if result.contributions is not None and not result.contributions.empty:
-        write_tsv(out_dir / f"{prefix}contributions.tsv", result.contributions, float_format="%.6g")
-        files.append(f"{prefix}contributions.tsv")
-    return files
-
-
-def save_result(result: CBMAResult, out_dir: Path, *, report: bool = True) -> Path:
-    """Write one analysis: maps, ``clusters.tsv``, ``experiments.tsv``, ``results.json``,
-    figures and ``report.html``.  Returns ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = _write_result_files(result, out_dir)
-    write_tsv(out_dir / "experiments.tsv", result.experiments, float_format="%.6g")
-    summary = result.summary()
-    summary["files"] = {
-        "maps": [f for f in files if f.endswith(".nii.gz")],
-        "clusters": "clusters.tsv",
-        "experiments": "experiments.tsv",
-        "report": "report.html" if report else None,
-    }
-    write_json(out_dir / "results.json", json_safe(summary))
-    if report:
-        sections = [_section(result, out_dir, "", files, heading=_heading(result))]
-        write_text(
-            out_dir / "report.html",
-            _render(result.name, sections, result.experiments, result.references),
-        )
-    return out_dir
-
-
-def save_comparison(results: dict[str, CBMAResult], out_dir: Path) -> Path:
-    """Write two main effects, their subtraction and conjunction into one folder.
-
-    Files of each analysis carry a prefix (``A_``, ``B_``, ``contrast_``,
-    ``conjunction_``); ``results.json`` holds every summary and ``report.html`` every
-    section.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sections = []
-    summaries: dict[str, Any] = {}
-    refs: list[str] = []
-    for prefix, result in results.items():
-        files = _write_result_files(result, out_dir, prefix=f"{prefix}_")
-        summaries[prefix] = {**result.summary(), "files": files}
-        sections.append(_section(result, out_dir, f"{prefix}_", files, heading=_heading(result)))
-        refs += [r for r in result.references if r not in refs]
-    experiments = next(
-        (r.experiments for r in results.values() if r.kind == "subtraction"),
-        pd.concat([r.experiments for r in results.values()], ignore_index=True),
-    )
-    write_tsv(out_dir / "experiments.tsv", experiments, float_format="%.6g")
-    write_json(out_dir / "results.json", json_safe(summaries))
-    title = " vs ".join(r.name for r in results.values() if r.kind == "main")
-    write_text(out_dir / "report.html", _render(title, sections, experiments, refs))
-    return out_dir
-
-
 def _heading(result: CBMAResult) -> str:
     kinds = {
         "main": "Main effect",
@@ -328,24 +252,41 @@ def _render(
     )
 
 
-def result_html(result: CBMAResult) -> str:
-    """A compact HTML summary of one result (for notebooks: ``_repr_html_``)."""
-    import html
+def write_report(result: CBMAResult, out_dir: str | Path) -> Path:
+    """Write the glass-brain figures (SVG + PNG) and ``report.html`` of one analysis.
 
-    warn = "".join(
-        f'<p style="color:#a00"><b>Warning:</b> {html.escape(w)}</p>' for w in result.warnings
-    )
-    table = _clusters_html(result.clusters) or "<p>No significant cluster.</p>"
-    return (
-        f"<div><h4>cbma {html.escape(result.kind)}: {html.escape(result.name)}</h4>{warn}"
-        f'<div style="overflow-x:auto">{table}</div></div>'
-    )
+    Call it after ``result.save(out_dir)``; returns the report's path.
+    """
+    out_dir = Path(out_dir)
+    sections = [_section(result, out_dir, "", _files(result, out_dir, ""), _heading(result))]
+    path = out_dir / "report.html"
+    write_text(path, _render(result.name, sections, result.experiments, result.references))
+    return path
 
 
-def load_summary(path: str | Path) -> dict[str, Any]:
-    """Read a ``results.json`` written by :func:`save_result` (plain JSON, no code)."""
-    data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
-    return data
+def write_comparison_report(results: dict[str, CBMAResult], out_dir: str | Path) -> Path:
+    """Write the figures and one ``report.html`` of a two-set comparison (after its save).
+
+    ``results`` is ``CBMAComparison.results`` (prefix -> analysis); returns the report's path.
+    """
+    out_dir = Path(out_dir)
+    sections = []
+    refs: list[str] = []
+    for prefix, result in results.items():
+        files = _files(result, out_dir, f"{prefix}_")
+        sections.append(_section(result, out_dir, f"{prefix}_", files, heading=_heading(result)))
+        refs += [r for r in result.references if r not in refs]
+    title = " vs ".join(r.name for r in results.values() if r.kind == "main")
+    path = out_dir / "report.html"
+    write_text(path, _render(title, sections, comparison_experiments(results), refs))
+    return path
 
 
-__all__ = ["MAP_FILES", "load_summary", "result_html", "save_comparison", "save_result"]
+def _files(result: CBMAResult, out_dir: Path, prefix: str) -> list[str]:
+    """The data files ``save`` wrote for ``result`` (listed in the report)."""
+    names = [prefix + map_file(k) for k in result.maps]
+    names += [f"{prefix}clusters.tsv", f"{prefix}contributions.tsv"]
+    return [n for n in names if (out_dir / n).is_file()]
+
+
+__all__ = ["write_comparison_report", "write_report"]

@@ -1,7 +1,8 @@
-"""Outputs of ``brainmatch change``: tables, ``results.json``, figures and ``report.html``.
+"""Data outputs of ``brainmatch change``: tables, ``results.json`` and the glass brains.
 
-Rendered from a :class:`~brainmatch.change.analysis.ChangeResult`; the analysis never
-imports this module.  Every file is written atomically.
+Written by :meth:`~brainmatch.change.analysis.ChangeResult.save`; ``report.html`` is
+rendered from the result by :func:`brainmatch.reports.change.write_report`.  Every file
+is written atomically.
 """
 
 from __future__ import annotations
@@ -22,26 +23,8 @@ if TYPE_CHECKING:
     from brainmatch.change.analysis import ChangeResult
 
 GENERATOR = "brainmatch change"
-_OWN = {
-    "results.json",
-    "change.tsv",
-    "circuits.tsv",
-    "association.tsv",
-    "model.tsv",
-    "report.html",
-    "null_distribution.tsv",
-}
-
-
-CHANGE_COLS = [
-    *["arm", "session", "feature", "region", "estimate", "ci_low", "ci_high"],
-    *["p", "p_fdr", "p_fwe"],
-]
-CIRCUIT_COLS = [
-    *["circuit", "measure", "effect", "arm", "session", "estimate", "ci_low", "ci_high"],
-    *["stat", "p", "p_fdr", "p_fwe"],
-]
-ASSOC_COLS = ["arm", "feature", "region", "r", "ci_low", "ci_high", "p", "p_fdr", "n"]
+#: the glass-brain figure (SVG; a PNG twin beside it)
+GLASS_FIGURE = "desc-change_glassbrain.svg"
 
 
 def check_output_dir(out_dir: Path) -> None:
@@ -104,7 +87,37 @@ def routes(result: ChangeResult) -> dict[str, Any]:
     return out
 
 
-def _glass(result: ChangeResult, measure: str) -> tuple[str, bytes, str]:
+def glass_titles(result: ChangeResult, measure: str) -> list[str]:
+    """Titles of the glass-brain panels: each arm's change, the contrast, the overlap."""
+    a, b = result.params["contrast"]
+    alpha = result.params["alpha"]
+    return [
+        f"{a}: {measure} change (z, FDR q < {alpha})",
+        f"{b}: {measure} change (z, FDR q < {alpha})",
+        f"{a} - {b}: interaction (z, FDR q < {alpha})",
+        f"overlap: 1 = {a} only, 2 = {b} only, 3 = both; outline: affect network",
+    ]
+
+
+def glass_caption(result: ChangeResult) -> str | None:
+    """Caption of the glass-brain figure, or None when :func:`save_result` draws none."""
+    measure = map_measure(result)
+    if result.atlas is None or not result.params.get("contrast") or not measure:
+        return None
+    return "; ".join(glass_titles(result, measure))
+
+
+def result_notes(result: ChangeResult) -> list[str]:
+    """The result's notes plus those about the outputs (shown in results.json and the report)."""
+    notes = list(result.to_dict()["notes"])
+    if result.atlas is None:
+        notes.append(
+            "no atlas image known for these features (pass --atlas): no glass-brain figure"
+        )
+    return notes
+
+
+def _glass(result: ChangeResult, measure: str) -> tuple[str, bytes]:
     """Glass brains: each arm's change (z, FDR-thresholded), their contrast and the overlap."""
     import matplotlib
 
@@ -120,22 +133,20 @@ def _glass(result: ChangeResult, measure: str) -> tuple[str, bytes, str]:
     alpha = result.params["alpha"]
     last = result.params["sessions"][-1]
     t = result.table[(result.table["measure"] == measure) & (result.table["session"] == last)]
+    titles = glass_titles(result, measure)
     panels: list[tuple[str, Any, str]] = []
-    caption_bits = []
     sig_sets = {}
-    for arm in (a, b):
+    for i, arm in enumerate((a, b)):
         s = t[(t["effect"] == "change") & (t["arm"] == arm)]
         sig = s[s["p_fdr"] < alpha]
         sig_sets[arm] = set(sig["region"])
         values = dict(zip(sig["region"], sig["stat"], strict=True))
-        panels.append(
-            (f"{arm}: {measure} change (z, FDR q < {alpha})", region_map(atlas, values), "cold_hot")
-        )
+        panels.append((titles[i], region_map(atlas, values), "cold_hot"))
     c = t[(t["effect"] == "contrast") & (t["arm"] == f"{a} - {b}")]
     sig_c = c[c["p_fdr"] < alpha]
     panels.append(
         (
-            f"{a} - {b}: interaction (z, FDR q < {alpha})",
+            titles[2],
             region_map(atlas, dict(zip(sig_c["region"], sig_c["stat"], strict=True))),
             "cold_hot",
         )
@@ -145,7 +156,7 @@ def _glass(result: ChangeResult, measure: str) -> tuple[str, bytes, str]:
         overlap[r] = (1.0 if r in sig_sets[a] else 0.0) + (2.0 if r in sig_sets[b] else 0.0)
     panels.append(
         (
-            f"overlap: 1 = {a} only, 2 = {b} only, 3 = both; outline: affect network",
+            titles[3],
             region_map(atlas, overlap),
             "viridis",
         )
@@ -194,55 +205,18 @@ def _glass(result: ChangeResult, measure: str) -> tuple[str, bytes, str]:
                     vmin=-vmax,
                     **kwargs,
                 )
-        caption_bits.append(title)
     svg_buf, png_buf = io.StringIO(), io.BytesIO()
     fig.savefig(svg_buf, format="svg", bbox_inches="tight")
     fig.savefig(png_buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     svg = svg_buf.getvalue()
-    return svg[svg.find("<svg") :], png_buf.getvalue(), "; ".join(caption_bits)
+    return svg[svg.find("<svg") :], png_buf.getvalue()
 
 
-def _null_figure(result: ChangeResult) -> str | None:
-    if not result.null_maxima.size:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from brainmatch.reports import figure_to_data_uri
-
-    inter = result.interaction()
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.hist(result.null_maxima, bins=40, color="#99a", edgecolor="white")
-    thr = float(np.quantile(result.null_maxima, 1 - result.params["alpha"]))
-    ax.axvline(thr, color="k", ls="--", label=f"FWE {result.params['alpha']} threshold {thr:.1f}")
-    if len(inter):
-        ax.axvline(float(inter["stat"].max()), color="#c33", label="largest observed")
-    ax.set_xlabel("largest interaction chi-square over features (permuted arm labels)")
-    ax.set_ylabel("permutations")
-    ax.legend(fontsize=8)
-    return figure_to_data_uri(fig)
-
-
-def _fmt(df: pd.DataFrame, cols: list[str], n: int = 30) -> list[dict[str, str]]:
-    out = []
-    for rec in df.head(n)[cols].to_dict(orient="records"):
-        row = {}
-        for k, v in rec.items():
-            if isinstance(v, float):
-                row[k] = (
-                    "" if not np.isfinite(v) else (f"{v:.3g}" if k.startswith("p") else f"{v:.3f}")
-                )
-            else:
-                row[k] = str(v)
-        out.append(row)
-    return out
-
-
-def save_result(result: ChangeResult, out_dir: Path, *, report: bool = True) -> Path:
-    """Write every output of ``result`` into ``out_dir``."""
+def save_result(result: ChangeResult, out_dir: Path) -> Path:
+    """Write the data outputs of ``result`` into ``out_dir``: ``change.tsv``,
+    ``circuits.tsv``, ``association.tsv``, ``model.tsv``, ``null_distribution.tsv``,
+    ``results.json`` and the glass-brain figure (SVG + PNG)."""
     check_output_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_tsv(out_dir / "change.tsv", result.table, float_format="%.6g")
@@ -258,53 +232,14 @@ def save_result(result: ChangeResult, out_dir: Path, *, report: bool = True) -> 
             float_format="%.6g",
         )
     summary = {"generated_by": GENERATOR, **result.to_dict(), "routes": routes(result)}
-    figures = []
+    summary["notes"] = result_notes(result)
     measure = map_measure(result)
-    if result.atlas is not None and result.params.get("contrast") and measure:
-        svg, png, caption = _glass(result, measure)
-        write_text(out_dir / "desc-change_glassbrain.svg", svg)
-        write_bytes(out_dir / "desc-change_glassbrain.png", png)
-        figures.append({"svg": svg, "caption": caption})
-    elif result.atlas is None:
-        summary["notes"] = [
-            *summary["notes"],
-            "no atlas image known for these features (pass --atlas): no glass-brain figure",
-        ]
+    if glass_caption(result) is not None and measure is not None:
+        svg, png = _glass(result, measure)
+        write_text(out_dir / GLASS_FIGURE, svg)
+        write_bytes(out_dir / GLASS_FIGURE.replace(".svg", ".png"), png)
     from brainmatch import __version__
 
     summary["brainmatch_version"] = __version__
     write_json(out_dir / "results.json", summary)
-    if report:
-        from brainmatch.reports import render
-
-        alpha = result.params["alpha"]
-        inter = result.interaction()
-        cols = ["feature", "measure", "region", "region_2", "stat", "p", "p_fdr", "p_fwe"]
-        changes = result.table[
-            (result.table["effect"] == "change") & (result.table["p_fdr"] < alpha)
-        ]
-        changes = changes.sort_values("p")
-        assoc = result.association
-        if len(assoc):
-            assoc = assoc[assoc["p_fdr"] < alpha].sort_values("p")
-        circ = result.circuits
-        text = render(
-            "change.html",
-            params=result.params,
-            description=result.description,
-            notes=summary["notes"],
-            excluded=len(result.excluded),
-            top=_fmt(inter, cols),
-            n_fwe=int((inter["p_fwe"] < alpha).sum()),
-            n_fdr=int((inter["p_fdr"] < alpha).sum()),
-            changes=_fmt(changes, CHANGE_COLS, 40),
-            circuits=_fmt(circ, CIRCUIT_COLS, 100) if len(circ) else [],
-            association=_fmt(assoc, ASSOC_COLS, 40) if len(assoc) else [],
-            has_association=bool(result.params.get("symptom_change")),
-            routes=summary["routes"],
-            figures=figures,
-            null_figure=_null_figure(result),
-            references=summary["references"],
-        )
-        write_text(out_dir / "report.html", text)
     return out_dir
