@@ -200,14 +200,14 @@ def test_permutations_are_nimares() -> None:
 
 @pytest.mark.slow
 def test_subtraction_null_equal_in_distribution_across_seeds(pain_sets: Any) -> None:
-    """Independent seeds (ours s, NiMARE s + 100), 120 permutations each: two-sample KS
+    """Independent seeds (ours s, NiMARE s + 100), 60 permutations each: two-sample KS
     p > 0.05 for the largest |difference| and the largest cluster, three seed pairs; the
     cluster-forming thresholds agree within 5 %."""
     a, b = pain_sets
     plan = _plan(a, b)
     for seed in (1, 2, 3):
-        ours = ale_subtraction.run_subtraction(plan, 120, seed, n_jobs=2)
-        est, _ = _nimare_subtraction(a, b, 120, seed=seed + 100)
+        ours = ale_subtraction.run_subtraction(plan, 60, seed, n_jobs=2)
+        est, _ = _nimare_subtraction(a, b, 60, seed=seed + 100)
         nd = est.null_distributions_
         for field in ("max_abs", "max_size"):
             p = stats.ks_2samp(getattr(ours, field), nd[NULL_KEYS[field]]).pvalue
@@ -220,8 +220,8 @@ def test_subtract_api_and_cli_equal_nimare_engine(pain_sets: Any, tmp_path: Path
     """``subtract`` on the engine and on NiMARE (same seed): the same maps and clusters;
     ``brainmatch cbma --versus`` gives the API's contrast clusters."""
     a, b = pain_sets
-    ours = subtract(a, b, iterations=40, random_state=2)
-    ref = subtract(a, b, iterations=40, random_state=2, engine="nimare")
+    ours = subtract(a, b, iterations=20, random_state=2)
+    ref = subtract(a, b, iterations=20, random_state=2, engine="nimare")
     for key in ("stat", "z", "logp_cluster_fwe", "logp_voxel_fwe"):
         np.testing.assert_array_equal(
             np.asarray(ours.maps[key].dataobj, dtype=np.float32),
@@ -244,7 +244,7 @@ def test_subtract_api_and_cli_equal_nimare_engine(pain_sets: Any, tmp_path: Path
         app,
         [
             *("cbma", str(src), "--select", "group=first", "--versus", str(src)),
-            *("--versus-select", "group=second", "--iterations", "40", "--seed", "2"),
+            *("--versus-select", "group=second", "--iterations", "20", "--seed", "2"),
             *("--out", str(out)),
         ],
     )

@@ -802,10 +802,23 @@ def _masked(img: nib.Nifti1Image, keep: np.ndarray) -> nib.Nifti1Image:
 # --------------------------------------------------------------------------- clusters
 
 
+_ATLAS_CACHE: dict[tuple[Any, ...], tuple[np.ndarray, dict[int, str], np.ndarray | None]] = {}
+
+
 def _atlas_arrays(
     shape: tuple[int, int, int], affine: np.ndarray
 ) -> tuple[np.ndarray, dict[int, str], np.ndarray | None]:
-    """Harvard-Oxford labels and the binarised affect-network mask on the analysis grid."""
+    """Harvard-Oxford labels and the binarised affect-network mask on the analysis grid
+    (resampled once per grid and process: a ``--versus`` run labels four analyses)."""
+    key = (tuple(shape), np.asarray(affine, dtype=float).round(6).tobytes())
+    if key not in _ATLAS_CACHE:
+        _ATLAS_CACHE[key] = _load_atlas_arrays(shape, affine)
+    return _ATLAS_CACHE[key]
+
+
+def _load_atlas_arrays(
+    shape: tuple[int, int, int], affine: np.ndarray
+) -> tuple[np.ndarray, dict[int, str], np.ndarray | None]:
     from brainmatch import atlases
 
     loader = getattr(atlases, "load_atlas", None)
