@@ -220,8 +220,8 @@ def test_subtract_api_and_cli_equal_nimare_engine(pain_sets: Any, tmp_path: Path
     """``subtract`` on the engine and on NiMARE (same seed): the same maps and clusters;
     ``brainmatch cbma --versus`` gives the API's contrast clusters."""
     a, b = pain_sets
-    ours = subtract(a, b, iterations=20, random_state=2)
-    ref = subtract(a, b, iterations=20, random_state=2, engine="nimare")
+    ours = subtract(a, b, iterations=40, random_state=2)
+    ref = subtract(a, b, iterations=40, random_state=2, engine="nimare")
     for key in ("stat", "z", "logp_cluster_fwe", "logp_voxel_fwe"):
         np.testing.assert_array_equal(
             np.asarray(ours.maps[key].dataobj, dtype=np.float32),
@@ -244,7 +244,7 @@ def test_subtract_api_and_cli_equal_nimare_engine(pain_sets: Any, tmp_path: Path
         app,
         [
             *("cbma", str(src), "--select", "group=first", "--versus", str(src)),
-            *("--versus-select", "group=second", "--iterations", "20", "--seed", "2"),
+            *("--versus-select", "group=second", "--iterations", "40", "--seed", "2"),
             *("--out", str(out)),
         ],
     )
