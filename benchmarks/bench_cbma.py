@@ -30,7 +30,8 @@ cores, every output and the report) on the antidepressant contrast (or the pain 
 when the shared data are absent), wall and CPU seconds of the process.
 
 Usage: ``python benchmarks/bench_cbma.py [--full] [--iterations 1000 5000]
-[--sub-iterations 1000] [--skip-main] [--skip-sub] [--skip-cli]``.
+[--sub-iterations 1000] [--skip-main] [--skip-sub] [--skip-cli]``;
+``python benchmarks/bench_cbma.py --stages`` times the steps of one run instead.
 """
 
 from __future__ import annotations
@@ -162,6 +163,54 @@ def cli_defaults(out_dir: Path) -> dict[str, float]:
     return {"wall": wall, "cpu": cpu, "peak_mb": after.ru_maxrss / 1024}
 
 
+def stages(iterations: int) -> None:
+    """Where the time of one ``brainmatch cbma`` run goes (the CLI's steps, in this process,
+    threads on all cores): imports, reading, NiMARE's fit, the Monte Carlo, clusters and
+    jackknife, outputs and report."""
+    marks = [(time.perf_counter(), time.process_time())]
+
+    def mark(name: str) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        print(
+            f"  {name:34s} wall {wall - marks[-1][0]:6.2f} s  cpu {cpu - marks[-1][1]:6.2f} s",
+            flush=True,
+        )
+        marks.append((wall, cpu))
+
+    import brainmatch.cli.main  # noqa: F401
+
+    mark("import brainmatch's CLI")
+    import nimare  # noqa: F401
+
+    mark("import NiMARE")
+    import tempfile
+
+    from brainmatch.evidence import ale_engine
+    from brainmatch.evidence.cbma import CoordinateMetaAnalysis
+
+    table = _table("antidepressant" if SHARED.is_file() else "pain")
+    mark("read the coordinates")
+    original = ale_engine.run_null
+
+    def timed(*args: object, **kwargs: object) -> object:
+        mark("NiMARE fit, observed map, plan")
+        out = original(*args, **kwargs)  # type: ignore[arg-type]
+        mark(f"Monte Carlo ({iterations} iterations)")
+        return out
+
+    ale_engine.run_null = timed  # type: ignore[assignment]
+    est = CoordinateMetaAnalysis(iterations=iterations, n_jobs=os.cpu_count() or 1)
+    est.fit(table, name="increased")  # type: ignore[arg-type]
+    mark("FWE maps, clusters, labels, jackknife")
+    with tempfile.TemporaryDirectory() as tmp:
+        est.result_.save(Path(tmp) / "out")
+    mark("NIfTI/TSV/JSON and the report")
+    print(
+        f"  {'total':34s} wall {marks[-1][0] - marks[0][0]:6.2f} s  "
+        f"cpu {marks[-1][1] - marks[0][1]:6.2f} s (load average {os.getloadavg()[0]:.1f})"
+    )
+
+
 def child(engine: str, dataset: str, iterations: int) -> None:
     """One run in this process; prints one JSON line."""
     import numpy as np
@@ -255,8 +304,14 @@ def main() -> int:
     parser.add_argument("--skip-main", action="store_true", help="no one-set ALE rows")
     parser.add_argument("--skip-sub", action="store_true", help="no subtraction rows")
     parser.add_argument("--skip-cli", action="store_true", help="no whole-command row")
+    parser.add_argument(
+        "--stages", action="store_true", help="only: where one run's time goes, step by step"
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stages:
+        stages(5000)
+        return 0
     if args.child:
         if args.child[0].startswith("sub-"):
             child_subtraction(args.child[0][4:], args.child[1], int(args.child[2]))
