@@ -365,8 +365,8 @@ class _Store:
         self.upper = np.zeros(n_sup, dtype=np.int64)
         self.lower = np.zeros(n_sup, dtype=np.int64)
         cap = max(2 * keep, 4 * n_sup) + batch * n_sup
-        self.cand_it = np.zeros(cap, dtype=np.int64)
-        self.cand_vox = np.zeros(cap, dtype=np.int64)
+        self.cand_it = np.zeros(cap, dtype=np.int32)
+        self.cand_vox = np.zeros(cap, dtype=np.int32)
         self.cand_val = np.zeros(cap, dtype=np.float32)
         self.n = 0
         self.bound = 0.0
