@@ -148,19 +148,25 @@ def cli_defaults(out_dir: Path) -> dict[str, float]:
                 Path(str(importlib.resources.files("nimare") / "resources" / "nidm_pain_dset.json"))
             )
         ]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wall0 = time.perf_counter()
-    subprocess.run(
-        [str(exe), "cbma", *args, "--out", str(out_dir)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=True,
-    )
-    wall = time.perf_counter() - wall0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "cpu": cpu, "peak_mb": after.ru_maxrss / 1024}
+    import tempfile
+
+    with tempfile.TemporaryFile() as err:
+        wall0 = time.perf_counter()
+        proc = subprocess.Popen(
+            [str(exe), "cbma", *args, "--out", str(out_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=ROOT,
+        )
+        # this child's own resource use (RUSAGE_CHILDREN would include earlier children)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - wall0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            err.seek(0)
+            raise RuntimeError(f"brainmatch cbma failed: {err.read().decode()[-2000:]}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall": wall, "cpu": cpu, "peak_mb": usage.ru_maxrss / 1024}
 
 
 def stages(iterations: int) -> None:
