@@ -486,12 +486,14 @@ class CoordinateMetaAnalysis:
                     progress=progress,
                 )
             stat = result.get_map("stat")
+            observed: Any = None
+            observed_ids: list[str] = []
             if plan is not None and plan.kind == "ale":
                 # the observed ALE map from the engine's kernels (equal to NiMARE's)
                 from brainmatch.evidence.ale_engine import ale_values, observed_ma
 
-                ma, _ = observed_ma(estimator, plan)
-                stat = _unmask(ale_values(ma), estimator.masker.mask_img)
+                observed, observed_ids = observed_ma(estimator, plan)
+                stat = _unmask(ale_values(observed), estimator.masker.mask_img)
             z = result.get_map("z")
         self.estimator_ = estimator
         self.null_ = null
@@ -502,7 +504,11 @@ class CoordinateMetaAnalysis:
         contributions = pd.DataFrame()
         if self.jackknife and len(clusters):
             labelled = _label_clusters(stat, ss_thresh, sig_mask)
-            contributions = jackknife_table(estimator, clusters, labelled)
+            ma_rows = None
+            if observed is not None:  # the engine's MA rows, in the estimator's id order
+                where = {e: i for i, e in enumerate(observed_ids)}
+                ma_rows = observed[[where[str(e)] for e in estimator.inputs_["id"]]]
+            contributions = jackknife_table(estimator, clusters, labelled, ma=ma_rows)
         z_fwe = _masked(z, sig_mask)
         maps = {
             "stat": stat,
@@ -641,7 +647,9 @@ def _label_clusters(stat: nib.Nifti1Image, threshold: float, keep: np.ndarray) -
     return np.asarray(labelled)
 
 
-def jackknife_table(estimator: Any, clusters: pd.DataFrame, labelled: np.ndarray) -> pd.DataFrame:
+def jackknife_table(
+    estimator: Any, clusters: pd.DataFrame, labelled: np.ndarray, ma: Any = None
+) -> pd.DataFrame:
     """Leave-one-experiment-out contribution of each experiment to each cluster.
 
     As NiMARE's ``Jackknife``: for every experiment, the statistic is recomputed without
@@ -650,6 +658,18 @@ def jackknife_table(estimator: Any, clusters: pd.DataFrame, labelled: np.ndarray
     experiment's foci inside the cluster.  brainmatch recomputes the statistic only at the
     cluster voxels from the experiments' modelled-activation values, instead of refitting
     the whole analysis once per experiment.
+
+    Parameters
+    ----------
+    estimator : fitted NiMARE ``ALE`` or ``MKDADensity``
+    clusters : pandas.DataFrame
+        From :func:`cluster_table`.
+    labelled : ndarray of int
+        Face-connected labels of the significant clusters.
+    ma : scipy.sparse matrix, optional
+        The experiments' MA rows in ``estimator.inputs_["id"]`` order (e.g. the engine's,
+        :func:`brainmatch.evidence.ale_engine.observed_ma`); by default NiMARE's kernel
+        transformer computes them.
 
     Returns
     -------
@@ -664,7 +684,8 @@ def jackknife_table(estimator: Any, clusters: pd.DataFrame, labelled: np.ndarray
     mask = np.asarray(masker.mask_img.dataobj) > 0
     coords = estimator.inputs_["coordinates"]
     ids = list(estimator.inputs_["id"])
-    ma = estimator.kernel_transformer.transform(coords, masker=masker, return_type="sparse")
+    if ma is None:  # the experiments' MA rows (the engine's, when the caller has them)
+        ma = estimator.kernel_transformer.transform(coords, masker=masker, return_type="sparse")
     ma = ma.tocsr()
     label_masked = labelled[mask]
     # cluster_table sorts by size; map each table row to its label through its peak voxel
