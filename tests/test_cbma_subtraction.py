@@ -290,3 +290,56 @@ def test_conjunction_is_nimares_minimum_statistic(pain_sets: Any) -> None:
         np.asarray(both.maps["stat"].dataobj), reference.get_fdata(), rtol=0, atol=1e-7
     )
     assert (np.asarray(both.maps["stat"].dataobj) > 0).any()
+
+
+# --------------------------------------------------------------------------- progress bar
+
+
+def _run_in_terminal(args: list[str]) -> str:
+    """Run ``args`` with stdout/stderr on a pseudo-terminal; return what it printed."""
+    import os
+    import pty
+    import subprocess
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
+    proc = subprocess.Popen(args, stdout=follower, stderr=follower, stdin=follower, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait()
+    os.close(leader)
+    assert proc.returncode == 0, b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_progress_bar_in_a_terminal_only(pain_sets: Any, tmp_path: Path) -> None:
+    """``brainmatch cbma --versus`` in a terminal shows the one Rich bar (two main effects
+    and the contrast), never NiMARE's tqdm bars."""
+    import sys
+
+    a, b = pain_sets
+    src = tmp_path / "pain.tsv"
+    pd.concat([a.foci.assign(group="first"), b.foci.assign(group="second")])[
+        ["experiment", "x", "y", "z", "space", "n_subjects", "group"]
+    ].to_csv(src, sep="\t", index=False)
+    exe = str(Path(sys.executable).with_name("brainmatch"))
+    args = [
+        *(exe, "cbma", str(src), "--select", "group=first", "--versus", str(src)),
+        *("--versus-select", "group=second", "--iterations", "30"),
+    ]
+    shown = _run_in_terminal([*args, "--out", str(tmp_path / "tty")])
+    assert "cbma: two main effects and their contrast" in shown
+    assert "90/90" in shown  # 3 analyses x 30 iterations, as one bar
+    assert "it/s" not in shown and "%|" not in shown  # no tqdm
+    assert "cbma subtraction" in shown
+    # piped (not a terminal) there is no bar: CliRunner in
+    # tests/test_cbma.py::test_cli_versus_writes_contrast_and_conjunction
