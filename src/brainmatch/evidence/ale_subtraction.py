@@ -17,7 +17,7 @@ This module computes the same numbers from the same permutations with less work:
   reaches (elsewhere both ALE values are 0 in every permutation), in NiMARE's order, so
   the sums are NiMARE's;
 - tail counts, the largest absolute difference and the candidates for the cluster-forming
-  threshold are taken in the same compiled pass; the threshold (an exact quantile of
+  threshold are taken in one compiled pass over each batch of permutations; the threshold (an exact quantile of
   ``n_iters`` x ``n_voxels`` values) is found without storing them: only values that can
   still be among the top ``(1 - q)`` share are kept (a running lower bound that rises as
   permutations arrive), a few MB instead of gigabytes;
@@ -26,9 +26,9 @@ This module computes the same numbers from the same permutations with less work:
   ``_calculate_cluster_measures`` with ``tail="two"``).
 
 The permutations are NiMARE's own (its seed stream ``alesubtraction_permutations`` and
-``Generator.shuffle``), so with the same ``random_state`` the nulls equal NiMARE's up to
-the last bit of ``exp`` (NumPy's and LLVM's may differ in the last place); with other
-seeds they agree in distribution (tests: Kolmogorov-Smirnov against NiMARE).
+``Generator.shuffle``) and the exponentials NumPy's, as in NiMARE, so with the same
+``random_state`` the nulls, the threshold and the maps equal NiMARE's value for value;
+with other seeds they agree in distribution (tests: Kolmogorov-Smirnov against NiMARE).
 """
 
 from __future__ import annotations
