@@ -19,9 +19,9 @@ This module computes the same numbers from the same permutations with less work:
 - tail counts, the largest absolute difference and the candidates for the cluster-forming
   threshold are taken in one compiled pass over each batch of permutations; the
   threshold (an exact quantile of ``n_iters`` x ``n_voxels`` values) is found without
-  storing them: only values that can
-  still be among the top ``(1 - q)`` share are kept (a running lower bound that rises as
-  permutations arrive), a few MB instead of gigabytes;
+  storing them: only values that can still be among the top ``(1 - q)`` share are kept
+  (a running lower bound that rises as permutations arrive), tens of MB instead of
+  gigabytes;
 - clusters of each permutation are labelled among its supra-threshold voxels only
   (union-find, face connectivity, positive and negative differences apart, as NiMARE's
   ``_calculate_cluster_measures`` with ``tail="two"``).
