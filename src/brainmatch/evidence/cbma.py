@@ -5,10 +5,13 @@ The statistics are NiMARE's: activation likelihood estimation (ALE; Turkeltaub e
 al. 2007), the approximate null for uncorrected p, and Monte Carlo family-wise error
 correction (random relocation of every focus inside the mask, ``iterations`` times) at
 the voxel level and at the cluster level with a cluster-forming threshold of p < 0.001,
-as GingerALE and pyALE use.  Contrasts of two sets of experiments use NiMARE's
+as GingerALE and pyALE use.  Contrasts of two sets of experiments are NiMARE's
 ``ALESubtraction`` (label permutation; Laird et al. 2005, Eickhoff et al. 2012) with
 cluster-level FWE; conjunctions are the minimum statistic over voxels significant in
-both sets (Nichols et al. 2005).
+both sets (Nichols et al. 2005).  The Monte Carlo nulls, the observed ALE map and the
+subtraction's permutations run on brainmatch's compiled engines
+(:mod:`~brainmatch.evidence.ale_engine`, :mod:`~brainmatch.evidence.ale_subtraction`),
+which reproduce NiMARE's numbers for the same seed; ``engine="nimare"`` runs NiMARE's.
 
 What brainmatch adds: readers with clear errors (:mod:`brainmatch.evidence.cbma_io`),
 Talairach conversion, a check that foci lie in the brain, a cluster table with
