@@ -319,8 +319,9 @@ def test_cli_writes_every_output(tmp_path: Path) -> None:
     assert "it/s" not in result.output
     # another command never writes into cbma's folder; a cbma rerun updates it in place
     before = (out / "results.json").read_bytes()
-    other = CliRunner().invoke(app, ["meta", str(src), "--out", str(out), "--effect", "x",
-                                     "--se", "y"])
+    other = CliRunner().invoke(
+        app, ["meta", str(src), "--out", str(out), "--effect", "x", "--se", "y"]
+    )
     assert other.exit_code == 2 and "outputs of `brainmatch cbma`" in other.output
     assert (out / "results.json").read_bytes() == before
     again = CliRunner().invoke(app, ["cbma", str(src), "--out", str(out), "--iterations", "20"])
@@ -383,6 +384,7 @@ def test_cli_versus_writes_contrast_and_conjunction(tmp_path: Path) -> None:
     assert not (out / "conjunction_desc-glass_figure.svg").exists()
     assert "nothing to draw" in html
     assert "it/s" not in result.output
+    assert "two main effects and their contrast" not in result.output  # no bar off a terminal
     # 12 < 17 experiments per set: warned for each set
     assert "only 12 experiments" in result.output
     assert summary["A"]["warnings"] and summary["contrast"]["warnings"]

@@ -75,8 +75,9 @@ def cbma(
     engine: str = typer.Option(
         "brainmatch",
         "--engine",
-        help="Monte Carlo engine: brainmatch (default; NiMARE's draws and answer, 10x+ "
-        "faster) or nimare (NiMARE's FWECorrector, the reference).",
+        help="Monte Carlo engine: brainmatch (default; NiMARE's draws or permutations and "
+        "answer, 10x+ faster) or nimare (NiMARE's FWECorrector and ALESubtraction, the "
+        "reference).",
     ),
     scheduler: str | None = typer.Option(
         None,

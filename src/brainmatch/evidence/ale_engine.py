@@ -84,6 +84,10 @@ class NullPlan:
     row_start : ndarray of int64, shape (nx * ny + 1,)
         Where each row's stretch starts in the compact work arrays (``mask`` is stored
         in that layout too).
+    kernels32 : ndarray of float32, optional
+        The kernel cubes themselves (modelled activation per voxel, float32 as NiMARE
+        stores them), laid out as ``tables``; used for the observed maps
+        (:func:`ma_maps`).
     """
 
     shape: tuple[int, int, int]
@@ -100,6 +104,7 @@ class NullPlan:
     row_lo: np.ndarray
     row_hi: np.ndarray
     row_start: np.ndarray
+    kernels32: np.ndarray | None = None
 
     @property
     def n_foci(self) -> int:
@@ -457,6 +462,7 @@ def plan_from_estimator(estimator: Any, threshold: float) -> NullPlan:
     n_groups = len(offsets) - 1
     kernel = estimator.kernel_transformer
     tables: list[np.ndarray] = []
+    cubes32: list[np.ndarray] = []
     if isinstance(kernel, ALEKernel):
         kind = "ale"
         if kernel.sample_size is not None:
@@ -479,6 +485,7 @@ def plan_from_estimator(estimator: Any, threshold: float) -> NullPlan:
             if dense.shape[0] % 2 == 0 or len(set(dense.shape)) != 1:
                 raise ValueError("ALE kernel must be an odd-sided cube")
             v32 = np.asarray(dense, dtype=np.float32).ravel()
+            cubes32.append(v32)
             table = _log1m_table(v32)
             table[v32 <= 0] = 0.0
             tables.append(table)
@@ -488,6 +495,7 @@ def plan_from_estimator(estimator: Any, threshold: float) -> NullPlan:
         sphere = sphere_kernel_offsets(kernel.r, mask_img.header.get_zooms())
         cube = _cube_from_offsets(np.asarray(sphere, dtype=np.int64), -float(kernel.value))
         tables.append(cube.ravel())
+        cubes32.append((-cube.ravel()).astype(np.float32))
         kernel_index = np.zeros(n_groups, dtype=np.int64)
         wv = getattr(estimator, "weight_vec_", None)
         weights = (
@@ -520,6 +528,7 @@ def plan_from_estimator(estimator: Any, threshold: float) -> NullPlan:
         widths=widths,
         threshold=float(threshold),
         kind=kind,
+        kernels32=np.ascontiguousarray(np.concatenate(cubes32), dtype=np.float32),
     )
 
 
@@ -709,3 +718,159 @@ def _run_dask(
             store(lo, hi, fut.result())
     finally:
         client.close()
+
+
+# --------------------------------------------------------------------------- observed maps
+
+
+@njit(cache=True, nogil=True)
+def _ma_rows(
+    ijk: np.ndarray,
+    offsets: np.ndarray,
+    kernel_index: np.ndarray,
+    kernels32: np.ndarray,
+    starts: np.ndarray,
+    widths: np.ndarray,
+    nx: int,
+    ny: int,
+    nz: int,
+    lookup: np.ndarray,
+    scratch: np.ndarray,
+    touched: np.ndarray,
+    out_indptr: np.ndarray,
+    out_idx: np.ndarray,
+    out_val: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Each experiment's modelled-activation row: the voxel-wise maximum of its foci's
+    kernels (float32), in the mask, columns ascending (NiMARE's ``compute_ale_ma``)."""
+    n_out = 0
+    out_indptr[0] = 0
+    for g in range(offsets.shape[0] - 1):
+        n_t = 0
+        k = kernel_index[g]
+        w = widths[k]
+        c = w // 2
+        base = starts[k]
+        for p in range(offsets[g], offsets[g + 1]):
+            pi = ijk[p, 0]
+            pj = ijk[p, 1]
+            pk = ijk[p, 2]
+            for aa in range(w):
+                i = pi + aa - c
+                if i < 0 or i >= nx:
+                    continue
+                for bb in range(w):
+                    j = pj + bb - c
+                    if j < 0 or j >= ny:
+                        continue
+                    krow = base + (aa * w + bb) * w
+                    vrow = (i * ny + j) * nz
+                    for cc in range(w):
+                        kk = pk + cc - c
+                        if kk < 0 or kk >= nz:
+                            continue
+                        v = kernels32[krow + cc]
+                        if v <= 0:
+                            continue
+                        m = lookup[vrow + kk]
+                        if m < 0:
+                            continue
+                        if scratch[m] == 0:
+                            touched[n_t] = m
+                            n_t += 1
+                        if v > scratch[m]:
+                            scratch[m] = v
+        cols = np.sort(touched[:n_t])
+        for t in range(n_t):
+            m = cols[t]
+            out_idx[n_out] = m
+            out_val[n_out] = scratch[m]
+            scratch[m] = 0
+            n_out += 1
+        out_indptr[g + 1] = n_out
+
+
+def mask_lookup(plan: NullPlan) -> np.ndarray:
+    """Flat grid index -> masked voxel index (C order, as NiftiMasker), -1 outside."""
+    lookup = np.full(int(np.prod(plan.shape)), -1, dtype=np.int64)
+    lookup[plan.null_flat] = np.arange(plan.n_null, dtype=np.int64)
+    return lookup
+
+
+def ma_maps(plan: NullPlan, ijk: np.ndarray) -> Any:
+    """Modelled-activation maps of the observed foci, one row per experiment.
+
+    Parameters
+    ----------
+    plan : NullPlan
+        From :func:`plan_from_estimator` (kernels, experiments, mask).
+    ijk : ndarray of int, shape (n_foci, 3)
+        Voxel indices of the foci, in the plan's focus order.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix of float32, shape (n_experiments, n_mask_voxels)
+        Rows in the plan's experiment order; the same values as NiMARE's
+        ``ALEKernel.transform(..., return_type="sparse")``.
+    """
+    from scipy import sparse
+
+    if plan.kernels32 is None:
+        raise ValueError("the plan holds no kernel values")
+    ijk = np.ascontiguousarray(np.asarray(ijk, dtype=np.int64))
+    if ijk.shape != (plan.n_foci, 3):
+        raise ValueError(f"ijk must have shape ({plan.n_foci}, 3), got {ijk.shape}")
+    n_groups = len(plan.offsets) - 1
+    per_focus = plan.widths[plan.kernel_index] ** 3
+    sizes = np.diff(plan.offsets) * per_focus
+    capacity = int(np.minimum(sizes, plan.n_null).sum())
+    indptr = np.zeros(n_groups + 1, dtype=np.int64)
+    idx = np.zeros(capacity, dtype=np.int64)
+    val = np.zeros(capacity, dtype=np.float32)
+    nx, ny, nz = plan.shape
+    _ma_rows(
+        ijk,
+        plan.offsets,
+        plan.kernel_index,
+        plan.kernels32,
+        plan.starts,
+        plan.widths,
+        nx,
+        ny,
+        nz,
+        mask_lookup(plan),
+        np.zeros(plan.n_null, dtype=np.float32),
+        np.zeros(plan.n_null, dtype=np.int64),
+        indptr,
+        idx,
+        val,
+    )
+    n = int(indptr[-1])
+    return sparse.csr_matrix(
+        (val[:n], idx[:n].astype(np.int32), indptr), shape=(n_groups, plan.n_null)
+    )
+
+
+def ale_values(ma: Any) -> np.ndarray:
+    """ALE of modelled-activation rows, ``1 - prod(1 - MA)`` over experiments (float32).
+
+    The logarithms are taken of the float32 MA values and summed experiment by experiment
+    in float64, as NiMARE's ``ALE`` does for its observed map.
+    """
+    ma = ma.tocsr()
+    log_sums = np.bincount(ma.indices, weights=np.log1p(-ma.data), minlength=ma.shape[1])
+    return np.asarray(1.0 - np.exp(log_sums), dtype=np.float32)
+
+
+def observed_ma(estimator: Any, plan: NullPlan) -> tuple[Any, list[str]]:
+    """The fitted estimator's observed foci as MA rows, in NiMARE's experiment order.
+
+    NiMARE orders the experiments by identifier (``np.unique``) when it builds MA maps and
+    sums them in that order; the rows are returned in that order with their identifiers.
+    """
+    coords = estimator.inputs_["coordinates"]
+    ijk = coords[["i", "j", "k"]].to_numpy(dtype=np.int64)
+    ids = np.asarray(coords["id"].to_numpy(), dtype=str)[plan.offsets[:-1]]
+    order = np.argsort(ids, kind="stable")
+    ma = ma_maps(plan, ijk)
+    return ma[order], [str(i) for i in ids[order]]
