@@ -96,7 +96,7 @@ def test_train_writes_metrics_predictions_report_model(
     d = read_survival_data(
         fp, [pp, fu], treatment_column="arm", time_column="relapse_weeks", event_column="relapse"
     )
-    sel = SurvivalSelector(horizon=52.0, penalizer=0.5).fit(d["X"], d["time"], d["event"], d["arm"])
+    sel = SurvivalSelector(horizon=52.0).fit(d["X"], d["time"], d["event"], d["arm"])
     loaded, meta = load_durability_model(trained / "model.npz")
     assert meta["features"] == d["features"]
     np.testing.assert_allclose(loaded.predict_rfs(d["X"]), sel.predict_rfs(d["X"]), atol=1e-12)
@@ -123,7 +123,7 @@ def test_recommend_one_patient_matches_api(
     d = read_survival_data(
         fp, [pp, fu], treatment_column="arm", time_column="relapse_weeks", event_column="relapse"
     )
-    sel = SurvivalSelector(horizon=52.0, penalizer=0.5, n_bootstrap=30, seed=3).fit(
+    sel = SurvivalSelector(horizon=52.0, n_bootstrap=30, seed=3).fit(
         d["X"], d["time"], d["event"], d["arm"]
     )
     x = one[d["features"]].to_numpy(dtype=float)

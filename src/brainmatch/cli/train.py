@@ -145,8 +145,18 @@ def train(
         "52w", "--horizon", help="With --time-column: e.g. 52w, 12m, 1y, or a number."
     ),
     time_unit: str = typer.Option("weeks", "--time-unit", help="Unit of --time-column."),
-    penalizer: str = typer.Option(
-        "0.5", "--penalizer", help="With --time-column: Cox L2 penalty, or auto (inner CV)."
+    penalizer: str | None = typer.Option(
+        None,
+        "--penalizer",
+        help="With --time-column: Cox penalty (default 0.05 lasso-cox, 0.5 per-arm), or auto "
+        "(inner CV).",
+    ),
+    survival_model: str = typer.Option(
+        "lasso-cox",
+        "--survival-model",
+        help="With --time-column: lasso-cox (L1 Cox per arm), per-arm (ridge Cox per arm), "
+        "pseudo (lasso T-learner on pseudo-observations of relapse-free survival) or auto "
+        "(chosen by inner CV of the policy's RMST).",
     ),
     n_bootstrap: int = typer.Option(
         200, "--n-bootstrap", help="With --time-column: bootstrap refits / gain CI resamples."
@@ -187,6 +197,7 @@ def train(
             horizon=horizon,
             time_unit=time_unit,
             penalizer=penalizer,
+            survival_model=survival_model,
             covs=covs,
             session=session,
             n_splits=n_splits,
@@ -199,6 +210,9 @@ def train(
         return
     if outcome_column is None:
         raise BrainmatchInputError("--outcome-column: required (or --time-column/--event-column)")
+    if survival_model != "lasso-cox" or penalizer is not None:
+        flag = "--penalizer" if penalizer is not None else "--survival-model"
+        raise BrainmatchInputError(f"{flag}: only with --time-column / --event-column")
     n_repeats = 10 if n_repeats is None else n_repeats
     n_permutations = 1000 if n_permutations is None else n_permutations
     from brainmatch.selection import train as train_fn
@@ -284,7 +298,8 @@ def _train_durability(
     outcome_column: str | None,
     horizon: str,
     time_unit: str,
-    penalizer: str,
+    penalizer: str | None,
+    survival_model: str,
     covs: tuple[str, ...],
     session: str | None,
     n_splits: int,
@@ -303,8 +318,10 @@ def _train_durability(
         raise BrainmatchInputError(f"{flag}: required with --time-column / --event-column")
     if outcome_column is not None:
         raise BrainmatchInputError("--outcome-column: not used with --time-column; pass one")
-    pen: float | str = "auto"
-    if penalizer.strip().lower() != "auto":
+    pen: float | str | None = penalizer
+    if penalizer is not None and penalizer.strip().lower() == "auto":
+        pen = "auto"
+    elif penalizer is not None:
         try:
             pen = float(penalizer)
         except ValueError:
@@ -324,6 +341,7 @@ def _train_durability(
             time_unit=time_unit,
             covariates=covs,
             session=session,
+            model=survival_model,
             penalizer=pen,
             n_splits=n_splits,
             n_repeats=n_repeats,

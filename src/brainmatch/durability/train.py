@@ -3,8 +3,9 @@
 The same kinds of outputs as a continuous-outcome ``train``: ``metrics.json`` (the
 out-of-fold validation of :func:`~brainmatch.durability.validate.validate_durability`),
 ``predictions.tsv`` (out-of-fold only), ``report.html`` and a signed ``model.npz``
-(:mod:`brainmatch.durability.modelfile`) holding the per-arm Cox models refitted on all
-patients, with bootstrap refits for the intervals ``brainmatch recommend`` shows.
+(:mod:`brainmatch.durability.modelfile`) holding the per-arm models (Cox or
+pseudo-observation lasso) refitted on all patients, with bootstrap refits for the
+intervals ``brainmatch recommend`` shows.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def train_durability(
     time_unit: str = "weeks",
     covariates: list[str] | tuple[str, ...] = (),
     session: str | None = None,
-    penalizer: float | str = 0.5,
+    model: str = "lasso-cox",
+    penalizer: float | str | None = None,
     n_splits: int = 5,
     n_repeats: int = 2,
     n_bootstrap: int = 200,
@@ -100,8 +102,13 @@ def train_durability(
         See :func:`~brainmatch.durability.run.durability_analysis`.
     out_dir : path
         Receives ``metrics.json``, ``predictions.tsv``, ``report.html`` and ``model.npz``.
+    model : str
+        A learner that can be saved: ``lasso-cox`` (default), ``per-arm`` (ridge Cox),
+        ``pseudo`` (lasso on pseudo-observations) or ``auto`` (one of them chosen by inner
+        cross-validation, in every training fold and again on all patients); see
+        :class:`~brainmatch.durability.selector.SurvivalSelector`.
     penalizer, n_splits, n_repeats, n_permutations, seed
-        See :func:`~brainmatch.durability.validate.validate_durability` (per-arm Cox).
+        See :func:`~brainmatch.durability.validate.validate_durability`.
     n_bootstrap : int
         Bootstrap resamples, both of the policy gain's CI and of the saved model's refits
         (the intervals of ``brainmatch recommend``).
@@ -116,8 +123,14 @@ def train_durability(
     from brainmatch.durability.modelfile import save_durability_model
     from brainmatch.durability.run import parse_horizon, read_survival_data
     from brainmatch.durability.validate import validate_durability
+    from brainmatch.errors import BrainmatchInputError
     from brainmatch.reports.durability import methods_text, render_report
 
+    if model == "interaction":
+        raise BrainmatchInputError(
+            "model 'interaction': validation only (brainmatch durability --model interaction); "
+            "a model file holds lasso-cox, per-arm, pseudo or auto"
+        )
     h = parse_horizon(horizon, time_unit)
     d = read_survival_data(
         features,
@@ -135,7 +148,7 @@ def train_durability(
         d["arm"],
         ids=d["ids"],
         horizon=h,
-        model="per-arm",
+        model=model,
         penalizer=penalizer,
         n_splits=n_splits,
         n_repeats=n_repeats,
@@ -146,7 +159,7 @@ def train_durability(
     res.notes = d["notes"] + res.notes
     res.params.update({"time_unit": time_unit, "features": d["features"], "sources": d["sources"]})
     sel = SurvivalSelector(
-        horizon=h, model="per-arm", penalizer=penalizer, n_bootstrap=n_bootstrap, seed=seed
+        horizon=h, model=model, penalizer=penalizer, n_bootstrap=n_bootstrap, seed=seed
     ).fit(d["X"], d["time"], d["event"], d["arm"])
     selection = selection_summary(res.metrics)
     metrics = {
@@ -154,6 +167,11 @@ def train_durability(
         "outcome_kind": "time-to-event",
         **res.to_dict(),
         "selection": selection,
+        "final_model": {
+            "model": sel.model_,
+            "inner_cv_policy_rmst": sel.model_scores_,
+            "penalizer": sel.penalizer_,
+        },
         "description": methods_text(res),
     }
     out = Path(out_dir)
@@ -173,6 +191,7 @@ def train_durability(
             "session": session,
             "n_bootstrap": n_bootstrap,
             "seed": seed,
+            "model": model,
         },
         "selection": selection,
         "validation": {k: res.metrics[k] for k in ("harrell_c", "uno_c", "auc_horizon")}

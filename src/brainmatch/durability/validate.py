@@ -50,13 +50,15 @@ def oof_predictions(
     *,
     horizon: float,
     model: str,
-    penalizer: float | str,
+    penalizer: float | str | None,
     n_splits: int,
     n_repeats: int,
     seed: int,
+    chosen: list[str] | None = None,
 ) -> NDArray[np.float64]:
     """Out-of-fold relapse-free probability at ``horizon`` under every arm, averaged over
-    repeats: shape (n, n_arms)."""
+    repeats: shape (n, n_arms).  ``chosen`` receives each fold's fitted learner (the
+    choice of ``model="auto"``)."""
     arms = sorted(np.unique(arm))
     rng = np.random.default_rng(seed)
     strata = np.array([f"{a}|{int(v)}" for a, v in zip(arm, e, strict=True)])
@@ -68,6 +70,8 @@ def oof_predictions(
             sel = SurvivalSelector(horizon=horizon, model=model, penalizer=penalizer)
             sel.fit(X[~test], t[~test], e[~test], arm[~test])
             out[test] += sel.predict_rfs(X[test])
+            if chosen is not None:
+                chosen.append(sel.model_)
     return out / n_repeats
 
 
@@ -177,8 +181,8 @@ def validate_durability(
     *,
     ids: Any = None,
     horizon: float = 52.0,
-    model: str = "per-arm",
-    penalizer: float | str = 0.5,
+    model: str = "lasso-cox",
+    penalizer: float | str | None = None,
     n_splits: int = 5,
     n_repeats: int = 2,
     n_bootstrap: int = 500,
@@ -248,7 +252,8 @@ def validate_durability(
         "n_splits": n_splits,
         "n_repeats": n_repeats,
     }
-    rfs = oof_predictions(X, t, e, arm, seed=seed, **kw)  # type: ignore[arg-type]
+    chosen: list[str] = []
+    rfs = oof_predictions(X, t, e, arm, seed=seed, chosen=chosen, **kw)  # type: ignore[arg-type]
     rec = np.array(arms)[np.argmax(rfs, axis=1)]
     received = rfs[np.arange(n), [arms.index(a) for a in arm]]
     risk = -received
@@ -285,6 +290,7 @@ def validate_durability(
             "policy_rmst": policy_rmst(t, e, arm, rec, horizon),
         },
         "recommended_share": {a_: float((rec == a_).mean()) for a_ in arms},
+        "model_chosen": {c: chosen.count(c) / len(chosen) for c in sorted(set(chosen))},
     }
     if n_permutations:
         null = []
