@@ -282,3 +282,130 @@ def test_supported_model_states_preferences_only_with_interval(tmp_path: Path) -
         [truth.loc[p["participant_id"], "durable_arm"] == p["recommended"] for p in reliable]
     )
     assert agree > 0.7
+
+
+@pytest.mark.parametrize("learner", ["pseudo", "per-arm", "auto"])
+def test_train_survival_model_values_through_the_cli(
+    learner: str, tables: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """Every --survival-model value runs through the CLI; the saved model predicts as the
+    API's SurvivalSelector fitted on the same data (auto: the same learner is chosen)."""
+    fp, pp, fu = tables
+    out = tmp_path / "m"
+    args = _train_args(fp, pp, fu, out)
+    args[args.index("--n-bootstrap") + 1] = "5"
+    r = runner.invoke(app, [*args, "--survival-model", learner])
+    assert r.exit_code == 0, r.output
+    d = read_survival_data(
+        fp, [pp, fu], treatment_column="arm", time_column="relapse_weeks", event_column="relapse"
+    )
+    sel = SurvivalSelector(horizon=52.0, model=learner, seed=3).fit(
+        d["X"], d["time"], d["event"], d["arm"]
+    )
+    loaded, meta = load_durability_model(out / "model.npz")
+    assert meta["model"] == sel.model_ and meta["options"]["model"] == learner
+    if learner == "auto":
+        assert sel.model_ in ("per-arm", "lasso-cox", "pseudo")
+        assert set(sel.model_scores_) == {"per-arm", "lasso-cox", "pseudo"}
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["final_model"]["model"] == sel.model_
+        assert sum(m["metrics"]["model_chosen"].values()) == pytest.approx(1.0)
+    np.testing.assert_allclose(loaded.predict_rfs(d["X"]), sel.predict_rfs(d["X"]), atol=1e-12)
+    grid = np.linspace(0, 52, 27)
+    curves = loaded.predict_survival(d["X"][:5], grid)
+    np.testing.assert_allclose(curves, sel.predict_survival(d["X"][:5], grid), atol=1e-12)
+    assert np.all(np.diff(curves, axis=-1) <= 1e-12) and np.allclose(curves[..., 0], 1.0)
+    assert len(loaded.boot_) == 5
+    lo, hi = loaded.predict_interval(d["X"][:3])
+    assert np.all(lo <= hi)
+
+
+def test_train_refuses_survival_options_without_time_column(
+    tables: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    fp, pp, _ = tables
+    base = ["train", "--features", str(fp), "--outcomes", str(pp), "--treatment-column", "arm"]
+    base += ["--outcome-column", "hamd_week8", "--out", str(tmp_path / "x")]
+    r = runner.invoke(app, [*base, "--survival-model", "pseudo"])
+    assert r.exit_code == 2 and "--survival-model: only with --time-column" in r.output
+    r = runner.invoke(app, [*base, "--penalizer", "0.1"])
+    assert r.exit_code == 2 and "--penalizer: only with --time-column" in r.output
+    fu = tables[2]
+    args = _train_args(fp, pp, fu, tmp_path / "y")
+    r = runner.invoke(app, [*args, "--survival-model", "interaction"])
+    assert r.exit_code == 2 and "validation only" in r.output
+    r = runner.invoke(app, [*args, "--survival-model", "pseudo", "--penalizer", "0.1"])
+    assert r.exit_code == 2 and "penalizer: not used with model 'pseudo'" in r.output
+
+
+@pytest.mark.slow
+def test_recommend_from_bids_with_a_durability_model(small_trial: Path, tmp_path: Path) -> None:
+    """A BIDS / fMRIPrep INPUT: features are extracted as the training table's were, and
+    the recommendation equals the one from the extracted table."""
+    import shutil
+
+    from brainmatch.durability.train import train_durability
+    from brainmatch.features import extract_dataset
+
+    deriv = small_trial / "derivatives"
+    ext = extract_dataset(
+        small_trial,
+        tmp_path / "ext",
+        derivatives=deriv / "fmriprep",
+        atlas="affect",
+        freesurfer=deriv / "freesurfer",
+    )
+    real = pd.read_parquet(ext.features_path)
+    cols = [c for c in real.columns if c not in ("participant_id", "session")][:4]
+    rng = np.random.default_rng(0)
+    n = 80
+    train_f = pd.DataFrame(
+        real[cols].mean().to_numpy()
+        + rng.normal(size=(n, len(cols))) * (real[cols].std().fillna(0).to_numpy() + 1e-3),
+        columns=cols,
+    )
+    train_f.insert(0, "participant_id", [f"sub-t{i:03d}" for i in range(n)])
+    train_f.to_parquet(tmp_path / "features.parquet")
+    shutil.copy(ext.metadata_path, tmp_path / "features.json")
+    arm = np.tile(["CBT", "SSRI"], n // 2)
+    ev_t = rng.exponential(np.where(arm == "CBT", 120.0, 60.0))
+    cens = rng.uniform(52, 104, n)
+    o = pd.DataFrame(
+        {
+            "participant_id": train_f["participant_id"],
+            "arm": arm,
+            "weeks": np.round(np.minimum(ev_t, cens), 2) + 0.01,
+            "relapse": (ev_t <= cens).astype(int),
+        }
+    )
+    res = train_durability(
+        tmp_path / "features.parquet",
+        o,
+        treatment_column="arm",
+        time_column="weeks",
+        event_column="relapse",
+        out_dir=tmp_path / "model",
+        model="per-arm",
+        n_splits=3,
+        n_repeats=1,
+        n_bootstrap=10,
+        report=False,
+    )
+    out = tmp_path / "rec"
+    r = runner.invoke(
+        app,
+        [
+            *("recommend", str(res.model_path), str(small_trial)),
+            *("--participant-label", "sub-001", "--out", str(out), "--no-report"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert (out / "features" / "features.parquet").exists()
+    rec = json.loads((out / "recommend.json").read_text())
+    assert [p["participant_id"] for p in rec["patients"]] == ["sub-001"]
+    x = real.loc[real["participant_id"] == "sub-001", cols].to_numpy(dtype=float)
+    want = res.selector.predict_rfs(x)[0]
+    for k, a in enumerate(res.selector.arms_):
+        assert rec["patients"][0]["relapse_free"][a]["probability"] == pytest.approx(
+            want[k], rel=1e-6
+        )

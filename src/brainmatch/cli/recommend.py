@@ -62,6 +62,7 @@ def recommend(
                 input,
                 out,
                 clinical=clinical,
+                derivatives=derivatives,
                 participant=participant_label or None,
                 report=not no_report,
                 trust_model=trust_unsigned,

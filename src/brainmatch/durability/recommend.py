@@ -43,18 +43,36 @@ class DurabilityRecommendation:
 
 
 def _table(
-    input: str | Path | pd.DataFrame, clinical: str | Path | pd.DataFrame | None
+    input: str | Path | pd.DataFrame,
+    clinical: str | Path | pd.DataFrame | None,
+    *,
+    meta: dict[str, Any],
+    out_dir: str | Path | None,
+    derivatives: str | Path | None,
+    participant: list[str] | None,
 ) -> tuple[pd.DataFrame, str]:
+    """The patients' feature table: read, or extracted from a BIDS / fMRIPrep ``input`` with
+    the training features' atlas and options (as for outcome models)."""
     from brainmatch.selection.data import ID, one_row_per_participant, read_table
 
     if isinstance(input, str | Path) and Path(input).is_dir():
-        raise BrainmatchInputError(
-            "a durability model takes a feature table (run `brainmatch extract` first), not a "
-            "BIDS folder",
-            input,
+        from brainmatch.selection.recommend import _extract_bids
+
+        if out_dir is None:
+            raise BrainmatchInputError("a BIDS INPUT needs an output folder for its features")
+        table = _extract_bids(
+            meta,
+            Path(input),
+            Path(out_dir),
+            None if derivatives is None else Path(derivatives),
+            participant,
         )
-    table, tname = read_table(input, "features")
-    table = one_row_per_participant(table, tname, None)
+        tname = str(input)
+        # the training table's session (train --session), e.g. the baseline scan
+        table = one_row_per_participant(table, tname, (meta.get("options") or {}).get("session"))
+    else:
+        table, tname = read_table(input, "features")
+        table = one_row_per_participant(table, tname, None)
     if clinical is not None:
         ctab, cname = read_table(clinical, "clinical")
         ctab = one_row_per_participant(ctab, cname, None)
@@ -69,6 +87,7 @@ def recommend_durability(
     out_dir: str | Path | None = None,
     *,
     clinical: str | Path | pd.DataFrame | None = None,
+    derivatives: str | Path | None = None,
     participant: list[str] | None = None,
     report: bool = True,
     trust_model: bool = False,
@@ -80,13 +99,18 @@ def recommend_durability(
     model_path : path
         ``model.npz`` written by ``brainmatch train --time-column``.
     input : path or DataFrame
-        Feature table of one or many patients.
+        Feature table of one or many patients, or a BIDS folder with fMRIPrep derivatives:
+        its features are then extracted into ``out_dir/features`` with the atlas and
+        options recorded from the training table's ``features.json`` (as
+        :func:`brainmatch.selection.recommend` does for outcome models).
     out_dir : path, optional
         Receives ``recommend.json``, ``recommend.tsv`` and ``report.html``.
     clinical : path or DataFrame, optional
         Table with the covariates the model needs when ``input`` lacks them.
+    derivatives : path, optional
+        fMRIPrep folder of a BIDS ``input`` (default ``input/derivatives/fmriprep``).
     participant : list of str, optional
-        Keep these participants.
+        Keep these participants (of a BIDS ``input``: extract only these).
     report : bool
     trust_model : bool
         Load an unsigned model, or one signed with another key, with a warning.
@@ -101,7 +125,14 @@ def recommend_durability(
 
     sel, meta = load_durability_model(model_path, trust=trust_model)
     names: list[str] = meta["features"]
-    table, tname = _table(input, clinical)
+    table, tname = _table(
+        input,
+        clinical,
+        meta=meta,
+        out_dir=out_dir,
+        derivatives=derivatives,
+        participant=participant,
+    )
     if participant:
         want = {p.removeprefix("sub-") for p in participant}
         table = table[table[ID].astype(str).str.removeprefix("sub-").isin(want)]

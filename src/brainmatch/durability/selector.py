@@ -268,7 +268,7 @@ class SurvivalSelector:
         model = self.model_ if model is None else model
         if penalizer is not None:
             pen = penalizer
-        elif model == self.model_:
+        elif model == getattr(self, "model_", None) and hasattr(self, "penalizer_"):
             pen = self.penalizer_
         else:
             pen = DEFAULT_PENALTY.get(model, 0.0)

@@ -120,11 +120,13 @@ def train_durability(
     DurabilityTrainResult
     """
     from brainmatch._io import write_json, write_text, write_tsv
+    from brainmatch.change.analysis import _json_safe
     from brainmatch.durability.modelfile import save_durability_model
     from brainmatch.durability.run import parse_horizon, read_survival_data
     from brainmatch.durability.validate import validate_durability
     from brainmatch.errors import BrainmatchInputError
     from brainmatch.reports.durability import methods_text, render_report
+    from brainmatch.selection.data import table_metadata as feature_provenance
 
     if model == "interaction":
         raise BrainmatchInputError(
@@ -194,6 +196,7 @@ def train_durability(
             "model": model,
         },
         "selection": selection,
+        "feature_provenance": _json_safe(feature_provenance(features)),
         "validation": {k: res.metrics[k] for k in ("harrell_c", "uno_c", "auc_horizon")}
         | {
             "brier_horizon": res.metrics["brier_horizon"],
@@ -202,8 +205,6 @@ def train_durability(
             "n_events": res.params["n_events"],
         },
     }
-    from brainmatch.change.analysis import _json_safe
-
     model_path = save_durability_model(out / MODEL_FILE, sel, _json_safe(meta))
     report_path = None
     if report:
