@@ -355,6 +355,7 @@ def test_recommend_from_bids_with_a_durability_model(small_trial: Path, tmp_path
         atlas="affect",
         freesurfer=deriv / "freesurfer",
     )
+    assert ext.features_path is not None and ext.metadata_path is not None
     real = pd.read_parquet(ext.features_path)
     cols = [c for c in real.columns if c not in ("participant_id", "session")][:4]
     rng = np.random.default_rng(0)
