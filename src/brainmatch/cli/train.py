@@ -161,6 +161,25 @@ def train(
     n_bootstrap: int = typer.Option(
         200, "--n-bootstrap", help="With --time-column: bootstrap refits / gain CI resamples."
     ),
+    followup_scores: Path | None = typer.Option(
+        None,
+        "--followup-scores",
+        help="Long table of repeated follow-up scores (participant_id, --followup-time-column, "
+        "and the --outcome-column score): the outcome becomes each patient's sustained score "
+        "(--followup-summary).",
+    ),
+    followup_time_column: str = typer.Option(
+        "week", "--followup-time-column", help="Time column of --followup-scores."
+    ),
+    followup_summary: str = typer.Option(
+        "auc",
+        "--followup-summary",
+        help="auc (time-averaged score), last, slope, or mixed (per-patient mean from a "
+        "random-slope mixed model).",
+    ),
+    followup_until: float | None = typer.Option(
+        None, "--followup-until", help="Last follow-up time used (default: every visit)."
+    ),
 ) -> None:
     """Train a treatment-selection model with nested cross-validation and write its report.
 
@@ -171,6 +190,7 @@ def train(
     # --- durability branch: time to relapse with censoring (brainmatch.durability) ---
     if time_column is not None or event_column is not None:
         unused = {
+            "--followup-scores": followup_scores is not None,
             "--baseline-column": baseline_column is not None,
             "--site-column": site_column is not None,
             "--better": better is not None,
@@ -217,11 +237,34 @@ def train(
     n_permutations = 1000 if n_permutations is None else n_permutations
     from brainmatch.selection import train as train_fn
 
-    claim = output_folder(out, "train", overwrite=overwrite, inputs=[features, *outcomes])
+    tables: list[object] = list(outcomes)
+    if followup_scores is not None:  # repeated scores -> one sustained outcome per patient
+        from brainmatch.durability.followup import summarise_followup
+
+        try:
+            sustained = summarise_followup(
+                followup_scores,
+                score_column=outcome_column,
+                time_column=followup_time_column,
+                method=followup_summary,
+                until=followup_until,
+            )
+        except BrainmatchInputError as exc:
+            msg = exc.reason.replace("score_column", "--outcome-column")
+            msg = msg.replace("time_column", "--followup-time-column")
+            raise BrainmatchInputError(
+                msg.replace("method ", "--followup-summary "), exc.path
+            ) from None
+        tables.append(sustained)
+        outcome_column = str(sustained.columns[1])
+        echo_kv("sustained outcome", {"column": outcome_column, "patients": len(sustained)})
+    claim = output_folder(
+        out, "train", overwrite=overwrite, inputs=[features, *outcomes, followup_scores]
+    )
     with claim, flag_errors(), progress_bar("cross-validating") as update:
         result = train_fn(
             features,
-            outcomes,
+            tables,
             treatment_column=treatment_column,
             outcome_column=outcome_column,
             out_dir=out,
