@@ -348,3 +348,44 @@ def test_simulate_followup_cli(tmp_path: Path) -> None:
     trial = draw_trial(TrialSpec(n_subjects=6, n_sites=1, n_volumes=20, seed=2))
     expected, _, _ = draw_followup(trial, durability_effect=0.0)
     np.testing.assert_allclose(fu["relapse_weeks"], expected["relapse_weeks"].astype(float))
+
+
+def test_cli_durability_site_column(tables: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """durability --site-column: ComBat inside every training fold, as the API."""
+    fp, pp, fu = tables
+    out = tmp_path / "site"
+    r = runner.invoke(
+        app,
+        [
+            *("durability", "--features", str(fp), "--outcomes", str(pp), "--outcomes", str(fu)),
+            *("--treatment-column", "arm", "--time-column", "relapse_weeks"),
+            *("--event-column", "relapse", "--site-column", "site", "--n-bootstrap", "20"),
+            *("--n-repeats", "1", "--out", str(out)),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    api = durability_analysis(
+        fp,
+        [pp, fu],
+        treatment_column="arm",
+        time_column="relapse_weeks",
+        event_column="relapse",
+        site_column="site",
+        n_bootstrap=20,
+        n_repeats=1,
+    )
+    assert (
+        res["harmonised_sites"] == api.params["harmonised_sites"]
+        and len(res["harmonised_sites"]) == 2
+    )
+    assert res["metrics"]["uno_c"] == pytest.approx(api.metrics["uno_c"], abs=1e-12)
+    r = runner.invoke(
+        app,
+        [
+            *("durability", "--features", str(fp), "--outcomes", str(pp), "--outcomes", str(fu)),
+            *("--treatment-column", "arm", "--time-column", "relapse_weeks"),
+            *("--event-column", "relapse", "--site-column", "scanner", "--out", str(out / "x")),
+        ],
+    )
+    assert r.exit_code == 2 and "--site-column 'scanner': no such column" in r.output

@@ -23,6 +23,11 @@ def durability(
     time_unit: str = typer.Option("weeks", "--time-unit", help="Unit of --time-column."),
     covariates: str = typer.Option("", "--covariates", help="Comma-separated extra predictors."),
     session: str | None = typer.Option(None, "--session", help="Session of a long table."),
+    site_column: str | None = typer.Option(
+        None,
+        "--site-column",
+        help="Site of each patient: features harmonised by ComBat inside every training fold.",
+    ),
     model: str = typer.Option(
         "lasso-cox",
         "--model",
@@ -69,6 +74,7 @@ def durability(
         time_unit=time_unit,
         covariates=[c.strip() for c in covariates.split(",") if c.strip()],
         session=session,
+        site_column=site_column,
         model=model,
         penalizer=pen,
         n_splits=n_splits,

@@ -192,7 +192,6 @@ def train(
         unused = {
             "--followup-scores": followup_scores is not None,
             "--baseline-column": baseline_column is not None,
-            "--site-column": site_column is not None,
             "--better": better is not None,
             "--threshold": threshold is not None,
             "--cv": cv != "repeated-kfold",
@@ -202,8 +201,8 @@ def train(
         for flag, given in unused.items():
             if given:
                 raise BrainmatchInputError(
-                    f"{flag}: not used with --time-column (a per-arm Cox model; add baseline "
-                    "or site columns through --covariates)"
+                    f"{flag}: not used with --time-column (a survival model; add baseline "
+                    "columns through --covariates)"
                 )
         _train_durability(
             features=features,
@@ -218,6 +217,7 @@ def train(
             time_unit=time_unit,
             penalizer=penalizer,
             survival_model=survival_model,
+            site_column=site_column,
             covs=covs,
             session=session,
             n_splits=n_splits,
@@ -343,6 +343,7 @@ def _train_durability(
     time_unit: str,
     penalizer: str | None,
     survival_model: str,
+    site_column: str | None,
     covs: tuple[str, ...],
     session: str | None,
     n_splits: int,
@@ -384,6 +385,7 @@ def _train_durability(
             time_unit=time_unit,
             covariates=covs,
             session=session,
+            site_column=site_column,
             model=survival_model,
             penalizer=pen,
             n_splits=n_splits,

@@ -71,6 +71,11 @@ def save_durability_model(
     }
     grid = curve_times(selector.horizon)
     arrays: dict[str, NDArray[Any]] = {"grid": grid}
+    combat = getattr(selector, "combat_", None)
+    if combat is not None:  # site harmonisation fitted on every patient
+        full["combat_sites"] = [str(v) for v in combat.sites_]
+        for name in ("grand_mean", "var_pooled", "beta_covariates", "gamma", "delta"):
+            arrays[f"combat_{name}"] = np.asarray(getattr(combat, f"{name}_"), dtype=float)
     if learner == "pseudo":
         for k, m in enumerate(selector.models_):
             arrays[f"arm{k}_coef"] = m.coef_
@@ -157,6 +162,7 @@ def load_durability_model(
     sel.model_ = model
     sel.model_scores_ = {}
     sel.penalizer_ = float(meta.get("penalizer", 0.0))
+    sel.combat_ = _load_combat(arrays, meta, p, bad)
     if learner == "pseudo":
         _load_pseudo(sel, arrays, p, float(h), bad)
         return sel, meta
@@ -249,3 +255,37 @@ def _load_pseudo(
         sel.boot_ = [
             [_pseudo(h, *(a[i, k] for a in boot)) for k in range(k_arms)] for i in range(b)
         ]
+
+
+def _load_combat(arrays: dict[str, NDArray[Any]], meta: dict[str, Any], p: int, bad: Any) -> Any:
+    """The ComBat of a model trained with ``site_column`` (None otherwise)."""
+    sites = meta.get("combat_sites")
+    if sites is None:
+        return None
+    from brainmatch.harmonize import ComBat
+
+    names = ("grand_mean", "var_pooled", "beta_covariates", "gamma", "delta")
+    try:
+        parts = {n: np.asarray(arrays[f"combat_{n}"], dtype=float) for n in names}
+    except KeyError:
+        raise bad("site harmonisation arrays missing") from None
+    k = len(sites) if isinstance(sites, list) else -1
+    if (
+        k < 2
+        or parts["grand_mean"].shape != (p,)
+        or parts["var_pooled"].shape != (p,)
+        or parts["beta_covariates"].shape != (0, p)
+        or parts["gamma"].shape != (k, p)
+        or parts["delta"].shape != (k, p)
+        or not all(np.all(np.isfinite(v)) for v in parts.values())
+        or np.any(parts["var_pooled"] <= 0)
+        or np.any(parts["delta"] <= 0)
+    ):
+        raise bad("site harmonisation arrays")
+    cb = ComBat()
+    cb.sites_ = np.array([str(v) for v in sites], dtype=str)
+    cb.ref_site_ = None
+    for n in names:
+        setattr(cb, f"{n}_", parts[n])
+    cb.n_features_in_ = p
+    return cb

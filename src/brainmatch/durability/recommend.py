@@ -158,14 +158,35 @@ def recommend_durability(
     n_imputed = np.isnan(X).sum(axis=1)
     med = np.asarray(meta["medians"], dtype=float)
     X = np.where(np.isnan(X), med[None, :], X)
+    sites = None
+    site_caveats: dict[str, str] = {}
+    if sel.combat_ is not None:
+        site_col = (meta.get("options") or {}).get("site_column") or "site"
+        if site_col not in table.columns or table[site_col].isna().any():
+            raise BrainmatchInputError(
+                f"the model harmonises sites: every patient needs a value in column "
+                f"{site_col!r} (pass it in the table or with --clinical)",
+                tname,
+            )
+        sites = table[site_col].astype(str).to_numpy()
+        for lab, how in sel.combat_.site_status(sites).items():
+            if how == "estimated":
+                site_caveats[lab] = (
+                    f"site {lab!r} was not in the training data; its scanner effects were "
+                    "estimated from this batch's patients"
+                )
+            elif how == "unadjusted":
+                site_caveats[lab] = (
+                    f"site {lab!r} was not in the training data and too few of its patients "
+                    "are in this batch to estimate its scanner effects: features are not "
+                    "harmonised, predictions may be shifted"
+                )
     arms = sel.arms_
     h = sel.horizon
-    rfs = sel.predict_rfs(X)
+    rfs = sel.predict_rfs(X, sites=sites)
     grid = curve_times(h)
-    curves = sel.predict_survival(X, grid)
-    draws = (
-        np.stack([sel._rfs(m, X, np.array([h]))[..., 0] for m in sel.boot_]) if sel.boot_ else None
-    )
+    curves = sel.predict_survival(X, grid, sites=sites)
+    draws = sel.predict_draws(X, sites=sites) if sel.boot_ else None
     a = (1 - sel.level) / 2
     selection = meta["selection"]
     supported = bool(selection["selection_supported"])
@@ -221,11 +242,16 @@ def recommend_durability(
                 "reliable_preference": reliable,
                 "statement": statement,
                 "no_preference_reasons": reasons,
-                "caveats": [
-                    f"{int(n_imputed[i])} missing feature value(s) set to the training median"
-                ]
-                if n_imputed[i]
-                else [],
+                "caveats": (
+                    [f"{int(n_imputed[i])} missing feature value(s) set to the training median"]
+                    if n_imputed[i]
+                    else []
+                )
+                + (
+                    [site_caveats[sites[i]]]
+                    if sites is not None and sites[i] in site_caveats
+                    else []
+                ),
             }
         )
     model_summary = {

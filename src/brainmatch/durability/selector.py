@@ -355,8 +355,29 @@ class SurvivalSelector:
             return DEFAULT_PENALTY.get(self.model_, 0.5)
         return max(scores, key=lambda k: (scores[k], k))
 
-    def fit(self, X: Any, time: Any, event: Any, arm: Any) -> SurvivalSelector:
-        """Fit the survival models of every arm."""
+    def harmonise(self, X: Any, sites: Any = None) -> NDArray[np.float64]:
+        """The features as the models see them: ComBat-harmonised when ``fit`` was given
+        ``sites`` (then ``sites`` is required here too), else unchanged."""
+        X = np.asarray(X, dtype=float)
+        combat = getattr(self, "combat_", None)
+        if combat is None:
+            return X
+        if sites is None:
+            raise BrainmatchInputError(
+                "sites: the model was fitted with site harmonisation (ComBat); pass each "
+                "patient's site"
+            )
+        return np.asarray(combat.transform(X, sites=np.asarray(sites).astype(str)))
+
+    def fit(
+        self, X: Any, time: Any, event: Any, arm: Any, *, sites: Any = None
+    ) -> SurvivalSelector:
+        """Fit the survival models of every arm.
+
+        ``sites`` (one label per row, optional): features are harmonised across sites by
+        ComBat (:class:`brainmatch.harmonize.ComBat`, empirical Bayes) fitted on these
+        patients before the models are fitted; predictions then need the sites too.
+        """
         if self.model not in MODELS:
             raise BrainmatchInputError(f"model {self.model!r}: use one of {', '.join(MODELS)}")
         if not (self.horizon > 0):
@@ -364,6 +385,16 @@ class SurvivalSelector:
         X = np.asarray(X, dtype=float)
         t, e = _check_survival(time, event, X.shape[0])
         arm = np.asarray(arm).astype(str)
+        self.combat_ = None
+        if sites is not None:
+            from brainmatch.harmonize import ComBat
+
+            site_arr = np.asarray(sites).astype(str)
+            if site_arr.shape != (X.shape[0],):
+                raise BrainmatchInputError(f"sites: expected {X.shape[0]} labels")
+            if np.unique(site_arr).size > 1:
+                self.combat_ = ComBat().fit(X, sites=site_arr)
+                X = np.asarray(self.combat_.transform(X, sites=site_arr))
         self.arms_ = sorted(np.unique(arm))
         if len(self.arms_) < 2:
             raise BrainmatchInputError("treatment: need at least two arms")
@@ -426,27 +457,36 @@ class SurvivalSelector:
             return models[0].predict_survival(X, times)
         return np.stack([m.predict_survival(X, times) for m in models], axis=1)
 
-    def predict_survival(self, X: Any, times: Any) -> NDArray[np.float64]:
+    def predict_survival(self, X: Any, times: Any, *, sites: Any = None) -> NDArray[np.float64]:
         """``S_a(t | x)`` for every arm: shape (n, n_arms, len(times))."""
-        X = np.asarray(X, dtype=float)
+        X = self.harmonise(X, sites)
         return self._rfs(self.models_, X, np.atleast_1d(np.asarray(times, dtype=float)))
 
-    def predict_rfs(self, X: Any) -> NDArray[np.float64]:
+    def predict_rfs(self, X: Any, *, sites: Any = None) -> NDArray[np.float64]:
         """Relapse-free probability at the horizon under every arm, shape (n, n_arms)."""
-        return self.predict_survival(X, [self.horizon])[..., 0]
+        return self.predict_survival(X, [self.horizon], sites=sites)[..., 0]
 
-    def predict_interval(self, X: Any) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def predict_draws(self, X: Any, *, sites: Any = None) -> NDArray[np.float64]:
+        """:meth:`predict_rfs` of every bootstrap refit: shape (n_bootstrap, n, n_arms)."""
+        if not self.boot_:
+            raise BrainmatchInputError("no bootstrap refits: set n_bootstrap > 0 before fit")
+        X = self.harmonise(X, sites)
+        return np.stack([self._rfs(m, X, np.array([self.horizon]))[..., 0] for m in self.boot_])
+
+    def predict_interval(
+        self, X: Any, *, sites: Any = None
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Bootstrap percentile interval of :meth:`predict_rfs` (needs ``n_bootstrap``)."""
         if not self.boot_:
             raise BrainmatchInputError("no bootstrap refits: set n_bootstrap > 0 before fit")
-        X = np.asarray(X, dtype=float)
+        X = self.harmonise(X, sites)
         draws = np.stack([self._rfs(m, X, np.array([self.horizon]))[..., 0] for m in self.boot_])
         a = (1 - self.level) / 2
         return np.quantile(draws, a, axis=0), np.quantile(draws, 1 - a, axis=0)
 
-    def recommend(self, X: Any) -> NDArray[np.str_]:
+    def recommend(self, X: Any, *, sites: Any = None) -> NDArray[np.str_]:
         """The arm with the highest predicted relapse-free probability at the horizon."""
-        return np.array(self.arms_)[np.argmax(self.predict_rfs(X), axis=1)]
+        return np.array(self.arms_)[np.argmax(self.predict_rfs(X, sites=sites), axis=1)]
 
 
 class _StratifiedInteractionCox:

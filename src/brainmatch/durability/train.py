@@ -84,6 +84,7 @@ def train_durability(
     time_unit: str = "weeks",
     covariates: list[str] | tuple[str, ...] = (),
     session: str | None = None,
+    site_column: str | None = None,
     model: str = "lasso-cox",
     penalizer: float | str | None = None,
     n_splits: int = 5,
@@ -98,8 +99,10 @@ def train_durability(
     Parameters
     ----------
     features, outcomes, treatment_column, time_column, event_column, horizon, time_unit,
-    covariates, session
-        See :func:`~brainmatch.durability.run.durability_analysis`.
+    covariates, session, site_column
+        See :func:`~brainmatch.durability.run.durability_analysis` (with ``site_column`` the
+        saved model holds the ComBat fitted on every patient; ``recommend`` then needs each
+        patient's site).
     out_dir : path
         Receives ``metrics.json``, ``predictions.tsv``, ``report.html`` and ``model.npz``.
     model : str
@@ -142,6 +145,7 @@ def train_durability(
         event_column=event_column,
         covariates=covariates,
         session=session,
+        site_column=site_column,
     )
     res = validate_durability(
         d["X"],
@@ -149,6 +153,7 @@ def train_durability(
         d["event"],
         d["arm"],
         ids=d["ids"],
+        sites=d["site"],
         horizon=h,
         model=model,
         penalizer=penalizer,
@@ -162,7 +167,7 @@ def train_durability(
     res.params.update({"time_unit": time_unit, "features": d["features"], "sources": d["sources"]})
     sel = SurvivalSelector(
         horizon=h, model=model, penalizer=penalizer, n_bootstrap=n_bootstrap, seed=seed
-    ).fit(d["X"], d["time"], d["event"], d["arm"])
+    ).fit(d["X"], d["time"], d["event"], d["arm"], sites=d["site"])
     selection = selection_summary(res.metrics)
     metrics = {
         "generated_by": "brainmatch train (durability)",
@@ -191,6 +196,7 @@ def train_durability(
             "time_column": time_column,
             "event_column": event_column,
             "session": session,
+            "site_column": site_column,
             "n_bootstrap": n_bootstrap,
             "seed": seed,
             "model": model,
