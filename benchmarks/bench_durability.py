@@ -9,9 +9,9 @@ selection by predicted relapse-free survival recovers on simulated follow-up.
    T-learner, and ``auto``, chosen among them by inner CV): the true RMST (to 52 weeks)
    gain of the out-of-fold policy over the best single arm, as a share of the oracle's
    gain (mean with its Monte-Carlo standard error over seeds, and median); the estimated
-   gain with its bootstrap CI; one permutation test.
-
-3. The same with the features harmonised by site (ComBat in every training fold).
+   gain with its bootstrap CI.
+3. One permutation test (49 reruns of the whole cross-validation).
+4. ``lasso-cox`` with the features harmonised by site (ComBat in every training fold).
 
 Run: ``.venv/bin/python benchmarks/bench_durability.py`` (``... site``: only the last
 section), on the shared, loaded 2-core development machine.
