@@ -135,7 +135,7 @@ def train(
     time_column: str | None = typer.Option(
         None,
         "--time-column",
-        help="Time to relapse or censoring: train a durability (per-arm Cox) model instead "
+        help="Time to relapse or censoring: train a durability (survival) model instead "
         "of an outcome model (see brainmatch durability).",
     ),
     event_column: str | None = typer.Option(

@@ -257,6 +257,8 @@ def recommend_durability(
     model_summary = {
         "path": str(model_path),
         "kind": "durability",
+        "learner": sel.model_,
+        "site_harmonisation": sel.combat_ is not None,
         "brainmatch_version": meta["brainmatch_version"],
         "arms": arms,
         "horizon": h,
