@@ -225,8 +225,12 @@ def test_bad_inputs_name_the_flag(tables: tuple[Path, Path, Path], tmp_path: Pat
     r = runner.invoke(app, [*args, "--outcome-column", "hamd_week8"])
     assert r.exit_code == 2 and "--outcome-column" in _one_error(r.output)
     # continuous-model options are refused, not silently ignored
-    r = runner.invoke(app, [*args, "--site-column", "site"])
-    assert r.exit_code == 2 and "--site-column: not used with --time-column" in _one_error(r.output)
+    r = runner.invoke(app, [*args, "--baseline-column", "hamd_baseline"])
+    assert r.exit_code == 2
+    assert "--baseline-column: not used with --time-column" in _one_error(r.output)
+    r = runner.invoke(app, [*args, "--followup-scores", str(fu)])
+    assert r.exit_code == 2
+    assert "--followup-scores: not used with --time-column" in _one_error(r.output)
 
 
 def test_signed_but_implausible_model_is_refused(
