@@ -197,7 +197,10 @@ def tables(tmp_path: Path) -> tuple[Path, Path, Path]:
     return fp, pp, tmp_path / "phenotype" / "followup.tsv"
 
 
-@pytest.mark.parametrize("model", ["lasso-cox", "per-arm", "interaction", "pseudo", "auto"])
+@pytest.mark.parametrize(
+    "model",
+    ["lasso-cox", "per-arm", "interaction", "pseudo", pytest.param("auto", marks=pytest.mark.slow)],
+)
 def test_cli_durability(tables: tuple[Path, Path, Path], tmp_path: Path, model: str) -> None:
     fp, pp, fu = tables
     out = tmp_path / f"out-{model}"

@@ -289,7 +289,9 @@ def test_supported_model_states_preferences_only_with_interval(tmp_path: Path) -
     assert agree > 0.7
 
 
-@pytest.mark.parametrize("learner", ["pseudo", "per-arm", "auto"])
+@pytest.mark.parametrize(
+    "learner", ["pseudo", "per-arm", pytest.param("auto", marks=pytest.mark.slow)]
+)
 def test_train_survival_model_values_through_the_cli(
     learner: str, tables: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
