@@ -383,6 +383,7 @@ def test_cli_durability_site_column(tables: tuple[Path, Path, Path], tmp_path: P
         and len(res["harmonised_sites"]) == 2
     )
     assert res["metrics"]["uno_c"] == pytest.approx(api.metrics["uno_c"], abs=1e-12)
+    assert "harmonised across 2 sites by ComBat" in res["description"]
     r = runner.invoke(
         app,
         [

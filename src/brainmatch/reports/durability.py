@@ -24,6 +24,13 @@ def methods_text(result: DurabilityResult) -> str:
         "probability at 27 times up to the horizon (Andersen & Perme 2010)",
     }
     chosen = m.get("model_chosen") or {}
+    sites = p.get("harmonised_sites")
+    harm = (
+        f", harmonised across {len(sites)} sites by ComBat (empirical Bayes) fitted inside "
+        "every training fold"
+        if sites
+        else ""
+    )
     if p["model"] == "auto":
         shares = ", ".join(f"{k} in {v:.0%}" for k, v in sorted(chosen.items()))
         model = (
@@ -45,7 +52,7 @@ def methods_text(result: DurabilityResult) -> str:
     return (
         f"Time to relapse of {p['n']} patients ({p['n_events']} relapses) was modelled with "
         f"{model} on {p['n_features']} "
-        f"features.  Each patient's relapse-free probability at {p['horizon']:g} "
+        f"features{harm}.  Each patient's relapse-free probability at {p['horizon']:g} "
         f"{p.get('time_unit', 'time units')} under every arm was predicted out of fold "
         f"({p['n_splits']}-fold cross-validation stratified by arm and event, repeated "
         f"{p['n_repeats']} times) and the arm with the highest was recommended.  "
