@@ -4,18 +4,23 @@ selection by predicted relapse-free survival recovers on simulated follow-up.
 1. Rossi recidivism data (shipped with lifelines): brainmatch's ``CoxModel`` against
    lifelines' ``CoxPHFitter`` in the same process (coefficients, concordance).
 2. Simulated follow-up (``simulate/followup.py``), 400 patients, CBT vs SSRI, brain
-   moderator of durability 1.0 log-HR per SD (and the null, 0), ``N_SEEDS`` seeds: the
-   true RMST (to 52 weeks) gain of the out-of-fold policy over the best single arm, as a
-   share of the oracle's gain; the estimated gain with its bootstrap CI; one permutation
-   test.
+   moderator of durability 1.0 log-HR per SD (and the null, 0), ``N_SEEDS`` seeds, for
+   every learner (ridge Cox per arm, lasso Cox per arm, the pseudo-observation lasso
+   T-learner, and ``auto``, chosen among them by inner CV): the true RMST (to 52 weeks)
+   gain of the out-of-fold policy over the best single arm, as a share of the oracle's
+   gain (mean with its Monte-Carlo standard error over seeds, and median); the estimated
+   gain with its bootstrap CI.
+3. One permutation test (49 reruns of the whole cross-validation).
+4. ``lasso-cox`` with the features harmonised by site (ComBat in every training fold).
 
-Run: ``.venv/bin/python benchmarks/bench_durability.py`` (on the shared, loaded 2-core
-development machine).
+Run: ``.venv/bin/python benchmarks/bench_durability.py`` (``... site``: only the last
+section), on the shared, loaded 2-core development machine.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +31,7 @@ from brainmatch.simulate.followup import draw_followup
 from brainmatch.validation.synthetic import measured_features
 
 N_SEEDS = 10
+LEARNERS = ("per-arm", "lasso-cox", "pseudo", "auto")
 ROSSI = ["fin", "age", "race", "wexp", "mar", "paro", "prio"]
 
 
@@ -48,7 +54,13 @@ def rossi() -> None:
     )
 
 
-def simulated(effect: float, seed: int, n_permutations: int = 0) -> dict[str, float]:
+def simulated(
+    effect: float,
+    seed: int,
+    n_permutations: int = 0,
+    model: str = "lasso-cox",
+    harmonise: bool = False,
+) -> dict[str, Any]:
     trial = draw_trial(TrialSpec(n_subjects=400, n_sites=3, seed=seed))
     fu, truth, _ = draw_followup(trial, durability_effect=effect)
     f = measured_features(trial, n_noise=20, reliability=0.9, seed=seed)
@@ -59,6 +71,8 @@ def simulated(effect: float, seed: int, n_permutations: int = 0) -> dict[str, fl
         fu["relapse_weeks"].to_numpy()[keep],
         fu["relapse"].to_numpy(float)[keep],
         trial.truth["arm"].to_numpy()[keep],
+        model=model,
+        sites=trial.truth["site"].to_numpy()[keep] if harmonise else None,
         n_bootstrap=300,
         n_permutations=n_permutations,
         seed=seed,
@@ -78,53 +92,87 @@ def simulated(effect: float, seed: int, n_permutations: int = 0) -> dict[str, fl
         "ci_high": g["ci_high"],
         "uno_c": res.metrics["uno_c"],
         "events": res.params["n_events"],
+        "chosen": res.metrics["model_chosen"],
     }
     if n_permutations:
         out["permutation_p"] = res.metrics["permutation_p"]
     return out
 
 
+def summary(effect: float, model: str, harmonise: bool = False) -> None:
+    """One learner over ``N_SEEDS`` seeds."""
+    t0 = time.perf_counter()
+    rows = [simulated(effect, 100 + s, model=model, harmonise=harmonise) for s in range(N_SEEDS)]
+    secs = time.perf_counter() - t0
+    share = np.array([r["true_gain"] / r["oracle_gain"] for r in rows if r["oracle_gain"] > 0])
+    label = f"{model} + ComBat by site" if harmonise else model
+    print(f"   {label:<10} ({secs:.0f} s)")
+    print(
+        f"      oracle gain {np.mean([r['oracle_gain'] for r in rows]):.2f} weeks; learned "
+        f"policy's true gain {np.mean([r['true_gain'] for r in rows]):.2f} weeks"
+    )
+    if effect > 0 and share.size:
+        se = share.std(ddof=1) / np.sqrt(share.size)
+        print(
+            f"      share of the oracle's gain: mean {share.mean():.0%} (Monte-Carlo SE "
+            f"{se:.0%}), median {np.median(share):.0%}, range {share.min():.0%} to "
+            f"{share.max():.0%}"
+        )
+    print(
+        f"      estimated gain's CI above 0 in {sum(r['ci_low'] > 0 for r in rows)} of "
+        f"{N_SEEDS} seeds; Uno's C {np.mean([r['uno_c'] for r in rows]):.3f}"
+    )
+    if model == "auto":
+        chosen: dict[str, float] = {}
+        for r in rows:
+            for k, v in r["chosen"].items():
+                chosen[k] = chosen.get(k, 0.0) + v / len(rows)
+        print(
+            "      chosen in the outer folds: "
+            + ", ".join(f"{k} {v:.0%}" for k, v in sorted(chosen.items()))
+        )
+
+
+def site_section() -> None:
+    """The default learner with the features harmonised by site (ComBat in every fold)."""
+    print(
+        f"\n4. lasso-cox with --site-column (ComBat fitted in every training fold), same "
+        f"{N_SEEDS} seeds; the simulated features carry site shifts and scalings"
+    )
+    for effect in (1.0, 0.0):
+        print(f"  durability effect {effect}:")
+        summary(effect, "lasso-cox", harmonise=True)
+
+
 def main() -> None:
     """Print the Rossi comparison and the simulated recovery."""
+    import sys
+
+    if sys.argv[1:] == ["site"]:  # only section 4
+        site_section()
+        return
     rossi()
+    print(
+        f"\n2. simulated follow-up, {N_SEEDS} seeds (100-{99 + N_SEEDS}), 400 patients each, "
+        "23 features (3 measured markers + 20 noise); timings on a shared, loaded 2-core machine"
+    )
     for effect in (1.0, 0.0):
-        t0 = time.perf_counter()
-        rows = [simulated(effect, 100 + s) for s in range(N_SEEDS)]
-        share = [r["true_gain"] / r["oracle_gain"] for r in rows if r["oracle_gain"] > 0]
-        print(
-            f"\n2. durability effect {effect}: {N_SEEDS} seeds, 400 patients each "
-            f"({time.perf_counter() - t0:.0f} s)"
-        )
-        print(
-            "   oracle gain (weeks of RMST to 52): mean "
-            f"{np.mean([r['oracle_gain'] for r in rows]):.2f}"
-        )
-        print(
-            "   true gain of the learned policy:  mean "
-            f"{np.mean([r['true_gain'] for r in rows]):.2f}"
-        )
-        if share:
-            print(
-                f"   share of the oracle's gain recovered: median {np.median(share):.0%} "
-                f"(range {min(share):.0%} to {max(share):.0%})"
-            )
-        print(
-            "   estimated gain with CI above 0 in "
-            f"{sum(r['ci_low'] > 0 for r in rows)} of {N_SEEDS} seeds"
-        )
-        print(f"   Uno's C: mean {np.mean([r['uno_c'] for r in rows]):.3f}")
+        print(f"  durability effect {effect}:")
+        for model in LEARNERS:
+            summary(effect, model)
     t0 = time.perf_counter()
     one = simulated(1.0, 100, n_permutations=49)
     print(
-        f"\n3. permutation test (seed 100, 49 permutations, {time.perf_counter() - t0:.0f} s): "
-        f"gain {one['estimate']:.2f} [{one['ci_low']:.2f}, {one['ci_high']:.2f}], "
-        f"p = {one['permutation_p']:.3f}"
+        f"\n3. permutation test, lasso-cox (seed 100, 49 permutations, "
+        f"{time.perf_counter() - t0:.0f} s): gain {one['estimate']:.2f} "
+        f"[{one['ci_low']:.2f}, {one['ci_high']:.2f}], p = {one['permutation_p']:.3f}"
     )
     zero = simulated(0.0, 100, n_permutations=49)
     print(
         f"   null (effect 0): gain {zero['estimate']:.2f} [{zero['ci_low']:.2f}, "
         f"{zero['ci_high']:.2f}], p = {zero['permutation_p']:.3f}"
     )
+    site_section()
 
 
 if __name__ == "__main__":

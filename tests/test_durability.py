@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -77,7 +78,7 @@ def test_metrics_without_censoring_reduce_to_their_definitions() -> None:
     assert M.uno_c(t, e, risk) > 0.65
 
 
-def _followup_data(effect: float, n: int = 300, seed: int = 5) -> tuple[np.ndarray, ...]:
+def _followup_data(effect: float, n: int = 300, seed: int = 5) -> tuple[Any, ...]:
     trial = draw_trial(TrialSpec(n_subjects=n, n_sites=3, seed=seed))
     fu, truth, _ = draw_followup(trial, durability_effect=effect)
     f = measured_features(trial, n_noise=5, reliability=0.9, seed=1)
@@ -119,6 +120,42 @@ def test_policy_recovers_most_of_oracle_gain_and_null_claims_none() -> None:
     X, t, e, arm, truth = _followup_data(0.0, n=400)
     null = validate_durability(X, t, e, arm, n_bootstrap=200)
     assert null.metrics["policy_rmst_gain"]["ci_low"] <= 0
+    null = validate_durability(X, t, e, arm, model="pseudo", n_bootstrap=200)
+    assert null.metrics["policy_rmst_gain"]["ci_low"] <= 0
+
+
+def test_pseudo_observations_without_censoring_are_the_indicators() -> None:
+    """Without censoring the jackknife pseudo-observation of S(t) is 1[T > t] exactly;
+    with censoring their mean is close to the Kaplan-Meier estimate (Andersen & Perme 2010)."""
+    from brainmatch.durability.metrics import kaplan_meier, pseudo_survival, step_at
+
+    rng = np.random.default_rng(0)
+    t = rng.exponential(50, 200)
+    grid = np.array([10.0, 30.0, 52.0])
+    ps = pseudo_survival(t, np.ones(200), grid)
+    np.testing.assert_allclose(ps, (t[:, None] > grid[None, :]).astype(float), atol=1e-12)
+    c = rng.uniform(20, 120, 200)
+    obs, ev = np.minimum(t, c), (t <= c).astype(float)
+    ps = pseudo_survival(obs, ev, grid)
+    kt, ks = kaplan_meier(obs, ev)
+    np.testing.assert_allclose(ps.mean(axis=0), step_at(kt, ks, grid), atol=0.01)
+
+
+def test_pseudo_learner_and_auto_choice() -> None:
+    X, t, e, arm, truth = _followup_data(1.0, n=300)
+    sel = SurvivalSelector(horizon=52, model="pseudo").fit(X, t, e, arm)
+    curves = sel.predict_survival(X[:20], np.linspace(0, 52, 27))
+    assert np.allclose(curves[..., 0], 1.0) and np.all(np.diff(curves, axis=-1) <= 1e-12)
+    np.testing.assert_allclose(sel.predict_rfs(X[:20]), curves[..., -1], atol=1e-12)
+    # the lasso keeps the moderator: the recommendation agrees with the truth's durable arm
+    agree = (sel.recommend(X) == truth["durable_arm"].to_numpy()).mean()
+    assert agree > 0.6
+    auto = SurvivalSelector(horizon=52, model="auto").fit(X, t, e, arm)
+    assert auto.model_ == max(auto.model_scores_, key=lambda k: auto.model_scores_[k])
+    with pytest.raises(BrainmatchInputError, match="not used with model 'auto'"):
+        SurvivalSelector(model="auto", penalizer=0.1).fit(X, t, e, arm)
+    with pytest.raises(BrainmatchInputError, match="model 'forest'"):
+        SurvivalSelector(model="forest").fit(X, t, e, arm)
 
 
 def test_selector_interval_and_interaction_model() -> None:
@@ -160,7 +197,10 @@ def tables(tmp_path: Path) -> tuple[Path, Path, Path]:
     return fp, pp, tmp_path / "phenotype" / "followup.tsv"
 
 
-@pytest.mark.parametrize("model", ["per-arm", "interaction"])
+@pytest.mark.parametrize(
+    "model",
+    ["lasso-cox", "per-arm", "interaction", "pseudo", pytest.param("auto", marks=pytest.mark.slow)],
+)
 def test_cli_durability(tables: tuple[Path, Path, Path], tmp_path: Path, model: str) -> None:
     fp, pp, fu = tables
     out = tmp_path / f"out-{model}"
@@ -311,3 +351,45 @@ def test_simulate_followup_cli(tmp_path: Path) -> None:
     trial = draw_trial(TrialSpec(n_subjects=6, n_sites=1, n_volumes=20, seed=2))
     expected, _, _ = draw_followup(trial, durability_effect=0.0)
     np.testing.assert_allclose(fu["relapse_weeks"], expected["relapse_weeks"].astype(float))
+
+
+def test_cli_durability_site_column(tables: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """durability --site-column: ComBat inside every training fold, as the API."""
+    fp, pp, fu = tables
+    out = tmp_path / "site"
+    r = runner.invoke(
+        app,
+        [
+            *("durability", "--features", str(fp), "--outcomes", str(pp), "--outcomes", str(fu)),
+            *("--treatment-column", "arm", "--time-column", "relapse_weeks"),
+            *("--event-column", "relapse", "--site-column", "site", "--n-bootstrap", "20"),
+            *("--n-repeats", "1", "--out", str(out)),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    api = durability_analysis(
+        fp,
+        [pp, fu],
+        treatment_column="arm",
+        time_column="relapse_weeks",
+        event_column="relapse",
+        site_column="site",
+        n_bootstrap=20,
+        n_repeats=1,
+    )
+    assert (
+        res["harmonised_sites"] == api.params["harmonised_sites"]
+        and len(res["harmonised_sites"]) == 2
+    )
+    assert res["metrics"]["uno_c"] == pytest.approx(api.metrics["uno_c"], abs=1e-12)
+    assert "harmonised across 2 sites by ComBat" in res["description"]
+    r = runner.invoke(
+        app,
+        [
+            *("durability", "--features", str(fp), "--outcomes", str(pp), "--outcomes", str(fu)),
+            *("--treatment-column", "arm", "--time-column", "relapse_weeks"),
+            *("--event-column", "relapse", "--site-column", "scanner", "--out", str(out / "x")),
+        ],
+    )
+    assert r.exit_code == 2 and "--site-column 'scanner': no such column" in r.output

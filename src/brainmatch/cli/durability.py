@@ -23,9 +23,23 @@ def durability(
     time_unit: str = typer.Option("weeks", "--time-unit", help="Unit of --time-column."),
     covariates: str = typer.Option("", "--covariates", help="Comma-separated extra predictors."),
     session: str | None = typer.Option(None, "--session", help="Session of a long table."),
-    model: str = typer.Option("per-arm", "--model", help="per-arm or interaction."),
-    penalizer: str = typer.Option(
-        "0.5", "--penalizer", help="L2 penalty (standardised), or auto (inner 3-fold CV)."
+    site_column: str | None = typer.Option(
+        None,
+        "--site-column",
+        help="Site of each patient: features harmonised by ComBat inside every training fold.",
+    ),
+    model: str = typer.Option(
+        "lasso-cox",
+        "--model",
+        help="lasso-cox (L1 Cox per arm), per-arm (ridge Cox per arm), interaction (ridge Cox "
+        "stratified by arm with arm-by-feature interactions), pseudo (lasso T-learner on "
+        "pseudo-observations) or auto (chosen by inner CV of the policy's RMST).",
+    ),
+    penalizer: str | None = typer.Option(
+        None,
+        "--penalizer",
+        help="Cox penalty on standardised features (default 0.05 lasso-cox, 0.5 per-arm / "
+        "interaction), or auto (inner 3-fold CV).",
     ),
     n_splits: int = typer.Option(5, "--n-splits", help="Folds."),
     n_repeats: int = typer.Option(2, "--n-repeats", help="Repeats of k-fold CV."),
@@ -39,10 +53,10 @@ def durability(
     from brainmatch.durability.run import durability_analysis
     from brainmatch.errors import BrainmatchInputError
 
-    pen: float | str
-    if penalizer.strip().lower() == "auto":
+    pen: float | str | None = None
+    if penalizer is not None and penalizer.strip().lower() == "auto":
         pen = "auto"
-    else:
+    elif penalizer is not None:
         try:
             pen = float(penalizer)
         except ValueError:
@@ -60,6 +74,7 @@ def durability(
         time_unit=time_unit,
         covariates=[c.strip() for c in covariates.split(",") if c.strip()],
         session=session,
+        site_column=site_column,
         model=model,
         penalizer=pen,
         n_splits=n_splits,

@@ -63,6 +63,7 @@ def recommend(
                 input,
                 out,
                 clinical=clinical,
+                derivatives=derivatives,
                 participant=participant_label or None,
                 trust_model=trust_unsigned,
             )

@@ -135,7 +135,7 @@ def train(
     time_column: str | None = typer.Option(
         None,
         "--time-column",
-        help="Time to relapse or censoring: train a durability (per-arm Cox) model instead "
+        help="Time to relapse or censoring: train a durability (survival) model instead "
         "of an outcome model (see brainmatch durability).",
     ),
     event_column: str | None = typer.Option(
@@ -145,11 +145,40 @@ def train(
         "52w", "--horizon", help="With --time-column: e.g. 52w, 12m, 1y, or a number."
     ),
     time_unit: str = typer.Option("weeks", "--time-unit", help="Unit of --time-column."),
-    penalizer: str = typer.Option(
-        "0.5", "--penalizer", help="With --time-column: Cox L2 penalty, or auto (inner CV)."
+    penalizer: str | None = typer.Option(
+        None,
+        "--penalizer",
+        help="With --time-column: Cox penalty (default 0.05 lasso-cox, 0.5 per-arm), or auto "
+        "(inner CV).",
+    ),
+    survival_model: str = typer.Option(
+        "lasso-cox",
+        "--survival-model",
+        help="With --time-column: lasso-cox (L1 Cox per arm), per-arm (ridge Cox per arm), "
+        "pseudo (lasso T-learner on pseudo-observations of relapse-free survival) or auto "
+        "(chosen by inner CV of the policy's RMST).",
     ),
     n_bootstrap: int = typer.Option(
         200, "--n-bootstrap", help="With --time-column: bootstrap refits / gain CI resamples."
+    ),
+    followup_scores: Path | None = typer.Option(
+        None,
+        "--followup-scores",
+        help="Long table of repeated follow-up scores (participant_id, --followup-time-column, "
+        "and the --outcome-column score): the outcome becomes each patient's sustained score "
+        "(--followup-summary).",
+    ),
+    followup_time_column: str = typer.Option(
+        "week", "--followup-time-column", help="Time column of --followup-scores."
+    ),
+    followup_summary: str = typer.Option(
+        "auc",
+        "--followup-summary",
+        help="auc (time-averaged score), last, slope, or mixed (per-patient mean from a "
+        "random-slope mixed model).",
+    ),
+    followup_until: float | None = typer.Option(
+        None, "--followup-until", help="Last follow-up time used (default: every visit)."
     ),
 ) -> None:
     """Train a treatment-selection model with nested cross-validation and write its report.
@@ -161,8 +190,8 @@ def train(
     # --- durability branch: time to relapse with censoring (brainmatch.durability) ---
     if time_column is not None or event_column is not None:
         unused = {
+            "--followup-scores": followup_scores is not None,
             "--baseline-column": baseline_column is not None,
-            "--site-column": site_column is not None,
             "--better": better is not None,
             "--threshold": threshold is not None,
             "--cv": cv != "repeated-kfold",
@@ -172,8 +201,8 @@ def train(
         for flag, given in unused.items():
             if given:
                 raise BrainmatchInputError(
-                    f"{flag}: not used with --time-column (a per-arm Cox model; add baseline "
-                    "or site columns through --covariates)"
+                    f"{flag}: not used with --time-column (a survival model; add baseline "
+                    "columns through --covariates)"
                 )
         _train_durability(
             features=features,
@@ -187,6 +216,8 @@ def train(
             horizon=horizon,
             time_unit=time_unit,
             penalizer=penalizer,
+            survival_model=survival_model,
+            site_column=site_column,
             covs=covs,
             session=session,
             n_splits=n_splits,
@@ -199,16 +230,42 @@ def train(
         return
     if outcome_column is None:
         raise BrainmatchInputError("--outcome-column: required (or --time-column/--event-column)")
+    if survival_model != "lasso-cox" or penalizer is not None:
+        flag = "--penalizer" if penalizer is not None else "--survival-model"
+        raise BrainmatchInputError(f"{flag}: only with --time-column / --event-column")
     n_repeats = 10 if n_repeats is None else n_repeats
     n_permutations = 1000 if n_permutations is None else n_permutations
     from brainmatch.reports.selection import write_train_report
     from brainmatch.selection import train as train_fn
 
-    claim = output_folder(out, "train", overwrite=overwrite, inputs=[features, *outcomes])
+    tables: list[object] = list(outcomes)
+    if followup_scores is not None:  # repeated scores -> one sustained outcome per patient
+        from brainmatch.durability.followup import summarise_followup
+
+        try:
+            sustained = summarise_followup(
+                followup_scores,
+                score_column=outcome_column,
+                time_column=followup_time_column,
+                method=followup_summary,
+                until=followup_until,
+            )
+        except BrainmatchInputError as exc:
+            msg = exc.reason.replace("score_column", "--outcome-column")
+            msg = msg.replace("time_column", "--followup-time-column")
+            raise BrainmatchInputError(
+                msg.replace("method ", "--followup-summary "), exc.path
+            ) from None
+        tables.append(sustained)
+        outcome_column = str(sustained.columns[1])
+        echo_kv("sustained outcome", {"column": outcome_column, "patients": len(sustained)})
+    claim = output_folder(
+        out, "train", overwrite=overwrite, inputs=[features, *outcomes, followup_scores]
+    )
     with claim, flag_errors(), progress_bar("cross-validating") as update:
         result = train_fn(
             features,
-            outcomes,
+            tables,
             treatment_column=treatment_column,
             outcome_column=outcome_column,
             out_dir=out,
@@ -286,7 +343,9 @@ def _train_durability(
     outcome_column: str | None,
     horizon: str,
     time_unit: str,
-    penalizer: str,
+    penalizer: str | None,
+    survival_model: str,
+    site_column: str | None,
     covs: tuple[str, ...],
     session: str | None,
     n_splits: int,
@@ -306,8 +365,10 @@ def _train_durability(
         raise BrainmatchInputError(f"{flag}: required with --time-column / --event-column")
     if outcome_column is not None:
         raise BrainmatchInputError("--outcome-column: not used with --time-column; pass one")
-    pen: float | str = "auto"
-    if penalizer.strip().lower() != "auto":
+    pen: float | str | None = penalizer
+    if penalizer is not None and penalizer.strip().lower() == "auto":
+        pen = "auto"
+    elif penalizer is not None:
         try:
             pen = float(penalizer)
         except ValueError:
@@ -327,6 +388,8 @@ def _train_durability(
             time_unit=time_unit,
             covariates=covs,
             session=session,
+            site_column=site_column,
+            model=survival_model,
             penalizer=pen,
             n_splits=n_splits,
             n_repeats=n_repeats,

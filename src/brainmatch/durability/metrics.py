@@ -148,3 +148,27 @@ def calibration_at(
             }
         )
     return out
+
+
+def pseudo_survival(time: Array, event: Array, times: Array) -> Array:
+    """Jackknife pseudo-observations of the Kaplan-Meier survival at ``times``.
+
+    ``n S(t) - (n - 1) S_{-i}(t)`` for every patient ``i`` (Andersen & Perme 2010, Stat
+    Methods Med Res): under independent censoring their conditional mean given covariates
+    is the patient's survival probability, so they can be regressed on covariates with any
+    regression learner.  Shape (n, len(times)).
+    """
+    time = np.asarray(time, dtype=float)
+    event = np.asarray(event, dtype=float)
+    times = np.atleast_1d(np.asarray(times, dtype=float))
+    n = time.size
+    kt, ks = kaplan_meier(time, event)
+    full = step_at(kt, ks, times)
+    out = np.empty((n, times.size))
+    keep = np.ones(n, dtype=bool)
+    for i in range(n):
+        keep[i] = False
+        lt, ls = kaplan_meier(time[keep], event[keep])
+        out[i] = n * full - (n - 1) * step_at(lt, ls, times)
+        keep[i] = True
+    return out

@@ -43,18 +43,36 @@ class DurabilityRecommendation:
 
 
 def _table(
-    input: str | Path | pd.DataFrame, clinical: str | Path | pd.DataFrame | None
+    input: str | Path | pd.DataFrame,
+    clinical: str | Path | pd.DataFrame | None,
+    *,
+    meta: dict[str, Any],
+    out_dir: str | Path | None,
+    derivatives: str | Path | None,
+    participant: list[str] | None,
 ) -> tuple[pd.DataFrame, str]:
+    """The patients' feature table: read, or extracted from a BIDS / fMRIPrep ``input`` with
+    the training features' atlas and options (as for outcome models)."""
     from brainmatch.selection.data import ID, one_row_per_participant, read_table
 
     if isinstance(input, str | Path) and Path(input).is_dir():
-        raise BrainmatchInputError(
-            "a durability model takes a feature table (run `brainmatch extract` first), not a "
-            "BIDS folder",
-            input,
+        from brainmatch.selection.recommend import _extract_bids
+
+        if out_dir is None:
+            raise BrainmatchInputError("a BIDS INPUT needs an output folder for its features")
+        table = _extract_bids(
+            meta,
+            Path(input),
+            Path(out_dir),
+            None if derivatives is None else Path(derivatives),
+            participant,
         )
-    table, tname = read_table(input, "features")
-    table = one_row_per_participant(table, tname, None)
+        tname = str(input)
+        # the training table's session (train --session), e.g. the baseline scan
+        table = one_row_per_participant(table, tname, (meta.get("options") or {}).get("session"))
+    else:
+        table, tname = read_table(input, "features")
+        table = one_row_per_participant(table, tname, None)
     if clinical is not None:
         ctab, cname = read_table(clinical, "clinical")
         ctab = one_row_per_participant(ctab, cname, None)
@@ -69,6 +87,7 @@ def recommend_durability(
     out_dir: str | Path | None = None,
     *,
     clinical: str | Path | pd.DataFrame | None = None,
+    derivatives: str | Path | None = None,
     participant: list[str] | None = None,
     trust_model: bool = False,
 ) -> DurabilityRecommendation:
@@ -79,14 +98,19 @@ def recommend_durability(
     model_path : path
         ``model.npz`` written by ``brainmatch train --time-column``.
     input : path or DataFrame
-        Feature table of one or many patients.
+        Feature table of one or many patients, or a BIDS folder with fMRIPrep derivatives:
+        its features are then extracted into ``out_dir/features`` with the atlas and
+        options recorded from the training table's ``features.json`` (as
+        :func:`brainmatch.selection.recommend` does for outcome models).
     out_dir : path, optional
         Receives ``recommend.json`` and ``recommend.tsv`` (``report.html``:
         :func:`brainmatch.reports.durability.write_recommend_report`).
     clinical : path or DataFrame, optional
         Table with the covariates the model needs when ``input`` lacks them.
+    derivatives : path, optional
+        fMRIPrep folder of a BIDS ``input`` (default ``input/derivatives/fmriprep``).
     participant : list of str, optional
-        Keep these participants.
+        Keep these participants (of a BIDS ``input``: extract only these).
     trust_model : bool
         Load an unsigned model, or one signed with another key, with a warning.
 
@@ -100,7 +124,14 @@ def recommend_durability(
 
     sel, meta = load_durability_model(model_path, trust=trust_model)
     names: list[str] = meta["features"]
-    table, tname = _table(input, clinical)
+    table, tname = _table(
+        input,
+        clinical,
+        meta=meta,
+        out_dir=out_dir,
+        derivatives=derivatives,
+        participant=participant,
+    )
     if participant:
         want = {p.removeprefix("sub-") for p in participant}
         table = table[table[ID].astype(str).str.removeprefix("sub-").isin(want)]
@@ -126,14 +157,35 @@ def recommend_durability(
     n_imputed = np.isnan(X).sum(axis=1)
     med = np.asarray(meta["medians"], dtype=float)
     X = np.where(np.isnan(X), med[None, :], X)
+    sites = None
+    site_caveats: dict[str, str] = {}
+    if sel.combat_ is not None:
+        site_col = (meta.get("options") or {}).get("site_column") or "site"
+        if site_col not in table.columns or table[site_col].isna().any():
+            raise BrainmatchInputError(
+                f"the model harmonises sites: every patient needs a value in column "
+                f"{site_col!r} (pass it in the table or with --clinical)",
+                tname,
+            )
+        sites = table[site_col].astype(str).to_numpy()
+        for lab, how in sel.combat_.site_status(sites).items():
+            if how == "estimated":
+                site_caveats[lab] = (
+                    f"site {lab!r} was not in the training data; its scanner effects were "
+                    "estimated from this batch's patients"
+                )
+            elif how == "unadjusted":
+                site_caveats[lab] = (
+                    f"site {lab!r} was not in the training data and too few of its patients "
+                    "are in this batch to estimate its scanner effects: features are not "
+                    "harmonised, predictions may be shifted"
+                )
     arms = sel.arms_
     h = sel.horizon
-    rfs = sel.predict_rfs(X)
+    rfs = sel.predict_rfs(X, sites=sites)
     grid = curve_times(h)
-    curves = sel.predict_survival(X, grid)
-    draws = (
-        np.stack([sel._rfs(m, X, np.array([h]))[..., 0] for m in sel.boot_]) if sel.boot_ else None
-    )
+    curves = sel.predict_survival(X, grid, sites=sites)
+    draws = sel.predict_draws(X, sites=sites) if sel.boot_ else None
     a = (1 - sel.level) / 2
     selection = meta["selection"]
     supported = bool(selection["selection_supported"])
@@ -189,16 +241,23 @@ def recommend_durability(
                 "reliable_preference": reliable,
                 "statement": statement,
                 "no_preference_reasons": reasons,
-                "caveats": [
-                    f"{int(n_imputed[i])} missing feature value(s) set to the training median"
-                ]
-                if n_imputed[i]
-                else [],
+                "caveats": (
+                    [f"{int(n_imputed[i])} missing feature value(s) set to the training median"]
+                    if n_imputed[i]
+                    else []
+                )
+                + (
+                    [site_caveats[sites[i]]]
+                    if sites is not None and sites[i] in site_caveats
+                    else []
+                ),
             }
         )
     model_summary = {
         "path": str(model_path),
         "kind": "durability",
+        "learner": sel.model_,
+        "site_harmonisation": sel.combat_ is not None,
         "brainmatch_version": meta["brainmatch_version"],
         "arms": arms,
         "horizon": h,

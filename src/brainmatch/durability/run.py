@@ -46,6 +46,7 @@ def read_survival_data(
     event_column: str,
     covariates: list[str] | tuple[str, ...] = (),
     session: str | None = None,
+    site_column: str | None = None,
 ) -> dict[str, Any]:
     """Merge a feature table with outcome tables into survival data (shared by
     ``brainmatch durability`` and ``brainmatch train --time-column``).
@@ -53,8 +54,9 @@ def read_survival_data(
     Returns
     -------
     dict
-        ``X`` (complete matrix), ``time``, ``event``, ``arm``, ``ids``, ``features``
-        (column names), ``medians`` (the imputation values), ``notes`` and ``sources``.
+        ``X`` (complete matrix), ``time``, ``event``, ``arm``, ``ids``, ``site`` (None
+        without ``site_column``), ``features`` (column names), ``medians`` (the imputation
+        values), ``notes`` and ``sources``.
     """
     ftab, fname = read_table(features, "features", "--features")
     if "session" in ftab.columns:
@@ -79,6 +81,7 @@ def read_survival_data(
         ("--time-column", time_column),
         ("--event-column", event_column),
         *(("--covariates", c) for c in covariates),
+        *((("--site-column", site_column),) if site_column else ()),
     ):
         if col not in otab.columns:
             raise BrainmatchInputError(f"{opt} {col!r}: no such column", oname)
@@ -99,6 +102,12 @@ def read_survival_data(
     if (tt <= 0).any():
         raise BrainmatchInputError(f"--time-column {time_column!r}: times must be positive", oname)
     keep = tt.notna() & ee.notna() & merged[treatment_column].notna()
+    if site_column and (merged.loc[keep, site_column].isna()).any():
+        raise BrainmatchInputError(
+            f"--site-column {site_column!r}: "
+            f"{int(merged.loc[keep, site_column].isna().sum())} patient(s) have no site",
+            oname,
+        )
     notes = []
     if (~keep).any():
         notes.append(f"{int((~keep).sum())} participant(s) without follow-up were left out")
@@ -135,6 +144,7 @@ def read_survival_data(
         "event": ee[keep].to_numpy(dtype=float),
         "arm": merged[treatment_column].astype(str).to_numpy(),
         "ids": merged[ID].to_numpy(),
+        "site": merged[site_column].astype(str).to_numpy() if site_column else None,
         "features": cols,
         "medians": np.nanmedian(np.where(miss, np.nan, X), axis=0),
         "notes": notes,
@@ -153,8 +163,9 @@ def durability_analysis(
     time_unit: str = "weeks",
     covariates: list[str] | tuple[str, ...] = (),
     session: str | None = None,
-    model: str = "per-arm",
-    penalizer: float | str = 0.5,
+    site_column: str | None = None,
+    model: str = "lasso-cox",
+    penalizer: float | str | None = None,
     n_splits: int = 5,
     n_repeats: int = 2,
     n_bootstrap: int = 500,
@@ -176,6 +187,9 @@ def durability_analysis(
         Numeric outcome-table columns added to the features (e.g. age, baseline severity).
     session : str, optional
         Keep this session of a long feature table (e.g. ``pre``).
+    site_column : str, optional
+        Outcome-table column with each patient's site: features are harmonised by ComBat
+        inside every training fold.
     model, penalizer, n_splits, n_repeats, n_bootstrap, n_permutations, seed
         See :func:`~brainmatch.durability.validate.validate_durability`.
     """
@@ -188,6 +202,7 @@ def durability_analysis(
         event_column=event_column,
         covariates=covariates,
         session=session,
+        site_column=site_column,
     )
     res = validate_durability(
         d["X"],
@@ -195,6 +210,7 @@ def durability_analysis(
         d["event"],
         d["arm"],
         ids=d["ids"],
+        sites=d["site"],
         horizon=h,
         model=model,
         penalizer=penalizer,

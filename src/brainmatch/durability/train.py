@@ -3,8 +3,9 @@
 The same kinds of outputs as a continuous-outcome ``train``: ``metrics.json`` (the
 out-of-fold validation of :func:`~brainmatch.durability.validate.validate_durability`),
 ``predictions.tsv`` (out-of-fold only; ``report.html`` by the CLI) and a signed ``model.npz``
-(:mod:`brainmatch.durability.modelfile`) holding the per-arm Cox models refitted on all
-patients, with bootstrap refits for the intervals ``brainmatch recommend`` shows.
+(:mod:`brainmatch.durability.modelfile`) holding the per-arm models (Cox or
+pseudo-observation lasso) refitted on all patients, with bootstrap refits for the
+intervals ``brainmatch recommend`` shows.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def train_durability(
     time_unit: str = "weeks",
     covariates: list[str] | tuple[str, ...] = (),
     session: str | None = None,
-    penalizer: float | str = 0.5,
+    site_column: str | None = None,
+    model: str = "lasso-cox",
+    penalizer: float | str | None = None,
     n_splits: int = 5,
     n_repeats: int = 2,
     n_bootstrap: int = 200,
@@ -95,13 +98,20 @@ def train_durability(
     Parameters
     ----------
     features, outcomes, treatment_column, time_column, event_column, horizon, time_unit,
-    covariates, session
-        See :func:`~brainmatch.durability.run.durability_analysis`.
+    covariates, session, site_column
+        See :func:`~brainmatch.durability.run.durability_analysis` (with ``site_column`` the
+        saved model holds the ComBat fitted on every patient; ``recommend`` then needs each
+        patient's site).
     out_dir : path
         Receives ``metrics.json``, ``predictions.tsv`` and ``model.npz`` (``report.html``:
         :func:`brainmatch.reports.durability.write_report` of ``result.validation``).
+    model : str
+        A learner that can be saved: ``lasso-cox`` (default), ``per-arm`` (ridge Cox),
+        ``pseudo`` (lasso on pseudo-observations) or ``auto`` (one of them chosen by inner
+        cross-validation, in every training fold and again on all patients); see
+        :class:`~brainmatch.durability.selector.SurvivalSelector`.
     penalizer, n_splits, n_repeats, n_permutations, seed
-        See :func:`~brainmatch.durability.validate.validate_durability` (per-arm Cox).
+        See :func:`~brainmatch.durability.validate.validate_durability`.
     n_bootstrap : int
         Bootstrap resamples, both of the policy gain's CI and of the saved model's refits
         (the intervals of ``brainmatch recommend``).
@@ -111,11 +121,19 @@ def train_durability(
     DurabilityTrainResult
     """
     from brainmatch._io import write_json, write_tsv
+    from brainmatch.change.analysis import _json_safe
     from brainmatch.durability.methods import methods_text
     from brainmatch.durability.modelfile import save_durability_model
     from brainmatch.durability.run import parse_horizon, read_survival_data
     from brainmatch.durability.validate import validate_durability
+    from brainmatch.errors import BrainmatchInputError
+    from brainmatch.selection.data import table_metadata as feature_provenance
 
+    if model == "interaction":
+        raise BrainmatchInputError(
+            "model 'interaction': validation only (brainmatch durability --model interaction); "
+            "a model file holds lasso-cox, per-arm, pseudo or auto"
+        )
     h = parse_horizon(horizon, time_unit)
     d = read_survival_data(
         features,
@@ -125,6 +143,7 @@ def train_durability(
         event_column=event_column,
         covariates=covariates,
         session=session,
+        site_column=site_column,
     )
     res = validate_durability(
         d["X"],
@@ -132,8 +151,9 @@ def train_durability(
         d["event"],
         d["arm"],
         ids=d["ids"],
+        sites=d["site"],
         horizon=h,
-        model="per-arm",
+        model=model,
         penalizer=penalizer,
         n_splits=n_splits,
         n_repeats=n_repeats,
@@ -144,14 +164,19 @@ def train_durability(
     res.notes = d["notes"] + res.notes
     res.params.update({"time_unit": time_unit, "features": d["features"], "sources": d["sources"]})
     sel = SurvivalSelector(
-        horizon=h, model="per-arm", penalizer=penalizer, n_bootstrap=n_bootstrap, seed=seed
-    ).fit(d["X"], d["time"], d["event"], d["arm"])
+        horizon=h, model=model, penalizer=penalizer, n_bootstrap=n_bootstrap, seed=seed
+    ).fit(d["X"], d["time"], d["event"], d["arm"], sites=d["site"])
     selection = selection_summary(res.metrics)
     metrics = {
         "generated_by": "brainmatch train (durability)",
         "outcome_kind": "time-to-event",
         **res.to_dict(),
         "selection": selection,
+        "final_model": {
+            "model": sel.model_,
+            "inner_cv_policy_rmst": sel.model_scores_,
+            "penalizer": sel.penalizer_,
+        },
         "description": methods_text(res),
     }
     out = Path(out_dir)
@@ -169,10 +194,13 @@ def train_durability(
             "time_column": time_column,
             "event_column": event_column,
             "session": session,
+            "site_column": site_column,
             "n_bootstrap": n_bootstrap,
             "seed": seed,
+            "model": model,
         },
         "selection": selection,
+        "feature_provenance": _json_safe(feature_provenance(features)),
         "validation": {k: res.metrics[k] for k in ("harrell_c", "uno_c", "auc_horizon")}
         | {
             "brier_horizon": res.metrics["brier_horizon"],
@@ -181,8 +209,6 @@ def train_durability(
             "n_events": res.params["n_events"],
         },
     }
-    from brainmatch.change.analysis import _json_safe
-
     model_path = save_durability_model(out / MODEL_FILE, sel, _json_safe(meta))
     return DurabilityTrainResult(
         validation=res,

@@ -50,13 +50,16 @@ def oof_predictions(
     *,
     horizon: float,
     model: str,
-    penalizer: float | str,
+    penalizer: float | str | None,
     n_splits: int,
     n_repeats: int,
     seed: int,
+    chosen: list[str] | None = None,
+    sites: NDArray[Any] | None = None,
 ) -> NDArray[np.float64]:
     """Out-of-fold relapse-free probability at ``horizon`` under every arm, averaged over
-    repeats: shape (n, n_arms)."""
+    repeats: shape (n, n_arms).  ``chosen`` receives each fold's fitted learner (the
+    choice of ``model="auto"``).  With ``sites``, ComBat is fitted in every training fold."""
     arms = sorted(np.unique(arm))
     rng = np.random.default_rng(seed)
     strata = np.array([f"{a}|{int(v)}" for a, v in zip(arm, e, strict=True)])
@@ -66,8 +69,11 @@ def oof_predictions(
         for f in range(n_splits):
             test = fold == f
             sel = SurvivalSelector(horizon=horizon, model=model, penalizer=penalizer)
-            sel.fit(X[~test], t[~test], e[~test], arm[~test])
-            out[test] += sel.predict_rfs(X[test])
+            tr_sites = None if sites is None else sites[~test]
+            sel.fit(X[~test], t[~test], e[~test], arm[~test], sites=tr_sites)
+            out[test] += sel.predict_rfs(X[test], sites=None if sites is None else sites[test])
+            if chosen is not None:
+                chosen.append(sel.model_)
     return out / n_repeats
 
 
@@ -175,9 +181,10 @@ def validate_durability(
     arm: Any,
     *,
     ids: Any = None,
+    sites: Any = None,
     horizon: float = 52.0,
-    model: str = "per-arm",
-    penalizer: float | str = 0.5,
+    model: str = "lasso-cox",
+    penalizer: float | str | None = None,
     n_splits: int = 5,
     n_repeats: int = 2,
     n_bootstrap: int = 500,
@@ -197,6 +204,9 @@ def validate_durability(
         Randomised arm.
     ids : array-like, optional
         Participant IDs for the predictions table.
+    sites : array-like, optional
+        Site of each patient: features are harmonised by ComBat fitted inside every
+        training fold (the test fold's patients are transformed with it).
     horizon : float
         Time at which relapse-free probability is compared, and the RMST restriction.
     model, penalizer
@@ -247,7 +257,20 @@ def validate_durability(
         "n_splits": n_splits,
         "n_repeats": n_repeats,
     }
-    rfs = oof_predictions(X, t, e, arm, seed=seed, **kw)  # type: ignore[arg-type]
+    site_arr = None if sites is None else np.asarray(sites).astype(str)
+    if site_arr is not None and site_arr.shape != (n,):
+        raise BrainmatchInputError("sites: need one value per row of the features")
+    chosen: list[str] = []
+    rfs = oof_predictions(
+        X,
+        t,
+        e,
+        arm,
+        seed=seed,
+        chosen=chosen,
+        sites=site_arr,
+        **kw,  # type: ignore[arg-type]
+    )
     rec = np.array(arms)[np.argmax(rfs, axis=1)]
     received = rfs[np.arange(n), [arms.index(a) for a in arm]]
     risk = -received
@@ -284,13 +307,22 @@ def validate_durability(
             "policy_rmst": policy_rmst(t, e, arm, rec, horizon),
         },
         "recommended_share": {a_: float((rec == a_).mean()) for a_ in arms},
+        "model_chosen": {c: chosen.count(c) / len(chosen) for c in sorted(set(chosen))},
     }
     if n_permutations:
         null = []
         prng = np.random.default_rng(seed + 2)
         for b in range(n_permutations):
-            Xp = X[prng.permutation(n)]
-            rp = oof_predictions(Xp, t, e, arm, seed=seed + 10 + b, **kw)  # type: ignore[arg-type]
+            perm = prng.permutation(n)  # a patient's features move with their site
+            rp = oof_predictions(
+                X[perm],
+                t,
+                e,
+                arm,
+                seed=seed + 10 + b,
+                sites=None if site_arr is None else site_arr[perm],
+                **kw,  # type: ignore[arg-type]
+            )
             null.append(_gain(t, e, arm, np.array(arms)[np.argmax(rp, axis=1)], horizon)[0])
         metrics["permutation_p"] = (1 + sum(v >= gain for v in null)) / (1 + n_permutations)
         metrics["permutation_null_gain_mean"] = float(np.mean(null))
@@ -313,6 +345,7 @@ def validate_durability(
         "n": n,
         "n_events": int(e.sum()),
         "n_features": X.shape[1],
+        "harmonised_sites": None if site_arr is None else sorted(set(site_arr.tolist())),
         "seed": seed,
         "seconds": round(_time.perf_counter() - start, 2),
     }
