@@ -48,11 +48,14 @@ from numpy.typing import NDArray
 
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.selection.pipeline import ArmModels
+from brainmatch.selection.trees import Components, export_hgb, export_linear
 
 LINEAR = ("interaction", "per-arm", "t-linear", "enet-interaction")
 META = tuple(f"{m}-{b}" for m in ("t", "s", "x", "dr", "r") for b in ("linear", "hgb"))
 ECONML = ("econml-dr", "causal-forest")
 LEARNERS = tuple(dict.fromkeys(("auto", *LINEAR, *META, *ECONML)))
+#: Learners the safe model file cannot store (validation only).
+UNSTORABLE = ("s-linear", "s-hgb", *ECONML)
 #: Candidates of ``auto`` by default: penalised linear learners (storable in the model file).
 AUTO_CANDIDATES = ("interaction", "t-linear", "enet-interaction")
 INNER_FOLDS = 3
@@ -158,6 +161,8 @@ class Learner:
 
     name = "base"
     linear = False
+    #: whether :meth:`export` can write the learner to the safe model file
+    storable = True
 
     def __init__(self, binary: bool = False, seed: int = 0) -> None:
         self.binary = binary
@@ -178,6 +183,41 @@ class Learner:
 
     def penalties(self) -> list[float]:
         return []
+
+    def export(self) -> dict[str, Any]:
+        """The fitted model as numeric arrays: the linear part (:meth:`primal` keys) plus
+        ``components`` (:class:`~brainmatch.selection.trees.Components` or None) and their
+        per-arm ``weight`` (k, n_components); see :mod:`brainmatch.selection.trees`."""
+        return {**self.primal(), "components": None, "weight": None}
+
+
+def predict_exported(
+    Z: Array,
+    C: Array,
+    spec: dict[str, Any],
+    G: Array | None = None,
+) -> Array:
+    """Predictions (n, k) of an exported model; ``G`` = its components' outputs on
+    ``[Z, C]`` (computed when None)."""
+    eta = Z @ spec["coef"].T + spec["intercept"][None, :] + C @ spec["cov_coef"].T
+    if spec.get("weight") is not None:
+        if G is None:
+            G = spec["components"].evaluate(np.column_stack([Z, C]))
+        eta = eta + G @ spec["weight"].T
+    link = spec["link"]
+    if link == "logit":
+        return _sigmoid(eta)
+    if link == "identity-clipped":
+        return np.clip(eta, 0.0, 1.0)
+    return np.asarray(eta)
+
+
+def _component(model: Any) -> Components:
+    if isinstance(model, _LassoRegressor):
+        return export_linear(model.coef_, model.intercept_)
+    if isinstance(model, _LogisticClassifier):
+        return export_linear(model.coef_, model.intercept_, logistic=True)
+    return export_hgb(model)
 
 
 class RidgeLearner(Learner):
@@ -370,6 +410,7 @@ class MetaLearner(Learner):
     def fit(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> MetaLearner:
         X = self._X(Z, C)
         self.k_ = k
+        self.p_, self.q_ = Z.shape[1], C.shape[1]
         s = self.seed
         if self.kind == "s":
             self.model_ = _fit_outcome(self.base, self._S(X, t, k), y, self.binary, s)
@@ -439,9 +480,55 @@ class MetaLearner(Learner):
         pred = np.column_stack(out)
         return np.clip(pred, 0.0, 1.0) if self.binary else pred
 
+    @property
+    def storable(self) -> bool:  # type: ignore[override]
+        return self.kind != "s"
+
+    def export(self) -> dict[str, Any]:
+        """Per-arm outcome models and effect models as components: arm 0 = ``mu_0``;
+        arm a = ``mu_a`` (T) or ``mu_0 + tau_a`` (X: the propensity-weighted pair)."""
+        if self.kind == "s":
+            raise BrainmatchInputError(
+                f"learner {self.name!r} cannot be stored in the safe model file (its model "
+                "takes the arm as an input); use the t-, x-, dr- or r- learner"
+            )
+        k = self.k_
+        comps = [_component(m) for m in self.mu_]
+        weights: list[list[tuple[int, float]]] = [[(a, 1.0)] for a in range(k)]
+        if self.kind != "t":
+            weights = [[(0, 1.0)] for _ in range(k)]
+            for a in range(1, k):
+                if self.kind == "x":
+                    m1, m0 = self.tau_[a - 1]
+                    g = self.e_[a] / (self.e_[a] + self.e_[0])
+                    comps += [_component(m1), _component(m0)]
+                    weights[a] += [(len(comps) - 2, 1 - g), (len(comps) - 1, g)]
+                else:
+                    comps.append(_component(self.tau_[a - 1]))
+                    weights[a].append((len(comps) - 1, 1.0))
+        W = np.zeros((k, len(comps)))
+        for a, pairs in enumerate(weights):
+            for e, w in pairs:
+                W[a, e] += w
+        return {
+            "coef": np.zeros((k, self.p_)),
+            "intercept": np.zeros(k),
+            "cov_coef": np.zeros((k, self.q_)),
+            "link": "identity-clipped" if self.binary else "identity",
+            "components": Components.concat(comps, self.p_ + self.q_),
+            "weight": W,
+        }
+
 
 class EconMLLearner(Learner):
     """EconML's ``DRLearner`` or ``CausalForestDML``; arm 0's outcome from a boosted model."""
+
+    storable = False
+
+    def export(self) -> dict[str, Any]:
+        raise BrainmatchInputError(
+            f"learner {self.name!r} (EconML) cannot be stored in the safe model file"
+        )
 
     def __init__(self, name: str, binary: bool = False, seed: int = 0) -> None:
         super().__init__(binary, seed)
@@ -554,6 +641,7 @@ class AutoLearner(Learner):
         )
         self.model_ = make_learner(self.chosen_, self.binary, self.seed).fit(Z, C, t, k, y)
         self.linear = self.model_.linear
+        self.storable = self.model_.storable
         return self
 
     def predict(self, Z: Array, C: Array) -> Array:
@@ -561,6 +649,9 @@ class AutoLearner(Learner):
 
     def primal(self) -> dict[str, Any]:
         return self.model_.primal()
+
+    def export(self) -> dict[str, Any]:
+        return self.model_.export()
 
     def penalties(self) -> list[float]:
         return self.model_.penalties()
@@ -585,3 +676,86 @@ def make_learner(
     if name in ECONML:
         return EconMLLearner(name, binary, seed)
     return MetaLearner(name, binary, seed)
+
+
+def export_arrays(spec: dict[str, Any], boots: list[dict[str, Any]]) -> dict[str, NDArray[Any]]:
+    """Model-file arrays of an exported learner and its bootstrap refits.
+
+    Linear learners give ``coef``, ``intercept``, ``cov_coef`` and their ``boot_*`` stacks
+    (as always); learners with components add one pool of every component (the final
+    model's first, then each refit's) in :data:`brainmatch.selection.trees.TREE_ARRAYS`,
+    with ``comp_weight`` (k, n_components) and ``boot_comp_weight`` (n_boot, k,
+    n_components), zero outside each model's own components.
+    """
+    arrays: dict[str, NDArray[Any]] = {
+        "coef": np.asarray(spec["coef"], dtype=float),
+        "intercept": np.asarray(spec["intercept"], dtype=float),
+        "cov_coef": np.asarray(spec["cov_coef"], dtype=float),
+        "boot_coef": np.asarray([b["coef"] for b in boots], dtype=np.float32),
+        "boot_intercept": np.asarray([b["intercept"] for b in boots], dtype=float),
+        "boot_cov_coef": np.asarray([b["cov_coef"] for b in boots], dtype=float),
+    }
+    models = [spec, *boots]
+    if all(m.get("components") is None for m in models):
+        return arrays
+    k = arrays["coef"].shape[0]
+    d = arrays["coef"].shape[1] + arrays["cov_coef"].shape[1]
+    parts: list[Components] = []
+    start: dict[int, int] = {}  # a pool shared by several models is stored once
+    for m in models:
+        c = m.get("components")
+        if c is not None and id(c) not in start:
+            start[id(c)] = sum(part.n_components for part in parts)
+            parts.append(c)
+    total = sum(part.n_components for part in parts)
+    weights = np.zeros((len(models), k, total))
+    for i, m in enumerate(models):
+        c = m.get("components")
+        if c is not None:
+            weights[i, :, start[id(c)] : start[id(c)] + c.n_components] = m["weight"]
+    arrays.update(Components.concat(parts, d).to_arrays())
+    arrays["comp_weight"] = weights[0]
+    arrays["boot_comp_weight"] = weights[1:]
+    return arrays
+
+
+def spec_from_arrays(
+    arrays: dict[str, NDArray[Any]], link: str, bad: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The final model's and the bootstrap refits' specs from model-file arrays (validated:
+    ``bad(message)`` returns the exception to raise)."""
+    comps = None
+    if "comp_weight" in arrays:
+        d = arrays["coef"].shape[1] + arrays["cov_coef"].shape[1]
+        comps = Components.from_arrays(arrays, d, bad)
+        k, e = arrays["coef"].shape[0], comps.n_components
+        b = arrays["boot_coef"].shape[0]
+        w, bw = arrays.get("comp_weight"), arrays.get("boot_comp_weight")
+        if w is None or bw is None or w.shape != (k, e) or bw.shape != (b, k, e):
+            raise bad(
+                f"'comp_weight' / 'boot_comp_weight' are not of shapes ({k}, {e}) / ({b}, {k}, {e})"
+            )
+        if w.dtype.kind != "f" or bw.dtype.kind != "f":
+            raise bad("'comp_weight' / 'boot_comp_weight' are not floating-point arrays")
+        if not (np.isfinite(w).all() and np.isfinite(bw).all()):
+            raise bad("'comp_weight' holds NaN or infinite values")
+    spec = {
+        "coef": arrays["coef"].astype(float),
+        "intercept": arrays["intercept"].astype(float),
+        "cov_coef": arrays["cov_coef"].astype(float),
+        "link": link,
+        "components": comps,
+        "weight": None if comps is None else arrays["comp_weight"].astype(float),
+    }
+    boots = [
+        {
+            "coef": arrays["boot_coef"][i].astype(float),
+            "intercept": arrays["boot_intercept"][i].astype(float),
+            "cov_coef": arrays["boot_cov_coef"][i].astype(float),
+            "link": link,
+            "components": comps,
+            "weight": None if comps is None else arrays["boot_comp_weight"][i].astype(float),
+        }
+        for i in range(arrays["boot_coef"].shape[0])
+    ]
+    return spec, boots
