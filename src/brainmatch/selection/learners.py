@@ -23,10 +23,14 @@ name                   model
                        arm, whose outcome comes from the T-learner's base model
 ``econml-dr``,         EconML's ``DRLearner`` and ``CausalForestDML`` (needs the ``causal``
 ``causal-forest``      extra)
-``auto``               the candidate (default: the linear learners, which the safe model
-                       file can store) with the smallest doubly robust CATE error in an inner
-                       cross-validation
+``auto``               the candidate (default: the linear learners and ``x-hgb``) with the
+                       smallest doubly robust CATE error in an inner cross-validation, or the
+                       convex stack of the candidates when its cross-fitted error is smaller
 =====================  ======================================================================
+
+Every learner except the S-learners and EconML's can be written to the safe model file:
+linear coefficients, plus boosted trees as plain node arrays
+(:mod:`brainmatch.selection.trees`).
 
 The inner criterion of ``auto`` is a treatment-selection one, not per-arm R²: with cross-fitted
 predictions ``mu`` of every candidate, doubly robust scores ``Gamma[i, a] = mu_a(x_i) +
@@ -35,6 +39,12 @@ predictions, the same for every candidate) give pseudo-effects ``phi_a = Gamma_a
 mean_b Gamma_b``; a candidate's error is ``mean_i sum_a (phi_ia - tau_ia)^2`` with its own
 centred predictions ``tau_a = mu_a - mean_b mu_b``.  In a randomised trial ``e`` is known,
 so this is an unbiased estimate of the CATE error up to a constant shared by the candidates.
+
+Stacking (continuous outcomes): convex weights over the candidates' inner out-of-fold
+predictions minimising the same criterion (:func:`stack_weights`); the stack is used only
+when its error, with weights fitted on the other inner folds and scored on each fold
+(cross-fitted, so not flattered by its own fit), beats the best single candidate's.
+Binary outcomes select one candidate (their links differ).
 """
 
 from __future__ import annotations
@@ -56,8 +66,9 @@ ECONML = ("econml-dr", "causal-forest")
 LEARNERS = tuple(dict.fromkeys(("auto", *LINEAR, *META, *ECONML)))
 #: Learners the safe model file cannot store (validation only).
 UNSTORABLE = ("s-linear", "s-hgb", *ECONML)
-#: Candidates of ``auto`` by default: penalised linear learners (storable in the model file).
-AUTO_CANDIDATES = ("interaction", "t-linear", "enet-interaction")
+#: Candidates of ``auto`` by default: the penalised linear learners and the boosted
+#: X-learner (all storable in the model file).
+AUTO_CANDIDATES = ("interaction", "t-linear", "enet-interaction", "x-hgb")
 INNER_FOLDS = 3
 
 Array = NDArray[np.float64]
@@ -610,8 +621,84 @@ def dr_cate_error(
     return out
 
 
+def stack_weights(
+    candidates: dict[str, Array], t: NDArray[np.intp], y: Array, e: Array
+) -> dict[str, float]:
+    """Convex weights (non-negative, summing to 1) over the candidates' out-of-fold
+    predictions that minimise the doubly robust CATE error of the combination (the
+    criterion of :func:`dr_cate_error`, same pseudo-effects ``phi``)."""
+    from scipy.optimize import nnls
+
+    k = e.size
+    names = list(candidates)
+    mu = np.mean(list(candidates.values()), axis=0)
+    onehot = np.eye(k)[t]
+    gamma = mu + onehot / e[None, :] * (y[:, None] - mu)
+    phi = (gamma - gamma.mean(axis=1, keepdims=True)).ravel()
+    A = np.column_stack(
+        [(candidates[c] - candidates[c].mean(axis=1, keepdims=True)).ravel() for c in names]
+    )
+    scale = 1e3 * max(1.0, float(np.sqrt((A**2).sum() / max(1, A.shape[1]))))
+    w, _ = nnls(np.vstack([A, scale * np.ones((1, len(names)))]), np.append(phi, scale))
+    w = np.where(w > 1e-3, w, 0.0)
+    w = w / w.sum() if w.sum() > 0 else np.full(len(names), 1.0 / len(names))
+    return {c: float(v) for c, v in zip(names, w, strict=True)}
+
+
+class StackedLearner(Learner):
+    """A fixed convex combination of fitted learners' predictions (identity links)."""
+
+    name = "stack"
+
+    def __init__(self, names: list[str], weights: list[float], binary: bool, seed: int) -> None:
+        super().__init__(binary, seed)
+        self.names, self.weights = names, weights
+
+    def fit(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> StackedLearner:
+        self.models_ = [
+            make_learner(c, self.binary, self.seed).fit(Z, C, t, k, y) for c in self.names
+        ]
+        self.linear = all(m.linear for m in self.models_)
+        self.storable = all(m.storable for m in self.models_)
+        return self
+
+    def predict(self, Z: Array, C: Array) -> Array:
+        return np.asarray(
+            sum(w * m.predict(Z, C) for w, m in zip(self.weights, self.models_, strict=True))
+        )
+
+    def export(self) -> dict[str, Any]:
+        specs = [m.export() for m in self.models_]
+        links = {s["link"] for s in specs}
+        if links != {"identity"}:
+            raise BrainmatchInputError(f"cannot store a stack of learners with links {links}")
+        out: dict[str, Any] = {
+            key: sum(w * np.asarray(s[key]) for w, s in zip(self.weights, specs, strict=True))
+            for key in ("coef", "intercept", "cov_coef")
+        }
+        out["link"] = "identity"
+        parts = [
+            (w, s) for w, s in zip(self.weights, specs, strict=True) if s["weight"] is not None
+        ]
+        if parts:
+            d = out["coef"].shape[1] + out["cov_coef"].shape[1]
+            out["components"] = Components.concat([s["components"] for _, s in parts], d)
+            out["weight"] = np.hstack([w * s["weight"] for w, s in parts])
+        else:
+            out["components"] = out["weight"] = None
+        return out
+
+    def primal(self) -> dict[str, Any]:
+        spec = self.export()
+        if spec["weight"] is not None:
+            return super().primal()
+        return {k: spec[k] for k in ("coef", "intercept", "cov_coef", "link")}
+
+
 class AutoLearner(Learner):
-    """The candidate with the smallest inner-CV doubly robust CATE error, refitted."""
+    """The candidate with the smallest inner-CV doubly robust CATE error, or (``stack``,
+    continuous outcomes) the convex combination of the candidates minimising that error,
+    refitted on all rows."""
 
     name = "auto"
 
@@ -621,28 +708,61 @@ class AutoLearner(Learner):
         seed: int = 0,
         candidates: tuple[str, ...] = AUTO_CANDIDATES,
         inner_folds: int = INNER_FOLDS,
+        stack: bool = True,
     ) -> None:
         super().__init__(binary, seed)
         self.candidates = candidates
         self.inner_folds = inner_folds
+        self.stack = stack
 
     def fit(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> AutoLearner:
         oof = {c: np.zeros((t.size, k)) for c in self.candidates}
-        for fold in _folds(t, self.inner_folds, self.seed):
+        folds = _folds(t, self.inner_folds, self.seed)
+        for fold in folds:
             train = np.setdiff1d(np.arange(t.size), fold)
             for c in self.candidates:
                 m = make_learner(c, self.binary, self.seed).fit(
                     Z[train], C[train], t[train], k, y[train]
                 )
                 oof[c][fold] = m.predict(Z[fold], C[fold])
-        self.scores_ = dr_cate_error(oof, t, y, _shares(t, k))
+        e = _shares(t, k)
+        stacking = self.stack and not self.binary and len(self.candidates) > 1
+        if stacking:
+            # the stack competes with its own cross-fitted error: weights fitted on the
+            # other inner folds' out-of-fold predictions, scored on this fold's
+            oof_stack = np.zeros((t.size, k))
+            for fold in folds:
+                rest = np.setdiff1d(np.arange(t.size), fold)
+                w = stack_weights({c: v[rest] for c, v in oof.items()}, t[rest], y[rest], e)
+                oof_stack[fold] = sum(w[c] * oof[c][fold] for c in self.candidates)
+            self.scores_ = dr_cate_error({**oof, "stack": oof_stack}, t, y, e)
+        else:
+            self.scores_ = dr_cate_error(oof, t, y, e)
         self.chosen_ = min(
             self.candidates, key=lambda c: (self.scores_[c], self.candidates.index(c))
         )
-        self.model_ = make_learner(self.chosen_, self.binary, self.seed).fit(Z, C, t, k, y)
+        self.weights_ = {self.chosen_: 1.0}
+        if stacking and self.scores_["stack"] < self.scores_[self.chosen_]:
+            kept = {c: v for c, v in stack_weights(oof, t, y, e).items() if v > 0}
+            if len(kept) > 1:
+                self.weights_ = kept
+                self.chosen_ = "stack(" + " + ".join(f"{v:.2f} {c}" for c, v in kept.items()) + ")"
+        self.model_ = self._fresh().fit(Z, C, t, k, y)
         self.linear = self.model_.linear
         self.storable = self.model_.storable
         return self
+
+    def _fresh(self) -> Learner:
+        if len(self.weights_) == 1:
+            return make_learner(next(iter(self.weights_)), self.binary, self.seed)
+        return StackedLearner(
+            list(self.weights_), list(self.weights_.values()), self.binary, self.seed
+        )
+
+    def refit_chosen(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> Learner:
+        """The same choice (learner, or stack with its weights) fitted on other rows
+        (the bootstrap refits of the final model)."""
+        return self._fresh().fit(Z, C, t, k, y)
 
     def predict(self, Z: Array, C: Array) -> Array:
         return self.model_.predict(Z, C)

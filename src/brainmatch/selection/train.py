@@ -1387,7 +1387,12 @@ def _fit_final_learner(
             idx = np.concatenate(
                 [rng.choice(np.flatnonzero(t == a), (t == a).sum()) for a in range(k)]
             )
-            fb = make_learner(chosen, data.binary, seed).fit(Z[idx], C[idx], t[idx], k, data.y[idx])
+            if hasattr(fitted, "refit_chosen"):  # auto: the same learner or stack
+                fb = fitted.refit_chosen(Z[idx], C[idx], t[idx], k, data.y[idx])
+            else:
+                fb = make_learner(model, data.binary, seed).fit(
+                    Z[idx], C[idx], t[idx], k, data.y[idx]
+                )
             boots.append(fb.export())
     score = (Z**2).mean(axis=1)
     arrays: dict[str, NDArray[Any]] = {
