@@ -14,16 +14,18 @@ import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-from brainmatch import TreatmentSelector
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.selection import modelfile as mf
 from brainmatch.selection import recommend
+from brainmatch.selection.estimator import TreatmentSelector
 from brainmatch.selection.learners import make_learner
 from brainmatch.selection.trees import Components, export_hgb, export_linear
 from brainmatch.validation.regimes import draw_regime
 
 
-def _data(seed: int = 0, n: int = 400, p: int = 12, missing: float = 0.1):
+def _data(
+    seed: int = 0, n: int = 400, p: int = 12, missing: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, p))
     y = 2 * X[:, 0] + np.sin(3 * X[:, 1]) * (X[:, 2] > 0) + rng.normal(size=n)
