@@ -204,3 +204,26 @@ def test_s_learner_and_exported_specs():
     assert not m.storable
     with pytest.raises(BrainmatchInputError, match="cannot be stored"):
         m.export()
+
+
+def test_cli_recommend_on_a_boosted_model(tree_model, tmp_path):
+    """``brainmatch recommend`` on an x-hgb model file: exit 0, and the predicted outcome
+    in recommend.json equals the Python API's."""
+    from typer.testing import CliRunner
+
+    from brainmatch.cli.main import app
+
+    res, r = tree_model
+    r.features.head(3).to_csv(tmp_path / "new.csv", index=False)
+    out = CliRunner().invoke(
+        app,
+        ["recommend", str(res.model_path), str(tmp_path / "new.csv"), "--out", str(tmp_path / "r")],
+    )
+    assert out.exit_code == 0, out.output
+    rj = json.loads((tmp_path / "r" / "recommend.json").read_text())
+    api = recommend(res.model_path, r.features.head(3), None, report=False)
+    arm = rj["model"]["arms"][1]
+    assert rj["patients"][2]["predicted"][arm]["value"] == pytest.approx(
+        api.patients[2]["predicted"][arm]["value"], abs=1e-12
+    )
+    assert rj["model"]["model_chosen"] == "x-hgb"
