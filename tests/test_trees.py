@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
@@ -227,3 +228,50 @@ def test_cli_recommend_on_a_boosted_model(tree_model, tmp_path):
         api.patients[2]["predicted"][arm]["value"], abs=1e-12
     )
     assert rj["model"]["model_chosen"] == "x-hgb"
+
+
+def test_stack_weights_recover_a_known_mixture():
+    """Pseudo-outcomes built from 0.3 a + 0.7 b (plus noise-free DR terms): the convex DR
+    weights recover 0.3 / 0.7 and drop a useless candidate."""
+    from brainmatch.selection.learners import stack_weights
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    t = rng.integers(0, 2, n)
+    a = rng.normal(size=(n, 2))
+    b = rng.normal(size=(n, 2))
+    junk = rng.normal(size=(n, 2))
+    truth = 0.3 * a + 0.7 * b
+    y = truth[np.arange(n), t] + 0.1 * rng.normal(size=n)
+    w = stack_weights({"a": a, "b": b, "junk": junk}, t, y, np.array([0.5, 0.5]))
+    assert w["a"] == pytest.approx(0.3, abs=0.05) and w["b"] == pytest.approx(0.7, abs=0.05)
+    assert w["junk"] < 0.05 and sum(w.values()) == pytest.approx(1.0)
+
+
+def test_auto_stack_is_stored_and_bootstrap_keeps_the_choice(tmp_path, _model_key):
+    """When auto stacks, the saved file reproduces the stack's predictions, and a refit of
+    the same choice keeps the learners and weights."""
+    from brainmatch.selection.learners import AutoLearner, StackedLearner
+
+    r = draw_regime(300, 8, "dense", 2, seed=0)
+    X, o = r.features.iloc[:, 1:], r.outcomes
+    sel = TreatmentSelector(
+        "auto", better="higher", candidates=("interaction", "t-linear", "x-hgb")
+    ).fit(X, o["arm"], o["y"])
+    auto = sel.learner_
+    assert isinstance(auto, AutoLearner) and "stack" in auto.scores_
+    # force a stack to test storage whatever the inner CV chose
+    auto.weights_ = {"interaction": 0.5, "x-hgb": 0.5}
+    Z = np.asarray(X, dtype=float)
+    Zs, Cs = sel.preprocessor_.transform(Z, pd.DataFrame(index=range(len(Z))), None)
+    t = np.searchsorted(sel.arms_, o["arm"].to_numpy())
+    auto.model_ = auto.refit_chosen(Zs, Cs, t, 2, o["y"].to_numpy())
+    assert isinstance(auto.model_, StackedLearner) and auto.model_.names == ["interaction", "x-hgb"]
+    back = TreatmentSelector.load(sel.save(tmp_path / "s.npz"))
+    np.testing.assert_allclose(
+        back.predict_outcomes(X).to_numpy(), sel.predict_outcomes(X).to_numpy(), atol=1e-10
+    )
+    parts = [m.predict(Zs, Cs) for m in auto.model_.models_]
+    np.testing.assert_allclose(
+        sel.predict_outcomes(X).to_numpy(), 0.5 * parts[0] + 0.5 * parts[1], atol=1e-12
+    )
