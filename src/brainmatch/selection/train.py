@@ -1257,7 +1257,8 @@ def train(
         predictions=predictions,
         model_path=model_path,
         extras={
-            "coef": arrays["coef"],
+            # a model with trees has no coefficient map (the report then shows none)
+            "coef": None if "comp_weight" in arrays else arrays["coef"],
             "feature_names": data.feature_names,
             "pred_other": validation.extras["pred_other"],
         },
