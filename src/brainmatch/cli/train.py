@@ -267,7 +267,7 @@ def train(
             "warnings": len(m["warnings"]),
             "model file": str(result.model_path)
             if result.model_path
-            else "(none: the learner is not linear; validation only)",
+            else "(none: S-learners and EconML cannot be stored; validation only)",
             "report": str(result.report_path) if result.report_path else "(skipped)",
         },
     )

@@ -188,8 +188,8 @@ class Learner:
     def primal(self) -> dict[str, Any]:
         """``coef`` (k, p), ``intercept`` (k,), ``cov_coef`` (k, q), ``link``."""
         raise BrainmatchInputError(
-            f"learner {self.name!r} is not linear: the safe model file stores only linear "
-            "learners (interaction, per-arm, t-linear, enet-interaction)"
+            f"learner {self.name!r} is not linear: it has no coefficients (export() gives its "
+            "trees for the model file)"
         )
 
     def penalties(self) -> list[float]:

@@ -1285,9 +1285,9 @@ def fit_final_model(
     With screening, every bootstrap refit screens its own resample again (keeping the final
     model's number of features), so the recommendation's stability includes the
     variability of the selected set.  Learners other than the ridge models: the final fit
-    (for ``auto``: the choice, then the chosen learner) and ``N_BOOTSTRAP_OTHER`` refits of
-    the chosen learner; only linear learners can be stored (``BrainmatchInputError``
-    otherwise).
+    (for ``auto``: the choice, then the chosen learner or stack) and ``N_BOOTSTRAP_OTHER``
+    refits of that choice, exported as arrays (boosted trees as node arrays); S-learners
+    and EconML's cannot be stored (``BrainmatchInputError``).
     """
     if model not in MODELS:
         return _fit_final_learner(
