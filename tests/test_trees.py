@@ -275,3 +275,18 @@ def test_auto_stack_is_stored_and_bootstrap_keeps_the_choice(tmp_path, _model_ke
     np.testing.assert_allclose(
         sel.predict_outcomes(X).to_numpy(), 0.5 * parts[0] + 0.5 * parts[1], atol=1e-12
     )
+
+
+def test_tree_pool_above_the_node_limit_is_refused(monkeypatch):
+    """The node limit is checked before any per-node validation or traversal."""
+    from brainmatch.selection import trees
+
+    X, y = _data(missing=0.0)
+    pool = export_hgb(HistGradientBoostingRegressor(max_iter=5).fit(X, y))
+    arrays = pool.to_arrays()
+    Components.from_arrays(arrays, 12, _bad)
+    with pytest.raises(ValueError, match="expected 2"):
+        Components.from_arrays({**arrays, "comp_linear": arrays["comp_linear"][0]}, 12, _bad)
+    monkeypatch.setattr(trees, "MAX_NODES", pool.value.size - 1)
+    with pytest.raises(ValueError, match="at most"):
+        Components.from_arrays(arrays, 12, _bad)
