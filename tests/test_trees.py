@@ -290,3 +290,16 @@ def test_tree_pool_above_the_node_limit_is_refused(monkeypatch):
     monkeypatch.setattr(trees, "MAX_NODES", pool.value.size - 1)
     with pytest.raises(ValueError, match="at most"):
         Components.from_arrays(arrays, 12, _bad)
+
+
+def test_ridge_with_more_features_than_patients_points_to_auto():
+    from brainmatch.selection import validate
+
+    r = draw_regime(40, 60, "sparse", 2, seed=0)
+    kw = dict(treatment_column="arm", outcome_column="y", better="higher", n_repeats=1)
+    res = validate(r.features, r.outcomes, n_permutations=0, learning_curve=False, **kw)
+    assert any("consider model=auto" in w for w in res.metrics["warnings"])
+    small = validate(
+        r.features.iloc[:, :11], r.outcomes, n_permutations=0, learning_curve=False, **kw
+    )
+    assert not any("consider model=auto" in w for w in small.metrics["warnings"])
