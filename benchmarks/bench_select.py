@@ -296,6 +296,9 @@ def main() -> None:
     ap.add_argument("--regimes", default=None, help="comma-separated row numbers of the grid")
     ap.add_argument("--methods", default=None, help="comma-separated parts of method names")
     ap.add_argument("--scale", default=None, help="comma-separated n for the timing (p=1000)")
+    ap.add_argument(
+        "--econml-high-p", action="store_true", help="run the EconML anchors at p >= 1000 too"
+    )
     args = ap.parse_args()
     print("timings measured on a shared, loaded 2-core machine")
     if not args.skip_grid:
@@ -306,7 +309,7 @@ def main() -> None:
             regimes,
             args.seeds or (5 if args.full else 2),
             args.methods.split(",") if args.methods else None,
-            heavy=args.full,
+            heavy=args.full or args.econml_high_p,
         )
     if args.null_trials:
         null_calibration(args.null_trials)
