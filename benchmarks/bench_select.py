@@ -6,9 +6,10 @@ p, interaction type (none / sparse / dense / nonlinear), arms, sites and missing
 For each, the share of the oracle's gain over the best single arm recovered out of fold
 (5 folds, the same folds for every method) by
 
-- brainmatch ``interaction`` (ridge PAI: the default ``train`` model, i.e. today's
-  default), ``auto`` (learner chosen by inner CV on the doubly robust CATE error) and
-  ``t-linear``;
+- brainmatch ``interaction`` (ridge PAI: the default ``train`` model), ``auto`` (learner,
+  or convex stack of learners, chosen by inner CV on the doubly robust CATE error, among
+  ``interaction``, ``t-linear``, ``enet-interaction`` and ``x-hgb``) and ``x-hgb`` (the
+  boosted X-learner alone);
 - the anchors, run in this process: a lasso T-learner in scikit-learn (median imputation +
   ``StandardScaler`` + ``LassoCV`` per arm, as published PAI baselines do), EconML's
   ``DRLearner`` and ``CausalForestDML`` (defaults except a known propensity).
@@ -145,6 +146,7 @@ def brainmatch_policy(r: Regime, model: str) -> NDArray[np.intp]:
 METHODS = {
     "bm interaction (default)": lambda r, s: brainmatch_policy(r, "interaction"),
     "bm auto": lambda r, s: brainmatch_policy(r, "auto"),
+    "bm x-hgb": lambda r, s: brainmatch_policy(r, "x-hgb"),
     "anchor lasso T": lasso_t_anchor,
     "anchor EconML DR": lambda r, s: econml_anchor(r, s, "dr"),
     "anchor EconML CF": lambda r, s: econml_anchor(r, s, "cf"),
@@ -294,6 +296,9 @@ def main() -> None:
     ap.add_argument("--regimes", default=None, help="comma-separated row numbers of the grid")
     ap.add_argument("--methods", default=None, help="comma-separated parts of method names")
     ap.add_argument("--scale", default=None, help="comma-separated n for the timing (p=1000)")
+    ap.add_argument(
+        "--econml-high-p", action="store_true", help="run the EconML anchors at p >= 1000 too"
+    )
     args = ap.parse_args()
     print("timings measured on a shared, loaded 2-core machine")
     if not args.skip_grid:
@@ -304,7 +309,7 @@ def main() -> None:
             regimes,
             args.seeds or (5 if args.full else 2),
             args.methods.split(",") if args.methods else None,
-            heavy=args.full,
+            heavy=args.full or args.econml_high_p,
         )
     if args.null_trials:
         null_calibration(args.null_trials)

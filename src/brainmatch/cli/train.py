@@ -101,11 +101,12 @@ def train(
         "interaction",
         "--model",
         help="interaction (ridge PAI, default), per-arm (ridge per arm), t-linear (lasso "
-        "per arm), enet-interaction (elastic net path), auto (chosen among interaction, "
-        "t-linear and enet-interaction by inner CV on the doubly robust CATE error); "
-        "validation only (no model file): {t,s,x,dr,r}-{linear,hgb}, econml-dr, causal-forest. "
-        "Learners other than interaction/per-arm refit every permutation: use fewer "
-        "--n-permutations.",
+        "per arm), enet-interaction (elastic net path), {t,x,dr,r}-{linear,hgb} (meta-"
+        "learners; hgb = gradient boosting), auto (chosen among interaction, t-linear, "
+        "enet-interaction and x-hgb, or their convex stack, by inner CV on the doubly robust "
+        "CATE error); validation only (no model file): s-linear, s-hgb, econml-dr, "
+        "causal-forest. Learners other than interaction/per-arm refit every permutation: use "
+        "fewer --n-permutations.",
     ),
     n_permutations: int | None = typer.Option(
         None,
@@ -325,7 +326,7 @@ def train(
             "warnings": len(m["warnings"]),
             "model file": str(result.model_path)
             if result.model_path
-            else "(none: the learner is not linear; validation only)",
+            else "(none: S-learners and EconML cannot be stored; validation only)",
             "report": str(result.report_path) if result.report_path else "(skipped)",
         },
     )

@@ -27,7 +27,14 @@ from sklearn.base import BaseEstimator
 from threadpoolctl import threadpool_limits
 
 from brainmatch.errors import BrainmatchInputError
-from brainmatch.selection.learners import Learner, check_learner, make_learner
+from brainmatch.selection.learners import (
+    Learner,
+    check_learner,
+    export_arrays,
+    make_learner,
+    predict_exported,
+    spec_from_arrays,
+)
 from brainmatch.selection.modelfile import load_model, save_model
 from brainmatch.selection.pipeline import Preprocessor
 from brainmatch.validation.result import ValidationResult
@@ -35,31 +42,23 @@ from brainmatch.validation.result import ValidationResult
 ID = "participant_id"
 
 
-class _Primal(Learner):
-    """A linear learner rebuilt from a model file's coefficients."""
+class _Exported(Learner):
+    """A learner rebuilt from a model file's arrays (linear coefficients and, for the
+    non-linear learners, tree components: :mod:`brainmatch.selection.trees`)."""
 
-    linear = True
-
-    def __init__(self, coef: Any, intercept: Any, cov_coef: Any, link: str, name: str) -> None:
-        super().__init__(binary=link != "identity")
-        self.coef_, self.intercept_, self.cov_coef_ = coef, intercept, cov_coef
-        self.link, self.name = link, name
+    def __init__(self, spec: dict[str, Any], name: str) -> None:
+        super().__init__(binary=spec["link"] != "identity")
+        self.spec, self.name = spec, name
+        self.linear = spec.get("components") is None
 
     def predict(self, Z: NDArray[np.float64], C: NDArray[np.float64]) -> NDArray[np.float64]:
-        eta = Z @ self.coef_.T + self.intercept_[None, :] + C @ self.cov_coef_.T
-        if self.link == "logit":
-            return np.asarray(0.5 * (1.0 + np.tanh(0.5 * eta)))
-        if self.link == "identity-clipped":
-            return np.clip(eta, 0.0, 1.0)
-        return np.asarray(eta)
+        return predict_exported(Z, C, self.spec)
 
     def primal(self) -> dict[str, Any]:
-        return {
-            "coef": self.coef_,
-            "intercept": self.intercept_,
-            "cov_coef": self.cov_coef_,
-            "link": self.link,
-        }
+        return {k: self.spec[k] for k in ("coef", "intercept", "cov_coef", "link")}
+
+    def export(self) -> dict[str, Any]:
+        return dict(self.spec)
 
 
 def _as_2d(X: ArrayLike | pd.DataFrame, name: str) -> tuple[NDArray[np.float64], list[str]]:
@@ -290,22 +289,18 @@ class TreatmentSelector(BaseEstimator):
 
     # ------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write the fitted selector to the safe model file (linear learners only).
+        """Write the fitted selector to the safe model file (every learner except the
+        S-learners and EconML's: boosted trees are stored as numeric node arrays).
 
         The file has no validation summary: :func:`brainmatch.selection.recommend` on it
         reports "no reliable preference" until a model validated by
         :func:`brainmatch.selection.train` is used.
         """
         self._check_fitted()
-        primal = self.learner_.primal()
+        primal = self.learner_.export()
         pre = self.preprocessor_
         arrays: dict[str, Any] = {
-            "coef": np.asarray(primal["coef"], dtype=float),
-            "intercept": np.asarray(primal["intercept"], dtype=float),
-            "cov_coef": np.asarray(primal["cov_coef"], dtype=float),
-            "boot_coef": np.asarray(primal["coef"], dtype=np.float32)[None],
-            "boot_intercept": np.asarray(primal["intercept"], dtype=float)[None],
-            "boot_cov_coef": np.asarray(primal["cov_coef"], dtype=float)[None],
+            **export_arrays(primal, [primal]),
             "medians": pre.medians_,
             "confound_coef": pre.confound_coef_,
             "mean": pre.mean_,
@@ -383,9 +378,8 @@ class TreatmentSelector(BaseEstimator):
         sel.preprocessor_ = preprocessor_from_model(arrays, meta)
         link = str(meta.get("link", "identity-clipped" if sel.binary_ else "identity"))
         sel.chosen_learner_ = str(meta.get("model_chosen", meta.get("model")))
-        sel.learner_ = _Primal(
-            arrays["coef"], arrays["intercept"], arrays["cov_coef"], link, sel.chosen_learner_
-        )
+        spec, _ = spec_from_arrays(arrays, link, lambda m: BrainmatchInputError(m, path))
+        sel.learner_ = _Exported(spec, sel.chosen_learner_)
         return sel
 
 

@@ -23,10 +23,14 @@ name                   model
                        arm, whose outcome comes from the T-learner's base model
 ``econml-dr``,         EconML's ``DRLearner`` and ``CausalForestDML`` (needs the ``causal``
 ``causal-forest``      extra)
-``auto``               the candidate (default: the linear learners, which the safe model
-                       file can store) with the smallest doubly robust CATE error in an inner
-                       cross-validation
+``auto``               the candidate (default: the linear learners and ``x-hgb``) with the
+                       smallest doubly robust CATE error in an inner cross-validation, or the
+                       convex stack of the candidates when its cross-fitted error is smaller
 =====================  ======================================================================
+
+Every learner except the S-learners and EconML's can be written to the safe model file:
+linear coefficients, plus boosted trees as plain node arrays
+(:mod:`brainmatch.selection.trees`).
 
 The inner criterion of ``auto`` is a treatment-selection one, not per-arm R²: with cross-fitted
 predictions ``mu`` of every candidate, doubly robust scores ``Gamma[i, a] = mu_a(x_i) +
@@ -35,6 +39,12 @@ predictions, the same for every candidate) give pseudo-effects ``phi_a = Gamma_a
 mean_b Gamma_b``; a candidate's error is ``mean_i sum_a (phi_ia - tau_ia)^2`` with its own
 centred predictions ``tau_a = mu_a - mean_b mu_b``.  In a randomised trial ``e`` is known,
 so this is an unbiased estimate of the CATE error up to a constant shared by the candidates.
+
+Stacking (continuous outcomes): convex weights over the candidates' inner out-of-fold
+predictions minimising the same criterion (:func:`stack_weights`); the stack is used only
+when its error, with weights fitted on the other inner folds and scored on each fold
+(cross-fitted, so not flattered by its own fit), beats the best single candidate's.
+Binary outcomes select one candidate (their links differ).
 """
 
 from __future__ import annotations
@@ -48,13 +58,17 @@ from numpy.typing import NDArray
 
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.selection.pipeline import ArmModels
+from brainmatch.selection.trees import Components, export_hgb, export_linear
 
 LINEAR = ("interaction", "per-arm", "t-linear", "enet-interaction")
 META = tuple(f"{m}-{b}" for m in ("t", "s", "x", "dr", "r") for b in ("linear", "hgb"))
 ECONML = ("econml-dr", "causal-forest")
 LEARNERS = tuple(dict.fromkeys(("auto", *LINEAR, *META, *ECONML)))
-#: Candidates of ``auto`` by default: penalised linear learners (storable in the model file).
-AUTO_CANDIDATES = ("interaction", "t-linear", "enet-interaction")
+#: Learners the safe model file cannot store (validation only).
+UNSTORABLE = ("s-linear", "s-hgb", *ECONML)
+#: Candidates of ``auto`` by default: the penalised linear learners and the boosted
+#: X-learner (all storable in the model file).
+AUTO_CANDIDATES = ("interaction", "t-linear", "enet-interaction", "x-hgb")
 INNER_FOLDS = 3
 
 Array = NDArray[np.float64]
@@ -158,6 +172,8 @@ class Learner:
 
     name = "base"
     linear = False
+    #: whether :meth:`export` can write the learner to the safe model file
+    storable = True
 
     def __init__(self, binary: bool = False, seed: int = 0) -> None:
         self.binary = binary
@@ -172,12 +188,47 @@ class Learner:
     def primal(self) -> dict[str, Any]:
         """``coef`` (k, p), ``intercept`` (k,), ``cov_coef`` (k, q), ``link``."""
         raise BrainmatchInputError(
-            f"learner {self.name!r} is not linear: the safe model file stores only linear "
-            "learners (interaction, per-arm, t-linear, enet-interaction)"
+            f"learner {self.name!r} is not linear: it has no coefficients (export() gives its "
+            "trees for the model file)"
         )
 
     def penalties(self) -> list[float]:
         return []
+
+    def export(self) -> dict[str, Any]:
+        """The fitted model as numeric arrays: the linear part (:meth:`primal` keys) plus
+        ``components`` (:class:`~brainmatch.selection.trees.Components` or None) and their
+        per-arm ``weight`` (k, n_components); see :mod:`brainmatch.selection.trees`."""
+        return {**self.primal(), "components": None, "weight": None}
+
+
+def predict_exported(
+    Z: Array,
+    C: Array,
+    spec: dict[str, Any],
+    G: Array | None = None,
+) -> Array:
+    """Predictions (n, k) of an exported model; ``G`` = its components' outputs on
+    ``[Z, C]`` (computed when None)."""
+    eta = Z @ spec["coef"].T + spec["intercept"][None, :] + C @ spec["cov_coef"].T
+    if spec.get("weight") is not None:
+        if G is None:
+            G = spec["components"].evaluate(np.column_stack([Z, C]))
+        eta = eta + G @ spec["weight"].T
+    link = spec["link"]
+    if link == "logit":
+        return _sigmoid(eta)
+    if link == "identity-clipped":
+        return np.clip(eta, 0.0, 1.0)
+    return np.asarray(eta)
+
+
+def _component(model: Any) -> Components:
+    if isinstance(model, _LassoRegressor):
+        return export_linear(model.coef_, model.intercept_)
+    if isinstance(model, _LogisticClassifier):
+        return export_linear(model.coef_, model.intercept_, logistic=True)
+    return export_hgb(model)
 
 
 class RidgeLearner(Learner):
@@ -370,6 +421,7 @@ class MetaLearner(Learner):
     def fit(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> MetaLearner:
         X = self._X(Z, C)
         self.k_ = k
+        self.p_, self.q_ = Z.shape[1], C.shape[1]
         s = self.seed
         if self.kind == "s":
             self.model_ = _fit_outcome(self.base, self._S(X, t, k), y, self.binary, s)
@@ -439,9 +491,55 @@ class MetaLearner(Learner):
         pred = np.column_stack(out)
         return np.clip(pred, 0.0, 1.0) if self.binary else pred
 
+    @property
+    def storable(self) -> bool:  # type: ignore[override]
+        return self.kind != "s"
+
+    def export(self) -> dict[str, Any]:
+        """Per-arm outcome models and effect models as components: arm 0 = ``mu_0``;
+        arm a = ``mu_a`` (T) or ``mu_0 + tau_a`` (X: the propensity-weighted pair)."""
+        if self.kind == "s":
+            raise BrainmatchInputError(
+                f"learner {self.name!r} cannot be stored in the safe model file (its model "
+                "takes the arm as an input); use the t-, x-, dr- or r- learner"
+            )
+        k = self.k_
+        comps = [_component(m) for m in self.mu_]
+        weights: list[list[tuple[int, float]]] = [[(a, 1.0)] for a in range(k)]
+        if self.kind != "t":
+            weights = [[(0, 1.0)] for _ in range(k)]
+            for a in range(1, k):
+                if self.kind == "x":
+                    m1, m0 = self.tau_[a - 1]
+                    g = self.e_[a] / (self.e_[a] + self.e_[0])
+                    comps += [_component(m1), _component(m0)]
+                    weights[a] += [(len(comps) - 2, 1 - g), (len(comps) - 1, g)]
+                else:
+                    comps.append(_component(self.tau_[a - 1]))
+                    weights[a].append((len(comps) - 1, 1.0))
+        W = np.zeros((k, len(comps)))
+        for a, pairs in enumerate(weights):
+            for e, w in pairs:
+                W[a, e] += w
+        return {
+            "coef": np.zeros((k, self.p_)),
+            "intercept": np.zeros(k),
+            "cov_coef": np.zeros((k, self.q_)),
+            "link": "identity-clipped" if self.binary else "identity",
+            "components": Components.concat(comps, self.p_ + self.q_),
+            "weight": W,
+        }
+
 
 class EconMLLearner(Learner):
     """EconML's ``DRLearner`` or ``CausalForestDML``; arm 0's outcome from a boosted model."""
+
+    storable = False
+
+    def export(self) -> dict[str, Any]:
+        raise BrainmatchInputError(
+            f"learner {self.name!r} (EconML) cannot be stored in the safe model file"
+        )
 
     def __init__(self, name: str, binary: bool = False, seed: int = 0) -> None:
         super().__init__(binary, seed)
@@ -523,8 +621,84 @@ def dr_cate_error(
     return out
 
 
+def stack_weights(
+    candidates: dict[str, Array], t: NDArray[np.intp], y: Array, e: Array
+) -> dict[str, float]:
+    """Convex weights (non-negative, summing to 1) over the candidates' out-of-fold
+    predictions that minimise the doubly robust CATE error of the combination (the
+    criterion of :func:`dr_cate_error`, same pseudo-effects ``phi``)."""
+    from scipy.optimize import nnls
+
+    k = e.size
+    names = list(candidates)
+    mu = np.mean(list(candidates.values()), axis=0)
+    onehot = np.eye(k)[t]
+    gamma = mu + onehot / e[None, :] * (y[:, None] - mu)
+    phi = (gamma - gamma.mean(axis=1, keepdims=True)).ravel()
+    A = np.column_stack(
+        [(candidates[c] - candidates[c].mean(axis=1, keepdims=True)).ravel() for c in names]
+    )
+    scale = 1e3 * max(1.0, float(np.sqrt((A**2).sum() / max(1, A.shape[1]))))
+    w, _ = nnls(np.vstack([A, scale * np.ones((1, len(names)))]), np.append(phi, scale))
+    w = np.where(w > 1e-3, w, 0.0)
+    w = w / w.sum() if w.sum() > 0 else np.full(len(names), 1.0 / len(names))
+    return {c: float(v) for c, v in zip(names, w, strict=True)}
+
+
+class StackedLearner(Learner):
+    """A fixed convex combination of fitted learners' predictions (identity links)."""
+
+    name = "stack"
+
+    def __init__(self, names: list[str], weights: list[float], binary: bool, seed: int) -> None:
+        super().__init__(binary, seed)
+        self.names, self.weights = names, weights
+
+    def fit(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> StackedLearner:
+        self.models_ = [
+            make_learner(c, self.binary, self.seed).fit(Z, C, t, k, y) for c in self.names
+        ]
+        self.linear = all(m.linear for m in self.models_)
+        self.storable = all(m.storable for m in self.models_)
+        return self
+
+    def predict(self, Z: Array, C: Array) -> Array:
+        return np.asarray(
+            sum(w * m.predict(Z, C) for w, m in zip(self.weights, self.models_, strict=True))
+        )
+
+    def export(self) -> dict[str, Any]:
+        specs = [m.export() for m in self.models_]
+        links = {s["link"] for s in specs}
+        if links != {"identity"}:
+            raise BrainmatchInputError(f"cannot store a stack of learners with links {links}")
+        out: dict[str, Any] = {
+            key: sum(w * np.asarray(s[key]) for w, s in zip(self.weights, specs, strict=True))
+            for key in ("coef", "intercept", "cov_coef")
+        }
+        out["link"] = "identity"
+        parts = [
+            (w, s) for w, s in zip(self.weights, specs, strict=True) if s["weight"] is not None
+        ]
+        if parts:
+            d = out["coef"].shape[1] + out["cov_coef"].shape[1]
+            out["components"] = Components.concat([s["components"] for _, s in parts], d)
+            out["weight"] = np.hstack([w * s["weight"] for w, s in parts])
+        else:
+            out["components"] = out["weight"] = None
+        return out
+
+    def primal(self) -> dict[str, Any]:
+        spec = self.export()
+        if spec["weight"] is not None:
+            return super().primal()
+        return {k: spec[k] for k in ("coef", "intercept", "cov_coef", "link")}
+
+
 class AutoLearner(Learner):
-    """The candidate with the smallest inner-CV doubly robust CATE error, refitted."""
+    """The candidate with the smallest inner-CV doubly robust CATE error, or (``stack``,
+    continuous outcomes) the convex combination of the candidates minimising that error,
+    refitted on all rows."""
 
     name = "auto"
 
@@ -534,33 +708,70 @@ class AutoLearner(Learner):
         seed: int = 0,
         candidates: tuple[str, ...] = AUTO_CANDIDATES,
         inner_folds: int = INNER_FOLDS,
+        stack: bool = True,
     ) -> None:
         super().__init__(binary, seed)
         self.candidates = candidates
         self.inner_folds = inner_folds
+        self.stack = stack
 
     def fit(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> AutoLearner:
         oof = {c: np.zeros((t.size, k)) for c in self.candidates}
-        for fold in _folds(t, self.inner_folds, self.seed):
+        folds = _folds(t, self.inner_folds, self.seed)
+        for fold in folds:
             train = np.setdiff1d(np.arange(t.size), fold)
             for c in self.candidates:
                 m = make_learner(c, self.binary, self.seed).fit(
                     Z[train], C[train], t[train], k, y[train]
                 )
                 oof[c][fold] = m.predict(Z[fold], C[fold])
-        self.scores_ = dr_cate_error(oof, t, y, _shares(t, k))
+        e = _shares(t, k)
+        stacking = self.stack and not self.binary and len(self.candidates) > 1
+        if stacking:
+            # the stack competes with its own cross-fitted error: weights fitted on the
+            # other inner folds' out-of-fold predictions, scored on this fold's
+            oof_stack = np.zeros((t.size, k))
+            for fold in folds:
+                rest = np.setdiff1d(np.arange(t.size), fold)
+                w = stack_weights({c: v[rest] for c, v in oof.items()}, t[rest], y[rest], e)
+                oof_stack[fold] = sum(w[c] * oof[c][fold] for c in self.candidates)
+            self.scores_ = dr_cate_error({**oof, "stack": oof_stack}, t, y, e)
+        else:
+            self.scores_ = dr_cate_error(oof, t, y, e)
         self.chosen_ = min(
             self.candidates, key=lambda c: (self.scores_[c], self.candidates.index(c))
         )
-        self.model_ = make_learner(self.chosen_, self.binary, self.seed).fit(Z, C, t, k, y)
+        self.weights_ = {self.chosen_: 1.0}
+        if stacking and self.scores_["stack"] < self.scores_[self.chosen_]:
+            kept = {c: v for c, v in stack_weights(oof, t, y, e).items() if v > 0}
+            if len(kept) > 1:
+                self.weights_ = kept
+                self.chosen_ = "stack(" + " + ".join(f"{v:.2f} {c}" for c, v in kept.items()) + ")"
+        self.model_ = self._fresh().fit(Z, C, t, k, y)
         self.linear = self.model_.linear
+        self.storable = self.model_.storable
         return self
+
+    def _fresh(self) -> Learner:
+        if len(self.weights_) == 1:
+            return make_learner(next(iter(self.weights_)), self.binary, self.seed)
+        return StackedLearner(
+            list(self.weights_), list(self.weights_.values()), self.binary, self.seed
+        )
+
+    def refit_chosen(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> Learner:
+        """The same choice (learner, or stack with its weights) fitted on other rows
+        (the bootstrap refits of the final model)."""
+        return self._fresh().fit(Z, C, t, k, y)
 
     def predict(self, Z: Array, C: Array) -> Array:
         return self.model_.predict(Z, C)
 
     def primal(self) -> dict[str, Any]:
         return self.model_.primal()
+
+    def export(self) -> dict[str, Any]:
+        return self.model_.export()
 
     def penalties(self) -> list[float]:
         return self.model_.penalties()
@@ -585,3 +796,86 @@ def make_learner(
     if name in ECONML:
         return EconMLLearner(name, binary, seed)
     return MetaLearner(name, binary, seed)
+
+
+def export_arrays(spec: dict[str, Any], boots: list[dict[str, Any]]) -> dict[str, NDArray[Any]]:
+    """Model-file arrays of an exported learner and its bootstrap refits.
+
+    Linear learners give ``coef``, ``intercept``, ``cov_coef`` and their ``boot_*`` stacks
+    (as always); learners with components add one pool of every component (the final
+    model's first, then each refit's) in :data:`brainmatch.selection.trees.TREE_ARRAYS`,
+    with ``comp_weight`` (k, n_components) and ``boot_comp_weight`` (n_boot, k,
+    n_components), zero outside each model's own components.
+    """
+    arrays: dict[str, NDArray[Any]] = {
+        "coef": np.asarray(spec["coef"], dtype=float),
+        "intercept": np.asarray(spec["intercept"], dtype=float),
+        "cov_coef": np.asarray(spec["cov_coef"], dtype=float),
+        "boot_coef": np.asarray([b["coef"] for b in boots], dtype=np.float32),
+        "boot_intercept": np.asarray([b["intercept"] for b in boots], dtype=float),
+        "boot_cov_coef": np.asarray([b["cov_coef"] for b in boots], dtype=float),
+    }
+    models = [spec, *boots]
+    if all(m.get("components") is None for m in models):
+        return arrays
+    k = arrays["coef"].shape[0]
+    d = arrays["coef"].shape[1] + arrays["cov_coef"].shape[1]
+    parts: list[Components] = []
+    start: dict[int, int] = {}  # a pool shared by several models is stored once
+    for m in models:
+        c = m.get("components")
+        if c is not None and id(c) not in start:
+            start[id(c)] = sum(part.n_components for part in parts)
+            parts.append(c)
+    total = sum(part.n_components for part in parts)
+    weights = np.zeros((len(models), k, total))
+    for i, m in enumerate(models):
+        c = m.get("components")
+        if c is not None:
+            weights[i, :, start[id(c)] : start[id(c)] + c.n_components] = m["weight"]
+    arrays.update(Components.concat(parts, d).to_arrays())
+    arrays["comp_weight"] = weights[0]
+    arrays["boot_comp_weight"] = weights[1:]
+    return arrays
+
+
+def spec_from_arrays(
+    arrays: dict[str, NDArray[Any]], link: str, bad: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The final model's and the bootstrap refits' specs from model-file arrays (validated:
+    ``bad(message)`` returns the exception to raise)."""
+    comps = None
+    if "comp_weight" in arrays:
+        d = arrays["coef"].shape[1] + arrays["cov_coef"].shape[1]
+        comps = Components.from_arrays(arrays, d, bad)
+        k, e = arrays["coef"].shape[0], comps.n_components
+        b = arrays["boot_coef"].shape[0]
+        w, bw = arrays.get("comp_weight"), arrays.get("boot_comp_weight")
+        if w is None or bw is None or w.shape != (k, e) or bw.shape != (b, k, e):
+            raise bad(
+                f"'comp_weight' / 'boot_comp_weight' are not of shapes ({k}, {e}) / ({b}, {k}, {e})"
+            )
+        if w.dtype.kind != "f" or bw.dtype.kind != "f":
+            raise bad("'comp_weight' / 'boot_comp_weight' are not floating-point arrays")
+        if not (np.isfinite(w).all() and np.isfinite(bw).all()):
+            raise bad("'comp_weight' holds NaN or infinite values")
+    spec = {
+        "coef": arrays["coef"].astype(float),
+        "intercept": arrays["intercept"].astype(float),
+        "cov_coef": arrays["cov_coef"].astype(float),
+        "link": link,
+        "components": comps,
+        "weight": None if comps is None else arrays["comp_weight"].astype(float),
+    }
+    boots = [
+        {
+            "coef": arrays["boot_coef"][i].astype(float),
+            "intercept": arrays["boot_intercept"][i].astype(float),
+            "cov_coef": arrays["boot_cov_coef"][i].astype(float),
+            "link": link,
+            "components": comps,
+            "weight": None if comps is None else arrays["boot_comp_weight"][i].astype(float),
+        }
+        for i in range(arrays["boot_coef"].shape[0])
+    ]
+    return spec, boots

@@ -584,6 +584,11 @@ def check_model(arrays: dict[str, NDArray[Any]], meta: dict[str, Any], path: str
             arr = arrays.get(name)
             if arr is None or arr.shape != shape or not np.isfinite(arr).all():
                 raise bad(f"{name!r} is missing, not finite or not of shape {shape}")
+    if any(name.startswith(("tree_", "comp_", "boot_comp_")) for name in arrays):
+        # a non-linear learner: every tree node, offset and weight is validated
+        from brainmatch.selection.learners import spec_from_arrays
+
+        spec_from_arrays(arrays, "identity", bad)
     if "selected" in arrays:
         sel = arrays["selected"]
         if sel.ndim != 1 or sel.dtype.kind not in "iu" or ((sel < 0) | (sel >= p)).any():

@@ -14,6 +14,7 @@ from brainmatch._io import write_json, write_tsv
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.harmonize import ComBat
 from brainmatch.selection.data import ID, MAX_ABS_VALUE, one_row_per_participant, read_table
+from brainmatch.selection.learners import predict_exported, spec_from_arrays
 from brainmatch.selection.modelfile import check_predictions, load_model
 from brainmatch.selection.pipeline import Preprocessor
 from brainmatch.selection.regions import readable_feature_name
@@ -156,21 +157,33 @@ def _extract_bids(
     return table
 
 
-def _predict(
-    arrays: dict[str, NDArray[Any]],
-    Z: NDArray[np.float64],
-    C: NDArray[np.float64],
-    coef: NDArray[np.float64],
-    intercept: NDArray[np.float64],
-    cov_coef: NDArray[np.float64],
-    link: str = "identity",
-) -> NDArray[np.float64]:
-    eta = np.asarray(Z @ coef.T + intercept[None, :] + C @ cov_coef.T)
-    if link == "logit":
-        return np.asarray(0.5 * (1.0 + np.tanh(0.5 * eta)))
-    if link == "identity-clipped":
-        return np.clip(eta, 0.0, 1.0)
-    return eta
+def _occlusion(
+    Z: NDArray[np.float64], C: NDArray[np.float64], spec: dict[str, Any], arms: list[str]
+) -> Any:
+    """Feature contributions to a non-linear model's advantage of arm ``best`` over
+    ``nxt``: the advantage minus the advantage with that feature alone at the training
+    mean (``Z = 0``); for a linear model this is exactly ``Z_j (coef_best - coef_next)``.
+    Only features that the model uses are evaluated; ``from_features`` is the advantage
+    minus the advantage with every feature at its mean."""
+    p = Z.shape[1]
+    linear_used = np.flatnonzero(np.abs(spec["coef"]).sum(axis=0) > 0)
+    own = np.flatnonzero(np.abs(spec["weight"]).sum(axis=0))
+    inputs = spec["components"].used_inputs(own)
+    m = int(own.max()) + 1 if own.size else 0  # the final model's components come first
+    spec = {**spec, "components": spec["components"].head(m), "weight": spec["weight"][:, :m]}
+    used = np.union1d(linear_used, inputs[inputs < p]).astype(int)
+
+    def contributions(i: int, best: int, nxt: int, sign: float) -> tuple[Any, float]:
+        rows = np.repeat(Z[i : i + 1], used.size + 2, axis=0)
+        rows[np.arange(used.size), used] = 0.0
+        rows[-1] = 0.0
+        pr = predict_exported(rows, np.repeat(C[i : i + 1], rows.shape[0], axis=0), spec)
+        adv = sign * (pr[:, best] - pr[:, nxt])
+        contrib = np.zeros(p)
+        contrib[used] = adv[-2] - adv[: used.size]
+        return contrib, float(adv[-2] - adv[-1])
+
+    return contributions
 
 
 def validation_supports_selection(selection: dict[str, Any]) -> tuple[bool, list[str]]:
@@ -314,23 +327,16 @@ def recommend(
     pre = preprocessor_from_model(arrays, meta)
     Z, C = pre.transform(X, cov, sites)
     link = str(meta.get("link", "identity-clipped" if meta["binary"] else "identity"))
-    pred = _predict(arrays, Z, C, arrays["coef"], arrays["intercept"], arrays["cov_coef"], link)
+    spec, boot_specs = spec_from_arrays(
+        arrays, link, lambda m: BrainmatchInputError(f"implausible model file: {m}", model_path)
+    )
+    comps = spec["components"]
+    G = None if comps is None else comps.evaluate(np.column_stack([Z, C]))
+    pred = predict_exported(Z, C, spec, G)
     # non-finite predictions are refused; out-of-range ones get a caveat (and are clipped)
     range_caveats = check_predictions(pred, meta, table[ID].astype(str).tolist(), model_path)
-    boots = np.stack(
-        [
-            _predict(
-                arrays,
-                Z,
-                C,
-                arrays["boot_coef"][b].astype(float),
-                arrays["boot_intercept"][b],
-                arrays["boot_cov_coef"][b],
-                link,
-            )
-            for b in range(arrays["boot_coef"].shape[0])
-        ]
-    )
+    boots = np.stack([predict_exported(Z, C, b, G) for b in boot_specs])
+    occlusion = None if comps is None else _occlusion(Z, C, spec, arms)
     lo_y, hi_y = meta.get("outcome_range", [-np.inf, np.inf])
     if meta["binary"]:
         lo_y, hi_y = 0.0, 1.0
@@ -359,8 +365,11 @@ def recommend(
         adv_boot = ub[:, best] - np.delete(ub, best, axis=1).max(axis=1)
         adv_ci = _interval(*np.percentile(adv_boot, [2.5, 97.5]))
         # what drove the choice: feature contributions to the advantage (linear predictor)
-        contrib = sign * Z[i] * (coef[best] - coef[nxt])
-        from_features = float(contrib.sum())
+        if occlusion is None:
+            contrib = sign * Z[i] * (coef[best] - coef[nxt])
+            from_features = float(contrib.sum())
+        else:  # non-linear: one feature at a time set to the training mean (Z = 0)
+            contrib, from_features = occlusion(i, best, nxt, sign)
         material_floor = max(0.1 * threshold, 0.05 * float(np.abs(contrib).sum()))
         top = [
             j for j in np.argsort(-np.abs(contrib))[:N_DRIVERS] if abs(contrib[j]) >= material_floor
@@ -468,6 +477,12 @@ def recommend(
                 "drivers_note": (
                     f"features with a contribution of at least {material_floor:.2g} "
                     f"({'outcome units' if link != 'logit' else 'log-odds'}) to the advantage"
+                    + (
+                        " (non-linear model: the change in the advantage when that feature "
+                        "alone is set to the training mean)"
+                        if occlusion is not None
+                        else ""
+                    )
                     if top
                     else "no brain feature contributes materially: the choice comes from the "
                     "arms' average difference (and baseline / covariates) alone"

@@ -18,7 +18,13 @@ from brainmatch import __version__
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.selection._ridge import KernelRidgeLOO
 from brainmatch.selection.data import ID, TrainingData, load_training_data
-from brainmatch.selection.learners import AUTO_CANDIDATES, LINEAR, check_learner, make_learner
+from brainmatch.selection.learners import (
+    AUTO_CANDIDATES,
+    UNSTORABLE,
+    check_learner,
+    export_arrays,
+    make_learner,
+)
 from brainmatch.selection.modelfile import save_model
 from brainmatch.selection.pipeline import MODELS, Preprocessor
 from brainmatch.selection.screen import (
@@ -915,6 +921,13 @@ def validate(
             "(out of fold): it does not select between arms, and the selection benefit d "
             "then measures that arm's main effect"
         )
+    if model in MODELS and data.X.shape[1] >= data.y.size and select == "none":
+        warnings.append(
+            f"{data.X.shape[1]} features for {data.y.size} patients: the ridge {model} model "
+            "shrinks sparse treatment-by-feature effects to almost nothing (docs/train.md "
+            "benchmark at n = 500, p = 1000: 0.10 of the oracle's gain against 0.92 for "
+            "auto); consider model=auto with n_permutations=99"
+        )
     if data.X.shape[1] > 10 * data.y.size and select == "none":
         warnings.append(
             f"{data.X.shape[1]} features for {data.y.size} patients: expect "
@@ -1123,8 +1136,8 @@ def train(
     per_arm, selection, warnings = metrics["per_arm"], metrics["selection"], metrics["warnings"]
     cv_desc = metrics["cv"]["description"]
     predictions = validation.predictions
-    if model not in (*LINEAR, "auto"):
-        # validation only: the safe model file stores linear learners
+    if model in UNSTORABLE:
+        # validation only: the safe model file cannot store S-learners and EconML's
         out = Path(out_dir)
         metrics["model_file"] = None
         metrics["model_chosen"] = model
@@ -1137,9 +1150,9 @@ def train(
             "permutation_cv_repeats": n_null_rep,
         }
         metrics["warnings"].append(
-            f"no model file: the learner {model} is not linear and the safe model file "
-            "stores only linear learners (interaction, per-arm, t-linear, enet-interaction, "
-            "auto); its validation is in metrics.json"
+            f"no model file: the safe model file cannot store the learner {model} (S-learners "
+            "take the arm as an input; EconML's models are Python objects); its validation "
+            "is in metrics.json"
         )
         metrics["tripod_ai"] = tripod_items(metrics)
         validation.save(out)
@@ -1244,7 +1257,8 @@ def train(
         predictions=predictions,
         model_path=model_path,
         extras={
-            "coef": arrays["coef"],
+            # a model with trees has no coefficient map (the report then shows none)
+            "coef": None if "comp_weight" in arrays else arrays["coef"],
             "feature_names": data.feature_names,
             "pred_other": validation.extras["pred_other"],
         },
@@ -1267,9 +1281,9 @@ def fit_final_model(
     With screening, every bootstrap refit screens its own resample again (keeping the final
     model's number of features), so the recommendation's stability includes the
     variability of the selected set.  Learners other than the ridge models: the final fit
-    (for ``auto``: the choice, then the chosen learner) and ``N_BOOTSTRAP_OTHER`` refits of
-    the chosen learner; only linear learners can be stored (``BrainmatchInputError``
-    otherwise).
+    (for ``auto``: the choice, then the chosen learner or stack) and ``N_BOOTSTRAP_OTHER``
+    refits of that choice, exported as arrays (boosted trees as node arrays); S-learners
+    and EconML's cannot be stored (``BrainmatchInputError``).
     """
     if model not in MODELS:
         return _fit_final_learner(
@@ -1358,32 +1372,28 @@ def _fit_final_learner(
         Z, C = pre.fit_transform(data.X, data.covariates, data.sites)
         fitted = make_learner(model, data.binary, seed, candidates).fit(Z, C, t, k, data.y)
         chosen = str(getattr(fitted, "chosen_", model))
-        if not fitted.linear:
+        if not fitted.storable:
             raise BrainmatchInputError(
-                f"model={model}: the final learner ({chosen}) is not linear, and the safe "
-                "model file stores only linear learners (interaction, per-arm, t-linear, "
-                "enet-interaction); use validate() to assess it, or choose a linear learner"
+                f"model={model}: the final learner ({chosen}) cannot be stored in the safe "
+                "model file (S-learners and EconML's models); use validate() to assess it"
             )
-        primal = fitted.primal()
+        primal = fitted.export()
         rng = np.random.default_rng([seed, 3])
-        boot_coef, boot_icpt, boot_cov = [], [], []
+        boots = []
         for _ in range(N_BOOTSTRAP_OTHER):
             idx = np.concatenate(
                 [rng.choice(np.flatnonzero(t == a), (t == a).sum()) for a in range(k)]
             )
-            fb = make_learner(chosen, data.binary, seed).fit(Z[idx], C[idx], t[idx], k, data.y[idx])
-            pb = fb.primal()
-            boot_coef.append(pb["coef"])
-            boot_icpt.append(pb["intercept"])
-            boot_cov.append(pb["cov_coef"])
+            if hasattr(fitted, "refit_chosen"):  # auto: the same learner or stack
+                fb = fitted.refit_chosen(Z[idx], C[idx], t[idx], k, data.y[idx])
+            else:
+                fb = make_learner(model, data.binary, seed).fit(
+                    Z[idx], C[idx], t[idx], k, data.y[idx]
+                )
+            boots.append(fb.export())
     score = (Z**2).mean(axis=1)
     arrays: dict[str, NDArray[Any]] = {
-        "coef": primal["coef"],
-        "intercept": primal["intercept"],
-        "cov_coef": primal["cov_coef"],
-        "boot_coef": np.asarray(boot_coef, dtype=np.float32),
-        "boot_intercept": np.asarray(boot_icpt),
-        "boot_cov_coef": np.asarray(boot_cov),
+        **export_arrays(primal, boots),
         "medians": pre.medians_,
         "confound_coef": pre.confound_coef_,
         "mean": pre.mean_,
@@ -1402,6 +1412,10 @@ def _fit_final_learner(
             }
         )
     used = np.flatnonzero(np.abs(primal["coef"]).sum(axis=0) > 0)
+    if primal.get("components") is not None:
+        p = Z.shape[1]
+        inputs = primal["components"].used_inputs()
+        used = np.union1d(used, inputs[inputs < p])
     extras = {
         "chosen": chosen,
         "link": primal["link"],
