@@ -109,7 +109,6 @@ def tree_model(tmp_path_factory):
         n_repeats=1,
         n_permutations=3,
         learning_curve=False,
-        report=False,
     )
     return res, r
 
@@ -121,7 +120,7 @@ def test_train_stores_boosted_model_and_recommend_reproduces_it(tree_model):
     # the final model and 20 bootstrap refits, 4 boosted components each (mu_0, mu_1, tau pair)
     assert arrays["comp_weight"].shape == (2, 84)
     assert arrays["boot_comp_weight"].shape == (20, 2, 84)
-    rec = recommend(res.model_path, r.features.head(5), None, report=False)
+    rec = recommend(res.model_path, r.features.head(5), None)
     # same preprocessing + learner refitted in-process gives the same predictions
     Xf = r.features.iloc[:, 1:]
     sel = TreatmentSelector("x-hgb", better="higher").fit(Xf, r.outcomes["arm"], r.outcomes["y"])
@@ -222,7 +221,7 @@ def test_cli_recommend_on_a_boosted_model(tree_model, tmp_path):
     )
     assert out.exit_code == 0, out.output
     rj = json.loads((tmp_path / "r" / "recommend.json").read_text())
-    api = recommend(res.model_path, r.features.head(3), None, report=False)
+    api = recommend(res.model_path, r.features.head(3), None)
     arm = rj["model"]["arms"][1]
     assert rj["patients"][2]["predicted"][arm]["value"] == pytest.approx(
         api.patients[2]["predicted"][arm]["value"], abs=1e-12
