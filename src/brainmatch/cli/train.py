@@ -34,6 +34,7 @@ FLAGS = {
     "n_splits": "--n-splits",
     "n_repeats": "--n-repeats",
     "threshold": "--threshold",
+    "scheduler": "--scheduler",
 }
 _ASSIGN = re.compile(r"\b(" + "|".join(FLAGS) + r")=")
 _COLUMN = re.compile(r"\b(treatment_column|outcome_column|baseline_column|site_column)\b")
@@ -151,6 +152,13 @@ def train(
     n_bootstrap: int = typer.Option(
         200, "--n-bootstrap", help="With --time-column: bootstrap refits / gain CI resamples."
     ),
+    scheduler: str | None = typer.Option(
+        None,
+        "--scheduler",
+        help="Dask distributed scheduler address (tcp://host:8786): run the outer folds "
+        "(with their permutations), the learning curve and the bootstrap refits on that "
+        "cluster; results are identical to a serial run.",
+    ),
 ) -> None:
     """Train a treatment-selection model with nested cross-validation and write its report.
 
@@ -168,6 +176,7 @@ def train(
             "--cv": cv != "repeated-kfold",
             "--model": model != "interaction",
             "--select-features": select_features != "none",
+            "--scheduler": scheduler is not None,
         }
         for flag, given in unused.items():
             if given:
@@ -227,6 +236,7 @@ def train(
             report=not no_report,
             learning_curve=not no_learning_curve,
             progress=update,
+            scheduler=scheduler,
         )
     m = result.metrics
     s = m["selection"]
