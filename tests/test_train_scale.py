@@ -37,7 +37,7 @@ def _problem(n: int, p: int, k: int, q: int, seed: int = 0):  # type: ignore[no-
 
 def _dual(model: str, Z, C, t, k, Y):  # type: ignore[no-untyped-def]
     """The kernel (n x n) algebra that the primal path replaces."""
-    n, p = Z.shape
+    p = Z.shape[1]
     m = ArmModels(model)
     m.k_, m.p_, m.Z_, m.t_, m.primal_ = k, p, Z, t, False
     G = Z @ Z.T / p
