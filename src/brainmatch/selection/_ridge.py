@@ -34,6 +34,74 @@ LAMBDA_GRID = np.logspace(-2, 4, 13)
 CHUNK = 256
 
 
+class ArmBlockFactor:
+    """The interaction kernel's factor ``F`` (``n x k p``) without forming it.
+
+    Block ``b`` of row ``i`` is ``z_i (1(t_i = b) + c) / sqrt(p)``
+    (:func:`brainmatch.selection.pipeline.interaction_factor`), so every row is a scaled
+    copy of ``z_i``: ``F' F`` is a sum of ``k`` per-arm Gram matrices ``Z_a' Z_a`` (cost
+    ``n p^2`` instead of ``n (k p)^2``) and ``F V`` costs ``n p r`` instead of ``n k p r``.
+    """
+
+    def __init__(self, Z: NDArray[np.float64], t: NDArray[np.intp], k: int) -> None:
+        self.Z, self.t, self.k = Z, t, k
+        self.n, self.p = Z.shape
+        self.c = (np.sqrt(k + 1.0) - 1.0) / k
+        # W[a, b]: weight of block b in the rows of arm a
+        self.W = (np.eye(k) + self.c) / np.sqrt(self.p)
+        self.rows = [np.flatnonzero(t == a) for a in range(k)]
+        self.shape = (self.n, k * self.p)
+
+    def gram(self) -> NDArray[np.float64]:
+        """``F' F`` (``k p x k p``)."""
+        k, p = self.k, self.p
+        out = np.zeros((k * p, k * p))
+        for a, rows in enumerate(self.rows):
+            Za = self.Z[rows]
+            G = Za.T @ Za
+            w = self.W[a]
+            for b in range(k):
+                for b2 in range(k):
+                    out[b * p : (b + 1) * p, b2 * p : (b2 + 1) * p] += w[b] * w[b2] * G
+        return out
+
+    def left(self, A: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``A F`` for ``A`` of shape ``(q, n)``."""
+        k, p = self.k, self.p
+        out = np.zeros((A.shape[0], k * p))
+        for a, rows in enumerate(self.rows):
+            AZ = A[:, rows] @ self.Z[rows]
+            for b in range(k):
+                out[:, b * p : (b + 1) * p] += self.W[a, b] * AZ
+        return out
+
+    def dot(self, V: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``F V`` for ``V`` of shape ``(k p, m)``."""
+        k, p = self.k, self.p
+        out = np.empty((self.n, V.shape[1]))
+        blocks = V.reshape(k, p, -1)
+        for a, rows in enumerate(self.rows):
+            out[rows] = self.Z[rows] @ np.tensordot(self.W[a], blocks, axes=1)
+        return out
+
+
+class _DenseFactor:
+    """A factor given as an array (same interface as :class:`ArmBlockFactor`)."""
+
+    def __init__(self, F: NDArray[np.float64]) -> None:
+        self.F = F
+        self.shape = F.shape
+
+    def gram(self) -> NDArray[np.float64]:
+        return np.asarray(self.F.T @ self.F)
+
+    def left(self, A: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.asarray(A @ self.F)
+
+    def dot(self, V: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.asarray(self.F @ V)
+
+
 class KernelRidgeLOO:
     """Fit once per training set; solve many target columns; predict any test rows.
 
@@ -54,11 +122,11 @@ class KernelRidgeLOO:
         K: NDArray[np.float64] | None,
         D: NDArray[np.float64],
         grid: NDArray[np.float64] | None = None,
-        factor: NDArray[np.float64] | None = None,
+        factor: NDArray[np.float64] | ArmBlockFactor | None = None,
     ) -> None:
         n = D.shape[0]
         self.D = D
-        self.D_pinv = np.linalg.pinv(D)
+        self.D_pinv: NDArray[np.float64] = np.asarray(np.linalg.pinv(D), dtype=np.float64)
         self.F = factor
         self.M: NDArray[np.float64] | None
         self.V: NDArray[np.float64] | None = None
@@ -66,16 +134,18 @@ class KernelRidgeLOO:
             # primal algebra: M K M = (M F)(M F)'; eigenvectors V of the r x r Gram give the
             # left singular vectors U = M F V s^-1/2 (directions of numerically zero
             # spectrum carry no weight in any fit and are dropped)
-            self.DpF = self.D_pinv @ factor
-            MF = factor - D @ self.DpF
-            gram = MF.T @ MF
+            op = factor if isinstance(factor, ArmBlockFactor) else _DenseFactor(factor)
+            self.op = op
+            self.DpF = op.left(self.D_pinv)
+            # (M F)'(M F) = F'F - (D'F)' D^+ F
+            gram = op.gram() - op.left(D.T).T @ self.DpF
             gram = (gram + gram.T) / 2
             total = float(np.trace(gram))
             s, V = np.linalg.eigh(gram)
-            tol = max(MF.shape) * np.finfo(float).eps * max(float(s[-1]) if s.size else 0.0, 0.0)
-            keep = s > 10 * tol
+            smax = max(float(s[-1]) if s.size else 0.0, 0.0)
+            keep = s > 10 * max(op.shape) * np.finfo(float).eps * smax
             s, V = s[keep], V[:, keep]
-            U = (MF @ V) / np.sqrt(s)
+            U = (op.dot(V) - D @ (self.DpF @ V)) / np.sqrt(s)
             self.M = None
             self.V = V
         else:
@@ -99,7 +169,8 @@ class KernelRidgeLOO:
     def _k(self, c: NDArray[np.float64]) -> NDArray[np.float64]:
         """``K c`` (through the factor when there is one)."""
         if self.F is not None:
-            return np.asarray(self.F @ (self.F.T @ c))
+            ct: NDArray[np.float64] = np.ascontiguousarray(c.T, dtype=np.float64)
+            return np.asarray(self.op.dot(self.op.left(ct).T))
         assert self.K is not None
         return np.asarray(self.K @ c)
 

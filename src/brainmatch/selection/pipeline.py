@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.harmonize import ComBat
-from brainmatch.selection._ridge import KernelRidgeLOO
+from brainmatch.selection._ridge import ArmBlockFactor, KernelRidgeLOO
 
 MODELS = ("interaction", "per-arm")
 
@@ -224,7 +224,8 @@ class ArmModels:
             # same space), so one kp x kp eigendecomposition replaces the n x n one
             self.primal_ = True
             D = np.column_stack([np.eye(k)[t], C])
-            self.solvers_.append(KernelRidgeLOO(None, D, factor=interaction_factor(Z, t, k)).fit(Y))
+            factor = ArmBlockFactor(Z, t, k)
+            self.solvers_.append(KernelRidgeLOO(None, D, factor=factor).fit(Y))
             return self
         if self.model == "per-arm" and all(p < int((t == a).sum()) for a in range(k)):
             self.primal_ = True
