@@ -259,3 +259,25 @@ def test_unreachable_scheduler_is_one_error_line(regime, tmp_path, monkeypatch) 
         res.output
     )
     assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize(("model", "select"), [("interaction", "none"), ("interaction", "auto"),
+                                               ("t-linear", "none")])  # fmt: skip
+def test_learning_curve_reuses_the_main_run(model: str, select: str) -> None:
+    """The full-sample point of the learning curve reuses the main run's first repeats:
+    the same figures as recomputing them."""
+    from brainmatch.selection.train import _learning_curve
+
+    r = draw_regime(100, 8, "sparse", 2, seed=6)
+    res = validate(
+        r.features, r.outcomes, treatment_column="arm", outcome_column="y", better="higher",
+        n_repeats=2, n_permutations=3, model=model, select=select,
+    )  # fmt: skip
+    data, splits = res.extras["data"], res.extras["splits"]
+    fresh = _learning_curve(data, model=model, harmonize=False, sign=1.0, seed=0, select=select)
+    # equal up to rounding: the main run solved column 0 together with the permuted ones
+    got = res.metrics["learning_curve"]
+    assert [sorted(p) for p in got] == [sorted(p) for p in fresh]
+    for a, b in zip(got, fresh, strict=True):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
+    assert fresh[-1]["fraction"] == 1.0 and len(splits) == 10

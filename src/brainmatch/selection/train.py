@@ -582,9 +582,15 @@ def _learning_curve(
     select: str | int = "none",
     candidates: tuple[str, ...] | None = None,
     scheduler: Any = None,
+    done: tuple[list[Any], NDArray[np.float64]] | None = None,
 ) -> list[dict[str, Any]]:
     """CV performance on stratified subsamples (5-fold x 2 repeats for the ridge models, x 1
-    for other learners; no permutations)."""
+    for other learners; no permutations).
+
+    ``done``: the main run's splits and real-target predictions per repeat; the full
+    sample's point reuses them when its splits are the main run's first repeats (the
+    same fits: every target column is solved on its own).
+    """
     arms = data.arms
     t = np.searchsorted(arms, data.treatment)
     rng = np.random.default_rng([seed, 7])
@@ -609,7 +615,13 @@ def _learning_curve(
                 seed=seed,
                 sites=sub.sites,
             )
-            if model in MODELS:
+            if done is not None and keep.size == data.y.size and _same_splits(splits, done[0]):
+                n_r = max(r for r, _, _ in splits) + 1
+                total = np.zeros_like(done[1][0])
+                for r in range(n_r):
+                    total += done[1][r]
+                pred = (total / n_r)[:, :, None]
+            elif model in MODELS:
                 pred, _, _ = cross_validated_predictions(
                     sub,
                     model=model,
@@ -647,6 +659,17 @@ def _learning_curve(
             }
         )
     return points
+
+
+def _same_splits(
+    splits: list[tuple[int, NDArray[np.intp], NDArray[np.intp]]],
+    main: list[tuple[int, NDArray[np.intp], NDArray[np.intp]]],
+) -> bool:
+    """Whether ``splits`` are the first splits of ``main`` (same repeats, same rows)."""
+    return len(splits) <= len(main) and all(
+        r == r2 and np.array_equal(a, a2) and np.array_equal(b, b2)
+        for (r, a, b), (r2, a2, b2) in zip(splits, main, strict=False)
+    )
 
 
 def subset(data: TrainingData, rows: NDArray[np.intp]) -> TrainingData:
@@ -973,6 +996,7 @@ def validate(
                 select=select,
                 candidates=candidates,
                 scheduler=runner,
+                done=(splits, by_repeat),
             )
     if data.binary:
         pred = np.clip(pred, 0.0, 1.0)
