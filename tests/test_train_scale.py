@@ -229,12 +229,20 @@ def test_train_on_dask_equals_serial(cluster, regime, tmp_path) -> None:  # type
     _same(a.metrics["selection"], b.metrics["selection"])
 
 
-def test_other_learner_on_dask_equals_serial(cluster, regime) -> None:  # type: ignore[no-untyped-def]
+def test_other_learner_on_dask_equals_serial(cluster, regime, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Learners that refit every permutation: the permuted columns of a fold are split into
+    tasks of LEARNER_CHUNK columns on the cluster; the results equal the serial run's."""
+    import importlib
+
+    train_module = importlib.import_module("brainmatch.selection.train")
+    monkeypatch.setattr(train_module, "LEARNER_CHUNK", 2)
     kw = dict(treatment_column="arm", outcome_column="y", better="higher", n_repeats=1,
               n_permutations=3, learning_curve=False, model="t-linear")  # fmt: skip
     serial = validate(regime.features, regime.outcomes, **kw)
     dask = validate(regime.features, regime.outcomes, scheduler=cluster.scheduler_address, **kw)
     pd.testing.assert_frame_equal(serial.predictions, dask.predictions, check_exact=True)
+    _same(serial.metrics["selection"], dask.metrics["selection"])
+    assert serial.metrics["selection"]["permutation_cv_repeats"] == 1
 
 
 def test_unreachable_scheduler_is_one_error_line(regime, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -56,6 +56,8 @@ NULL_REPEATS_SCREENED = 1
 #: (at least one).  About 2 minutes of one core; n = 2000 x 1000 features, 1000
 #: permutations, 5 x 10 folds fits in it, n = 10,000 uses one repeat.
 PERMUTATION_BUDGET = 2e12
+#: Permuted target columns per Dask task for learners that refit every column.
+LEARNER_CHUNK = 10
 
 Progress = Callable[[int, int], None]
 
@@ -201,24 +203,35 @@ def _learner_fold(
     d: _FoldInputs,
     train: NDArray[np.intp],
     test: NDArray[np.intp],
-    n_cols: int,
+    lo: int,
+    hi: int,
     learner: str,
     seed: int,
     candidates: tuple[str, ...] | None,
 ) -> tuple[NDArray[np.float64], str]:
-    """One outer fold of any learner: every target column refitted from scratch."""
+    """Target columns ``lo:hi`` of one outer fold of any learner, each refitted from
+    scratch (so a fold's permuted columns can be split into independent tasks)."""
     with threadpool_limits(1):
         Z_tr, C_tr, Z_te, C_te = _preprocess_fold(d, train, test)
-        P = np.zeros((test.size, d.k, n_cols))
+        P = np.zeros((test.size, d.k, hi - lo))
         chosen = learner
-        for c in range(n_cols):
+        for c in range(lo, hi):
             fitted = make_learner(learner, d.binary, seed, candidates).fit(
                 Z_tr, C_tr, d.t[train], d.k, d.Y[train, c]
             )
-            P[:, :, c] = fitted.predict(Z_te, C_te)
+            P[:, :, c - lo] = fitted.predict(Z_te, C_te)
             if c == 0:
                 chosen = str(getattr(fitted, "chosen_", learner))
     return P, chosen
+
+
+def _join_chunks(
+    results: Iterator[tuple[NDArray[np.float64], Any]], parts: list[int]
+) -> Iterator[tuple[NDArray[np.float64], Any]]:
+    """Rejoin the column chunks of each fold (``parts[i]`` chunks for fold ``i``)."""
+    for n_parts in parts:
+        chunks = [next(results) for _ in range(n_parts)]
+        yield np.concatenate([c[0] for c in chunks], axis=2), chunks[0][1]
 
 
 def _run_folds(
@@ -349,12 +362,30 @@ def learner_cv_predictions(
     n_null = n_rep if null_repeats is None else max(1, min(null_repeats, n_rep))
     m = Y.shape[1]
     inputs = _fold_inputs(data, Y, harmonize)
-    jobs = [
-        (train, test, m if r < n_null else 1, learner, seed, candidates)
-        for r, train, test in splits
-    ]
-    results = _run_folds(_learner_fold, inputs, jobs, scheduler, progress)
+    # serially one task per fold; on a cluster the permuted columns of a fold are split
+    # into chunks of LEARNER_CHUNK columns (independent fits), so they spread over workers
+    step = m if scheduler is None else LEARNER_CHUNK
+    jobs: list[tuple[Any, ...]] = []
+    parts: list[int] = []
+    for r, train, test in splits:
+        m_fold = m if r < n_null else 1
+        bounds = list(range(0, m_fold, step))
+        parts.append(len(bounds))
+        jobs += [
+            (train, test, lo, min(m_fold, lo + step), learner, seed, candidates) for lo in bounds
+        ]
+    results = _join_chunks(_run_folds(_learner_fold, inputs, jobs, scheduler, None), parts)
+    if progress is not None:
+        results = _progress_each(results, len(splits), progress)
     return _accumulate(data.y.size, len(data.arms), m, splits, n_null, results, chosen)
+
+
+def _progress_each(
+    results: Iterator[tuple[NDArray[np.float64], Any]], total: int, progress: Progress
+) -> Iterator[tuple[NDArray[np.float64], Any]]:
+    for i, item in enumerate(results):
+        progress(i + 1, total)
+        yield item
 
 
 def _no_interaction_fit(data: TrainingData, harmonize: bool) -> NDArray[np.float64]:
