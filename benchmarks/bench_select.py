@@ -258,6 +258,17 @@ def scale_one(n: int, p: int, learning_curve: bool, scheduler: str | None) -> di
     import resource
 
     r = draw_regime(n, p, "sparse", 2, seed=0)
+    cluster = None
+    if scheduler and scheduler.startswith("local:"):
+        from distributed import LocalCluster
+
+        cluster = LocalCluster(
+            n_workers=int(scheduler.split(":")[1]),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        )
+        scheduler = cluster.scheduler_address
     start, cpu = time.perf_counter(), time.process_time()
     res = validate(
         r.features,
@@ -268,12 +279,19 @@ def scale_one(n: int, p: int, learning_curve: bool, scheduler: str | None) -> di
         learning_curve=learning_curve,
         scheduler=scheduler,
     )
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    if cluster is not None:
+        cluster.close()  # worker processes end: their CPU and peak memory become visible
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu += children.ru_utime + children.ru_stime
+        peak = max(peak, children.ru_maxrss / 1e6)
     sel = res.metrics["selection"]
     return {
         "n": n,
-        "wall": time.perf_counter() - start,
-        "cpu": time.process_time() - cpu,
-        "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        "wall": wall,
+        "cpu": cpu,
+        "peak_gb": peak,
         "permutation_cv_repeats": sel["permutation_cv_repeats"],
         "permutation_p": sel["permutation_p"],
         "policy_gain": sel["policy_gain"],
@@ -333,7 +351,12 @@ def main() -> None:
     ap.add_argument("--scale-p", type=int, default=1000, help="features of --scale")
     ap.add_argument("--scale-one", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--no-learning-curve", action="store_true", help="--scale without it")
-    ap.add_argument("--scheduler", default=None, help="--scale on this Dask scheduler")
+    ap.add_argument(
+        "--scheduler",
+        default=None,
+        help="--scale on this Dask scheduler, or local:N for a LocalCluster of N worker "
+        "processes started for each n (CPU and peak memory then include the workers')",
+    )
     args = ap.parse_args()
     if args.scale_one:
         import json
