@@ -254,34 +254,88 @@ def null_calibration(n_trials: int) -> None:
     print("  (the selection-benefit d has no interval any more: see docs/train.md)")
 
 
-def scale(sizes: list[int], p: int = 1000) -> None:
-    """Wall time of ``validate`` (interaction, 5-fold x 1 repeat, 1000 permutations, no
-    learning curve) as n grows at p features, and the ratio to the smallest n."""
-    import tracemalloc
+def scale_one(n: int, p: int, learning_curve: bool, scheduler: str | None) -> dict[str, Any]:
+    """One full default validation (``interaction``: 5-fold x 10 repeats, 1000
+    permutations) at ``n`` x ``p``; wall and CPU seconds and peak resident memory."""
+    import resource
 
-    print(f"\nscale: validate(model='interaction'), p = {p}, 5-fold x 1, 1000 permutations")
+    r = draw_regime(n, p, "sparse", 2, seed=0)
+    cluster = None
+    if scheduler and scheduler.startswith("local:"):
+        from distributed import LocalCluster
+
+        cluster = LocalCluster(
+            n_workers=int(scheduler.split(":")[1]),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        )
+        scheduler = cluster.scheduler_address
+    start, cpu = time.perf_counter(), time.process_time()
+    res = validate(
+        r.features,
+        r.outcomes,
+        treatment_column="arm",
+        outcome_column="y",
+        better="higher",
+        learning_curve=learning_curve,
+        scheduler=scheduler,
+    )
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    if cluster is not None:
+        cluster.close()  # worker processes end: their CPU and peak memory become visible
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu += children.ru_utime + children.ru_stime
+        peak = max(peak, children.ru_maxrss / 1e6)
+    sel = res.metrics["selection"]
+    return {
+        "n": n,
+        "wall": wall,
+        "cpu": cpu,
+        "peak_gb": peak,
+        "permutation_cv_repeats": sel["permutation_cv_repeats"],
+        "permutation_p": sel["permutation_p"],
+        "policy_gain": sel["policy_gain"],
+        "share": oracle_share(
+            r.mu, np.searchsorted(res.metrics["arms"], res.predictions["recommended"])
+        ),
+    }
+
+
+def scale(
+    sizes: list[int], p: int = 1000, learning_curve: bool = True, scheduler: str | None = None
+) -> None:
+    """Full default validation as n grows at p features: each size in a fresh process (so
+    its peak memory is its own), wall and CPU time and the ratios to the smallest n."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    print(
+        f"\nscale: validate(model='interaction'), p = {p}, 5-fold x 10 repeats, 1000 "
+        f"permutations, learning curve {'on' if learning_curve else 'off'}"
+        + (f", scheduler {scheduler}" if scheduler else ", serial (1 BLAS thread)")
+    )
+    print(f"  load before: {os.getloadavg()[0]:.2f} (1-min load average, 2 cores)")
     base = None
     for n in sizes:
-        r = draw_regime(n, p, "sparse", 2, seed=0)
-        tracemalloc.start()
-        start = time.perf_counter()
-        validate(
-            r.features,
-            r.outcomes,
-            treatment_column="arm",
-            outcome_column="y",
-            better="higher",
-            n_repeats=1,
-            n_permutations=1000,
-            learning_curve=False,
-        )
-        elapsed = time.perf_counter() - start
-        peak = tracemalloc.get_traced_memory()[1] / 1e9
-        tracemalloc.stop()
-        base = base or (n, elapsed)
+        cmd = [sys.executable, __file__, "--scale-one", str(n), "--scale-p", str(p)]
+        if not learning_curve:
+            cmd.append("--no-learning-curve")
+        if scheduler:
+            cmd += ["--scheduler", scheduler]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        row = json.loads(out.strip().splitlines()[-1])
+        base = base or row
         print(
-            f"  n = {n:>6}: {elapsed:7.1f} s (x{elapsed / base[1]:.1f} for x{n / base[0]:.0f} "
-            f"patients), peak Python-traced memory {peak:.2f} GB",
+            f"  n = {n:>6}: wall {row['wall']:7.1f} s (x{row['wall'] / base['wall']:.1f}), "
+            f"CPU {row['cpu']:7.1f} s (x{row['cpu'] / base['cpu']:.1f}) for "
+            f"x{n / base['n']:.1f} patients; peak RSS {row['peak_gb']:.2f} GB; permutations "
+            f"refitted in {row['permutation_cv_repeats']} of 10 repeats; p = "
+            f"{row['permutation_p']:.4f}, policy gain {row['policy_gain']:.3f}, share of the "
+            f"oracle's gain {row['share']:.2f}; load {os.getloadavg()[0]:.2f}",
             flush=True,
         )
 
@@ -299,7 +353,22 @@ def main() -> None:
     ap.add_argument(
         "--econml-high-p", action="store_true", help="run the EconML anchors at p >= 1000 too"
     )
+    ap.add_argument("--scale-p", type=int, default=1000, help="features of --scale")
+    ap.add_argument("--scale-one", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--no-learning-curve", action="store_true", help="--scale without it")
+    ap.add_argument(
+        "--scheduler",
+        default=None,
+        help="--scale on this Dask scheduler, or local:N for a LocalCluster of N worker "
+        "processes started for each n (CPU and peak memory then include the workers')",
+    )
     args = ap.parse_args()
+    if args.scale_one:
+        import json
+
+        row = scale_one(args.scale_one, args.scale_p, not args.no_learning_curve, args.scheduler)
+        print(json.dumps(row))
+        return
     print("timings measured on a shared, loaded 2-core machine")
     if not args.skip_grid:
         regimes = full_grid() if args.full else REDUCED
@@ -314,7 +383,12 @@ def main() -> None:
     if args.null_trials:
         null_calibration(args.null_trials)
     if args.scale:
-        scale([int(v) for v in args.scale.split(",")])
+        scale(
+            [int(v) for v in args.scale.split(",")],
+            args.scale_p,
+            not args.no_learning_curve,
+            args.scheduler,
+        )
 
 
 if __name__ == "__main__":

@@ -11,9 +11,16 @@ where ``D`` holds unpenalised effects (arm intercepts, baseline score, covariate
 grid, the hat matrix ``H = D D^+ + M K M (M K M + lam I)^-1`` and so the exact
 leave-one-out residuals ``(y - H y) / (1 - diag H)`` of every column.  The inner CV for the
 penalty therefore costs one matrix product per grid value, and permuted targets are
-just more columns.  When the kernel has a factor ``K = F F'`` of rank ``r < n`` (the
-features of a linear kernel), a thin SVD of ``M F`` replaces the eigendecomposition: the
-same solution at ``O(n r^2)`` instead of ``O(n^3)``.
+just more columns.
+
+Primal algebra: when the kernel has a factor ``K = F F'`` of rank ``r < n`` (the
+features of a linear kernel), the eigendecomposition of the ``r x r`` Gram matrix
+``(M F)' (M F)`` replaces that of the ``n x n`` kernel (cost ``O(n r^2 + r^3)``, linear in
+``n``), the left singular vectors ``U = M F V s^-1/2`` give the same hat matrix, and the
+solution is kept as primal weights ``w = F' c`` (``r`` per column), so predictions cost
+``O(n_test r)`` instead of a test-by-train kernel.  Target columns are processed in chunks
+of :data:`CHUNK` for the leave-one-out search, so memory stays ``O(n (r + CHUNK))``
+whatever the number of permuted targets.
 """
 
 from __future__ import annotations
@@ -23,6 +30,76 @@ from numpy.typing import NDArray
 
 #: Penalties, relative to the mean eigenvalue of ``M K M``.
 LAMBDA_GRID = np.logspace(-2, 4, 13)
+#: Target columns per leave-one-out block (bounds the ``n x CHUNK`` residual arrays).
+CHUNK = 256
+
+
+class ArmBlockFactor:
+    """The interaction kernel's factor ``F`` (``n x k p``) without forming it.
+
+    Block ``b`` of row ``i`` is ``z_i (1(t_i = b) + c) / sqrt(p)``
+    (:func:`brainmatch.selection.pipeline.interaction_factor`), so every row is a scaled
+    copy of ``z_i``: ``F' F`` is a sum of ``k`` per-arm Gram matrices ``Z_a' Z_a`` (cost
+    ``n p^2`` instead of ``n (k p)^2``) and ``F V`` costs ``n p r`` instead of ``n k p r``.
+    """
+
+    def __init__(self, Z: NDArray[np.float64], t: NDArray[np.intp], k: int) -> None:
+        self.Z, self.t, self.k = Z, t, k
+        self.n, self.p = Z.shape
+        self.c = (np.sqrt(k + 1.0) - 1.0) / k
+        # W[a, b]: weight of block b in the rows of arm a
+        self.W = (np.eye(k) + self.c) / np.sqrt(self.p)
+        self.rows = [np.flatnonzero(t == a) for a in range(k)]
+        self.shape = (self.n, k * self.p)
+
+    def gram(self) -> NDArray[np.float64]:
+        """``F' F`` (``k p x k p``)."""
+        k, p = self.k, self.p
+        out = np.zeros((k * p, k * p))
+        for a, rows in enumerate(self.rows):
+            Za = self.Z[rows]
+            G = Za.T @ Za
+            w = self.W[a]
+            for b in range(k):
+                for b2 in range(k):
+                    out[b * p : (b + 1) * p, b2 * p : (b2 + 1) * p] += w[b] * w[b2] * G
+        return out
+
+    def left(self, A: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``A F`` for ``A`` of shape ``(q, n)``."""
+        k, p = self.k, self.p
+        out = np.zeros((A.shape[0], k * p))
+        for a, rows in enumerate(self.rows):
+            AZ = A[:, rows] @ self.Z[rows]
+            for b in range(k):
+                out[:, b * p : (b + 1) * p] += self.W[a, b] * AZ
+        return out
+
+    def dot(self, V: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``F V`` for ``V`` of shape ``(k p, m)``."""
+        k, p = self.k, self.p
+        out = np.empty((self.n, V.shape[1]))
+        blocks = V.reshape(k, p, -1)
+        for a, rows in enumerate(self.rows):
+            out[rows] = self.Z[rows] @ np.tensordot(self.W[a], blocks, axes=1)
+        return out
+
+
+class _DenseFactor:
+    """A factor given as an array (same interface as :class:`ArmBlockFactor`)."""
+
+    def __init__(self, F: NDArray[np.float64]) -> None:
+        self.F = F
+        self.shape = F.shape
+
+    def gram(self) -> NDArray[np.float64]:
+        return np.asarray(self.F.T @ self.F)
+
+    def left(self, A: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.asarray(A @ self.F)
+
+    def dot(self, V: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.asarray(self.F @ V)
 
 
 class KernelRidgeLOO:
@@ -30,12 +107,14 @@ class KernelRidgeLOO:
 
     Parameters
     ----------
-    K : ndarray of shape (n, n)
+    K : ndarray of shape (n, n), or None with ``factor``
         Training kernel.
     D : ndarray of shape (n, q)
         Unpenalised design (must include intercept column(s)).
     grid : ndarray, optional
         Relative penalty grid.
+    factor : ndarray of shape (n, r), optional
+        ``F`` with ``K = F F'``: the primal algebra (use it when ``r < n``).
     """
 
     def __init__(
@@ -43,18 +122,32 @@ class KernelRidgeLOO:
         K: NDArray[np.float64] | None,
         D: NDArray[np.float64],
         grid: NDArray[np.float64] | None = None,
-        factor: NDArray[np.float64] | None = None,
+        factor: NDArray[np.float64] | ArmBlockFactor | None = None,
     ) -> None:
         n = D.shape[0]
         self.D = D
-        self.D_pinv = np.linalg.pinv(D)
+        self.D_pinv: NDArray[np.float64] = np.asarray(np.linalg.pinv(D), dtype=np.float64)
         self.F = factor
+        self.M: NDArray[np.float64] | None
+        self.V: NDArray[np.float64] | None = None
         if factor is not None:
-            # primal algebra (rank r < n): K = F F', M K M = (M F)(M F)'; a thin SVD of
-            # M F (n x r) replaces the n x n eigendecomposition (cost n r^2, linear in n)
-            U, sv, _ = np.linalg.svd(self._m(factor), full_matrices=False)
-            s = sv**2
+            # primal algebra: M K M = (M F)(M F)'; eigenvectors V of the r x r Gram give the
+            # left singular vectors U = M F V s^-1/2 (directions of numerically zero
+            # spectrum carry no weight in any fit and are dropped)
+            op = factor if isinstance(factor, ArmBlockFactor) else _DenseFactor(factor)
+            self.op = op
+            self.DpF = op.left(self.D_pinv)
+            # (M F)'(M F) = F'F - (D'F)' D^+ F
+            gram = op.gram() - op.left(D.T).T @ self.DpF
+            gram = (gram + gram.T) / 2
+            total = float(np.trace(gram))
+            s, V = np.linalg.eigh(gram)
+            smax = max(float(s[-1]) if s.size else 0.0, 0.0)
+            keep = s > 10 * max(op.shape) * np.finfo(float).eps * smax
+            s, V = s[keep], V[:, keep]
+            U = (op.dot(V) - D @ (self.DpF @ V)) / np.sqrt(s)
             self.M = None
+            self.V = V
         else:
             assert K is not None
             P = D @ self.D_pinv
@@ -63,8 +156,9 @@ class KernelRidgeLOO:
             S = (S + S.T) / 2
             s, U = np.linalg.eigh(S)
             s = np.clip(s, 0.0, None)
+            total = float(s.sum())
         self.s, self.U, self.K = s, U, K
-        scale = s.sum() / max(1, n - np.linalg.matrix_rank(D)) if s.sum() > 0 else 1.0
+        scale = total / max(1, n - np.linalg.matrix_rank(D)) if total > 0 else 1.0
         self.lambdas = (LAMBDA_GRID if grid is None else grid) * scale
         self.h_fixed = np.einsum("ij,ji->i", D, self.D_pinv)
 
@@ -75,34 +169,55 @@ class KernelRidgeLOO:
     def _k(self, c: NDArray[np.float64]) -> NDArray[np.float64]:
         """``K c`` (through the factor when there is one)."""
         if self.F is not None:
-            return np.asarray(self.F @ (self.F.T @ c))
+            ct: NDArray[np.float64] = np.ascontiguousarray(c.T, dtype=np.float64)
+            return np.asarray(self.op.dot(self.op.left(ct).T))
         assert self.K is not None
         return np.asarray(self.K @ c)
 
     def fit(self, Y: NDArray[np.float64]) -> KernelRidgeLOO:
-        """Choose the penalty per column by leave-one-out MSE and store the dual solution."""
+        """Choose the penalty per column by leave-one-out MSE and store the solution."""
         Y = Y.reshape(Y.shape[0], -1)
-        UtY = self.U.T @ Y
-        fixed = self.D @ (self.D_pinv @ Y)
-        best = np.full(Y.shape[1], np.inf)
-        choice = np.zeros(Y.shape[1], dtype=int)
-        for g, lam in enumerate(self.lambdas):
-            shrink = self.s / (self.s + lam)
-            fitted = fixed + self.U @ (shrink[:, None] * UtY)
-            h = self.h_fixed + (self.U**2) @ shrink
-            loo = (Y - fitted) / np.maximum(1.0 - h, 1e-8)[:, None]
-            mse = (loo**2).mean(axis=0)
-            better = mse < best
-            best[better] = mse[better]
-            choice[better] = g
-        # dual coefficients c = M U (s + lam)^-1 U' M y, column by column's own lam
-        inv = 1.0 / (self.s[:, None] + self.lambdas[choice][None, :])
-        UtMY = self.U.T @ self._m(Y)
-        self.c = self._m(self.U @ (inv * UtMY))
-        self.alpha = self.D_pinv @ (Y - self._k(self.c))
+        m = Y.shape[1]
+        U, s = self.U, self.s
+        shrink = s[None, :] / (s[None, :] + self.lambdas[:, None])  # (g, r)
+        # leverages of every penalty: h = h_fixed + (U * U) @ shrink', one product
+        lev = self.h_fixed[:, None] + (U * U) @ shrink.T  # (n, g)
+        inv_1mh = 1.0 / np.maximum(1.0 - lev, 1e-8)
+        E = self._m(Y)  # residuals on the fixed design: y - fixed fit
+        B = U.T @ E  # (r, m): coordinates of M y in the eigenbasis
+        best = np.full(m, np.inf)
+        choice = np.zeros(m, dtype=int)
+        for lo in range(0, m, CHUNK):
+            hi = min(m, lo + CHUNK)
+            Ec, Bc = E[:, lo:hi], B[:, lo:hi]
+            for g in range(self.lambdas.size):
+                loo = (Ec - U @ (shrink[g][:, None] * Bc)) * inv_1mh[:, g : g + 1]
+                mse = np.einsum("ij,ij->j", loo, loo) / loo.shape[0]
+                better = mse < best[lo:hi]
+                best[lo:hi][better] = mse[better]
+                choice[lo:hi][better] = g
+        inv = 1.0 / (s[:, None] + self.lambdas[choice][None, :])
         self.choice = choice
         self.loo_mse = best
+        if self.F is not None:
+            assert self.V is not None
+            # primal weights w = F' c = V s^1/2 (s + lam)^-1 U' M y
+            self.w = self.V @ (np.sqrt(s)[:, None] * inv * B)
+            self.alpha = self.D_pinv @ Y - self.DpF @ self.w
+            self._c: NDArray[np.float64] | None = None
+            self._inv_b = inv * B
+        else:
+            # dual coefficients c = M U (s + lam)^-1 U' M y, column by column's own lam
+            self._c = self._m(U @ (inv * B))
+            self.alpha = self.D_pinv @ (Y - self._k(self._c))
         return self
+
+    @property
+    def c(self) -> NDArray[np.float64]:
+        """Dual coefficients ``(n, n_columns)`` (computed on demand on the primal path)."""
+        if self._c is None:
+            self._c = self._m(self.U @ self._inv_b)
+        return self._c
 
     def predict(
         self,
@@ -111,3 +226,11 @@ class KernelRidgeLOO:
     ) -> NDArray[np.float64]:
         """Predictions ``(n_test, n_columns)`` from test-by-train kernel and test design."""
         return np.asarray(K_test @ self.c + D_test @ self.alpha)
+
+    def predict_factor(
+        self,
+        F_test: NDArray[np.float64],
+        D_test: NDArray[np.float64],
+    ) -> NDArray[np.float64]:
+        """Predictions ``(n_test, n_columns)`` from the test rows' factor (primal path)."""
+        return np.asarray(F_test @ self.w + D_test @ self.alpha)

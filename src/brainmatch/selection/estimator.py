@@ -400,11 +400,16 @@ def cross_validate(
     permutation_null: str = "freedman-lane",
     learning_curve: bool = False,
     ids: ArrayLike | None = None,
+    scheduler: str | None = None,
+    permutation_repeats: int | None = None,
 ) -> ValidationResult:
     """Nested cross-validation of ``selector`` on arrays (see :func:`validate`).
 
     The selector's parameters (learner, candidates, better, random_state) are used;
     ``covariates`` must be a DataFrame (its columns are named in the result).
+    ``scheduler`` (a Dask scheduler address) runs the folds, permutations and learning
+    curve on that cluster with identical results; ``permutation_repeats`` as in
+    :func:`validate`.
 
     Returns
     -------
@@ -453,4 +458,6 @@ def cross_validate(
         permutation_null=permutation_null,
         learning_curve=learning_curve,
         candidates=selector.candidates,
+        scheduler=scheduler,
+        permutation_repeats=permutation_repeats,
     )

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.harmonize import ComBat
-from brainmatch.selection._ridge import KernelRidgeLOO
+from brainmatch.selection._ridge import ArmBlockFactor, KernelRidgeLOO
 
 MODELS = ("interaction", "per-arm")
 
@@ -166,6 +166,18 @@ class Preprocessor:
         return (Xr - self.mean_) / self.sd_, C
 
 
+def interaction_factor(Z: NDArray[np.float64], t: NDArray[np.intp], k: int) -> NDArray[np.float64]:
+    """Rank-``k p`` factor ``F`` of the interaction kernel: ``F F' = Z Z' (1 + same arm) / p``.
+
+    Block ``b`` (``p`` columns) of row ``i`` is ``z_i (1(t_i = b) + c) / sqrt(p)`` with
+    ``c = (sqrt(k + 1) - 1) / k``, so that ``2 c + k c^2 = 1``.
+    """
+    p = Z.shape[1]
+    c = (np.sqrt(k + 1.0) - 1.0) / k
+    onehot = np.eye(k)[t]
+    return np.hstack([Z * (onehot[:, [b]] + c) for b in range(k)]) / np.sqrt(p)
+
+
 def arm_design(C: NDArray[np.float64], arm: int, k: int, model: str) -> NDArray[np.float64]:
     """Unpenalised design of rows ``C`` under ``arm`` (arm intercept + covariates)."""
     n = C.shape[0]
@@ -205,12 +217,23 @@ class ArmModels:
         self.Z_, self.t_ = Z, t
         n, p = Z.shape
         self.solvers_: list[KernelRidgeLOO] = []
-        if self.model == "interaction" and (k + 1) * p < n:
-            # primal: the interaction kernel is F F' with F = [Z, Z * 1(arm = a) ...] / sqrt(p)
-            onehot = np.eye(k)[t]
-            F = np.hstack([Z] + [Z * onehot[:, [a]] for a in range(k)]) / np.sqrt(p)
-            D = np.column_stack([onehot, C])
-            self.solvers_.append(KernelRidgeLOO(None, D, factor=F).fit(Y))
+        self.primal_ = False
+        if self.model == "interaction" and k * p < n:
+            # primal: the interaction kernel G (1 + same arm) has the rank-kp factor
+            # interaction_factor(Z, t, k) (the (k+1)p columns [Z, Z * 1(arm = a)] span the
+            # same space), so one kp x kp eigendecomposition replaces the n x n one
+            self.primal_ = True
+            D = np.column_stack([np.eye(k)[t], C])
+            factor = ArmBlockFactor(Z, t, k)
+            self.solvers_.append(KernelRidgeLOO(None, D, factor=factor).fit(Y))
+            return self
+        if self.model == "per-arm" and all(p < int((t == a).sum()) for a in range(k)):
+            self.primal_ = True
+            for a in range(k):
+                rows = np.flatnonzero(t == a)
+                D = arm_design(C[rows], a, k, self.model)
+                solver = KernelRidgeLOO(None, D, factor=Z[rows] / np.sqrt(p))
+                self.solvers_.append(solver.fit(Y[rows]))
             return self
         G = Z @ Z.T / p
         if self.model == "per-arm":
@@ -224,8 +247,29 @@ class ArmModels:
             self.solvers_.append(KernelRidgeLOO(G * (1.0 + same), D).fit(Y))
         return self
 
+    def _weights(self, a: int) -> NDArray[np.float64]:
+        """Primal feature weights ``(p, n_columns)`` of arm ``a`` (primal path)."""
+        p, k = self.p_, self.k_
+        if self.model == "per-arm":
+            return np.asarray(self.solvers_[a].w / np.sqrt(p))
+        w = self.solvers_[0].w
+        c = (np.sqrt(k + 1.0) - 1.0) / k
+        shared = w.reshape(k, p, -1).sum(axis=0)
+        return np.asarray((w[a * p : (a + 1) * p] + c * shared) / np.sqrt(p))
+
     def predict(self, Z: NDArray[np.float64], C: NDArray[np.float64]) -> NDArray[np.float64]:
         """Predicted outcome ``(n_test, k, n_columns)`` under every arm."""
+        if self.primal_:
+            s0 = 0 if self.model == "interaction" else None
+            return np.stack(
+                [
+                    Z @ self._weights(a)
+                    + arm_design(C, a, self.k_, self.model)
+                    @ self.solvers_[a if s0 is None else s0].alpha
+                    for a in range(self.k_)
+                ],
+                axis=1,
+            )
         Gt = Z @ self.Z_.T / self.p_
         out = []
         for a in range(self.k_):
@@ -252,7 +296,13 @@ class ArmModels:
         intercept = np.zeros(k)
         cov_coef: list[NDArray[np.float64]] = []
         for a in range(k):
-            if self.model == "per-arm":
+            if self.primal_:
+                coef[a] = self._weights(a)[:, column]
+                s = self.solvers_[a if self.model == "per-arm" else 0]
+                intercept[a] = s.alpha[0 if self.model == "per-arm" else a, column]
+                first_cov = 1 if self.model == "per-arm" else k
+                cov_coef.append(s.alpha[first_cov:, column])
+            elif self.model == "per-arm":
                 s = self.solvers_[a]
                 rows = np.flatnonzero(self.t_ == a)
                 coef[a] = self.Z_[rows].T @ s.c[:, column] / p

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from brainmatch import __version__
 from brainmatch.errors import BrainmatchInputError
-from brainmatch.selection._ridge import KernelRidgeLOO
+from brainmatch.selection._ridge import LAMBDA_GRID, KernelRidgeLOO
 from brainmatch.selection.data import ID, TrainingData, load_training_data
 from brainmatch.selection.learners import (
     AUTO_CANDIDATES,
@@ -26,6 +27,7 @@ from brainmatch.selection.learners import (
     make_learner,
 )
 from brainmatch.selection.modelfile import save_model
+from brainmatch.selection.parallel import DaskRunner, dask_runner
 from brainmatch.selection.pipeline import MODELS, Preprocessor
 from brainmatch.selection.screen import (
     K_GRID,
@@ -54,6 +56,14 @@ N_BOOTSTRAP_OTHER = 20
 #: the choice of k are redone per permuted target, which costs far more than the shared
 #: kernel of the unscreened model); the observed statistic of the test uses the same repeats.
 NULL_REPEATS_SCREENED = 1
+#: Leave-one-out work (multiply-adds: training rows x rank x target columns x penalties,
+#: summed over folds) the permutation test of an unscreened ridge model may spend; within
+#: it every CV repeat refits the permuted targets, beyond it only the first repeats do
+#: (at least one).  About 2 minutes of one core; n = 2000 x 1000 features, 1000
+#: permutations, 5 x 10 folds fits in it, n = 10,000 uses one repeat.
+PERMUTATION_BUDGET = 2e12
+#: Permuted target columns per Dask task for learners that refit every column.
+LEARNER_CHUNK = 10
 
 Progress = Callable[[int, int], None]
 
@@ -107,6 +117,185 @@ def _within_arm_permutations(
     return perms
 
 
+@dataclass
+class _FoldInputs:
+    """What every outer-fold task reads (sent once to a Dask cluster, then shared)."""
+
+    X: NDArray[np.float64]
+    covariates: pd.DataFrame
+    sites: NDArray[np.str_] | None
+    t: NDArray[np.intp]
+    k: int
+    Y: NDArray[np.float64]
+    harmonize: bool
+    n_outcome_only: int
+    binary: bool = False
+
+
+def _ridge_null_repeats(
+    data: TrainingData, model: str, n_splits: int, n_columns: int, n_folds: int
+) -> int | None:
+    """CV repeats whose permuted targets fit in :data:`PERMUTATION_BUDGET` (None: all)."""
+    n, p, k = data.y.size, data.X.shape[1], len(data.arms)
+    n_tr = n * (n_splits - 1) / n_splits
+    rank = min(n_tr, k * p) if model == "interaction" else min(n_tr / k, p)
+    per_repeat = n_splits * LAMBDA_GRID.size * n_tr * rank * n_columns
+    n_rep = max(1, n_folds // n_splits)
+    fit = max(1, int(PERMUTATION_BUDGET // max(per_repeat, 1.0)))
+    return None if fit >= n_rep else fit
+
+
+@contextlib.contextmanager
+def _runner(scheduler: str | DaskRunner | None) -> Iterator[DaskRunner | None]:
+    """One Dask connection for every step of an analysis (None: serial)."""
+    if scheduler is None:
+        yield None
+        return
+    with dask_runner(scheduler) as runner:
+        yield runner
+
+
+def _fold_inputs(data: TrainingData, Y: NDArray[np.float64], harmonize: bool) -> _FoldInputs:
+    return _FoldInputs(
+        X=data.X,
+        covariates=data.covariates,
+        sites=data.sites,
+        t=np.searchsorted(data.arms, data.treatment),
+        k=len(data.arms),
+        Y=Y,
+        harmonize=harmonize,
+        n_outcome_only=1 if data.baseline else 0,
+        binary=data.binary,
+    )
+
+
+def _preprocess_fold(
+    d: _FoldInputs, train: NDArray[np.intp], test: NDArray[np.intp]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Preprocessing fitted on the training rows, applied to both (nothing sees ``test``)."""
+    pre = Preprocessor(harmonize=d.harmonize, n_outcome_only=d.n_outcome_only)
+    sites = d.sites
+    Z_tr, C_tr = pre.fit_transform(
+        d.X[train], d.covariates.iloc[train], None if sites is None else sites[train]
+    )
+    Z_te, C_te = pre.transform(
+        d.X[test], d.covariates.iloc[test], None if sites is None else sites[test]
+    )
+    return Z_tr, C_tr, Z_te, C_te
+
+
+def _ridge_fold(
+    d: _FoldInputs,
+    train: NDArray[np.intp],
+    test: NDArray[np.intp],
+    n_cols: int,
+    model: str,
+    select: str | int,
+) -> tuple[NDArray[np.float64], int]:
+    """One outer fold of a ridge model: test predictions ``(n_test, k, n_cols)`` and the
+    number of features used for the real target (every permuted column is solved by the
+    same factorisation)."""
+    with threadpool_limits(1):
+        Z_tr, C_tr, Z_te, C_te = _preprocess_fold(d, train, test)
+        fitted = make_arm_models(model, select).fit(
+            Z_tr, C_tr, d.t[train], d.k, d.Y[train, :n_cols]
+        )
+        P = fitted.predict(Z_te, C_te)
+    used = int(fitted.k_[0]) if isinstance(fitted, ScreenedArmModels) else Z_tr.shape[1]
+    return P, used
+
+
+def _learner_fold(
+    d: _FoldInputs,
+    train: NDArray[np.intp],
+    test: NDArray[np.intp],
+    lo: int,
+    hi: int,
+    learner: str,
+    seed: int,
+    candidates: tuple[str, ...] | None,
+) -> tuple[NDArray[np.float64], str]:
+    """Target columns ``lo:hi`` of one outer fold of any learner, each refitted from
+    scratch (so a fold's permuted columns can be split into independent tasks)."""
+    with threadpool_limits(1):
+        Z_tr, C_tr, Z_te, C_te = _preprocess_fold(d, train, test)
+        P = np.zeros((test.size, d.k, hi - lo))
+        chosen = learner
+        for c in range(lo, hi):
+            fitted = make_learner(learner, d.binary, seed, candidates).fit(
+                Z_tr, C_tr, d.t[train], d.k, d.Y[train, c]
+            )
+            P[:, :, c - lo] = fitted.predict(Z_te, C_te)
+            if c == 0:
+                chosen = str(getattr(fitted, "chosen_", learner))
+    return P, chosen
+
+
+def _join_chunks(
+    results: Iterator[tuple[NDArray[np.float64], Any]], parts: list[int]
+) -> Iterator[tuple[NDArray[np.float64], Any]]:
+    """Rejoin the column chunks of each fold (``parts[i]`` chunks for fold ``i``)."""
+    for n_parts in parts:
+        chunks = [next(results) for _ in range(n_parts)]
+        yield np.concatenate([c[0] for c in chunks], axis=2), chunks[0][1]
+
+
+def _run_folds(
+    task: Callable[..., tuple[Any, Any]],
+    inputs: Any,
+    jobs: list[tuple[Any, ...]],
+    scheduler: Any,
+    progress: Progress | None,
+) -> Iterator[tuple[Any, Any]]:
+    """``task(inputs, *job)`` for every job, results yielded in job order.
+
+    Serially in this process, or on a Dask distributed cluster (``scheduler``: an address
+    or a :class:`brainmatch.selection.parallel.DaskRunner`); the order of the results, and
+    so every sum over folds, is the same either way.
+    """
+    if scheduler is None:
+        for i, job in enumerate(jobs):
+            yield task(inputs, *job)
+            if progress is not None:
+                progress(i + 1, len(jobs))
+        return
+    with dask_runner(scheduler) as runner:
+        yield from runner.map(task, inputs, jobs, progress)
+
+
+def _accumulate(
+    n: int,
+    k: int,
+    m: int,
+    splits: list[tuple[int, NDArray[np.intp], NDArray[np.intp]]],
+    n_null: int,
+    results: Iterator[tuple[NDArray[np.float64], Any]],
+    extra: list[Any] | None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Average the folds' predictions (see :func:`cross_validated_predictions`)."""
+    n_rep = max(r for r, _, _ in splits) + 1
+    total = np.zeros((n, k, m))
+    count = np.zeros(n)
+    total0 = np.zeros((n, k))
+    count0 = np.zeros(n)
+    by_repeat = np.full((n_rep, n, k), np.nan)
+    for (r, _, test), (P, info) in zip(splits, results, strict=True):
+        if extra is not None:
+            extra.append(info)
+        if r < n_null:
+            total[test] += P
+            count[test] += 1
+        total0[test] += P[:, :, 0]
+        count0[test] += 1
+        by_repeat[r, test] = P[:, :, 0]
+    if (count == 0).any() or (count0 == 0).any():
+        raise BrainmatchInputError("some patients were never in a test fold")
+    pred_null = total / count[:, None, None]
+    pred = pred_null.copy()
+    pred[:, :, 0] = total0 / count0[:, None]
+    return pred, by_repeat, pred_null
+
+
 def cross_validated_predictions(
     data: TrainingData,
     *,
@@ -118,6 +307,7 @@ def cross_validated_predictions(
     null_repeats: int | None = None,
     fold_k: list[int] | None = None,
     progress: Progress | None = None,
+    scheduler: Any = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Out-of-fold potential outcomes for every target column, averaged over repeats.
 
@@ -130,6 +320,8 @@ def cross_validated_predictions(
         repeats (default: all).
     fold_k : list, optional
         Receives the number of features used for the real target in each fold.
+    scheduler : str or DaskRunner, optional
+        Run the folds on a Dask distributed cluster (same results as serially).
 
     Returns
     -------
@@ -142,48 +334,13 @@ def cross_validated_predictions(
         Every column (the real one included) averaged over the first ``null_repeats``
         repeats: what the permutation test compares.
     """
-    arms = data.arms
-    k, n = len(arms), data.y.size
-    t = np.searchsorted(arms, data.treatment)
     n_rep = max(r for r, _, _ in splits) + 1
     n_null = n_rep if null_repeats is None else max(1, min(null_repeats, n_rep))
-    total = np.zeros((n, k, Y.shape[1]))
-    count = np.zeros(n)
-    total0 = np.zeros((n, k))
-    count0 = np.zeros(n)
-    by_repeat = np.full((n_rep, n, k), np.nan)
-    n_outcome_only = 1 if data.baseline else 0
-    with threadpool_limits(1):
-        for i, (r, train, test) in enumerate(splits):
-            pre = Preprocessor(harmonize=harmonize, n_outcome_only=n_outcome_only)
-            sites = data.sites
-            Z_tr, C_tr = pre.fit_transform(
-                data.X[train], data.covariates.iloc[train], None if sites is None else sites[train]
-            )
-            Z_te, C_te = pre.transform(
-                data.X[test], data.covariates.iloc[test], None if sites is None else sites[test]
-            )
-            cols = Y if r < n_null else Y[:, :1]
-            fitted = make_arm_models(model, select).fit(Z_tr, C_tr, t[train], k, cols[train])
-            P = fitted.predict(Z_te, C_te)
-            if fold_k is not None:
-                fold_k.append(
-                    int(fitted.k_[0]) if isinstance(fitted, ScreenedArmModels) else Z_tr.shape[1]
-                )
-            if r < n_null:
-                total[test] += P
-                count[test] += 1
-            total0[test] += P[:, :, 0]
-            count0[test] += 1
-            by_repeat[r, test] = P[:, :, 0]
-            if progress is not None:
-                progress(i + 1, len(splits))
-    if (count == 0).any() or (count0 == 0).any():
-        raise BrainmatchInputError("some patients were never in a test fold")
-    pred_null = total / count[:, None, None]
-    pred = pred_null.copy()
-    pred[:, :, 0] = total0 / count0[:, None]
-    return pred, by_repeat, pred_null
+    m = Y.shape[1]
+    inputs = _fold_inputs(data, Y, harmonize)
+    jobs = [(train, test, m if r < n_null else 1, model, select) for r, train, test in splits]
+    results = _run_folds(_ridge_fold, inputs, jobs, scheduler, progress)
+    return _accumulate(data.y.size, len(data.arms), m, splits, n_null, results, fold_k)
 
 
 def learner_cv_predictions(
@@ -198,6 +355,7 @@ def learner_cv_predictions(
     null_repeats: int | None = None,
     chosen: list[str] | None = None,
     progress: Progress | None = None,
+    scheduler: Any = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """As :func:`cross_validated_predictions`, for any learner of
     :mod:`brainmatch.selection.learners`: every target column is refitted from scratch in
@@ -206,50 +364,34 @@ def learner_cv_predictions(
 
     ``chosen`` receives the learner ``auto`` chose for the real target in each fold.
     """
-    arms = data.arms
-    k, n = len(arms), data.y.size
-    t = np.searchsorted(arms, data.treatment)
     n_rep = max(r for r, _, _ in splits) + 1
     n_null = n_rep if null_repeats is None else max(1, min(null_repeats, n_rep))
-    total = np.zeros((n, k, Y.shape[1]))
-    count = np.zeros(n)
-    total0 = np.zeros((n, k))
-    count0 = np.zeros(n)
-    by_repeat = np.full((n_rep, n, k), np.nan)
-    n_outcome_only = 1 if data.baseline else 0
-    with threadpool_limits(1):
-        for i, (r, train, test) in enumerate(splits):
-            pre = Preprocessor(harmonize=harmonize, n_outcome_only=n_outcome_only)
-            sites = data.sites
-            Z_tr, C_tr = pre.fit_transform(
-                data.X[train], data.covariates.iloc[train], None if sites is None else sites[train]
-            )
-            Z_te, C_te = pre.transform(
-                data.X[test], data.covariates.iloc[test], None if sites is None else sites[test]
-            )
-            m_cols = Y.shape[1] if r < n_null else 1
-            P = np.zeros((test.size, k, m_cols))
-            for c in range(m_cols):
-                fitted = make_learner(learner, data.binary, seed, candidates).fit(
-                    Z_tr, C_tr, t[train], k, Y[train, c]
-                )
-                P[:, :, c] = fitted.predict(Z_te, C_te)
-                if c == 0 and chosen is not None:
-                    chosen.append(str(getattr(fitted, "chosen_", learner)))
-            if r < n_null:
-                total[test] += P
-                count[test] += 1
-            total0[test] += P[:, :, 0]
-            count0[test] += 1
-            by_repeat[r, test] = P[:, :, 0]
-            if progress is not None:
-                progress(i + 1, len(splits))
-    if (count == 0).any() or (count0 == 0).any():
-        raise BrainmatchInputError("some patients were never in a test fold")
-    pred_null = total / count[:, None, None]
-    pred = pred_null.copy()
-    pred[:, :, 0] = total0 / count0[:, None]
-    return pred, by_repeat, pred_null
+    m = Y.shape[1]
+    inputs = _fold_inputs(data, Y, harmonize)
+    # serially one task per fold; on a cluster the permuted columns of a fold are split
+    # into chunks of LEARNER_CHUNK columns (independent fits), so they spread over workers
+    step = m if scheduler is None else LEARNER_CHUNK
+    jobs: list[tuple[Any, ...]] = []
+    parts: list[int] = []
+    for r, train, test in splits:
+        m_fold = m if r < n_null else 1
+        bounds = list(range(0, m_fold, step))
+        parts.append(len(bounds))
+        jobs += [
+            (train, test, lo, min(m_fold, lo + step), learner, seed, candidates) for lo in bounds
+        ]
+    results = _join_chunks(_run_folds(_learner_fold, inputs, jobs, scheduler, None), parts)
+    if progress is not None:
+        results = _progress_each(results, len(splits), progress)
+    return _accumulate(data.y.size, len(data.arms), m, splits, n_null, results, chosen)
+
+
+def _progress_each(
+    results: Iterator[tuple[NDArray[np.float64], Any]], total: int, progress: Progress
+) -> Iterator[tuple[NDArray[np.float64], Any]]:
+    for i, item in enumerate(results):
+        progress(i + 1, total)
+        yield item
 
 
 def _no_interaction_fit(data: TrainingData, harmonize: bool) -> NDArray[np.float64]:
@@ -261,9 +403,10 @@ def _no_interaction_fit(data: TrainingData, harmonize: bool) -> NDArray[np.float
         Z, C = pre.fit_transform(data.X, data.covariates, data.sites)
         D = np.column_stack([np.eye(k)[t], C])
         if Z.shape[1] < Z.shape[0]:  # primal algebra
-            solver = KernelRidgeLOO(None, D, factor=Z / np.sqrt(Z.shape[1])).fit(data.y[:, None])
-        else:
-            solver = KernelRidgeLOO(Z @ Z.T / Z.shape[1], D).fit(data.y[:, None])
+            F = Z / np.sqrt(Z.shape[1])
+            solver = KernelRidgeLOO(None, D, factor=F).fit(data.y[:, None])
+            return np.asarray(solver.predict_factor(F, D)[:, 0])
+        solver = KernelRidgeLOO(Z @ Z.T / Z.shape[1], D).fit(data.y[:, None])
     return np.asarray(solver._k(solver.c)[:, 0] + D @ solver.alpha[:, 0])
 
 
@@ -475,9 +618,16 @@ def _learning_curve(
     seed: int,
     select: str | int = "none",
     candidates: tuple[str, ...] | None = None,
+    scheduler: Any = None,
+    done: tuple[list[Any], NDArray[np.float64]] | None = None,
 ) -> list[dict[str, Any]]:
     """CV performance on stratified subsamples (5-fold x 2 repeats for the ridge models, x 1
-    for other learners; no permutations)."""
+    for other learners; no permutations).
+
+    ``done``: the main run's splits and real-target predictions per repeat; the full
+    sample's point reuses them when its splits are the main run's first repeats (the
+    same fits: every target column is solved on its own).
+    """
     arms = data.arms
     t = np.searchsorted(arms, data.treatment)
     rng = np.random.default_rng([seed, 7])
@@ -502,7 +652,13 @@ def _learning_curve(
                 seed=seed,
                 sites=sub.sites,
             )
-            if model in MODELS:
+            if done is not None and keep.size == data.y.size and _same_splits(splits, done[0]):
+                n_r = max(r for r, _, _ in splits) + 1
+                total = np.zeros_like(done[1][0])
+                for r in range(n_r):
+                    total += done[1][r]
+                pred = (total / n_r)[:, :, None]
+            elif model in MODELS:
                 pred, _, _ = cross_validated_predictions(
                     sub,
                     model=model,
@@ -510,6 +666,7 @@ def _learning_curve(
                     Y=sub.y[:, None],
                     harmonize=harmonize,
                     select=select,
+                    scheduler=scheduler,
                 )
             else:
                 pred, _, _ = learner_cv_predictions(
@@ -520,6 +677,7 @@ def _learning_curve(
                     harmonize=harmonize,
                     seed=seed,
                     candidates=candidates,
+                    scheduler=scheduler,
                 )
         except BrainmatchInputError:
             continue
@@ -538,6 +696,17 @@ def _learning_curve(
             }
         )
     return points
+
+
+def _same_splits(
+    splits: list[tuple[int, NDArray[np.intp], NDArray[np.intp]]],
+    main: list[tuple[int, NDArray[np.intp], NDArray[np.intp]]],
+) -> bool:
+    """Whether ``splits`` are the first splits of ``main`` (same repeats, same rows)."""
+    return len(splits) <= len(main) and all(
+        r == r2 and np.array_equal(a, a2) and np.array_equal(b, b2)
+        for (r, a, b), (r2, a2, b2) in zip(splits, main, strict=False)
+    )
 
 
 def subset(data: TrainingData, rows: NDArray[np.intp]) -> TrainingData:
@@ -659,6 +828,8 @@ def validate(
     select: str | int = "none",
     candidates: tuple[str, ...] | None = None,
     progress: Progress | None = None,
+    scheduler: str | DaskRunner | None = None,
+    permutation_repeats: int | None = None,
 ) -> ValidationResult:
     """Validate a treatment-selection model by nested cross-validation (no files written).
 
@@ -717,6 +888,17 @@ def validate(
         :data:`~brainmatch.selection.learners.AUTO_CANDIDATES`).
     progress : callable, optional
         ``progress(done, total)`` over outer folds.
+    scheduler : str, optional
+        Address of a Dask distributed scheduler (``tcp://host:8786``): the outer folds
+        (each with its block of permuted targets) and the learning curve's folds run on
+        that cluster; the results are identical to a serial run with the same seed.
+    permutation_repeats : int, optional
+        CV repeats in which every permuted target is refitted (the observed statistic of
+        the test is taken over the same repeats, so the test stays exact; the reported
+        estimates always use all repeats).  Default: for the ridge models all repeats while
+        the permutations' leave-one-out work stays within :data:`PERMUTATION_BUDGET`
+        (at least one repeat; large trials use fewer), for screened and other learners
+        ``NULL_REPEATS_SCREENED``.
 
     Returns
     -------
@@ -733,6 +915,10 @@ def validate(
         )
     if n_permutations < 0 or n_repeats < 1 or n_splits < 2:
         raise BrainmatchInputError("need n_permutations >= 0, n_repeats >= 1, n_splits >= 2")
+    if permutation_repeats is not None and permutation_repeats < 1:
+        raise BrainmatchInputError(
+            f"permutation_repeats={permutation_repeats}: must be at least 1 (or None)"
+        )
     data = load_training_data(
         features,
         outcomes,
@@ -785,40 +971,70 @@ def validate(
 
     fold_k: list[int] = []
     chosen_per_fold: list[str] = []
-    if ridge:
-        null_repeats = None if select == "none" else NULL_REPEATS_SCREENED
-        pred_all, by_repeat, pred_null = cross_validated_predictions(
+    lc_points: list[dict[str, Any]] | None = None
+    with _runner(scheduler) as runner:
+        if ridge:
+            null_repeats = (
+                permutation_repeats
+                if permutation_repeats is not None
+                else _ridge_null_repeats(data, model, n_splits, Y.shape[1], len(splits))
+                if select == "none"
+                else NULL_REPEATS_SCREENED
+            )
+            pred_all, by_repeat, pred_null = cross_validated_predictions(
+                data,
+                model=model,
+                splits=splits,
+                Y=Y,
+                harmonize=harmonize,
+                select=select,
+                null_repeats=null_repeats,
+                fold_k=fold_k,
+                progress=progress,
+                scheduler=runner,
+            )
+            other = "per-arm" if model == "interaction" else "interaction"
+        else:
+            null_repeats = (
+                NULL_REPEATS_SCREENED if permutation_repeats is None else permutation_repeats
+            )
+            pred_all, by_repeat, pred_null = learner_cv_predictions(
+                data,
+                learner=model,
+                splits=splits,
+                Y=Y,
+                harmonize=harmonize,
+                seed=seed,
+                candidates=candidates,
+                null_repeats=null_repeats,
+                chosen=chosen_per_fold,
+                progress=progress,
+                scheduler=runner,
+            )
+            fold_k = [len(data.feature_names)] * len(splits)
+            other = "interaction"
+        pred = pred_all[:, :, 0]
+        pred_other, by_repeat_other, _ = cross_validated_predictions(
             data,
-            model=model,
+            model=other,
             splits=splits,
-            Y=Y,
+            Y=data.y[:, None],
             harmonize=harmonize,
             select=select,
-            null_repeats=null_repeats,
-            fold_k=fold_k,
-            progress=progress,
+            scheduler=runner,
         )
-        other = "per-arm" if model == "interaction" else "interaction"
-    else:
-        null_repeats = NULL_REPEATS_SCREENED
-        pred_all, by_repeat, pred_null = learner_cv_predictions(
-            data,
-            learner=model,
-            splits=splits,
-            Y=Y,
-            harmonize=harmonize,
-            seed=seed,
-            candidates=candidates,
-            null_repeats=null_repeats,
-            chosen=chosen_per_fold,
-            progress=progress,
-        )
-        fold_k = [len(data.feature_names)] * len(splits)
-        other = "interaction"
-    pred = pred_all[:, :, 0]
-    pred_other, by_repeat_other, _ = cross_validated_predictions(
-        data, model=other, splits=splits, Y=data.y[:, None], harmonize=harmonize, select=select
-    )
+        if learning_curve:
+            lc_points = _learning_curve(
+                data,
+                model=model,
+                harmonize=harmonize,
+                sign=sign,
+                seed=seed,
+                select=select,
+                candidates=candidates,
+                scheduler=runner,
+                done=(splits, by_repeat),
+            )
     if data.binary:
         pred = np.clip(pred, 0.0, 1.0)
         pred_null = np.clip(pred_null, 0.0, 1.0)
@@ -1034,16 +1250,8 @@ def validate(
         },
         "data_hash": data.data_hash,
     }
-    if learning_curve:
-        metrics["learning_curve"] = _learning_curve(
-            data,
-            model=model,
-            harmonize=harmonize,
-            sign=sign,
-            seed=seed,
-            select=select,
-            candidates=candidates,
-        )
+    if lc_points is not None:
+        metrics["learning_curve"] = lc_points
     metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
     return ValidationResult(
         metrics=metrics,
@@ -1086,6 +1294,8 @@ def train(
     select: str | int = "none",
     candidates: tuple[str, ...] | None = None,
     progress: Progress | None = None,
+    scheduler: str | DaskRunner | None = None,
+    permutation_repeats: int | None = None,
 ) -> TrainResult:
     """Validate (:func:`validate`), fit the final model on all patients and write the files.
 
@@ -1101,6 +1311,64 @@ def train(
     -------
     TrainResult
     """
+    with _runner(scheduler) as runner:
+        return _train(
+            features,
+            outcomes,
+            treatment_column=treatment_column,
+            outcome_column=outcome_column,
+            out_dir=out_dir,
+            baseline_column=baseline_column,
+            site_column=site_column,
+            covariates=covariates,
+            better=better,
+            cv=cv,
+            n_splits=n_splits,
+            n_repeats=n_repeats,
+            model=model,
+            n_permutations=n_permutations,
+            threshold=threshold,
+            n_boot=n_boot,
+            seed=seed,
+            session=session,
+            permutation_null=permutation_null,
+            learning_curve=learning_curve,
+            select=select,
+            candidates=candidates,
+            progress=progress,
+            scheduler=runner,
+            permutation_repeats=permutation_repeats,
+        )
+
+
+def _train(
+    features: str | Path | pd.DataFrame,
+    outcomes: str | Path | pd.DataFrame | list[Any] | tuple[Any, ...],
+    *,
+    treatment_column: str,
+    outcome_column: str,
+    out_dir: str | Path,
+    baseline_column: str | None,
+    site_column: str | None,
+    covariates: tuple[str, ...] | list[str],
+    better: str | None,
+    cv: str,
+    n_splits: int,
+    n_repeats: int,
+    model: str,
+    n_permutations: int,
+    threshold: float | None,
+    n_boot: int,
+    seed: int,
+    session: str | None,
+    permutation_null: str,
+    learning_curve: bool,
+    select: str | int,
+    candidates: tuple[str, ...] | None,
+    progress: Progress | None,
+    scheduler: DaskRunner | None,
+    permutation_repeats: int | None,
+) -> TrainResult:
     validation = validate(
         features,
         outcomes,
@@ -1124,6 +1392,8 @@ def train(
         select=select,
         candidates=candidates,
         progress=progress,
+        scheduler=scheduler,
+        permutation_repeats=permutation_repeats,
     )
     start = time.perf_counter()
     metrics = validation.metrics
@@ -1171,7 +1441,13 @@ def train(
         return result
     # final model on all patients + bootstrap refits for the recommendation's stability
     final, arrays, extras = fit_final_model(
-        data, model=model, harmonize=harmonize, seed=seed, select=select, candidates=candidates
+        data,
+        model=model,
+        harmonize=harmonize,
+        seed=seed,
+        select=select,
+        candidates=candidates,
+        scheduler=scheduler,
     )
     p_all = len(data.feature_names)
     chosen = extras["selected"]
@@ -1267,6 +1543,39 @@ def train(
     return result
 
 
+@dataclass
+class _BootInputs:
+    """Preprocessed training data of the final model (shared by its bootstrap refits)."""
+
+    Z: NDArray[np.float64]
+    C: NDArray[np.float64]
+    t: NDArray[np.intp]
+    k: int
+    y: NDArray[np.float64]
+    model: str
+    select: str | int
+    binary: bool
+    seed: int
+    fitted: Any = None  # a fitted `auto` learner: its refits keep its choice (or stack)
+
+
+def _bootstrap_refit(b: _BootInputs, idx: NDArray[np.intp]) -> tuple[dict[str, Any], None]:
+    """Primal coefficients of one bootstrap refit (rows ``idx``) of the final model."""
+    with threadpool_limits(1):
+        if b.model in MODELS:
+            fitted = make_arm_models(b.model, b.select).fit(
+                b.Z[idx], b.C[idx], b.t[idx], b.k, b.y[idx, None]
+            )
+            return fitted.primal(0), None
+        if hasattr(b.fitted, "refit_chosen"):  # auto: the same learner or stack
+            fb = b.fitted.refit_chosen(b.Z[idx], b.C[idx], b.t[idx], b.k, b.y[idx])
+        else:
+            fb = make_learner(b.model, b.binary, b.seed).fit(
+                b.Z[idx], b.C[idx], b.t[idx], b.k, b.y[idx]
+            )
+        return fb.export(), None
+
+
 def fit_final_model(
     data: TrainingData,
     *,
@@ -1275,6 +1584,7 @@ def fit_final_model(
     seed: int,
     select: str | int = "none",
     candidates: tuple[str, ...] | None = None,
+    scheduler: str | DaskRunner | None = None,
 ) -> tuple[Preprocessor, dict[str, NDArray[Any]], dict[str, Any]]:
     """Fit preprocessing and the arm models on all patients; bootstrap refits for stability.
 
@@ -1287,7 +1597,12 @@ def fit_final_model(
     """
     if model not in MODELS:
         return _fit_final_learner(
-            data, model=model, harmonize=harmonize, seed=seed, candidates=candidates
+            data,
+            model=model,
+            harmonize=harmonize,
+            seed=seed,
+            candidates=candidates,
+            scheduler=scheduler,
         )
     k = len(data.arms)
     t = np.searchsorted(data.arms, data.treatment)
@@ -1301,19 +1616,20 @@ def fit_final_model(
         if isinstance(fitted, ScreenedArmModels) and fitted.k_[0] < Z.shape[1]:
             boot_select = int(fitted.k_[0])
         rng = np.random.default_rng([seed, 3])
-        boot_coef, boot_icpt, boot_cov = [], [], []
-        for _ in range(N_BOOTSTRAP_MODELS):
-            idx = np.concatenate(
-                [rng.choice(np.flatnonzero(t == a), (t == a).sum()) for a in range(k)]
+        draws = [
+            (
+                np.concatenate(
+                    [rng.choice(np.flatnonzero(t == a), (t == a).sum()) for a in range(k)]
+                ),
             )
-            fb = (
-                make_arm_models(model, boot_select)
-                .fit(Z[idx], C[idx], t[idx], k, data.y[idx, None])
-                .primal(0)
-            )
-            boot_coef.append(fb["coef"])
-            boot_icpt.append(fb["intercept"])
-            boot_cov.append(fb["cov_coef"])
+            for _ in range(N_BOOTSTRAP_MODELS)
+        ]
+    boot = _BootInputs(Z, C, t, k, data.y, model, boot_select, data.binary, seed)
+    with _runner(scheduler) as runner:
+        refits = list(_run_folds(_bootstrap_refit, boot, draws, runner, None))
+    boot_coef = [b["coef"] for b, _ in refits]
+    boot_icpt = [b["intercept"] for b, _ in refits]
+    boot_cov = [b["cov_coef"] for b, _ in refits]
     score = (Z**2).mean(axis=1)
     arrays: dict[str, NDArray[Any]] = {
         "coef": primal["coef"],
@@ -1364,6 +1680,7 @@ def _fit_final_learner(
     harmonize: bool,
     seed: int,
     candidates: tuple[str, ...] | None = None,
+    scheduler: str | DaskRunner | None = None,
 ) -> tuple[Preprocessor, dict[str, NDArray[Any]], dict[str, Any]]:
     k = len(data.arms)
     t = np.searchsorted(data.arms, data.treatment)
@@ -1379,18 +1696,18 @@ def _fit_final_learner(
             )
         primal = fitted.export()
         rng = np.random.default_rng([seed, 3])
-        boots = []
-        for _ in range(N_BOOTSTRAP_OTHER):
-            idx = np.concatenate(
-                [rng.choice(np.flatnonzero(t == a), (t == a).sum()) for a in range(k)]
+        draws = [
+            (
+                np.concatenate(
+                    [rng.choice(np.flatnonzero(t == a), (t == a).sum()) for a in range(k)]
+                ),
             )
-            if hasattr(fitted, "refit_chosen"):  # auto: the same learner or stack
-                fb = fitted.refit_chosen(Z[idx], C[idx], t[idx], k, data.y[idx])
-            else:
-                fb = make_learner(model, data.binary, seed).fit(
-                    Z[idx], C[idx], t[idx], k, data.y[idx]
-                )
-            boots.append(fb.export())
+            for _ in range(N_BOOTSTRAP_OTHER)
+        ]
+    boot = _BootInputs(Z, C, t, k, data.y, model, "none", data.binary, seed, fitted)
+    with _runner(scheduler) as runner:
+        refits = list(_run_folds(_bootstrap_refit, boot, draws, runner, None))
+    boots = [b for b, _ in refits]
     score = (Z**2).mean(axis=1)
     arrays: dict[str, NDArray[Any]] = {
         **export_arrays(primal, boots),
