@@ -70,6 +70,8 @@ def test_recovers_most_of_the_oracle_gain(tmp_path):
     # measured 0.794 (seeds 1-5: mean 0.77, SD 0.067); without one planted feature 0.40
     assert share > 0.66, share
     assert sel["permutation_p"] < 0.01
+    # the policy gain's own permutation test (a sign error in its statistic fails here)
+    assert sel["policy_gain_permutation_p"] < 0.01
     assert sel["policy_gain"] > 0 and sel["policy_gain_ci"][0] > 0
     assert sel["selection_supported"] and sel["single_arm_recommended"] is None
     assert sel["policy_gain_d"] > 0.19  # measured 0.276 (SD 0.042 over seeds)
