@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.harmonize import ComBat
+from brainmatch.selection._logistic import MAX_WIDTH, LogisticInteractionLOO, _sigmoid
 from brainmatch.selection._ridge import ArmBlockFactor, KernelRidgeLOO
 
 MODELS = ("interaction", "per-arm")
@@ -319,3 +320,71 @@ class ArmModels:
     def penalties(self) -> list[float]:
         """Chosen penalty (real targets) of each fitted solver."""
         return [float(s.lambdas[s.choice[0]]) for s in self.solvers_]
+
+
+class LogisticArmModels:
+    """Binary outcomes: the ``interaction`` design with a logit link (ridge-logistic).
+
+    Same interface as :class:`ArmModels`; :meth:`predict` returns probabilities in
+    ``(0, 1)`` and :meth:`primal` coefficients on the log-odds scale.  Every target column
+    is fitted at once by batched Newton (:class:`~brainmatch.selection._logistic.
+    LogisticInteractionLOO`), its penalty chosen by approximate leave-one-out deviance.
+    """
+
+    model = "interaction"
+
+    def fit(
+        self,
+        Z: NDArray[np.float64],
+        C: NDArray[np.float64],
+        t: NDArray[np.intp],
+        k: int,
+        Y: NDArray[np.float64],
+    ) -> LogisticArmModels:
+        """Fit on standardised features ``Z``, covariate design ``C``, arm index ``t``."""
+        self.k_, self.p_ = k, Z.shape[1]
+        self.q_ = C.shape[1]
+        self.ridge_: ArmModels | None = None
+        self.link_ = "logit"
+        if k * (self.p_ + 1) + self.q_ > MAX_WIDTH:
+            # too wide for (columns, r, r) Newton systems: the linear-probability ridge
+            self.ridge_ = ArmModels("interaction").fit(Z, C, t, k, Y)
+            self.link_ = "identity-clipped"
+            return self
+        X = np.column_stack([np.eye(k)[t], C, interaction_factor(Z, t, k)])
+        self.solver_ = LogisticInteractionLOO(X, k + self.q_).fit(Y)
+        return self
+
+    def _eta(self, Z: NDArray[np.float64], C: NDArray[np.float64], a: int) -> NDArray[np.float64]:
+        n, k = Z.shape[0], self.k_
+        X = np.column_stack(
+            [np.eye(k)[np.full(n, a)], C, interaction_factor(Z, np.full(n, a, dtype=np.intp), k)]
+        )
+        return np.asarray(X @ self.solver_.coef.T)
+
+    def predict(self, Z: NDArray[np.float64], C: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Predicted probability ``(n_test, k, n_columns)`` under every arm."""
+        if self.ridge_ is not None:
+            return np.clip(self.ridge_.predict(Z, C), 0.0, 1.0)
+        return np.stack([_sigmoid(self._eta(Z, C, a)) for a in range(self.k_)], axis=1)
+
+    def primal(self, column: int = 0) -> dict[str, NDArray[np.float64]]:
+        """Per-arm log-odds coefficients (see :meth:`ArmModels.primal`)."""
+        if self.ridge_ is not None:
+            return self.ridge_.primal(column)
+        k, p, q = self.k_, self.p_, self.q_
+        beta = self.solver_.coef[column]
+        w = beta[k + q :].reshape(k, p)
+        c = (np.sqrt(k + 1.0) - 1.0) / k
+        coef = (w + c * w.sum(axis=0)[None, :]) / np.sqrt(p)
+        return {
+            "coef": coef,
+            "intercept": beta[:k].copy(),
+            "cov_coef": np.tile(beta[k : k + q], (k, 1)),
+        }
+
+    def penalties(self) -> list[float]:
+        """Chosen penalty (real targets)."""
+        if self.ridge_ is not None:
+            return self.ridge_.penalties()
+        return [float(self.solver_.lambdas[self.solver_.choice[0]])]

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.selection._ridge import LAMBDA_GRID
-from brainmatch.selection.pipeline import ArmModels
+from brainmatch.selection.pipeline import ArmModels, LogisticArmModels
 
 #: Candidate numbers of selected features (those below the number of features are used,
 #: plus "all features").
@@ -418,8 +418,16 @@ class ScreenedArmModels:
         return self.full_.penalties()
 
 
-def make_arm_models(model: str, select: str | int) -> ArmModels | ScreenedArmModels:
-    """The potential-outcome model of one training set, with or without screening."""
+def make_arm_models(
+    model: str, select: str | int, binary: bool = False
+) -> ArmModels | ScreenedArmModels | LogisticArmModels:
+    """The potential-outcome model of one training set, with or without screening.
+
+    A binary outcome with the ``interaction`` model and no screening gets the
+    ridge-logistic model (:class:`~brainmatch.selection.pipeline.LogisticArmModels`).
+    """
+    if binary and model == "interaction" and select == "none":
+        return LogisticArmModels()
     if select == "none":
         return ArmModels(model)
     return ScreenedArmModels(model, select)

@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from brainmatch import __version__
 from brainmatch.errors import BrainmatchInputError
+from brainmatch.selection._logistic import MAX_WIDTH
 from brainmatch.selection._ridge import LAMBDA_GRID, KernelRidgeLOO
 from brainmatch.selection.data import ID, TrainingData, load_training_data
 from brainmatch.selection.learners import (
@@ -197,7 +198,7 @@ def _ridge_fold(
     same factorisation)."""
     with threadpool_limits(1):
         Z_tr, C_tr, Z_te, C_te = _preprocess_fold(d, train, test)
-        fitted = make_arm_models(model, select).fit(
+        fitted = make_arm_models(model, select, d.binary).fit(
             Z_tr, C_tr, d.t[train], d.k, d.Y[train, :n_cols]
         )
         P = fitted.predict(Z_te, C_te)
@@ -501,6 +502,31 @@ def _arm_metrics(
             m[f"{key}_sd_across_repeats"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
         out[arm] = m
     return out
+
+
+def _outcome_model(
+    data: TrainingData, model: str, select: str | int, warnings: list[str]
+) -> dict[str, Any]:
+    """How a binary outcome is modelled by the ridge ``interaction`` model (its link)."""
+    if not (data.binary and model == "interaction"):
+        return {"link": None}
+    pre = Preprocessor(n_outcome_only=1 if data.baseline else 0)
+    pre._fit_covariates(data.covariates)
+    k, p = len(data.arms), data.X.shape[1]
+    width = k * (p + 1) + pre.encode_covariates(data.covariates).shape[1]
+    if select != "none":
+        warnings.append(
+            "binary outcome with feature screening: the interaction model is the clipped "
+            "linear-probability ridge (the ridge-logistic model needs select=none)"
+        )
+        return {"link": "identity-clipped", "design_width": width, "max_width": MAX_WIDTH}
+    if width > MAX_WIDTH:
+        warnings.append(
+            f"binary outcome: the ridge-logistic design would have {width} columns (more "
+            f"than {MAX_WIDTH}); fitted as a clipped linear-probability ridge instead"
+        )
+        return {"link": "identity-clipped", "design_width": width, "max_width": MAX_WIDTH}
+    return {"link": "logit", "design_width": width, "max_width": MAX_WIDTH}
 
 
 def _finite(x: float) -> float | None:
@@ -1235,6 +1261,7 @@ def validate(
             },
         },
         "conformal": {"level": CONFORMAL_LEVEL, "half_width": conformal},
+        "outcome_model": _outcome_model(data, model, select, warnings),
         "warnings": warnings,
         "options": {
             "treatment_column": treatment_column,
@@ -1563,7 +1590,7 @@ def _bootstrap_refit(b: _BootInputs, idx: NDArray[np.intp]) -> tuple[dict[str, A
     """Primal coefficients of one bootstrap refit (rows ``idx``) of the final model."""
     with threadpool_limits(1):
         if b.model in MODELS:
-            fitted = make_arm_models(b.model, b.select).fit(
+            fitted = make_arm_models(b.model, b.select, b.binary).fit(
                 b.Z[idx], b.C[idx], b.t[idx], b.k, b.y[idx, None]
             )
             return fitted.primal(0), None
@@ -1610,7 +1637,7 @@ def fit_final_model(
     pre = Preprocessor(harmonize=harmonize, n_outcome_only=n_outcome_only)
     with threadpool_limits(1):
         Z, C = pre.fit_transform(data.X, data.covariates, data.sites)
-        fitted = make_arm_models(model, select).fit(Z, C, t, k, data.y[:, None])
+        fitted = make_arm_models(model, select, data.binary).fit(Z, C, t, k, data.y[:, None])
         primal = fitted.primal(0)
         boot_select: str | int = "none"
         if isinstance(fitted, ScreenedArmModels) and fitted.k_[0] < Z.shape[1]:
@@ -1659,7 +1686,7 @@ def fit_final_model(
         )
     extras = {
         "chosen": model,
-        "link": "identity-clipped" if data.binary else "identity",
+        "link": getattr(fitted, "link_", "identity-clipped" if data.binary else "identity"),
         "ood": {
             "score": "mean squared standardised feature value",
             "p99": float(np.percentile(score, 99)),
