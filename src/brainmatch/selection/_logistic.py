@@ -40,6 +40,12 @@ def _loss(eta: NDArray[np.float64], Y: NDArray[np.float64]) -> NDArray[np.float6
     return np.asarray((np.logaddexp(0.0, eta) - Y * eta).sum(axis=0))
 
 
+def _gram(X: NDArray[np.float64], w: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Stacked weighted Gram matrices ``X' diag(w[:, j]) X`` ``(m, r, r)``."""
+    XW = X.T[None, :, :] * w.T[:, None, :]  # (m, r, n)
+    return np.asarray(XW @ X)
+
+
 def _sigmoid(x: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.asarray(0.5 * (1.0 + np.tanh(0.5 * x)))
 
@@ -75,7 +81,7 @@ def newton_logistic(
         mu = _sigmoid(eta)
         w = np.maximum(mu * (1.0 - mu), 1e-12)
         grad = (mu - Yi).T @ X + P[idx] * B  # (a, r)
-        H = np.einsum("ni,na,nj->aij", X, w, X, optimize=True)
+        H = _gram(X, w)
         H[:, np.arange(r), np.arange(r)] += P[idx]
         step = np.linalg.solve(H, grad[:, :, None])[:, :, 0]
         obj = _loss(eta, Yi) + 0.5 * (P[idx] * B * B).sum(axis=1)
@@ -105,10 +111,9 @@ def alo_deviance(
     eta = X @ beta.T
     mu = _sigmoid(eta)
     w = np.maximum(mu * (1.0 - mu), 1e-12)
-    H = np.einsum("ni,na,nj->aij", X, w, X, optimize=True)
+    H = _gram(X, w)
     H[:, np.arange(r), np.arange(r)] += lam * pen + EPS_PENALTY
-    S = np.linalg.solve(H, np.broadcast_to(X.T, (beta.shape[0], *X.T.shape)))  # (m, r, n)
-    q = np.einsum("ni,ain->na", X, S)  # x_i' H^-1 x_i
+    q = ((X[None, :, :] @ np.linalg.inv(H)) * X[None, :, :]).sum(axis=2).T  # x_i' H^-1 x_i
     h = np.clip(w * q, 0.0, 1.0 - 1e-8)
     eta_loo = eta + (mu - Y) / w * h / (1.0 - h)
     return 2.0 * _loss(eta_loo, Y)

@@ -27,7 +27,8 @@ from numpy.typing import NDArray
 
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.harmonize import ComBat
-from brainmatch.selection._logistic import MAX_WIDTH, LogisticInteractionLOO, _sigmoid
+from brainmatch.selection import _logistic
+from brainmatch.selection._logistic import LogisticInteractionLOO, _sigmoid
 from brainmatch.selection._ridge import ArmBlockFactor, KernelRidgeLOO
 
 MODELS = ("interaction", "per-arm")
@@ -346,7 +347,7 @@ class LogisticArmModels:
         self.q_ = C.shape[1]
         self.ridge_: ArmModels | None = None
         self.link_ = "logit"
-        if k * (self.p_ + 1) + self.q_ > MAX_WIDTH:
+        if k * (self.p_ + 1) + self.q_ > _logistic.MAX_WIDTH:
             # too wide for (columns, r, r) Newton systems: the linear-probability ridge
             self.ridge_ = ArmModels("interaction").fit(Z, C, t, k, Y)
             self.link_ = "identity-clipped"

@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from brainmatch import __version__
 from brainmatch.errors import BrainmatchInputError
-from brainmatch.selection._logistic import MAX_WIDTH
+from brainmatch.selection import _logistic
 from brainmatch.selection._ridge import LAMBDA_GRID, KernelRidgeLOO
 from brainmatch.selection.data import ID, TrainingData, load_training_data
 from brainmatch.selection.learners import (
@@ -519,14 +519,14 @@ def _outcome_model(
             "binary outcome with feature screening: the interaction model is the clipped "
             "linear-probability ridge (the ridge-logistic model needs select=none)"
         )
-        return {"link": "identity-clipped", "design_width": width, "max_width": MAX_WIDTH}
-    if width > MAX_WIDTH:
+        return {"link": "identity-clipped", "design_width": width, "max_width": _logistic.MAX_WIDTH}
+    if width > _logistic.MAX_WIDTH:
         warnings.append(
             f"binary outcome: the ridge-logistic design would have {width} columns (more "
-            f"than {MAX_WIDTH}); fitted as a clipped linear-probability ridge instead"
+            f"than {_logistic.MAX_WIDTH}); fitted as a clipped linear-probability ridge instead"
         )
-        return {"link": "identity-clipped", "design_width": width, "max_width": MAX_WIDTH}
-    return {"link": "logit", "design_width": width, "max_width": MAX_WIDTH}
+        return {"link": "identity-clipped", "design_width": width, "max_width": _logistic.MAX_WIDTH}
+    return {"link": "logit", "design_width": width, "max_width": _logistic.MAX_WIDTH}
 
 
 def _finite(x: float) -> float | None:
