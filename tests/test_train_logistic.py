@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy import optimize
@@ -47,7 +49,11 @@ def test_newton_equals_sklearn_and_scipy():
         pen = np.r_[0.0, 0.0, np.ones(r - 2)]
         ours = newton_logistic(X, y[:, None], lam, pen)[0]
         ref = optimize.minimize(
-            _penalised_nll, np.zeros(r), args=(X, y, lam, pen), jac=True, method="BFGS",
+            _penalised_nll,
+            np.zeros(r),
+            args=(X, y, lam, pen),
+            jac=True,
+            method="BFGS",
             options={"gtol": 1e-10, "maxiter": 10000},
         ).x
         np.testing.assert_allclose(ours, ref, atol=1e-6)
@@ -66,9 +72,11 @@ def test_batched_columns_equal_one_at_a_time():
     for j in (0, 3):
         devs = [
             alo_deviance(
-                X, np.clip(Y[:, j : j + 1], 0, 1),
+                X,
+                np.clip(Y[:, j : j + 1], 0, 1),
                 newton_logistic(X, np.clip(Y[:, j : j + 1], 0, 1), lam, whole.pen),
-                lam, whole.pen,
+                lam,
+                whole.pen,
             )[0]
             for lam in whole.lambdas
         ]
@@ -108,3 +116,86 @@ def test_arm_models_probabilities_and_fallback(monkeypatch):
     monkeypatch.setattr(_logistic, "MAX_WIDTH", 5)
     lp = LogisticArmModels().fit(Z, C, t, k, y[:, None])
     assert lp.link_ == "identity-clipped" and lp.ridge_ is not None
+
+
+def _trial(n, effect, seed, n_noise=20, sites=3):
+    trial = draw_trial(
+        TrialSpec(n_subjects=n, n_sites=sites, effect_size=effect, arms=("CBT", "SSRI"), seed=seed)
+    )
+    f = measured_features(trial, n_noise=n_noise, reliability=0.9, seed=seed)
+    return trial, f, outcome_table(trial)
+
+
+def _remission_gain_share(trial, res):
+    """Share of the oracle's gain in remission probability (over the best single arm)
+    that the recommendations recover; P(remission) = P(HAMD week 8 <= 7) under the
+    simulator's normal residual."""
+    arms = res.metrics["arms"]
+    truth = trial.truth.set_index("participant_id")
+    pred = res.predictions.set_index("participant_id")
+    mu = truth.loc[pred.index, [f"mu__{a}" for a in arms]].to_numpy()
+    prob = norm.cdf((7.5 - mu) / RESIDUAL_SD)
+    rec = np.searchsorted(arms, pred["recommended"])
+    best = prob.mean(axis=0).max()
+    return (prob[np.arange(rec.size), rec].mean() - best) / (prob.max(axis=1).mean() - best)
+
+
+def _validate_remission(f, o, seed, n_permutations=199):
+    return validate(
+        f,
+        o,
+        treatment_column="arm",
+        outcome_column="remission",
+        baseline_column="hamd_baseline",
+        site_column="site",
+        n_repeats=1,
+        n_permutations=n_permutations,
+        learning_curve=False,
+        seed=seed,
+    )
+
+
+def test_null_binary_trials_fast():
+    """24 binary trials without interaction: the permutation p is not piled at 0 and the
+    policy gain's CI rarely excludes 0 (binomial 1 % bounds for 24 trials)."""
+    ps, fp = [], []
+    for s in range(24):
+        _, f, o = _trial(n=70, effect=0.0, seed=700 + s, n_noise=10, sites=2)
+        res = _validate_remission(f, o, s, n_permutations=99)
+        assert res.metrics["outcome_model"]["link"] == "logit"
+        sel = res.metrics["selection"]
+        ps.append(sel["permutation_p"])
+        fp.append(sel["policy_gain_ci"][0] > 0)
+    ps_a = np.array(ps)
+    assert (ps_a <= 0.05).sum() <= 4 and np.median(ps_a) > 0.2, ps_a
+    assert sum(fp) <= 2
+
+
+def test_binary_train_stores_logit_and_recommend_returns_probabilities(tmp_path):
+    from brainmatch.selection.recommend import recommend
+
+    _, f, o = _trial(n=160, effect=1.2, seed=6, n_noise=5)
+    res = train(
+        f,
+        o,
+        treatment_column="arm",
+        outcome_column="remission",
+        site_column="site",
+        out_dir=tmp_path / "model",
+        n_permutations=99,
+        n_boot=100,
+        learning_curve=False,
+    )
+    m = res.metrics
+    assert m["outcome_model"]["link"] == "logit"
+    meta = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert meta["outcome_model"]["link"] == "logit"
+    pred = res.predictions[["predicted__CBT", "predicted__SSRI"]].to_numpy()
+    assert ((pred > 0) & (pred < 1)).all()
+    rec = recommend(tmp_path / "model" / "model.npz", f.iloc[:5], clinical=o.iloc[:5])
+    from brainmatch.selection.modelfile import load_model
+
+    _, model_meta = load_model(tmp_path / "model" / "model.npz")
+    assert model_meta["link"] == "logit"
+    vals = np.array([[p["predicted"][a]["value"] for a in ("CBT", "SSRI")] for p in rec.patients])
+    assert vals.shape == (5, 2) and ((vals > 0) & (vals < 1)).all()
