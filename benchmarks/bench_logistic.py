@@ -26,7 +26,12 @@ from brainmatch.selection._logistic import LogisticInteractionLOO, newton_logist
 from brainmatch.selection.train import validate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_train_logistic import _logistic_truth_trial, _oracle_share
+from test_train_logistic import (
+    _logistic_truth_trial,
+    _oracle_share,
+    _remission_gain_share,
+    _trial,
+)
 
 
 def main() -> None:
@@ -77,6 +82,28 @@ def main() -> None:
         print(f"  {seed}: {s_logit:.3f} / {s_lp:.3f}")
     a = np.array(shares)
     d = a[:, 0] - a[:, 1]
+    _report(a, d)
+    print("oracle-gain share, the simulator's remission (HAMD week 8 <= 7), n=400")
+    shares = []
+    for seed in range(1, n_seeds + 1):
+        trial, f, o = _trial(n=400, effect=1.2, seed=seed, n_noise=20)
+        kw = dict(treatment_column="arm", outcome_column="remission", site_column="site")
+        kw.update(baseline_column="hamd_baseline", covariates=("age", "sex"))
+        kw.update(n_repeats=1, n_permutations=199, learning_curve=False, seed=seed)
+        s_logit = _remission_gain_share(trial, validate(f, o, **kw))
+        saved = _logistic.MAX_WIDTH
+        _logistic.MAX_WIDTH = 0
+        try:
+            s_lp = _remission_gain_share(trial, validate(f, o, **kw))
+        finally:
+            _logistic.MAX_WIDTH = saved
+        shares.append((s_logit, s_lp))
+        print(f"  {seed}: {s_logit:.3f} / {s_lp:.3f}")
+    a = np.array(shares)
+    _report(a, a[:, 0] - a[:, 1])
+
+
+def _report(a: np.ndarray, d: np.ndarray) -> None:
     print(
         f"  mean {a[:, 0].mean():.3f} / {a[:, 1].mean():.3f}; "
         f"mean difference {np.mean(d):+.3f} (SD {np.std(d, ddof=1):.3f})"
