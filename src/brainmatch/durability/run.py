@@ -193,6 +193,52 @@ def durability_analysis(
     model, penalizer, n_splits, n_repeats, n_bootstrap, n_permutations, seed
         See :func:`~brainmatch.durability.validate.validate_durability`.
     """
+    return read_and_validate(
+        features,
+        outcomes,
+        treatment_column=treatment_column,
+        time_column=time_column,
+        event_column=event_column,
+        horizon=horizon,
+        time_unit=time_unit,
+        covariates=covariates,
+        session=session,
+        site_column=site_column,
+        model=model,
+        penalizer=penalizer,
+        n_splits=n_splits,
+        n_repeats=n_repeats,
+        n_bootstrap=n_bootstrap,
+        n_permutations=n_permutations,
+        seed=seed,
+    )[0]
+
+
+def read_and_validate(
+    features: str | Path | pd.DataFrame,
+    outcomes: str | Path | pd.DataFrame | list[Any],
+    *,
+    treatment_column: str,
+    time_column: str,
+    event_column: str,
+    horizon: str | float,
+    time_unit: str,
+    covariates: list[str] | tuple[str, ...],
+    session: str | None,
+    site_column: str | None,
+    model: str,
+    penalizer: float | str | None,
+    n_splits: int,
+    n_repeats: int,
+    n_bootstrap: int,
+    n_permutations: int,
+    seed: int,
+) -> tuple[DurabilityResult, dict[str, Any], float]:
+    """:func:`durability_analysis` with the data read (for ``train_durability``'s final fit).
+
+    Returns the result, the :func:`read_survival_data` dictionary and the horizon in
+    ``time_unit``.
+    """
     h = parse_horizon(horizon, time_unit)
     d = read_survival_data(
         features,
@@ -222,4 +268,4 @@ def durability_analysis(
     )
     res.notes = d["notes"] + res.notes
     res.params.update({"time_unit": time_unit, "features": d["features"], "sources": d["sources"]})
-    return res
+    return res, d, h

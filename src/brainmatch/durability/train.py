@@ -124,8 +124,7 @@ def train_durability(
     from brainmatch.change.analysis import _json_safe
     from brainmatch.durability.methods import methods_text
     from brainmatch.durability.modelfile import save_durability_model
-    from brainmatch.durability.run import parse_horizon, read_survival_data
-    from brainmatch.durability.validate import validate_durability
+    from brainmatch.durability.run import read_and_validate
     from brainmatch.errors import BrainmatchInputError
     from brainmatch.selection.data import table_metadata as feature_provenance
 
@@ -134,25 +133,17 @@ def train_durability(
             "model 'interaction': validation only (brainmatch durability --model interaction); "
             "a model file holds lasso-cox, per-arm, pseudo or auto"
         )
-    h = parse_horizon(horizon, time_unit)
-    d = read_survival_data(
+    res, d, h = read_and_validate(
         features,
         outcomes,
         treatment_column=treatment_column,
         time_column=time_column,
         event_column=event_column,
+        horizon=horizon,
+        time_unit=time_unit,
         covariates=covariates,
         session=session,
         site_column=site_column,
-    )
-    res = validate_durability(
-        d["X"],
-        d["time"],
-        d["event"],
-        d["arm"],
-        ids=d["ids"],
-        sites=d["site"],
-        horizon=h,
         model=model,
         penalizer=penalizer,
         n_splits=n_splits,
@@ -161,8 +152,6 @@ def train_durability(
         n_permutations=n_permutations,
         seed=seed,
     )
-    res.notes = d["notes"] + res.notes
-    res.params.update({"time_unit": time_unit, "features": d["features"], "sources": d["sources"]})
     sel = SurvivalSelector(
         horizon=h, model=model, penalizer=penalizer, n_bootstrap=n_bootstrap, seed=seed
     ).fit(d["X"], d["time"], d["event"], d["arm"], sites=d["site"])
