@@ -1349,12 +1349,11 @@ def train(
     TrainResult
     """
     with _runner(scheduler) as runner:
-        return _train(
+        validation = validate(
             features,
             outcomes,
             treatment_column=treatment_column,
             outcome_column=outcome_column,
-            out_dir=out_dir,
             baseline_column=baseline_column,
             site_column=site_column,
             covariates=covariates,
@@ -1376,62 +1375,26 @@ def train(
             scheduler=runner,
             permutation_repeats=permutation_repeats,
         )
+        return _finish_training(
+            validation,
+            out_dir=out_dir,
+            model=model,
+            seed=seed,
+            candidates=candidates,
+            scheduler=runner,
+        )
 
 
-def _train(
-    features: str | Path | pd.DataFrame,
-    outcomes: str | Path | pd.DataFrame | list[Any] | tuple[Any, ...],
+def _finish_training(
+    validation: ValidationResult,
     *,
-    treatment_column: str,
-    outcome_column: str,
     out_dir: str | Path,
-    baseline_column: str | None,
-    site_column: str | None,
-    covariates: tuple[str, ...] | list[str],
-    better: str | None,
-    cv: str,
-    n_splits: int,
-    n_repeats: int,
     model: str,
-    n_permutations: int,
-    threshold: float | None,
-    n_boot: int,
     seed: int,
-    session: str | None,
-    permutation_null: str,
-    learning_curve: bool,
-    select: str | int,
     candidates: tuple[str, ...] | None,
-    progress: Progress | None,
     scheduler: DaskRunner | None,
-    permutation_repeats: int | None,
 ) -> TrainResult:
-    validation = validate(
-        features,
-        outcomes,
-        treatment_column=treatment_column,
-        outcome_column=outcome_column,
-        baseline_column=baseline_column,
-        site_column=site_column,
-        covariates=covariates,
-        better=better,
-        cv=cv,
-        n_splits=n_splits,
-        n_repeats=n_repeats,
-        model=model,
-        n_permutations=n_permutations,
-        threshold=threshold,
-        n_boot=n_boot,
-        seed=seed,
-        session=session,
-        permutation_null=permutation_null,
-        learning_curve=learning_curve,
-        select=select,
-        candidates=candidates,
-        progress=progress,
-        scheduler=scheduler,
-        permutation_repeats=permutation_repeats,
-    )
+    """The final model on all patients and the files of :func:`train`, after ``validation``."""
     start = time.perf_counter()
     metrics = validation.metrics
     data: TrainingData = validation.extras["data"]
