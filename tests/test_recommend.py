@@ -28,6 +28,35 @@ from brainmatch.validation.synthetic import measured_features, outcome_table
 CLIN = ["participant_id", "site", "age", "sex", "hamd_baseline"]
 
 
+def _train_sites_1_2(out, **kw):
+    trial = draw_trial(TrialSpec(n_subjects=480, n_sites=3, effect_size=1.2, seed=11))
+    f = measured_features(trial, n_noise=20, reliability=0.9, seed=11)
+    o = outcome_table(trial)
+    seen = (o["site"] != "site03") & (np.arange(len(o)) % 4 != 0)  # every 4th held out
+    res = train(
+        f,
+        o[seen],
+        treatment_column="arm",
+        outcome_column="hamd_week8",
+        baseline_column="hamd_baseline",
+        site_column="site",
+        covariates=("age", "sex"),
+        out_dir=out,
+        n_repeats=2,
+        n_permutations=199,
+        n_boot=200,
+        learning_curve=False,
+        **kw,
+    )
+    return res, f.merge(o[CLIN]), trial
+
+
+@pytest.fixture(scope="module")
+def trained_ridge(tmp_path_factory):
+    """The same model without feature screening (the plain ridge over all features)."""
+    return _train_sites_1_2(tmp_path_factory.mktemp("model_ridge"), select="none")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A model trained on 3/4 of sites 1-2 of a 3-site trial; site 3 is 'unseen'."""
@@ -100,7 +129,7 @@ def test_recommend_outputs(trained, tmp_path):
     assert rec.patients[0]["statement"] == data["patients"][0]["statement"]
 
 
-def test_predictions_equal_an_independent_refit(trained):
+def test_predictions_equal_an_independent_refit(trained_ridge):
     """The final interaction model is ridge on the explicit design [Z, Z*1(CBT), Z*1(SSRI)]
     / sqrt(p) with arm intercepts and covariates unpenalised: refit it with scikit-learn's
     ``Ridge`` (Frisch-Waugh: unpenalised columns partialled out) at the model's penalty and
@@ -109,7 +138,7 @@ def test_predictions_equal_an_independent_refit(trained):
 
     from brainmatch.selection.pipeline import Preprocessor
 
-    res, new, _ = trained
+    res, new, _ = trained_ridge
     _, meta = load_model(res.model_path)
     lam = meta["penalties"][0]
     rows = new.set_index("participant_id").loc[res.predictions["participant_id"]]

@@ -182,6 +182,7 @@ def test_per_arm_model_equals_sklearn_ridgecv_on_the_same_folds(tmp_path):
         outcome_column="hamd_week8",
         out_dir=tmp_path,
         model="per-arm",
+        select="none",
         n_repeats=1,
         n_permutations=9,
         **{k: v for k, v in FAST.items() if k not in ("n_repeats", "n_permutations")},

@@ -170,7 +170,7 @@ def test_permutation_budget() -> None:
 def test_permutation_repeats_option() -> None:
     r = draw_regime(120, 10, "sparse", 2, seed=2)
     kw = dict(treatment_column="arm", outcome_column="y", better="higher", n_repeats=3,
-              n_permutations=19, learning_curve=False)  # fmt: skip
+              n_permutations=19, learning_curve=False, select="none")  # fmt: skip
     res = validate(r.features, r.outcomes, permutation_repeats=1, **kw)
     assert res.metrics["selection"]["permutation_cv_repeats"] == 1
     full = validate(r.features, r.outcomes, **kw)

@@ -11,6 +11,7 @@ from scipy import stats
 
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.selection import recommend, train, validate
+from brainmatch.selection._ridge import LAMBDA_GRID
 from brainmatch.selection.modelfile import load_model
 from brainmatch.selection.pipeline import ArmModels
 from brainmatch.selection.screen import ScreenedArmModels, parse_select, screening_scores
@@ -66,10 +67,34 @@ def test_screening_scores_are_within_arm_partial_correlations():
     assert np.argmax(got[:, 0]) == 0  # the interacting feature scores highest
 
 
+def _gcv_ridge_reference(Phi, D, y, Phi_test, D_test):
+    """Brute-force ridge on explicit matrices: penalty by GCV over the relative grid."""
+    n = len(y)
+    M = np.eye(n) - D @ np.linalg.pinv(D)
+    PM = M @ Phi
+    s = np.linalg.eigvalsh(PM.T @ PM).clip(0)
+    scale = s.sum() / (n - np.linalg.matrix_rank(D))
+    best = None
+    for lam in LAMBDA_GRID * scale:
+        w = np.linalg.solve(PM.T @ PM + lam * np.eye(Phi.shape[1]), PM.T @ y)
+        H = D @ np.linalg.pinv(D) + PM @ np.linalg.solve(
+            PM.T @ PM + lam * np.eye(Phi.shape[1]), PM.T
+        )
+        rss = ((y - H @ y) ** 2).sum()
+        gcv = n * rss / (n - np.trace(H)) ** 2
+        if best is None or gcv < best[0]:
+            alpha = np.linalg.pinv(D) @ (y - Phi @ w)
+            best = (gcv, Phi_test @ w + D_test @ alpha)
+    return best[1]
+
+
 @pytest.mark.parametrize("model", ["interaction", "per-arm"])
 def test_screened_model_equals_ridge_on_selected_features(model):
-    """Fixed k: the batched solver is the same ridge as ArmModels on the kept columns, and
-    every target column is screened on its own (a permuted column is not the real one's)."""
+    """Fixed k: the moment-based batched solver is the ridge on each column's kept
+    features (the design of ArmModels: arm intercepts and covariates unpenalised, the
+    interaction factor ``[Z, Z * 1(arm = a)] / sqrt(k)`` penalised), with the penalty chosen
+    by GCV: equal to a brute-force fit on explicit matrices; every target column is
+    screened on its own (a permuted column is not the real one's)."""
     rng = np.random.default_rng(1)
     n, p = 70, 60
     t = rng.permutation(np.repeat([0, 1], n // 2))
@@ -79,22 +104,63 @@ def test_screened_model_equals_ridge_on_selected_features(model):
     y = Z[:, 3] * (2 * t - 1) + rng.normal(size=n)
     Y = np.column_stack([y, y[rng.permutation(n)], rng.normal(size=n)])
     Zt, Ct = rng.normal(size=(9, p)), rng.normal(size=(9, 2))
+    onehot = np.eye(2)[t]
     for kk in (5, 20, 40):
         sm = ScreenedArmModels(model, kk).fit(Z, C, t, 2, Y)
         assert sm.selected(0)[0] == 3
         assert len({tuple(sorted(sm.selected(c))) for c in range(3)}) == 3
+        got = sm.predict(Zt, Ct)
         for c in range(3):
             S = sm.selected(c)
-            ref = ArmModels(model).fit(Z[:, S], C, t, 2, Y[:, c : c + 1])
-            np.testing.assert_allclose(
-                sm.predict(Zt, Ct)[:, :, c], ref.predict(Zt[:, S], Ct)[:, :, 0], atol=1e-10
-            )
+            Zs, Zts = Z[:, S] / np.sqrt(kk), Zt[:, S] / np.sqrt(kk)
+            for a in range(2):
+                if model == "per-arm":
+                    rows = t == a
+                    D = np.column_stack([np.ones(rows.sum()), C[rows]])
+                    ref = _gcv_ridge_reference(
+                        Zs[rows], D, Y[rows, c], Zts, np.column_stack([np.ones(9), Ct])
+                    )
+                else:
+                    Phi = np.hstack([Zs, Zs * onehot[:, [0]], Zs * onehot[:, [1]]])
+                    e = np.zeros((9, 2))
+                    e[:, a] = 1
+                    Phi_t = np.hstack([Zts, Zts * e[:, [0]], Zts * e[:, [1]]])
+                    ref = _gcv_ridge_reference(
+                        Phi, np.column_stack([onehot, C]), Y[:, c], Phi_t, np.column_stack([e, Ct])
+                    )
+                np.testing.assert_allclose(got[:, a, c], ref, atol=1e-8)
             alone = ScreenedArmModels(model, kk).fit(Z, C, t, 2, Y[:, c : c + 1])
-            np.testing.assert_allclose(
-                alone.predict(Zt, Ct)[:, :, 0], sm.predict(Zt, Ct)[:, :, c], atol=1e-10
-            )
+            np.testing.assert_allclose(alone.predict(Zt, Ct)[:, :, 0], got[:, :, c], atol=1e-10)
             coef = sm.primal(c)["coef"]
             assert np.count_nonzero(np.abs(coef).sum(axis=0)) <= kk
+
+
+def test_all_features_candidate_is_scored_by_exact_leave_one_out():
+    """select="auto": the all-features candidate's criterion is ArmModels' exact LOO
+    error (brute force: refit without each row), so a dense signal keeps all features."""
+    rng = np.random.default_rng(3)
+    n, p = 60, 8
+    t = rng.permutation(np.repeat([0, 1], n // 2))
+    Z = rng.normal(size=(n, p))
+    C = np.zeros((n, 0))
+    y = Z @ rng.normal(size=p) * (2 * t - 1) + 0.3 * rng.normal(size=n)
+    full = ArmModels("interaction").fit(Z, C, t, 2, y[:, None])
+    lam = full.solvers_[0].lambdas[full.solvers_[0].choice[0]]
+    loo = 0.0
+    for i in range(n):
+        keep = np.arange(n) != i
+        m = ArmModels("interaction").fit(Z[keep], C[keep], t[keep], 2, y[keep, None])
+        # refitted without row i at the full fit's (absolute) penalty
+        s = m.solvers_[0]
+        inv = 1.0 / (s.s[:, None] + lam)
+        B = s.U.T @ s._m(y[keep, None])
+        w = s.V @ (np.sqrt(s.s)[:, None] * inv * B)
+        alpha = s.D_pinv @ y[keep, None] - s.DpF @ w
+        s.w, s.alpha = w, alpha
+        loo += (y[i] - m.predict(Z[i : i + 1], C[i : i + 1])[0, t[i], 0]) ** 2
+    assert full.loo_sse()[0] == pytest.approx(loo, rel=1e-8)
+    sm = ScreenedArmModels("interaction", "auto").fit(Z, C, t, 2, y[:, None])
+    assert sm.k_[0] == p  # dense effects: all features win
 
 
 def test_select_option_errors():

@@ -123,11 +123,13 @@ def train(
     session: str | None = typer.Option(
         None, "--session", help="Session to use when features have several."
     ),
-    select_features: str = typer.Option(
-        "none",
+    select_features: str | None = typer.Option(
+        None,
         "--select-features",
-        help="Supervised feature screening inside every training fold: none, auto (number "
-        "of features chosen by inner CV from 5, 10, 20, 50, 100 or all) or a number K.",
+        help="Supervised feature screening inside every training fold: none, auto (all "
+        "features or the top 5, 10, 20, 50, 100, chosen by inner CV) or a number K. "
+        "Default: auto for the ridge models of a score, none for 0/1 outcomes and other "
+        "--model values.",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of folds, permutations and bootstraps."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
@@ -205,7 +207,7 @@ def train(
             "--threshold": threshold is not None,
             "--cv": cv != "repeated-kfold",
             "--model": model != "interaction",
-            "--select-features": select_features != "none",
+            "--select-features": select_features is not None,
             "--scheduler": scheduler is not None,
         }
         for flag, given in unused.items():

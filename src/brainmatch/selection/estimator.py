@@ -117,6 +117,10 @@ class TreatmentSelector(BaseEstimator):
         ComBat across ``sites`` when sites are given to :meth:`fit`.
     candidates : tuple of str, optional
         Candidates of ``learner="auto"``.
+    select : "none", "auto", int or None
+        Feature screening of the ridge learners (``interaction``, ``per-arm``), as
+        ``select=`` of :func:`~brainmatch.selection.train.validate`.  Default (None):
+        ``auto`` for a continuous outcome, ``none`` for a 0/1 outcome (ridge-logistic).
     random_state : int
 
     Attributes
@@ -139,12 +143,14 @@ class TreatmentSelector(BaseEstimator):
         better: str | None = None,
         harmonize: bool = True,
         candidates: tuple[str, ...] | None = None,
+        select: str | int | None = None,
         random_state: int = 0,
     ) -> None:
         self.learner = learner
         self.better = better
         self.harmonize = harmonize
         self.candidates = candidates
+        self.select = select
         self.random_state = random_state
 
     # ------------------------------------------------------------------------------------
@@ -216,7 +222,17 @@ class TreatmentSelector(BaseEstimator):
         t = np.searchsorted(arms, t_raw)
         with threadpool_limits(1):
             Z, C = pre.fit_transform(Xa, cov, s)
-            fitted = make_learner(self.learner, self.binary_, self.random_state, self.candidates)
+            if self.learner not in ("interaction", "per-arm") and self.select not in (
+                None,
+                "none",
+            ):
+                raise BrainmatchInputError(
+                    f"select={self.select!r} applies to the ridge learners (interaction, "
+                    f"per-arm), not to learner={self.learner!r}"
+                )
+            fitted = make_learner(
+                self.learner, self.binary_, self.random_state, self.candidates, self.select
+            )
             fitted.fit(Z, C, t, len(arms), ya)
         self.preprocessor_ = pre
         self.learner_ = fitted
@@ -350,7 +366,7 @@ class TreatmentSelector(BaseEstimator):
             },
             "ood": {"score": "mean squared standardised feature value", "p99": 1e308},
             "penalties": self.learner_.penalties(),
-            "feature_selection": {"select": "none"},
+            "feature_selection": {"select": getattr(self.learner_, "select_", "none")},
         }
         return save_model(path, arrays, meta)
 
@@ -405,7 +421,7 @@ def cross_validate(
 ) -> ValidationResult:
     """Nested cross-validation of ``selector`` on arrays (see :func:`validate`).
 
-    The selector's parameters (learner, candidates, better, random_state) are used;
+    The selector's parameters (learner, candidates, select, better, random_state) are used;
     ``covariates`` must be a DataFrame (its columns are named in the result).
     ``scheduler`` (a Dask scheduler address) runs the folds, permutations and learning
     curve on that cluster with identical results; ``permutation_repeats`` as in
@@ -458,6 +474,7 @@ def cross_validate(
         permutation_null=permutation_null,
         learning_curve=learning_curve,
         candidates=selector.candidates,
+        select=selector.select,
         scheduler=scheduler,
         permutation_repeats=permutation_repeats,
     )

@@ -57,7 +57,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from brainmatch.errors import BrainmatchInputError
-from brainmatch.selection.pipeline import ArmModels
 from brainmatch.selection.trees import Components, export_hgb, export_linear
 
 LINEAR = ("interaction", "per-arm", "t-linear", "enet-interaction")
@@ -236,13 +235,25 @@ class RidgeLearner(Learner):
 
     linear = True
 
-    def __init__(self, model: str = "interaction", binary: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: str = "interaction",
+        binary: bool = False,
+        seed: int = 0,
+        select: str | int | None = "none",
+    ) -> None:
         super().__init__(binary, seed)
         self.name = model
         self.model = model
+        self.select = select
 
     def fit(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> RidgeLearner:
-        self.arms_ = ArmModels(self.model).fit(Z, C, t, k, y[:, None])
+        from brainmatch.selection.screen import default_select, make_arm_models
+
+        self.select_ = default_select(self.select, self.model, self.binary)
+        self.arms_: Any = make_arm_models(self.model, self.select_, self.binary).fit(
+            Z, C, t, k, y[:, None]
+        )
         return self
 
     def predict(self, Z: Array, C: Array) -> Array:
@@ -250,7 +261,8 @@ class RidgeLearner(Learner):
         return np.clip(p, 0.0, 1.0) if self.binary else p
 
     def primal(self) -> dict[str, Any]:
-        return {**self.arms_.primal(0), "link": "identity-clipped" if self.binary else "identity"}
+        link = getattr(self.arms_, "link_", "identity-clipped" if self.binary else "identity")
+        return {**self.arms_.primal(0), "link": link}
 
     def penalties(self) -> list[float]:
         return self.arms_.penalties()
@@ -782,13 +794,18 @@ def make_learner(
     binary: bool = False,
     seed: int = 0,
     candidates: tuple[str, ...] | None = None,
+    select: str | int | None = "none",
 ) -> Learner:
-    """A fresh learner by name (see the module table)."""
+    """A fresh learner by name (see the module table).
+
+    ``select`` applies to the ridge learners (``interaction``, ``per-arm``): feature
+    screening as in :func:`brainmatch.selection.screen.default_select` (None: its default).
+    """
     check_learner(name)
     if name == "auto":
         return AutoLearner(binary, seed, candidates or AUTO_CANDIDATES)
     if name in ("interaction", "per-arm"):
-        return RidgeLearner(name, binary, seed)
+        return RidgeLearner(name, binary, seed, select)
     if name == "t-linear":
         return TLinear(binary, seed)
     if name == "enet-interaction":

@@ -322,6 +322,18 @@ class ArmModels:
         """Chosen penalty (real targets) of each fitted solver."""
         return [float(s.lambdas[s.choice[0]]) for s in self.solvers_]
 
+    def loo_sse(self) -> NDArray[np.float64]:
+        """Exact leave-one-out squared error ``(n_columns,)`` at each column's penalty.
+
+        Summed over the training rows (each row's outcome under its own arm), so it is on
+        the scale of an inner-CV sum of squared errors over the same rows.
+        """
+        if self.model == "per-arm":
+            return np.asarray(
+                sum(int((self.t_ == a).sum()) * self.solvers_[a].loo_mse for a in range(self.k_))
+            )
+        return np.asarray(self.t_.size * self.solvers_[0].loo_mse)
+
 
 class LogisticArmModels:
     """Binary outcomes: the ``interaction`` design with a logit link (ridge-logistic).

@@ -5,20 +5,25 @@ each arm*, after removing the unpenalised design (arm intercept, baseline score,
 covariates) from the outcome: the score of feature ``j`` is the sum over arms of the
 squared within-arm partial correlation of ``z_j`` with the outcome.  Features whose effect
 differs between arms (treatment-by-feature interactions) score high under at least one
-arm.  The top ``k`` features enter the ridge model; ``k`` is a hyper-parameter chosen, with
-the penalty, by the exact leave-one-out MSE of the kernel ridge on the training rows
-(over ``K_GRID`` plus "all features").
+arm.  The top ``k`` features enter the ridge model.
+
+``select="auto"`` (the default of the ridge models for a continuous outcome) chooses, per
+target column, between all features and the top ``k`` of :data:`K_GRID`:
+
+* all features: the ridge of :class:`~brainmatch.selection.pipeline.ArmModels`, scored by
+  its exact leave-one-out error on the training rows (honest: nothing was selected on
+  them; it costs nothing beyond the fit);
+* the top ``k``: scored by an inner :data:`INNER_FOLDS`-fold CV whose training parts are
+  screened again (leave-one-out after screening on the same rows would favour large ``k``:
+  the screen saw the left-out row); within it the penalty is chosen by GCV.
 
 Everything here is fitted on the rows it is given, so in :func:`cross_validated_predictions
 <brainmatch.selection.train.cross_validated_predictions>` it runs inside every outer
 training fold.  Every target column (the real outcome and each permuted one) is screened
 on its own, as the selected set depends on the outcome: the scores of all columns are one
-matrix product, and the ridge fits of all columns at one ``k`` are batched
-eigendecompositions (or thin SVDs when ``k`` is small).
-
-Choosing ``k`` by leave-one-out on the rows that screened is optimistic for the inner
-criterion (the screen saw the left-out row); that affects only which ``k`` is chosen.  The
-outer CV, which tests on rows the screen never saw, stays unbiased.
+matrix product, and the ridge fits of all columns at one ``k`` are solved from per-arm
+moments with one small eigendecomposition per column (:func:`_fit_k`), so the cost grows
+linearly in the number of patients.
 """
 
 from __future__ import annotations
@@ -33,12 +38,17 @@ from brainmatch.selection.pipeline import ArmModels, LogisticArmModels
 #: Candidate numbers of selected features (those below the number of features are used,
 #: plus "all features").
 K_GRID = (5, 10, 20, 50, 100)
-#: Target columns solved together (bounds memory: chunk x n x n kernels).
+#: Target columns solved together (bounds memory: chunk x r x r moments).
 CHUNK = 128
+#: Largest union of screened features whose per-arm moments are computed once per fit.
+MOMENT_MAX = 3000
 #: Folds of the inner CV that chooses ``k`` (screening redone in each).
-INNER_FOLDS = 3
+INNER_FOLDS = 5
 #: Default screening score (see :func:`screening_scores`).
 SCORE = "sum"
+#: Score the "all features" candidate by its exact leave-one-out error on the training rows
+#: (honest: no screen saw them) instead of refitting it in every inner fold.
+ALL_BY_LOO = True
 
 
 def parse_select(select: str | int | None) -> str | int:
@@ -59,6 +69,23 @@ def parse_select(select: str | int | None) -> str | int:
             f"select={select!r}: expected auto, none or a number of features"
         ) from None
     return parse_select(value)
+
+
+def default_select(select: str | int | None, model: str, binary: bool) -> str | int:
+    """Resolve ``select=None`` (the default) for a model and outcome type.
+
+    ``auto`` for the ridge models (``interaction``, ``per-arm``) of a continuous outcome:
+    the inner CV then chooses between all features (the plain ridge) and the screened
+    ridges, so the default adapts to sparse, high-dimensional data without giving up the
+    plain ridge where it is best.  ``none`` for a 0/1 outcome (its default is the
+    ridge-logistic model, which has no screened form) and for the other learners, which
+    select features themselves.  An explicit value is returned normalised.
+    """
+    if select is not None:
+        return parse_select(select)
+    if model in ("interaction", "per-arm") and not binary:
+        return "auto"
+    return "none"
 
 
 def k_candidates(select: str | int, p: int) -> list[int]:
@@ -138,130 +165,218 @@ def _top(scores: NDArray[np.float64], kmax: int) -> NDArray[np.intp]:
     return np.asarray(np.take_along_axis(part, order, axis=1))
 
 
-def _batched_ridge(
-    Y: NDArray[np.float64],
-    D: NDArray[np.float64],
-    *,
-    Phi: NDArray[np.float64] | None = None,
-    K: NDArray[np.float64] | None = None,
+def _solve_gcv(
+    A: NDArray[np.float64],
+    PD: NDArray[np.float64],
+    DDp: NDArray[np.float64],
+    Py: NDArray[np.float64],
+    Dy: NDArray[np.float64],
+    yy: NDArray[np.float64],
+    n: int,
+    rank_d: int,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """Ridge with unpenalised ``D``, one feature map per column, penalty by exact LOO.
+    """Batched ridge from moments, penalty per column by generalised cross-validation.
 
-    Column ``i`` of ``Y`` is regressed on ``Phi[i]`` (``(n, q)``, used when ``q < n``) or
-    on kernel ``K[i]`` (``(n, n)``); the penalty grid is :data:`LAMBDA_GRID` relative to
-    the mean eigenvalue of ``M K M``, as in :class:`~brainmatch.selection._ridge.KernelRidgeLOO`.
+    For each column ``b``: penalised columns ``Phi`` with ``A[b] = Phi'Phi``, ``PD[b] =
+    Phi'D``, ``Py[b] = Phi'y``; unpenalised ``D`` with ``DDp = (D'D)^+``, ``Dy[b] = D'y``,
+    ``yy[b] = y'y``.  With ``M`` the residual maker of ``D``, ``Phi'M Phi = V s V'`` and
+    ``g = V'Phi'M y``: the fit at penalty ``lam`` has ``RSS = y'My - sum g^2 (s + 2 lam) /
+    (s + lam)^2`` and ``df = rank(D) + sum s / (s + lam)``; GCV (Golub, Heath & Wahba
+    1979) is ``n RSS / (n - df)^2``, over :data:`LAMBDA_GRID` times the mean eigenvalue
+    (as :class:`~brainmatch.selection._ridge.KernelRidgeLOO`).  No ``n``-sized array is
+    formed, so the cost per column is one ``r x r`` eigendecomposition.
 
     Returns
     -------
-    loo_mse : ndarray (m,)
-        Leave-one-out MSE at the chosen penalty.
-    c : ndarray (n, m)
-        Dual coefficients (feature weights are ``Phi.T @ c``).
-    alpha : ndarray (q_D, m)
-        Coefficients of the unpenalised design.
+    gcv_sse : ndarray (m,)
+        ``n`` times the GCV criterion at the chosen penalty.
+    w : ndarray (m, r)
+        Weights of ``Phi``.
+    alpha : ndarray (m, q_D)
+        Coefficients of ``D``.
     """
-    n = D.shape[0]
-    D_pinv = np.linalg.pinv(D)
-    M = np.eye(n) - D @ D_pinv
-    h_fixed = np.einsum("ij,ji->i", D, D_pinv)
-    dof = max(1, n - np.linalg.matrix_rank(D))
-    if Phi is not None:
-        PhiM = M @ Phi
-        s, V = np.linalg.eigh(np.swapaxes(PhiM, 1, 2) @ PhiM)  # (q, q): cheaper than SVD
-        s = np.clip(s, 0.0, None)
-        keep = s > 1e-10 * np.maximum(s.max(axis=1, keepdims=True), 1e-300)
-        U = (PhiM @ V) / np.sqrt(np.where(keep, s, 1.0))[:, None, :]
-        U = U * keep[:, None, :]
-        s = np.where(keep, s, 0.0)
-    else:
-        assert K is not None
-        S = M @ K @ M
-        S = (S + np.swapaxes(S, 1, 2)) / 2
-        s, U = np.linalg.eigh(S)
-        s = np.clip(s, 0.0, None)
+    Amm = A - PD @ DDp @ np.swapaxes(PD, 1, 2)
+    Amm = (Amm + np.swapaxes(Amm, 1, 2)) / 2
+    g = Py - np.einsum("brq,bq->br", PD, Dy @ DDp)
+    yMy = np.maximum(yy - np.einsum("bq,qs,bs->b", Dy, DDp, Dy), 0.0)
+    s, V = np.linalg.eigh(Amm)
+    s = np.clip(s, 0.0, None)
+    keep = s > 1e-10 * np.maximum(s.max(axis=1, keepdims=True), 1e-300)
+    s = np.where(keep, s, 0.0)
+    gt = np.einsum("brk,br->bk", V, g) * keep
+    dof = max(1, n - rank_d)
     total = s.sum(axis=1)
     scale = np.where(total > 0, total / dof, 1.0)
-    MY = M @ Y
-    # U' M y (directions of zero spectrum drop out), batched matrix products
-    UtY = (np.swapaxes(U, 1, 2) @ MY.T[:, :, None])[:, :, 0]
-    U2 = U**2
-    # every penalty of the grid at once: (m, r, g) shrinkage, one batched product each
-    lv = scale[:, None] * LAMBDA_GRID[None, :]  # (m, g)
-    shrink = s[:, :, None] / (s[:, :, None] + lv[:, None, :])  # (m, r, g)
-    fit = U @ (shrink * UtY[:, :, None])  # (m, n, g)
-    h = h_fixed[None, :, None] + U2 @ shrink
-    loo = (MY.T[:, :, None] - fit) / np.maximum(1.0 - h, 1e-8)
-    mse = (loo**2).mean(axis=1)  # (m, g)
-    g_best = np.argmin(mse, axis=1)  # first minimum, as the sequential rule
-    cols = np.arange(mse.shape[0])
-    best = mse[cols, g_best]
+    lv = scale[:, None] * LAMBDA_GRID[None, :]  # (m, G)
+    sl = s[:, :, None] + lv[:, None, :]  # (m, r, G)
+    rss = yMy[:, None] - ((gt**2)[:, :, None] * (s[:, :, None] + 2 * lv[:, None, :]) / sl**2).sum(
+        axis=1
+    )
+    df = rank_d + (s[:, :, None] / sl).sum(axis=1)
+    gcv = n * np.maximum(rss, 0.0) / np.maximum(n - df, 1e-8) ** 2
+    g_best = np.argmin(gcv, axis=1)
+    cols = np.arange(s.shape[0])
     lam = lv[cols, g_best]
-    c = M @ (U @ (UtY / (s + lam[:, None]))[:, :, None])[:, :, 0].T
-    if Phi is not None:
-        w = np.swapaxes(Phi, 1, 2) @ c.T[:, :, None]
-        Kc = (Phi @ w)[:, :, 0].T
-    else:
-        assert K is not None
-        Kc = (K @ c.T[:, :, None])[:, :, 0].T
-    alpha = D_pinv @ (Y - Kc)
-    return best, c, alpha
+    w = np.einsum("brk,bk->br", V, np.where(keep, gt / (s + lam[:, None]), 0.0))
+    alpha = (Dy - np.einsum("brq,br->bq", PD, w)) @ DDp
+    return n * gcv[cols, g_best], w, alpha
+
+
+class _Moments:
+    """Per-arm moments (``Z'Z``, ``Z'1``, ``Z'C``, ``Z'Y``) of the features the columns use.
+
+    Computed once for the union of every column's features when that union has at most
+    :data:`MOMENT_MAX` features (shared by every ``k`` of the grid), otherwise per chunk of
+    columns (bounded memory for very wide tables).
+    """
+
+    def __init__(
+        self,
+        Z: NDArray[np.float64],
+        C: NDArray[np.float64],
+        t: NDArray[np.intp],
+        k: int,
+        Y: NDArray[np.float64],
+        index: NDArray[np.intp],
+    ) -> None:
+        self.Z, self.C, self.Y = Z, C, Y
+        self.rows = [np.flatnonzero(t == a) for a in range(k)]
+        union = np.unique(index)
+        self.cached = union.size <= MOMENT_MAX
+        if self.cached:
+            self.union = union
+            self.parts = [self._arm(r, union, Y) for r in self.rows]
+
+    def _arm(
+        self, r: NDArray[np.intp], union: NDArray[np.intp], Y: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], ...]:
+        Zu = self.Z[np.ix_(r, union)]
+        return Zu.T @ Zu, Zu.sum(axis=0), Zu.T @ self.C[r], Zu.T @ Y[r]
+
+    def chunk(
+        self, cols: NDArray[np.intp], idx: NDArray[np.intp]
+    ) -> tuple[list[NDArray[np.float64]], ...]:
+        """Gathered moments of columns ``cols`` on their features ``idx`` ``(b, kk)``."""
+        b, kk = idx.shape
+        if self.cached:
+            union, parts = self.union, self.parts
+            local = np.searchsorted(union, idx)
+            ycols = cols
+        else:
+            union, local = np.unique(idx, return_inverse=True)
+            local = local.reshape(b, kk)
+            parts = [self._arm(r, union, self.Y[:, cols]) for r in self.rows]
+            ycols = np.arange(b)
+        ii, jj = local[:, :, None], local[:, None, :]
+        bidx = np.arange(b)[:, None]
+        Gs = [G[ii, jj] for G, _, _, _ in parts]  # (b, kk, kk)
+        zs = [z[local] for _, z, _, _ in parts]  # (b, kk)
+        ZC = [zc[local] for _, _, zc, _ in parts]  # (b, kk, q)
+        ZY = [zy[:, ycols][local, bidx] for _, _, _, zy in parts]  # (b, kk)
+        return Gs, zs, ZC, ZY
 
 
 def _fit_k(
     model: str,
-    Z: NDArray[np.float64],
-    C: NDArray[np.float64],
-    t: NDArray[np.intp],
+    mom: _Moments,
     k: int,
-    Y: NDArray[np.float64],
+    cols: NDArray[np.intp],
     index: NDArray[np.intp],
 ) -> tuple[NDArray[np.float64], ...]:
-    """LOO SSE ``(m,)`` and per-arm coefficients ``(m, k, kk)`` of every column on its
-    own features ``index[column]`` (``(m, kk)``)."""
+    """GCV SSE ``(m,)`` and per-arm coefficients ``(m, k, kk)`` of target columns ``cols``
+    of ``mom.Y``, each on its own features ``index[i]`` (``(m, kk)``).
+
+    The ridge of :class:`~brainmatch.selection.pipeline.ArmModels` (the same design and
+    scaling) restricted to each column's features, solved from per-arm moments
+    (:class:`_Moments`), so no ``n``-sized array is formed per column: the cost is the
+    moments (linear in ``n``) plus one ``r x r`` eigendecomposition per column (``r = k kk``
+    for ``interaction``, ``kk`` per arm for ``per-arm``).  The penalty is chosen per column
+    by GCV (:func:`_solve_gcv`).
+    """
     kk = index.shape[1]
-    n = Z.shape[0]
-    m = Y.shape[1]
+    m = cols.size
+    C = mom.C
+    q = C.shape[1]
     sse = np.zeros(m)
     coef = np.zeros((m, k, kk))
     icpt = np.zeros((m, k))
-    cov = np.zeros((m, k, C.shape[1]))
-    onehot = np.eye(k)[t]
+    cov = np.zeros((m, k, q))
+    rows = mom.rows
+    n_a = np.array([r.size for r in rows], dtype=float)
+    Csum = [C[r].sum(axis=0) for r in rows]
+    CC = [C[r].T @ C[r] for r in rows]
+    root = np.sqrt(kk)
     for lo in range(0, m, CHUNK):
-        cols = slice(lo, min(m, lo + CHUNK))
-        idx = index[cols]  # (b, kk)
-        Zs = np.transpose(Z[:, idx], (1, 0, 2))  # (b, n, kk)
-        Yc = Y[:, cols]
+        here = np.arange(lo, min(m, lo + CHUNK))
+        b = here.size
+        Gs, zs, ZC, ZY = mom.chunk(cols[here], index[here])
+        Yc = mom.Y[:, cols[here]]
+        cols_out = here
+        ysum = np.stack([Yc[r].sum(axis=0) for r in rows], axis=1)  # (b, k)
+        CY = [(C[r].T @ Yc[r]).T for r in rows]  # (b, q) each
+        yy = [(Yc[r] ** 2).sum(axis=0) for r in rows]
         if model == "per-arm":
             for a in range(k):
-                rows = np.flatnonzero(t == a)
-                D = np.column_stack([np.ones(rows.size), C[rows]])
-                Za = Zs[:, rows]
-                if kk < rows.size:
-                    mse, c, alpha = _batched_ridge(Yc[rows], D, Phi=Za / np.sqrt(kk))
-                else:
-                    G = Za @ np.swapaxes(Za, 1, 2) / kk
-                    mse, c, alpha = _batched_ridge(Yc[rows], D, K=G)
-                sse[cols] += rows.size * mse
-                coef[cols, a] = np.einsum("bnk,nb->bk", Za, c) / kk
-                icpt[cols, a] = alpha[0]
-                cov[cols, a] = alpha[1:].T
-        else:
-            D = np.column_stack([onehot, C])
-            if kk * (k + 1) < n:
-                Phi = np.concatenate(
-                    [Zs] + [Zs * onehot[None, :, a, None] for a in range(k)], axis=2
-                ) / np.sqrt(kk)
-                mse, c, alpha = _batched_ridge(Yc, D, Phi=Phi)
-            else:
-                G = Zs @ np.swapaxes(Zs, 1, 2) / kk
-                same = (t[:, None] == t[None, :]).astype(float)
-                mse, c, alpha = _batched_ridge(Yc, D, K=G * (1.0 + same)[None])
-            sse[cols] = n * mse
+                DD = np.block([[n_a[a : a + 1, None], Csum[a][None, :]], [Csum[a][:, None], CC[a]]])
+                PD = np.concatenate([zs[a][:, :, None], ZC[a]], axis=2) / root
+                Dy = np.column_stack([ysum[:, a], CY[a]])
+                e, w, alpha = _solve_gcv(
+                    Gs[a] / kk,
+                    PD,
+                    np.asarray(np.linalg.pinv(DD), dtype=np.float64),
+                    ZY[a] / root,
+                    Dy,
+                    yy[a],
+                    int(n_a[a]),
+                    int(np.linalg.matrix_rank(DD)),
+                )
+                sse[cols_out] += e
+                coef[cols_out, a] = w / root
+                icpt[cols_out, a] = alpha[:, 0]
+                cov[cols_out, a] = alpha[:, 1:]
+            continue
+        # interaction: the kernel of [Z, Z * 1(arm = a) ...] / sqrt(kk) has the rank-k kk
+        # factor F = [Z * (1(arm = b) + c)]_b / sqrt(kk), c = (sqrt(k + 1) - 1) / k (as
+        # ArmBlockFactor): blocks F_b'F_b' = sum_a (d_ab + c)(d_ab' + c) Z_a'Z_a
+        c = (np.sqrt(k + 1.0) - 1.0) / k
+        r_dim = k * kk
+        Gsum, ZCsum, ZYsum = sum(Gs), sum(ZC), sum(ZY)
+        A = np.zeros((b, r_dim, r_dim))
+        PD = np.zeros((b, r_dim, k + q))
+        Py = np.zeros((b, r_dim))
+        for bb in range(k):
+            sb = slice(bb * kk, (bb + 1) * kk)
+            for b2 in range(k):
+                s2 = slice(b2 * kk, (b2 + 1) * kk)
+                A[:, sb, s2] = c * (Gs[bb] + Gs[b2]) + c * c * Gsum
+                if bb == b2:
+                    A[:, sb, s2] += Gs[bb]
             for a in range(k):
-                w = c * (1.0 + (t == a))[:, None]
-                coef[cols, a] = np.einsum("bnk,nb->bk", Zs, w) / kk
-                icpt[cols, a] = alpha[a]
-                cov[cols, a] = alpha[k:].T
+                PD[:, sb, a] = ((a == bb) + c) * zs[a]
+            PD[:, sb, k:] = ZC[bb] + c * ZCsum
+            Py[:, sb] = ZY[bb] + c * ZYsum
+        DD = np.zeros((k + q, k + q))
+        DD[:k, :k] = np.diag(n_a)
+        for a in range(k):
+            DD[a, k:] = DD[k:, a] = Csum[a]
+        DD[k:, k:] = sum(CC)
+        Dy = np.column_stack([ysum, sum(CY)]) if q else ysum
+        e, w, alpha = _solve_gcv(
+            A / kk,
+            PD / root,
+            np.asarray(np.linalg.pinv(DD), dtype=np.float64),
+            Py / root,
+            Dy,
+            sum(yy),
+            int(n_a.sum()),
+            int(np.linalg.matrix_rank(DD)),
+        )
+        sse[cols_out] = e
+        wsum = w.reshape(b, k, kk).sum(axis=1)
+        for a in range(k):
+            coef[cols_out, a] = (w[:, a * kk : (a + 1) * kk] + c * wsum) / root
+            icpt[cols_out, a] = alpha[:, a]
+            cov[cols_out, a] = alpha[:, k:]
     return sse, coef, icpt, cov
 
 
@@ -293,15 +408,22 @@ class ScreenedArmModels:
         m = Y.shape[1]
         self.n_arms_, self.p_ = k, p
         cands = k_candidates(self.select, p)
+        self.full_: ArmModels | None = None
+        if p in cands:
+            self.full_ = ArmModels(self.model).fit(Z, C, t, k, Y)
         if len(cands) > 1:
             sse = self._inner_cv(Z, C, t, k, Y, cands)
+            if p in cands and ALL_BY_LOO:
+                # all features (no screen): its exact leave-one-out error on these rows is
+                # honest (nothing was selected on them) and costs nothing more
+                assert self.full_ is not None
+                sse[cands.index(p)] = self.full_.loo_sse()
             self.k_ = np.array(cands)[np.argmin(sse, axis=0)]
         else:
             self.k_ = np.full(m, cands[0])
         small = sorted({int(kk) for kk in self.k_ if kk < p})
-        self.full_: ArmModels | None = None
-        if (self.k_ == p).any():
-            self.full_ = ArmModels(self.model).fit(Z, C, t, k, Y)
+        if not (self.k_ == p).any():
+            self.full_ = None
         kmax = max(small) if small else 0
         self.kmax_ = kmax
         self.coef_ = np.zeros((m, k, kmax))
@@ -314,11 +436,11 @@ class ScreenedArmModels:
             self.index_ = _top(scores, kmax)
             if m == 1:
                 self.scores_ = scores[:, 0]
+            used = np.flatnonzero(self.k_ < p)
+            mom = _Moments(Z, C, t, k, Y, self.index_[used])
             for kk in small:
                 cols = np.flatnonzero(self.k_ == kk)
-                _, coef, icpt, cov = _fit_k(
-                    self.model, Z, C, t, k, Y[:, cols], self.index_[cols, :kk]
-                )
+                _, coef, icpt, cov = _fit_k(self.model, mom, k, cols, self.index_[cols, :kk])
                 self.coef_[cols, :, :kk] = coef
                 self.intercept_[cols] = icpt
                 self.cov_coef_[cols] = cov
@@ -353,23 +475,27 @@ class ScreenedArmModels:
             tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
             Ztr, Ctr, ttr, Ytr = Z[tr], C[tr], t[tr], Y[tr]
             Zte, Cte, tte = Z[te], C[te], t[te]
-            if p in cands:
+            if p in cands and not ALL_BY_LOO:
                 P = ArmModels(self.model).fit(Ztr, Ctr, ttr, k, Ytr).predict(Zte, Cte)
                 got = P[np.arange(te.size), tte]  # (n_te, m)
                 sse[cands.index(p)] += ((Y[te] - got) ** 2).sum(axis=0)
             if not small:
                 continue
             index = _top(screening_scores(Ztr, Ctr, ttr, k, Ytr), kmax)
+            mom = _Moments(Ztr, Ctr, ttr, k, Ytr, index)
+            all_cols = np.arange(Y.shape[1])
             for kk in small:
-                _, coef, icpt, cov = _fit_k(self.model, Ztr, Ctr, ttr, k, Ytr, index[:, :kk])
-                Zs = np.transpose(Zte[:, index[:, :kk]], (1, 0, 2))  # (m, n_te, kk)
-                cr = np.transpose(coef[:, tte], (0, 2, 1))  # (m, kk, n_te) per test row's arm
-                got = (
-                    np.einsum("mnk,mkn->nm", Zs, cr)
-                    + icpt[:, tte].T
-                    + np.einsum("nq,mnq->nm", Cte, cov[:, tte])
-                )
-                sse[cands.index(kk)] += ((Y[te] - got) ** 2).sum(axis=0)
+                _, coef, icpt, cov = _fit_k(self.model, mom, k, all_cols, index[:, :kk])
+                for lo in range(0, Y.shape[1], CHUNK):
+                    c = slice(lo, min(Y.shape[1], lo + CHUNK))
+                    Zs = np.transpose(Zte[:, index[c, :kk]], (1, 0, 2))  # (b, n_te, kk)
+                    cr = np.transpose(coef[c][:, tte], (0, 2, 1))  # (b, kk, n_te): row's arm
+                    got = (
+                        np.einsum("mnk,mkn->nm", Zs, cr)
+                        + icpt[c][:, tte].T
+                        + np.einsum("nq,mnq->nm", Cte, cov[c][:, tte])
+                    )
+                    sse[cands.index(kk), c] += ((Y[te, c] - got) ** 2).sum(axis=0)
         return sse
 
     def predict(self, Z: NDArray[np.float64], C: NDArray[np.float64]) -> NDArray[np.float64]:

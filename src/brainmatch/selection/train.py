@@ -33,6 +33,7 @@ from brainmatch.selection.pipeline import MODELS, Preprocessor
 from brainmatch.selection.screen import (
     K_GRID,
     ScreenedArmModels,
+    default_select,
     make_arm_models,
     parse_select,
 )
@@ -861,7 +862,7 @@ def validate(
     session: str | None = None,
     permutation_null: str = "freedman-lane",
     learning_curve: bool = True,
-    select: str | int = "none",
+    select: str | int | None = None,
     candidates: tuple[str, ...] | None = None,
     progress: Progress | None = None,
     scheduler: str | DaskRunner | None = None,
@@ -912,13 +913,17 @@ def validate(
         feature effect at all; conservative when features are prognostic).
     learning_curve : bool
         Compute the learning curve (a few extra CV runs).
-    select : "none", "auto" or int
+    select : "none", "auto", int or None
         Supervised feature screening inside every training fold
-        (:mod:`brainmatch.selection.screen`): ``auto`` chooses the number of features from
-        5, 10, 20, 50, 100 or all by leave-one-out in the training fold; an int keeps that
-        many.  With screening, permuted targets are screened and fitted again in the first
-        ``NULL_REPEATS_SCREENED`` CV repeats, and the permutation test compares the
-        observed statistic over those same repeats.
+        (:mod:`brainmatch.selection.screen`): ``auto`` chooses, per training fold, between
+        all features (scored by the ridge's exact leave-one-out error) and the top 5, 10,
+        20, 50 or 100 screened features (scored by an inner 5-fold CV that redoes the
+        screen); an int keeps that many; ``none`` uses all features.  Default (None):
+        ``auto`` for the ridge models of a continuous outcome, ``none`` for a 0/1 outcome
+        (the ridge-logistic model) and for the other learners.  With screening, permuted
+        targets are screened and fitted again in the first ``NULL_REPEATS_SCREENED`` CV
+        repeats, and the permutation test compares the observed statistic over those same
+        repeats.
     candidates : tuple of str, optional
         Candidates of ``model="auto"`` (default
         :data:`~brainmatch.selection.learners.AUTO_CANDIDATES`).
@@ -941,10 +946,10 @@ def validate(
     ValidationResult
     """
     start = time.perf_counter()
-    select = parse_select(select)
+    select = None if select is None else parse_select(select)
     check_learner(model, "model=")
     ridge = model in MODELS
-    if not ridge and select != "none":
+    if not ridge and select not in (None, "none"):
         raise BrainmatchInputError(
             f"select= applies to the ridge models (interaction, per-arm), not to "
             f"model={model}: the sparse learners select features themselves"
@@ -965,6 +970,7 @@ def validate(
         covariates=tuple(covariates),
         session=session,
     )
+    select = default_select(select, model, data.binary)
     if better is None:
         better = "higher" if data.binary else "lower"
     if better not in ("lower", "higher"):
@@ -1328,7 +1334,7 @@ def train(
     session: str | None = None,
     permutation_null: str = "freedman-lane",
     learning_curve: bool = True,
-    select: str | int = "none",
+    select: str | int | None = None,
     candidates: tuple[str, ...] | None = None,
     progress: Progress | None = None,
     scheduler: str | DaskRunner | None = None,
