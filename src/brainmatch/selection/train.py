@@ -31,9 +31,11 @@ from brainmatch.selection.modelfile import save_model
 from brainmatch.selection.parallel import DaskRunner, dask_runner
 from brainmatch.selection.pipeline import MODELS, Preprocessor
 from brainmatch.selection.screen import (
+    INNER_FOLDS,
     K_GRID,
     ScreenedArmModels,
     default_select,
+    k_candidates,
     make_arm_models,
     parse_select,
 )
@@ -54,9 +56,9 @@ N_BOOTSTRAP_MODELS = 50
 #: Bootstrap refits of learners other than the ridge models (each refit runs the learner's
 #: own inner CV).
 N_BOOTSTRAP_OTHER = 20
-#: CV repeats re-run for every permuted target when features are screened (the screen and
-#: the choice of k are redone per permuted target, which costs far more than the shared
-#: kernel of the unscreened model); the observed statistic of the test uses the same repeats.
+#: CV repeats re-run for every permuted target by learners that refit each column from
+#: scratch (the ridge models, screened or not, use :data:`PERMUTATION_BUDGET` instead);
+#: the observed statistic of the test uses the same repeats.
 NULL_REPEATS_SCREENED = 1
 #: Leave-one-out work (multiply-adds: training rows x rank x target columns x penalties,
 #: summed over folds) the permutation test of an unscreened ridge model may spend; within
@@ -138,13 +140,28 @@ class _FoldInputs:
 
 
 def _ridge_null_repeats(
-    data: TrainingData, model: str, n_splits: int, n_columns: int, n_folds: int
+    data: TrainingData,
+    model: str,
+    n_splits: int,
+    n_columns: int,
+    n_folds: int,
+    select: str | int = "none",
 ) -> int | None:
     """CV repeats whose permuted targets fit in :data:`PERMUTATION_BUDGET` (None: all)."""
     n, p, k = data.y.size, data.X.shape[1], len(data.arms)
     n_tr = n * (n_splits - 1) / n_splits
     rank = min(n_tr, k * p) if model == "interaction" else min(n_tr / k, p)
     per_repeat = n_splits * LAMBDA_GRID.size * n_tr * rank * n_columns
+    if select != "none":
+        # screened ridges: per fit and column, the screening scores (n p) and one
+        # (k kk)^3 eigendecomposition (about 10 (k kk)^3 multiply-adds) per k of the grid,
+        # in every inner fold and the fit itself (measured: n = 500 x 1000 features, 1000
+        # permutations, one repeat: about 100 s)
+        ks = [kk for kk in k_candidates(select, p) if kk < p]
+        width = k if model == "interaction" else 1
+        per_fit = n_tr * p + sum(10.0 * (width * kk) ** 3 for kk in ks)
+        fits = (INNER_FOLDS + 1) if select == "auto" else 1
+        per_repeat += n_splits * fits * per_fit * n_columns
     n_rep = max(1, n_folds // n_splits)
     fit = max(1, int(PERMUTATION_BUDGET // max(per_repeat, 1.0)))
     width = k * (p + 1) + data.covariates.shape[1]  # baseline included
@@ -920,10 +937,10 @@ def validate(
         20, 50 or 100 screened features (scored by an inner 5-fold CV that redoes the
         screen); an int keeps that many; ``none`` uses all features.  Default (None):
         ``auto`` for the ridge models of a continuous outcome, ``none`` for a 0/1 outcome
-        (the ridge-logistic model) and for the other learners.  With screening, permuted
-        targets are screened and fitted again in the first ``NULL_REPEATS_SCREENED`` CV
-        repeats, and the permutation test compares the observed statistic over those same
-        repeats.
+        (the ridge-logistic model) and for the other learners.  With screening, every
+        permuted target is screened and fitted again, in as many CV repeats as
+        :data:`PERMUTATION_BUDGET` allows (at least one), and the permutation test compares
+        the observed statistic over those same repeats.
     candidates : tuple of str, optional
         Candidates of ``model="auto"`` (default
         :data:`~brainmatch.selection.learners.AUTO_CANDIDATES`).
@@ -936,9 +953,9 @@ def validate(
     permutation_repeats : int, optional
         CV repeats in which every permuted target is refitted (the observed statistic of
         the test is taken over the same repeats, so the test stays exact; the reported
-        estimates always use all repeats).  Default: for the ridge models all repeats while
-        the permutations' leave-one-out work stays within :data:`PERMUTATION_BUDGET`
-        (at least one repeat; large trials use fewer), for screened and other learners
+        estimates always use all repeats).  Default: for the ridge models (screened or not)
+        all repeats while the permutations' work stays within :data:`PERMUTATION_BUDGET`
+        (at least one repeat; large trials use fewer), for other learners
         ``NULL_REPEATS_SCREENED``.
 
     Returns
@@ -1019,9 +1036,9 @@ def validate(
             null_repeats = (
                 permutation_repeats
                 if permutation_repeats is not None
-                else _ridge_null_repeats(data, model, n_splits, Y.shape[1], len(splits))
-                if select == "none"
-                else NULL_REPEATS_SCREENED
+                else _ridge_null_repeats(
+                    data, model, n_splits, Y.shape[1], len(splits), select
+                )
             )
             pred_all, by_repeat, pred_null = cross_validated_predictions(
                 data,
