@@ -247,12 +247,12 @@ def grid(
         print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
 
 
-def null_calibration(n_trials: int) -> None:
+def null_calibration(n_trials: int, n_pat: int = 150, p: int = 20) -> None:
     """Coverage of the policy gain's interval on null trials, and permutation p-values."""
     start = time.perf_counter()
     cover0, false_claim, cover_true, ps = [], [], [], []
     for s in range(n_trials):
-        r = draw_regime(150, 20, "none", 2, seed=10_000 + s)
+        r = draw_regime(n_pat, p, "none", 2, seed=10_000 + s)
         res = validate(
             r.features,
             r.outcomes,
@@ -288,7 +288,7 @@ def null_calibration(n_trials: int) -> None:
         return f"{k / n:.3f} (95% CI {ci.low:.3f}-{ci.high:.3f})"
 
     print(
-        f"\n{n} null trials (n = 150, p = 20, 2 arms, draw_regime 'none'; the default model, "
+        f"\n{n} null trials (n = {n_pat}, p = {p}, 2 arms, draw_regime 'none'; the default model, "
         f"5-fold x 2 repeats, 99 Freedman-Lane permutations) in {elapsed:.0f} s"
     )
     print(f"  policy-gain 95% CI covers 0:            {cp(int(np.sum(cover0)))}")
@@ -297,7 +297,8 @@ def null_calibration(n_trials: int) -> None:
     ps_a = np.array(ps)
     print(
         f"  permutation p <= 0.05: {cp(int((ps_a <= 0.05).sum()))}; KS test of uniformity "
-        f"p = {stats.kstest(ps_a, 'uniform').pvalue:.3f}"
+        f"p = {stats.kstest(ps_a, 'uniform').pvalue:.3f}; deciles "
+        f"{np.round(np.quantile(ps_a, np.linspace(0.1, 0.9, 9)), 2).tolist()}, mean {ps_a.mean():.3f}"
     )
     print("  (the selection-benefit d has no interval any more: see docs/train.md)")
 
@@ -394,6 +395,11 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="the full grid (hours)")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--null-trials", type=int, default=200)
+    ap.add_argument(
+        "--null-designs",
+        default="150x20,300x200",
+        help="n x p of the null trials (300 x 200: the reduced model of the test is a ridge)",
+    )
     ap.add_argument("--skip-grid", action="store_true")
     ap.add_argument("--regimes", default=None, help="comma-separated row numbers of the grid")
     ap.add_argument("--methods", default=None, help="comma-separated parts of method names")
@@ -429,7 +435,9 @@ def main() -> None:
             heavy=args.full or args.econml_high_p,
         )
     if args.null_trials:
-        null_calibration(args.null_trials)
+        for design in args.null_designs.split(","):
+            n_pat, p_feat = (int(v) for v in design.lower().split("x"))
+            null_calibration(args.null_trials, n_pat, p_feat)
     if args.scale:
         scale(
             [int(v) for v in args.scale.split(",")],

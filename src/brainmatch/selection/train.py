@@ -424,13 +424,25 @@ def _progress_each(
 
 
 def _no_interaction_fit(data: TrainingData, harmonize: bool) -> NDArray[np.float64]:
-    """In-sample fit of the reduced model: arm + covariates + shared feature effects."""
+    """In-sample fit of the reduced model: arm + covariates + shared feature effects.
+
+    Ordinary least squares when the reduced design leaves at least half of the rows as
+    residual degrees of freedom (Freedman & Lane 1983's reduced model); otherwise a ridge
+    for the shared feature effects (penalty by exact leave-one-out).  The ridge's shrunken
+    fit leaves part of the prognostic signal in the residuals that are permuted, which made
+    the p-values conservative (200 null trials, n = 150, p = 20: KS p = 0.006, mean p 0.56;
+    with least squares KS p = 0.45, mean 0.52).
+    """
     k = len(data.arms)
     t = np.searchsorted(data.arms, data.treatment)
     pre = Preprocessor(harmonize=harmonize, n_outcome_only=1 if data.baseline else 0)
     with threadpool_limits(1):
         Z, C = pre.fit_transform(data.X, data.covariates, data.sites)
         D = np.column_stack([np.eye(k)[t], C])
+        full = np.column_stack([D, Z])
+        if 2 * full.shape[1] <= full.shape[0] and np.linalg.matrix_rank(full) == full.shape[1]:
+            beta = np.linalg.lstsq(full, data.y, rcond=None)[0]
+            return np.asarray(full @ beta)
         if Z.shape[1] < Z.shape[0]:  # primal algebra
             F = Z / np.sqrt(Z.shape[1])
             solver = KernelRidgeLOO(None, D, factor=F).fit(data.y[:, None])
@@ -925,8 +937,9 @@ def validate(
     permutation_null : {"freedman-lane", "within-arm"}
         Null of the permutation test.  ``freedman-lane`` (default): no treatment-by-feature
         interaction; outcomes are the fit of a model without interactions (arm, covariate and
-        shared feature effects; ridge on all patients) plus its residuals shuffled within arm,
-        so prognostic effects are kept.  ``within-arm``: outcomes shuffled within arm (no
+        shared feature effects, fitted on all patients by least squares when its columns
+        are at most half the patients, else by ridge) plus its residuals shuffled within
+        arm, so prognostic effects are kept.  ``within-arm``: outcomes shuffled within arm (no
         feature effect at all; conservative when features are prognostic).
     learning_curve : bool
         Compute the learning curve (a few extra CV runs).
