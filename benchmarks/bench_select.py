@@ -298,7 +298,8 @@ def null_calibration(n_trials: int, n_pat: int = 150, p: int = 20) -> None:
     print(
         f"  permutation p <= 0.05: {cp(int((ps_a <= 0.05).sum()))}; KS test of uniformity "
         f"p = {stats.kstest(ps_a, 'uniform').pvalue:.3f}; deciles "
-        f"{np.round(np.quantile(ps_a, np.linspace(0.1, 0.9, 9)), 2).tolist()}, mean {ps_a.mean():.3f}"
+        f"{np.round(np.quantile(ps_a, np.linspace(0.1, 0.9, 9)), 2).tolist()}, "
+        f"mean {ps_a.mean():.3f}"
     )
     print("  (the selection-benefit d has no interval any more: see docs/train.md)")
 
