@@ -32,7 +32,6 @@ from brainmatch.selection.parallel import DaskRunner, dask_runner
 from brainmatch.selection.pipeline import MODELS, Preprocessor
 from brainmatch.selection.screen import (
     INNER_FOLDS,
-    K_GRID,
     ScreenedArmModels,
     default_select,
     k_candidates,
@@ -1495,8 +1494,10 @@ def _finish_training(
         "with the outcome (arm intercept, baseline and covariates removed), fitted on "
         "training rows only; top k kept"
         + (
-            f", k from {[kk for kk in K_GRID if kk < p_all] + ['all']} by an inner "
-            "3-fold CV that screens each inner training part again"
+            f", k from {[kk for kk in k_candidates('auto', p_all) if kk < p_all] + ['all']}: "
+            "all features scored by the ridge's exact leave-one-out error, each k by an "
+            f"inner {INNER_FOLDS}-fold CV that screens each inner training part again "
+            "(penalty of the screened ridges by GCV)"
             if select == "auto"
             else ""
         ),
