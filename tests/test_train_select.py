@@ -275,3 +275,59 @@ def test_recommend_uses_the_selected_features(tmp_path):
     moved[names[0]] = moved[names[0]] + 1.5
     diff = recommend(res.model_path, moved, None).patients
     assert any(a["predicted"] != b["predicted"] for a, b in zip(base, diff, strict=True))
+
+
+def test_default_recovers_sparse_effects_among_many_features():
+    """The default (no select=) screens inside every fold: 3 interacting features among
+    400 (n = 300) are recovered where the plain ridge over all features is not, and the
+    permutation test refits every permuted outcome in every CV repeat (budget)."""
+    from brainmatch.validation.regimes import draw_regime, oracle_share
+
+    r = draw_regime(300, 400, "sparse", 2, seed=5)
+    kw = dict(treatment_column="arm", outcome_column="y", better="higher", n_repeats=2,
+              n_permutations=49, learning_curve=False)  # fmt: skip
+    default = validate(r.features, r.outcomes, **kw)
+    plain = validate(r.features, r.outcomes, select="none", **kw)
+
+    def share(res):
+        rec = np.searchsorted(r.arms, res.predictions["recommended"].to_numpy())
+        return oracle_share(r.mu, rec)
+
+    fs = default.metrics["feature_selection"]
+    assert fs["select"] == "auto" and plain.metrics["feature_selection"]["select"] == "none"
+    assert share(default) > 0.7 and share(default) > share(plain) + 0.3
+    assert default.metrics["selection"]["permutation_p"] < 0.05
+    assert default.metrics["selection"]["permutation_cv_repeats"] == 2
+    assert "all" not in fs["k_per_fold_counts"]  # a screened set won in every fold
+
+
+def test_default_select_by_outcome_and_learner():
+    from brainmatch.selection.screen import default_select
+
+    assert default_select(None, "interaction", binary=False) == "auto"
+    assert default_select(None, "per-arm", binary=False) == "auto"
+    assert default_select(None, "interaction", binary=True) == "none"  # ridge-logistic
+    assert default_select(None, "t-linear", binary=False) == "none"
+    assert default_select("12", "interaction", binary=True) == 12
+    r = _trial(n=60, effect=1.0, n_noise=3, seed=2)[1:]
+    with pytest.raises(BrainmatchInputError, match="select= applies to the ridge models"):
+        validate(*r, model="t-linear", select="auto", **{**KW, "n_permutations": 0})
+
+
+def test_treatment_selector_select_parameter():
+    """TreatmentSelector screens by default for a score and keeps the logit for 0/1."""
+    from brainmatch import TreatmentSelector
+    from brainmatch.validation.regimes import draw_regime
+
+    r = draw_regime(200, 300, "sparse", 2, seed=1)
+    X, arm, y = r.features.iloc[:, 1:], r.outcomes["arm"], r.outcomes["y"]
+    sel = TreatmentSelector(better="higher").fit(X, arm, y)
+    assert sel.learner_.select_ == "auto"
+    assert np.count_nonzero(np.abs(sel.learner_.primal()["coef"]).sum(axis=0)) < 300
+    plain = TreatmentSelector(better="higher", select="none").fit(X, arm, y)
+    assert np.count_nonzero(np.abs(plain.learner_.primal()["coef"]).sum(axis=0)) == 300
+    yb = (y > np.median(y)).astype(int)
+    binary = TreatmentSelector().fit(X.iloc[:, :10], arm, yb)
+    assert binary.learner_.select_ == "none" and binary.learner_.primal()["link"] == "logit"
+    with pytest.raises(BrainmatchInputError, match="applies to the ridge learners"):
+        TreatmentSelector("t-linear", select="auto").fit(X, arm, y)

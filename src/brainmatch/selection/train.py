@@ -568,6 +568,34 @@ def _outcome_model(
     return {"link": "logit", "design_width": width, "max_width": _logistic.MAX_WIDTH}
 
 
+def _feature_selection_summary(
+    select: str | int, fold_k: list[int], p_all: int, n_null_rep: int
+) -> dict[str, Any]:
+    """``metrics.json`` ``feature_selection`` of a validation (train adds the final model's)."""
+    return {
+        "select": select,
+        "method": None
+        if select == "none"
+        else "screening by the sum over arms of squared within-arm partial correlations "
+        "with the outcome (arm intercept, baseline and covariates removed), fitted on "
+        "training rows only; top k kept"
+        + (
+            f", k from {[kk for kk in k_candidates('auto', p_all) if kk < p_all] + ['all']}: "
+            "all features scored by the ridge's exact leave-one-out error, each k by an "
+            f"inner {INNER_FOLDS}-fold CV that screens each inner training part again "
+            "(penalty of the screened ridges by GCV)"
+            if select == "auto"
+            else ""
+        ),
+        "k_per_fold": fold_k,
+        "k_per_fold_counts": {
+            ("all" if kk == p_all else str(kk)): int(c)
+            for kk, c in zip(*np.unique(fold_k, return_counts=True), strict=True)
+        },
+        "permutation_cv_repeats": n_null_rep,
+    }
+
+
 def _finite(x: float) -> float | None:
     return float(x) if x is not None and np.isfinite(x) else None
 
@@ -1322,6 +1350,10 @@ def validate(
         },
         "data_hash": data.data_hash,
     }
+    if ridge:
+        metrics["feature_selection"] = _feature_selection_summary(
+            select, fold_k, len(data.feature_names), n_null_rep
+        )
     if lc_points is not None:
         metrics["learning_curve"] = lc_points
     metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
@@ -1486,29 +1518,10 @@ def _finish_training(
     )
     p_all = len(data.feature_names)
     chosen = extras["selected"]
-    feature_selection: dict[str, Any] = {
-        "select": select,
-        "method": None
-        if select == "none"
-        else "screening by the sum over arms of squared within-arm partial correlations "
-        "with the outcome (arm intercept, baseline and covariates removed), fitted on "
-        "training rows only; top k kept"
-        + (
-            f", k from {[kk for kk in k_candidates('auto', p_all) if kk < p_all] + ['all']}: "
-            "all features scored by the ridge's exact leave-one-out error, each k by an "
-            f"inner {INNER_FOLDS}-fold CV that screens each inner training part again "
-            "(penalty of the screened ridges by GCV)"
-            if select == "auto"
-            else ""
-        ),
-        "k_per_fold": fold_k,
-        "k_per_fold_counts": {
-            ("all" if kk == p_all else str(kk)): int(c)
-            for kk, c in zip(*np.unique(fold_k, return_counts=True), strict=True)
-        },
+    feature_selection = {
+        **_feature_selection_summary(select, fold_k, p_all, n_null_rep),
         "final_k": len(chosen),
         "final_features": [data.feature_names[j] for j in chosen] if len(chosen) < p_all else "all",
-        "permutation_cv_repeats": n_null_rep,
     }
     metrics["feature_selection"] = feature_selection
     out = Path(out_dir)
