@@ -332,7 +332,12 @@ def train(
             "features used": (
                 "all"
                 if m["feature_selection"]["select"] == "none"
-                else f"{m['feature_selection']['final_k']} (screened; per fold "
+                else (
+                    "all"
+                    if m["feature_selection"]["final_features"] == "all"
+                    else f"{m['feature_selection']['final_k']}"
+                )
+                + f" (screening {m['feature_selection']['select']}; per fold: "
                 f"{m['feature_selection']['k_per_fold_counts']})"
             ),
             "warnings": len(m["warnings"]),
