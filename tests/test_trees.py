@@ -296,9 +296,20 @@ def test_ridge_with_more_features_than_patients_points_to_auto():
 
     r = draw_regime(40, 60, "sparse", 2, seed=0)
     kw = dict(treatment_column="arm", outcome_column="y", better="higher", n_repeats=1)
-    res = validate(r.features, r.outcomes, n_permutations=0, learning_curve=False, **kw)
-    assert any("consider model=auto" in w for w in res.metrics["warnings"])
-    small = validate(
-        r.features.iloc[:, :11], r.outcomes, n_permutations=0, learning_curve=False, **kw
+    res = validate(
+        r.features, r.outcomes, n_permutations=0, learning_curve=False, select="none", **kw
     )
-    assert not any("consider model=auto" in w for w in small.metrics["warnings"])
+    assert any("consider select='auto'" in w for w in res.metrics["warnings"])
+    # the default screens features, so it does not warn
+    screened = validate(r.features, r.outcomes, n_permutations=0, learning_curve=False, **kw)
+    assert screened.metrics["feature_selection"]["select"] == "auto"
+    assert not any("consider select='auto'" in w for w in screened.metrics["warnings"])
+    small = validate(
+        r.features.iloc[:, :11],
+        r.outcomes,
+        n_permutations=0,
+        learning_curve=False,
+        select="none",
+        **kw,
+    )
+    assert not any("consider select='auto'" in w for w in small.metrics["warnings"])
