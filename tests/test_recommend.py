@@ -60,27 +60,7 @@ def trained_ridge(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A model trained on 3/4 of sites 1-2 of a 3-site trial; site 3 is 'unseen'."""
-    out = tmp_path_factory.mktemp("model")
-    trial = draw_trial(TrialSpec(n_subjects=480, n_sites=3, effect_size=1.2, seed=11))
-    f = measured_features(trial, n_noise=20, reliability=0.9, seed=11)
-    o = outcome_table(trial)
-    seen = (o["site"] != "site03") & (np.arange(len(o)) % 4 != 0)  # every 4th held out
-    res = train(
-        f,
-        o[seen],
-        treatment_column="arm",
-        outcome_column="hamd_week8",
-        baseline_column="hamd_baseline",
-        site_column="site",
-        covariates=("age", "sex"),
-        out_dir=out,
-        n_repeats=2,
-        n_permutations=199,
-        n_boot=200,
-        learning_curve=False,
-    )
-    new = f.merge(o[CLIN])
-    return res, new, trial
+    return _train_sites_1_2(tmp_path_factory.mktemp("model"))
 
 
 def test_recommend_outputs(trained, tmp_path):
