@@ -247,7 +247,9 @@ def grid(
         print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
 
 
-def null_calibration(n_trials: int, n_pat: int = 150, p: int = 20) -> None:
+def null_calibration(
+    n_trials: int, n_pat: int = 150, p: int = 20, select: str | None = None
+) -> None:
     """Coverage of the policy gain's interval on null trials, and permutation p-values."""
     start = time.perf_counter()
     cover0, false_claim, cover_true, ps = [], [], [], []
@@ -263,6 +265,7 @@ def null_calibration(n_trials: int, n_pat: int = 150, p: int = 20) -> None:
             n_permutations=99,
             learning_curve=False,
             seed=s,
+            select=select,
         )
         sel = res.metrics["selection"]
         lo, hi = sel["policy_gain_ci"]
@@ -288,7 +291,8 @@ def null_calibration(n_trials: int, n_pat: int = 150, p: int = 20) -> None:
         return f"{k / n:.3f} (95% CI {ci.low:.3f}-{ci.high:.3f})"
 
     print(
-        f"\n{n} null trials (n = {n_pat}, p = {p}, 2 arms, draw_regime 'none'; the default model, "
+        f"\n{n} null trials (n = {n_pat}, p = {p}, 2 arms, draw_regime 'none'; "
+        f"{'the default model' if select is None else f'select={select!r}'}, "
         f"5-fold x 2 repeats, 99 Freedman-Lane permutations) in {elapsed:.0f} s"
     )
     print(f"  policy-gain 95% CI covers 0:            {cp(int(np.sum(cover0)))}")
@@ -434,6 +438,9 @@ def main() -> None:
         default="150x20,300x200",
         help="n x p of the null trials (300 x 200: the reduced model of the test is a ridge)",
     )
+    ap.add_argument(
+        "--null-select", default=None, help="select= of the null trials (default: the default)"
+    )
     ap.add_argument("--skip-grid", action="store_true")
     ap.add_argument("--regimes", default=None, help="comma-separated row numbers of the grid")
     ap.add_argument("--methods", default=None, help="comma-separated parts of method names")
@@ -474,7 +481,7 @@ def main() -> None:
     if args.null_trials:
         for design in args.null_designs.split(","):
             n_pat, p_feat = (int(v) for v in design.lower().split("x"))
-            null_calibration(args.null_trials, n_pat, p_feat)
+            null_calibration(args.null_trials, n_pat, p_feat, args.null_select)
     if args.cost:
         cost([tuple(int(v) for v in d.lower().split("x")) for d in args.cost.split(",")])  # type: ignore[misc]
     if args.scale:
