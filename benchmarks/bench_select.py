@@ -144,6 +144,19 @@ def brainmatch_policy(r: Regime, model: str, select: str | None = None) -> NDArr
     return np.searchsorted(r.arms, res.predictions["recommended"].to_numpy())
 
 
+def previous_criterion_policy(r: Regime) -> NDArray[np.intp]:
+    """Ablation: the default with the screen chosen by the outcome's prediction error
+    (the previous release's criterion) instead of the doubly robust effect error."""
+    from brainmatch.selection import screen
+
+    saved = screen.CRITERION
+    screen.CRITERION = "mse"
+    try:
+        return brainmatch_policy(r, "interaction")
+    finally:
+        screen.CRITERION = saved
+
+
 def ridge_oracle_penalty_ceiling(r: Regime, splits: list[Any]) -> NDArray[np.intp]:
     """Diagnostic, not a method: the ridge interaction model (scikit-learn ``Ridge`` on
     ``[X, X * 1(arm = a)]``, arm intercepts unpenalised by centring within arm) whose single
@@ -187,6 +200,7 @@ def ridge_oracle_penalty_ceiling(r: Regime, splits: list[Any]) -> NDArray[np.int
 
 METHODS = {
     "bm default (interaction, select auto)": lambda r, s: brainmatch_policy(r, "interaction"),
+    "bm screen by outcome error (previous default)": lambda r, s: previous_criterion_policy(r),
     "bm auto": lambda r, s: brainmatch_policy(r, "auto"),
     "bm x-hgb": lambda r, s: brainmatch_policy(r, "x-hgb"),
     "anchor ridge interaction (all features)": lambda r, s: brainmatch_policy(

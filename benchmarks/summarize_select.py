@@ -4,8 +4,10 @@
 of the logs (e.g. the full grid with the cheap methods, and the non-linear rows with
 ``auto`` and EconML), prints one table with, per row, whether the default recovers at
 least the best anchor's share minus that anchor's Monte-Carlo error (and the same for the
-plain ridge, the previous default, against the other anchors), the counts per interaction
-type, and the rows where the default and the plain ridge differ by more than 0.05.
+plain ridge, the default before screening, against the other anchors, and for the screen
+chosen by the outcome's error, the previous default, when its ablation column is in the
+logs), the counts per interaction type, and the rows where the default and the plain ridge
+differ by more than 0.05.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from collections import Counter
 import numpy as np
 
 DEFAULT = "bm default (interaction, select auto)"
+PREVIOUS = "bm screen by outcome error (previous default)"
 RIDGE = "anchor ridge interaction (all features)"
 COLUMNS = [
     (DEFAULT, "default"),
+    (PREVIOUS, "screen chosen by outcome error (previous default)"),
     (RIDGE, "ridge, all features (anchor; old default)"),
     ("anchor lasso T", "lasso T (anchor)"),
     ("bm auto", "`auto`"),
@@ -64,6 +68,8 @@ def main() -> None:
     kinds: Counter[str] = Counter()
     new_ok: Counter[str] = Counter()
     old_ok: Counter[str] = Counter()
+    prev_ok: Counter[str] = Counter()
+    prev_shares: list[float] = []
     pairs = []
     for regime in order:
         d = rows[regime]
@@ -82,6 +88,10 @@ def main() -> None:
         kinds[kind] += 1
         new_ok[kind] += t_new
         old_ok[kind] += t_old
+        pv = v[PREVIOUS]
+        if pv is not None:
+            prev_ok[kind] += pv[0] >= best[0] - best[1] - 1e-9
+            prev_shares.append(pv[0])
         pairs.append((regime, dv[0], rv[0]))
         print(
             f"| {regime} | "
@@ -93,6 +103,7 @@ def main() -> None:
         print(
             f"{kind}: default {new_ok[kind]} of {kinds[kind]}, "
             f"plain ridge {old_ok[kind]} of {kinds[kind]}"
+            + (f", previous default {prev_ok[kind]}" if prev_shares else "")
         )
     a = np.array([x[1] for x in pairs])
     b = np.array([x[2] for x in pairs])
@@ -102,6 +113,13 @@ def main() -> None:
         f"plain ridge {b.mean():.3f}; default better by > 0.05 in {(a - b > 0.05).sum()} "
         f"rows, worse by > 0.05 in {(b - a > 0.05).sum()}"
     )
+    if len(prev_shares) == len(pairs):
+        c = np.array(prev_shares)
+        print(
+            f"previous default (screen chosen by outcome error): {sum(prev_ok.values())} of "
+            f"{len(pairs)}; mean share {c.mean():.3f}; default better by > 0.05 in "
+            f"{(a - c > 0.05).sum()} rows, worse by > 0.05 in {(c - a > 0.05).sum()}"
+        )
     for regime, x, y in pairs:
         if abs(x - y) > 0.05:
             print(f"  {regime}: default {x:.2f}, plain ridge {y:.2f}")

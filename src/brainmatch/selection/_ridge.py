@@ -212,6 +212,53 @@ class KernelRidgeLOO:
             self.alpha = self.D_pinv @ (Y - self._k(self._c))
         return self
 
+    def cross_hat(
+        self, D_a: NDArray[np.float64], W_a: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        """Weight of each training row's own outcome in a prediction for that row,
+        ``(n, n_columns)`` at each column's chosen penalty.
+
+        The prediction of row ``i`` made from another design (its features under another
+        arm) is ``f_a = D_a D^+ y + W_a (s + lam)^-1 U' M y`` for the training rows, with
+        ``W_a = (K_a - D_a D^+ K) M U`` (``K_a``: kernel between the rows so recoded and the
+        training rows; on the primal path ``W_a = (F_a - D_a D^+ F) V s^1/2``).  Its
+        diagonal ``h_a(i)`` gives the exact leave-one-out prediction ``f_a(i) - h_a(i) e_i /
+        (1 - h_ii)`` (``e_i`` the full fit's residual): leaving row ``i`` out equals refitting
+        with ``y_i`` replaced by its own leave-one-out prediction.  With ``D_a = D`` and
+        ``W_a = M U s`` this is the leverage ``h_ii``.
+        """
+        U = self.mu()
+        hfix = np.einsum("ij,ji->i", D_a, self.D_pinv)
+        inv = 1.0 / (self.s[None, :] + self.lambdas[:, None])  # (g, r)
+        h = hfix[:, None] + (W_a * U) @ inv.T  # (n, g)
+        return np.asarray(h[:, self.choice])
+
+    def own_w(self) -> NDArray[np.float64]:
+        """``W`` of :meth:`cross_hat` for the training rows' own design (``M U s``)."""
+        return np.asarray(self.mu() * self.s[None, :])
+
+    def cross_w(
+        self,
+        D_a: NDArray[np.float64],
+        KU_a: NDArray[np.float64],
+        KU: NDArray[np.float64] | None = None,
+    ) -> NDArray[np.float64]:
+        """``W_a`` of :meth:`cross_hat`.
+
+        Primal path: ``KU_a`` is ``F_a V`` (the recoded rows' factor times the
+        eigenvectors).  Dual path: ``KU_a`` is ``K_a M U`` and ``KU`` is ``K M U``.
+        """
+        if self.F is not None:
+            assert self.V is not None
+            DpFV = self.DpF @ self.V
+            return np.asarray((KU_a - D_a @ DpFV) * np.sqrt(self.s)[None, :])
+        assert KU is not None
+        return np.asarray(KU_a - D_a @ (self.D_pinv @ KU))
+
+    def mu(self) -> NDArray[np.float64]:
+        """``M U`` (dual path; on the primal path ``U`` is already in the range of ``M``)."""
+        return self.U if self.F is not None else self._m(self.U)
+
     @property
     def c(self) -> NDArray[np.float64]:
         """Dual coefficients ``(n, n_columns)`` (computed on demand on the primal path)."""

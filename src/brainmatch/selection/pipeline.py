@@ -216,7 +216,7 @@ class ArmModels:
         ``Y`` is ``(n, n_columns)``: each column is fitted independently.
         """
         self.k_, self.p_ = k, Z.shape[1]
-        self.Z_, self.t_ = Z, t
+        self.Z_, self.t_, self.C_ = Z, t, C
         n, p = Z.shape
         self.solvers_: list[KernelRidgeLOO] = []
         self.primal_ = False
@@ -321,6 +321,56 @@ class ArmModels:
     def penalties(self) -> list[float]:
         """Chosen penalty (real targets) of each fitted solver."""
         return [float(s.lambdas[s.choice[0]]) for s in self.solvers_]
+
+    def loo_predict(self, Y: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Exact leave-one-out predictions ``(n, k, n_columns)`` of the training rows under
+        every arm, at each column's penalty.
+
+        Row ``i``'s prediction under arm ``a`` from the fit without row ``i`` is ``f(x_i, a)
+        - h_a(i) e_i / (1 - h_ii)`` (:meth:`KernelRidgeLOO.cross_hat
+        <brainmatch.selection._ridge.KernelRidgeLOO.cross_hat>`), so no refit is needed:
+        one product of the training rows, recoded to each arm, with the fit's
+        eigenvectors.  ``per-arm``: the other arms' models never saw row ``i``, so only its
+        own arm's prediction changes.  ``Y`` must be the targets given to :meth:`fit`.
+        """
+        Z, t, C, k = self.Z_, self.t_, self.C_, self.k_
+        n = t.size
+        Y = Y.reshape(n, -1)
+        f = self.predict(Z, C)  # (n, k, m)
+        rows_all = np.arange(n)
+        e = Y - f[rows_all, t]
+        if self.model == "per-arm":
+            out = f.copy()
+            for a, solver in enumerate(self.solvers_):
+                rows = np.flatnonzero(t == a)
+                D = arm_design(C[rows], a, k, self.model)
+                h = solver.cross_hat(D, solver.own_w())
+                out[rows, a] -= h * e[rows] / np.maximum(1.0 - h, 1e-8)
+            return out
+        solver = self.solvers_[0]
+        D = np.column_stack([np.eye(k)[t], C])
+        h_own = solver.cross_hat(D, solver.own_w())
+        ratio = e / np.maximum(1.0 - h_own, 1e-8)
+        out = f.copy()
+        if self.primal_:
+            assert solver.V is not None
+            for a in range(k):
+                D_a = arm_design(C, a, k, self.model)
+                FaV = ArmBlockFactor(Z, np.full(n, a, dtype=t.dtype), k).dot(solver.V)
+                out[:, a] -= solver.cross_hat(D_a, solver.cross_w(D_a, FaV)) * ratio
+            return out
+        assert solver.K is not None
+        MU = solver.mu()
+        KU = solver.K @ MU
+        same = t[:, None] == t[None, :]
+        G = solver.K / (1.0 + same)
+        GU = G @ MU
+        for a in range(k):
+            ra = np.flatnonzero(t == a)
+            KaU = GU + G[:, ra] @ MU[ra]
+            D_a = arm_design(C, a, k, self.model)
+            out[:, a] -= solver.cross_hat(D_a, solver.cross_w(D_a, KaU, KU)) * ratio
+        return out
 
     def loo_sse(self) -> NDArray[np.float64]:
         """Exact leave-one-out squared error ``(n_columns,)`` at each column's penalty.

@@ -8,14 +8,23 @@ differs between arms (treatment-by-feature interactions) score high under at lea
 arm.  The top ``k`` features enter the ridge model.
 
 ``select="auto"`` (the default of the ridge models for a continuous outcome) chooses, per
-target column, between all features and the top ``k`` of :data:`K_GRID`:
+target column, between all features and the top ``k`` of :data:`K_GRID`, from each
+candidate's out-of-sample predictions under every arm for the training rows:
 
-* all features: the ridge of :class:`~brainmatch.selection.pipeline.ArmModels`, scored by
-  its exact leave-one-out error on the training rows (honest: nothing was selected on
-  them; it costs nothing beyond the fit);
-* the top ``k``: scored by an inner :data:`INNER_FOLDS`-fold CV whose training parts are
-  screened again (leave-one-out after screening on the same rows would favour large ``k``:
-  the screen saw the left-out row); within it the penalty is chosen by GCV.
+* all features: the ridge of :class:`~brainmatch.selection.pipeline.ArmModels`, whose
+  exact leave-one-out predictions under every arm cost one product per arm beyond the fit
+  (:meth:`~brainmatch.selection.pipeline.ArmModels.loo_predict`; honest: nothing was
+  selected on the rows);
+* the top ``k``: an inner :data:`INNER_FOLDS`-fold CV whose training parts are screened
+  again (leave-one-out after screening on the same rows would favour large ``k``: the
+  screen saw the left-out row); within it the penalty is chosen by GCV.
+
+The criterion is the treatment-effect error, not the outcome's (:data:`CRITERION`): the
+doubly robust pseudo-outcomes of every arm (:func:`dr_pseudo_outcomes`; nuisance: the
+candidate with the lowest outcome error) against each candidate's predicted contrasts
+between arms.  The outcome's error rewards a screen that keeps the few prognostic features
+and drops many weak treatment-by-feature effects, the wrong choice for treatment
+selection.
 
 Everything here is fitted on the rows it is given, so in :func:`cross_validated_predictions
 <brainmatch.selection.train.cross_validated_predictions>` it runs inside every outer
@@ -46,9 +55,15 @@ MOMENT_MAX = 3000
 INNER_FOLDS = 5
 #: Default screening score (see :func:`screening_scores`).
 SCORE = "sum"
-#: Score the "all features" candidate by its exact leave-one-out error on the training rows
-#: (honest: no screen saw them) instead of refitting it in every inner fold.
-ALL_BY_LOO = True
+#: What chooses between all features and the screens: ``"dr"``, the doubly robust error of
+#: the predicted treatment effects (:func:`dr_pseudo_outcomes`), or ``"mse"``, the error of
+#: the predicted outcome under the row's own arm.
+CRITERION = "dr"
+#: Nuisance of the doubly robust pseudo-outcomes: ``"best"``, the candidate with the lowest
+#: outcome error, or ``"full"``, the all-features ridge.
+NUISANCE = "best"
+#: Storage of the candidates' out-of-sample predictions (candidates x rows x arms x columns).
+PRED_DTYPE = np.float32
 
 
 def parse_select(select: str | int | None) -> str | int:
@@ -160,6 +175,36 @@ def screening_scores(
     if score == "contrast":
         return np.asarray(((r - r.mean(axis=0)) ** 2).sum(axis=0))
     raise BrainmatchInputError(f"screening score {score!r}: expected sum or contrast")
+
+
+def dr_pseudo_outcomes(
+    mu: NDArray[np.float64], t: NDArray[np.intp], Y: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Doubly robust pseudo-outcomes of every arm, centred over arms, ``(n, k, m)``.
+
+    ``Gamma_ia = mu_a(x_i) + 1(t_i = a) (y_i - mu_a(x_i)) / pi_a`` (augmented inverse
+    probability weighting with the arms' shares ``pi_a`` as the randomised propensities),
+    minus its mean over arms.  ``mu`` must be out of sample for row ``i``.  For a candidate
+    whose predictions ``f`` are also out of sample, ``sum_i sum_a (Gamma_ia - f_a(x_i))^2``
+    (both centred over arms) estimates, up to a constant shared by every candidate, the
+    squared error of the candidate's treatment-effect contrasts without bias whatever the
+    quality of ``mu`` (Kennedy 2023; Schuler et al. 2018 for this use in model
+    selection); a better ``mu`` only lowers its variance.  For two arms it is half the
+    usual DR-learner loss.  (The screen takes as ``mu`` the candidate with the lowest
+    outcome error, so ``y_i`` enters ``mu`` only through that choice.)
+    """
+    n, k, _ = mu.shape
+    rows = np.arange(n)
+    pi = np.maximum(np.bincount(t, minlength=k) / n, 1.0 / n)
+    G = mu.copy()
+    G[rows, t] += (Y - mu[rows, t]) / pi[t][:, None]
+    return np.asarray(G - G.mean(axis=1, keepdims=True))
+
+
+def _dr_loss(Gc: NDArray[np.float64], pred: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``sum_i sum_a (Gc - pred centred over arms)^2`` per column (``pred``: (n, k, m))."""
+    d = Gc - (pred - pred.mean(axis=1, keepdims=True))
+    return np.asarray(np.einsum("nam,nam->m", d, d))
 
 
 def _top(scores: NDArray[np.float64], kmax: int) -> NDArray[np.intp]:
@@ -387,14 +432,22 @@ def _fit_k(
 
 
 class ScreenedArmModels:
-    """Screen features per target column, choose ``k`` by LOO, fit the arm models.
+    """Screen features per target column, choose ``k``, fit the arm models.
 
     Parameters
     ----------
     model : {"interaction", "per-arm"}
     select : "auto" or int
         ``auto``: ``k`` from :data:`K_GRID` (below the number of features) or all features,
-        chosen per column by leave-one-out MSE; an int: always that many features.
+        chosen per column by the out-of-sample treatment-effect error (:meth:`_choose`); an
+        int: always that many features.
+
+    Attributes
+    ----------
+    k_ : ndarray (n_columns,)
+        Number of features used by each target column (the number of features: all).
+    criterion_ : str
+        ``"dr"`` or ``"mse"`` (:data:`CRITERION`) when ``k`` was chosen, else ``"none"``.
     """
 
     def __init__(self, model: str = "interaction", select: str | int = "auto") -> None:
@@ -414,17 +467,13 @@ class ScreenedArmModels:
         m = Y.shape[1]
         self.n_arms_, self.p_ = k, p
         cands = k_candidates(self.select, p)
+        self.criterion_ = "none"
         self.full_: ArmModels | None = None
         if p in cands:
             self.full_ = ArmModels(self.model).fit(Z, C, t, k, Y)
         if len(cands) > 1:
-            sse = self._inner_cv(Z, C, t, k, Y, cands)
-            if p in cands and ALL_BY_LOO:
-                # all features (no screen): its exact leave-one-out error on these rows is
-                # honest (nothing was selected on them) and costs nothing more
-                assert self.full_ is not None
-                sse[cands.index(p)] = self.full_.loo_sse()
-            self.k_ = np.array(cands)[np.argmin(sse, axis=0)]
+            assert self.full_ is not None
+            self.k_ = np.array(cands)[self._choose(Z, C, t, k, Y, cands)]
         else:
             self.k_ = np.full(m, cands[0])
         small = sorted({int(kk) for kk in self.k_ if kk < p})
@@ -452,7 +501,7 @@ class ScreenedArmModels:
                 self.cov_coef_[cols] = cov
         return self
 
-    def _inner_cv(
+    def _choose(
         self,
         Z: NDArray[np.float64],
         C: NDArray[np.float64],
@@ -460,49 +509,80 @@ class ScreenedArmModels:
         k: int,
         Y: NDArray[np.float64],
         cands: list[int],
+    ) -> NDArray[np.intp]:
+        """Index into ``cands`` of the candidate chosen for every column of ``Y``.
+
+        Every candidate's out-of-sample predictions under every arm (all features: exact
+        leave-one-out, :meth:`ArmModels.loo_predict
+        <brainmatch.selection.pipeline.ArmModels.loo_predict>`; screens: the inner CV of
+        :meth:`_inner_cv`) give its outcome error (each row under its own arm) and, with
+        :data:`CRITERION` ``"dr"``, its doubly robust treatment-effect error
+        (:func:`dr_pseudo_outcomes`, :func:`_dr_loss`), whose nuisance is the candidate
+        with the lowest outcome error (:data:`NUISANCE` ``"best"``) or the all-features
+        ridge (``"full"``).
+        """
+        assert self.full_ is not None
+        n, m = Y.shape
+        rows = np.arange(n)
+        preds = np.empty((len(cands), n, k, m), dtype=PRED_DTYPE)
+        p = Z.shape[1]
+        preds[cands.index(p)] = self.full_.loo_predict(Y)
+        small = [kk for kk in cands if kk < p]
+        preds[[cands.index(kk) for kk in small]] = self._inner_cv(Z, C, t, k, Y, small)
+        own = preds[:, rows, t, :]  # (c, n, m)
+        mse = np.einsum("cnm,cnm->cm", Y[None] - own, Y[None] - own)
+        self.criterion_ = CRITERION
+        if CRITERION == "mse":
+            return np.asarray(np.argmin(mse, axis=0))
+        nuis = np.argmin(mse, axis=0) if NUISANCE == "best" else np.full(m, cands.index(p))
+        mu = np.asarray(preds[nuis, :, :, np.arange(m)], dtype=np.float64)  # (m, n, k)
+        Gc = dr_pseudo_outcomes(np.transpose(mu, (1, 2, 0)), t, Y)
+        loss = np.stack([_dr_loss(Gc, preds[c].astype(np.float64)) for c in range(len(cands))])
+        return np.asarray(np.argmin(loss, axis=0))
+
+    def _inner_cv(
+        self,
+        Z: NDArray[np.float64],
+        C: NDArray[np.float64],
+        t: NDArray[np.intp],
+        k: int,
+        Y: NDArray[np.float64],
+        small: list[int],
     ) -> NDArray[np.float64]:
-        """Inner-CV squared error ``(len(cands), m)`` of each ``k``, screening redone per fold.
+        """Inner-CV predictions ``(len(small), n, k, m)`` under every arm of the screened
+        ridges, one per number of features in ``small``, screening redone per fold.
 
         Leave-one-out after screening on the same rows would favour large ``k`` (the screen
         saw the left-out row and keeps noise features that happen to fit it), so ``k`` is
         chosen by an inner stratified k-fold whose training rows alone are screened; the
-        penalty within it is still chosen by exact leave-one-out.
+        penalty within it is chosen by GCV.
         """
-        p = Z.shape[1]
-        small = [kk for kk in cands if kk < p]
-        kmax = max(small) if small else 0
-        sse = np.zeros((len(cands), Y.shape[1]))
+        kmax = max(small)
+        m = Y.shape[1]
+        out = np.empty((len(small), t.size, k, m), dtype=PRED_DTYPE)
         rng = np.random.default_rng(12345)
         fold = np.zeros(t.size, dtype=int)
         for a in range(k):
             rows = np.flatnonzero(t == a)
             fold[rows[rng.permutation(rows.size)]] = np.arange(rows.size) % INNER_FOLDS
+        all_cols = np.arange(m)
         for f in range(INNER_FOLDS):
             tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
             Ztr, Ctr, ttr, Ytr = Z[tr], C[tr], t[tr], Y[tr]
-            Zte, Cte, tte = Z[te], C[te], t[te]
-            if p in cands and not ALL_BY_LOO:
-                P = ArmModels(self.model).fit(Ztr, Ctr, ttr, k, Ytr).predict(Zte, Cte)
-                got = P[np.arange(te.size), tte]  # (n_te, m)
-                sse[cands.index(p)] += ((Y[te] - got) ** 2).sum(axis=0)
-            if not small:
-                continue
+            Zte, Cte = Z[te], C[te]
             index = _top(screening_scores(Ztr, Ctr, ttr, k, Ytr), kmax)
             mom = _Moments(Ztr, Ctr, ttr, k, Ytr, index)
-            all_cols = np.arange(Y.shape[1])
-            for kk in small:
+            for j, kk in enumerate(small):
                 _, coef, icpt, cov = _fit_k(self.model, mom, k, all_cols, index[:, :kk])
-                for lo in range(0, Y.shape[1], CHUNK):
-                    c = slice(lo, min(Y.shape[1], lo + CHUNK))
+                for lo in range(0, m, CHUNK):
+                    c = slice(lo, min(m, lo + CHUNK))
                     Zs = np.transpose(Zte[:, index[c, :kk]], (1, 0, 2))  # (b, n_te, kk)
-                    cr = np.transpose(coef[c][:, tte], (0, 2, 1))  # (b, kk, n_te): row's arm
-                    got = (
-                        np.einsum("mnk,mkn->nm", Zs, cr)
-                        + icpt[c][:, tte].T
-                        + np.einsum("nq,mnq->nm", Cte, cov[c][:, tte])
+                    out[j, te, :, c] = (
+                        np.einsum("bnj,baj->nab", Zs, coef[c])
+                        + icpt[c].T[None]
+                        + np.einsum("nq,baq->nab", Cte, cov[c])
                     )
-                    sse[cands.index(kk), c] += ((Y[te, c] - got) ** 2).sum(axis=0)
-        return sse
+        return out
 
     def predict(self, Z: NDArray[np.float64], C: NDArray[np.float64]) -> NDArray[np.float64]:
         """Predicted outcome ``(n_test, k, n_columns)`` under every arm."""

@@ -1,0 +1,106 @@
+"""Choosing all features or a screen by the treatment-effect error: exact leave-one-out
+predictions under every arm, and the doubly robust criterion against ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from brainmatch.selection import screen
+from brainmatch.selection.pipeline import ArmModels, interaction_factor
+from brainmatch.selection.screen import ScreenedArmModels
+
+
+def _ridge(X, y, pen, lam):
+    """Brute-force ridge: ``min ||y - X b||^2 + lam ||b[pen]||^2``."""
+    P = np.diag(pen.astype(float)) * lam
+    return np.linalg.lstsq(X.T @ X + P, X.T @ y, rcond=None)[0]
+
+
+@pytest.mark.parametrize(
+    ("model", "n", "p", "k"),
+    [
+        ("interaction", 60, 8, 2),  # primal: k p < n
+        ("interaction", 30, 40, 3),  # dual: k p >= n
+        ("per-arm", 60, 8, 2),  # primal per arm
+        ("per-arm", 36, 40, 2),  # dual per arm
+    ],
+)
+def test_loo_predict_equals_refitting_without_each_row(model, n, p, k):
+    rng = np.random.default_rng(4)
+    t = rng.permutation(np.arange(n) % k)
+    Z = rng.normal(size=(n, p))
+    C = rng.normal(size=(n, 2))
+    Y = np.column_stack(
+        [Z[:, 0] * (t == 0) + C[:, 0] + rng.normal(size=n), rng.normal(size=n)]
+    )
+    fit = ArmModels(model).fit(Z, C, t, k, Y)
+    got = fit.loo_predict(Y)
+    assert got.shape == (n, k, 2)
+    for col in range(2):
+        for i in range(n):
+            keep = np.arange(n) != i
+            for a in range(k):
+                if model == "interaction":
+                    lam = fit.solvers_[0].lambdas[fit.solvers_[0].choice[col]]
+                    X = np.column_stack(
+                        [np.eye(k)[t[keep]], C[keep], interaction_factor(Z[keep], t[keep], k)]
+                    )
+                    pen = np.r_[np.zeros(k + 2), np.ones(k * p)]
+                    b = _ridge(X, Y[keep, col], pen, lam)
+                    x = np.r_[np.eye(k)[a], C[i], interaction_factor(Z[i : i + 1], np.array([a]), k)[0]]
+                else:
+                    s = fit.solvers_[a]
+                    lam = s.lambdas[s.choice[col]]
+                    rows = np.flatnonzero(keep & (t == a))
+                    X = np.column_stack([np.ones(rows.size), C[rows], Z[rows] / np.sqrt(p)])
+                    pen = np.r_[np.zeros(3), np.ones(p)]
+                    b = _ridge(X, Y[rows, col], pen, lam)
+                    x = np.r_[1.0, C[i], Z[i] / np.sqrt(p)]
+                assert got[i, a, col] == pytest.approx(x @ b, rel=1e-6, abs=1e-8)
+    # the own arm's leave-one-out error is the one the penalty was chosen by
+    own = got[np.arange(n), t]
+    assert ((Y - own) ** 2).sum(axis=0) == pytest.approx(fit.loo_sse(), rel=1e-8)
+
+
+def _trial(seed, n, p, prognostic, beta_sd, n_interacting):
+    rng = np.random.default_rng(seed)
+    t = rng.permutation(np.arange(n) % 2)
+    Z = rng.normal(size=(n, p))
+    beta = np.zeros(p)
+    beta[:n_interacting] = rng.normal(size=n_interacting) * beta_sd
+    tau = Z @ beta
+    y = prognostic * Z[:, :3].sum(axis=1) + tau * (t - 0.5) + rng.normal(size=n)
+    return Z, t, y, tau
+
+
+def _effect_error(criterion, Z, t, y, tau, monkeypatch):
+    monkeypatch.setattr(screen, "CRITERION", criterion)
+    C = np.zeros((t.size, 0))
+    sm = ScreenedArmModels("interaction", "auto").fit(Z, C, t, 2, y[:, None])
+    P = sm.predict(Z, C)[:, :, 0]
+    assert sm.criterion_ == (criterion if screen.K_GRID else "none")
+    return int(sm.k_[0]), float(np.mean((P[:, 1] - P[:, 0] - tau) ** 2))
+
+
+def test_dense_effects_keep_all_features_under_the_effect_criterion(monkeypatch):
+    """Strong prognostic features and many weak treatment-by-feature effects: the outcome's
+    error prefers the 5 prognostic features, the doubly robust effect error all features,
+    which halves the error of the predicted effects (ground truth known)."""
+    got = {c: [_effect_error(c, *_trial(s, 300, 120, 3.0, 0.2, 120), monkeypatch)
+               for s in range(4)] for c in ("mse", "dr")}
+    assert all(k == 5 for k, _ in got["mse"])
+    assert sum(k == 120 for k, _ in got["dr"]) >= 3
+    assert np.mean([e for _, e in got["dr"]]) < 0.7 * np.mean([e for _, e in got["mse"]])
+
+
+def test_sparse_effects_still_screened_under_the_effect_criterion(monkeypatch):
+    """Three interacting features among 200: the effect criterion keeps a screen, and its
+    effect error is far below the all-features ridge's."""
+    for seed in range(3):
+        Z, t, y, tau = _trial(seed, 300, 200, 1.0, 1.5, 3)
+        k, err = _effect_error("dr", Z, t, y, tau, monkeypatch)
+        monkeypatch.setattr(screen, "K_GRID", ())  # all features only
+        _, err_all = _effect_error("mse", Z, t, y, tau, monkeypatch)
+        monkeypatch.undo()
+        assert k < 200 and err < 0.5 * err_all
