@@ -198,6 +198,48 @@ def ridge_oracle_penalty_ceiling(r: Regime, splits: list[Any]) -> NDArray[np.int
     return best_rec
 
 
+def rbf_probe(r: Regime, splits: list[Any], choose: bool) -> NDArray[np.intp]:
+    """Diagnostic, not a method (not in brainmatch): the interaction ridge on 500 random
+    Fourier features of an RBF kernel (bandwidth^2 = p on the standardised features; median
+    imputation, no site handling), fitted by brainmatch's exact-LOO ridge; with ``choose``,
+    per outer fold either it or the default's screened ridge, by the default's doubly
+    robust treatment-effect criterion on the training rows.  It asks whether a kernel
+    candidate in the default would close the non-linear rows."""
+    from brainmatch.selection.pipeline import ArmModels
+    from brainmatch.selection.screen import ScreenedArmModels, _dr_loss, dr_pseudo_outcomes
+
+    X, t, y = _arrays(r)
+    n, p = X.shape
+    k = len(r.arms)
+    rec = np.zeros(n, dtype=int)
+    C0 = np.zeros((n, 0))
+    for _, tr, te in splits:
+        med = np.nanmedian(X[tr], axis=0)
+        Xf = np.where(np.isnan(X), med, X)
+        Z = (Xf - Xf[tr].mean(axis=0)) / (Xf[tr].std(axis=0) + 1e-12)
+        rng = np.random.default_rng(0)
+        F = np.cos(Z @ rng.normal(size=(p, 500)) / np.sqrt(p) + rng.uniform(0, 2 * np.pi, 500))
+        F = (F - F[tr].mean(axis=0)) / (F[tr].std(axis=0) + 1e-12)
+        rbf = ArmModels("interaction").fit(F[tr], C0[tr], t[tr], k, y[tr, None])
+        pred = rbf.predict(F[te], C0[te])[:, :, 0]
+        if choose:
+            lin = ScreenedArmModels("interaction", "auto").fit(Z[tr], C0[tr], t[tr], k, y[tr, None])
+            kk = int(lin.k_[0])
+            if kk == p:
+                assert lin.full_ is not None
+                mu_lin = lin.full_.loo_predict(y[tr, None])
+            else:
+                mu_lin = lin._inner_cv(Z[tr], C0[tr], t[tr], k, y[tr, None], [kk])[0]
+            mu_rbf = rbf.loo_predict(y[tr, None])
+            rows = np.arange(tr.size)
+            err = [float(((y[tr] - m[rows, t[tr], 0]) ** 2).sum()) for m in (mu_lin, mu_rbf)]
+            G = dr_pseudo_outcomes(mu_lin if err[0] <= err[1] else mu_rbf, t[tr], y[tr, None])
+            if _dr_loss(G, mu_lin.astype(float))[0] <= _dr_loss(G, mu_rbf)[0]:
+                pred = lin.predict(Z[te], C0[te])[:, :, 0]
+        rec[te] = pred.argmax(axis=1)
+    return rec
+
+
 METHODS = {
     "bm default (interaction, select auto)": lambda r, s: brainmatch_policy(r, "interaction"),
     "bm screen by outcome error (previous default)": lambda r, s: previous_criterion_policy(r),
@@ -210,6 +252,8 @@ METHODS = {
     "anchor EconML DR": lambda r, s: econml_anchor(r, s, "dr"),
     "anchor EconML CF": lambda r, s: econml_anchor(r, s, "cf"),
     "ceiling: ridge, oracle penalty": ridge_oracle_penalty_ceiling,
+    "probe: RBF interaction ridge": lambda r, s: rbf_probe(r, s, False),
+    "probe: default or RBF ridge, by the DR criterion": lambda r, s: rbf_probe(r, s, True),
 }
 
 
@@ -243,6 +287,8 @@ def grid(
                     continue  # minutes per fit at p = 1000 on 2 shared cores: --full runs it
                 if m.startswith("ceiling") and p >= 1000:
                     continue  # a diagnostic for the dense regime (26 penalties x 5 folds)
+                if m.startswith("probe") and (p > 200 or not only):
+                    continue  # diagnostics for the non-linear rows: only when asked for
                 start = time.perf_counter()
                 rec = methods[m](r, splits)
                 times[m].append(time.perf_counter() - start)

@@ -31,9 +31,7 @@ def test_loo_predict_equals_refitting_without_each_row(model, n, p, k):
     t = rng.permutation(np.arange(n) % k)
     Z = rng.normal(size=(n, p))
     C = rng.normal(size=(n, 2))
-    Y = np.column_stack(
-        [Z[:, 0] * (t == 0) + C[:, 0] + rng.normal(size=n), rng.normal(size=n)]
-    )
+    Y = np.column_stack([Z[:, 0] * (t == 0) + C[:, 0] + rng.normal(size=n), rng.normal(size=n)])
     fit = ArmModels(model).fit(Z, C, t, k, Y)
     got = fit.loo_predict(Y)
     assert got.shape == (n, k, 2)
@@ -48,7 +46,9 @@ def test_loo_predict_equals_refitting_without_each_row(model, n, p, k):
                     )
                     pen = np.r_[np.zeros(k + 2), np.ones(k * p)]
                     b = _ridge(X, Y[keep, col], pen, lam)
-                    x = np.r_[np.eye(k)[a], C[i], interaction_factor(Z[i : i + 1], np.array([a]), k)[0]]
+                    x = np.r_[
+                        np.eye(k)[a], C[i], interaction_factor(Z[i : i + 1], np.array([a]), k)[0]
+                    ]
                 else:
                     s = fit.solvers_[a]
                     lam = s.lambdas[s.choice[col]]
@@ -87,8 +87,10 @@ def test_dense_effects_keep_all_features_under_the_effect_criterion(monkeypatch)
     """Strong prognostic features and many weak treatment-by-feature effects: the outcome's
     error prefers the 5 prognostic features, the doubly robust effect error all features,
     which halves the error of the predicted effects (ground truth known)."""
-    got = {c: [_effect_error(c, *_trial(s, 300, 120, 3.0, 0.2, 120), monkeypatch)
-               for s in range(4)] for c in ("mse", "dr")}
+    got = {
+        c: [_effect_error(c, *_trial(s, 300, 120, 3.0, 0.2, 120), monkeypatch) for s in range(4)]
+        for c in ("mse", "dr")
+    }
     assert all(k == 5 for k, _ in got["mse"])
     assert sum(k == 120 for k, _ in got["dr"]) >= 3
     assert np.mean([e for _, e in got["dr"]]) < 0.7 * np.mean([e for _, e in got["mse"]])

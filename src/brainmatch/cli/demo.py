@@ -45,8 +45,10 @@ _MARKER = ".brainmatch-demo"
 #: are the honest way to test a published marker in a trial this size.
 APRIORI_PATTERNS = (
     re.compile(r"^amp__ctx_[lr]h_insula$"),
-    re.compile(r"^conn__(?=.*rostralanteriorcingulate)(?=.*ctx_lh_(insula|parsopercularis|"
-               r"parstriangularis|medialorbitofrontal)).*$"),
+    re.compile(
+        r"^conn__(?=.*rostralanteriorcingulate)(?=.*ctx_lh_(insula|parsopercularis|"
+        r"parstriangularis|medialorbitofrontal)).*$"
+    ),
     # cingulum FA (Korgaonkar 2014) and amygdala reactivity to faces (Fu 2008)
     re.compile(r"^dti__fa__wm_Cingulum_[LR]$"),
     re.compile(r"^task__faces__faces_shapes__(Left|Right)_Amygdala$"),
@@ -57,8 +59,10 @@ def apriori_features(columns: list[str]) -> list[str]:
     """The feature columns matching :data:`APRIORI_PATTERNS`."""
     chosen = [c for c in columns if any(p.match(c) for p in APRIORI_PATTERNS)]
     if not chosen:
-        raise BrainmatchInputError("no a-priori feature (insula amplitude, subcallosal-cingulate "
-                                   "connectivity) in the extracted table")
+        raise BrainmatchInputError(
+            "no a-priori feature (insula amplitude, subcallosal-cingulate "
+            "connectivity) in the extracted table"
+        )
     return chosen
 
 
@@ -115,13 +119,26 @@ def demo(
         # a demo folder written before output manifests existed: all of it is the demo's
         write_manifest(out_dir, "demo", recorded_files(out_dir), running=False)
     hold_output_folder(out_dir, "demo", overwrite=True)
-    report = run_demo(out_dir, n_subjects=n_subjects, seed=seed, n_jobs=resolve_n_jobs(n_jobs),
-                      n_permutations=n_permutations, n_controls=n_controls)
+    report = run_demo(
+        out_dir,
+        n_subjects=n_subjects,
+        seed=seed,
+        n_jobs=resolve_n_jobs(n_jobs),
+        n_permutations=n_permutations,
+        n_controls=n_controls,
+    )
     out.print(f"Report: {report}", highlight=False, soft_wrap=True)
 
 
-def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: int = 0,
-             n_permutations: int = 1000, n_controls: int = 80) -> Path:
+def run_demo(
+    out_dir: Path,
+    *,
+    n_subjects: int = 120,
+    seed: int = 2026,
+    n_jobs: int = 0,
+    n_permutations: int = 1000,
+    n_controls: int = 80,
+) -> Path:
     """Run every pipeline stage on a simulated trial; return the index report's path."""
     import pandas as pd
 
@@ -139,22 +156,39 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
     prepare_demo_dir(out_dir)
     jobs = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
     # one more patient than requested: the last one is the "new patient", never trained on
-    spec = TrialSpec(n_subjects=n_subjects + 1, n_sites=3, arms=("CBT", "SSRI"), resolution=4,
-                     n_volumes=80, tr=2.0, seed=seed, effect_size=EFFECT_SIZES["strong"],
-                     dwi=True, task_fmri=True, cortex=True)  # every modality
+    spec = TrialSpec(
+        n_subjects=n_subjects + 1,
+        n_sites=3,
+        arms=("CBT", "SSRI"),
+        resolution=4,
+        n_volumes=80,
+        tr=2.0,
+        seed=seed,
+        effect_size=EFFECT_SIZES["strong"],
+        dwi=True,
+        task_fmri=True,
+        cortex=True,
+    )  # every modality
     bids = out_dir / "bids"
     stages: list[dict[str, str]] = []
     total = 5 if n_controls > 0 else 4
 
-    console.print(f"[bold]1/{total}[/] simulating {n_subjects} patients + 1 new patient "
-                  "(CBT vs SSRI, 3 sites)")
+    console.print(
+        f"[bold]1/{total}[/] simulating {n_subjects} patients + 1 new patient "
+        "(CBT vs SSRI, 3 sites)"
+    )
     with progress_bar("simulating subjects") as update:
         simulate_trial(spec, bids, n_jobs=jobs, progress=update)
     participants = pd.read_csv(bids / "participants.tsv", sep="\t")
     new_patient = str(participants["participant_id"].iloc[-1])
-    stages.append({"name": "simulate", "link": "bids/ground_truth.tsv",
-                   "summary": f"{n_subjects} trial patients and one new patient ({new_patient}) "
-                              "as BIDS + fMRIPrep derivatives"})
+    stages.append(
+        {
+            "name": "simulate",
+            "link": "bids/ground_truth.tsv",
+            "summary": f"{n_subjects} trial patients and one new patient ({new_patient}) "
+            "as BIDS + fMRIPrep derivatives",
+        }
+    )
 
     console.print(f"[bold]2/{total}[/] extracting brain features (Desikan-Killiany regions)")
     features_dir = out_dir / "derivatives" / "brainmatch"
@@ -163,21 +197,34 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
 
     with progress_bar("extracting subjects") as update:
         extracted = extract_dataset(
-            bids, features_dir, derivatives=bids / "derivatives" / "fmriprep",
-            freesurfer=bids / "derivatives" / "freesurfer", atlas="desikan-killiany",
-            denoise="simple", connectivity=("correlation",), n_jobs=jobs, progress=update,
+            bids,
+            features_dir,
+            derivatives=bids / "derivatives" / "fmriprep",
+            freesurfer=bids / "derivatives" / "freesurfer",
+            atlas="desikan-killiany",
+            denoise="simple",
+            connectivity=("correlation",),
+            n_jobs=jobs,
+            progress=update,
             modalities=("func", "dwi", "anat"),
             dwi_options=DwiOptions(derivatives=bids / "derivatives" / "qsiprep"),
-            task_options=TaskOptions(contrasts=("faces-shapes",), qc_figures=False))
+            task_options=TaskOptions(contrasts=("faces-shapes",), qc_figures=False),
+        )
     write_reportlets(features_dir)
     if extracted.features_path is None:
-        raise BrainmatchInputError("feature extraction failed for every subject; see "
-                                   f"{extracted.failures_path}")
+        raise BrainmatchInputError(
+            f"feature extraction failed for every subject; see {extracted.failures_path}"
+        )
     features = pd.read_parquet(extracted.features_path)
     n_features = features.shape[1] - 1
-    stages.append({"name": "extract", "link": "derivatives/brainmatch/features.tsv",
-                   "summary": f"{len(features)} subjects x {n_features} features "
-                              f"({len(extracted.failures)} failures)"})
+    stages.append(
+        {
+            "name": "extract",
+            "link": "derivatives/brainmatch/features.tsv",
+            "summary": f"{len(features)} subjects x {n_features} features "
+            f"({len(extracted.failures)} failures)",
+        }
+    )
 
     console.print(f"[bold]3/{total}[/] training and validating the treatment-selection model")
     outcomes = pd.read_csv(bids / "phenotype" / "outcomes.tsv", sep="\t", na_values="n/a")
@@ -190,47 +237,74 @@ def run_demo(out_dir: Path, *, n_subjects: int = 120, seed: int = 2026, n_jobs: 
     # the new patient is absent from the outcomes table and therefore never trained on
     with progress_bar("cross-validating") as update:
         result = train(
-            subset, table[trial_ids],
-            treatment_column="arm", outcome_column="hamd_week8", baseline_column="hamd_baseline",
-            site_column="site", covariates=("age", "sex"), out_dir=out_dir / "model",
-            n_permutations=n_permutations, seed=seed, progress=update)
+            subset,
+            table[trial_ids],
+            treatment_column="arm",
+            outcome_column="hamd_week8",
+            baseline_column="hamd_baseline",
+            site_column="site",
+            covariates=("age", "sex"),
+            out_dir=out_dir / "model",
+            n_permutations=n_permutations,
+            seed=seed,
+            progress=update,
+        )
     write_train_report(result)
     sel = result.metrics["selection"]
-    stages.append({"name": "train", "link": "model/report.html",
-                   "summary": (f"{len(chosen)} a-priori features (McGrath 2013 insula activity, "
-                               f"Dunlop 2017 subcallosal-cingulate connectivity); policy gain "
-                               f"{sel['policy_gain']:+.2f} HAMD points "
-                               f"[{sel['policy_gain_ci'][0]:+.2f}, {sel['policy_gain_ci'][1]:+.2f}]"
-                               f", standardised {sel['policy_gain_d']:+.2f}, permutation "
-                               f"p = {sel['permutation_p']:.3g}; selection "
-                               f"{'supported' if sel['selection_supported'] else 'NOT supported'}"
-                               " by validation")})
+    stages.append(
+        {
+            "name": "train",
+            "link": "model/report.html",
+            "summary": (
+                f"{len(chosen)} a-priori features (McGrath 2013 insula activity, "
+                f"Dunlop 2017 subcallosal-cingulate connectivity); policy gain "
+                f"{sel['policy_gain']:+.2f} HAMD points "
+                f"[{sel['policy_gain_ci'][0]:+.2f}, {sel['policy_gain_ci'][1]:+.2f}]"
+                f", standardised {sel['policy_gain_d']:+.2f}, permutation "
+                f"p = {sel['permutation_p']:.3g}; selection "
+                f"{'supported' if sel['selection_supported'] else 'NOT supported'}"
+                " by validation"
+            ),
+        }
+    )
 
     console.print(f"[bold]4/{total}[/] recommending a treatment for the new patient {new_patient}")
     clinical = table.loc[~trial_ids, ["participant_id", "age", "sex", "site", "hamd_baseline"]]
     assert result.model_path is not None  # the default (linear) model is always stored
-    rec = recommend(result.model_path, bids, out_dir / "recommend", clinical=clinical,
-                    participant=[new_patient])
+    rec = recommend(
+        result.model_path, bids, out_dir / "recommend", clinical=clinical, participant=[new_patient]
+    )
     write_recommend_report(rec)
     patient = rec.patients[0]
     truth = pd.read_csv(bids / "ground_truth.tsv", sep="\t").set_index("participant_id")
     oracle = truth.loc[new_patient, "oracle_arm"]
-    stages.append({"name": "recommend", "link": "recommend/report.html",
-                   "summary": f"{new_patient}: {patient['statement']} "
-                              f"(the simulator's truth: {oracle} is best for this patient)"})
+    stages.append(
+        {
+            "name": "recommend",
+            "link": "recommend/report.html",
+            "summary": f"{new_patient}: {patient['statement']} "
+            f"(the simulator's truth: {oracle} is best for this patient)",
+        }
+    )
 
     if n_controls > 0:
-        stages.append(normative_stage(out_dir, spec, jobs, new_patient, table, features,
-                                      result.model_path, n_controls))
+        stages.append(
+            normative_stage(
+                out_dir, spec, jobs, new_patient, table, features, result.model_path, n_controls
+            )
+        )
 
     report = write_trial_report(bids, out_dir / "report.html", stages=stages)
-    echo_kv("brainmatch demo", {
-        "dataset": str(bids),
-        "features": str(extracted.features_path),
-        "model": str(result.model_path),
-        "recommendation": str(out_dir / "recommend" / "recommend.json"),
-        "time": f"{time.perf_counter() - start:.0f} s",
-    })
+    echo_kv(
+        "brainmatch demo",
+        {
+            "dataset": str(bids),
+            "features": str(extracted.features_path),
+            "model": str(result.model_path),
+            "recommendation": str(out_dir / "recommend" / "recommend.json"),
+            "time": f"{time.perf_counter() - start:.0f} s",
+        },
+    )
     return report
 
 
@@ -265,7 +339,11 @@ def normative_stage(
     # patients (one per site here), only its controls are used
     # (the norm is fitted on the controls' resting-state features: no DWI / task / cortex)
     cspec = dataclasses.replace(
-        spec, n_subjects=spec.n_sites, n_controls=n_controls, dwi=False, task_fmri=False,
+        spec,
+        n_subjects=spec.n_sites,
+        n_controls=n_controls,
+        dwi=False,
+        task_fmri=False,
         cortex=False,
     )
     cbids = out_dir / "controls" / "bids"
@@ -294,8 +372,11 @@ def normative_stage(
     # from the file, so that the model records how the features were extracted (features.json)
     # and `brainmatch profile` can extract a new patient's scan the same way
     fit = fit_normative(
-        cext.features_path, cpart[["participant_id", "age", "sex", "site"]],
-        covariate_columns=("age", "sex"), site_column="site", out_dir=out_dir / "normative"
+        cext.features_path,
+        cpart[["participant_id", "age", "sex", "site"]],
+        covariate_columns=("age", "sex"),
+        site_column="site",
+        out_dir=out_dir / "normative",
     )
     write_fit_report(fit, out_dir / "normative" / "report.html")
     patient = features[features["participant_id"] == new_patient].merge(

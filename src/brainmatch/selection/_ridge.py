@@ -212,9 +212,7 @@ class KernelRidgeLOO:
             self.alpha = self.D_pinv @ (Y - self._k(self._c))
         return self
 
-    def cross_hat(
-        self, D_a: NDArray[np.float64], W_a: NDArray[np.float64]
-    ) -> NDArray[np.float64]:
+    def cross_hat(self, D_a: NDArray[np.float64], W_a: NDArray[np.float64]) -> NDArray[np.float64]:
         """Weight of each training row's own outcome in a prediction for that row,
         ``(n, n_columns)`` at each column's chosen penalty.
 

@@ -37,6 +37,8 @@ linearly in the number of patients.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -548,7 +550,7 @@ class ScreenedArmModels:
         k: int,
         Y: NDArray[np.float64],
         small: list[int],
-    ) -> NDArray[np.float64]:
+    ) -> NDArray[np.floating[Any]]:
         """Inner-CV predictions ``(len(small), n, k, m)`` under every arm of the screened
         ridges, one per number of features in ``small``, screening redone per fold.
 

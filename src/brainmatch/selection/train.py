@@ -1076,9 +1076,7 @@ def validate(
             null_repeats = (
                 permutation_repeats
                 if permutation_repeats is not None
-                else _ridge_null_repeats(
-                    data, model, n_splits, Y.shape[1], len(splits), select
-                )
+                else _ridge_null_repeats(data, model, n_splits, Y.shape[1], len(splits), select)
             )
             pred_all, by_repeat, pred_null = cross_validated_predictions(
                 data,
