@@ -212,7 +212,12 @@ class KernelRidgeLOO:
             self.alpha = self.D_pinv @ (Y - self._k(self._c))
         return self
 
-    def cross_hat(self, D_a: NDArray[np.float64], W_a: NDArray[np.float64]) -> NDArray[np.float64]:
+    def cross_hat(
+        self,
+        D_a: NDArray[np.float64],
+        W_a: NDArray[np.float64],
+        rows: NDArray[np.intp] | None = None,
+    ) -> NDArray[np.float64]:
         """Weight of each training row's own outcome in a prediction for that row,
         ``(n, n_columns)`` at each column's chosen penalty.
 
@@ -223,10 +228,14 @@ class KernelRidgeLOO:
         diagonal ``h_a(i)`` gives the exact leave-one-out prediction ``f_a(i) - h_a(i) e_i /
         (1 - h_ii)`` (``e_i`` the full fit's residual): leaving row ``i`` out equals refitting
         with ``y_i`` replaced by its own leave-one-out prediction.  With ``D_a = D`` and
-        ``W_a = M U s`` this is the leverage ``h_ii``.
+        ``W_a = M U s`` this is the leverage ``h_ii``.  ``rows``: only these training rows
+        (``D_a`` and ``W_a`` then hold those rows only).
         """
         U = self.mu()
-        hfix = np.einsum("ij,ji->i", D_a, self.D_pinv)
+        Dp = self.D_pinv
+        if rows is not None:
+            U, Dp = U[rows], Dp[:, rows]
+        hfix = np.einsum("ij,ji->i", D_a, Dp)
         inv = 1.0 / (self.s[None, :] + self.lambdas[:, None])  # (g, r)
         h = hfix[:, None] + (W_a * U) @ inv.T  # (n, g)
         return np.asarray(h[:, self.choice])

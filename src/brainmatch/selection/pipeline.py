@@ -351,25 +351,29 @@ class ArmModels:
         D = np.column_stack([np.eye(k)[t], C])
         h_own = solver.cross_hat(D, solver.own_w())
         ratio = e / np.maximum(1.0 - h_own, 1e-8)
-        out = f.copy()
+        out = f - h_own[:, None, :] * ratio[:, None, :]  # right for each row's own arm
+        # the other arms: only the rows not in arm a need its recoded design (for a row in
+        # arm a, h_a(i) = h_ii)
         if self.primal_:
             assert solver.V is not None
             for a in range(k):
-                D_a = arm_design(C, a, k, self.model)
-                FaV = ArmBlockFactor(Z, np.full(n, a, dtype=t.dtype), k).dot(solver.V)
-                out[:, a] -= solver.cross_hat(D_a, solver.cross_w(D_a, FaV)) * ratio
+                ro = np.flatnonzero(t != a)
+                D_a = arm_design(C[ro], a, k, self.model)
+                FaV = ArmBlockFactor(Z[ro], np.full(ro.size, a, dtype=t.dtype), k).dot(solver.V)
+                h_a = solver.cross_hat(D_a, solver.cross_w(D_a, FaV), ro)
+                out[ro, a] = f[ro, a] - h_a * ratio[ro]
             return out
         assert solver.K is not None
         MU = solver.mu()
         KU = solver.K @ MU
         same = t[:, None] == t[None, :]
-        G = solver.K / (1.0 + same)
-        GU = G @ MU
         for a in range(k):
-            ra = np.flatnonzero(t == a)
-            KaU = GU + G[:, ra] @ MU[ra]
-            D_a = arm_design(C, a, k, self.model)
-            out[:, a] -= solver.cross_hat(D_a, solver.cross_w(D_a, KaU, KU)) * ratio
+            ro, ra = np.flatnonzero(t != a), np.flatnonzero(t == a)
+            Gro = solver.K[ro] / (1.0 + same[ro])
+            KaU = Gro @ MU + Gro[:, ra] @ MU[ra]
+            D_a = arm_design(C[ro], a, k, self.model)
+            h_a = solver.cross_hat(D_a, solver.cross_w(D_a, KaU, KU), ro)
+            out[ro, a] = f[ro, a] - h_a * ratio[ro]
         return out
 
     def loo_sse(self) -> NDArray[np.float64]:
