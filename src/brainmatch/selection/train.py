@@ -581,9 +581,10 @@ def _feature_selection_summary(
         "training rows only; top k kept"
         + (
             f", k from {[kk for kk in k_candidates('auto', p_all) if kk < p_all] + ['all']}: "
-            "all features scored by the ridge's exact leave-one-out error, each k by an "
-            f"inner {INNER_FOLDS}-fold CV that screens each inner training part again "
-            "(penalty of the screened ridges by GCV)"
+            "chosen by the doubly robust error of the predicted treatment effects, from "
+            "out-of-sample predictions under every arm (all features: the ridge's exact "
+            f"leave-one-out predictions; each k: an inner {INNER_FOLDS}-fold CV that screens "
+            "each inner training part again; penalty of the screened ridges by GCV)"
             if select == "auto"
             else ""
         ),
@@ -973,9 +974,10 @@ def validate(
     select : "none", "auto", int or None
         Supervised feature screening inside every training fold
         (:mod:`brainmatch.selection.screen`): ``auto`` chooses, per training fold, between
-        all features (scored by the ridge's exact leave-one-out error) and the top 5, 10,
-        20, 50 or 100 screened features (scored by an inner 5-fold CV that redoes the
-        screen); an int keeps that many; ``none`` uses all features.  Default (None):
+        all features and the top 5, 10, 20, 50 or 100 screened features, by the doubly
+        robust error of the predicted treatment effects (all features: the ridge's exact
+        leave-one-out predictions under every arm; each screen: an inner 5-fold CV that
+        redoes it); an int keeps that many; ``none`` uses all features.  Default (None):
         ``auto`` for the ridge models of a continuous outcome, ``none`` for a 0/1 outcome
         (the ridge-logistic model) and for the other learners.  With screening, every
         permuted target is screened and fitted again, in as many CV repeats as
