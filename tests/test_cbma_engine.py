@@ -155,7 +155,8 @@ def test_dask_scheduler_gives_the_same_null(pain: Any, tmp_path: Path) -> None:
     np.testing.assert_array_equal(local.max_stat, remote.max_stat)
     api = CoordinateMetaAnalysis(iterations=30, random_state=4).fit(pain).result_
     cli = pd.read_csv(out / "clusters.tsv", sep="\t")
-    np.testing.assert_allclose(cli["p_fwe"], api.clusters["p_fwe"], rtol=1e-6)
+    # clusters.tsv holds 6 significant digits (%.6g): up to 5e-6 relative rounding
+    np.testing.assert_allclose(cli["p_fwe"], api.clusters["p_fwe"], rtol=5e-6)
 
 
 def test_unreachable_scheduler_is_one_clear_error(pain: Any) -> None:
