@@ -127,8 +127,7 @@ def train(
         None,
         "--select-features",
         help="Supervised feature screening inside every training fold: none, auto (all "
-        "features or the top 5, 10, 20, 50, 100, chosen by the inner-CV error of the "
-        "predicted treatment effects) or a number K. "
+        "features or the top 5, 10, 20, 50, 100, chosen by inner CV) or a number K. "
         "Default: auto for the ridge models of a score, none for 0/1 outcomes and other "
         "--model values.",
     ),

@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 from brainmatch import __version__
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.selection import _logistic
+from brainmatch.selection import screen as _screen
 from brainmatch.selection._ridge import LAMBDA_GRID, KernelRidgeLOO
 from brainmatch.selection.data import ID, TrainingData, load_training_data
 from brainmatch.selection.learners import (
@@ -581,8 +582,12 @@ def _feature_selection_summary(
         "training rows only; top k kept"
         + (
             f", k from {[kk for kk in k_candidates('auto', p_all) if kk < p_all] + ['all']}: "
-            "chosen by the doubly robust error of the predicted treatment effects, from "
-            "out-of-sample predictions under every arm (all features: the ridge's exact "
+            + (
+                "chosen by the doubly robust error of the predicted treatment effects"
+                if _screen.CRITERION == "dr"
+                else "chosen by the error of the predicted outcome under each patient's arm"
+            )
+            + ", from out-of-sample predictions (all features: the ridge's exact "
             f"leave-one-out predictions; each k: an inner {INNER_FOLDS}-fold CV that screens "
             "each inner training part again; penalty of the screened ridges by GCV)"
             if select == "auto"
@@ -974,10 +979,11 @@ def validate(
     select : "none", "auto", int or None
         Supervised feature screening inside every training fold
         (:mod:`brainmatch.selection.screen`): ``auto`` chooses, per training fold, between
-        all features and the top 5, 10, 20, 50 or 100 screened features, by the doubly
-        robust error of the predicted treatment effects (all features: the ridge's exact
-        leave-one-out predictions under every arm; each screen: an inner 5-fold CV that
-        redoes it); an int keeps that many; ``none`` uses all features.  Default (None):
+        all features and the top 5, 10, 20, 50 or 100 screened features, by the
+        out-of-sample error of the predicted outcome (all features: the ridge's exact
+        leave-one-out predictions; each screen: an inner 5-fold CV that redoes it; see
+        :data:`brainmatch.selection.screen.CRITERION`); an int keeps that many; ``none``
+        uses all features.  Default (None):
         ``auto`` for the ridge models of a continuous outcome, ``none`` for a 0/1 outcome
         (the ridge-logistic model) and for the other learners.  With screening, every
         permuted target is screened and fitted again, in as many CV repeats as
