@@ -106,3 +106,30 @@ def test_sparse_effects_still_screened_under_the_effect_criterion(monkeypatch):
         _, err_all = _effect_error("mse", Z, t, y, tau, monkeypatch)
         monkeypatch.undo()
         assert k < 200 and err < 0.5 * err_all
+
+
+@pytest.mark.parametrize("model", ["interaction", "per-arm"])
+def test_outcome_error_from_own_arm_equals_all_arm_predictions(model):
+    """The outcome-error criterion's cheap path (own-arm inner-CV error, the full ridge's
+    leave-one-out error) scores every candidate exactly as the all-arm predictions do."""
+    rng = np.random.default_rng(3)
+    n, p, k = 160, 60, 3
+    t = rng.permutation(np.arange(n) % k)
+    Z = rng.normal(size=(n, p))
+    C = rng.normal(size=(n, 2))
+    Y = Z[:, :4] @ rng.normal(size=(4, 5)) + rng.normal(size=(n, 5))
+    Y[:, 0] += 2.0 * Z[:, 7] * (t == 1)
+    sm = ScreenedArmModels(model, "auto")
+    sm.full_ = ArmModels(model).fit(Z, C, t, k, Y)
+    small = [kk for kk in screen.k_candidates("auto", p) if kk < p]
+    cheap = sm._inner_cv(Z, C, t, k, Y, small, own_arm=True)
+    full = sm._inner_cv(Z, C, t, k, Y, small).astype(np.float64)
+    own = full[:, np.arange(n), t, :]
+    np.testing.assert_allclose(cheap, ((Y[None] - own) ** 2).sum(axis=1), rtol=1e-5)
+    loo = sm.full_.loo_predict(Y)[np.arange(n), t]
+    np.testing.assert_allclose(sm.full_.loo_sse(), ((Y - loo) ** 2).sum(axis=0), rtol=1e-8)
+    chosen = sm._choose(Z, C, t, k, Y, screen.k_candidates("auto", p))
+    sse = np.vstack([((Y - loo) ** 2).sum(axis=0), cheap])
+    order = [p, *small]
+    want = [screen.k_candidates("auto", p).index(order[i]) for i in np.argmin(sse, axis=0)]
+    np.testing.assert_array_equal(chosen, want)

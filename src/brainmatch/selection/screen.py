@@ -528,16 +528,23 @@ class ScreenedArmModels:
         assert self.full_ is not None
         n, m = Y.shape
         rows = np.arange(n)
-        preds = np.empty((len(cands), n, k, m), dtype=PRED_DTYPE)
         p = Z.shape[1]
-        preds[cands.index(p)] = self.full_.loo_predict(Y)
         small = [kk for kk in cands if kk < p]
+        self.criterion_ = CRITERION
+        if CRITERION == "mse":
+            # the outcome's error needs each row's own-arm prediction only: the full
+            # ridge's exact leave-one-out error and the screens' inner-CV error
+            sse = np.empty((len(cands), m))
+            sse[cands.index(p)] = self.full_.loo_sse()
+            sse[[cands.index(kk) for kk in small]] = self._inner_cv(
+                Z, C, t, k, Y, small, own_arm=True
+            )
+            return np.asarray(np.argmin(sse, axis=0))
+        preds = np.empty((len(cands), n, k, m), dtype=PRED_DTYPE)
+        preds[cands.index(p)] = self.full_.loo_predict(Y)
         preds[[cands.index(kk) for kk in small]] = self._inner_cv(Z, C, t, k, Y, small)
         own = preds[:, rows, t, :]  # (c, n, m)
         mse = np.einsum("cnm,cnm->cm", Y[None] - own, Y[None] - own)
-        self.criterion_ = CRITERION
-        if CRITERION == "mse":
-            return np.asarray(np.argmin(mse, axis=0))
         nuis = np.argmin(mse, axis=0) if NUISANCE == "best" else np.full(m, cands.index(p))
         mu = np.asarray(preds[nuis, :, :, np.arange(m)], dtype=np.float64)  # (m, n, k)
         Gc = dr_pseudo_outcomes(np.transpose(mu, (1, 2, 0)), t, Y)
@@ -552,9 +559,11 @@ class ScreenedArmModels:
         k: int,
         Y: NDArray[np.float64],
         small: list[int],
+        own_arm: bool = False,
     ) -> NDArray[np.floating[Any]]:
         """Inner-CV predictions ``(len(small), n, k, m)`` under every arm of the screened
-        ridges, one per number of features in ``small``, screening redone per fold.
+        ridges, one per number of features in ``small``, screening redone per fold; with
+        ``own_arm``, only their squared error ``(len(small), m)`` under each row's own arm.
 
         Leave-one-out after screening on the same rows would favour large ``k`` (the screen
         saw the left-out row and keeps noise features that happen to fit it), so ``k`` is
@@ -563,7 +572,10 @@ class ScreenedArmModels:
         """
         kmax = max(small)
         m = Y.shape[1]
-        out = np.empty((len(small), t.size, k, m), dtype=PRED_DTYPE)
+        if own_arm:
+            out: NDArray[np.floating[Any]] = np.zeros((len(small), m))
+        else:
+            out = np.empty((len(small), t.size, k, m), dtype=PRED_DTYPE)
         rng = np.random.default_rng(12345)
         fold = np.zeros(t.size, dtype=int)
         for a in range(k):
@@ -573,7 +585,7 @@ class ScreenedArmModels:
         for f in range(INNER_FOLDS):
             tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
             Ztr, Ctr, ttr, Ytr = Z[tr], C[tr], t[tr], Y[tr]
-            Zte, Cte = Z[te], C[te]
+            Zte, Cte, tte = Z[te], C[te], t[te]
             index = _top(screening_scores(Ztr, Ctr, ttr, k, Ytr), kmax)
             mom = _Moments(Ztr, Ctr, ttr, k, Ytr, index)
             for j, kk in enumerate(small):
@@ -581,6 +593,15 @@ class ScreenedArmModels:
                 for lo in range(0, m, CHUNK):
                     c = slice(lo, min(m, lo + CHUNK))
                     Zs = np.transpose(Zte[:, index[c, :kk]], (1, 0, 2))  # (b, n_te, kk)
+                    if own_arm:
+                        cr = np.transpose(coef[c][:, tte], (0, 2, 1))  # (b, kk, n_te)
+                        got = (
+                            np.einsum("bnj,bjn->nb", Zs, cr)
+                            + icpt[c][:, tte].T
+                            + np.einsum("nq,bnq->nb", Cte, cov[c][:, tte])
+                        )
+                        out[j, c] += ((Y[te, c] - got) ** 2).sum(axis=0)
+                        continue
                     out[j, te, :, c] = (
                         np.einsum("bnj,baj->nab", Zs, coef[c])
                         + icpt[c].T[None]
