@@ -11,6 +11,7 @@ checks the exit status, and compares one number with the Python API on the same 
   feature table equal to ``extract_dataset`` with the same option (``--modalities anat``
   without ``--freesurfer``: exit 2, one ``error:`` line);
 - ``train --cv``, ``--select-features none/auto/K``, ``--model per-arm``, ``--better``,
+  ``--permutation-null auto/freedman-lane/rerandomise/within-arm``,
   ``--scheduler`` (a Dask LocalCluster): the policy gain in ``metrics.json`` equal to
   ``validate``;
 - ``cbma --tal-transform spm/fsl/other``: the statistic map equal to
@@ -232,6 +233,10 @@ _TRAIN_CASES: dict[str, tuple[list[str], dict[str, Any]]] = {
     "select-features-K": (["--select-features", "5"], {"select": 5}),
     "model-per-arm": (["--model", "per-arm"], {"model": "per-arm"}),
     "better-lower": (["--better", "lower"], {"better": "lower"}),
+    **{
+        f"permutation-null-{v}": (["--permutation-null", v], {"permutation_null": v})
+        for v in ("auto", "freedman-lane", "rerandomise", "within-arm")
+    },
 }
 
 
@@ -259,6 +264,12 @@ def test_train_option_equals_api(regime_files, tmp_path: Path, case: str) -> Non
     assert gain == pytest.approx(api.metrics["selection"]["policy_gain"])
     if case == "cv-leave-site-out":
         assert m["cv"]["scheme"] == "leave-site-out" and m["cv"]["n_splits"] == 3
+    if "permutation_null" in kwargs:
+        want = {"auto": "freedman-lane"}.get(kwargs["permutation_null"], kwargs["permutation_null"])
+        assert m["selection"]["permutation_null_method"] == want
+        assert m["selection"]["permutation_p"] == pytest.approx(
+            api.metrics["selection"]["permutation_p"]
+        )
 
 
 def test_train_scheduler_equals_api(regime_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -362,3 +373,36 @@ def test_extract_anat_without_freesurfer_is_refused(trial: Path, tmp_path: Path)
     errors = [line for line in res.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--freesurfer" in errors[0], res.output
     assert "Traceback" not in res.output
+
+
+def test_train_bad_permutation_null_names_the_flag(regime_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    features, outcomes, _ = regime_files
+    base = ["train", "--features", str(features), "--outcomes", str(outcomes),
+            "--treatment-column", "arm", "--n-permutations", "3"]  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            *base,
+            "--outcome-column",
+            "y",
+            "--permutation-null",
+            "bogus",
+            "--out",
+            str(tmp_path / "a"),
+        ],
+    )
+    assert res.exit_code == 2
+    assert "--permutation-null 'bogus'" in res.output and "Traceback" not in res.output
+    res = runner.invoke(
+        app,
+        [
+            *base,
+            "--time-column",
+            "y",
+            "--permutation-null",
+            "rerandomise",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+    )
+    assert res.exit_code == 2 and "--permutation-null: not used with --time-column" in res.output

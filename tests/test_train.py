@@ -147,7 +147,7 @@ def test_permutation_nulls_equal_brute_force_refits(tmp_path):
     for a in range(2):  # a permutation only moves patients within their arm
         assert all(set(perms[j, t == a]) == set(np.flatnonzero(t == a)) for j in range(7))
     splits = outer_splits(data.treatment, n_splits=5, n_repeats=1, seed=0)
-    fitted = _no_interaction_fit(data, harmonize=False)
+    fitted, _ = _no_interaction_fit(data, harmonize=False)
     for Y in (data.y[perms].T, fitted[:, None] + (data.y - fitted)[perms].T):
         _, _, batched = cross_validated_predictions(
             data, model="interaction", splits=splits, Y=Y, harmonize=False
@@ -416,6 +416,7 @@ def test_training_is_deterministic(tmp_path):
         site_column="site",
         out_dir=tmp_path / "a",
         learning_curve=False,
+        permutation_null="freedman-lane",  # all 1000 permutations at little cost
     )  # default CV and 1000 permutations
     b = train(
         f,
@@ -443,3 +444,106 @@ def test_training_is_deterministic(tmp_path):
         n_repeats=1,
     )
     pd.testing.assert_frame_equal(b.predictions, c.predictions)
+
+
+def test_rerandomised_null_equals_validating_each_rerandomised_trial():
+    """Each re-randomised trial of ``permutation_null="rerandomise"`` is the trial a user
+    would get by re-drawing the arm labels (within site) and moving every outcome by the
+    difference of the arm means: validating that table alone gives the same statistic."""
+    from brainmatch.selection.train import _label_permutations, validate
+
+    _, f, o = _trial(n=80, effect=1.0, seed=5, n_noise=4, sites=2)
+    o = o[o["hamd_week8"].notna()].reset_index(drop=True)
+    kw = {"treatment_column": "arm", "outcome_column": "hamd_week8", "site_column": "site"}
+    common = {"n_repeats": 1, "n_boot": 50, "learning_curve": False, "seed": 3}
+    res = validate(f, o, n_permutations=4, permutation_null="rerandomise", **kw, **common)
+    sel = res.metrics["selection"]
+    assert sel["permutation_null_method"] == "rerandomise"
+    assert "re-randomised" in sel["permutation_null"]
+    t = np.searchsorted(["CBT", "SSRI"], o["arm"].to_numpy())
+    sites = o["site"].to_numpy().astype(str)
+    perms = _label_permutations(t, sites, 4, 3)
+    for j in range(1, 5):  # labels move only within a site, arm sizes per site kept
+        for s in np.unique(sites):
+            assert set(perms[j, sites == s]) == set(np.flatnonzero(sites == s))
+    y = o["hamd_week8"].to_numpy()
+    tau = np.array([y[t == a].mean() for a in range(2)])
+    null = res.extras["permutation_null_stats"]["benefit"]
+    assert null.size == 5
+    for j in range(1, 5):
+        tp = t[perms[j]]
+        oj = o.assign(arm=np.array(["CBT", "SSRI"])[tp], hamd_week8=y - tau[t] + tau[tp])
+        alone = validate(f, oj, n_permutations=0, **kw, **common)
+        assert null[j] == pytest.approx(alone.metrics["selection"]["benefit_difference"])
+    assert null[0] == pytest.approx(sel["benefit_difference"])
+
+
+def test_auto_null_rerandomises_wide_designs_only():
+    """``auto``: Freedman-Lane while its reduced model is least squares (columns at most
+    half the patients), re-randomisation beyond; a 0/1 outcome cannot be re-randomised."""
+    from brainmatch.selection.train import validate
+
+    _, f, o = _trial(n=80, effect=1.0, seed=6, n_noise=4, sites=1)
+    o = o[o["hamd_week8"].notna()].reset_index(drop=True)
+    kw = {"treatment_column": "arm", "outcome_column": "hamd_week8", "n_permutations": 3}
+    kw |= {"n_repeats": 1, "n_boot": 20, "learning_curve": False}
+    narrow = validate(f, o, **kw).metrics["selection"]
+    assert narrow["permutation_null_method"] == "freedman-lane"
+    rng = np.random.default_rng(0)
+    wide = f.assign(**{f"noise{j}": rng.normal(size=len(f)) for j in range(40)})
+    got = validate(wide, o, **kw).metrics["selection"]
+    assert got["permutation_null_method"] == "rerandomise"
+    assert got["permutation_cv_repeats"] == 1
+    ob = o.assign(hamd_week8=(o["hamd_week8"] > o["hamd_week8"].median()).astype(int))
+    with pytest.raises(BrainmatchInputError, match="permutation_null='rerandomise'"):
+        validate(f, ob, permutation_null="rerandomise", **kw)
+    with pytest.raises(BrainmatchInputError, match="permutation_null='bogus'"):
+        validate(f, o, permutation_null="bogus", **kw)
+
+
+def test_rerandomisation_budget_runs_fewer_trials_and_says_so(monkeypatch):
+    """Re-randomised trials beyond the time budget are not run (never fewer than 99), the
+    count depends on the design only, and metrics and warnings say how many ran."""
+    import importlib
+
+    from brainmatch.selection.train import _rerandomisation_count, validate
+
+    train_module = importlib.import_module("brainmatch.selection.train")
+
+    assert _rerandomisation_count(300, 200, 1000, True, "auto") == 424
+    assert _rerandomisation_count(1000, 1000, 1000, True, "auto") == 99
+    assert _rerandomisation_count(1000, 1000, 50, True, "auto") == 50
+    assert _rerandomisation_count(1000, 1000, 1000, False, "none") == 1000  # other learners
+    monkeypatch.setattr(train_module, "RERANDOMISE_SECONDS", 1.0)
+    _, f, o = _trial(n=60, effect=1.0, seed=2, n_noise=30, sites=1)
+    res = validate(
+        f, o, treatment_column="arm", outcome_column="hamd_week8", n_permutations=150,
+        n_repeats=1, n_boot=20, learning_curve=False, select="none",
+    )  # fmt: skip
+    sel = res.metrics["selection"]
+    assert sel["permutation_null_method"] == "rerandomise"
+    assert sel["n_permutations"] == 99 and sel["n_permutations_requested"] == 150
+    assert res.extras["permutation_null_stats"]["gain"].size == 100
+    assert any("99 re-randomised trials, not the 150" in w for w in res.metrics["warnings"])
+
+
+def test_rerandomised_null_trials_fast():
+    """Wide null trials (no interaction, 40 features for 60 patients, prognostic features):
+    the re-randomisation p-values are uniform (KS) with few false positives."""
+    from brainmatch.selection.train import validate
+    from brainmatch.validation.regimes import draw_regime
+
+    ps = []
+    for s in range(30):
+        r = draw_regime(60, 40, "none", 2, seed=600 + s)
+        res = validate(
+            r.features, r.outcomes, treatment_column="arm", outcome_column="y",
+            better="higher", n_repeats=1, n_permutations=19, n_boot=20,
+            learning_curve=False, select="none", seed=s,
+        )  # fmt: skip
+        assert res.metrics["selection"]["permutation_null_method"] == "rerandomise"
+        ps.append(res.metrics["selection"]["permutation_p"])
+    ps_a = np.array(ps)
+    assert stats.kstest(ps_a, "uniform").pvalue > 0.01
+    k = int((ps_a <= 0.05).sum())
+    assert stats.binomtest(k, ps_a.size, 0.05, alternative="greater").pvalue > 0.01, k

@@ -214,6 +214,18 @@ def test_validate_on_dask_equals_serial(cluster, regime) -> None:  # type: ignor
     assert serial.metrics["selection"]["permutation_p"] is not None
 
 
+def test_rerandomised_null_on_dask_equals_serial(cluster, regime) -> None:  # type: ignore[no-untyped-def]
+    """The re-randomised trials' cross-validations run on the cluster: same p-values."""
+    kw = dict(treatment_column="arm", outcome_column="y", site_column="site", better="higher",
+              n_repeats=1, n_permutations=9, learning_curve=False, n_boot=50,
+              permutation_null="rerandomise")  # fmt: skip
+    serial = validate(regime.features, regime.outcomes, **kw)
+    dask = validate(regime.features, regime.outcomes, scheduler=cluster.scheduler_address, **kw)
+    _same(serial.metrics["selection"], dask.metrics["selection"])
+    assert serial.metrics["selection"]["permutation_null_method"] == "rerandomise"
+    assert serial.metrics["selection"]["permutation_p"] is not None
+
+
 def test_train_on_dask_equals_serial(cluster, regime, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The final model's bootstrap refits run on the cluster too: identical model file."""
     kw = dict(treatment_column="arm", outcome_column="y", better="higher", n_repeats=1,

@@ -31,6 +31,7 @@ FLAGS = {
     "select": "--select-features",
     "session": "--session",
     "n_permutations": "--n-permutations",
+    "permutation_null": "--permutation-null",
     "n_splits": "--n-splits",
     "n_repeats": "--n-repeats",
     "threshold": "--threshold",
@@ -114,6 +115,15 @@ def train(
         "--n-permutations",
         help="Permutations for the test of the selection benefit (default 1000; with "
         "--time-column 0: each reruns the whole cross-validation, e.g. 49).",
+    ),
+    permutation_null: str | None = typer.Option(
+        None,
+        "--permutation-null",
+        help="Null of the permutation test: auto (default: freedman-lane when its reduced "
+        "model is least squares, i.e. at most n/2 columns, else rerandomise), freedman-lane "
+        "(residuals of a no-interaction model shuffled within arm; fast), rerandomise (arm "
+        "labels re-randomised under a constant arm effect, the whole CV refitted per "
+        "trial; exact in a randomised trial) or within-arm (no feature effect at all).",
     ),
     threshold: float | None = typer.Option(
         None,
@@ -209,6 +219,7 @@ def train(
             "--model": model != "interaction",
             "--select-features": select_features is not None,
             "--scheduler": scheduler is not None,
+            "--permutation-null": permutation_null is not None,
         }
         for flag, given in unused.items():
             if given:
@@ -290,6 +301,7 @@ def train(
             n_repeats=n_repeats,
             model=model,
             n_permutations=n_permutations,
+            permutation_null=permutation_null or "auto",
             threshold=threshold,
             seed=seed,
             select=select_features,
@@ -320,7 +332,18 @@ def train(
             "policy gain": f"{_fmt(s['policy_gain'])} (95% CI {_fmt(s['policy_gain_ci'])})",
             "policy gain d": f"{_fmt(s['policy_gain_d'])} (95% CI {_fmt(s['policy_gain_d_ci'])})",
             "selection benefit d": f"{_fmt(s['benefit_d'])} (descriptive, no CI)",
-            "permutation p": _fmt(s["permutation_p"]),
+            "permutation p": _fmt(s["permutation_p"])
+            + (
+                f" ({s['n_permutations']} "
+                + (
+                    "re-randomised trials"
+                    if s["permutation_null_method"] == "rerandomise"
+                    else f"permutations, {s['permutation_null_method']}"
+                )
+                + ")"
+                if s["permutation_p"] is not None
+                else ""
+            ),
             "selection supported": "yes"
             if s["selection_supported"]
             else "no: do not choose treatments by this model",

@@ -413,7 +413,7 @@ def cross_validate(
     n_repeats: int = 10,
     n_permutations: int = 1000,
     threshold: float | None = None,
-    permutation_null: str = "freedman-lane",
+    permutation_null: str = "auto",
     learning_curve: bool = False,
     ids: ArrayLike | None = None,
     scheduler: str | None = None,

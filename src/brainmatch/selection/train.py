@@ -6,14 +6,14 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from brainmatch import __version__
 from brainmatch.errors import BrainmatchInputError
@@ -71,8 +71,25 @@ PERMUTATION_BUDGET = 2e12
 LOGIT_PERMUTATION_BUDGET = 6e10
 #: Permuted target columns per Dask task for learners that refit every column.
 LEARNER_CHUNK = 10
+#: Seconds of one core the re-randomisation test of a ridge model may spend, by the cost
+#: model of :func:`_rerandomisation_count` (each re-randomised trial refits one CV repeat);
+#: beyond it fewer trials are run, never fewer than :data:`MIN_RERANDOMISATIONS`.
+RERANDOMISE_SECONDS = 120.0
+#: Fewest re-randomised trials run (when more were asked for): p-values in steps of 0.01.
+MIN_RERANDOMISATIONS = 99
 
 Progress = Callable[[int, int], None]
+
+_BLAS: list[ThreadpoolController] = []
+
+
+def _one_blas_thread() -> Any:
+    """``threadpool_limits(1)`` from a controller built once per process: building one
+    scans the loaded libraries, which cost about 7 ms per fold (a tenth of a small trial's
+    CV, and the re-randomisation test runs hundreds)."""
+    if not _BLAS:
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1)
 
 
 @dataclass
@@ -119,6 +136,29 @@ def _within_arm_permutations(
     perms = np.tile(np.arange(n), (n_permutations + 1, 1))
     for a in np.unique(t):
         rows = np.flatnonzero(t == a)
+        for j in range(1, n_permutations + 1):
+            perms[j, rows] = rows[rng.permutation(rows.size)]
+    return perms
+
+
+def _label_permutations(
+    t: NDArray[np.intp],
+    sites: NDArray[np.str_] | None,
+    n_permutations: int,
+    seed: int,
+) -> NDArray[np.intp]:
+    """Index arrays (n_permutations + 1, n) that re-randomise the arm labels.
+
+    Row 0 is the identity; the others shuffle the labels over all patients (within each
+    site when sites are given), as a complete (or site-stratified) randomisation with the
+    trial's arm sizes would have assigned them.
+    """
+    rng = np.random.default_rng([seed, 3])
+    n = t.size
+    groups = np.zeros(n, dtype=int) if sites is None else np.unique(sites, return_inverse=True)[1]
+    perms = np.tile(np.arange(n), (n_permutations + 1, 1))
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
         for j in range(1, n_permutations + 1):
             perms[j, rows] = rows[rng.permutation(rows.size)]
     return perms
@@ -224,7 +264,7 @@ def _ridge_fold(
     """One outer fold of a ridge model: test predictions ``(n_test, k, n_cols)`` and the
     number of features used for the real target (every permuted column is solved by the
     same factorisation)."""
-    with threadpool_limits(1):
+    with _one_blas_thread():
         Z_tr, C_tr, Z_te, C_te = _preprocess_fold(d, train, test)
         fitted = make_arm_models(model, select, d.binary).fit(
             Z_tr, C_tr, d.t[train], d.k, d.Y[train, :n_cols]
@@ -246,7 +286,7 @@ def _learner_fold(
 ) -> tuple[NDArray[np.float64], str]:
     """Target columns ``lo:hi`` of one outer fold of any learner, each refitted from
     scratch (so a fold's permuted columns can be split into independent tasks)."""
-    with threadpool_limits(1):
+    with _one_blas_thread():
         Z_tr, C_tr, Z_te, C_te = _preprocess_fold(d, train, test)
         P = np.zeros((test.size, d.k, hi - lo))
         chosen = learner
@@ -423,8 +463,9 @@ def _progress_each(
         yield item
 
 
-def _no_interaction_fit(data: TrainingData, harmonize: bool) -> NDArray[np.float64]:
-    """In-sample fit of the reduced model: arm + covariates + shared feature effects.
+def _no_interaction_fit(data: TrainingData, harmonize: bool) -> tuple[NDArray[np.float64], bool]:
+    """In-sample fit of the reduced model: arm + covariates + shared feature effects, and
+    whether it was fitted by least squares.
 
     Ordinary least squares when the reduced design leaves at least half of the rows as
     residual degrees of freedom (Freedman & Lane 1983's reduced model); otherwise a ridge
@@ -436,19 +477,118 @@ def _no_interaction_fit(data: TrainingData, harmonize: bool) -> NDArray[np.float
     k = len(data.arms)
     t = np.searchsorted(data.arms, data.treatment)
     pre = Preprocessor(harmonize=harmonize, n_outcome_only=1 if data.baseline else 0)
-    with threadpool_limits(1):
+    with _one_blas_thread():
         Z, C = pre.fit_transform(data.X, data.covariates, data.sites)
         D = np.column_stack([np.eye(k)[t], C])
         full = np.column_stack([D, Z])
         if 2 * full.shape[1] <= full.shape[0] and np.linalg.matrix_rank(full) == full.shape[1]:
             beta = np.linalg.lstsq(full, data.y, rcond=None)[0]
-            return np.asarray(full @ beta)
+            return np.asarray(full @ beta), True
         if Z.shape[1] < Z.shape[0]:  # primal algebra
             F = Z / np.sqrt(Z.shape[1])
             solver = KernelRidgeLOO(None, D, factor=F).fit(data.y[:, None])
-            return np.asarray(solver.predict_factor(F, D)[:, 0])
+            return np.asarray(solver.predict_factor(F, D)[:, 0]), False
         solver = KernelRidgeLOO(Z @ Z.T / Z.shape[1], D).fit(data.y[:, None])
-    return np.asarray(solver._k(solver.c)[:, 0] + D @ solver.alpha[:, 0])
+    return np.asarray(solver._k(solver.c)[:, 0] + D @ solver.alpha[:, 0]), False
+
+
+PERMUTATION_NULLS = ("auto", "freedman-lane", "rerandomise", "within-arm")
+PERMUTATION_NULL_TEXT = {
+    "freedman-lane": "no treatment-by-feature interaction (Freedman-Lane: residuals of a "
+    "model with arm, covariate and shared feature effects shuffled within arm)",
+    "rerandomise": "no treatment-by-feature interaction (a constant arm effect for every "
+    "patient): arm labels re-randomised over patients (within site), each outcome moved by "
+    "the difference between the arm means of its new and its received arm, and the whole "
+    "cross-validation refitted for every re-randomised trial",
+    "within-arm": "outcomes shuffled within each arm: no association of the features with "
+    "the outcome under any arm, arm main effects kept",
+}
+
+
+def _rerandomisation_count(n: int, p: int, requested: int, ridge: bool, select: str | int) -> int:
+    """Re-randomised trials to run: ``requested`` while their estimated cost fits in
+    :data:`RERANDOMISE_SECONDS`, else fewer (at least :data:`MIN_RERANDOMISATIONS`).
+
+    The cost of one CV repeat of the ridge models, in seconds of one core, is modelled as
+    ``0.1 + 1.2e-6 n p + 4e-10 n^3`` (+ 0.1 s for screening), fitted to measured repeats
+    (development machine: 300 x 200 screened 0.23 s, 500 x 1000 0.65 s, 1000 x 1000
+    1.8 s, 100 x 2000 0.31 s).  It depends on the design only, so a rerun gives the same
+    number of trials.  The other learners refit every permuted target under either null,
+    so their count is not reduced.
+    """
+    if not ridge or requested <= MIN_RERANDOMISATIONS:
+        return requested
+    per_trial = 0.1 + 1.2e-6 * n * p + 4e-10 * float(n) ** 3 + (0.1 if select != "none" else 0)
+    return int(min(requested, max(MIN_RERANDOMISATIONS, RERANDOMISE_SECONDS // per_trial)))
+
+
+def _rerandomised_stats(
+    data: TrainingData,
+    t: NDArray[np.intp],
+    perms: NDArray[np.intp],
+    *,
+    model: str,
+    ridge: bool,
+    select: str | int,
+    harmonize: bool,
+    sign: float,
+    split_args: dict[str, Any],
+    n_repeats: int,
+    seed: int,
+    candidates: tuple[str, ...] | None,
+    runner: DaskRunner | None,
+    progress: Progress | None = None,
+) -> dict[str, NDArray[np.float64]]:
+    """Permutation statistics of re-randomised trials (rows 1, 2, ... of ``perms``).
+
+    Under the sharp null of a constant effect of each arm, patient ``i`` would have scored
+    ``y_i - tau[t_i] + tau[a]`` under arm ``a`` (``tau``: the arm means).  Every
+    re-randomised trial assigns the arms as ``t[perm]``, takes those outcomes, and runs
+    the same cross-validation (folds re-drawn from its own arms with the same seed, the
+    first ``n_repeats`` repeats) with every choice made inside it (penalty, screen,
+    learner) redone: the Fisher randomisation test, which does not rely on a reduced model
+    of the prognostic effects, so it stays valid when features outnumber half the
+    patients (where the Freedman-Lane reduced model is a ridge, and its shrunken residuals
+    made p-values too small).
+    """
+    arms = np.asarray(data.arms)
+    k = arms.size
+    tau = np.array([data.y[t == a].mean() for a in range(k)])
+    out: dict[str, list[float]] = {"benefit": [], "d": [], "gain": []}
+    for perm in perms[1:]:
+        tp = t[perm]
+        yp = data.y - tau[t] + tau[tp]
+        dp = replace(data, treatment=arms[tp], y=yp)
+        splits = outer_splits(dp.treatment, n_repeats=n_repeats, sites=dp.sites, **split_args)
+        if ridge:
+            _, _, pred = cross_validated_predictions(
+                dp,
+                model=model,
+                splits=splits,
+                Y=yp[:, None],
+                harmonize=harmonize,
+                select=select,
+                scheduler=runner,
+            )
+        else:
+            _, _, pred = learner_cv_predictions(
+                dp,
+                learner=model,
+                splits=splits,
+                Y=yp[:, None],
+                harmonize=harmonize,
+                seed=seed,
+                candidates=candidates,
+                scheduler=runner,
+            )
+        got = _permutation_stats(
+            pred, yp[:, None], tp, propensities(dp.treatment, data.arms, dp.sites), sign
+        )
+        for key in out:
+            out[key].append(float(got[key][0]))
+        if progress is not None:
+            progress(len(out["gain"]), len(perms) - 1)
+    return {key: np.array(v) for key, v in out.items()}
 
 
 def _recommend(
@@ -922,7 +1062,7 @@ def validate(
     n_boot: int = 1000,
     seed: int = 0,
     session: str | None = None,
-    permutation_null: str = "freedman-lane",
+    permutation_null: str = "auto",
     learning_curve: bool = True,
     select: str | int | None = None,
     candidates: tuple[str, ...] | None = None,
@@ -967,13 +1107,22 @@ def validate(
     seed : int
     session : str, optional
         Session to use when the feature table has several.
-    permutation_null : {"freedman-lane", "within-arm"}
-        Null of the permutation test.  ``freedman-lane`` (default): no treatment-by-feature
+    permutation_null : {"auto", "freedman-lane", "rerandomise", "within-arm"}
+        Null of the permutation test.  ``freedman-lane``: no treatment-by-feature
         interaction; outcomes are the fit of a model without interactions (arm, covariate and
         shared feature effects, fitted on all patients by least squares when its columns
         are at most half the patients, else by ridge) plus its residuals shuffled within
-        arm, so prognostic effects are kept.  ``within-arm``: outcomes shuffled within arm (no
-        feature effect at all; conservative when features are prognostic).
+        arm, so prognostic effects are kept; the permuted targets share the trial's design,
+        so they are fitted together at little cost.  ``rerandomise`` (continuous outcomes):
+        the same null as a Fisher randomisation test, for a randomised trial: the arm labels
+        are re-randomised (within site), each outcome is moved by the difference between the
+        arm means of its new and its received arm, and the whole cross-validation is refitted
+        for every re-randomised trial, in ``permutation_repeats`` repeats (default 1), so it
+        costs one CV repeat per permutation.  ``auto`` (default): ``freedman-lane`` when its
+        reduced model is fitted by least squares (or the outcome is 0/1), else
+        ``rerandomise``: with a ridge as the reduced model the Freedman-Lane p-values were
+        too small (300 x 200 null trials: docs/train.md).  ``within-arm``: outcomes shuffled
+        within arm (no feature effect at all; conservative when features are prognostic).
     learning_curve : bool
         Compute the learning curve (a few extra CV runs).
     select : "none", "auto", int or None
@@ -1064,17 +1213,36 @@ def validate(
         sites=data.sites,
         seed=seed,
     )
+    if permutation_null not in PERMUTATION_NULLS:
+        raise BrainmatchInputError(
+            f"permutation_null={permutation_null!r}: expected one of "
+            + ", ".join(PERMUTATION_NULLS)
+        )
+    if permutation_null == "rerandomise" and data.binary:
+        raise BrainmatchInputError(
+            "permutation_null='rerandomise' needs a continuous outcome (a constant arm "
+            "effect added to a 0/1 outcome leaves 0/1); use freedman-lane"
+        )
     perms = _within_arm_permutations(t, n_permutations, seed)
+    fitted: NDArray[np.float64] | None = None
+    if permutation_null in ("auto", "freedman-lane"):
+        fitted, least_squares = _no_interaction_fit(data, harmonize)
+        if permutation_null == "auto":
+            permutation_null = (
+                "freedman-lane"
+                if least_squares or data.binary or not n_permutations
+                else "rerandomise"
+            )
     if permutation_null == "freedman-lane":
-        fitted = _no_interaction_fit(data, harmonize)
+        assert fitted is not None
         Y = fitted[:, None] + (data.y - fitted)[perms].T
         Y[:, 0] = data.y
     elif permutation_null == "within-arm":
         Y = data.y[perms].T  # (n, 1 + P)
-    else:
-        raise BrainmatchInputError(
-            f"permutation null {permutation_null!r}: expected freedman-lane or within-arm"
-        )
+    else:  # rerandomise: the observed target here, the re-randomised trials refitted below
+        Y = data.y[:, None]
+        if permutation_repeats is None:
+            permutation_repeats = 1
 
     fold_k: list[int] = []
     chosen_per_fold: list[str] = []
@@ -1119,6 +1287,29 @@ def validate(
             fold_k = [len(data.feature_names)] * len(splits)
             other = "interaction"
         pred = pred_all[:, :, 0]
+        rerandomised: dict[str, NDArray[np.float64]] = {}
+        if permutation_null == "rerandomise" and n_permutations:
+            n_run = _rerandomisation_count(
+                data.y.size, data.X.shape[1], n_permutations, ridge, select
+            )
+            rerandomised = _rerandomised_stats(
+                data,
+                t,
+                _label_permutations(t, data.sites, n_run, seed),
+                model=model,
+                ridge=ridge,
+                select=select,
+                harmonize=harmonize,
+                sign=sign,
+                split_args={"scheme": cv, "n_splits": n_splits, "seed": seed},
+                n_repeats=min(null_repeats or n_repeats, n_repeats),
+                seed=seed,
+                candidates=candidates,
+                runner=runner,
+                progress=None
+                if progress is None
+                else lambda j, total: progress(len(splits) + j, len(splits) + total),
+            )
         pred_other, by_repeat_other, _ = cross_validated_predictions(
             data,
             model=other,
@@ -1164,8 +1355,11 @@ def validate(
         by_repeat=by_repeat,
         splits=splits,
     )
+    null: dict[str, NDArray[np.float64]] = {}
     if n_permutations:
         null = _permutation_stats(pred_null, Y, t, propensity, sign)
+        if permutation_null == "rerandomise":
+            null = {key: np.concatenate([null[key][:1], rerandomised[key]]) for key in null}
         selection["permutation_p"] = _perm_p(null["benefit"], seed)
         selection["policy_gain_permutation_p"] = _perm_p(null["gain"], seed + 1)
         selection["policy_gain_null_sd"] = (
@@ -1174,15 +1368,11 @@ def validate(
     else:
         selection["permutation_p"] = None
         selection["policy_gain_permutation_p"] = None
-    selection["n_permutations"] = n_permutations
+    selection["n_permutations"] = int(null["gain"].size - 1) if null else n_permutations
+    selection["n_permutations_requested"] = n_permutations
     selection["permutation_cv_repeats"] = n_null_rep
-    selection["permutation_null"] = (
-        "no treatment-by-feature interaction (Freedman-Lane: residuals of a model with arm, "
-        "covariate and shared feature effects shuffled within arm)"
-        if permutation_null == "freedman-lane"
-        else "outcomes shuffled within each arm: no association of the features with the outcome "
-        "under any arm, arm main effects kept"
-    )
+    selection["permutation_null"] = PERMUTATION_NULL_TEXT[permutation_null]
+    selection["permutation_null_method"] = permutation_null
 
     rec, adv = _recommend(pred, sign)
     predictions = pd.DataFrame({ID: data.ids, "treatment": data.treatment, "observed": data.y})
@@ -1225,6 +1415,15 @@ def validate(
         warnings.append(
             f"the selection benefit is not distinguishable from chance "
             f"(permutation p = {selection['permutation_p']:.3f})"
+        )
+    if selection["n_permutations"] < n_permutations:
+        warnings.append(
+            f"permutation test: {selection['n_permutations']} re-randomised trials, not the "
+            f"{n_permutations} asked for: each refits the whole cross-validation, and the "
+            "rest would exceed the time budget (p-values in steps of "
+            f"{1 / (selection['n_permutations'] + 1):.3g}); permutation_null='freedman-lane' "
+            "runs them all, but its p-values are too small when features outnumber half "
+            "the patients"
         )
     ci = selection["policy_gain_ci"]
     if ci[0] is not None and ci[0] <= 0:
@@ -1376,6 +1575,7 @@ def validate(
             "select": select,
             "splits": splits,
             "by_repeat": by_repeat,
+            "permutation_null_stats": null,
         },
     )
 
@@ -1400,7 +1600,7 @@ def train(
     n_boot: int = 1000,
     seed: int = 0,
     session: str | None = None,
-    permutation_null: str = "freedman-lane",
+    permutation_null: str = "auto",
     learning_curve: bool = True,
     select: str | int | None = None,
     candidates: tuple[str, ...] | None = None,
@@ -1618,7 +1818,7 @@ class _BootInputs:
 
 def _bootstrap_refit(b: _BootInputs, idx: NDArray[np.intp]) -> tuple[dict[str, Any], None]:
     """Primal coefficients of one bootstrap refit (rows ``idx``) of the final model."""
-    with threadpool_limits(1):
+    with _one_blas_thread():
         if b.model in MODELS:
             fitted = make_arm_models(b.model, b.select, b.binary).fit(
                 b.Z[idx], b.C[idx], b.t[idx], b.k, b.y[idx, None]
@@ -1665,7 +1865,7 @@ def fit_final_model(
     t = np.searchsorted(data.arms, data.treatment)
     n_outcome_only = 1 if data.baseline else 0
     pre = Preprocessor(harmonize=harmonize, n_outcome_only=n_outcome_only)
-    with threadpool_limits(1):
+    with _one_blas_thread():
         Z, C = pre.fit_transform(data.X, data.covariates, data.sites)
         fitted = make_arm_models(model, select, data.binary).fit(Z, C, t, k, data.y[:, None])
         primal = fitted.primal(0)
@@ -1742,7 +1942,7 @@ def _fit_final_learner(
     k = len(data.arms)
     t = np.searchsorted(data.arms, data.treatment)
     pre = Preprocessor(harmonize=harmonize, n_outcome_only=1 if data.baseline else 0)
-    with threadpool_limits(1):
+    with _one_blas_thread():
         Z, C = pre.fit_transform(data.X, data.covariates, data.sites)
         fitted = make_learner(model, data.binary, seed, candidates).fit(Z, C, t, k, data.y)
         chosen = str(getattr(fitted, "chosen_", model))
