@@ -309,11 +309,16 @@ def grid(
 
 
 def null_calibration(
-    n_trials: int, n_pat: int = 150, p: int = 20, select: str | None = None
+    n_trials: int,
+    n_pat: int = 150,
+    p: int = 20,
+    select: str | None = None,
+    permutation_null: str = "auto",
 ) -> None:
     """Coverage of the policy gain's interval on null trials, and permutation p-values."""
     start = time.perf_counter()
-    cover0, false_claim, cover_true, ps = [], [], [], []
+    cover0, false_claim, cover_true, ps, ps_gain = [], [], [], [], []
+    methods: dict[str, int] = {}
     for s in range(n_trials):
         r = draw_regime(n_pat, p, "none", 2, seed=10_000 + s)
         res = validate(
@@ -327,12 +332,16 @@ def null_calibration(
             learning_curve=False,
             seed=s,
             select=select,
+            permutation_null=permutation_null,
         )
         sel = res.metrics["selection"]
+        key = f"{sel['n_permutations']} {sel['permutation_null_method']}"
+        methods[key] = methods.get(key, 0) + 1
         lo, hi = sel["policy_gain_ci"]
         cover0.append(lo <= 0 <= hi)
         false_claim.append(lo > 0)
         ps.append(sel["permutation_p"])
+        ps_gain.append(sel["policy_gain_permutation_p"])
         # true gain of the cross-validated policy over the training-fold best arm
         _, t, y = _arrays(r)
         by_repeat = res.extras["by_repeat"]
@@ -354,18 +363,19 @@ def null_calibration(
     print(
         f"\n{n} null trials (n = {n_pat}, p = {p}, 2 arms, draw_regime 'none'; "
         f"{'the default model' if select is None else f'select={select!r}'}, "
-        f"5-fold x 2 repeats, 99 Freedman-Lane permutations) in {elapsed:.0f} s"
+        f"5-fold x 2 repeats; permutations: {methods}) in {elapsed:.0f} s"
     )
     print(f"  policy-gain 95% CI covers 0:            {cp(int(np.sum(cover0)))}")
     print(f"  covers the true gain of the CV policy:  {cp(int(np.sum(cover_true)))}")
     print(f"  false claim of a gain (lower end > 0):  {cp(int(np.sum(false_claim)))}")
-    ps_a = np.array(ps)
-    print(
-        f"  permutation p <= 0.05: {cp(int((ps_a <= 0.05).sum()))}; KS test of uniformity "
-        f"p = {stats.kstest(ps_a, 'uniform').pvalue:.3f}; deciles "
-        f"{np.round(np.quantile(ps_a, np.linspace(0.1, 0.9, 9)), 2).tolist()}, "
-        f"mean {ps_a.mean():.3f}"
-    )
+    for label, values in (("permutation p", ps), ("policy-gain permutation p", ps_gain)):
+        ps_a = np.array(values)
+        print(
+            f"  {label} <= 0.05: {cp(int((ps_a <= 0.05).sum()))}; KS test of uniformity "
+            f"p = {stats.kstest(ps_a, 'uniform').pvalue:.3f}; deciles "
+            f"{np.round(np.quantile(ps_a, np.linspace(0.1, 0.9, 9)), 2).tolist()}, "
+            f"mean {ps_a.mean():.3f}"
+        )
     print("  (the selection-benefit d has no interval any more: see docs/train.md)")
 
 
@@ -500,6 +510,17 @@ def main() -> None:
         help="n x p of the null trials (300 x 200: the reduced model of the test is a ridge)",
     )
     ap.add_argument(
+        "--null-permutation",
+        default="auto",
+        help="permutation_null= of the null trials (auto: the default)",
+    )
+    ap.add_argument(
+        "--rerandomise-raw",
+        action="store_true",
+        help="re-randomised null trials without re-centring the arm means (the plain "
+        "plug-in; RERANDOMISE_CENTRE = False), for comparison",
+    )
+    ap.add_argument(
         "--null-select", default=None, help="select= of the null trials (default: the default)"
     )
     ap.add_argument("--skip-grid", action="store_true")
@@ -539,10 +560,16 @@ def main() -> None:
             args.methods.split(",") if args.methods else None,
             heavy=args.full or args.econml_high_p,
         )
+    if args.rerandomise_raw:
+        import importlib
+
+        importlib.import_module("brainmatch.selection.train").RERANDOMISE_CENTRE = False
     if args.null_trials:
         for design in args.null_designs.split(","):
             n_pat, p_feat = (int(v) for v in design.lower().split("x"))
-            null_calibration(args.null_trials, n_pat, p_feat, args.null_select)
+            null_calibration(
+                args.null_trials, n_pat, p_feat, args.null_select, args.null_permutation
+            )
     if args.cost:
         cost([tuple(int(v) for v in d.lower().split("x")) for d in args.cost.split(",")])  # type: ignore[misc]
     if args.scale:

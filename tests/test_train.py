@@ -448,8 +448,9 @@ def test_training_is_deterministic(tmp_path):
 
 def test_rerandomised_null_equals_validating_each_rerandomised_trial():
     """Each re-randomised trial of ``permutation_null="rerandomise"`` is the trial a user
-    would get by re-drawing the arm labels (within site) and moving every outcome by the
-    difference of the arm means: validating that table alone gives the same statistic."""
+    would get by re-drawing the arm labels (within site), moving every outcome by the
+    difference of the arm means and re-centring to the observed arm means: validating that
+    table alone gives the same statistic."""
     from brainmatch.selection.train import _label_permutations, validate
 
     _, f, o = _trial(n=80, effect=1.0, seed=5, n_noise=4, sites=2)
@@ -472,7 +473,10 @@ def test_rerandomised_null_equals_validating_each_rerandomised_trial():
     assert null.size == 5
     for j in range(1, 5):
         tp = t[perms[j]]
-        oj = o.assign(arm=np.array(["CBT", "SSRI"])[tp], hamd_week8=y - tau[t] + tau[tp])
+        r = y - tau[t]
+        yj = r - np.array([r[tp == a].mean() for a in range(2)])[tp] + tau[tp]
+        assert [yj[tp == a].mean() for a in range(2)] == pytest.approx(tau)
+        oj = o.assign(arm=np.array(["CBT", "SSRI"])[tp], hamd_week8=yj)
         alone = validate(f, oj, n_permutations=0, **kw, **common)
         assert null[j] == pytest.approx(alone.metrics["selection"]["benefit_difference"])
     assert null[0] == pytest.approx(sel["benefit_difference"])
