@@ -138,11 +138,16 @@ def _within_arm_permutations(
     seed: int,
 ) -> NDArray[np.intp]:
     """Index arrays (n_permutations + 1, n): row 0 identity, others shuffle within each arm."""
-    rng = np.random.default_rng([seed, 1])
-    n = t.size
-    perms = np.tile(np.arange(n), (n_permutations + 1, 1))
-    for a in np.unique(t):
-        rows = np.flatnonzero(t == a)
+    return _shuffles_within(t, n_permutations, np.random.default_rng([seed, 1]))
+
+
+def _shuffles_within(
+    groups: NDArray[np.intp], n_permutations: int, rng: np.random.Generator
+) -> NDArray[np.intp]:
+    """Row 0 the identity, rows 1.. index shuffles that keep every row in its group."""
+    perms = np.tile(np.arange(groups.size), (n_permutations + 1, 1))
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
         for j in range(1, n_permutations + 1):
             perms[j, rows] = rows[rng.permutation(rows.size)]
     return perms
@@ -160,15 +165,12 @@ def _label_permutations(
     site when sites are given), as a complete (or site-stratified) randomisation with the
     trial's arm sizes would have assigned them.
     """
-    rng = np.random.default_rng([seed, 3])
-    n = t.size
-    groups = np.zeros(n, dtype=int) if sites is None else np.unique(sites, return_inverse=True)[1]
-    perms = np.tile(np.arange(n), (n_permutations + 1, 1))
-    for g in np.unique(groups):
-        rows = np.flatnonzero(groups == g)
-        for j in range(1, n_permutations + 1):
-            perms[j, rows] = rows[rng.permutation(rows.size)]
-    return perms
+    groups = (
+        np.zeros(t.size, dtype=np.intp)
+        if sites is None
+        else np.unique(sites, return_inverse=True)[1]
+    )
+    return _shuffles_within(groups, n_permutations, np.random.default_rng([seed, 3]))
 
 
 @dataclass
@@ -512,6 +514,31 @@ PERMUTATION_NULL_TEXT = {
 }
 
 
+def _oof_predictions(
+    data: TrainingData,
+    model: str,
+    splits: list[tuple[int, NDArray[np.intp], NDArray[np.intp]]],
+    harmonize: bool,
+    select: str | int,
+    seed: int,
+    candidates: tuple[str, ...] | None,
+    scheduler: Any,
+) -> NDArray[np.float64]:
+    """Out-of-fold predictions ``(n, k)`` of ``data.y`` under every arm, averaged over the
+    repeats of ``splits``, by a ridge model or any other learner."""
+    if model in MODELS:
+        pred, _, _ = cross_validated_predictions(
+            data, model=model, splits=splits, Y=data.y[:, None], harmonize=harmonize,
+            select=select, scheduler=scheduler,
+        )  # fmt: skip
+    else:
+        pred, _, _ = learner_cv_predictions(
+            data, learner=model, splits=splits, Y=data.y[:, None], harmonize=harmonize,
+            seed=seed, candidates=candidates, scheduler=scheduler,
+        )  # fmt: skip
+    return np.asarray(pred[:, :, 0])
+
+
 def _rerandomisation_count(n: int, p: int, requested: int, ridge: bool, select: str | int) -> int:
     """Re-randomised trials to run: ``requested`` while their estimated cost fits in
     :data:`RERANDOMISE_SECONDS`, else fewer (at least :data:`MIN_RERANDOMISATIONS`).
@@ -535,7 +562,6 @@ def _rerandomised_stats(
     perms: NDArray[np.intp],
     *,
     model: str,
-    ridge: bool,
     select: str | int,
     harmonize: bool,
     sign: float,
@@ -572,29 +598,9 @@ def _rerandomised_stats(
         yp = r + tau[tp]
         dp = replace(data, treatment=arms[tp], y=yp)
         splits = outer_splits(dp.treatment, n_repeats=n_repeats, sites=dp.sites, **split_args)
-        if ridge:
-            _, _, pred = cross_validated_predictions(
-                dp,
-                model=model,
-                splits=splits,
-                Y=yp[:, None],
-                harmonize=harmonize,
-                select=select,
-                scheduler=runner,
-            )
-        else:
-            _, _, pred = learner_cv_predictions(
-                dp,
-                learner=model,
-                splits=splits,
-                Y=yp[:, None],
-                harmonize=harmonize,
-                seed=seed,
-                candidates=candidates,
-                scheduler=runner,
-            )
+        pred = _oof_predictions(dp, model, splits, harmonize, select, seed, candidates, runner)
         got = _permutation_stats(
-            pred, yp[:, None], tp, propensities(dp.treatment, data.arms, dp.sites), sign
+            pred[:, :, None], yp[:, None], tp, propensities(dp.treatment, data.arms, dp.sites), sign
         )
         for key in out:
             out[key].append(float(got[key][0]))
@@ -909,27 +915,10 @@ def _learning_curve(
                 for r in range(n_r):
                     total += done[1][r]
                 pred = (total / n_r)[:, :, None]
-            elif model in MODELS:
-                pred, _, _ = cross_validated_predictions(
-                    sub,
-                    model=model,
-                    splits=splits,
-                    Y=sub.y[:, None],
-                    harmonize=harmonize,
-                    select=select,
-                    scheduler=scheduler,
-                )
             else:
-                pred, _, _ = learner_cv_predictions(
-                    sub,
-                    learner=model,
-                    splits=splits,
-                    Y=sub.y[:, None],
-                    harmonize=harmonize,
-                    seed=seed,
-                    candidates=candidates,
-                    scheduler=scheduler,
-                )
+                pred = _oof_predictions(
+                    sub, model, splits, harmonize, select, seed, candidates, scheduler
+                )[:, :, None]
         except BrainmatchInputError:
             continue
         ts = t[keep]
@@ -1309,7 +1298,6 @@ def validate(
                 t,
                 _label_permutations(t, data.sites, n_run, seed),
                 model=model,
-                ridge=ridge,
                 select=select,
                 harmonize=harmonize,
                 sign=sign,
