@@ -34,7 +34,7 @@ demo: $(KERNEL)
 	$(BIN)/brainmatch demo --out $(DEMO_OUT)
 
 test: $(KERNEL)
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 -m "not bench" $(PYTEST_ARGS)
 
 # the web service's tests only (browser, security, load, PostgreSQL); `make test` runs them too
 test-web: $(KERNEL)
@@ -47,6 +47,7 @@ serve: $(KERNEL)
 
 bench: $(KERNEL)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python -m pytest -n 2 -m bench $(PYTEST_ARGS)
 
 lint: $(KERNEL)
 	$(BIN)/ruff check src tests benchmarks

@@ -104,7 +104,7 @@ def _null_runs(n_trials, null, seed0):
     return np.array(ps), np.array(cover), np.array(fp)
 
 
-@pytest.mark.slow
+@pytest.mark.bench
 @pytest.mark.parametrize("null", ["freedman-lane", "within-arm"])
 def test_null_trials_are_calibrated(null):
     """200 trials without interaction: the permutation p is uniform (KS) with at most 5 %

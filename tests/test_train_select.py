@@ -228,7 +228,7 @@ def test_leakage_canary_with_screening(tmp_path):
     assert res.metrics["feature_selection"]["k_per_fold"] == [10] * 5
 
 
-@pytest.mark.slow
+@pytest.mark.bench
 def test_null_trials_calibrated_with_screening(tmp_path):
     """No interaction: with screening redone per permuted outcome the p-values stay uniform."""
     ps = []
