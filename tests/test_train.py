@@ -416,7 +416,7 @@ def test_training_is_deterministic(tmp_path):
         site_column="site",
         out_dir=tmp_path / "a",
         learning_curve=False,
-        permutation_null="freedman-lane",  # all 1000 permutations at little cost
+        permutation_null="freedman-lane",  # all 1000 (re-randomisation: the budget's 581)
     )  # default CV and 1000 permutations
     b = train(
         f,
