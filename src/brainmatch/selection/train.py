@@ -507,8 +507,9 @@ PERMUTATION_NULL_TEXT = {
     "model with arm, covariate and shared feature effects shuffled within arm)",
     "rerandomise": "no treatment-by-feature interaction (a constant arm effect for every "
     "patient): arm labels re-randomised over patients (within site), each outcome moved by "
-    "the difference between the arm means of its new and its received arm, and the whole "
-    "cross-validation refitted for every re-randomised trial",
+    "the difference between the arm means of its new and its received arm and re-centred to "
+    "the observed arm means, and the whole cross-validation refitted for every re-randomised "
+    "trial",
     "within-arm": "outcomes shuffled within each arm: no association of the features with "
     "the outcome under any arm, arm main effects kept",
 }
@@ -589,12 +590,13 @@ def _rerandomised_stats(
     k = arms.size
     tau = np.array([data.y[t == a].mean() for a in range(k)])
     out: dict[str, list[float]] = {"benefit": [], "d": [], "gain": []}
+    r0 = data.y - tau[t]
     for perm in perms[1:]:
         tp = t[perm]
-        r = data.y - tau[t]
+        r = r0
         if RERANDOMISE_CENTRE:
             # the re-randomised trial keeps the observed arm means (as Freedman-Lane does)
-            r = r - np.bincount(tp, r, k)[tp] / np.bincount(tp, minlength=k)[tp]
+            r = r0 - np.bincount(tp, r0, k)[tp] / np.bincount(tp, minlength=k)[tp]
         yp = r + tau[tp]
         dp = replace(data, treatment=arms[tp], y=yp)
         splits = outer_splits(dp.treatment, n_repeats=n_repeats, sites=dp.sites, **split_args)
@@ -1222,7 +1224,7 @@ def validate(
     if permutation_null == "rerandomise" and data.binary:
         raise BrainmatchInputError(
             "permutation_null='rerandomise' needs a continuous outcome (a constant arm "
-            "effect added to a 0/1 outcome leaves 0/1); use freedman-lane"
+            "effect added to a 0/1 outcome would not stay 0/1); use freedman-lane"
         )
     perms = _within_arm_permutations(t, n_permutations, seed)
     fitted: NDArray[np.float64] | None = None
