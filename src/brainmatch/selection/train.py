@@ -472,9 +472,12 @@ def _progress_each(
         yield item
 
 
-def _no_interaction_fit(data: TrainingData, harmonize: bool) -> tuple[NDArray[np.float64], bool]:
+def _no_interaction_fit(
+    data: TrainingData, harmonize: bool, least_squares_only: bool = False
+) -> tuple[NDArray[np.float64] | None, bool]:
     """In-sample fit of the reduced model: arm + covariates + shared feature effects, and
-    whether it was fitted by least squares.
+    whether it was fitted by least squares (``least_squares_only``: ``None`` instead of a
+    ridge fit, for ``permutation_null="auto"``, which then re-randomises).
 
     Ordinary least squares when the reduced design leaves at least half of the rows as
     residual degrees of freedom (Freedman & Lane 1983's reduced model); otherwise a ridge
@@ -493,6 +496,8 @@ def _no_interaction_fit(data: TrainingData, harmonize: bool) -> tuple[NDArray[np
         if 2 * full.shape[1] <= full.shape[0] and np.linalg.matrix_rank(full) == full.shape[1]:
             beta = np.linalg.lstsq(full, data.y, rcond=None)[0]
             return np.asarray(full @ beta), True
+        if least_squares_only:
+            return None, False
         if Z.shape[1] < Z.shape[0]:  # primal algebra
             F = Z / np.sqrt(Z.shape[1])
             solver = KernelRidgeLOO(None, D, factor=F).fit(data.y[:, None])
@@ -1226,22 +1231,24 @@ def validate(
             "permutation_null='rerandomise' needs a continuous outcome (a constant arm "
             "effect added to a 0/1 outcome would not stay 0/1); use freedman-lane"
         )
-    perms = _within_arm_permutations(t, n_permutations, seed)
     fitted: NDArray[np.float64] | None = None
     if permutation_null in ("auto", "freedman-lane"):
-        fitted, least_squares = _no_interaction_fit(data, harmonize)
-        if permutation_null == "auto":
-            permutation_null = (
-                "freedman-lane"
-                if least_squares or data.binary or not n_permutations
-                else "rerandomise"
-            )
-    if permutation_null == "freedman-lane":
+        # auto: Freedman-Lane where its reduced model is least squares, for a 0/1 outcome
+        # or without permutations; otherwise re-randomisation (no ridge reduced model fitted)
+        keep_fl = permutation_null == "freedman-lane" or data.binary or not n_permutations
+        if n_permutations:
+            fitted, _ = _no_interaction_fit(data, harmonize, least_squares_only=not keep_fl)
+        permutation_null = "freedman-lane" if keep_fl or fitted is not None else "rerandomise"
+    if permutation_null == "freedman-lane" and not n_permutations:
+        Y = data.y[:, None]
+    elif permutation_null == "freedman-lane":
         assert fitted is not None
-        Y = fitted[:, None] + (data.y - fitted)[perms].T
+        Y = fitted[:, None] + (data.y - fitted)[
+            _within_arm_permutations(t, n_permutations, seed)
+        ].T
         Y[:, 0] = data.y
     elif permutation_null == "within-arm":
-        Y = data.y[perms].T  # (n, 1 + P)
+        Y = data.y[_within_arm_permutations(t, n_permutations, seed)].T  # (n, 1 + P)
     else:  # rerandomise: the observed target here, the re-randomised trials refitted below
         Y = data.y[:, None]
         if permutation_repeats is None:
