@@ -485,7 +485,8 @@ def test_rerandomised_null_equals_validating_each_rerandomised_trial():
 def test_auto_null_rerandomises_wide_designs_only():
     """``auto``: Freedman-Lane while its reduced model is least squares (columns at most
     half the patients), re-randomisation beyond; a 0/1 outcome cannot be re-randomised."""
-    from brainmatch.selection.train import validate
+    from brainmatch.selection.data import load_training_data
+    from brainmatch.selection.train import _no_interaction_fit, validate
 
     _, f, o = _trial(n=80, effect=1.0, seed=6, n_noise=4, sites=1)
     o = o[o["hamd_week8"].notna()].reset_index(drop=True)
@@ -498,7 +499,16 @@ def test_auto_null_rerandomises_wide_designs_only():
     got = validate(wide, o, **kw).metrics["selection"]
     assert got["permutation_null_method"] == "rerandomise"
     assert got["permutation_cv_repeats"] == 1
+    # the choice is made before any ridge reduced model is fitted (it would be discarded)
+    wd = load_training_data(wide, o, treatment_column="arm", outcome_column="hamd_week8")
+    assert _no_interaction_fit(wd, False, least_squares_only=True) == (None, False)
+    fitted, least_squares = _no_interaction_fit(wd, False)
+    assert fitted is not None and fitted.shape == wd.y.shape and not least_squares
+    without = validate(wide, o, **{**kw, "n_permutations": 0}).metrics["selection"]
+    assert without["permutation_null_method"] == "freedman-lane"
     ob = o.assign(hamd_week8=(o["hamd_week8"] > o["hamd_week8"].median()).astype(int))
+    binary_wide = validate(wide, ob, **kw).metrics["selection"]
+    assert binary_wide["permutation_null_method"] == "freedman-lane"
     with pytest.raises(BrainmatchInputError, match="permutation_null='rerandomise'"):
         validate(f, ob, permutation_null="rerandomise", **kw)
     with pytest.raises(BrainmatchInputError, match="permutation_null='bogus'"):
