@@ -144,14 +144,14 @@ def brainmatch_policy(r: Regime, model: str, select: str | None = None) -> NDArr
     return np.searchsorted(r.arms, res.predictions["recommended"].to_numpy())
 
 
-def effect_criterion_policy(r: Regime) -> NDArray[np.intp]:
-    """The default with the screen chosen by the doubly robust error of the predicted
-    treatment effects (``screen.CRITERION = "dr"``, experimental) instead of the outcome's
-    prediction error."""
+def outcome_criterion_policy(r: Regime) -> NDArray[np.intp]:
+    """The default with the screen chosen by the outcome's prediction error
+    (``screen.CRITERION = "mse"``, the default before the doubly robust treatment-effect
+    error replaced it)."""
     from brainmatch.selection import screen
 
     saved = screen.CRITERION
-    screen.CRITERION = "dr"
+    screen.CRITERION = "mse"
     try:
         return brainmatch_policy(r, "interaction")
     finally:
@@ -243,7 +243,7 @@ def rbf_probe(r: Regime, splits: list[Any], choose: bool) -> NDArray[np.intp]:
 
 METHODS = {
     "bm default (interaction, select auto)": lambda r, s: brainmatch_policy(r, "interaction"),
-    "bm screen by effect error (DR, not the default)": lambda r, s: effect_criterion_policy(r),
+    "bm screen by outcome error (previous default)": lambda r, s: outcome_criterion_policy(r),
     "bm auto": lambda r, s: brainmatch_policy(r, "auto"),
     "bm x-hgb": lambda r, s: brainmatch_policy(r, "x-hgb"),
     "anchor ridge interaction (all features)": lambda r, s: brainmatch_policy(

@@ -5,9 +5,9 @@ of the logs (e.g. the full grid with the cheap methods, and the non-linear rows 
 ``auto`` and EconML), prints one table with, per row, whether the default recovers at
 least the best anchor's share minus that anchor's Monte-Carlo error (and the same for the
 plain ridge, the default before screening, against the other anchors, and for the screen
-chosen by the doubly robust effect error, ``screen.CRITERION = "dr"``, when its column is
-in the logs), the counts per interaction type, and the rows where the default and the plain ridge
-differ by more than 0.05.
+chosen by the outcome's error, ``screen.CRITERION = "mse"``, the previous default, when its
+column is in the logs), the counts per interaction type, and the rows where the default
+and the plain ridge differ by more than 0.05.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from collections import Counter
 import numpy as np
 
 DEFAULT = "bm default (interaction, select auto)"
-PREVIOUS = "bm screen by effect error (DR, not the default)"
+PREVIOUS = "bm screen by outcome error (previous default)"
 RIDGE = "anchor ridge interaction (all features)"
 COLUMNS = [
     (DEFAULT, "default"),
-    (PREVIOUS, "screen chosen by the DR effect error (not the default)"),
+    (PREVIOUS, "screen chosen by the outcome error (previous default)"),
     (RIDGE, "ridge, all features (anchor; old default)"),
     ("anchor lasso T", "lasso T (anchor)"),
     ("bm auto", "`auto`"),
@@ -103,7 +103,7 @@ def main() -> None:
         print(
             f"{kind}: default {new_ok[kind]} of {kinds[kind]}, "
             f"plain ridge {old_ok[kind]} of {kinds[kind]}"
-            + (f", DR effect criterion {prev_ok[kind]}" if prev_shares else "")
+            + (f", outcome-error screen (previous default) {prev_ok[kind]}" if prev_shares else "")
         )
     a = np.array([x[1] for x in pairs])
     b = np.array([x[2] for x in pairs])
@@ -116,7 +116,7 @@ def main() -> None:
     if len(prev_shares) == len(pairs):
         c = np.array(prev_shares)
         print(
-            f"DR effect criterion (not the default): {sum(prev_ok.values())} of "
+            f"outcome-error screen (previous default): {sum(prev_ok.values())} of "
             f"{len(pairs)}; mean share {c.mean():.3f}; default better by > 0.05 in "
             f"{(a - c > 0.05).sum()} rows, worse by > 0.05 in {(c - a > 0.05).sum()}"
         )

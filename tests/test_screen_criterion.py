@@ -109,9 +109,10 @@ def test_sparse_effects_still_screened_under_the_effect_criterion(monkeypatch):
 
 
 @pytest.mark.parametrize("model", ["interaction", "per-arm"])
-def test_outcome_error_from_own_arm_equals_all_arm_predictions(model):
+def test_outcome_error_from_own_arm_equals_all_arm_predictions(model, monkeypatch):
     """The outcome-error criterion's cheap path (own-arm inner-CV error, the full ridge's
     leave-one-out error) scores every candidate exactly as the all-arm predictions do."""
+    monkeypatch.setattr(screen, "CRITERION", "mse")
     rng = np.random.default_rng(3)
     n, p, k = 160, 60, 3
     t = rng.permutation(np.arange(n) % k)

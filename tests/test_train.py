@@ -232,8 +232,12 @@ def test_leakage_canary(tmp_path):
         out_dir=tmp_path,
         **{**FAST, "n_permutations": 99},
     )
-    for m in res.metrics["per_arm"].values():
-        assert m["r2"] < 0.05
+    # no optimism: out-of-fold R^2 near or below 0 where the leaky analysis found > 0.2.
+    # One arm's R^2 (50 patients) scatters by about 0.1 on pure noise (12 seeds of this
+    # design with n_permutations=0: one arm reached 0.065 and 0.138 in one seed each of the
+    # effect and outcome-error criteria), so the bound is on the mean over both arms
+    r2 = [m["r2"] for m in res.metrics["per_arm"].values()]
+    assert np.mean(r2) < 0.05 and max(r2) < leaky_r2 - 0.1
     assert res.metrics["selection"]["permutation_p"] > 0.05
     assert any("chance" in w for w in res.metrics["warnings"])
 

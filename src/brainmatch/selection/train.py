@@ -1137,8 +1137,9 @@ def validate(
         Supervised feature screening inside every training fold
         (:mod:`brainmatch.selection.screen`): ``auto`` chooses, per training fold, between
         all features and the top 5, 10, 20, 50 or 100 screened features, by the
-        out-of-sample error of the predicted outcome (all features: the ridge's exact
-        leave-one-out predictions; each screen: an inner 5-fold CV that redoes it; see
+        out-of-sample doubly robust error of the predicted treatment effects (all
+        features: the ridge's exact leave-one-out predictions under every arm; each
+        screen: an inner 5-fold CV that redoes it; see
         :data:`brainmatch.selection.screen.CRITERION`); an int keeps that many; ``none``
         uses all features.  Default (None):
         ``auto`` for the ridge models of a continuous outcome, ``none`` for a 0/1 outcome
@@ -1243,9 +1244,7 @@ def validate(
         Y = data.y[:, None]
     elif permutation_null == "freedman-lane":
         assert fitted is not None
-        Y = fitted[:, None] + (data.y - fitted)[
-            _within_arm_permutations(t, n_permutations, seed)
-        ].T
+        Y = fitted[:, None] + (data.y - fitted)[_within_arm_permutations(t, n_permutations, seed)].T
         Y[:, 0] = data.y
     elif permutation_null == "within-arm":
         Y = data.y[_within_arm_permutations(t, n_permutations, seed)].T  # (n, 1 + P)
