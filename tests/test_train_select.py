@@ -302,6 +302,12 @@ def test_default_recovers_sparse_effects_among_many_features():
     assert default.metrics["selection"]["permutation_null_method"] == "rerandomise"
     assert default.metrics["selection"]["permutation_cv_repeats"] == 1
     assert "all" not in fs["k_per_fold_counts"]  # a screened set won in every fold
+    # what metrics.json says is what ran: the inner CV's folds, the default's criterion
+    from brainmatch.selection.screen import INNER_FOLDS
+
+    assert f"a {INNER_FOLDS}-fold CV inside the training fold" in default.metrics["cv"]["inner"]
+    assert f"an inner {INNER_FOLDS}-fold CV" in fs["method"]
+    assert "doubly robust error of the predicted treatment effects" in fs["method"]
 
 
 def test_default_select_by_outcome_and_learner():

@@ -1499,8 +1499,8 @@ def validate(
             + (
                 ""
                 if select == "none"
-                else "; number of screened features by a 3-fold CV inside the training "
-                "fold, screening again in each part"
+                else f"; number of screened features by a {INNER_FOLDS}-fold CV inside the "
+                "training fold, screening again in each part"
                 if select == "auto"
                 else f"; top {select} screened features"
             ),
