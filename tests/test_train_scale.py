@@ -176,7 +176,11 @@ def test_permutation_repeats_option() -> None:
     full = validate(r.features, r.outcomes, **kw)
     assert full.metrics["selection"]["permutation_cv_repeats"] == 3
     # the estimates use every repeat either way
-    assert res.metrics["selection"]["policy_gain"] == full.metrics["selection"]["policy_gain"]
+    # (to rounding: the observed outcome is solved in one batch with the permuted ones, and
+    # the batch's width can change the BLAS kernel's summation order in the last bits)
+    assert res.metrics["selection"]["policy_gain"] == pytest.approx(
+        full.metrics["selection"]["policy_gain"], rel=1e-12, abs=1e-12
+    )
     with pytest.raises(BrainmatchInputError, match="permutation_repeats=0"):
         validate(r.features, r.outcomes, permutation_repeats=0, **kw)
 
