@@ -106,9 +106,7 @@ def read_any_table(
                 excel.update(header=None, dtype=object)
             df = pd.read_excel(path, na_values=NA_VALUES, **excel)
         elif suffix in (".tsv", ".tab", ".txt"):
-            df = pd.read_csv(
-                path, sep="\t", na_values=NA_VALUES, compression=gz, **exact, **raw
-            )
+            df = pd.read_csv(path, sep="\t", na_values=NA_VALUES, compression=gz, **exact, **raw)
         elif suffix == ".csv":
             sep, decimal = _csv_dialect(path, gz)
             df = pd.read_csv(
