@@ -241,6 +241,43 @@ def rbf_probe(r: Regime, splits: list[Any], choose: bool) -> NDArray[np.intp]:
     return rec
 
 
+def fallback_probe(r: Regime, splits: list[Any]) -> NDArray[np.intp]:
+    """Diagnostic, not a method (not in brainmatch): the default, except that in an outer
+    fold whose training rows' own cross-validated policy gain (``validate`` on the
+    training rows, 5-fold, doubly robust) is not above 0, every test patient gets the arm
+    with the best mean outcome in the training rows.  It asks whether falling back to the
+    best single arm would lift the rows where every method's share is negative."""
+    from brainmatch import TreatmentSelector
+
+    sites = r.outcomes["site"] if r.outcomes["site"].nunique() > 1 else None
+    X = r.features.iloc[:, 1:]
+    arm, y = r.outcomes["arm"], r.outcomes["y"]
+    rec = np.zeros(len(y), dtype=int)
+    for _, tr, te in splits:
+        inner = validate(
+            r.features.iloc[tr],
+            r.outcomes.iloc[tr],
+            treatment_column="arm",
+            outcome_column="y",
+            site_column="site" if sites is not None else None,
+            better="higher",
+            n_repeats=1,
+            n_permutations=0,
+            learning_curve=False,
+        )
+        if inner.metrics["selection"]["policy_gain"] > 0:
+            sel = TreatmentSelector(better="higher").fit(
+                X.iloc[tr], arm.iloc[tr], y.iloc[tr],
+                sites=None if sites is None else sites.iloc[tr],
+            )  # fmt: skip
+            out = sel.recommend(X.iloc[te], sites=None if sites is None else sites.iloc[te])
+            rec[te] = np.searchsorted(r.arms, out["recommended"].to_numpy())
+        else:
+            means = y.iloc[tr].groupby(arm.iloc[tr]).mean()
+            rec[te] = int(np.searchsorted(r.arms, means.idxmax()))
+    return rec
+
+
 METHODS = {
     "bm default (interaction, select auto)": lambda r, s: brainmatch_policy(r, "interaction"),
     "bm screen by outcome error (previous default)": lambda r, s: outcome_criterion_policy(r),
@@ -255,6 +292,7 @@ METHODS = {
     "ceiling: ridge, oracle penalty": ridge_oracle_penalty_ceiling,
     "probe: RBF interaction ridge": lambda r, s: rbf_probe(r, s, False),
     "probe: default or RBF ridge, by the DR criterion": lambda r, s: rbf_probe(r, s, True),
+    "probe: default, best single arm when its inner policy gain <= 0": fallback_probe,
 }
 
 
@@ -288,7 +326,7 @@ def grid(
                     continue  # minutes per fit at p = 1000 on 2 shared cores: --full runs it
                 if m.startswith("ceiling") and p >= 1000:
                     continue  # a diagnostic for the dense regime (26 penalties x 5 folds)
-                if m.startswith("probe") and (p > 200 or not only):
+                if m.startswith("probe") and ((p > 200 and "RBF" in m) or not only):
                     continue  # diagnostics for the non-linear rows: only when asked for
                 start = time.perf_counter()
                 rec = methods[m](r, splits)
