@@ -548,7 +548,9 @@ def main() -> None:
     """Run the reduced (default) or full grid, then the null calibration."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true", help="the full grid (hours)")
-    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument(
+        "--seeds", type=int, default=5, help="trials per row (5: the tables in docs/train.md)"
+    )
     ap.add_argument("--null-trials", type=int, default=200)
     ap.add_argument(
         "--null-designs",
@@ -602,7 +604,7 @@ def main() -> None:
             regimes = [regimes[int(i)] for i in args.regimes.split(",")]
         grid(
             regimes,
-            args.seeds or (5 if args.full else 2),
+            args.seeds,
             args.methods.split(",") if args.methods else None,
             heavy=args.full or args.econml_high_p,
         )
