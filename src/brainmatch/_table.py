@@ -87,8 +87,7 @@ def read_any_table(
     # pandas' default float parser is off by one unit in the last place for about a third
     # of the values a float64 writer prints in full; "round_trip" reads them back exactly
     # (about 2x the parse time, under 2 s for 5 million values), so a table gives the same
-    # results as the DataFrame it was written from
-    exact: dict[str, object] = {"float_precision": "round_trip"} if header else {}
+    # results as the DataFrame it was written from (raw text rows are unaffected)
     try:
         if suffix in (".parquet", ".pq") and not header:
             raise BrainmatchInputError(f"a Parquet file is not accepted as a {label}", path)
@@ -106,7 +105,14 @@ def read_any_table(
                 excel.update(header=None, dtype=object)
             df = pd.read_excel(path, na_values=NA_VALUES, **excel)
         elif suffix in (".tsv", ".tab", ".txt"):
-            df = pd.read_csv(path, sep="\t", na_values=NA_VALUES, compression=gz, **exact, **raw)
+            df = pd.read_csv(
+                path,
+                sep="\t",
+                na_values=NA_VALUES,
+                compression=gz,
+                float_precision="round_trip",
+                **raw,
+            )
         elif suffix == ".csv":
             sep, decimal = _csv_dialect(path, gz)
             df = pd.read_csv(
@@ -117,7 +123,7 @@ def read_any_table(
                 encoding="utf-8-sig",
                 encoding_errors="replace",
                 compression=gz,
-                **exact,
+                float_precision="round_trip",
                 **raw,
             )
         else:
