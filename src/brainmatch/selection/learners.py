@@ -49,6 +49,7 @@ Binary outcomes select one candidate (their links differ).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import warnings
 from typing import Any
@@ -198,7 +199,7 @@ class Learner:
         """The fitted model as numeric arrays: the linear part (:meth:`primal` keys) plus
         ``components`` (:class:`~brainmatch.selection.trees.Components` or None) and their
         per-arm ``weight`` (k, n_components); see :mod:`brainmatch.selection.trees`."""
-        return {**self.primal(), "components": None, "weight": None}
+        return {"components": None, "weight": None, **self.primal()}
 
 
 def predict_exported(
@@ -254,6 +255,9 @@ class RidgeLearner(Learner):
         self.arms_: Any = make_arm_models(self.model, self.select_, self.binary).fit(
             Z, C, t, k, y[:, None]
         )
+        kernel = getattr(self.arms_, "kernel_", None)
+        if kernel is not None and kernel[0]:
+            self.chosen_ = f"{self.model} (RBF kernel ridge)"
         return self
 
     def predict(self, Z: Array, C: Array) -> Array:
@@ -815,6 +819,15 @@ def make_learner(
     return MetaLearner(name, binary, seed)
 
 
+def _pool_key(c: Components) -> str:
+    """Digest of a pool's arrays (equal pools share one key)."""
+    h = hashlib.sha256()
+    for name, arr in c.to_arrays().items():
+        h.update(f"{name}{arr.dtype}{arr.shape}".encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
 def export_arrays(spec: dict[str, Any], boots: list[dict[str, Any]]) -> dict[str, NDArray[Any]]:
     """Model-file arrays of an exported learner and its bootstrap refits.
 
@@ -838,18 +851,20 @@ def export_arrays(spec: dict[str, Any], boots: list[dict[str, Any]]) -> dict[str
     k = arrays["coef"].shape[0]
     d = arrays["coef"].shape[1] + arrays["cov_coef"].shape[1]
     parts: list[Components] = []
-    start: dict[int, int] = {}  # a pool shared by several models is stored once
-    for m in models:
-        c = m.get("components")
-        if c is not None and id(c) not in start:
-            start[id(c)] = sum(part.n_components for part in parts)
-            parts.append(c)
+    # a pool shared by several models (a stack's refits; the RBF ridge's one random map,
+    # also when the refits come back from Dask workers as copies) is stored once
+    start: dict[str, int] = {}
+    keys = [None if m.get("components") is None else _pool_key(m["components"]) for m in models]
+    for m, key in zip(models, keys, strict=True):
+        if key is not None and key not in start:
+            start[key] = sum(part.n_components for part in parts)
+            parts.append(m["components"])
     total = sum(part.n_components for part in parts)
     weights = np.zeros((len(models), k, total))
-    for i, m in enumerate(models):
-        c = m.get("components")
-        if c is not None:
-            weights[i, :, start[id(c)] : start[id(c)] + c.n_components] = m["weight"]
+    for i, (m, key) in enumerate(zip(models, keys, strict=True)):
+        if key is not None:
+            n_c = m["components"].n_components
+            weights[i, :, start[key] : start[key] + n_c] = m["weight"]
     arrays.update(Components.concat(parts, d).to_arrays())
     arrays["comp_weight"] = weights[0]
     arrays["boot_comp_weight"] = weights[1:]

@@ -17,7 +17,11 @@ candidate's out-of-sample predictions under every arm for the training rows:
   selected on the rows);
 * the top ``k``: an inner :data:`INNER_FOLDS`-fold CV whose training parts are screened
   again (leave-one-out after screening on the same rows would favour large ``k``: the
-  screen saw the left-out row); within it the penalty is chosen by GCV.
+  screen saw the left-out row); within it the penalty is chosen by GCV;
+* with at most :data:`RBF_MAX_P` features, the ridge on random Fourier features of an RBF
+  kernel (:mod:`brainmatch.selection.fourier`, non-linear effects), again by exact
+  leave-one-out; it must beat the best linear candidate by one standard error of the
+  paired per-row difference of the criterion.
 
 The criterion (:data:`CRITERION`) is the treatment-effect error (the default): the doubly
 robust pseudo-outcomes of every arm (:func:`dr_pseudo_outcomes`; nuisance: the candidate
@@ -47,6 +51,7 @@ from numpy.typing import NDArray
 
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.selection._ridge import LAMBDA_GRID
+from brainmatch.selection.fourier import FourierArmModels
 from brainmatch.selection.pipeline import ArmModels, LogisticArmModels
 
 #: Candidate numbers of selected features (those below the number of features are used,
@@ -68,6 +73,13 @@ CRITERION = "dr"
 #: Nuisance of the doubly robust pseudo-outcomes: ``"best"``, the candidate with the lowest
 #: outcome error, or ``"full"``, the all-features ridge.
 NUISANCE = "best"
+#: ``select="auto"`` also offers the ridge on random Fourier features of an RBF kernel
+#: (:mod:`brainmatch.selection.fourier`, non-linear effects) when there are at most this
+#: many features (over hundreds of features the isotropic kernel learned nothing in the
+#: benchmark, ``docs/train.md``).
+RBF_MAX_P = 50
+#: Marker of the RBF candidate in the candidate lists of :meth:`ScreenedArmModels.fit`.
+RBF = -1
 #: Storage of the candidates' out-of-sample predictions (candidates x rows x arms x columns).
 PRED_DTYPE = np.float32
 
@@ -211,6 +223,12 @@ def _dr_loss(Gc: NDArray[np.float64], pred: NDArray[np.float64]) -> NDArray[np.f
     """``sum_i sum_a (Gc - pred centred over arms)^2`` per column (``pred``: (n, k, m))."""
     d = Gc - (pred - pred.mean(axis=1, keepdims=True))
     return np.asarray(np.einsum("nam,nam->m", d, d))
+
+
+def _dr_row_loss(Gc: NDArray[np.float64], pred: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per-row terms ``(n, m)`` of :func:`_dr_loss`."""
+    d = Gc - (pred - pred.mean(axis=1, keepdims=True))
+    return np.asarray(np.einsum("nam,nam->nm", d, d))
 
 
 def _top(scores: NDArray[np.float64], kmax: int) -> NDArray[np.intp]:
@@ -447,18 +465,28 @@ class ScreenedArmModels:
         ``auto``: ``k`` from :data:`K_GRID` (below the number of features) or all features,
         chosen per column by the out-of-sample treatment-effect error (:meth:`_choose`); an
         int: always that many features.
+    kernel : {"auto", "only", "off"}
+        ``auto``: with ``select="auto"`` and at most :data:`RBF_MAX_P` features, the RBF
+        ridge (:class:`~brainmatch.selection.fourier.FourierArmModels`) is one more
+        candidate; ``only``: the RBF ridge alone (the bootstrap refits of a final model
+        that chose it); ``off``: never.
 
     Attributes
     ----------
     k_ : ndarray (n_columns,)
         Number of features used by each target column (the number of features: all).
+    kernel_ : ndarray of bool (n_columns,)
+        Columns fitted by the RBF ridge (``k_`` is then the number of features).
     criterion_ : str
         ``"dr"`` or ``"mse"`` (:data:`CRITERION`) when ``k`` was chosen, else ``"none"``.
     """
 
-    def __init__(self, model: str = "interaction", select: str | int = "auto") -> None:
+    def __init__(
+        self, model: str = "interaction", select: str | int = "auto", kernel: str = "auto"
+    ) -> None:
         self.model = model
         self.select = select
+        self.kernel = kernel
 
     def fit(
         self,
@@ -473,18 +501,28 @@ class ScreenedArmModels:
         m = Y.shape[1]
         self.n_arms_, self.p_ = k, p
         cands = k_candidates(self.select, p)
+        if self.kernel == "only":
+            cands = [RBF]
+        elif self.kernel == "auto" and self.select == "auto" and p <= RBF_MAX_P:
+            cands = [*cands, RBF]  # last: a tie goes to a linear candidate
         self.criterion_ = "none"
         self.full_: ArmModels | None = None
+        self.fourier_: FourierArmModels | None = None
         if p in cands:
             self.full_ = ArmModels(self.model).fit(Z, C, t, k, Y)
+        if RBF in cands:
+            self.fourier_ = FourierArmModels(self.model).fit(Z, C, t, k, Y)
         if len(cands) > 1:
-            assert self.full_ is not None
-            self.k_ = np.array(cands)[self._choose(Z, C, t, k, Y, cands)]
+            choice = np.array(cands)[self._choose(Z, C, t, k, Y, cands)]
         else:
-            self.k_ = np.full(m, cands[0])
-        small = sorted({int(kk) for kk in self.k_ if kk < p})
-        if not (self.k_ == p).any():
+            choice = np.full(m, cands[0])
+        self.kernel_ = choice == RBF
+        self.k_ = np.where(self.kernel_, p, choice)
+        small = sorted({int(kk) for kk in choice if 0 < kk < p})
+        if not (choice == p).any():
             self.full_ = None
+        if not self.kernel_.any():
+            self.fourier_ = None
         kmax = max(small) if small else 0
         self.kmax_ = kmax
         self.coef_ = np.zeros((m, k, kmax))
@@ -518,8 +556,8 @@ class ScreenedArmModels:
     ) -> NDArray[np.intp]:
         """Index into ``cands`` of the candidate chosen for every column of ``Y``.
 
-        Every candidate's out-of-sample predictions under every arm (all features: exact
-        leave-one-out, :meth:`ArmModels.loo_predict
+        Every candidate's out-of-sample predictions under every arm (all features and the
+        RBF ridge: exact leave-one-out, :meth:`ArmModels.loo_predict
         <brainmatch.selection.pipeline.ArmModels.loo_predict>`; screens: the inner CV of
         :meth:`_inner_cv`) give its outcome error (each row under its own arm) and, with
         :data:`CRITERION` ``"dr"``, its doubly robust treatment-effect error
@@ -527,31 +565,55 @@ class ScreenedArmModels:
         with the lowest outcome error (:data:`NUISANCE` ``"best"``) or the all-features
         ridge (``"full"``).
         """
-        assert self.full_ is not None
         n, m = Y.shape
         rows = np.arange(n)
         p = Z.shape[1]
-        small = [kk for kk in cands if kk < p]
+        small = [kk for kk in cands if 0 < kk < p]
+        fitted_by = ((p, self.full_), (RBF, getattr(self, "fourier_", None)))
+        exact = [(c, f) for c, f in fitted_by if c in cands]
         self.criterion_ = CRITERION
         if CRITERION == "mse":
-            # the outcome's error needs each row's own-arm prediction only: the full
-            # ridge's exact leave-one-out error and the screens' inner-CV error
+            # the outcome's error needs each row's own-arm prediction only: the exact
+            # leave-one-out errors of the ridges over all features and the screens'
+            # inner-CV error
             sse = np.empty((len(cands), m))
-            sse[cands.index(p)] = self.full_.loo_sse()
-            sse[[cands.index(kk) for kk in small]] = self._inner_cv(
-                Z, C, t, k, Y, small, own_arm=True
-            )
+            for c, fitted in exact:
+                assert fitted is not None
+                sse[cands.index(c)] = fitted.loo_sse()
+            if small:
+                sse[[cands.index(kk) for kk in small]] = self._inner_cv(
+                    Z, C, t, k, Y, small, own_arm=True
+                )
             return np.asarray(np.argmin(sse, axis=0))
         preds = np.empty((len(cands), n, k, m), dtype=PRED_DTYPE)
-        preds[cands.index(p)] = self.full_.loo_predict(Y)
-        preds[[cands.index(kk) for kk in small]] = self._inner_cv(Z, C, t, k, Y, small)
+        for c, fitted in exact:
+            assert fitted is not None
+            preds[cands.index(c)] = fitted.loo_predict(Y)
+        if small:
+            preds[[cands.index(kk) for kk in small]] = self._inner_cv(Z, C, t, k, Y, small)
         own = preds[:, rows, t, :]  # (c, n, m)
         mse = np.einsum("cnm,cnm->cm", Y[None] - own, Y[None] - own)
         nuis = np.argmin(mse, axis=0) if NUISANCE == "best" else np.full(m, cands.index(p))
         mu = np.asarray(preds[nuis, :, :, np.arange(m)], dtype=np.float64)  # (m, n, k)
         Gc = dr_pseudo_outcomes(np.transpose(mu, (1, 2, 0)), t, Y)
         loss = np.stack([_dr_loss(Gc, preds[c].astype(np.float64)) for c in range(len(cands))])
-        return np.asarray(np.argmin(loss, axis=0))
+        if RBF not in cands:
+            return np.asarray(np.argmin(loss, axis=0))
+        # the RBF ridge must beat the best linear candidate by one standard error of the
+        # paired per-row difference of their losses (the one-standard-error rule): a
+        # 500-feature kernel chosen by a noisy margin costs small trials more than it gains
+        j = cands.index(RBF)
+        linear = [c for c in range(len(cands)) if c != j]
+        best_lin = np.asarray(linear)[np.argmin(loss[linear], axis=0)]
+        d_rbf = _dr_row_loss(Gc, preds[j].astype(np.float64))
+        d_lin = np.zeros_like(d_rbf)
+        for c in linear:
+            cols = np.flatnonzero(best_lin == c)
+            if cols.size:
+                d_lin[:, cols] = _dr_row_loss(Gc[:, :, cols], preds[c][:, :, cols].astype(float))
+        diff = d_rbf - d_lin  # (n, m)
+        margin = np.sqrt(n) * diff.std(axis=0, ddof=1)  # one SE of the sum
+        return np.asarray(np.where(diff.sum(axis=0) < -margin, j, best_lin))
 
     def _inner_cv(
         self,
@@ -615,11 +677,14 @@ class ScreenedArmModels:
         """Predicted outcome ``(n_test, k, n_columns)`` under every arm."""
         m = self.k_.size
         out = np.zeros((Z.shape[0], self.n_arms_, m))
-        use_full = self.k_ == self.p_
+        use_full = (self.k_ == self.p_) & ~self.kernel_
         if use_full.any():
             assert self.full_ is not None
             out[:, :, use_full] = self.full_.predict(Z, C)[:, :, use_full]
-        sel = np.flatnonzero(~use_full)
+        if self.kernel_.any():
+            assert self.fourier_ is not None
+            out[:, :, self.kernel_] = self.fourier_.predict(Z, C)[:, :, self.kernel_]
+        sel = np.flatnonzero(self.k_ < self.p_)
         if sel.size:
             Zs = Z[:, self.index_[sel]]  # (n_test, b, kmax)
             out[:, :, sel] = (
@@ -629,8 +694,14 @@ class ScreenedArmModels:
             )
         return out
 
-    def primal(self, column: int = 0) -> dict[str, NDArray[np.float64]]:
-        """Dense per-arm coefficients of one column (zero outside its selected features)."""
+    def primal(self, column: int = 0) -> dict[str, Any]:
+        """Dense per-arm coefficients of one column (zero outside its selected features);
+        for the RBF ridge, zero coefficients plus its cosine ``components`` and their
+        per-arm ``weight`` (:meth:`FourierArmModels.export
+        <brainmatch.selection.fourier.FourierArmModels.export>`)."""
+        if self.kernel_[column]:
+            assert self.fourier_ is not None
+            return self.fourier_.export(column)
         if self.k_[column] == self.p_:
             assert self.full_ is not None
             return self.full_.primal(column)
@@ -651,10 +722,18 @@ class ScreenedArmModels:
         return np.asarray(self.index_[column, :kk])
 
     def penalties(self) -> list[float]:
-        """Chosen penalty of the all-feature solvers (empty when ``k`` < all was chosen)."""
+        """Chosen penalty of the all-feature (or RBF) solvers of the first column (empty
+        when ``k`` < all was chosen)."""
+        if self.kernel_[0]:
+            assert self.fourier_ is not None
+            return self.fourier_.penalties()
         if self.full_ is None or self.k_[0] != self.p_:
             return []
         return self.full_.penalties()
+
+    def label(self, column: int = 0) -> int | str:
+        """What one column used: its number of features, or ``"rbf"`` (the RBF ridge)."""
+        return "rbf" if self.kernel_[column] else int(self.k_[column])
 
 
 def make_arm_models(
@@ -664,9 +743,13 @@ def make_arm_models(
 
     A binary outcome with the ``interaction`` model and no screening gets the
     ridge-logistic model (:class:`~brainmatch.selection.pipeline.LogisticArmModels`).
+    ``select="rbf"`` (internal: the bootstrap refits of a final model that chose it) is
+    the RBF ridge alone.
     """
     if binary and model == "interaction" and select == "none":
         return LogisticArmModels()
     if select == "none":
         return ArmModels(model)
+    if select == "rbf":
+        return ScreenedArmModels(model, "none", kernel="only")
     return ScreenedArmModels(model, select)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -269,17 +270,17 @@ def _ridge_fold(
     n_cols: int,
     model: str,
     select: str | int,
-) -> tuple[NDArray[np.float64], int]:
+) -> tuple[NDArray[np.float64], int | str]:
     """One outer fold of a ridge model: test predictions ``(n_test, k, n_cols)`` and the
-    number of features used for the real target (every permuted column is solved by the
-    same factorisation)."""
+    number of features used for the real target, or ``"rbf"`` (the RBF ridge); every
+    permuted column is solved by the same factorisation."""
     with _one_blas_thread():
         Z_tr, C_tr, Z_te, C_te = _preprocess_fold(d, train, test)
         fitted = make_arm_models(model, select, d.binary).fit(
             Z_tr, C_tr, d.t[train], d.k, d.Y[train, :n_cols]
         )
         P = fitted.predict(Z_te, C_te)
-    used = int(fitted.k_[0]) if isinstance(fitted, ScreenedArmModels) else Z_tr.shape[1]
+    used = fitted.label(0) if isinstance(fitted, ScreenedArmModels) else Z_tr.shape[1]
     return P, used
 
 
@@ -383,7 +384,7 @@ def cross_validated_predictions(
     harmonize: bool,
     select: str | int = "none",
     null_repeats: int | None = None,
-    fold_k: list[int] | None = None,
+    fold_k: list[int | str] | None = None,
     progress: Progress | None = None,
     scheduler: Any = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
@@ -397,7 +398,8 @@ def cross_validated_predictions(
         Fit columns 1, 2, ... (permuted targets) only in the first ``null_repeats``
         repeats (default: all).
     fold_k : list, optional
-        Receives the number of features used for the real target in each fold.
+        Receives the number of features used for the real target in each fold (``"rbf"``:
+        the RBF ridge over all features).
     scheduler : str or DaskRunner, optional
         Run the folds on a Dask distributed cluster (same results as serially).
 
@@ -735,7 +737,7 @@ def _outcome_model(
 
 
 def _feature_selection_summary(
-    select: str | int, fold_k: list[int], p_all: int, n_null_rep: int
+    select: str | int, fold_k: list[int | str], p_all: int, n_null_rep: int
 ) -> dict[str, Any]:
     """``metrics.json`` ``feature_selection`` of a validation (train adds the final model's)."""
     return {
@@ -746,7 +748,14 @@ def _feature_selection_summary(
         "with the outcome (arm intercept, baseline and covariates removed), fitted on "
         "training rows only; top k kept"
         + (
-            f", k from {[kk for kk in k_candidates('auto', p_all) if kk < p_all] + ['all']}: "
+            f", k from {[kk for kk in k_candidates('auto', p_all) if kk < p_all] + ['all']}"
+            + (
+                " or the ridge on 500 random Fourier features of an RBF kernel over all "
+                "features ('rbf', non-linear effects)"
+                if p_all <= _screen.RBF_MAX_P
+                else ""
+            )
+            + ": "
             + (
                 "chosen by the doubly robust error of the predicted treatment effects"
                 if _screen.CRITERION == "dr"
@@ -760,8 +769,10 @@ def _feature_selection_summary(
         ),
         "k_per_fold": fold_k,
         "k_per_fold_counts": {
-            ("all" if kk == p_all else str(kk)): int(c)
-            for kk, c in zip(*np.unique(fold_k, return_counts=True), strict=True)
+            ("all" if kk == p_all else str(kk)): c
+            for kk, c in sorted(
+                Counter(fold_k).items(), key=lambda kc: (isinstance(kc[0], str), kc[0])
+            )
         },
         "permutation_cv_repeats": n_null_rep,
     }
@@ -1253,7 +1264,7 @@ def validate(
         if permutation_repeats is None:
             permutation_repeats = 1
 
-    fold_k: list[int] = []
+    fold_k: list[int | str] = []
     chosen_per_fold: list[str] = []
     lc_points: list[dict[str, Any]] | None = None
     with _runner(scheduler) as runner:
@@ -1878,7 +1889,10 @@ def fit_final_model(
         fitted = make_arm_models(model, select, data.binary).fit(Z, C, t, k, data.y[:, None])
         primal = fitted.primal(0)
         boot_select: str | int = "none"
-        if isinstance(fitted, ScreenedArmModels) and fitted.k_[0] < Z.shape[1]:
+        kernel = isinstance(fitted, ScreenedArmModels) and bool(fitted.kernel_[0])
+        if kernel:
+            boot_select = "rbf"
+        elif isinstance(fitted, ScreenedArmModels) and fitted.k_[0] < Z.shape[1]:
             boot_select = int(fitted.k_[0])
         rng = np.random.default_rng([seed, 3])
         draws = [
@@ -1892,17 +1906,10 @@ def fit_final_model(
     boot = _BootInputs(Z, C, t, k, data.y, model, boot_select, data.binary, seed)
     with _runner(scheduler) as runner:
         refits = list(_run_folds(_bootstrap_refit, boot, draws, runner, None))
-    boot_coef = [b["coef"] for b, _ in refits]
-    boot_icpt = [b["intercept"] for b, _ in refits]
-    boot_cov = [b["cov_coef"] for b, _ in refits]
     score = (Z**2).mean(axis=1)
     arrays: dict[str, NDArray[Any]] = {
-        "coef": primal["coef"],
-        "intercept": primal["intercept"],
-        "cov_coef": primal["cov_coef"],
-        "boot_coef": np.asarray(boot_coef, dtype=np.float32),
-        "boot_intercept": np.asarray(boot_icpt),
-        "boot_cov_coef": np.asarray(boot_cov),
+        # the RBF ridge adds its cosine components (one pool: every refit shares the map)
+        **export_arrays(primal, [b for b, _ in refits]),
         "medians": pre.medians_,
         "confound_coef": pre.confound_coef_,
         "mean": pre.mean_,
@@ -1923,7 +1930,7 @@ def fit_final_model(
             }
         )
     extras = {
-        "chosen": model,
+        "chosen": f"{model} (RBF kernel ridge)" if kernel else model,
         "link": getattr(fitted, "link_", "identity-clipped" if data.binary else "identity"),
         "ood": {
             "score": "mean squared standardised feature value",

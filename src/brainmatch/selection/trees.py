@@ -7,12 +7,14 @@ every arm's outcome as a weighted sum of *components* on the model input ``X = [
     g_e(X)  = out_e(baseline_e + X @ linear_e + sum_{trees t of e} tree_t(X))
     pred_a  = link(Z @ coef_a + intercept_a + C @ cov_coef_a + sum_e W[a, e] g_e(X))
 
-with ``out_e`` the identity (a regressor, or a lasso) or the logistic function (a binary
-classifier: the probability of 1).  A linear learner is the special case without
-components.  :func:`export_hgb` turns a fitted scikit-learn ``HistGradientBoostingRegressor``
-(squared error) or binary ``HistGradientBoostingClassifier`` into a component: its trees'
-node records (split feature, numeric threshold, where a missing value goes, children, leaf
-value) and its baseline prediction, with no Python object anywhere, so the safe model file
+with ``out_e`` the identity (a regressor, or a lasso), the logistic function (a binary
+classifier: the probability of 1) or the cosine (a random Fourier feature of an RBF kernel,
+:func:`export_fourier`: ``cos(phase_e + Z @ w_e)``).  A linear learner is the special case
+without components.  :func:`export_hgb` turns a fitted scikit-learn
+``HistGradientBoostingRegressor`` (squared error) or binary
+``HistGradientBoostingClassifier`` into a component: its trees' node records (split
+feature, numeric threshold, where a missing value goes, children, leaf value) and its
+baseline prediction, with no Python object anywhere, so the safe model file
 (:mod:`brainmatch.selection.modelfile`) can store it and load it without unpickling.
 :meth:`Components.evaluate` is our own vectorised tree traversal (tested equal to
 scikit-learn's ``predict`` / ``predict_proba``, NaNs included).
@@ -40,6 +42,9 @@ MAX_NODES = 20_000_000
 MAX_COMPONENTS = 4096
 #: Rows x trees traversed at once (bounds the memory of :meth:`Components.evaluate`).
 _CHUNK = 2_000_000
+
+#: Output functions of a component (``comp_output``).
+OUTPUT_RAW, OUTPUT_LOGISTIC, OUTPUT_COSINE = 0, 1, 2
 
 #: Array names in the model file.
 TREE_ARRAYS = (
@@ -74,7 +79,7 @@ class Components:
     baseline : ndarray (n_components,)
     linear : ndarray (n_components, d)
     output : ndarray (n_components,)
-        0: raw value, 1: logistic (probability).
+        0: raw value, 1: logistic (probability), 2: cosine (random Fourier feature).
     """
 
     feature: NDArray[np.int32]
@@ -158,8 +163,10 @@ class Components:
                 a, b = self.tree_offsets[e], self.tree_offsets[e + 1]
                 if b > a:
                     raw[:, e] += leaf_values[:, a:b].sum(axis=1)
-        logistic = self.output.astype(bool)
+        logistic = self.output == OUTPUT_LOGISTIC
         raw[:, logistic] = 0.5 * (1.0 + np.tanh(0.5 * raw[:, logistic]))
+        cosine = self.output == OUTPUT_COSINE
+        raw[:, cosine] = np.cos(raw[:, cosine])
         return np.asarray(raw)
 
     def head(self, m: int) -> Components:
@@ -274,9 +281,11 @@ class Components:
                 raise bad(f"{name!r} holds NaN or infinite values")
         if np.isnan(a["tree_threshold"]).any():
             raise bad("'tree_threshold' holds NaN")
-        for name in ("tree_missing_left", "tree_is_leaf", "comp_output"):
+        for name in ("tree_missing_left", "tree_is_leaf"):
             if ((a[name] != 0) & (a[name] != 1)).any():
                 raise bad(f"{name!r} holds values other than 0 and 1")
+        if not np.isin(a["comp_output"], (OUTPUT_RAW, OUTPUT_LOGISTIC, OUTPUT_COSINE)).all():
+            raise bad("'comp_output' holds values other than 0, 1 and 2")
         feature = a["tree_feature"].astype(np.int64)
         if ((feature < 0) | (feature >= d)).any():
             raise bad(f"'tree_feature' holds split features outside 0..{d - 1}")
@@ -391,4 +400,19 @@ def export_linear(coef: Array, intercept: float, logistic: bool = False) -> Comp
     c.linear = np.asarray(coef, dtype=float)[None, :].copy()
     c.output = np.array([int(logistic)], dtype=np.uint8)
     c.tree_offsets = np.zeros(2, np.int64)
+    return c
+
+
+def export_fourier(weights: Array, phases: Array, d: int) -> Components:
+    """Random Fourier features ``cos(phase_e + x[:p] @ weights[:, e])`` as tree-less cosine
+    components on inputs of width ``d`` (the first ``p = weights.shape[0]`` are the
+    standardised features; the covariate columns after them get zero weight)."""
+    p, n_feat = weights.shape
+    c = Components.empty(d)
+    c.baseline = np.asarray(phases, dtype=float).copy()
+    linear = np.zeros((n_feat, d))
+    linear[:, :p] = np.asarray(weights, dtype=float).T
+    c.linear = linear
+    c.output = np.full(n_feat, OUTPUT_COSINE, dtype=np.uint8)
+    c.tree_offsets = np.zeros(n_feat + 1, np.int64)
     return c
