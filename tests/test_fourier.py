@@ -137,7 +137,6 @@ def kernel_model(tmp_path_factory):
             "--n-repeats", "1",
             "--n-permutations", "19",
             "--no-learning-curve",
-            "--no-report",
             "--out", str(d / "model"),
         ],
     )  # fmt: skip
@@ -157,6 +156,8 @@ def test_train_stores_the_kernel_model_and_recommend_reproduces_it(kernel_model,
     assert not np.allclose(arrays["boot_comp_weight"][0], arrays["comp_weight"])
     metrics = json.loads((d / "model" / "metrics.json").read_text())
     assert "rbf" in metrics["feature_selection"]["k_per_fold_counts"]
+    report = (d / "model" / "report.html").read_text()
+    assert "all, RBF kernel ridge (" in report and "No coefficient map" in report
     # recommend (CLI) reproduces the same model fitted in Python
     from typer.testing import CliRunner
 
