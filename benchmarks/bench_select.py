@@ -590,7 +590,17 @@ def main() -> None:
         help="--scale on this Dask scheduler, or local:N for a LocalCluster of N worker "
         "processes started for each n (CPU and peak memory then include the workers')",
     )
+    ap.add_argument(
+        "--rbf-max-p",
+        type=int,
+        default=None,
+        help="screen.RBF_MAX_P for this run (0: the default without its RBF candidate)",
+    )
     args = ap.parse_args()
+    if args.rbf_max_p is not None:
+        from brainmatch.selection import screen
+
+        screen.RBF_MAX_P = args.rbf_max_p
     if args.scale_one:
         import json
 
