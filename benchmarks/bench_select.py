@@ -33,6 +33,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 from scipy import stats
 
@@ -200,12 +201,13 @@ def ridge_oracle_penalty_ceiling(r: Regime, splits: list[Any]) -> NDArray[np.int
 
 
 def rbf_probe(r: Regime, splits: list[Any], choose: bool) -> NDArray[np.intp]:
-    """Diagnostic, not a method (not in brainmatch): the interaction ridge on 500 random
-    Fourier features of an RBF kernel (bandwidth^2 = p on the standardised features; median
-    imputation, no site handling), fitted by brainmatch's exact-LOO ridge; with ``choose``,
-    per outer fold either it or the default's screened ridge, by the default's doubly
-    robust treatment-effect criterion on the training rows.  It asks whether a kernel
-    candidate in the default would close the non-linear rows."""
+    """Diagnostic (the probe that led to the default's RBF candidate, which differs: the
+    fold's own preprocessing, at most 50 features, a one-SE margin): the interaction ridge
+    on 500 random Fourier features of an RBF kernel (bandwidth^2 = p on the standardised
+    features; median imputation, no site handling), fitted by brainmatch's exact-LOO
+    ridge; with ``choose``, per outer fold either it or the default's screened ridge, by
+    the default's doubly robust treatment-effect criterion on the training rows.  It asked
+    whether a kernel candidate in the default would close the non-linear rows."""
     from brainmatch.selection.pipeline import ArmModels
     from brainmatch.selection.screen import ScreenedArmModels, _dr_loss, dr_pseudo_outcomes
 
@@ -239,6 +241,32 @@ def rbf_probe(r: Regime, splits: list[Any], choose: bool) -> NDArray[np.intp]:
                 pred = lin.predict(Z[te], C0[te])[:, :, 0]
         rec[te] = pred.argmax(axis=1)
     return rec
+
+
+def hinge_probe(r: Regime, splits: list[Any]) -> NDArray[np.intp]:
+    """Diagnostic, not a method (not in brainmatch): the default on the features plus three
+    hinge functions of each, ``max(0, x - q)`` at its quartiles ``q`` (knots from all rows:
+    no outcome is used).  It asks whether a per-feature non-linear basis, screened like the
+    linear features, would catch threshold effects among hundreds of features, where the
+    RBF candidate is not offered."""
+    X = r.features.iloc[:, 1:]
+    cols: dict[str, Any] = {"participant_id": r.features["participant_id"]}
+    for c in X.columns:
+        cols[c] = X[c]
+        for q in (0.25, 0.5, 0.75):
+            cols[f"{c}_h{int(q * 100)}"] = np.maximum(0.0, X[c] - X[c].quantile(q))
+    res = validate(
+        pd.DataFrame(cols),
+        r.outcomes,
+        treatment_column="arm",
+        outcome_column="y",
+        site_column="site" if r.outcomes["site"].nunique() > 1 else None,
+        better="higher",
+        n_repeats=1,
+        n_permutations=0,
+        learning_curve=False,
+    )
+    return np.searchsorted(r.arms, res.predictions["recommended"].to_numpy())
 
 
 def fallback_probe(r: Regime, splits: list[Any]) -> NDArray[np.intp]:
@@ -293,6 +321,7 @@ METHODS = {
     "probe: RBF interaction ridge": lambda r, s: rbf_probe(r, s, False),
     "probe: default or RBF ridge, by the DR criterion": lambda r, s: rbf_probe(r, s, True),
     "probe: default, best single arm when its inner policy gain <= 0": fallback_probe,
+    "probe: default on features + quartile hinges": hinge_probe,
 }
 
 
@@ -328,8 +357,8 @@ def grid(
                     continue  # minutes per fit at p = 1000 on 2 shared cores: --full runs it
                 if m.startswith("ceiling") and p >= 1000:
                     continue  # a diagnostic for the dense regime (26 penalties x 5 folds)
-                if "RBF" in m and p > 200:
-                    continue  # an RBF over hundreds of features learned nothing
+                if ("RBF" in m or "hinges" in m) and p > 200:
+                    continue  # an RBF over hundreds of features learned nothing; 4 p hinges
                 start = time.perf_counter()
                 rec = methods[m](r, splits)
                 times[m].append(time.perf_counter() - start)
@@ -342,7 +371,7 @@ def grid(
             if not shares[m]:
                 cells.append(
                     "not run (p > 200)"
-                    if "RBF" in m
+                    if "RBF" in m or "hinges" in m
                     else "not run (p >= 1000)"
                     if m.startswith("ceiling")
                     else "not run (p >= 1000; --full)"
