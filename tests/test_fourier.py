@@ -191,3 +191,30 @@ def test_crafted_cosine_output_is_refused():
     bad["comp_output"] = np.full(4, 3, dtype=np.uint8)
     with pytest.raises(ValueError, match="'comp_output' holds values other than 0, 1 and 2"):
         Components.from_arrays(bad, 3, ValueError)
+
+
+def test_kernel_model_on_dask_equals_serial(tmp_path):
+    """The final model's bootstrap refits of the kernel come back from worker processes as
+    copies: the model file is the same as the serial run's, one pool of 500 components."""
+    from distributed import LocalCluster
+
+    from brainmatch.selection import train
+
+    r = draw_regime(500, 5, "nonlinear", 2, seed=3, effect=1.5)
+    kw = dict(treatment_column="arm", outcome_column="y", better="higher", n_repeats=1,
+              n_permutations=9, learning_curve=False)  # fmt: skip
+    a = train(r.features, r.outcomes, out_dir=tmp_path / "a", **kw)
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        b = train(
+            r.features,
+            r.outcomes,
+            out_dir=tmp_path / "b",
+            scheduler=cluster.scheduler_address,
+            **kw,
+        )
+    za, zb = np.load(a.model_path), np.load(b.model_path)
+    assert za["comp_weight"].shape == (2, 500)
+    for key in ("comp_linear", "comp_baseline", "comp_weight", "boot_comp_weight", "intercept"):
+        np.testing.assert_array_equal(za[key], zb[key])
