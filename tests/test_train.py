@@ -408,8 +408,11 @@ def test_bad_input_messages(tmp_path):
         train(tmp_path / "f.xlsx", o, treatment_column="arm", outcome_column="hamd_week8", **kw)
 
 
-def test_training_is_deterministic(tmp_path):
-    """Same seed, same predictions (timing is measured in benchmarks/bench_select.py)."""
+@pytest.mark.bench
+def test_default_settings_run_at_full_size(tmp_path):
+    """The defaults (5-fold x 10 repeats, 1000 permutations) on a 120 x 53 trial; about 1.5
+    minutes of CPU on a slow 2-core machine, so in ``make bench`` (``make demo`` runs the
+    full defaults too; timing is measured in benchmarks/bench_select.py)."""
     _, f, o = _trial(n=120, effect=0.5, seed=8, n_noise=50)
     a = train(
         f,
@@ -422,6 +425,17 @@ def test_training_is_deterministic(tmp_path):
         learning_curve=False,
         permutation_null="freedman-lane",  # all 1000 (re-randomisation: the budget's 581)
     )  # default CV and 1000 permutations
+    assert a.metrics["selection"]["n_permutations"] == 1000
+    assert a.metrics["cv"]["n_repeats"] == 10
+
+
+def test_training_is_deterministic(tmp_path):
+    """Same seed, same predictions."""
+    import inspect
+
+    _, f, o = _trial(n=120, effect=0.5, seed=8, n_noise=50)
+    defaults = inspect.signature(train).parameters
+    assert defaults["n_permutations"].default == 1000
     b = train(
         f,
         o,
@@ -434,7 +448,6 @@ def test_training_is_deterministic(tmp_path):
         n_permutations=20,
         n_repeats=1,
     )
-    assert a.metrics["selection"]["n_permutations"] == 1000
     c = train(
         f,
         o,
