@@ -249,15 +249,18 @@ class RidgeLearner(Learner):
         self.select = select
 
     def fit(self, Z: Array, C: Array, t: NDArray[np.intp], k: int, y: Array) -> RidgeLearner:
-        from brainmatch.selection.screen import default_select, make_arm_models
+        from brainmatch.selection.screen import (
+            ScreenedArmModels,
+            default_select,
+            make_arm_models,
+        )
 
         self.select_ = default_select(self.select, self.model, self.binary)
         self.arms_: Any = make_arm_models(self.model, self.select_, self.binary).fit(
             Z, C, t, k, y[:, None]
         )
-        kernel = getattr(self.arms_, "kernel_", None)
-        if kernel is not None and kernel[0]:
-            self.chosen_ = f"{self.model} (RBF kernel ridge)"
+        if isinstance(self.arms_, ScreenedArmModels) and self.arms_.kernel_[0]:
+            self.chosen_ = self.arms_.chosen(self.model)
         return self
 
     def predict(self, Z: Array, C: Array) -> Array:

@@ -219,15 +219,20 @@ def dr_pseudo_outcomes(
     return np.asarray(G - G.mean(axis=1, keepdims=True))
 
 
+def _dr_residual(Gc: NDArray[np.float64], pred: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``Gc`` minus ``pred`` centred over arms (both ``(n, k, m)``)."""
+    return np.asarray(Gc - (pred - pred.mean(axis=1, keepdims=True)))
+
+
 def _dr_loss(Gc: NDArray[np.float64], pred: NDArray[np.float64]) -> NDArray[np.float64]:
     """``sum_i sum_a (Gc - pred centred over arms)^2`` per column (``pred``: (n, k, m))."""
-    d = Gc - (pred - pred.mean(axis=1, keepdims=True))
+    d = _dr_residual(Gc, pred)
     return np.asarray(np.einsum("nam,nam->m", d, d))
 
 
 def _dr_row_loss(Gc: NDArray[np.float64], pred: NDArray[np.float64]) -> NDArray[np.float64]:
     """Per-row terms ``(n, m)`` of :func:`_dr_loss`."""
-    d = Gc - (pred - pred.mean(axis=1, keepdims=True))
+    d = _dr_residual(Gc, pred)
     return np.asarray(np.einsum("nam,nam->nm", d, d))
 
 
@@ -730,6 +735,10 @@ class ScreenedArmModels:
         if self.full_ is None or self.k_[0] != self.p_:
             return []
         return self.full_.penalties()
+
+    def chosen(self, model: str, column: int = 0) -> str:
+        """The model's name as ``model_chosen`` reports it (the RBF ridge says so)."""
+        return f"{model} (RBF kernel ridge)" if self.kernel_[column] else model
 
     def label(self, column: int = 0) -> int | str:
         """What one column used: its number of features, or ``"rbf"`` (the RBF ridge)."""

@@ -1930,7 +1930,7 @@ def fit_final_model(
             }
         )
     extras = {
-        "chosen": f"{model} (RBF kernel ridge)" if kernel else model,
+        "chosen": fitted.chosen(model) if isinstance(fitted, ScreenedArmModels) else model,
         "link": getattr(fitted, "link_", "identity-clipped" if data.binary else "identity"),
         "ood": {
             "score": "mean squared standardised feature value",
