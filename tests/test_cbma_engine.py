@@ -159,9 +159,13 @@ def test_dask_scheduler_gives_the_same_null(pain: Any, tmp_path: Path) -> None:
     np.testing.assert_allclose(cli["p_fwe"], api.clusters["p_fwe"], rtol=5e-6)
 
 
-def test_unreachable_scheduler_is_one_clear_error(pain: Any) -> None:
+def test_unreachable_scheduler_is_one_clear_error(
+    pain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from brainmatch.errors import BrainmatchInputError
 
+    # nothing listens on port 9: waiting the default 20 s would only prove the timeout works
+    monkeypatch.setattr(ale_engine, "CONNECT_TIMEOUT", "1s")
     with pytest.raises(BrainmatchInputError, match="cannot reach the Dask scheduler"):
         CoordinateMetaAnalysis(iterations=5, scheduler="tcp://127.0.0.1:9").fit(pain)
 

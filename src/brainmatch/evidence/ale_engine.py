@@ -49,6 +49,8 @@ __all__ = ["NullDistributions", "NullPlan", "fwe_draws", "plan_from_estimator", 
 
 #: NiMARE's stream name for the draws of its Monte Carlo FWE correction.
 FWE_STREAM = "correct_fwe_montecarlo"
+#: How long to wait for a Dask scheduler before giving up (a Dask duration).
+CONNECT_TIMEOUT = "20s"
 
 
 @dataclass(frozen=True)
@@ -704,7 +706,7 @@ def _run_dask(
     except ImportError as exc:  # pragma: no cover - dask is a dependency
         raise BrainmatchInputError(f"--scheduler needs dask.distributed: {exc}") from None
     try:
-        client = Client(scheduler, timeout="20s")
+        client = Client(scheduler, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as exc:
         raise BrainmatchInputError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from None
     try:
