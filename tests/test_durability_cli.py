@@ -271,8 +271,13 @@ def test_supported_model_states_preferences_only_with_interval(tmp_path: Path) -
     sel = json.loads((tmp_path / "m" / "metrics.json").read_text())["selection"]
     assert sel["selection_supported"] and sel["permutation_p"] < 0.05
     assert sel["policy_rmst_gain_ci"][0] > 0
+    # no report: test_recommend_one_patient_matches_api renders it (50 figures here)
     r = runner.invoke(
-        app, ["recommend", str(tmp_path / "m" / "model.npz"), str(fp), "--out", str(tmp_path / "r")]
+        app,
+        [
+            *("recommend", str(tmp_path / "m" / "model.npz"), str(fp)),
+            *("--out", str(tmp_path / "r"), "--no-report"),
+        ],
     )
     assert r.exit_code == 0, r.output
     pats = json.loads((tmp_path / "r" / "recommend.json").read_text())["patients"]
