@@ -251,13 +251,13 @@ def test_signed_but_implausible_model_is_refused(
 
 @pytest.mark.slow
 def test_supported_model_states_preferences_only_with_interval(tmp_path: Path) -> None:
-    """A strong simulated brain moderator (1.5 log-HR/SD, 300 patients): validation supports
+    """A strong simulated brain moderator (1.5 log-HR/SD, 200 patients): validation supports
     selection (permutation p < 0.05, RMST-gain CI above 0), so ``recommend`` states a
     preference exactly for the patients whose interval of the difference excludes 0, and
     those preferences mostly agree with the simulator's more durable arm."""
     trial = draw_trial(
-        TrialSpec(n_subjects=300, n_sites=2, seed=5, followup=True, durability_effect=1.5)
-    )
+        TrialSpec(n_subjects=200, n_sites=2, seed=5, followup=True, durability_effect=1.5)
+    )  # 200 patients: at trial seeds 5, 6, 7 still p = 1/25, RMST-gain CI low >= 0.79, agree >= 0.9
     write_followup(trial, tmp_path)
     feats = measured_features(trial, n_noise=2, seed=2)
     fp = tmp_path / "features.tsv"
