@@ -12,7 +12,14 @@ import pytest
 
 
 def _demo(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    args = ["--out", str(out), "--n-subjects", "36", "--n-permutations", "50", "--n-jobs", "2"]
+    # 70 controls, the fewest the normative stage accepts: its design has 11 columns
+    # (intercept, 6 age splines, sex, 3 sites), so the model needs >= 5 * 11 = 55 controls;
+    # the calibration hold-out keeps round(0.2 * n) of each site's controls back, and with
+    # 70 (24, 23, 23 per site) 5 + 5 + 5 are held out and exactly 55 are fitted
+    args = [
+        *("--out", str(out), "--n-subjects", "36", "--n-permutations", "50"),
+        *("--n-controls", "70", "--n-jobs", "2"),
+    ]
     return subprocess.run(
         [sys.executable, "-m", "brainmatch", "demo", *args, *extra],
         capture_output=True,
@@ -37,6 +44,7 @@ def test_demo_runs_and_reruns(tmp_path: Path) -> None:
         ("extract", "derivatives/brainmatch/features.tsv"),
         ("train", "model/report.html"),
         ("recommend", "recommend/report.html"),
+        ("profile", "profile/report.html"),
     ):
         assert f"<b>{stage}</b>" in html
         assert (out / link).is_file(), link
@@ -44,6 +52,9 @@ def test_demo_runs_and_reruns(tmp_path: Path) -> None:
     assert rec["patients"][0]["participant_id"] == "sub-037"
     metrics = json.loads((out / "model" / "metrics.json").read_text())
     assert metrics["n"] <= 36  # the new patient was never trained on
+    # the normative stage fitted every control, after a calibration hold-out
+    norm = json.loads((out / "normative" / "fit_summary.json").read_text())["summary"]
+    assert norm["n_controls"] == 70 and norm["calibration"]["n_train"] >= 55
 
 
 def test_rerun_replaces_only_its_own_output(tmp_path: Path) -> None:
