@@ -30,6 +30,7 @@ import argparse
 import itertools
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -389,12 +390,18 @@ def null_calibration(
     p: int = 20,
     select: str | None = None,
     permutation_null: str = "auto",
+    first: int = 0,
+    out: str | None = None,
 ) -> None:
-    """Coverage of the policy gain's interval on null trials, and permutation p-values."""
+    """Coverage of the policy gain's interval on null trials, and permutation p-values.
+
+    Trials ``first`` .. ``first + n_trials - 1`` (seed ``10000 + index``); ``out`` also
+    writes every trial's results as JSON, which ``--null-merge`` summarises together (two
+    halves of one run in two processes)."""
     start = time.perf_counter()
     cover0, false_claim, cover_true, ps, ps_gain = [], [], [], [], []
     methods: dict[str, int] = {}
-    for s in range(n_trials):
+    for s in range(first, first + n_trials):
         r = draw_regime(n_pat, p, "none", 2, seed=10_000 + s)
         res = validate(
             r.features,
@@ -429,7 +436,33 @@ def null_calibration(
         true_gain = float((total / count).mean())
         cover_true.append(lo <= true_gain <= hi)
     elapsed = time.perf_counter() - start
-    n = n_trials
+    records = {
+        "n_pat": n_pat, "p": p, "select": select, "methods": methods, "elapsed": elapsed,
+        "first": first, "cover0": [bool(v) for v in cover0],
+        "cover_true": [bool(v) for v in cover_true],
+        "false_claim": [bool(v) for v in false_claim],
+        "ps": [float(v) for v in ps], "ps_gain": [float(v) for v in ps_gain],
+    }  # fmt: skip
+    if out:
+        import json
+
+        Path(out).write_text(json.dumps(records))
+    null_summary([records])
+
+
+def null_summary(parts: list[dict[str, Any]]) -> None:
+    """Print the null calibration of one or more runs' trial records (same design)."""
+    n_pat, p, select = parts[0]["n_pat"], parts[0]["p"], parts[0]["select"]
+    methods: dict[str, int] = {}
+    for part in parts:
+        for key, count in part["methods"].items():
+            methods[key] = methods.get(key, 0) + count
+    cover0, cover_true, false_claim, ps, ps_gain = (
+        [v for part in parts for v in part[key]]
+        for key in ("cover0", "cover_true", "false_claim", "ps", "ps_gain")
+    )
+    elapsed = sum(part["elapsed"] for part in parts)
+    n = len(ps)
 
     def cp(k: int) -> str:
         ci = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
@@ -439,6 +472,7 @@ def null_calibration(
         f"\n{n} null trials (n = {n_pat}, p = {p}, 2 arms, draw_regime 'none'; "
         f"{'the default model' if select is None else f'select={select!r}'}, "
         f"5-fold x 2 repeats; permutations: {methods}) in {elapsed:.0f} s"
+        + (f" (sum over {len(parts)} runs)" if len(parts) > 1 else "")
     )
     print(f"  policy-gain 95% CI covers 0:            {cp(int(np.sum(cover0)))}")
     print(f"  covers the true gain of the CV policy:  {cp(int(np.sum(cover_true)))}")
@@ -587,6 +621,15 @@ def main() -> None:
         help="n x p of the null trials (300 x 200: the reduced model of the test is a ridge)",
     )
     ap.add_argument(
+        "--null-first", type=int, default=0, help="index of the first null trial (its seed - 10000)"
+    )
+    ap.add_argument("--null-out", default=None, help="also write the null trials' results (JSON)")
+    ap.add_argument(
+        "--null-merge",
+        default=None,
+        help="only summarise these --null-out files together (comma-separated)",
+    )
+    ap.add_argument(
         "--null-permutation",
         default="auto",
         help="permutation_null= of the null trials (auto: the default)",
@@ -625,11 +668,24 @@ def main() -> None:
         default=None,
         help="screen.RBF_MAX_P for this run (0: the default without its RBF candidate)",
     )
+    ap.add_argument(
+        "--hinge-max-p",
+        type=int,
+        default=None,
+        help="screen.HINGE_MAX_P for this run (0: the default without its hinge candidates)",
+    )
     args = ap.parse_args()
-    if args.rbf_max_p is not None:
-        from brainmatch.selection import screen
+    from brainmatch.selection import screen
 
+    if args.rbf_max_p is not None:
         screen.RBF_MAX_P = args.rbf_max_p
+    if args.hinge_max_p is not None:
+        screen.HINGE_MAX_P = args.hinge_max_p
+    if args.null_merge:
+        import json
+
+        null_summary([json.loads(Path(f).read_text()) for f in args.null_merge.split(",")])
+        return
     if args.scale_one:
         import json
 
@@ -655,7 +711,13 @@ def main() -> None:
         for design in args.null_designs.split(","):
             n_pat, p_feat = (int(v) for v in design.lower().split("x"))
             null_calibration(
-                args.null_trials, n_pat, p_feat, args.null_select, args.null_permutation
+                args.null_trials,
+                n_pat,
+                p_feat,
+                args.null_select,
+                args.null_permutation,
+                first=args.null_first,
+                out=args.null_out,
             )
     if args.cost:
         cost([tuple(int(v) for v in d.lower().split("x")) for d in args.cost.split(",")])  # type: ignore[misc]

@@ -188,8 +188,8 @@ def test_train_stores_the_kernel_model_and_recommend_reproduces_it(kernel_model,
 
 def test_crafted_cosine_output_is_refused():
     bad = {**export_fourier(np.ones((3, 4)), np.zeros(4), 3).to_arrays()}
-    bad["comp_output"] = np.full(4, 3, dtype=np.uint8)
-    with pytest.raises(ValueError, match="'comp_output' holds values other than 0, 1 and 2"):
+    bad["comp_output"] = np.full(4, 7, dtype=np.uint8)
+    with pytest.raises(ValueError, match="'comp_output' holds values other than 0, 1, 2 and 3"):
         Components.from_arrays(bad, 3, ValueError)
 
 

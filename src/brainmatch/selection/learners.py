@@ -259,8 +259,10 @@ class RidgeLearner(Learner):
         self.arms_: Any = make_arm_models(self.model, self.select_, self.binary).fit(
             Z, C, t, k, y[:, None]
         )
-        if isinstance(self.arms_, ScreenedArmModels) and self.arms_.kernel_[0]:
-            self.chosen_ = self.arms_.chosen(self.model)
+        if isinstance(self.arms_, ScreenedArmModels):
+            chosen = self.arms_.chosen(self.model)
+            if chosen != self.model:
+                self.chosen_ = chosen
         return self
 
     def predict(self, Z: Array, C: Array) -> Array:

@@ -21,7 +21,11 @@ candidate's out-of-sample predictions under every arm for the training rows:
 * with at most :data:`RBF_MAX_P` features, the ridge on random Fourier features of an RBF
   kernel (:mod:`brainmatch.selection.fourier`, non-linear effects), again by exact
   leave-one-out; it must beat the best linear candidate by one standard error of the
-  paired per-row difference of the criterion.
+  paired per-row difference of the criterion;
+* with more than ``HINGE_MIN_P`` and at most ``HINGE_MAX_P`` features, the same
+  all-features and screened candidates on every feature and three hinge functions of it
+  (:mod:`brainmatch.selection.hinge`, additive threshold effects), when every arm has at
+  least :data:`HINGE_MIN_ARM` rows, under the same one-standard-error rule.
 
 The criterion (:data:`CRITERION`) is the treatment-effect error (the default): the doubly
 robust pseudo-outcomes of every arm (:func:`dr_pseudo_outcomes`; nuisance: the candidate
@@ -52,6 +56,7 @@ from numpy.typing import NDArray
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.selection._ridge import LAMBDA_GRID
 from brainmatch.selection.fourier import FourierArmModels
+from brainmatch.selection.hinge import HingeBasis, feature_of
 from brainmatch.selection.pipeline import ArmModels, LogisticArmModels
 
 #: Candidate numbers of selected features (those below the number of features are used,
@@ -78,8 +83,21 @@ NUISANCE = "best"
 #: many features (over hundreds of features the isotropic kernel learned nothing in the
 #: benchmark, ``docs/train.md``).
 RBF_MAX_P = 50
-#: Marker of the RBF candidate in the candidate lists of :meth:`ScreenedArmModels.fit`.
-RBF = -1
+#: ``select="auto"`` offers, with more than ``HINGE_MIN_P`` (where the RBF candidate
+#: stops) and at most ``HINGE_MAX_P`` features, the screened ridges on every feature and
+#: three hinges of it (:mod:`brainmatch.selection.hinge`: additive threshold effects among
+#: many features).
+HINGE_MIN_P, HINGE_MAX_P = 50, 200
+#: Largest screened number of hinge-basis columns offered (besides all of them).
+HINGE_K_MAX = 50
+#: The hinge candidates need at least this many training rows in every arm: below it
+#: the basis of ``4 p`` columns was chosen on noise despite the one-standard-error rule
+#: (p = 200, 2 seeds: n = 150 dense 0.29 -> 0.17, n = 400 with 4 arms dense 0.28 -> 0.22;
+#: ``docs/train.md``).
+HINGE_MIN_ARM = 100
+#: Markers of the RBF and hinge candidates in the candidate lists of
+#: :meth:`ScreenedArmModels.fit`.
+RBF, HINGE = -1, -2
 #: Storage of the candidates' out-of-sample predictions (candidates x rows x arms x columns).
 PRED_DTYPE = np.float32
 
@@ -470,11 +488,16 @@ class ScreenedArmModels:
         ``auto``: ``k`` from :data:`K_GRID` (below the number of features) or all features,
         chosen per column by the out-of-sample treatment-effect error (:meth:`_choose`); an
         int: always that many features.
-    kernel : {"auto", "only", "off"}
-        ``auto``: with ``select="auto"`` and at most :data:`RBF_MAX_P` features, the RBF
-        ridge (:class:`~brainmatch.selection.fourier.FourierArmModels`) is one more
-        candidate; ``only``: the RBF ridge alone (the bootstrap refits of a final model
-        that chose it); ``off``: never.
+    kernel : {"auto", "only", "hinge", "off"}
+        ``auto``: with ``select="auto"``, a non-linear family of candidates is offered too:
+        with at most :data:`RBF_MAX_P` features the RBF ridge
+        (:class:`~brainmatch.selection.fourier.FourierArmModels`), with more than
+        ``HINGE_MIN_P`` and at most ``HINGE_MAX_P`` the screened ridges on the features
+        and their hinges
+        (:mod:`brainmatch.selection.hinge`); ``only``: the RBF ridge alone (the bootstrap
+        refits of a final model that chose it); ``hinge``: the hinge basis alone, ``select``
+        then counting its columns (the refits of a final model that chose it); ``off``:
+        linear only.
 
     Attributes
     ----------
@@ -482,6 +505,12 @@ class ScreenedArmModels:
         Number of features used by each target column (the number of features: all).
     kernel_ : ndarray of bool (n_columns,)
         Columns fitted by the RBF ridge (``k_`` is then the number of features).
+    hinge_cols_ : ndarray of bool (n_columns,)
+        Columns fitted on the hinge basis (``k_`` is then the number of features; the
+        number of basis columns is in ``hinge_.k_``).
+    hinge_ : ScreenedArmModels or None
+        The screened ridges on ``basis_.transform(Z)`` of the hinge columns, in order.
+    basis_ : HingeBasis or None
     criterion_ : str
         ``"dr"`` or ``"mse"`` (:data:`CRITERION`) when ``k`` was chosen, else ``"none"``.
     """
@@ -505,27 +534,89 @@ class ScreenedArmModels:
         p = Z.shape[1]
         m = Y.shape[1]
         self.n_arms_, self.p_ = k, p
-        cands = k_candidates(self.select, p)
+        auto = self.kernel == "auto" and self.select == "auto"
+        cands = [] if self.kernel == "hinge" else k_candidates(self.select, p)
         if self.kernel == "only":
             cands = [RBF]
-        elif self.kernel == "auto" and self.select == "auto" and p <= RBF_MAX_P:
+        elif auto and p <= RBF_MAX_P:
             cands = [*cands, RBF]  # last: a tie goes to a linear candidate
         self.criterion_ = "none"
         self.full_: ArmModels | None = None
         self.fourier_: FourierArmModels | None = None
+        self.basis_: HingeBasis | None = None
+        self.hinge_: ScreenedArmModels | None = None
         if p in cands:
             self.full_ = ArmModels(self.model).fit(Z, C, t, k, Y)
         if RBF in cands:
             self.fourier_ = FourierArmModels(self.model).fit(Z, C, t, k, Y)
-        if len(cands) > 1:
-            choice = np.array(cands)[self._choose(Z, C, t, k, Y, cands)]
+        hinge_cands: list[int] = []
+        H = Z
+        enough = np.bincount(t, minlength=k).min() >= HINGE_MIN_ARM
+        if self.kernel == "hinge" or (auto and enough and HINGE_MIN_P < p <= HINGE_MAX_P):
+            self.basis_ = HingeBasis().fit(Z)
+            H = self.basis_.transform(Z)
+            select = "auto" if self.kernel != "hinge" else self.select
+            self.hinge_ = ScreenedArmModels(self.model, select, kernel="off")
+            hinge_cands = k_candidates(select, H.shape[1])
+            if select == "auto":  # a few thresholds need few columns; 100 would cost 8x
+                hinge_cands = [kk for kk in hinge_cands if kk <= HINGE_K_MAX or kk == 4 * p]
+            self.hinge_._prepare(H, C, t, k, Y, hinge_cands)
+        n_lin = len(cands)
+        if n_lin + len(hinge_cands) > 1:
+            pick = self._choose(Z, C, t, k, Y, cands, hinge_cands, H)
         else:
-            choice = np.full(m, cands[0])
+            pick = np.zeros(m, dtype=np.intp)
+        self.hinge_cols_ = pick >= n_lin
+        choice = np.array([*cands, *([HINGE] * len(hinge_cands))])[pick]
+        self._fit_choice(Z, C, t, k, Y, choice)
+        if self.hinge_ is not None:
+            cols = np.flatnonzero(self.hinge_cols_)
+            if cols.size:
+                hk = np.array(hinge_cands)[pick[cols] - n_lin]
+                self.hinge_._fit_choice(H, C, t, k, Y[:, cols], hk, refit_full=cols.size < m)
+            else:
+                self.hinge_ = self.basis_ = None
+        return self
+
+    def _prepare(
+        self,
+        Z: NDArray[np.float64],
+        C: NDArray[np.float64],
+        t: NDArray[np.intp],
+        k: int,
+        Y: NDArray[np.float64],
+        cands: list[int],
+    ) -> None:
+        """Fit what :meth:`_candidate_preds` of ``cands`` (linear only) needs."""
+        self.n_arms_, self.p_ = k, Z.shape[1]
+        self.criterion_ = "none"
+        self.full_ = ArmModels(self.model).fit(Z, C, t, k, Y) if Z.shape[1] in cands else None
+        self.fourier_ = None
+        self.basis_ = self.hinge_ = None
+
+    def _fit_choice(
+        self,
+        Z: NDArray[np.float64],
+        C: NDArray[np.float64],
+        t: NDArray[np.intp],
+        k: int,
+        Y: NDArray[np.float64],
+        choice: NDArray[np.intp],
+        refit_full: bool = False,
+    ) -> None:
+        """Fit every column of ``Y`` with its chosen candidate (a number of features,
+        :data:`RBF` or :data:`HINGE`, the latter fitted by the caller).  ``refit_full``:
+        ``full_`` was fitted on other columns than ``Y``'s."""
+        p, m = Z.shape[1], Y.shape[1]
+        self.n_arms_, self.p_ = k, p
         self.kernel_ = choice == RBF
-        self.k_ = np.where(self.kernel_, p, choice)
+        self.hinge_cols_ = choice == HINGE
+        self.k_ = np.where(choice < 0, p, choice)
         small = sorted({int(kk) for kk in choice if 0 < kk < p})
         if not (choice == p).any():
             self.full_ = None
+        elif refit_full or self.full_ is None:
+            self.full_ = ArmModels(self.model).fit(Z, C, t, k, Y)
         if not self.kernel_.any():
             self.fourier_ = None
         kmax = max(small) if small else 0
@@ -540,15 +631,61 @@ class ScreenedArmModels:
             self.index_ = _top(scores, kmax)
             if m == 1:
                 self.scores_ = scores[:, 0]
-            used = np.flatnonzero(self.k_ < p)
+            used = np.flatnonzero((self.k_ < p) & (choice > 0))
             mom = _Moments(Z, C, t, k, Y, self.index_[used])
             for kk in small:
-                cols = np.flatnonzero(self.k_ == kk)
+                cols = np.flatnonzero(choice == kk)
                 _, coef, icpt, cov = _fit_k(self.model, mom, k, cols, self.index_[cols, :kk])
                 self.coef_[cols, :, :kk] = coef
                 self.intercept_[cols] = icpt
                 self.cov_coef_[cols] = cov
-        return self
+
+    def _candidate_preds(
+        self,
+        Z: NDArray[np.float64],
+        C: NDArray[np.float64],
+        t: NDArray[np.intp],
+        k: int,
+        Y: NDArray[np.float64],
+        cands: list[int],
+        out: NDArray[np.floating[Any]],
+    ) -> None:
+        """Out-of-sample predictions under every arm of each candidate into ``out``
+        ``(len(cands), n, k, m)``: all features and the RBF ridge by exact leave-one-out
+        (:meth:`ArmModels.loo_predict <brainmatch.selection.pipeline.ArmModels.loo_predict>`),
+        the screens by the inner CV of :meth:`_inner_cv`."""
+        p = Z.shape[1]
+        for c, fitted in ((p, self.full_), (RBF, getattr(self, "fourier_", None))):
+            if c in cands:
+                assert fitted is not None
+                out[cands.index(c)] = fitted.loo_predict(Y)
+        small = [kk for kk in cands if 0 < kk < p]
+        if small:
+            out[[cands.index(kk) for kk in small]] = self._inner_cv(Z, C, t, k, Y, small)
+
+    def _candidate_sse(
+        self,
+        Z: NDArray[np.float64],
+        C: NDArray[np.float64],
+        t: NDArray[np.intp],
+        k: int,
+        Y: NDArray[np.float64],
+        cands: list[int],
+    ) -> NDArray[np.float64]:
+        """Out-of-sample squared error ``(len(cands), m)`` of each candidate under each
+        row's own arm (the ``"mse"`` criterion)."""
+        p = Z.shape[1]
+        sse = np.empty((len(cands), Y.shape[1]))
+        for c, fitted in ((p, self.full_), (RBF, getattr(self, "fourier_", None))):
+            if c in cands:
+                assert fitted is not None
+                sse[cands.index(c)] = fitted.loo_sse()
+        small = [kk for kk in cands if 0 < kk < p]
+        if small:
+            sse[[cands.index(kk) for kk in small]] = self._inner_cv(
+                Z, C, t, k, Y, small, own_arm=True
+            )
+        return sse
 
     def _choose(
         self,
@@ -558,67 +695,70 @@ class ScreenedArmModels:
         k: int,
         Y: NDArray[np.float64],
         cands: list[int],
+        hinge_cands: list[int] | None = None,
+        H: NDArray[np.float64] | None = None,
     ) -> NDArray[np.intp]:
-        """Index into ``cands`` of the candidate chosen for every column of ``Y``.
+        """Index into ``cands + hinge_cands`` of the candidate chosen for every column.
 
-        Every candidate's out-of-sample predictions under every arm (all features and the
-        RBF ridge: exact leave-one-out, :meth:`ArmModels.loo_predict
-        <brainmatch.selection.pipeline.ArmModels.loo_predict>`; screens: the inner CV of
-        :meth:`_inner_cv`) give its outcome error (each row under its own arm) and, with
+        Every candidate's out-of-sample predictions under every arm
+        (:meth:`_candidate_preds`; the hinge candidates on the expanded matrix ``H``, by
+        ``hinge_``) give its outcome error (each row under its own arm) and, with
         :data:`CRITERION` ``"dr"``, its doubly robust treatment-effect error
         (:func:`dr_pseudo_outcomes`, :func:`_dr_loss`), whose nuisance is the candidate
         with the lowest outcome error (:data:`NUISANCE` ``"best"``) or the all-features
-        ridge (``"full"``).
+        ridge (``"full"``).  A non-linear family (the RBF ridge; the hinge candidates) is
+        chosen only when its best candidate beats the best linear one by one standard
+        error of the paired per-row difference of the criterion.
         """
         n, m = Y.shape
         rows = np.arange(n)
         p = Z.shape[1]
-        small = [kk for kk in cands if 0 < kk < p]
-        fitted_by = ((p, self.full_), (RBF, getattr(self, "fourier_", None)))
-        exact = [(c, f) for c, f in fitted_by if c in cands]
+        hinge_cands = hinge_cands or []
+        n_lin = len(cands)
+        total = n_lin + len(hinge_cands)
+        # family of every candidate: 0 linear, 1 the RBF ridge, 2 the hinge basis
+        fam = np.array([1 if c == RBF else 0 for c in cands] + [2] * len(hinge_cands))
         self.criterion_ = CRITERION
         if CRITERION == "mse":
-            # the outcome's error needs each row's own-arm prediction only: the exact
-            # leave-one-out errors of the ridges over all features and the screens'
-            # inner-CV error
-            sse = np.empty((len(cands), m))
-            for c, fitted in exact:
-                assert fitted is not None
-                sse[cands.index(c)] = fitted.loo_sse()
-            if small:
-                sse[[cands.index(kk) for kk in small]] = self._inner_cv(
-                    Z, C, t, k, Y, small, own_arm=True
-                )
+            sse = np.empty((total, m))
+            sse[:n_lin] = self._candidate_sse(Z, C, t, k, Y, cands)
+            if hinge_cands:
+                assert self.hinge_ is not None and H is not None
+                sse[n_lin:] = self.hinge_._candidate_sse(H, C, t, k, Y, hinge_cands)
             return np.asarray(np.argmin(sse, axis=0))
-        preds = np.empty((len(cands), n, k, m), dtype=PRED_DTYPE)
-        for c, fitted in exact:
-            assert fitted is not None
-            preds[cands.index(c)] = fitted.loo_predict(Y)
-        if small:
-            preds[[cands.index(kk) for kk in small]] = self._inner_cv(Z, C, t, k, Y, small)
+        preds = np.empty((total, n, k, m), dtype=PRED_DTYPE)
+        self._candidate_preds(Z, C, t, k, Y, cands, preds[:n_lin])
+        if hinge_cands:
+            assert self.hinge_ is not None and H is not None
+            self.hinge_._candidate_preds(H, C, t, k, Y, hinge_cands, preds[n_lin:])
         own = preds[:, rows, t, :]  # (c, n, m)
         mse = np.einsum("cnm,cnm->cm", Y[None] - own, Y[None] - own)
         nuis = np.argmin(mse, axis=0) if NUISANCE == "best" else np.full(m, cands.index(p))
         mu = np.asarray(preds[nuis, :, :, np.arange(m)], dtype=np.float64)  # (m, n, k)
         Gc = dr_pseudo_outcomes(np.transpose(mu, (1, 2, 0)), t, Y)
-        loss = np.stack([_dr_loss(Gc, preds[c].astype(np.float64)) for c in range(len(cands))])
-        if RBF not in cands:
+        loss = np.stack([_dr_loss(Gc, preds[c].astype(np.float64)) for c in range(total)])
+        linear = np.flatnonzero(fam == 0)
+        if linear.size == 0 or linear.size == total:
             return np.asarray(np.argmin(loss, axis=0))
-        # the RBF ridge must beat the best linear candidate by one standard error of the
-        # paired per-row difference of their losses (the one-standard-error rule): a
-        # 500-feature kernel chosen by a noisy margin costs small trials more than it gains
-        j = cands.index(RBF)
-        linear = [c for c in range(len(cands)) if c != j]
-        best_lin = np.asarray(linear)[np.argmin(loss[linear], axis=0)]
-        d_rbf = _dr_row_loss(Gc, preds[j].astype(np.float64))
-        d_lin = np.zeros_like(d_rbf)
-        for c in linear:
-            cols = np.flatnonzero(best_lin == c)
-            if cols.size:
-                d_lin[:, cols] = _dr_row_loss(Gc[:, :, cols], preds[c][:, :, cols].astype(float))
-        diff = d_rbf - d_lin  # (n, m)
-        margin = np.sqrt(n) * diff.std(axis=0, ddof=1)  # one SE of the sum
-        return np.asarray(np.where(diff.sum(axis=0) < -margin, j, best_lin))
+        # a non-linear family must beat the best linear candidate by one standard error of
+        # the paired per-row difference of their losses (the one-standard-error rule): a
+        # basis of hundreds of columns chosen by a noisy margin costs small trials more
+        # than it gains
+        cols = np.arange(m)
+        pick = linear[np.argmin(loss[linear], axis=0)]
+        d_lin = _dr_row_loss_at(Gc, preds, pick)
+        pick_loss = loss[pick, cols]
+        for f in (1, 2):
+            members = np.flatnonzero(fam == f)
+            if not members.size:
+                continue
+            best = members[np.argmin(loss[members], axis=0)]
+            diff = _dr_row_loss_at(Gc, preds, best) - d_lin  # (n, m)
+            margin = np.sqrt(n) * diff.std(axis=0, ddof=1)  # one SE of the sum
+            ok = (diff.sum(axis=0) < -margin) & (loss[best, cols] < pick_loss)
+            pick = np.where(ok, best, pick)
+            pick_loss = np.where(ok, loss[best, cols], pick_loss)
+        return np.asarray(pick)
 
     def _inner_cv(
         self,
@@ -682,13 +822,16 @@ class ScreenedArmModels:
         """Predicted outcome ``(n_test, k, n_columns)`` under every arm."""
         m = self.k_.size
         out = np.zeros((Z.shape[0], self.n_arms_, m))
-        use_full = (self.k_ == self.p_) & ~self.kernel_
+        use_full = (self.k_ == self.p_) & ~self.kernel_ & ~self.hinge_cols_
         if use_full.any():
             assert self.full_ is not None
             out[:, :, use_full] = self.full_.predict(Z, C)[:, :, use_full]
         if self.kernel_.any():
             assert self.fourier_ is not None
             out[:, :, self.kernel_] = self.fourier_.predict(Z, C)[:, :, self.kernel_]
+        if self.hinge_cols_.any():
+            assert self.hinge_ is not None and self.basis_ is not None
+            out[:, :, self.hinge_cols_] = self.hinge_.predict(self.basis_.transform(Z), C)
         sel = np.flatnonzero(self.k_ < self.p_)
         if sel.size:
             Zs = Z[:, self.index_[sel]]  # (n_test, b, kmax)
@@ -699,14 +842,23 @@ class ScreenedArmModels:
             )
         return out
 
+    def _hinge_column(self, column: int) -> int:
+        """Index in ``hinge_`` of one of this model's hinge columns."""
+        return int(self.hinge_cols_[:column].sum())
+
     def primal(self, column: int = 0) -> dict[str, Any]:
         """Dense per-arm coefficients of one column (zero outside its selected features);
         for the RBF ridge, zero coefficients plus its cosine ``components`` and their
         per-arm ``weight`` (:meth:`FourierArmModels.export
-        <brainmatch.selection.fourier.FourierArmModels.export>`)."""
+        <brainmatch.selection.fourier.FourierArmModels.export>`); for the hinge basis, the
+        coefficients of the features plus its hinge ``components`` and ``weight``
+        (:meth:`HingeBasis.export <brainmatch.selection.hinge.HingeBasis.export>`)."""
         if self.kernel_[column]:
             assert self.fourier_ is not None
             return self.fourier_.export(column)
+        if self.hinge_cols_[column]:
+            assert self.hinge_ is not None and self.basis_ is not None
+            return self.basis_.export(self.hinge_.primal(self._hinge_column(column)))
         if self.k_[column] == self.p_:
             assert self.full_ is not None
             return self.full_.primal(column)
@@ -720,29 +872,69 @@ class ScreenedArmModels:
         }
 
     def selected(self, column: int = 0) -> NDArray[np.intp]:
-        """Indices of the features used by one column (all when ``k`` = all), best first."""
+        """Indices of the features used by one column (all when ``k`` = all), best first
+        (hinge basis: the features behind its columns, in their order)."""
+        if self.hinge_cols_[column]:
+            assert self.hinge_ is not None
+            feats = feature_of(self.hinge_.selected(self._hinge_column(column)), self.p_)
+            _, first = np.unique(feats, return_index=True)
+            return np.asarray(feats[np.sort(first)])
         kk = int(self.k_[column])
         if kk == self.p_:
             return np.arange(self.p_)
         return np.asarray(self.index_[column, :kk])
 
     def penalties(self) -> list[float]:
-        """Chosen penalty of the all-feature (or RBF) solvers of the first column (empty
-        when ``k`` < all was chosen)."""
+        """Chosen penalty of the all-feature (or RBF, or hinge) solvers of the first
+        column (empty when ``k`` < all was chosen)."""
         if self.kernel_[0]:
             assert self.fourier_ is not None
             return self.fourier_.penalties()
+        if self.hinge_cols_[0]:
+            assert self.hinge_ is not None
+            return self.hinge_.penalties()
         if self.full_ is None or self.k_[0] != self.p_:
             return []
         return self.full_.penalties()
 
     def chosen(self, model: str, column: int = 0) -> str:
-        """The model's name as ``model_chosen`` reports it (the RBF ridge says so)."""
-        return f"{model} (RBF kernel ridge)" if self.kernel_[column] else model
+        """The model's name as ``model_chosen`` reports it (a non-linear family says so)."""
+        if self.kernel_[column]:
+            return f"{model} (RBF kernel ridge)"
+        if self.hinge_cols_[column]:
+            return f"{model} (hinge basis)"
+        return model
 
     def label(self, column: int = 0) -> int | str:
-        """What one column used: its number of features, or ``"rbf"`` (the RBF ridge)."""
-        return "rbf" if self.kernel_[column] else int(self.k_[column])
+        """What one column used: its number of features, ``"rbf"`` (the RBF ridge) or
+        ``"hinge:<n>"`` (``n`` columns of the hinge basis)."""
+        if self.kernel_[column]:
+            return "rbf"
+        if self.hinge_cols_[column]:
+            assert self.hinge_ is not None
+            return f"hinge:{int(self.hinge_.k_[self._hinge_column(column)])}"
+        return int(self.k_[column])
+
+    def refit_select(self, column: int = 0) -> str | int:
+        """``select`` of :func:`make_arm_models` that refits one column's choice (the
+        bootstrap refits of a final model): ``"rbf"``, ``"hinge:<n>"``, a number of
+        features, or ``"none"`` (all features)."""
+        if self.kernel_[column] or self.hinge_cols_[column]:
+            return self.label(column)
+        kk = int(self.k_[column])
+        return kk if kk < self.p_ else "none"
+
+
+def _dr_row_loss_at(
+    Gc: NDArray[np.float64], preds: NDArray[np.floating[Any]], idx: NDArray[np.intp]
+) -> NDArray[np.float64]:
+    """Per-row terms ``(n, m)`` of :func:`_dr_loss` of candidate ``idx[j]`` for column
+    ``j`` (``preds``: candidates x rows x arms x columns)."""
+    out = np.zeros((Gc.shape[0], Gc.shape[2]))
+    for c in np.unique(idx):
+        cols = np.flatnonzero(idx == c)
+        out[:, cols] = _dr_row_loss(Gc[:, :, cols], preds[c][:, :, cols].astype(np.float64))
+    return out
 
 
 def make_arm_models(
@@ -753,7 +945,8 @@ def make_arm_models(
     A binary outcome with the ``interaction`` model and no screening gets the
     ridge-logistic model (:class:`~brainmatch.selection.pipeline.LogisticArmModels`).
     ``select="rbf"`` (internal: the bootstrap refits of a final model that chose it) is
-    the RBF ridge alone.
+    the RBF ridge alone; ``select="hinge:<n>"`` the hinge basis alone with ``n`` of its
+    columns (all of them: the ridge on every column).
     """
     if binary and model == "interaction" and select == "none":
         return LogisticArmModels()
@@ -761,4 +954,6 @@ def make_arm_models(
         return ArmModels(model)
     if select == "rbf":
         return ScreenedArmModels(model, "none", kernel="only")
+    if isinstance(select, str) and select.startswith("hinge:"):
+        return ScreenedArmModels(model, int(select.removeprefix("hinge:")), kernel="hinge")
     return ScreenedArmModels(model, select)

@@ -272,7 +272,8 @@ def _ridge_fold(
     select: str | int,
 ) -> tuple[NDArray[np.float64], int | str]:
     """One outer fold of a ridge model: test predictions ``(n_test, k, n_cols)`` and the
-    number of features used for the real target, or ``"rbf"`` (the RBF ridge); every
+    number of features used for the real target, ``"rbf"`` (the RBF ridge) or
+    ``"hinge:<n>"`` (``n`` columns of the hinge basis); every
     permuted column is solved by the same factorisation."""
     with _one_blas_thread():
         Z_tr, C_tr, Z_te, C_te = _preprocess_fold(d, train, test)
@@ -399,7 +400,8 @@ def cross_validated_predictions(
         repeats (default: all).
     fold_k : list, optional
         Receives the number of features used for the real target in each fold (``"rbf"``:
-        the RBF ridge over all features).
+        the RBF ridge over all features; ``"hinge:<n>"``: ``n`` columns of the hinge
+        basis).
     scheduler : str or DaskRunner, optional
         Run the folds on a Dask distributed cluster (same results as serially).
 
@@ -753,7 +755,14 @@ def _feature_selection_summary(
                 " or the ridge on 500 random Fourier features of an RBF kernel over all "
                 "features ('rbf', non-linear effects)"
                 if p_all <= _screen.RBF_MAX_P
-                else ""
+                else (
+                    " or the same on every feature and three hinges max(0, z - c) of it at "
+                    "the quartiles c of N(0, 1) ('hinge:<n>' of its columns, additive "
+                    f"threshold effects; when every arm has >= {_screen.HINGE_MIN_ARM} "
+                    "training rows)"
+                    if _screen.HINGE_MIN_P < p_all <= _screen.HINGE_MAX_P
+                    else ""
+                )
             )
             + ": "
             + (
@@ -1889,11 +1898,8 @@ def fit_final_model(
         fitted = make_arm_models(model, select, data.binary).fit(Z, C, t, k, data.y[:, None])
         primal = fitted.primal(0)
         boot_select: str | int = "none"
-        kernel = isinstance(fitted, ScreenedArmModels) and bool(fitted.kernel_[0])
-        if kernel:
-            boot_select = "rbf"
-        elif isinstance(fitted, ScreenedArmModels) and fitted.k_[0] < Z.shape[1]:
-            boot_select = int(fitted.k_[0])
+        if isinstance(fitted, ScreenedArmModels):
+            boot_select = fitted.refit_select(0)
         rng = np.random.default_rng([seed, 3])
         draws = [
             (
@@ -1908,7 +1914,8 @@ def fit_final_model(
         refits = list(_run_folds(_bootstrap_refit, boot, draws, runner, None))
     score = (Z**2).mean(axis=1)
     arrays: dict[str, NDArray[Any]] = {
-        # the RBF ridge adds its cosine components (one pool: every refit shares the map)
+        # the RBF ridge adds its cosine components, the hinge basis its hinges (one pool:
+        # every refit shares the map or the knots)
         **export_arrays(primal, [b for b, _ in refits]),
         "medians": pre.medians_,
         "confound_coef": pre.confound_coef_,

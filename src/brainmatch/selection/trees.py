@@ -8,8 +8,9 @@ every arm's outcome as a weighted sum of *components* on the model input ``X = [
     pred_a  = link(Z @ coef_a + intercept_a + C @ cov_coef_a + sum_e W[a, e] g_e(X))
 
 with ``out_e`` the identity (a regressor, or a lasso), the logistic function (a binary
-classifier: the probability of 1) or the cosine (a random Fourier feature of an RBF kernel,
-:func:`export_fourier`: ``cos(phase_e + Z @ w_e)``).  A linear learner is the special case
+classifier: the probability of 1), the cosine (a random Fourier feature of an RBF kernel,
+:func:`export_fourier`: ``cos(phase_e + Z @ w_e)``) or the hinge (:func:`export_hinges`:
+``max(0, z_j - knot)``).  A linear learner is the special case
 without components.  :func:`export_hgb` turns a fitted scikit-learn
 ``HistGradientBoostingRegressor`` (squared error) or binary
 ``HistGradientBoostingClassifier`` into a component: its trees' node records (split
@@ -44,7 +45,7 @@ MAX_COMPONENTS = 4096
 _CHUNK = 2_000_000
 
 #: Output functions of a component (``comp_output``).
-OUTPUT_RAW, OUTPUT_LOGISTIC, OUTPUT_COSINE = 0, 1, 2
+OUTPUT_RAW, OUTPUT_LOGISTIC, OUTPUT_COSINE, OUTPUT_HINGE = 0, 1, 2, 3
 
 #: Array names in the model file.
 TREE_ARRAYS = (
@@ -79,7 +80,8 @@ class Components:
     baseline : ndarray (n_components,)
     linear : ndarray (n_components, d)
     output : ndarray (n_components,)
-        0: raw value, 1: logistic (probability), 2: cosine (random Fourier feature).
+        0: raw value, 1: logistic (probability), 2: cosine (random Fourier feature),
+        3: hinge ``max(0, value)`` (:func:`export_hinges`).
     """
 
     feature: NDArray[np.int32]
@@ -167,6 +169,8 @@ class Components:
         raw[:, logistic] = 0.5 * (1.0 + np.tanh(0.5 * raw[:, logistic]))
         cosine = self.output == OUTPUT_COSINE
         raw[:, cosine] = np.cos(raw[:, cosine])
+        hinge = self.output == OUTPUT_HINGE
+        raw[:, hinge] = np.maximum(raw[:, hinge], 0.0)
         return np.asarray(raw)
 
     def head(self, m: int) -> Components:
@@ -284,8 +288,9 @@ class Components:
         for name in ("tree_missing_left", "tree_is_leaf"):
             if ((a[name] != 0) & (a[name] != 1)).any():
                 raise bad(f"{name!r} holds values other than 0 and 1")
-        if not np.isin(a["comp_output"], (OUTPUT_RAW, OUTPUT_LOGISTIC, OUTPUT_COSINE)).all():
-            raise bad("'comp_output' holds values other than 0, 1 and 2")
+        outputs = (OUTPUT_RAW, OUTPUT_LOGISTIC, OUTPUT_COSINE, OUTPUT_HINGE)
+        if not np.isin(a["comp_output"], outputs).all():
+            raise bad("'comp_output' holds values other than 0, 1, 2 and 3")
         feature = a["tree_feature"].astype(np.int64)
         if ((feature < 0) | (feature >= d)).any():
             raise bad(f"'tree_feature' holds split features outside 0..{d - 1}")
@@ -415,4 +420,20 @@ def export_fourier(weights: Array, phases: Array, d: int) -> Components:
     c.linear = linear
     c.output = np.full(n_feat, OUTPUT_COSINE, dtype=np.uint8)
     c.tree_offsets = np.zeros(n_feat + 1, np.int64)
+    return c
+
+
+def export_hinges(p: int, knots: Array, d: int) -> Components:
+    """Hinge functions ``max(0, x[j] - knots[r])`` of each of the first ``p`` inputs as
+    tree-less hinge components on inputs of width ``d``, component ``len(knots) j + r``
+    (the order of :func:`brainmatch.selection.hinge.hinge_columns`)."""
+    r = len(knots)
+    n_comp = p * r
+    c = Components.empty(d)
+    c.baseline = -np.tile(np.asarray(knots, dtype=float), p)
+    linear = np.zeros((n_comp, d))
+    linear[np.arange(n_comp), np.repeat(np.arange(p), r)] = 1.0
+    c.linear = linear
+    c.output = np.full(n_comp, OUTPUT_HINGE, dtype=np.uint8)
+    c.tree_offsets = np.zeros(n_comp + 1, np.int64)
     return c
