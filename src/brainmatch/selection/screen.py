@@ -566,7 +566,6 @@ class ScreenedArmModels:
             pick = self._choose(Z, C, t, k, Y, cands, hinge_cands, H)
         else:
             pick = np.zeros(m, dtype=np.intp)
-        self.hinge_cols_ = pick >= n_lin
         choice = np.array([*cands, *([HINGE] * len(hinge_cands))])[pick]
         self._fit_choice(Z, C, t, k, Y, choice)
         if self.hinge_ is not None:
