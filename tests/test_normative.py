@@ -313,3 +313,57 @@ def test_noise_model_is_chosen_by_sample_size():
         tab, covariate_columns=("age", "sex"), site_column="site", holdout=0, heteroskedastic=True
     )
     assert res.model.noise_coef_.shape[1] == res.model.coef_.shape[1]
+
+
+def test_fit_metrics_equal_per_feature_scipy_with_missing_values():
+    """The vectorised diagnostics equal the same statistics computed feature by feature with
+    numpy and scipy over each feature's observed rows."""
+    from scipy import stats
+
+    from brainmatch.normative.analysis import fit_metrics
+
+    X, y = _toy(260, 6, seed=5)
+    model = NormativeModel(covariates=("age", "sex"), site_column="site").fit(X[:200], y[:200])
+    Y = y[200:].copy()
+    rng = np.random.default_rng(0)
+    Y[rng.random(Y.shape) < 0.2] = np.nan
+    Y[:, 5] = np.nan
+    Y[:3, 5] = [0.1, 0.2, 0.3]  # three observed rows: no kurtosis
+    got = fit_metrics(model, X[200:], Y, y[:200])
+    mean, _ = model.predict(X[200:])
+    z, _ = model.zscores(X[200:], Y)
+    logp = model.log_likelihood(X[200:], Y)
+    for j in range(Y.shape[1]):
+        ok = ~np.isnan(Y[:, j])
+        yy, m, zz = Y[ok, j], mean[ok, j], z[ok, j]
+        mu0, var0 = y[:200, j].mean(), y[:200, j].var()
+        nlp0 = 0.5 * np.log(2 * np.pi * var0) + 0.5 * (yy - mu0) ** 2 / var0
+        ref = {
+            "n_test": ok.sum(),
+            "explained_variance": 1 - np.var(yy - m) / yy.var(),
+            "smse": np.mean((yy - m) ** 2) / yy.var(),
+            "rho": np.corrcoef(yy, m)[0, 1],
+            "msll": np.mean(-logp[ok, j] - nlp0),
+            "mean_z": zz.mean(),
+            "sd_z": zz.std(ddof=1),
+            "skew_z": stats.skew(zz),
+            "kurtosis_z": stats.kurtosis(zz) if ok.sum() > 3 else np.nan,
+            "share_abs_z_below_1_96": np.mean(np.abs(zz) < 1.96),
+            "share_abs_z_above_2_6": np.mean(np.abs(zz) > 2.6),
+        }
+        for key, value in ref.items():
+            np.testing.assert_allclose(got[key].iloc[j], value, rtol=1e-10, err_msg=key)
+
+
+def test_non_numeric_feature_column_is_named():
+    X, y = _toy(120, 3, seed=2)
+    frame = pd.DataFrame(y, columns=["a", "b", "c"])
+    model = NormativeModel(covariates=("age",), site_column="site").fit(X, frame)
+    text = frame.astype(object)
+    text.loc[4, "b"] = "n/a?"
+    with pytest.raises(BrainmatchInputError, match="non-numeric values in feature.*: b"):
+        model.zscores(X, text)
+    # numbers stored as text are read as numbers
+    z_text, _ = model.zscores(X, frame.astype(str))
+    z_num, _ = model.zscores(X, frame)
+    np.testing.assert_allclose(z_text, z_num, rtol=1e-12)

@@ -139,13 +139,26 @@ class NormativeModel:
                         f"{' ...' if len(missing) > 8 else ''}"
                     )
                 Y = Y[self.feature_names_]
-            values = Y.apply(pd.to_numeric, errors="coerce")
-            bad = [c for c in values.columns if (values[c].isna() & Y[c].notna()).any()]
-            if bad:
-                raise BrainmatchInputError(
-                    f"non-numeric values in feature(s): {', '.join(bad[:8])}"
-                )
-            arr = values.to_numpy(float)
+            # only the columns pandas did not already read as numbers are coerced (a
+            # connectome table has thousands of columns: a per-column pass over all of them
+            # dominated the normative stage)
+            other = [
+                c
+                for c, dt in zip(Y.columns, Y.dtypes, strict=True)
+                if not (pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt))
+            ]
+            if other:
+                values = Y.copy()
+                coerced = Y[other].apply(pd.to_numeric, errors="coerce")
+                bad = [str(c) for c in other if (coerced[c].isna() & Y[c].notna()).any()]
+                if bad:
+                    raise BrainmatchInputError(
+                        f"non-numeric values in feature(s): {', '.join(bad[:8])}"
+                    )
+                values[other] = coerced
+                arr = values.to_numpy(float)
+            else:
+                arr = Y.to_numpy(float)
         else:
             arr = np.asarray(Y, dtype=float)
             if arr.ndim != 2:
