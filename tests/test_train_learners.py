@@ -297,6 +297,7 @@ def test_cli_every_model(learner, tmp_path):
         model=learner,
         n_repeats=1,
         n_permutations=3,
+        learning_curve=False,  # as --no-learning-curve above
     )
     assert m["selection"]["policy_gain"] == pytest.approx(api.metrics["selection"]["policy_gain"])
     stored = learner not in ("s-linear", "s-hgb", "econml-dr", "causal-forest")
