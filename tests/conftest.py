@@ -81,3 +81,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("measurements")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the tests marked ``slow`` first (in their collected order, so a module's tests
+    stay together): under pytest-xdist a long test started last leaves the other worker
+    idle at the end of the run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -361,7 +361,7 @@ def test_non_numeric_feature_column_is_named():
     model = NormativeModel(covariates=("age",), site_column="site").fit(X, frame)
     text = frame.astype(object)
     text.loc[4, "b"] = "n/a?"
-    with pytest.raises(BrainmatchInputError, match="non-numeric values in feature.*: b"):
+    with pytest.raises(BrainmatchInputError, match=r"non-numeric values in feature.*: b"):
         model.zscores(X, text)
     # numbers stored as text are read as numbers
     z_text, _ = model.zscores(X, frame.astype(str))
