@@ -93,7 +93,9 @@ class CoxModel:
 
     def fit(self, X: Any, time: Any, event: Any) -> CoxModel:
         """Fit on features ``X`` (n, p), times and event indicators."""
-        CoxPHFitter = _lifelines().CoxPHFitter
+        from brainmatch.durability._cox import cox_fitter
+
+        _lifelines()
         X = np.asarray(X, dtype=float)
         t, e = _check_survival(time, event, X.shape[0])
         if e.sum() < 2:
@@ -109,9 +111,7 @@ class CoxModel:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                fitter = CoxPHFitter(penalizer=self.penalizer, l1_ratio=self.l1_ratio).fit(
-                    df, "__t", "__e"
-                )
+                fitter = cox_fitter(self.penalizer, self.l1_ratio).fit(df, "__t", "__e")
             except Exception as exc:  # lifelines' ConvergenceError and numerical failures
                 raise BrainmatchInputError(_no_convergence(exc, X.shape[1], e)) from None
         self.coef_std_ = fitter.params_.to_numpy()
@@ -512,7 +512,9 @@ class _StratifiedInteractionCox:
         e: NDArray[np.float64],
         arm: NDArray[Any],
     ) -> _StratifiedInteractionCox:
-        CoxPHFitter = _lifelines().CoxPHFitter
+        from brainmatch.durability._cox import cox_fitter
+
+        _lifelines()
         self.mean_ = X.mean(axis=0)
         sd = X.std(axis=0)
         self.scale_ = np.where(sd > 0, sd, 1.0)
@@ -520,9 +522,7 @@ class _StratifiedInteractionCox:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                self.fitter_ = CoxPHFitter(penalizer=self.penalizer).fit(
-                    df, "__t", "__e", strata=["__arm"]
-                )
+                self.fitter_ = cox_fitter(self.penalizer).fit(df, "__t", "__e", strata=["__arm"])
             except Exception as exc:
                 raise BrainmatchInputError(_no_convergence(exc, X.shape[1], e)) from None
         return self
