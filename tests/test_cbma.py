@@ -18,6 +18,7 @@ from brainmatch.cli.main import app
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.evidence.cbma import (
     CoordinateMetaAnalysis,
+    _quiet,
     brain_mask,
     conjunction,
     run_cbma,
@@ -71,6 +72,17 @@ def _distance(row: pd.Series, point: tuple[float, float, float]) -> float:
     return float(np.linalg.norm(np.array([row["x"], row["y"], row["z"]]) - np.array(point)))
 
 
+@pytest.fixture
+def no_glass_brains(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reports without rendering their glass brains (about 1 s of CPU a figure), for CLI
+    tests that check numbers only.  The figures themselves are checked by
+    test_cli_writes_every_output (one analysis) and
+    test_cli_versus_writes_contrast_and_conjunction (a comparison)."""
+    from brainmatch.reports import cbma as report
+
+    monkeypatch.setattr(report, "_glass_brain_svg", lambda *a, **k: ("<svg></svg>", b""))
+
+
 # --------------------------------------------------------------------------- NiMARE agreement
 
 
@@ -83,21 +95,24 @@ def test_maps_and_cluster_p_equal_nimare() -> None:
     from nimare.meta.cbma import ALE
 
     res = run_cbma(NIDM_PAIN, iterations=5, random_state=3)  # outputs: see the CLI tests
-    with warnings.catch_warnings():
+    # _quiet: NiMARE without warnings, and nilearn's gc.collect() calls (one per image it
+    # loads, ~0.3 s each with this process's heap) without rescanning the frozen heap
+    with _quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = Dataset(str(NIDM_PAIN), target="mni152_2mm")
         ref = ALE(null_method="approximate", random_state=3).fit(ds)
         ref = FWECorrector(method="montecarlo", voxel_thresh=0.001, n_iters=5).transform(ref)
-    for ours, theirs in (
-        ("stat", "stat"),
-        ("z", "z"),
-        ("logp_cluster_fwe", "logp_desc-size_level-cluster_corr-FWE_method-montecarlo"),
-    ):
+        theirs = {
+            ours: np.asarray(ref.get_map(name).dataobj)
+            for ours, name in (
+                ("stat", "stat"),
+                ("z", "z"),
+                ("logp_cluster_fwe", "logp_desc-size_level-cluster_corr-FWE_method-montecarlo"),
+            )
+        }
+    for ours, reference in theirs.items():
         np.testing.assert_allclose(
-            np.asarray(res.maps[ours].dataobj),
-            np.asarray(ref.get_map(theirs).dataobj),
-            rtol=1e-6,
-            atol=1e-9,
+            np.asarray(res.maps[ours].dataobj), reference, rtol=1e-6, atol=1e-9
         )
     assert res.params["n_experiments"] == 21 and res.params["n_foci"] == 267
 
@@ -198,7 +213,9 @@ def test_cli_bad_engine_and_n_jobs(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cli_engines_threads_and_mkda_agree_with_the_api(tmp_path: Path) -> None:
+def test_cli_engines_threads_and_mkda_agree_with_the_api(
+    tmp_path: Path, no_glass_brains: None
+) -> None:
     """Each --engine and --method value and --n-jobs through the CLI gives the Python
     API's numbers."""
     table = read_coordinates(NIDM_PAIN)
@@ -405,13 +422,12 @@ def test_mkda_density_equals_nimare() -> None:
     from nimare.meta.cbma import MKDADensity
 
     res = CoordinateMetaAnalysis(method="mkda", iterations=5).fit(read_coordinates(NIDM_PAIN))
-    with warnings.catch_warnings():
+    with _quiet(), warnings.catch_warnings():  # _quiet: see test_maps_and_cluster_p_...
         warnings.simplefilter("ignore")
         ds = Dataset(str(NIDM_PAIN), target="mni152_2mm")
         ref = MKDADensity(null_method="approximate", random_state=0).fit(ds)
-    np.testing.assert_allclose(
-        np.asarray(res.result_.maps["stat"].dataobj), np.asarray(ref.get_map("stat").dataobj)
-    )
+        theirs = np.asarray(ref.get_map("stat").dataobj)
+    np.testing.assert_allclose(np.asarray(res.result_.maps["stat"].dataobj), theirs)
     assert "Wager" in res.result_.description and res.result_.method == "mkda"
 
 

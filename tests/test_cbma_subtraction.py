@@ -79,6 +79,20 @@ def _nimare_subtraction(a: Any, b: Any, iterations: int, seed: int) -> tuple[Any
     return est, corrected
 
 
+# Reports without rendering their glass brains (about 1 s of CPU a figure), for CLI runs
+# whose test checks numbers or terminal output only; the figures themselves are checked in
+# tests/test_cbma.py (test_cli_writes_every_output, test_cli_versus_writes_contrast_and_...).
+def _no_glass_brain(*args: Any, **kwargs: Any) -> tuple[str, bytes]:
+    return "<svg></svg>", b""
+
+
+NO_GLASS_BRAINS = (
+    "import brainmatch.reports.cbma as r; "
+    "r._glass_brain_svg = lambda *a, **k: ('<svg></svg>', b''); "
+    "from brainmatch.cli.main import main; main()"
+)
+
+
 def _plan(a: Any, b: Any) -> ale_subtraction.SubtractionPlan:
     ma1, mask3d = _observed_ma(a)
     ma2, _ = _observed_ma(b)
@@ -216,9 +230,14 @@ def test_subtraction_null_equal_in_distribution_across_seeds(pain_sets: Any) -> 
 
 
 @pytest.mark.slow
-def test_subtract_api_and_cli_equal_nimare_engine(pain_sets: Any, tmp_path: Path) -> None:
+def test_subtract_api_and_cli_equal_nimare_engine(
+    pain_sets: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``subtract`` on the engine and on NiMARE (same seed): the same maps and clusters;
     ``brainmatch cbma --versus`` gives the API's contrast clusters."""
+    from brainmatch.reports import cbma as report
+
+    monkeypatch.setattr(report, "_glass_brain_svg", _no_glass_brain)
     a, b = pain_sets
     ours = subtract(a, b, iterations=40, random_state=2)
     ref = subtract(a, b, iterations=40, random_state=2, engine="nimare")
@@ -323,7 +342,8 @@ def _run_in_terminal(args: list[str]) -> str:
 @pytest.mark.slow
 def test_progress_bar_in_a_terminal_only(pain_sets: Any, tmp_path: Path) -> None:
     """``brainmatch cbma --versus`` in a terminal shows the one Rich bar (two main effects
-    and the contrast), never NiMARE's tqdm bars."""
+    and the contrast), never NiMARE's tqdm bars.  (The CLI's ``main`` run by ``python -c``
+    with the report's glass brains not drawn: they are not what this test checks.)"""
     import sys
 
     a, b = pain_sets
@@ -331,14 +351,14 @@ def test_progress_bar_in_a_terminal_only(pain_sets: Any, tmp_path: Path) -> None
     pd.concat([a.foci.assign(group="first"), b.foci.assign(group="second")])[
         ["experiment", "x", "y", "z", "space", "n_subjects", "group"]
     ].to_csv(src, sep="\t", index=False)
-    exe = str(Path(sys.executable).with_name("brainmatch"))
     args = [
-        *(exe, "cbma", str(src), "--select", "group=first", "--versus", str(src)),
-        *("--versus-select", "group=second", "--iterations", "30"),
+        *(sys.executable, "-c", NO_GLASS_BRAINS),
+        *("cbma", str(src), "--select", "group=first", "--versus", str(src)),
+        *("--versus-select", "group=second", "--iterations", "10"),
     ]
     shown = _run_in_terminal([*args, "--out", str(tmp_path / "tty")])
     assert "cbma: two main effects and their contrast" in shown
-    assert "90/90" in shown  # 3 analyses x 30 iterations, as one bar
+    assert "30/30" in shown  # 3 analyses x 10 iterations, as one bar
     assert "it/s" not in shown and "%|" not in shown  # no tqdm
     assert "cbma subtraction" in shown
     # piped (not a terminal) there is no bar: CliRunner in
