@@ -1103,20 +1103,21 @@ def subtract(
             corrected = FWECorrector(
                 method="montecarlo", n_iters=iterations, voxel_thresh=voxel_thresh, n_cores=n_jobs
             ).transform(result)
-        stat = corrected.get_map("stat_desc-group1MinusGroup2")
-        z = corrected.get_map("z_desc-group1MinusGroup2")
-        names = list(corrected.maps)
-        cluster_key = next(
-            (k for k in names if k.startswith("logp_desc-group1MinusGroup2Size")), None
-        )
-        voxel_key = next(
-            (k for k in names if k.startswith("logp_desc-group1MinusGroup2_level-voxel")), None
-        )
-        logp_c = corrected.get_map(cluster_key) if cluster_key else None
-        logp_v = corrected.get_map(voxel_key) if voxel_key else None
-        nd = estimator.null_distributions_
-        key = "summary_stat_thresh_level-voxel_corr-fwe_method-montecarlo"
-        threshold = float(nd[key]) if key in nd else None
+            # reading the maps unmasks images: nilearn collects garbage per image
+            stat = corrected.get_map("stat_desc-group1MinusGroup2")
+            z = corrected.get_map("z_desc-group1MinusGroup2")
+            names = list(corrected.maps)
+            cluster_key = next(
+                (k for k in names if k.startswith("logp_desc-group1MinusGroup2Size")), None
+            )
+            voxel_key = next(
+                (k for k in names if k.startswith("logp_desc-group1MinusGroup2_level-voxel")), None
+            )
+            logp_c = corrected.get_map(cluster_key) if cluster_key else None
+            logp_v = corrected.get_map(voxel_key) if voxel_key else None
+            nd = estimator.null_distributions_
+            key = "summary_stat_thresh_level-voxel_corr-fwe_method-montecarlo"
+            threshold = float(nd[key]) if key in nd else None
     else:
         from brainmatch.evidence.ale_subtraction import (
             run_subtraction,
