@@ -257,7 +257,7 @@ def test_supported_model_states_preferences_only_with_interval(tmp_path: Path) -
     those preferences mostly agree with the simulator's more durable arm."""
     trial = draw_trial(
         TrialSpec(n_subjects=200, n_sites=2, seed=5, followup=True, durability_effect=1.5)
-    )  # 200 patients: at trial seeds 5, 6, 7 still p = 1/25, RMST-gain CI low >= 0.79, agree >= 0.9
+    )  # 200 patients: at trial seeds 5, 6, 7 still p = 1/21, RMST-gain CI low >= 0.79, agree >= 0.9
     write_followup(trial, tmp_path)
     feats = measured_features(trial, n_noise=2, seed=2)
     fp = tmp_path / "features.tsv"
@@ -266,7 +266,9 @@ def test_supported_model_states_preferences_only_with_interval(tmp_path: Path) -
     trial.participants.to_csv(pp, sep="\t", index=False)
     args = _train_args(fp, pp, tmp_path / "phenotype" / "followup.tsv", tmp_path / "m")
     args[args.index("--seed") + 1] = "1"
-    r = runner.invoke(app, [*args, "--n-permutations", "24", "--no-report"])
+    # 20 permutations: the smallest p, 1/21, is below 0.05 (the permutations are the first
+    # 20 of the 24 this test ran before, none of which reached the observed gain)
+    r = runner.invoke(app, [*args, "--n-permutations", "20", "--no-report"])
     assert r.exit_code == 0, r.output
     sel = json.loads((tmp_path / "m" / "metrics.json").read_text())["selection"]
     assert sel["selection_supported"] and sel["permutation_p"] < 0.05
