@@ -67,29 +67,6 @@ def test_penalised_cox_fit_is_lifelines_bit_for_bit(
     assert fast.log_likelihood_ == ref.log_likelihood_
 
 
-def test_efron_values_are_lifelines_bit_for_bit() -> None:
-    """Efron's Hessian, gradient and log-likelihood without lifelines' loop over rows: equal
-    to lifelines' to the last bit, with and without ties, weights and events."""
-    from lifelines.fitters.coxph_fitter import SemiParametricPHFitter
-
-    from brainmatch.durability._cox import _efron_values
-
-    ref = SemiParametricPHFitter()._get_efron_values_single
-    rng = np.random.default_rng(0)
-    for k in range(60):
-        n, d = int(rng.integers(1, 90)), int(rng.integers(1, 8))
-        X = rng.normal(size=(n, d))
-        T = np.sort(np.round(rng.exponential(30, n), k % 3) + 0.5)  # 0 decimals: many ties
-        E = (rng.random(n) < (0.0 if k < 3 else 0.6)).astype(float)  # k < 3: no event
-        W = np.ones(n) if k % 2 else rng.uniform(0.5, 2.0, n)
-        beta = rng.normal(size=d) * 0.5
-        h0, g0, ll0 = ref(pd.DataFrame(X), pd.Series(T), pd.Series(E), pd.Series(W), None, beta)
-        h1, g1, ll1 = _efron_values(X, T, E, W, beta)
-        np.testing.assert_array_equal(h1, h0)
-        np.testing.assert_array_equal(g1, g0)
-        assert ll1 == ll0
-
-
 def _surv(seed: int, n: int = 150, censor: bool = True) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(seed)
     risk = rng.normal(0, 1, n)

@@ -1,18 +1,14 @@
-"""lifelines' ``CoxPHFitter``, faster on the small models fitted here, same numbers.
+"""lifelines' ``CoxPHFitter`` with the elastic-net penalty's derivatives written out.
 
-lifelines 0.30 spends most of a small penalised fit in three places, each replaced in
-:func:`cox_fitter`'s subclass by code that yields bit-for-bit lifelines' results (every
-iterate, coefficient, baseline hazard and log-likelihood; checked against lifelines in
-``tests/test_durability.py``):
-
-* the smoothed elastic-net penalty's gradient and Hessian diagonal, which lifelines gets
-  from autograd (a nested ``elementwise_grad``) at every Newton-Raphson step, are computed
-  by the same sequence of numpy operations autograd's reverse passes perform (only for
-  ``l1_ratio`` 0 (ridge) and 1 (lasso); other values are left to lifelines itself);
-* Efron's gradient and Hessian (``_get_efron_values_single``, a Python loop over rows)
-  use cumulative sums of the same terms in the same order (:func:`_efron_values`);
-* the training data's summary for lifelines' plots (pandas ``describe``) is computed only
-  when first asked for.
+lifelines 0.30 differentiates its smoothed elastic-net penalty with autograd (a nested
+``elementwise_grad`` for the Hessian's diagonal) at every Newton-Raphson step; for the
+small models fitted here that took over half of each fit's time.  :func:`cox_fitter`
+returns a ``CoxPHFitter`` whose Newton-Raphson loop is lifelines' own, line for line,
+except that the penalty's gradient and Hessian diagonal are computed by the same sequence
+of numpy operations autograd's backward passes perform, so every iterate, and hence every
+fitted coefficient and baseline hazard, is bit-for-bit lifelines' (checked against
+lifelines in ``tests/test_durability.py``).  Only ``l1_ratio`` 0 (ridge) and 1 (lasso) take
+this path; any other value is left to lifelines itself.
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-from numpy import arange, dot, einsum, exp, log, multiply, zeros
 
 
 def _penalty_derivatives(
@@ -51,94 +46,6 @@ def _penalty_derivatives(
     return grad, hess
 
 
-def _efron_values(X: Any, T: Any, E: Any, weights: Any, beta: Any) -> tuple[Any, Any, Any]:
-    """lifelines' ``_get_efron_values_single`` (Hessian, gradient and log partial
-    likelihood with Efron's ties; rows sorted by time) without its loop over rows: the
-    risk-set sums are cumulative sums of the same terms in the same order, the blocks with
-    one event are computed at once, tied blocks by lifelines' own code, and the blocks'
-    contributions are accumulated in lifelines' order, so the result is bit-for-bit
-    lifelines'."""
-    X = np.asarray(X, dtype=float)
-    T = np.asarray(T)
-    E = np.asarray(E)
-    weights = np.asarray(weights, dtype=float)
-    n, d = X.shape
-    scores = weights * exp(dot(X, beta))
-    phi_x_is = scores[:, None] * X
-    phi_x_x_is = X[:, :, None] * phi_x_is[:, None, :]
-    # running risk-set sums of the reverse scan (sequential, as lifelines' loop adds)
-    risk_phi = np.cumsum(scores[::-1])[::-1]
-    risk_phi_x = np.cumsum(phi_x_is[::-1], axis=0)[::-1]
-    risk_phi_x_x = np.cumsum(phi_x_x_is[::-1], axis=0)[::-1]
-    # blocks of equal times; each block's first (smallest) index is where lifelines sums
-    starts = np.flatnonzero(np.r_[True, T[1:] != T[:-1]])
-    ends = np.r_[starts[1:], n]
-    ev = E.astype(bool)
-    n_ev = np.add.reduceat(ev.astype(np.intp), starts)
-    keep = n_ev > 0
-    starts, ends, n_ev = starts[keep][::-1], ends[keep][::-1], n_ev[keep][::-1]  # scan order
-    m = starts.size
-    grad_terms = np.empty((2 * m, d))
-    ll_terms = np.empty(2 * m)
-    hess_terms = np.empty((m, d, d))
-    single = n_ev == 1
-    # single-event blocks, vectorised
-    if single.any():
-        s = starts[single]
-        # the event row of each single-event block
-        ev_pos = np.flatnonzero(ev)
-        ev_idx = ev_pos[np.searchsorted(ev_pos, s)]
-        w = weights[ev_idx]
-        wa = (0.0 + w) / 1
-        xds = zeros((1, d)) + w[:, None] * X[ev_idx]
-        denom = 1.0 / risk_phi[s]
-        a1 = risk_phi_x_x[s] * denom[:, None, None]
-        summand = risk_phi_x[s] * denom[:, None]
-        a2 = summand[:, :, None] * summand[:, None, :]
-        k = np.flatnonzero(single)
-        grad_terms[2 * k] = xds
-        grad_terms[2 * k + 1] = -(wa[:, None] * summand)
-        ll_terms[2 * k] = np.array([dot(x, beta) for x in xds])
-        ll_terms[2 * k + 1] = wa * log(denom)
-        hess_terms[k] = wa[:, None, None] * (a2 - a1)
-    for j in np.flatnonzero(~single):
-        a, b = starts[j], ends[j]
-        x_death_sum = zeros((d,))
-        tie_phi = 0
-        tie_phi_x = zeros((d,))
-        tie_phi_x_x = zeros((d, d))
-        weight_count = 0.0
-        tied_death_counts = 0
-        for i in range(b - 1, a - 1, -1):
-            if E[i]:
-                x_death_sum = x_death_sum + weights[i] * X[i]
-                tie_phi = tie_phi + scores[i]
-                tie_phi_x = tie_phi_x + phi_x_is[i]
-                tie_phi_x_x = tie_phi_x_x + multiply.outer(X[i], phi_x_is[i])
-                tied_death_counts += 1
-                weight_count += weights[i]
-        weighted_average = weight_count / tied_death_counts
-        increasing_proportion = arange(tied_death_counts) / tied_death_counts
-        denom = 1.0 / (risk_phi[a] - increasing_proportion * tie_phi)
-        numer = risk_phi_x[a] - multiply.outer(increasing_proportion, tie_phi_x)
-        a1 = einsum("ab,i->ab", risk_phi_x_x[a], denom) - einsum(
-            "ab,i->ab", tie_phi_x_x, increasing_proportion * denom
-        )
-        summand = numer * denom[:, None]
-        a2 = summand.T.dot(summand)
-        grad_terms[2 * j] = x_death_sum
-        grad_terms[2 * j + 1] = -(weighted_average * summand.sum(0))
-        ll_terms[2 * j] = dot(x_death_sum, beta)
-        ll_terms[2 * j + 1] = weighted_average * log(denom).sum()
-        hess_terms[j] = weighted_average * (a2 - a1)
-    if m == 0:
-        return zeros((d, d)), zeros((d,)), 0
-    gradient = np.cumsum(np.vstack([zeros((1, d)), grad_terms]), axis=0)[-1]
-    log_lik = np.cumsum(np.r_[0.0, ll_terms])[-1]
-    hessian = np.cumsum(np.concatenate([zeros((1, d, d)), hess_terms]), axis=0)[-1]
-    return hessian, gradient, log_lik
-
-
 @cache
 def _classes() -> tuple[type, type]:
     from lifelines import exceptions, utils
@@ -147,41 +54,6 @@ def _classes() -> tuple[type, type]:
     from scipy.linalg import solve as spsolve
 
     class _SemiParametric(SemiParametricPHFitter):
-        _defer_central_values = True
-
-        def _compute_central_values_of_raw_training_data(
-            self, df: Any, strata: Any = None, name: str = "baseline"
-        ) -> Any:
-            # lifelines summarises the training data (pandas describe, a fifth of a small
-            # fit's time) for its plots only: done when first asked for
-            if self._defer_central_values:
-                self._central_values_of = (df, strata, name)
-                return None
-            return super()._compute_central_values_of_raw_training_data(df, strata, name)
-
-        @property
-        def _central_values(self) -> Any:
-            if self.__dict__.get("_central_values_") is None and hasattr(
-                self, "_central_values_of"
-            ):
-                self._defer_central_values = False
-                try:
-                    self._central_values_ = self._compute_central_values_of_raw_training_data(
-                        *self._central_values_of
-                    )
-                finally:
-                    self._defer_central_values = True
-            return self.__dict__.get("_central_values_")
-
-        @_central_values.setter
-        def _central_values(self, value: Any) -> None:
-            self._central_values_ = value
-
-        def _get_efron_values_single(
-            self, X: Any, T: Any, E: Any, weights: Any, entries: Any, beta: Any
-        ) -> Any:
-            return _efron_values(X.values, T.values, E.values, weights.values, beta)
-
         def _newton_raphson_for_efron_model(
             self,
             X: Any,
