@@ -41,32 +41,6 @@ def test_cox_equals_lifelines_on_rossi() -> None:
     np.testing.assert_allclose(m.predict_survival(r[ROSSI].iloc[:20], [10, 30, 52]), sf, atol=1e-12)
 
 
-@pytest.mark.parametrize(
-    ("penalizer", "l1_ratio", "strata"), [(0.5, 0.0, ["fin"]), (0.05, 1.0, None)]
-)
-def test_penalised_cox_fit_is_lifelines_bit_for_bit(
-    penalizer: float, l1_ratio: float, strata: list[str] | None
-) -> None:
-    """The fitter with the penalty's derivatives written out (no autograd) gives lifelines'
-    own numbers exactly: coefficients, baseline hazard, log-likelihood (the ridge stratified
-    as the interaction model's is; the lasso as CoxModel's)."""
-    from lifelines import CoxPHFitter
-    from lifelines.datasets import load_rossi
-
-    from brainmatch.durability._cox import cox_fitter
-
-    r = load_rossi()
-    fast = cox_fitter(penalizer, l1_ratio).fit(r, "week", "arrest", strata=strata)
-    ref = CoxPHFitter(penalizer=penalizer, l1_ratio=l1_ratio).fit(
-        r, "week", "arrest", strata=strata
-    )
-    np.testing.assert_array_equal(fast.params_.to_numpy(), ref.params_.to_numpy())
-    np.testing.assert_array_equal(
-        fast.baseline_cumulative_hazard_.to_numpy(), ref.baseline_cumulative_hazard_.to_numpy()
-    )
-    assert fast.log_likelihood_ == ref.log_likelihood_
-
-
 def _surv(seed: int, n: int = 150, censor: bool = True) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(seed)
     risk = rng.normal(0, 1, n)

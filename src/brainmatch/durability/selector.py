@@ -93,9 +93,7 @@ class CoxModel:
 
     def fit(self, X: Any, time: Any, event: Any) -> CoxModel:
         """Fit on features ``X`` (n, p), times and event indicators."""
-        from brainmatch.durability._cox import cox_fitter
-
-        _lifelines()
+        CoxPHFitter = _lifelines().CoxPHFitter
         X = np.asarray(X, dtype=float)
         t, e = _check_survival(time, event, X.shape[0])
         if e.sum() < 2:
@@ -111,7 +109,9 @@ class CoxModel:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                fitter = cox_fitter(self.penalizer, self.l1_ratio).fit(df, "__t", "__e")
+                fitter = CoxPHFitter(penalizer=self.penalizer, l1_ratio=self.l1_ratio).fit(
+                    df, "__t", "__e"
+                )
             except Exception as exc:  # lifelines' ConvergenceError and numerical failures
                 raise BrainmatchInputError(_no_convergence(exc, X.shape[1], e)) from None
         self.coef_std_ = fitter.params_.to_numpy()
@@ -512,9 +512,7 @@ class _StratifiedInteractionCox:
         e: NDArray[np.float64],
         arm: NDArray[Any],
     ) -> _StratifiedInteractionCox:
-        from brainmatch.durability._cox import cox_fitter
-
-        _lifelines()
+        CoxPHFitter = _lifelines().CoxPHFitter
         self.mean_ = X.mean(axis=0)
         sd = X.std(axis=0)
         self.scale_ = np.where(sd > 0, sd, 1.0)
@@ -522,7 +520,9 @@ class _StratifiedInteractionCox:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                self.fitter_ = cox_fitter(self.penalizer).fit(df, "__t", "__e", strata=["__arm"])
+                self.fitter_ = CoxPHFitter(penalizer=self.penalizer).fit(
+                    df, "__t", "__e", strata=["__arm"]
+                )
             except Exception as exc:
                 raise BrainmatchInputError(_no_convergence(exc, X.shape[1], e)) from None
         return self
