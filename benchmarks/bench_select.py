@@ -270,6 +270,38 @@ def hinge_probe(r: Regime, splits: list[Any]) -> NDArray[np.intp]:
     return np.searchsorted(r.arms, res.predictions["recommended"].to_numpy())
 
 
+def product_probe(r: Regime, splits: list[Any]) -> NDArray[np.intp]:
+    """Diagnostic, not a method (not in brainmatch): the default on the features plus every
+    pairwise product ``z_i z_j`` of the features standardised on all rows (no outcome is
+    used; a missing value gives a missing product, imputed by the default's pipeline).  It
+    asks whether a product basis, screened like the features, would catch effect modifiers
+    that act jointly (the non-linear regime's ``x_1 x_2`` term), which neither the
+    features, their hinges nor an isotropic kernel over hundreds of features do."""
+    X = r.features.iloc[:, 1:].to_numpy(float)
+    p = X.shape[1]
+    Z = (X - np.nanmean(X, axis=0)) / np.nanstd(X, axis=0)
+    i, j = np.triu_indices(p, 1)
+    products = pd.DataFrame(
+        Z[:, i] * Z[:, j],
+        columns=[
+            f"{r.features.columns[1 + a]}_x_{r.features.columns[1 + b]}"
+            for a, b in zip(i, j, strict=True)
+        ],
+    )
+    res = validate(
+        pd.concat([r.features, products], axis=1),
+        r.outcomes,
+        treatment_column="arm",
+        outcome_column="y",
+        site_column="site" if r.outcomes["site"].nunique() > 1 else None,
+        better="higher",
+        n_repeats=1,
+        n_permutations=0,
+        learning_curve=False,
+    )
+    return np.searchsorted(r.arms, res.predictions["recommended"].to_numpy())
+
+
 def fallback_probe(r: Regime, splits: list[Any]) -> NDArray[np.intp]:
     """Diagnostic, not a method (not in brainmatch): the default, except that in an outer
     fold whose training rows' own cross-validated policy gain (``validate`` on the
@@ -323,6 +355,7 @@ METHODS = {
     "probe: default or RBF ridge, by the DR criterion": lambda r, s: rbf_probe(r, s, True),
     "probe: default, best single arm when its inner policy gain <= 0": fallback_probe,
     "probe: default on features + quartile hinges": hinge_probe,
+    "probe: default on features + pairwise products": product_probe,
 }
 
 
@@ -358,7 +391,7 @@ def grid(
                     continue  # minutes per fit at p = 1000 on 2 shared cores: --full runs it
                 if m.startswith("ceiling") and p >= 1000:
                     continue  # a diagnostic for the dense regime (26 penalties x 5 folds)
-                if ("RBF" in m or "hinges" in m) and p > 200:
+                if ("RBF" in m or "hinges" in m or "products" in m) and p > 200:
                     continue  # an RBF over hundreds of features learned nothing; 4 p hinges
                 start = time.perf_counter()
                 rec = methods[m](r, splits)
@@ -372,7 +405,7 @@ def grid(
             if not shares[m]:
                 cells.append(
                     "not run (p > 200)"
-                    if "RBF" in m or "hinges" in m
+                    if "RBF" in m or "hinges" in m or "products" in m
                     else "not run (p >= 1000)"
                     if m.startswith("ceiling")
                     else "not run (p >= 1000; --full)"
