@@ -285,7 +285,10 @@ def _compcor(
     data: np.ndarray, drift: np.ndarray, threshold: float = 0.5
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Principal components of (time x voxel) data after removing drift; keep 50 % variance."""
-    y = data.astype(np.float64)
+    # no in-place updates (and ``data`` is left as it is): the memory order of each result
+    # (C or Fortran, from the boolean column selection) sets the summation order of the
+    # means and of the gram, so updating in place changes the components' last bits
+    y = data.astype(np.float64, copy=False)
     y = y - y.mean(axis=0)
     if drift.shape[1]:
         beta, *_ = np.linalg.lstsq(drift, y, rcond=None)
@@ -313,6 +316,27 @@ def _compcor(
         for i in range(keep)
     ]
     return u, meta
+
+
+def _percentiles_axis0(data: np.ndarray, q: tuple[float, ...]) -> np.ndarray:
+    """``np.percentile(data, q, axis=0)`` (linear method) from one sort along axis 0.
+
+    The same order statistics and numpy's interpolation formula (``_lerp``), so equal to
+    the last bit; numpy instead partitions the strided first axis around every needed
+    rank, 4 to 5 times slower (about 45 ms against 10 ms for 80 x 30000 voxels).
+    """
+    s = np.sort(data, axis=0)
+    n = s.shape[0]
+    out = []
+    for quantile in np.true_divide(np.asarray(q, dtype=np.float64), 100):
+        virtual = (n - 1) * quantile
+        lo = int(np.floor(virtual))
+        hi = min(lo + 1, n - 1)
+        gamma = virtual - lo  # a float64 scalar, as numpy's gamma array
+        a, b = s[lo], s[hi]
+        diff = b - a
+        out.append(b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma)
+    return np.stack(out)
 
 
 def _with_expansions(name: str, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -350,17 +374,18 @@ def confounds_table(
     cols["csf_wm"] = data[:, geom.csf | geom.wm].mean(axis=1, dtype=np.float64)
 
     drift = cosine_basis(n, tr)
+    x = data.astype(np.float64)  # the one float64 copy: residuals, DVARS and CompCor use it
     # tCompCor: the 2 % of voxels with the highest temporal SD after drift removal
-    resid = data.astype(np.float64) - data.mean(axis=0, dtype=np.float64)
+    resid = x - data.mean(axis=0, dtype=np.float64)
     if drift.shape[1]:
         resid -= drift @ (drift.T @ resid)
     tsd = resid.std(axis=0)
     top = tsd >= np.quantile(tsd, 0.98)
     cols["tcompcor"] = data[:, top].mean(axis=1, dtype=np.float64)
 
-    diff = np.diff(data.astype(np.float64), axis=0)
+    diff = np.diff(x, axis=0)
     dvars = np.concatenate([[np.nan], np.sqrt((diff**2).mean(axis=1))])
-    q75, q25 = np.percentile(data, [75, 25], axis=0)
+    q75, q25 = _percentiles_axis0(data, (75, 25))
     robust_sd = (q75 - q25) / 1.349
     lag1 = (resid[1:] * resid[:-1]).sum(axis=0) / np.maximum((resid**2).sum(axis=0), 1e-12)
     expected = np.mean(np.sqrt(2 * (1 - np.clip(lag1, -1, 1))) * robust_sd)
@@ -379,7 +404,7 @@ def confounds_table(
         ("w_comp_cor", geom.wm, "WM", "aCompCor"),
         ("a_comp_cor", geom.csf | geom.wm, "combined", "aCompCor"),
     ):
-        comps, info = _compcor(data[:, sel], drift)
+        comps, info = _compcor(x[:, sel], drift)
         for i in range(comps.shape[1]):
             name = f"{prefix}_{i:02d}"
             cols[name] = comps[:, i]
@@ -477,22 +502,30 @@ def write_subject_images(
     fd = np.nan_to_num(framewise_displacement(params))
     pct -= (1.5 * np.maximum(fd - 0.3, 0.0)).astype(np.float32)[:, None]
 
-    data = (10000.0 * p.gain) * geom.base[None, :] * (1.0 + pct / 100.0) + p.offset
+    # 10000 x gain x base x (1 + pct / 100) + offset, in place: the same float32
+    # operations (and bits) as that expression, without its temporary arrays
+    data = pct
+    del pct
+    data /= 100.0
+    data += 1.0
+    data *= (10000.0 * p.gain) * geom.base
+    data += p.offset
     # whole numbers, as a scanner's integer data: far smaller .nii.gz files, and the
     # rounding error (SD 0.29) is negligible next to the noise (SD ~120)
-    data = np.round(data).astype(np.float32)
-    del pct
+    np.round(data, out=data)
 
     stem = bold_stem(p.participant_id, p.session, task, resolution)
     out_func.mkdir(parents=True, exist_ok=True)
     shape4 = (*geom.shape, t_n)
-    vol = np.zeros(geom.shape, dtype=np.float32)
+    # each volume is filled in NIfTI's (Fortran) voxel order, so writing it is one copy
+    flat = np.zeros(math.prod(geom.shape), dtype=np.float32)
+    at = np.ravel_multi_index(np.nonzero(geom.mask), geom.shape, order="F")
     with NiftiVolumeWriter(
         out_func / f"{stem}_desc-preproc_bold.nii.gz", shape4, geom.affine, np.float32, tr=tr
     ) as writer:
         for t in range(t_n):
-            vol[geom.mask] = data[t]
-            writer.write(vol)
+            flat[at] = data[t]
+            writer.write(flat.reshape(geom.shape, order="F"))
     import nibabel as nib
 
     save_image(
