@@ -59,6 +59,10 @@ def test_every_modality_recovers_its_planted_effect(multimodal: Path, tmp_path: 
             "--atlas", "desikan-killiany",
             "--modalities", "func,dwi,anat",
             "--contrast", "faces-shapes",
+            # the features only: QC figures and reportlets (half of this extraction's CPU)
+            # are tested in test_extract.py and test_extract_task.py, and one process
+            # spares a worker pool's start-up
+            "--no-qc-reports", "--n-jobs", "1",
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
