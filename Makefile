@@ -33,8 +33,9 @@ $(KERNEL): $(STAMP) src/brainmatch/features/_regionsum.c
 demo: $(KERNEL)
 	$(BIN)/brainmatch demo --out $(DEMO_OUT)
 
+# two workers (2-core machines); work stealing balances tests from 0.01 s to a minute
 test: $(KERNEL)
-	$(BIN)/python -m pytest -n 2 -m "not bench" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist worksteal -m "not bench" $(PYTEST_ARGS)
 
 # the web service's tests only (browser, security, load, PostgreSQL); `make test` runs them too
 test-web: $(KERNEL)

@@ -18,7 +18,7 @@ def _demo(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     # 70 (24, 23, 23 per site) 5 + 5 + 5 are held out and exactly 55 are fitted
     args = [
         *("--out", str(out), "--n-subjects", "36", "--n-permutations", "50"),
-        *("--n-controls", "70", "--n-jobs", "2"),
+        *("--n-controls", "70", "--n-jobs", "1"),
     ]
     return subprocess.run(
         [sys.executable, "-m", "brainmatch", "demo", *args, *extra],
