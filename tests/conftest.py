@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,22 @@ def _model_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop(k, None)
         if v is not None:
             os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def _frozen_heap() -> Iterator[None]:
+    """Freeze the objects alive before each test (``gc.freeze``) for its duration.
+
+    nilearn calls ``gc.collect()`` for every image it loads; in a pytest worker that has
+    run hundreds of tests each call scans a large heap (0.1-0.3 s). Frozen, the collections
+    inside a test scan only the test's own objects (measured: 48 s of the suite's CPU went
+    to these calls). Unfrozen afterwards, so nothing is kept alive longer than one test.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @pytest.fixture(scope="session")
