@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from brainmatch._heap import frozen_heap
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.features.bids import Run
 from brainmatch.features.config import ExtractConfig, TaskOptions, feature_name
@@ -266,7 +267,8 @@ def run_steps(run: Run, config: ExtractConfig) -> Steps:
         for region, v in zip(names, st["effect_size"].tolist(), strict=True):
             feats[f"task__{task}__{feature_name(name)}__{feature_name(region)}"] = float(v)
     if config.task.qc_figures:
-        outputs += _qc_figures(run, config, design, stats, got, folder)
+        with frozen_heap():  # nilearn collects garbage for every image it loads
+            outputs += _qc_figures(run, config, design, stats, got, folder)
     return {
         "features": feats,
         "outputs": [str(p.relative_to(config.output_dir)) for p in outputs],
@@ -286,29 +288,6 @@ def _qc_figures(
     folder: Path,
 ) -> list[Path]:
     """Design-matrix image and, per contrast, region z on a glass brain (SVG)."""
-    import gc
-
-    # nilearn calls gc.collect() for every image it loads (three per glass brain); with a
-    # large heap (nilearn, matplotlib, pandas) each call costs ~0.15 s.  Frozen objects are
-    # not rescanned.
-    frozen = gc.get_freeze_count() > 0
-    if not frozen:
-        gc.freeze()
-    try:
-        return _draw_qc_figures(run, config, design, stats, got, folder)
-    finally:
-        if not frozen:
-            gc.unfreeze()
-
-
-def _draw_qc_figures(
-    run: Run,
-    config: ExtractConfig,
-    design: pd.DataFrame,
-    stats: dict[str, dict[str, np.ndarray]],
-    got: dict[str, Any],
-    folder: Path,
-) -> list[Path]:
     import io
 
     import matplotlib
