@@ -120,7 +120,9 @@ def describe(spec: Any) -> dict[str, Any]:
     if getattr(spec, "task_fmri", False):
         out["amygdala_reactivity"] = (
             f"faces - shapes response of both amygdalae = {AMYGDALA_FACES_PCT} + "
-            f"{AMYGDALA_PER_SD} z % signal in task-{TASK_NAME} runs (18 s blocks); "
+            f"{AMYGDALA_PER_SD} z % signal in task-{TASK_NAME} runs (18 s blocks), the block "
+            "response's peak (a first-level GLM's beta, per unit of nilearn's glover "
+            "regressor, is this divided by the regressor's peak); "
             "mu += beta * loading[arm] * z, loadings "
             + ", ".join(f"{k} {v[1]:g}" for k, v in LOADINGS.items())
         )
