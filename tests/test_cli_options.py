@@ -406,3 +406,23 @@ def test_train_bad_permutation_null_names_the_flag(regime_files, tmp_path: Path)
         ],
     )
     assert res.exit_code == 2 and "--permutation-null: not used with --time-column" in res.output
+
+
+def test_installed_console_script_runs() -> None:
+    """The ``brainmatch`` command the package installs (``[project.scripts]``) is the one
+    the README and ``make demo`` use: it starts, and a bad option exits 2 with one line."""
+    import subprocess
+    import sys
+
+    from brainmatch import __version__
+
+    exe = Path(sys.executable).with_name("brainmatch")
+    if not exe.exists():
+        pytest.skip(f"no installed console script beside {sys.executable}")
+    ok = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.strip() == f"brainmatch {__version__}"
+    bad = subprocess.run(
+        [str(exe), "train", "--no-such-flag"], capture_output=True, text=True, timeout=120
+    )
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error:")
+    assert len(bad.stderr.strip().splitlines()) == 1
