@@ -129,9 +129,13 @@ def econml_anchor(r: Regime, splits: list[Any], which: str) -> NDArray[np.intp]:
     return rec
 
 
-def brainmatch_policy(r: Regime, model: str, select: str | None = None) -> NDArray[np.intp]:
+def brainmatch_policy(
+    r: Regime, model: str, select: str | None = None, features: pd.DataFrame | None = None
+) -> NDArray[np.intp]:
+    """Out-of-fold recommendations of ``validate`` (one repeat, no permutations) on the
+    regime's features, or on ``features`` (the probes' expanded tables)."""
     res = validate(
-        r.features,
+        r.features if features is None else features,
         r.outcomes,
         treatment_column="arm",
         outcome_column="y",
@@ -256,18 +260,7 @@ def hinge_probe(r: Regime, splits: list[Any]) -> NDArray[np.intp]:
         cols[c] = X[c]
         for q in (0.25, 0.5, 0.75):
             cols[f"{c}_h{int(q * 100)}"] = np.maximum(0.0, X[c] - X[c].quantile(q))
-    res = validate(
-        pd.DataFrame(cols),
-        r.outcomes,
-        treatment_column="arm",
-        outcome_column="y",
-        site_column="site" if r.outcomes["site"].nunique() > 1 else None,
-        better="higher",
-        n_repeats=1,
-        n_permutations=0,
-        learning_curve=False,
-    )
-    return np.searchsorted(r.arms, res.predictions["recommended"].to_numpy())
+    return brainmatch_policy(r, "interaction", features=pd.DataFrame(cols))
 
 
 def product_probe(r: Regime, splits: list[Any]) -> NDArray[np.intp]:
@@ -288,18 +281,7 @@ def product_probe(r: Regime, splits: list[Any]) -> NDArray[np.intp]:
             for a, b in zip(i, j, strict=True)
         ],
     )
-    res = validate(
-        pd.concat([r.features, products], axis=1),
-        r.outcomes,
-        treatment_column="arm",
-        outcome_column="y",
-        site_column="site" if r.outcomes["site"].nunique() > 1 else None,
-        better="higher",
-        n_repeats=1,
-        n_permutations=0,
-        learning_curve=False,
-    )
-    return np.searchsorted(r.arms, res.predictions["recommended"].to_numpy())
+    return brainmatch_policy(r, "interaction", features=pd.concat([r.features, products], axis=1))
 
 
 def fallback_probe(r: Regime, splits: list[Any]) -> NDArray[np.intp]:

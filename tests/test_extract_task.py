@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 from pathlib import Path
 
@@ -94,15 +93,10 @@ def _nilearn_effects(
         noise_model=noise_model,
         **kwargs,  # type: ignore[arg-type]
     )
-    # nilearn calls gc.collect() for every image it loads (about ten per fit and contrast);
-    # with the test process's heap each call costs ~0.15 s.  Frozen objects are not
-    # rescanned; the numbers are the same.
-    gc.freeze()
-    try:
-        model.fit(str(func / f"{stem}_desc-preproc_bold.nii.gz"), events=_events())
-        maps = model.compute_contrast(contrast, output_type="all")
-    finally:
-        gc.unfreeze()
+    # (nilearn's gc.collect() per image scans only this test's objects: conftest.py
+    # freezes the heap around every test)
+    model.fit(str(func / f"{stem}_desc-preproc_bold.nii.gz"), events=_events())
+    maps = model.compute_contrast(contrast, output_type="all")
     out = []
     for key in ("effect_size", "z_score"):
         arr = np.asarray(maps[key].get_fdata())

@@ -29,7 +29,6 @@ Public API
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import math
 import re
@@ -45,6 +44,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from brainmatch._heap import frozen_heap
 from brainmatch.errors import BrainmatchInputError
 from brainmatch.evidence.cbma_io import CoordinateTable
 
@@ -96,9 +96,6 @@ def _silence_import_logs() -> None:
             lg.setLevel(logging.WARNING)
 
 
-_FREEZE_DEPTH = [0]
-
-
 def _tqdm_to_progress(progress: Callable[[int, int], None] | None) -> Callable[..., Any]:
     """A stand-in for NiMARE's ``tqdm``: no bar of its own, reports to ``progress``."""
 
@@ -144,21 +141,14 @@ def _quiet(progress: Callable[[int, int], None] | None = None) -> Iterator[None]
             patched.append((mod, mod.tqdm))
             mod.tqdm = _tqdm_to_progress(progress)  # type: ignore[attr-defined]
     # nilearn calls gc.collect() on every image it unmasks (once per permutation in
-    # NiMARE's subtraction); with a large heap each call costs ~1 s.  Freezing the
-    # objects alive now makes those collections scan only new objects.
-    _FREEZE_DEPTH[0] += 1
-    if _FREEZE_DEPTH[0] == 1:
-        gc.freeze()
+    # NiMARE's subtraction); with a large heap each call costs ~1 s
     try:
-        with warnings.catch_warnings():
+        with frozen_heap(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", UserWarning)
             yield
     finally:
-        _FREEZE_DEPTH[0] -= 1
-        if _FREEZE_DEPTH[0] == 0:
-            gc.unfreeze()
         for mod, original in patched:
             mod.tqdm = original
         for lg, level in zip(loggers, levels, strict=True):
