@@ -263,7 +263,8 @@ def fit_metrics(
         return np.where(undefined, np.nan, total / np.maximum(n_ok, 1))
 
     y, m, zz = masked(Y), masked(mean), masked(z)
-    vy = col_mean((y - col_mean(y)) ** 2)
+    dy = y - col_mean(y)
+    vy = col_mean(dy**2)
     r = y - m
     var_r = col_mean((r - col_mean(r)) ** 2)
     nlp0 = 0.5 * np.log(2 * np.pi * var0) + 0.5 * (y - mu0) ** 2 / var0
@@ -273,7 +274,6 @@ def fit_metrics(
         explained = np.where(positive, 1 - var_r / vy, np.nan)
         smse = np.where(positive, col_mean(r**2) / vy, np.nan)
         dm = m - col_mean(m)
-        dy = y - col_mean(y)
         sm = col_mean(dm**2)
         rho = col_mean(dy * dm) / np.sqrt(vy * sm)
         rho = np.where((n_ok > 2) & (np.sqrt(sm) > 0), np.clip(rho, -1.0, 1.0), np.nan)
