@@ -24,6 +24,16 @@ from brainmatch.selection.trees import Components, export_fourier
 from brainmatch.validation.regimes import draw_regime
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_product_basis():
+    """The product basis (which also fits the non-linear regime's ``x_1 x_2``) competes
+    with the RBF kernel in these trials; this module tests the RBF kernel, so the products are not
+    offered here (``test_product.py`` tests them and their competition)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(screen, "PRODUCT_MAX_P", 0)
+        yield
+
+
 def _arrays(n: int = 120, p: int = 6, q: int = 2, seed: int = 0):
     rng = np.random.default_rng(seed)
     Z = rng.normal(size=(n, p))
@@ -189,7 +199,7 @@ def test_train_stores_the_kernel_model_and_recommend_reproduces_it(kernel_model,
 def test_crafted_cosine_output_is_refused():
     bad = {**export_fourier(np.ones((3, 4)), np.zeros(4), 3).to_arrays()}
     bad["comp_output"] = np.full(4, 7, dtype=np.uint8)
-    with pytest.raises(ValueError, match="'comp_output' holds values other than 0, 1, 2 and 3"):
+    with pytest.raises(ValueError, match="'comp_output' holds values other than 0, 1, 2, 3 and 4"):
         Components.from_arrays(bad, 3, ValueError)
 
 

@@ -35,6 +35,16 @@ KW = dict(
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_product_basis():
+    """The product basis (which also fits the non-linear regime's ``x_1 x_2``) competes
+    with the hinge basis in these trials; this module tests the hinge basis, so the products are not
+    offered here (``test_product.py`` tests them and their competition)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(screen, "PRODUCT_MAX_P", 0)
+        yield
+
+
 def _threshold(n: int = 400, p: int = 60, q: int = 2, seed: int = 0):
     """A threshold on feature 0 reverses the arm effect; feature 2 is prognostic."""
     rng = np.random.default_rng(seed)

@@ -840,7 +840,8 @@ def export_arrays(spec: dict[str, Any], boots: list[dict[str, Any]]) -> dict[str
     (as always); learners with components add one pool of every component (the final
     model's first, then each refit's) in :data:`brainmatch.selection.trees.TREE_ARRAYS`,
     with ``comp_weight`` (k, n_components) and ``boot_comp_weight`` (n_boot, k,
-    n_components), zero outside each model's own components.
+    n_components), zero outside each model's own components.  Equal tree-less components
+    (the same hinge, square or cosine in several models) are stored once.
     """
     arrays: dict[str, NDArray[Any]] = {
         "coef": np.asarray(spec["coef"], dtype=float),
@@ -870,7 +871,17 @@ def export_arrays(spec: dict[str, Any], boots: list[dict[str, Any]]) -> dict[str
         if key is not None:
             n_c = m["components"].n_components
             weights[i, :, start[key] : start[key] + n_c] = m["weight"]
-    arrays.update(Components.concat(parts, d).to_arrays())
+    # equal tree-less components of different pools (the products that the final model
+    # and its refits each chose) are stored once, their weights added
+    pool = Components.concat(parts, d)
+    first = pool.equal_components()
+    keep, column = np.unique(first, return_inverse=True)
+    if keep.size < total:
+        merged = np.zeros((keep.size, len(models) * k))
+        np.add.at(merged, column.ravel(), weights.reshape(-1, total).T)
+        weights = merged.T.reshape(len(models), k, keep.size)
+        pool = pool.take(keep)
+    arrays.update(pool.to_arrays())
     arrays["comp_weight"] = weights[0]
     arrays["boot_comp_weight"] = weights[1:]
     return arrays

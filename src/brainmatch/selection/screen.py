@@ -25,7 +25,10 @@ candidate's out-of-sample predictions under every arm for the training rows:
 * with more than ``HINGE_MIN_P`` and at most ``HINGE_MAX_P`` features, the same
   all-features and screened candidates on every feature and three hinge functions of it
   (:mod:`brainmatch.selection.hinge`, additive threshold effects), when every arm has at
-  least :data:`HINGE_MIN_ARM` rows, under the same one-standard-error rule.
+  least :data:`HINGE_MIN_ARM` rows, under the same one-standard-error rule;
+* with 2 to :data:`PRODUCT_MAX_P` features, screened candidates on every feature and every
+  pairwise product of two (:mod:`brainmatch.selection.product`, effect modifiers that act
+  jointly), when every arm has at least :data:`PRODUCT_MIN_ARM` rows, under the same rule.
 
 The criterion (:data:`CRITERION`) is the treatment-effect error (the default): the doubly
 robust pseudo-outcomes of every arm (:func:`dr_pseudo_outcomes`; nuisance: the candidate
@@ -58,6 +61,7 @@ from brainmatch.selection._ridge import LAMBDA_GRID
 from brainmatch.selection.fourier import FourierArmModels
 from brainmatch.selection.hinge import HingeBasis, feature_of
 from brainmatch.selection.pipeline import ArmModels, LogisticArmModels
+from brainmatch.selection.product import ProductBasis, feature_pairs
 
 #: Candidate numbers of selected features (those below the number of features are used,
 #: plus "all features").
@@ -95,9 +99,21 @@ HINGE_K_MAX = 50
 #: (p = 200, 2 seeds: n = 150 dense 0.29 -> 0.17, n = 400 with 4 arms dense 0.28 -> 0.22;
 #: ``docs/train.md``).
 HINGE_MIN_ARM = 100
-#: Markers of the RBF and hinge candidates in the candidate lists of
-#: :meth:`ScreenedArmModels.fit`.
-RBF, HINGE = -1, -2
+#: ``select="auto"`` offers, with 2 to ``PRODUCT_MAX_P`` features, the screened ridges on
+#: every feature and every pairwise product of two (:mod:`brainmatch.selection.product`:
+#: ``p (p - 1) / 2`` products, 19,900 at p = 200).
+PRODUCT_MAX_P = 200
+#: Largest screened number of product-basis columns offered; all of them are offered too
+#: when the basis has at most ``PRODUCT_ALL_MAX`` columns (p <= 13).
+PRODUCT_K_MAX, PRODUCT_ALL_MAX = 50, 100
+#: The product candidates need at least this many training rows in every arm.
+PRODUCT_MIN_ARM = 100
+#: Markers of the RBF, hinge and product candidates in the candidate lists of
+#: :meth:`ScreenedArmModels.fit` (minus the marker is the family's number in
+#: :meth:`ScreenedArmModels._choose`; 0: linear).
+RBF, HINGE, PRODUCT = -1, -2, -3
+#: Names of the basis families in labels and ``select`` values (``"hinge:<n>"``).
+BASIS_NAMES = {HINGE: "hinge", PRODUCT: "product"}
 #: Storage of the candidates' out-of-sample predictions (candidates x rows x arms x columns).
 PRED_DTYPE = np.float32
 
@@ -488,16 +504,17 @@ class ScreenedArmModels:
         ``auto``: ``k`` from :data:`K_GRID` (below the number of features) or all features,
         chosen per column by the out-of-sample treatment-effect error (:meth:`_choose`); an
         int: always that many features.
-    kernel : {"auto", "only", "hinge", "off"}
-        ``auto``: with ``select="auto"``, a non-linear family of candidates is offered too:
-        with at most :data:`RBF_MAX_P` features the RBF ridge
+    kernel : {"auto", "only", "hinge", "product", "off"}
+        ``auto``: with ``select="auto"``, non-linear families of candidates are offered
+        too: with at most :data:`RBF_MAX_P` features the RBF ridge
         (:class:`~brainmatch.selection.fourier.FourierArmModels`), with more than
         ``HINGE_MIN_P`` and at most ``HINGE_MAX_P`` the screened ridges on the features
-        and their hinges
-        (:mod:`brainmatch.selection.hinge`); ``only``: the RBF ridge alone (the bootstrap
-        refits of a final model that chose it); ``hinge``: the hinge basis alone, ``select``
-        then counting its columns (the refits of a final model that chose it); ``off``:
-        linear only.
+        and their hinges (:mod:`brainmatch.selection.hinge`), with at most
+        :data:`PRODUCT_MAX_P` the screened ridges on the features and their pairwise
+        products (:mod:`brainmatch.selection.product`); ``only``: the RBF ridge alone (the
+        bootstrap refits of a final model that chose it); ``hinge`` / ``product``: that
+        basis alone, ``select`` then counting its columns (the refits of a final model
+        that chose it); ``off``: linear only.
 
     Attributes
     ----------
@@ -505,12 +522,14 @@ class ScreenedArmModels:
         Number of features used by each target column (the number of features: all).
     kernel_ : ndarray of bool (n_columns,)
         Columns fitted by the RBF ridge (``k_`` is then the number of features).
-    hinge_cols_ : ndarray of bool (n_columns,)
-        Columns fitted on the hinge basis (``k_`` is then the number of features; the
-        number of basis columns is in ``hinge_.k_``).
-    hinge_ : ScreenedArmModels or None
-        The screened ridges on ``basis_.transform(Z)`` of the hinge columns, in order.
+    hinge_cols_, product_cols_ : ndarray of bool (n_columns,)
+        Columns fitted on the hinge (product) basis (``k_`` is then the number of
+        features; the number of basis columns is in ``hinge_.k_`` (``product_.k_``)).
+    hinge_, product_ : ScreenedArmModels or None
+        The screened ridges on ``basis_.transform(Z)`` of the hinge columns (on
+        ``product_basis_.transform(Z)`` of the product columns), in order.
     basis_ : HingeBasis or None
+    product_basis_ : ProductBasis or None
     criterion_ : str
         ``"dr"`` or ``"mse"`` (:data:`CRITERION`) when ``k`` was chosen, else ``"none"``.
     """
@@ -535,7 +554,8 @@ class ScreenedArmModels:
         m = Y.shape[1]
         self.n_arms_, self.p_ = k, p
         auto = self.kernel == "auto" and self.select == "auto"
-        cands = [] if self.kernel == "hinge" else k_candidates(self.select, p)
+        basis_only = self.kernel in ("hinge", "product")
+        cands = [] if basis_only else k_candidates(self.select, p)
         if self.kernel == "only":
             cands = [RBF]
         elif auto and p <= RBF_MAX_P:
@@ -545,37 +565,72 @@ class ScreenedArmModels:
         self.fourier_: FourierArmModels | None = None
         self.basis_: HingeBasis | None = None
         self.hinge_: ScreenedArmModels | None = None
+        self.product_basis_: ProductBasis | None = None
+        self.product_: ScreenedArmModels | None = None
         if p in cands:
             self.full_ = ArmModels(self.model).fit(Z, C, t, k, Y)
         if RBF in cands:
             self.fourier_ = FourierArmModels(self.model).fit(Z, C, t, k, Y)
-        hinge_cands: list[int] = []
-        H = Z
-        enough = np.bincount(t, minlength=k).min() >= HINGE_MIN_ARM
-        if self.kernel == "hinge" or (auto and enough and HINGE_MIN_P < p <= HINGE_MAX_P):
+        smallest = np.bincount(t, minlength=k).min()
+        families: list[tuple[int, ScreenedArmModels, NDArray[np.float64], list[int]]] = []
+        if self.kernel == "hinge" or (
+            auto and smallest >= HINGE_MIN_ARM and HINGE_MIN_P < p <= HINGE_MAX_P
+        ):
             self.basis_ = HingeBasis().fit(Z)
             H = self.basis_.transform(Z)
-            select = "auto" if self.kernel != "hinge" else self.select
-            self.hinge_ = ScreenedArmModels(self.model, select, kernel="off")
-            hinge_cands = k_candidates(select, H.shape[1])
-            if select == "auto":  # a few thresholds need few columns; 100 would cost 8x
-                hinge_cands = [kk for kk in hinge_cands if kk <= HINGE_K_MAX or kk == 4 * p]
-            self.hinge_._prepare(H, C, t, k, Y, hinge_cands)
-        n_lin = len(cands)
-        if n_lin + len(hinge_cands) > 1:
-            pick = self._choose(Z, C, t, k, Y, cands, hinge_cands, H)
+            # a few thresholds need few columns; 100 would cost 8x
+            self.hinge_, hc = self._basis_family(H, C, t, k, Y, HINGE_K_MAX, 4 * p)
+            families.append((HINGE, self.hinge_, H, hc))
+        if self.kernel == "product" or (
+            auto and smallest >= PRODUCT_MIN_ARM and 2 <= p <= PRODUCT_MAX_P
+        ):
+            self.product_basis_ = ProductBasis().fit(Z)
+            P = self.product_basis_.transform(Z)
+            all_max = P.shape[1] if P.shape[1] <= PRODUCT_ALL_MAX else -1
+            self.product_, pc = self._basis_family(P, C, t, k, Y, PRODUCT_K_MAX, all_max)
+            families.append((PRODUCT, self.product_, P, pc))
+        labels = [*cands]
+        for marker, _, _, fc in families:
+            labels += [marker] * len(fc)
+        if len(labels) > 1:
+            pick = self._choose(Z, C, t, k, Y, cands, families)
         else:
             pick = np.zeros(m, dtype=np.intp)
-        choice = np.array([*cands, *([HINGE] * len(hinge_cands))])[pick]
+        choice = np.array(labels)[pick]
         self._fit_choice(Z, C, t, k, Y, choice)
-        if self.hinge_ is not None:
-            cols = np.flatnonzero(self.hinge_cols_)
+        offset = len(cands)
+        for marker, sub, X, fc in families:
+            cols = np.flatnonzero(choice == marker)
             if cols.size:
-                hk = np.array(hinge_cands)[pick[cols] - n_lin]
-                self.hinge_._fit_choice(H, C, t, k, Y[:, cols], hk, refit_full=cols.size < m)
-            else:
+                kk = np.array(fc)[pick[cols] - offset]
+                sub._fit_choice(X, C, t, k, Y[:, cols], kk, refit_full=cols.size < m)
+            elif marker == HINGE:
                 self.hinge_ = self.basis_ = None
+            else:
+                self.product_ = self.product_basis_ = None
+            offset += len(fc)
         return self
+
+    def _basis_family(
+        self,
+        X: NDArray[np.float64],
+        C: NDArray[np.float64],
+        t: NDArray[np.intp],
+        k: int,
+        Y: NDArray[np.float64],
+        k_max: int,
+        all_cols: int,
+    ) -> tuple[ScreenedArmModels, list[int]]:
+        """The linear screened ridges on a basis ``X`` and their candidate numbers of
+        columns: with ``select="auto"``, those of :func:`k_candidates` up to ``k_max``
+        plus all of them when there are ``all_cols``; else ``select`` itself."""
+        select = self.select if self.kernel in ("hinge", "product") else "auto"
+        sub = ScreenedArmModels(self.model, select, kernel="off")
+        cands = k_candidates(select, X.shape[1])
+        if select == "auto":
+            cands = [kk for kk in cands if kk <= k_max or kk == all_cols]
+        sub._prepare(X, C, t, k, Y, cands)
+        return sub, cands
 
     def _prepare(
         self,
@@ -591,7 +646,7 @@ class ScreenedArmModels:
         self.criterion_ = "none"
         self.full_ = ArmModels(self.model).fit(Z, C, t, k, Y) if Z.shape[1] in cands else None
         self.fourier_ = None
-        self.basis_ = self.hinge_ = None
+        self.basis_ = self.hinge_ = self.product_basis_ = self.product_ = None
 
     def _fit_choice(
         self,
@@ -604,12 +659,13 @@ class ScreenedArmModels:
         refit_full: bool = False,
     ) -> None:
         """Fit every column of ``Y`` with its chosen candidate (a number of features,
-        :data:`RBF` or :data:`HINGE`, the latter fitted by the caller).  ``refit_full``:
-        ``full_`` was fitted on other columns than ``Y``'s."""
+        :data:`RBF`, :data:`HINGE` or :data:`PRODUCT`, the last two fitted by the
+        caller).  ``refit_full``: ``full_`` was fitted on other columns than ``Y``'s."""
         p, m = Z.shape[1], Y.shape[1]
         self.n_arms_, self.p_ = k, p
         self.kernel_ = choice == RBF
         self.hinge_cols_ = choice == HINGE
+        self.product_cols_ = choice == PRODUCT
         self.k_ = np.where(choice < 0, p, choice)
         small = sorted({int(kk) for kk in choice if 0 < kk < p})
         if not (choice == p).any():
@@ -694,42 +750,48 @@ class ScreenedArmModels:
         k: int,
         Y: NDArray[np.float64],
         cands: list[int],
-        hinge_cands: list[int] | None = None,
-        H: NDArray[np.float64] | None = None,
+        families: list[tuple[int, ScreenedArmModels, NDArray[np.float64], list[int]]] | None = None,
     ) -> NDArray[np.intp]:
-        """Index into ``cands + hinge_cands`` of the candidate chosen for every column.
+        """Index into ``cands`` followed by every basis family's candidates of the
+        candidate chosen for every column.
 
         Every candidate's out-of-sample predictions under every arm
-        (:meth:`_candidate_preds`; the hinge candidates on the expanded matrix ``H``, by
-        ``hinge_``) give its outcome error (each row under its own arm) and, with
-        :data:`CRITERION` ``"dr"``, its doubly robust treatment-effect error
-        (:func:`dr_pseudo_outcomes`, :func:`_dr_loss`), whose nuisance is the candidate
-        with the lowest outcome error (:data:`NUISANCE` ``"best"``) or the all-features
-        ridge (``"full"``).  A non-linear family (the RBF ridge; the hinge candidates) is
-        chosen only when its best candidate beats the best linear one by one standard
-        error of the paired per-row difference of the criterion.
+        (:meth:`_candidate_preds`; a basis family ``(marker, sub, X, its candidates)``'s
+        on its expanded matrix ``X``, by ``sub``) give its outcome error (each row under
+        its own arm) and, with :data:`CRITERION` ``"dr"``, its doubly robust
+        treatment-effect error (:func:`dr_pseudo_outcomes`, :func:`_dr_loss`), whose
+        nuisance is the candidate with the lowest outcome error (:data:`NUISANCE`
+        ``"best"``) or the all-features ridge (``"full"``).  A non-linear family (the RBF
+        ridge; the hinge basis; the product basis) is chosen only when its best candidate
+        beats the best linear one by one standard error of the paired per-row difference
+        of the criterion, and the best such family wins.
         """
         n, m = Y.shape
         rows = np.arange(n)
         p = Z.shape[1]
-        hinge_cands = hinge_cands or []
+        families = families or []
         n_lin = len(cands)
-        total = n_lin + len(hinge_cands)
-        # family of every candidate: 0 linear, 1 the RBF ridge, 2 the hinge basis
-        fam = np.array([1 if c == RBF else 0 for c in cands] + [2] * len(hinge_cands))
+        total = n_lin + sum(len(fc) for *_, fc in families)
+        # family of every candidate: 0 linear, 1 the RBF ridge, -marker a basis
+        fam = np.array(
+            [1 if c == RBF else 0 for c in cands]
+            + [-marker for marker, *_, fc in families for _ in fc]
+        )
         self.criterion_ = CRITERION
         if CRITERION == "mse":
             sse = np.empty((total, m))
             sse[:n_lin] = self._candidate_sse(Z, C, t, k, Y, cands)
-            if hinge_cands:
-                assert self.hinge_ is not None and H is not None
-                sse[n_lin:] = self.hinge_._candidate_sse(H, C, t, k, Y, hinge_cands)
+            at = n_lin
+            for _, sub, X, fc in families:
+                sse[at : at + len(fc)] = sub._candidate_sse(X, C, t, k, Y, fc)
+                at += len(fc)
             return np.asarray(np.argmin(sse, axis=0))
         preds = np.empty((total, n, k, m), dtype=PRED_DTYPE)
         self._candidate_preds(Z, C, t, k, Y, cands, preds[:n_lin])
-        if hinge_cands:
-            assert self.hinge_ is not None and H is not None
-            self.hinge_._candidate_preds(H, C, t, k, Y, hinge_cands, preds[n_lin:])
+        at = n_lin
+        for _, sub, X, fc in families:
+            sub._candidate_preds(X, C, t, k, Y, fc, preds[at : at + len(fc)])
+            at += len(fc)
         own = preds[:, rows, t, :]  # (c, n, m)
         mse = np.einsum("cnm,cnm->cm", Y[None] - own, Y[None] - own)
         nuis = np.argmin(mse, axis=0) if NUISANCE == "best" else np.full(m, cands.index(p))
@@ -747,7 +809,7 @@ class ScreenedArmModels:
         pick = linear[np.argmin(loss[linear], axis=0)]
         d_lin = _dr_row_loss_at(Gc, preds, pick)
         pick_loss = loss[pick, cols]
-        for f in (1, 2):
+        for f in np.unique(fam[fam > 0]):
             members = np.flatnonzero(fam == f)
             if not members.size:
                 continue
@@ -821,7 +883,7 @@ class ScreenedArmModels:
         """Predicted outcome ``(n_test, k, n_columns)`` under every arm."""
         m = self.k_.size
         out = np.zeros((Z.shape[0], self.n_arms_, m))
-        use_full = (self.k_ == self.p_) & ~self.kernel_ & ~self.hinge_cols_
+        use_full = (self.k_ == self.p_) & ~self.kernel_ & ~self.hinge_cols_ & ~self.product_cols_
         if use_full.any():
             assert self.full_ is not None
             out[:, :, use_full] = self.full_.predict(Z, C)[:, :, use_full]
@@ -831,6 +893,10 @@ class ScreenedArmModels:
         if self.hinge_cols_.any():
             assert self.hinge_ is not None and self.basis_ is not None
             out[:, :, self.hinge_cols_] = self.hinge_.predict(self.basis_.transform(Z), C)
+        if self.product_cols_.any():
+            assert self.product_ is not None and self.product_basis_ is not None
+            P = self.product_basis_.transform(Z)
+            out[:, :, self.product_cols_] = self.product_.predict(P, C)
         sel = np.flatnonzero(self.k_ < self.p_)
         if sel.size:
             Zs = Z[:, self.index_[sel]]  # (n_test, b, kmax)
@@ -845,19 +911,29 @@ class ScreenedArmModels:
         """Index in ``hinge_`` of one of this model's hinge columns."""
         return int(self.hinge_cols_[:column].sum())
 
+    def _product_column(self, column: int) -> int:
+        """Index in ``product_`` of one of this model's product columns."""
+        return int(self.product_cols_[:column].sum())
+
     def primal(self, column: int = 0) -> dict[str, Any]:
         """Dense per-arm coefficients of one column (zero outside its selected features);
         for the RBF ridge, zero coefficients plus its cosine ``components`` and their
         per-arm ``weight`` (:meth:`FourierArmModels.export
         <brainmatch.selection.fourier.FourierArmModels.export>`); for the hinge basis, the
         coefficients of the features plus its hinge ``components`` and ``weight``
-        (:meth:`HingeBasis.export <brainmatch.selection.hinge.HingeBasis.export>`)."""
+        (:meth:`HingeBasis.export <brainmatch.selection.hinge.HingeBasis.export>`); for
+        the product basis, those of the features plus the squares that make its products
+        (:meth:`ProductBasis.export <brainmatch.selection.product.ProductBasis.export>`)."""
         if self.kernel_[column]:
             assert self.fourier_ is not None
             return self.fourier_.export(column)
         if self.hinge_cols_[column]:
             assert self.hinge_ is not None and self.basis_ is not None
             return self.basis_.export(self.hinge_.primal(self._hinge_column(column)))
+        if self.product_cols_[column]:
+            assert self.product_ is not None and self.product_basis_ is not None
+            sub = self.product_.primal(self._product_column(column))
+            return self.product_basis_.export(sub)
         if self.k_[column] == self.p_:
             assert self.full_ is not None
             return self.full_.primal(column)
@@ -872,26 +948,34 @@ class ScreenedArmModels:
 
     def selected(self, column: int = 0) -> NDArray[np.intp]:
         """Indices of the features used by one column (all when ``k`` = all), best first
-        (hinge basis: the features behind its columns, in their order)."""
+        (hinge or product basis: the features behind its columns, in their order)."""
         if self.hinge_cols_[column]:
             assert self.hinge_ is not None
             feats = feature_of(self.hinge_.selected(self._hinge_column(column)), self.p_)
             _, first = np.unique(feats, return_index=True)
             return np.asarray(feats[np.sort(first)])
+        if self.product_cols_[column]:
+            assert self.product_ is not None
+            used = self.product_.selected(self._product_column(column))
+            flat = [f for pair in feature_pairs(used, self.p_) for f in pair]
+            return np.asarray(list(dict.fromkeys(flat)), dtype=np.intp)
         kk = int(self.k_[column])
         if kk == self.p_:
             return np.arange(self.p_)
         return np.asarray(self.index_[column, :kk])
 
     def penalties(self) -> list[float]:
-        """Chosen penalty of the all-feature (or RBF, or hinge) solvers of the first
-        column (empty when ``k`` < all was chosen)."""
+        """Chosen penalty of the all-feature (or RBF, or hinge, or product) solvers of the
+        first column (empty when ``k`` < all was chosen)."""
         if self.kernel_[0]:
             assert self.fourier_ is not None
             return self.fourier_.penalties()
         if self.hinge_cols_[0]:
             assert self.hinge_ is not None
             return self.hinge_.penalties()
+        if self.product_cols_[0]:
+            assert self.product_ is not None
+            return self.product_.penalties()
         if self.full_ is None or self.k_[0] != self.p_:
             return []
         return self.full_.penalties()
@@ -902,23 +986,29 @@ class ScreenedArmModels:
             return f"{model} (RBF kernel ridge)"
         if self.hinge_cols_[column]:
             return f"{model} (hinge basis)"
+        if self.product_cols_[column]:
+            return f"{model} (product basis)"
         return model
 
     def label(self, column: int = 0) -> int | str:
-        """What one column used: its number of features, ``"rbf"`` (the RBF ridge) or
-        ``"hinge:<n>"`` (``n`` columns of the hinge basis)."""
+        """What one column used: its number of features, ``"rbf"`` (the RBF ridge),
+        ``"hinge:<n>"`` (``n`` columns of the hinge basis) or ``"product:<n>"`` (``n``
+        columns of the product basis)."""
         if self.kernel_[column]:
             return "rbf"
         if self.hinge_cols_[column]:
             assert self.hinge_ is not None
             return f"hinge:{int(self.hinge_.k_[self._hinge_column(column)])}"
+        if self.product_cols_[column]:
+            assert self.product_ is not None
+            return f"product:{int(self.product_.k_[self._product_column(column)])}"
         return int(self.k_[column])
 
     def refit_select(self, column: int = 0) -> str | int:
         """``select`` of :func:`make_arm_models` that refits one column's choice (the
-        bootstrap refits of a final model): ``"rbf"``, ``"hinge:<n>"``, a number of
-        features, or ``"none"`` (all features)."""
-        if self.kernel_[column] or self.hinge_cols_[column]:
+        bootstrap refits of a final model): ``"rbf"``, ``"hinge:<n>"``,
+        ``"product:<n>"``, a number of features, or ``"none"`` (all features)."""
+        if self.kernel_[column] or self.hinge_cols_[column] or self.product_cols_[column]:
             return self.label(column)
         kk = int(self.k_[column])
         return kk if kk < self.p_ else "none"
@@ -944,8 +1034,8 @@ def make_arm_models(
     A binary outcome with the ``interaction`` model and no screening gets the
     ridge-logistic model (:class:`~brainmatch.selection.pipeline.LogisticArmModels`).
     ``select="rbf"`` (internal: the bootstrap refits of a final model that chose it) is
-    the RBF ridge alone; ``select="hinge:<n>"`` the hinge basis alone with ``n`` of its
-    columns (all of them: the ridge on every column).
+    the RBF ridge alone; ``select="hinge:<n>"`` (``"product:<n>"``) the hinge (product)
+    basis alone with ``n`` of its columns (all of them: the ridge on every column).
     """
     if binary and model == "interaction" and select == "none":
         return LogisticArmModels()
@@ -953,6 +1043,7 @@ def make_arm_models(
         return ArmModels(model)
     if select == "rbf":
         return ScreenedArmModels(model, "none", kernel="only")
-    if isinstance(select, str) and select.startswith("hinge:"):
-        return ScreenedArmModels(model, int(select.removeprefix("hinge:")), kernel="hinge")
+    for name in BASIS_NAMES.values():
+        if isinstance(select, str) and select.startswith(f"{name}:"):
+            return ScreenedArmModels(model, int(select.removeprefix(f"{name}:")), kernel=name)
     return ScreenedArmModels(model, select)

@@ -272,8 +272,9 @@ def _ridge_fold(
     select: str | int,
 ) -> tuple[NDArray[np.float64], int | str]:
     """One outer fold of a ridge model: test predictions ``(n_test, k, n_cols)`` and the
-    number of features used for the real target, ``"rbf"`` (the RBF ridge) or
-    ``"hinge:<n>"`` (``n`` columns of the hinge basis); every
+    number of features used for the real target, ``"rbf"`` (the RBF ridge),
+    ``"hinge:<n>"`` (``n`` columns of the hinge basis) or ``"product:<n>"`` (of the
+    product basis); every
     permuted column is solved by the same factorisation."""
     with _one_blas_thread():
         Z_tr, C_tr, Z_te, C_te = _preprocess_fold(d, train, test)
@@ -400,8 +401,8 @@ def cross_validated_predictions(
         repeats (default: all).
     fold_k : list, optional
         Receives the number of features used for the real target in each fold (``"rbf"``:
-        the RBF ridge over all features; ``"hinge:<n>"``: ``n`` columns of the hinge
-        basis).
+        the RBF ridge over all features; ``"hinge:<n>"`` / ``"product:<n>"``: ``n``
+        columns of the hinge / product basis).
     scheduler : str or DaskRunner, optional
         Run the folds on a Dask distributed cluster (same results as serially).
 
@@ -763,6 +764,13 @@ def _feature_selection_summary(
                     if _screen.HINGE_MIN_P < p_all <= _screen.HINGE_MAX_P
                     else ""
                 )
+            )
+            + (
+                " or the same on every feature and every pairwise product z_i z_j of two "
+                "('product:<n>' of its columns, effect modifiers that act jointly; when every "
+                f"arm has >= {_screen.PRODUCT_MIN_ARM} training rows)"
+                if 2 <= p_all <= _screen.PRODUCT_MAX_P
+                else ""
             )
             + ": "
             + (
@@ -1915,7 +1923,8 @@ def fit_final_model(
     score = (Z**2).mean(axis=1)
     arrays: dict[str, NDArray[Any]] = {
         # the RBF ridge adds its cosine components, the hinge basis its hinges (one pool:
-        # every refit shares the map or the knots)
+        # every refit shares the map or the knots), the product basis two squares per
+        # product it uses (equal ones of the refits stored once)
         **export_arrays(primal, [b for b, _ in refits]),
         "medians": pre.medians_,
         "confound_coef": pre.confound_coef_,

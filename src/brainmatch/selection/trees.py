@@ -9,8 +9,9 @@ every arm's outcome as a weighted sum of *components* on the model input ``X = [
 
 with ``out_e`` the identity (a regressor, or a lasso), the logistic function (a binary
 classifier: the probability of 1), the cosine (a random Fourier feature of an RBF kernel,
-:func:`export_fourier`: ``cos(phase_e + Z @ w_e)``) or the hinge (:func:`export_hinges`:
-``max(0, z_j - knot)``).  A linear learner is the special case
+:func:`export_fourier`: ``cos(phase_e + Z @ w_e)``), the hinge (:func:`export_hinges`:
+``max(0, z_j - knot)``) or the square (:func:`export_products`: ``(z_i +- z_j)^2``, two
+of which make a product of features).  A linear learner is the special case
 without components.  :func:`export_hgb` turns a fitted scikit-learn
 ``HistGradientBoostingRegressor`` (squared error) or binary
 ``HistGradientBoostingClassifier`` into a component: its trees' node records (split
@@ -45,7 +46,7 @@ MAX_COMPONENTS = 4096
 _CHUNK = 2_000_000
 
 #: Output functions of a component (``comp_output``).
-OUTPUT_RAW, OUTPUT_LOGISTIC, OUTPUT_COSINE, OUTPUT_HINGE = 0, 1, 2, 3
+OUTPUT_RAW, OUTPUT_LOGISTIC, OUTPUT_COSINE, OUTPUT_HINGE, OUTPUT_SQUARE = 0, 1, 2, 3, 4
 
 #: Array names in the model file.
 TREE_ARRAYS = (
@@ -81,7 +82,8 @@ class Components:
     linear : ndarray (n_components, d)
     output : ndarray (n_components,)
         0: raw value, 1: logistic (probability), 2: cosine (random Fourier feature),
-        3: hinge ``max(0, value)`` (:func:`export_hinges`).
+        3: hinge ``max(0, value)`` (:func:`export_hinges`), 4: square ``value^2``
+        (:func:`export_products`).
     """
 
     feature: NDArray[np.int32]
@@ -171,6 +173,8 @@ class Components:
         raw[:, cosine] = np.cos(raw[:, cosine])
         hinge = self.output == OUTPUT_HINGE
         raw[:, hinge] = np.maximum(raw[:, hinge], 0.0)
+        square = self.output == OUTPUT_SQUARE
+        raw[:, square] = raw[:, square] ** 2
         return np.asarray(raw)
 
     def head(self, m: int) -> Components:
@@ -191,6 +195,46 @@ class Components:
             self.linear[:m],
             self.output[:m],
         )
+
+    def take(self, keep: NDArray[np.intp]) -> Components:
+        """The components ``keep``, in that order, with their trees."""
+        keep = np.asarray(keep, dtype=np.intp)
+        t0, t1 = self.tree_offsets[keep], self.tree_offsets[keep + 1]
+        trees = _ranges(t0, t1)
+        n0, n1 = self.node_offsets[trees], self.node_offsets[trees + 1]
+        nodes = _ranges(n0, n1)
+        node_offsets = np.concatenate([[0], np.cumsum(n1 - n0)]).astype(np.int64)
+        shift = np.repeat(node_offsets[:-1] - n0, n1 - n0)
+        split = self.is_leaf[nodes] == 0
+        own = np.arange(nodes.size)
+        return Components(
+            self.feature[nodes],
+            self.threshold[nodes],
+            self.missing_left[nodes],
+            np.where(split, self.left[nodes] + shift, own).astype(np.int32),
+            np.where(split, self.right[nodes] + shift, own).astype(np.int32),
+            self.value[nodes],
+            self.is_leaf[nodes],
+            node_offsets,
+            np.concatenate([[0], np.cumsum(t1 - t0)]).astype(np.int64),
+            self.baseline[keep],
+            self.linear[keep],
+            self.output[keep],
+        )
+
+    def equal_components(self) -> NDArray[np.intp]:
+        """For every component, the first component equal to it (itself if none is): a
+        tree-less component equals another with the same baseline, linear part and output;
+        a component with trees equals only itself."""
+        first = np.arange(self.n_components)
+        treeless = np.flatnonzero(np.diff(self.tree_offsets) == 0)
+        if treeless.size > 1:
+            rows = np.column_stack(
+                [self.baseline[treeless], self.output[treeless], self.linear[treeless]]
+            )
+            _, where, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+            first[treeless] = treeless[where[inverse.ravel()]]
+        return first
 
     def used_inputs(self, components: NDArray[np.intp] | None = None) -> NDArray[np.intp]:
         """Input columns that any (of the given) component's splits or linear part use."""
@@ -288,9 +332,9 @@ class Components:
         for name in ("tree_missing_left", "tree_is_leaf"):
             if ((a[name] != 0) & (a[name] != 1)).any():
                 raise bad(f"{name!r} holds values other than 0 and 1")
-        outputs = (OUTPUT_RAW, OUTPUT_LOGISTIC, OUTPUT_COSINE, OUTPUT_HINGE)
+        outputs = (OUTPUT_RAW, OUTPUT_LOGISTIC, OUTPUT_COSINE, OUTPUT_HINGE, OUTPUT_SQUARE)
         if not np.isin(a["comp_output"], outputs).all():
-            raise bad("'comp_output' holds values other than 0, 1, 2 and 3")
+            raise bad("'comp_output' holds values other than 0, 1, 2, 3 and 4")
         feature = a["tree_feature"].astype(np.int64)
         if ((feature < 0) | (feature >= d)).any():
             raise bad(f"'tree_feature' holds split features outside 0..{d - 1}")
@@ -318,6 +362,15 @@ class Components:
             a["comp_linear"].astype(float),
             a["comp_output"].astype(np.uint8),
         )
+
+
+def _ranges(start: NDArray[np.int64], stop: NDArray[np.int64]) -> NDArray[np.int64]:
+    """``concatenate([arange(a, b) for a, b in zip(start, stop)])`` without the loop."""
+    size = stop - start
+    if not size.size:
+        return np.zeros(0, np.int64)
+    offsets = np.repeat(start - np.concatenate([[0], np.cumsum(size)[:-1]]), size)
+    return np.asarray(np.arange(int(size.sum())) + offsets, dtype=np.int64)
 
 
 def _traverse(c: Components, X: Array, roots: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -436,4 +489,23 @@ def export_hinges(p: int, knots: Array, d: int) -> Components:
     c.linear = linear
     c.output = np.full(n_comp, OUTPUT_HINGE, dtype=np.uint8)
     c.tree_offsets = np.zeros(n_comp + 1, np.int64)
+    return c
+
+
+def export_products(i: NDArray[np.intp], j: NDArray[np.intp], d: int) -> Components:
+    """Products ``x[i_e] x[j_e]`` of pairs of inputs as two tree-less square components
+    each, ``(x[i] + x[j])^2`` then ``(x[i] - x[j])^2`` (their difference over 4 is the
+    product), on inputs of width ``d``."""
+    n_pairs = len(i)
+    c = Components.empty(d)
+    c.baseline = np.zeros(2 * n_pairs)
+    linear = np.zeros((2 * n_pairs, d))
+    rows = np.arange(n_pairs)
+    linear[2 * rows, i] = 1.0
+    linear[2 * rows, j] = 1.0
+    linear[2 * rows + 1, i] = 1.0
+    linear[2 * rows + 1, j] = -1.0
+    c.linear = linear
+    c.output = np.full(2 * n_pairs, OUTPUT_SQUARE, dtype=np.uint8)
+    c.tree_offsets = np.zeros(2 * n_pairs + 1, np.int64)
     return c
