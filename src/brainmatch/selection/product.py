@@ -62,22 +62,29 @@ class ProductBasis:
     """
 
     def fit(self, Z: NDArray[np.float64]) -> ProductBasis:
-        """Learn the product columns' standardisation from the training rows."""
-        self.p_ = Z.shape[1]
+        """Learn the product columns' standardisation from the training rows.
+
+        From two ``p x p`` moment matrices (``Z'Z`` and ``(Z^2)'(Z^2)``), not from the
+        ``n x p (p - 1) / 2`` products themselves."""
+        n, self.p_ = Z.shape
         i, j = pairs(self.p_)
-        P = Z[:, i] * Z[:, j]
-        self.mean_ = P.mean(axis=0)
-        sd = P.std(axis=0)
+        self.mean_ = (Z.T @ Z)[i, j] / n
+        Z2 = Z * Z
+        var = (Z2.T @ Z2)[i, j] / n - self.mean_**2
+        sd = np.sqrt(np.maximum(var, 0.0))
         self.sd_ = np.where(sd > 1e-8, sd, 1.0)
         return self
 
     def transform(self, Z: NDArray[np.float64]) -> NDArray[np.float64]:
         """``[Z, (products - mean) / sd]`` of shape ``(n, p + p (p - 1) / 2)``."""
-        i, j = pairs(self.p_)
-        out = np.empty((Z.shape[0], n_columns(self.p_)))
-        out[:, : self.p_] = Z
-        P = out[:, self.p_ :]
-        np.multiply(Z[:, i], Z[:, j], out=P)
+        p = self.p_
+        out = np.empty((Z.shape[0], n_columns(p)))
+        out[:, :p] = Z
+        at = p
+        for a in range(p - 1):  # the products of feature a with the features after it
+            np.multiply(Z[:, a : a + 1], Z[:, a + 1 :], out=out[:, at : at + p - 1 - a])
+            at += p - 1 - a
+        P = out[:, p:]
         P -= self.mean_
         P /= self.sd_
         return out

@@ -215,7 +215,8 @@ def screening_scores(
         Ya = Y[rows]
         R = Ya - Q @ (Q.T @ Ya)
         Za = Z[rows]
-        zz = (Za**2).sum(axis=0) - ((Q.T @ Za) ** 2).sum(axis=0)
+        QZ = Q.T @ Za
+        zz = np.einsum("ij,ij->j", Za, Za) - np.einsum("ij,ij->j", QZ, QZ)
         rr = (R**2).sum(axis=0)
         num = Za.T @ R
         with np.errstate(divide="ignore", invalid="ignore"):
