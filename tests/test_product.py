@@ -158,14 +158,19 @@ def test_default_learns_a_product_and_keeps_linear_ones(monkeypatch):
         (400, 1),
         (400, screen.PRODUCT_MAX_P + 1),
         (2 * screen.PRODUCT_MIN_ARM - 2, 30),  # an arm with fewer rows than PRODUCT_MIN_ARM
+        (400, -1),  # a basis of more cells than PRODUCT_MAX_CELLS
     ],
 )
-def test_no_products_outside_the_limits(n, p):
+def test_no_products_outside_the_limits(n, p, monkeypatch):
+    if p == -1:
+        p = 30
+        monkeypatch.setattr(screen, "PRODUCT_MAX_CELLS", 400 * (30 + 435) - 1)
     Z, C, t, y = _joint(n=n, p=max(p, 3))
     Z = Z[:, :p]
     m = ScreenedArmModels().fit(Z, C, t, 2, y[:, None])
     assert m.product_ is None and not m.product_cols_.any()
     # the same trial with enough rows per arm and features in range does offer them
+    monkeypatch.undo()
     Z, C, t, y = _joint(n=400, p=30)
     assert ScreenedArmModels().fit(Z, C, t, 2, y[:, None]).product_cols_[0]
 

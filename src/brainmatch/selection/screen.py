@@ -28,7 +28,8 @@ candidate's out-of-sample predictions under every arm for the training rows:
   least :data:`HINGE_MIN_ARM` rows, under the same one-standard-error rule;
 * with 2 to :data:`PRODUCT_MAX_P` features, screened candidates on every feature and every
   pairwise product of two (:mod:`brainmatch.selection.product`, effect modifiers that act
-  jointly), when every arm has at least :data:`PRODUCT_MIN_ARM` rows, under the same rule.
+  jointly), when every arm has at least :data:`PRODUCT_MIN_ARM` rows and the basis at most
+  :data:`PRODUCT_MAX_CELLS` cells, under the same rule.
 
 The criterion (:data:`CRITERION`) is the treatment-effect error (the default): the doubly
 robust pseudo-outcomes of every arm (:func:`dr_pseudo_outcomes`; nuisance: the candidate
@@ -61,7 +62,7 @@ from brainmatch.selection._ridge import LAMBDA_GRID
 from brainmatch.selection.fourier import FourierArmModels
 from brainmatch.selection.hinge import HingeBasis, feature_of
 from brainmatch.selection.pipeline import ArmModels, LogisticArmModels
-from brainmatch.selection.product import ProductBasis, feature_pairs
+from brainmatch.selection.product import ProductBasis, feature_pairs, n_columns
 
 #: Candidate numbers of selected features (those below the number of features are used,
 #: plus "all features").
@@ -108,6 +109,10 @@ PRODUCT_MAX_P = 200
 PRODUCT_K_MAX, PRODUCT_ALL_MAX = 50, 100
 #: The product candidates need at least this many training rows in every arm.
 PRODUCT_MIN_ARM = 100
+#: ... and a basis of at most this many cells (training rows x columns; 6e7 float64 is
+#: 480 MB: n = 1500 x p = 200 has 3.0e7, n = 10,000 allows p <= 108), which bounds the
+#: memory of the basis and of its inner-CV copies.
+PRODUCT_MAX_CELLS = 60_000_000
 #: Markers of the RBF, hinge and product candidates in the candidate lists of
 #: :meth:`ScreenedArmModels.fit` (minus the marker is the family's number in
 #: :meth:`ScreenedArmModels._choose`; 0: linear).
@@ -583,7 +588,10 @@ class ScreenedArmModels:
             self.hinge_, hc = self._basis_family(H, C, t, k, Y, HINGE_K_MAX, 4 * p)
             families.append((HINGE, self.hinge_, H, hc))
         if self.kernel == "product" or (
-            auto and smallest >= PRODUCT_MIN_ARM and 2 <= p <= PRODUCT_MAX_P
+            auto
+            and smallest >= PRODUCT_MIN_ARM
+            and 2 <= p <= PRODUCT_MAX_P
+            and Z.shape[0] * n_columns(p) <= PRODUCT_MAX_CELLS
         ):
             self.product_basis_ = ProductBasis().fit(Z)
             P = self.product_basis_.transform(Z)

@@ -768,7 +768,8 @@ def _feature_selection_summary(
             + (
                 " or the same on every feature and every pairwise product z_i z_j of two "
                 "('product:<n>' of its columns, effect modifiers that act jointly; when every "
-                f"arm has >= {_screen.PRODUCT_MIN_ARM} training rows)"
+                f"arm has >= {_screen.PRODUCT_MIN_ARM} training rows and the basis at most "
+                f"{_screen.PRODUCT_MAX_CELLS:.0e} cells)"
                 if 2 <= p_all <= _screen.PRODUCT_MAX_P
                 else ""
             )
