@@ -39,9 +39,10 @@ from brainmatch.errors import BrainmatchInputError
 Array = NDArray[np.float64]
 
 #: Refusal limits of a model file's tree arrays (a boosted meta-learner with 20 bootstrap
-#: refits holds about 100 components x 150 trees x 61 nodes = 1M nodes).
+#: refits holds about 100 components x 150 trees x 61 nodes = 1M nodes; a product-basis
+#: model and its 50 refits at most 51 x 50 products x 2 squares = 5100 components).
 MAX_NODES = 20_000_000
-MAX_COMPONENTS = 4096
+MAX_COMPONENTS = 8192
 #: Rows x trees traversed at once (bounds the memory of :meth:`Components.evaluate`).
 _CHUNK = 2_000_000
 
