@@ -107,8 +107,12 @@ PRODUCT_MAX_P = 200
 #: Largest screened number of product-basis columns offered; all of them are offered too
 #: when the basis has at most ``PRODUCT_ALL_MAX`` columns (p <= 13).
 PRODUCT_K_MAX, PRODUCT_ALL_MAX = 50, 100
-#: The product candidates need at least this many training rows in every arm.
-PRODUCT_MIN_ARM = 100
+#: The product candidates need at least this many training rows in every arm (fewer
+#: than the hinges: with 30, 2 seeds, n = 150, p = 10, non-linear, 2 arms rose from 0.12
+#: to 0.31 and n = 400, 4 arms, non-linear from -0.18 to 0.27 (p = 10) and -0.23 to
+#: -0.12 (p = 200), and no other row at n = 150 or with 4 arms at n = 400 changed;
+#: ``docs/train.md``).
+PRODUCT_MIN_ARM = 50
 #: ... and a basis of at most this many cells (training rows x columns; 6e7 float64 is
 #: 480 MB: n = 1500 x p = 200 has 3.0e7, n = 10,000 allows p <= 108), which bounds the
 #: memory of the basis and of its inner-CV copies.
