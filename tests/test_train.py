@@ -542,7 +542,9 @@ def test_rerandomisation_budget_runs_fewer_trials_and_says_so(monkeypatch):
 
     train_module = importlib.import_module("brainmatch.selection.train")
 
-    assert _rerandomisation_count(300, 200, 1000, True, "auto") == 424
+    # 300 x 200 offers the product basis (20,100 columns): 120 s / (0.28 s + 0.72 s)
+    assert _rerandomisation_count(300, 200, 1000, True, "auto") == 119
+    assert _rerandomisation_count(300, 200, 1000, True, 10) == 424  # no basis offered
     assert _rerandomisation_count(1000, 1000, 1000, True, "auto") == 99
     assert _rerandomisation_count(1000, 1000, 50, True, "auto") == 50
     assert _rerandomisation_count(1000, 1000, 1000, False, "none") == 1000  # other learners

@@ -179,6 +179,34 @@ def k_candidates(select: str | int, p: int) -> list[int]:
     return [min(int(select), p)]
 
 
+def offers_hinges(p: int, smallest_arm: int) -> bool:
+    """Whether ``select="auto"`` offers the hinge basis to a training set of ``p``
+    features whose smallest arm has ``smallest_arm`` rows."""
+    return bool(smallest_arm >= HINGE_MIN_ARM and HINGE_MIN_P < p <= HINGE_MAX_P)
+
+
+def offers_products(n: int, p: int, smallest_arm: int) -> bool:
+    """Whether ``select="auto"`` offers the product basis to a training set of ``n`` rows
+    and ``p`` features whose smallest arm has ``smallest_arm`` rows."""
+    return bool(
+        smallest_arm >= PRODUCT_MIN_ARM
+        and 2 <= p <= PRODUCT_MAX_P
+        and n * n_columns(p) <= PRODUCT_MAX_CELLS
+    )
+
+
+def basis_candidates(n: int, p: int, smallest_arm: int) -> list[tuple[int, list[int]]]:
+    """Columns and screened numbers of columns of every basis family ``select="auto"``
+    offers to such a training set (the permutation budget's cost model)."""
+    out = []
+    if offers_hinges(p, smallest_arm):
+        out.append((4 * p, [kk for kk in k_candidates("auto", 4 * p) if kk <= HINGE_K_MAX]))
+    if offers_products(n, p, smallest_arm):
+        cols = n_columns(p)
+        out.append((cols, [kk for kk in k_candidates("auto", cols) if kk <= PRODUCT_K_MAX]))
+    return out
+
+
 def _orth(A: NDArray[np.float64]) -> NDArray[np.float64]:
     U, s, _ = np.linalg.svd(A, full_matrices=False)
     keep = s > max(A.shape) * np.finfo(float).eps * (s[0] if s.size else 0.0)
@@ -583,20 +611,13 @@ class ScreenedArmModels:
             self.fourier_ = FourierArmModels(self.model).fit(Z, C, t, k, Y)
         smallest = np.bincount(t, minlength=k).min()
         families: list[tuple[int, ScreenedArmModels, NDArray[np.float64], list[int]]] = []
-        if self.kernel == "hinge" or (
-            auto and smallest >= HINGE_MIN_ARM and HINGE_MIN_P < p <= HINGE_MAX_P
-        ):
+        if self.kernel == "hinge" or (auto and offers_hinges(p, smallest)):
             self.basis_ = HingeBasis().fit(Z)
             H = self.basis_.transform(Z)
             # a few thresholds need few columns; 100 would cost 8x
             self.hinge_, hc = self._basis_family(H, C, t, k, Y, HINGE_K_MAX, 4 * p)
             families.append((HINGE, self.hinge_, H, hc))
-        if self.kernel == "product" or (
-            auto
-            and smallest >= PRODUCT_MIN_ARM
-            and 2 <= p <= PRODUCT_MAX_P
-            and Z.shape[0] * n_columns(p) <= PRODUCT_MAX_CELLS
-        ):
+        if self.kernel == "product" or (auto and offers_products(Z.shape[0], p, smallest)):
             self.product_basis_ = ProductBasis().fit(Z)
             P = self.product_basis_.transform(Z)
             all_max = P.shape[1] if P.shape[1] <= PRODUCT_ALL_MAX else -1
