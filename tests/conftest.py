@@ -4,6 +4,8 @@
   with a clear reason when it is absent, as it is in a user's clone.
 - ``small_trial``: one small simulated trial (built once per test session) for tests that
   only read it.  Tests that modify a dataset must simulate their own into ``tmp_path``.
+- ``no_product_basis`` (from ``_basis_models.py``): the default model without its
+  product candidate, for modules that test another non-linear family.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from _basis_models import no_product_basis  # noqa: F401  (a shared fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pytest
 
+from _basis_models import assert_recommend_reproduces, train_cli
 from brainmatch.selection import recommend, screen, validate
-from brainmatch.selection.estimator import TreatmentSelector
 from brainmatch.selection.fourier import FourierArmModels, fourier_map
 from brainmatch.selection.learners import predict_exported
 from brainmatch.selection.modelfile import load_model
@@ -23,15 +23,7 @@ from brainmatch.selection.train import N_BOOTSTRAP_MODELS
 from brainmatch.selection.trees import Components, export_fourier
 from brainmatch.validation.regimes import draw_regime
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_product_basis():
-    """The product basis (which also fits the non-linear regime's ``x_1 x_2``) competes
-    with the RBF kernel in these trials; this module tests the RBF kernel, so the products are not
-    offered here (``test_product.py`` tests them and their competition)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(screen, "PRODUCT_MAX_P", 0)
-        yield
+pytestmark = pytest.mark.usefixtures("no_product_basis")
 
 
 def _arrays(n: int = 120, p: int = 6, q: int = 2, seed: int = 0):
@@ -127,31 +119,9 @@ def test_no_kernel_above_the_feature_limit():
 def kernel_model(tmp_path_factory):
     """``brainmatch train`` (the CLI) on a non-linear trial whose final model is the RBF
     ridge."""
-    from typer.testing import CliRunner
-
-    from brainmatch.cli.main import app
-
     d = tmp_path_factory.mktemp("rbf")
     r = draw_regime(500, 5, "nonlinear", 2, seed=3, effect=1.5)
-    r.features.to_csv(d / "features.csv", index=False)
-    r.outcomes.to_csv(d / "outcomes.csv", index=False)
-    out = CliRunner().invoke(
-        app,
-        [
-            "train",
-            "--features", str(d / "features.csv"),
-            "--outcomes", str(d / "outcomes.csv"),
-            "--treatment-column", "arm",
-            "--outcome-column", "y",
-            "--better", "higher",
-            "--n-repeats", "1",
-            "--n-permutations", "19",
-            "--no-learning-curve",
-            "--out", str(d / "model"),
-        ],
-    )  # fmt: skip
-    assert out.exit_code == 0, out.output
-    return d, r, out.output
+    return d, r, train_cli(d, r)
 
 
 def test_train_stores_the_kernel_model_and_recommend_reproduces_it(kernel_model, tmp_path):
@@ -169,28 +139,7 @@ def test_train_stores_the_kernel_model_and_recommend_reproduces_it(kernel_model,
     report = (d / "model" / "report.html").read_text()
     assert "all, RBF kernel ridge (" in report and "No coefficient map" in report
     # recommend (CLI) reproduces the same model fitted in Python
-    from typer.testing import CliRunner
-
-    from brainmatch.cli.main import app
-
-    r.features.head(4).to_csv(tmp_path / "new.csv", index=False)
-    out = CliRunner().invoke(
-        app,
-        ["recommend", str(d / "model" / "model.npz"), str(tmp_path / "new.csv"),
-         "--out", str(tmp_path / "rec")],
-    )  # fmt: skip
-    assert out.exit_code == 0, out.output
-    rj = json.loads((tmp_path / "rec" / "recommend.json").read_text())
-    X = r.features.iloc[:, 1:]
-    sel = TreatmentSelector(better="higher").fit(X, r.outcomes["arm"], r.outcomes["y"])
-    assert sel.chosen_learner_ == "interaction (RBF kernel ridge)"
-    want = np.clip(sel.predict_outcomes(X.head(4)).to_numpy(), *meta["outcome_range"])
-    got = np.array([[p["predicted"][a]["value"] for a in r.arms] for p in rj["patients"]])
-    np.testing.assert_allclose(got, want, atol=1e-9)
-    p = rj["patients"][0]
-    assert "non-linear model" in p["drivers_note"] or not p["drivers"]
-    lo, hi = p["advantage_interval"]
-    assert lo <= hi
+    rj = assert_recommend_reproduces(d, r, tmp_path, "interaction (RBF kernel ridge)")
     # the Python API's recommend gives the same
     api = recommend(d / "model" / "model.npz", r.features.head(4), None)
     assert api.patients[3]["recommended"] == rj["patients"][3]["recommended"]

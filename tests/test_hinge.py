@@ -15,8 +15,8 @@ import json
 import numpy as np
 import pytest
 
+from _basis_models import assert_recommend_reproduces, train_cli
 from brainmatch.selection import screen, validate
-from brainmatch.selection.estimator import TreatmentSelector
 from brainmatch.selection.hinge import KNOTS, HingeBasis, feature_of, hinge_columns
 from brainmatch.selection.learners import predict_exported
 from brainmatch.selection.modelfile import load_model
@@ -35,14 +35,7 @@ KW = dict(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _no_product_basis():
-    """The product basis (which also fits the non-linear regime's ``x_1 x_2``) competes
-    with the hinge basis in these trials; this module tests the hinge basis, so the products are not
-    offered here (``test_product.py`` tests them and their competition)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(screen, "PRODUCT_MAX_P", 0)
-        yield
+pytestmark = pytest.mark.usefixtures("no_product_basis")
 
 
 def _threshold(n: int = 400, p: int = 60, q: int = 2, seed: int = 0):
@@ -147,37 +140,12 @@ def test_no_hinges_outside_the_limits(n, p):
 @pytest.fixture(scope="module")
 def hinge_model(tmp_path_factory):
     """``brainmatch train`` (the CLI) on a trial whose final model is the hinge basis."""
-    from typer.testing import CliRunner
-
-    from brainmatch.cli.main import app
-
     d = tmp_path_factory.mktemp("hinge")
     r = draw_regime(600, 60, "nonlinear", 2, seed=3, effect=1.5)
-    r.features.to_csv(d / "features.csv", index=False)
-    r.outcomes.to_csv(d / "outcomes.csv", index=False)
-    out = CliRunner().invoke(
-        app,
-        [
-            "train",
-            "--features", str(d / "features.csv"),
-            "--outcomes", str(d / "outcomes.csv"),
-            "--treatment-column", "arm",
-            "--outcome-column", "y",
-            "--better", "higher",
-            "--n-repeats", "1",
-            "--n-permutations", "19",
-            "--no-learning-curve",
-            "--out", str(d / "model"),
-        ],
-    )  # fmt: skip
-    assert out.exit_code == 0, out.output
-    return d, r, out.output
+    return d, r, train_cli(d, r)
 
 
 def test_train_stores_the_hinge_model_and_recommend_reproduces_it(hinge_model, tmp_path):
-    from typer.testing import CliRunner
-
-    from brainmatch.cli.main import app
 
     d, r, output = hinge_model
     assert "hinge basis" in output
@@ -194,21 +162,4 @@ def test_train_stores_the_hinge_model_and_recommend_reproduces_it(hinge_model, t
     report = (d / "model" / "report.html").read_text()
     assert "columns of the hinge basis (" in report and "No coefficient map" in report
     # recommend (CLI) reproduces the same model fitted in Python
-    r.features.head(4).to_csv(tmp_path / "new.csv", index=False)
-    out = CliRunner().invoke(
-        app,
-        ["recommend", str(d / "model" / "model.npz"), str(tmp_path / "new.csv"),
-         "--out", str(tmp_path / "rec")],
-    )  # fmt: skip
-    assert out.exit_code == 0, out.output
-    rj = json.loads((tmp_path / "rec" / "recommend.json").read_text())
-    X = r.features.iloc[:, 1:]
-    sel = TreatmentSelector(better="higher").fit(X, r.outcomes["arm"], r.outcomes["y"])
-    assert sel.chosen_learner_ == "interaction (hinge basis)"
-    want = np.clip(sel.predict_outcomes(X.head(4)).to_numpy(), *meta["outcome_range"])
-    got = np.array([[p["predicted"][a]["value"] for a in r.arms] for p in rj["patients"]])
-    np.testing.assert_allclose(got, want, atol=1e-9)
-    p = rj["patients"][0]
-    assert "non-linear model" in p["drivers_note"] or not p["drivers"]
-    lo, hi = p["advantage_interval"]
-    assert lo <= hi
+    assert_recommend_reproduces(d, r, tmp_path, "interaction (hinge basis)")

@@ -17,8 +17,8 @@ import json
 import numpy as np
 import pytest
 
+from _basis_models import assert_recommend_reproduces, train_cli
 from brainmatch.selection import screen, validate
-from brainmatch.selection.estimator import TreatmentSelector
 from brainmatch.selection.learners import export_arrays, predict_exported, spec_from_arrays
 from brainmatch.selection.modelfile import load_model
 from brainmatch.selection.product import ProductBasis, feature_pairs, n_columns, pairs
@@ -220,38 +220,12 @@ def test_equal_components_are_stored_once():
 @pytest.fixture(scope="module")
 def product_model(tmp_path_factory):
     """``brainmatch train`` (the CLI) on a trial whose final model is the product basis."""
-    from typer.testing import CliRunner
-
-    from brainmatch.cli.main import app
-
     d = tmp_path_factory.mktemp("product")
     r = draw_regime(500, 30, "nonlinear", 2, seed=1, effect=1.5)
-    r.features.to_csv(d / "features.csv", index=False)
-    r.outcomes.to_csv(d / "outcomes.csv", index=False)
-    out = CliRunner().invoke(
-        app,
-        [
-            "train",
-            "--features", str(d / "features.csv"),
-            "--outcomes", str(d / "outcomes.csv"),
-            "--treatment-column", "arm",
-            "--outcome-column", "y",
-            "--better", "higher",
-            "--n-repeats", "1",
-            "--n-permutations", "19",
-            "--no-learning-curve",
-            "--out", str(d / "model"),
-        ],
-    )  # fmt: skip
-    assert out.exit_code == 0, out.output
-    return d, r, out.output
+    return d, r, train_cli(d, r)
 
 
 def test_train_stores_the_product_model_and_recommend_reproduces_it(product_model, tmp_path):
-    from typer.testing import CliRunner
-
-    from brainmatch.cli.main import app
-
     d, r, output = product_model
     assert "product basis" in output
     arrays, meta = load_model(d / "model" / "model.npz")
@@ -268,21 +242,4 @@ def test_train_stores_the_product_model_and_recommend_reproduces_it(product_mode
     report = (d / "model" / "report.html").read_text()
     assert "columns of the product basis (" in report and "No coefficient map" in report
     # recommend (CLI) reproduces the same model fitted in Python
-    r.features.head(4).to_csv(tmp_path / "new.csv", index=False)
-    out = CliRunner().invoke(
-        app,
-        ["recommend", str(d / "model" / "model.npz"), str(tmp_path / "new.csv"),
-         "--out", str(tmp_path / "rec")],
-    )  # fmt: skip
-    assert out.exit_code == 0, out.output
-    rj = json.loads((tmp_path / "rec" / "recommend.json").read_text())
-    X = r.features.iloc[:, 1:]
-    sel = TreatmentSelector(better="higher").fit(X, r.outcomes["arm"], r.outcomes["y"])
-    assert sel.chosen_learner_ == "interaction (product basis)"
-    want = np.clip(sel.predict_outcomes(X.head(4)).to_numpy(), *meta["outcome_range"])
-    got = np.array([[p["predicted"][a]["value"] for a in r.arms] for p in rj["patients"]])
-    np.testing.assert_allclose(got, want, atol=1e-9)
-    for p in rj["patients"]:
-        assert "non-linear model" in p["drivers_note"] or not p["drivers"]
-        lo, hi = p["advantage_interval"]
-        assert lo <= hi
+    assert_recommend_reproduces(d, r, tmp_path, "interaction (product basis)")
