@@ -552,6 +552,44 @@ def scale_one(n: int, p: int, learning_curve: bool, scheduler: str | None) -> di
     }
 
 
+def fold_cost_one(n: int, p: int, m: int) -> str:
+    """One fit of the default's screened models (``ScreenedArmModels``, every family the
+    design offers) on ``m`` target columns (the outcome and ``m - 1`` permutations of it)
+    of an ``n x p`` training set: CPU seconds and peak resident memory of this process."""
+    import resource
+
+    from brainmatch.selection import screen
+    from brainmatch.selection.screen import ScreenedArmModels
+
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(n, p))
+    t = np.arange(n) % 2
+    y = Z[:, 0] + t * Z[:, 1] * Z[:, 2] + rng.normal(size=n)
+    Y = np.column_stack([y] + [y[rng.permutation(n)] for _ in range(m - 1)])
+    cpu = time.process_time()
+    ScreenedArmModels().fit(Z, np.zeros((n, 0)), t, 2, Y)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    return (
+        f"n={n} p={p} columns={m}, products {'on' if screen.PRODUCT_MAX_P else 'off'}: "
+        f"CPU {time.process_time() - cpu:.1f} s, peak {peak:.2f} GB"
+    )
+
+
+def fold_cost(n: int, p: int, m: int) -> None:
+    """:func:`fold_cost_one` with and without the product candidate, each in a fresh
+    process (so each peak memory is its own)."""
+    import subprocess
+    import sys
+
+    for maxp in (200, 0):
+        out = subprocess.run(
+            [sys.executable, __file__, "--fold-cost-one", f"{n},{p},{m}",
+             "--product-max-p", str(maxp)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        print(out.stdout.strip(), flush=True)
+
+
 def scale(
     sizes: list[int], p: int = 1000, learning_curve: bool = True, scheduler: str | None = None
 ) -> None:
@@ -689,9 +727,27 @@ def main() -> None:
         default=None,
         help="screen.HINGE_MAX_P for this run (0: the default without its hinge candidates)",
     )
+    ap.add_argument(
+        "--product-max-p",
+        type=int,
+        default=None,
+        help="screen.PRODUCT_MAX_P for this run (0: the default without its product basis)",
+    )
+    ap.add_argument(
+        "--fold-cost",
+        default=None,
+        help="n,p,m: CPU and peak memory of one screened fit on m target columns, with and "
+        "without the product candidate",
+    )
+    ap.add_argument("--fold-cost-one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     from brainmatch.selection import screen
 
+    if args.product_max_p is not None:
+        screen.PRODUCT_MAX_P = args.product_max_p
+    if args.fold_cost_one:
+        print(fold_cost_one(*(int(v) for v in args.fold_cost_one.split(","))))
+        return
     if args.rbf_max_p is not None:
         screen.RBF_MAX_P = args.rbf_max_p
     if args.hinge_max_p is not None:
@@ -736,6 +792,8 @@ def main() -> None:
             )
     if args.cost:
         cost([tuple(int(v) for v in d.lower().split("x")) for d in args.cost.split(",")])  # type: ignore[misc]
+    if args.fold_cost:
+        fold_cost(*(int(v) for v in args.fold_cost.split(",")))
     if args.scale:
         scale(
             [int(v) for v in args.scale.split(",")],

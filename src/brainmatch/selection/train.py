@@ -213,7 +213,8 @@ def _ridge_null_repeats(
         if select == "auto":
             # the hinge and product bases: the same per basis column, the scores about 3x
             # dearer per column (the basis and its inner-fold copies; measured: n = 1200,
-            # p = 200, 1001 columns: 81 s per fit with the products, 15 s without)
+            # p = 200, 1001 columns: 72 s per fit with the products, 14 s without;
+            # benchmarks/bench_select.py --fold-cost 1200,200,1001)
             smallest = int(np.bincount(np.searchsorted(data.arms, data.treatment)).min())
             for cols, bks in _screen.basis_candidates(
                 int(n_tr), p, int(smallest * (n_splits - 1) / n_splits)
