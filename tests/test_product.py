@@ -263,3 +263,22 @@ def test_null_trials_with_products_fast():
         claims.append(lo > 0)
     assert sum(cover) >= 16 and sum(claims) <= 2, (cover, claims)
     assert sum(p <= 0.05 for p in ps) <= 4, ps
+
+
+@pytest.mark.parametrize("q", [0, 2])
+def test_moments_from_gathered_features_equal_the_shared_gram(monkeypatch, q):
+    """The screened ridges' moments, from one Gram matrix of the union of every column's
+    features (small unions) or from each column's gathered features (a product basis,
+    where permuted outcomes screen thousands of different columns), give the same fits
+    and choices, in small memory steps too."""
+    Z, C, t, y = _joint(n=300, p=25, q=max(q, 1))
+    C = C[:, :q]
+    rng = np.random.default_rng(1)
+    Y = np.column_stack([y] + [y[rng.permutation(y.size)] for _ in range(40)])
+    monkeypatch.setattr(screen, "GATHER_FACTOR", 10**9)
+    shared = ScreenedArmModels().fit(Z, C, t, 2, Y)
+    monkeypatch.setattr(screen, "GATHER_FACTOR", 0)
+    monkeypatch.setattr(screen, "GATHER_CELLS", 5000)  # a few columns per step
+    gathered = ScreenedArmModels().fit(Z, C, t, 2, Y)
+    assert [gathered.label(c) for c in range(41)] == [shared.label(c) for c in range(41)]
+    np.testing.assert_allclose(gathered.predict(Z, C), shared.predict(Z, C), atol=1e-9)

@@ -71,6 +71,11 @@ K_GRID = (5, 10, 20, 50, 100)
 CHUNK = 128
 #: Largest union of screened features whose per-arm moments are computed once per fit.
 MOMENT_MAX = 3000
+#: ... when their Gram matrix costs at most this many times the columns' own blocks
+#: (else each column's block is computed from its gathered features, :class:`_Moments`).
+GATHER_FACTOR = 4
+#: Gathered feature values held at once by that path (columns x features x rows: 32 MB).
+GATHER_CELLS = 4_000_000
 #: Folds of the inner CV that chooses ``k`` (screening redone in each).
 INNER_FOLDS = 5
 #: Default screening score (see :func:`screening_scores`).
@@ -377,9 +382,12 @@ def _solve_gcv(
 class _Moments:
     """Per-arm moments (``Z'Z``, ``Z'1``, ``Z'C``, ``Z'Y``) of the features the columns use.
 
-    Computed once for the union of every column's features when that union has at most
-    :data:`MOMENT_MAX` features (shared by every ``k`` of the grid), otherwise per chunk of
-    columns (bounded memory for very wide tables).
+    Computed once for the union of every column's features (shared by every column and
+    every ``k`` of the grid) when that union is small: at most :data:`MOMENT_MAX` features
+    and a Gram matrix no dearer than :data:`GATHER_FACTOR` times the columns' own blocks
+    (``union^2 <= GATHER_FACTOR m kk^2`` per row).  Otherwise (a basis of thousands of
+    columns, where every permuted outcome screens other ones) each column's own ``kk x
+    kk`` block is computed from its gathered features.
     """
 
     def __init__(
@@ -394,10 +402,16 @@ class _Moments:
         self.Z, self.C, self.Y = Z, C, Y
         self.rows = [np.flatnonzero(t == a) for a in range(k)]
         union = np.unique(index)
-        self.cached = union.size <= MOMENT_MAX
+        m, kk = index.shape
+        self.cached = (
+            union.size <= MOMENT_MAX and union.size**2 <= GATHER_FACTOR * max(m, 1) * kk**2
+        )
         if self.cached:
             self.union = union
             self.parts = [self._arm(r, union, Y) for r in self.rows]
+        else:  # each arm's rows of the used features, one feature per row (gathers)
+            self.union = union
+            self.ZT = [np.ascontiguousarray(Z[np.ix_(r, union)].T) for r in self.rows]
 
     def _arm(
         self, r: NDArray[np.intp], union: NDArray[np.intp], Y: NDArray[np.float64]
@@ -410,15 +424,25 @@ class _Moments:
     ) -> tuple[list[NDArray[np.float64]], ...]:
         """Gathered moments of columns ``cols`` on their features ``idx`` ``(b, kk)``."""
         b, kk = idx.shape
-        if self.cached:
-            union, parts = self.union, self.parts
-            local = np.searchsorted(union, idx)
-            ycols = cols
-        else:
-            union, local = np.unique(idx, return_inverse=True)
-            local = local.reshape(b, kk)
-            parts = [self._arm(r, union, self.Y[:, cols]) for r in self.rows]
-            ycols = np.arange(b)
+        local = np.searchsorted(self.union, idx)
+        if not self.cached:
+            q = self.C.shape[1]
+            Gs = [np.empty((b, kk, kk)) for _ in self.rows]
+            zs = [np.empty((b, kk)) for _ in self.rows]
+            ZC = [np.empty((b, kk, q)) for _ in self.rows]
+            ZY = [np.empty((b, kk)) for _ in self.rows]
+            for a, (r, ZT) in enumerate(zip(self.rows, self.ZT, strict=True)):
+                step = max(1, GATHER_CELLS // max(1, kk * r.size))  # bounds F's memory
+                for lo in range(0, b, step):
+                    sl = slice(lo, min(b, lo + step))
+                    F = ZT[local[sl]]  # (columns, kk, rows of the arm)
+                    Gs[a][sl] = F @ np.swapaxes(F, 1, 2)
+                    zs[a][sl] = F.sum(axis=2)
+                    ZC[a][sl] = F @ self.C[r]
+                    ZY[a][sl] = np.einsum("bkn,nb->bk", F, self.Y[np.ix_(r, cols[sl])])
+            return Gs, zs, ZC, ZY
+        parts = self.parts
+        ycols = cols
         ii, jj = local[:, :, None], local[:, None, :]
         bidx = np.arange(b)[:, None]
         Gs = [G[ii, jj] for G, _, _, _ in parts]  # (b, kk, kk)

@@ -211,15 +211,15 @@ def _ridge_null_repeats(
         width = k if model == "interaction" else 1
         per_fit = n_tr * p + sum(10.0 * (width * kk) ** 3 for kk in ks)
         if select == "auto":
-            # the hinge and product bases: the same per basis column, the scores about 3x
-            # dearer per column (the basis and its inner-fold copies; measured: n = 1200,
-            # p = 200, 1001 columns: 72 s per fit with the products, 14 s without;
+            # the hinge and product bases: their screens' eigendecompositions as above and
+            # their scores at half the weight of the features' (fitted to: n = 1200, p =
+            # 200, 1001 columns: 34 s per fit with the products, 15 s without;
             # benchmarks/bench_select.py --fold-cost 1200,200,1001)
             smallest = int(np.bincount(np.searchsorted(data.arms, data.treatment)).min())
             for cols, bks in _screen.basis_candidates(
                 int(n_tr), p, int(smallest * (n_splits - 1) / n_splits)
             ):
-                per_fit += 3.0 * n_tr * cols + sum(10.0 * (width * kk) ** 3 for kk in bks)
+                per_fit += 0.5 * n_tr * cols + sum(10.0 * (width * kk) ** 3 for kk in bks)
         fits = (INNER_FOLDS + 1) if select == "auto" else 1
         per_repeat += n_splits * fits * per_fit * n_columns
     n_rep = max(1, n_folds // n_splits)
