@@ -734,6 +734,13 @@ def main() -> None:
         help="screen.PRODUCT_MAX_P for this run (0: the default without its product basis)",
     )
     ap.add_argument(
+        "--screen-se",
+        type=float,
+        default=None,
+        help="screen.SCREEN_SE for this run: standard errors by which a screen must beat "
+        "the all-features ridge",
+    )
+    ap.add_argument(
         "--fold-cost",
         default=None,
         help="n,p,m: CPU and peak memory of one screened fit on m target columns, with and "
@@ -745,6 +752,8 @@ def main() -> None:
 
     if args.product_max_p is not None:
         screen.PRODUCT_MAX_P = args.product_max_p
+    if args.screen_se is not None:
+        screen.SCREEN_SE = args.screen_se
     if args.fold_cost_one:
         print(fold_cost_one(*(int(v) for v in args.fold_cost_one.split(","))))
         return

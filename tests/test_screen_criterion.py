@@ -136,3 +136,27 @@ def test_outcome_error_from_own_arm_equals_all_arm_predictions(model, monkeypatc
     order = [p, *small]
     want = [screen.k_candidates("auto", p).index(order[i]) for i in np.argmin(sse, axis=0)]
     np.testing.assert_array_equal(chosen, want)
+
+
+def test_a_screen_must_beat_the_all_features_ridge_by_one_standard_error(monkeypatch):
+    """Outcomes of pure noise, 150 x 200: the lowest inner-CV criterion alone picks one of
+    the five screens for about a quarter of them (a minimum over six noisy estimates); with
+    the one-standard-error rule (the default) the all-features ridge, whose shrinkage suits
+    noise, is kept for nearly all of them, while the sparse truth above is still screened
+    (``test_sparse_effects_still_screened_under_the_effect_criterion``)."""
+    rng = np.random.default_rng(0)
+    n, p, m = 150, 200, 60
+    t = rng.permutation(np.arange(n) % 2)
+    Z = rng.normal(size=(n, p))
+    C = np.zeros((n, 0))
+    Y = rng.normal(size=(n, m))
+    monkeypatch.setattr(screen, "HINGE_MAX_P", 0)
+    monkeypatch.setattr(screen, "PRODUCT_MAX_P", 0)
+    assert screen.SCREEN_SE == 1.0  # the default
+    kept = {}
+    for se in (0.0, 1.0):
+        monkeypatch.setattr(screen, "SCREEN_SE", se)
+        sm = ScreenedArmModels("interaction", "auto").fit(Z, C, t, 2, Y)
+        kept[se] = float(np.mean(sm.k_ == p))
+    assert kept[1.0] >= 0.9
+    assert kept[0.0] <= kept[1.0] - 0.1
