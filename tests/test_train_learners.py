@@ -186,6 +186,17 @@ def test_selector_api_save_load_and_errors(tmp_path):
     with pytest.raises(BrainmatchInputError, match="baseline is needed"):
         sel.predict_outcomes(X)
     with pytest.raises(BrainmatchInputError, match="X has 11 features"):
+        sel.predict_outcomes(X.iloc[:, :11].to_numpy(), baseline=base)
+    # named columns are matched by name, never by position
+    shuffled = X[X.columns[::-1]]
+    np.testing.assert_allclose(
+        sel.predict_outcomes(shuffled, sites=o["site"], baseline=base).to_numpy(),
+        pred.to_numpy(),
+        atol=1e-12,
+    )
+    with pytest.raises(BrainmatchInputError, match=r"missing 1 fitted feature.*not seen in fit"):
+        sel.predict_outcomes(X.rename(columns={X.columns[0]: "other"}), baseline=base)
+    with pytest.raises(BrainmatchInputError, match="missing 1 fitted feature"):
         sel.predict_outcomes(X.iloc[:, :11], baseline=base)
     with pytest.raises(BrainmatchInputError, match=r"learner='ridge'"):
         TreatmentSelector("ridge").fit(X, o["arm"], o["y"])

@@ -243,6 +243,31 @@ class TreatmentSelector(BaseEstimator):
         if not hasattr(self, "learner_"):
             raise BrainmatchInputError("this TreatmentSelector is not fitted: call fit first")
 
+    def _match_names(self, X: ArrayLike | pd.DataFrame) -> ArrayLike | pd.DataFrame:
+        """A data frame's feature columns taken by name, in the fitted order (columns are
+        never matched by position when the selector was fitted on named columns)."""
+        if not isinstance(X, pd.DataFrame):
+            return X
+        fitted = list(self.feature_names_in_)
+        if fitted == [f"x{j}" for j in range(len(fitted))]:
+            return X  # fitted on an unnamed array: positions are all there is
+        names = [str(c) for c in X.columns if c != ID]
+        missing = [c for c in fitted if c not in names]
+        extra = [c for c in names if c not in fitted]
+        if missing or extra:
+            what = []
+            if missing:
+                what.append(f"missing {len(missing)} fitted feature(s) (e.g. {missing[0]!r})")
+            if extra:
+                what.append(f"{len(extra)} feature(s) not seen in fit (e.g. {extra[0]!r})")
+            raise BrainmatchInputError(
+                "X's columns do not match the features the selector was fitted on: "
+                + "; ".join(what)
+            )
+        frame = X.copy()
+        frame.columns = [str(c) for c in frame.columns]
+        return frame[fitted]
+
     def predict_outcomes(
         self,
         X: ArrayLike | pd.DataFrame,
@@ -253,6 +278,7 @@ class TreatmentSelector(BaseEstimator):
     ) -> pd.DataFrame:
         """Predicted outcome of every patient under every arm (one column per arm)."""
         self._check_fitted()
+        X = self._match_names(X)
         Xa, _ = _as_2d(X, "X")
         if Xa.shape[1] != self.n_features_in_:
             raise BrainmatchInputError(
