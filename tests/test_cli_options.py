@@ -301,6 +301,38 @@ def test_train_scheduler_equals_api(regime_files, tmp_path: Path) -> None:  # ty
     )
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--n-permutations", "-5"], "--n-permutations -5: must be a whole number >= 0"),
+        (["--covariates", "y"], "--covariates 'y' is the outcome (--outcome-column)"),
+        (["--baseline-column", "y"], "--baseline-column 'y' is the outcome (--outcome-column)"),
+        (["--site-column", "arm"], "--site-column 'arm' is the treatment (--treatment-column)"),
+        (
+            ["--covariates", "site,site"],
+            "--covariates 'site' is given twice (also as --covariates 'site')",
+        ),
+    ],
+    ids=["n-permutations", "covariates-outcome", "baseline-outcome", "site-arm", "twice"],
+)
+def test_train_refuses_bad_roles_naming_the_flag(  # type: ignore[no-untyped-def]
+    regime_files, tmp_path: Path, flags: list[str], message: str
+) -> None:
+    features, outcomes, _ = regime_files
+    res = CliRunner().invoke(
+        app,
+        [
+            "train", "--features", str(features), "--outcomes", str(outcomes),
+            "--treatment-column", "arm", "--outcome-column", "y", "--out", str(tmp_path / "m"),
+            "--no-report", *flags,
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
+
+
 # ---------------------------------------------------------------- cbma
 
 

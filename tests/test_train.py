@@ -404,6 +404,28 @@ def test_bad_input_messages(tmp_path):
             select="auto",
             **kw,
         )
+    # the outcome, the treatment or the ID can never be a predictor or the site; no
+    # column twice
+    roles = {"treatment_column": "arm", "outcome_column": "hamd_week8", **kw}
+    for extra, what in (
+        ({"covariates": ("hamd_week8",)}, r"covariates='hamd_week8' is the outcome"),
+        ({"baseline_column": "hamd_week8"}, r"baseline_column='hamd_week8' is the outcome"),
+        ({"site_column": "arm"}, r"site_column='arm' is the treatment"),
+        ({"covariates": ("participant_id",)}, r"covariates='participant_id' is the participant"),
+        (
+            {"covariates": ("site", "site")},
+            r"covariates='site' is given twice \(also as covariates='site'\)",
+        ),
+        (
+            {"baseline_column": "site", "covariates": ("site",)},
+            r"covariates='site' is given twice \(also as baseline_column='site'\)",
+        ),
+    ):
+        with pytest.raises(BrainmatchInputError, match=what):
+            train(f, o, **roles, **extra)
+    for name, value in (("n_permutations", -5), ("n_permutations", 5.5), ("n_splits", 1)):
+        with pytest.raises(BrainmatchInputError, match=rf"{name}={value}: must be a whole"):
+            train(f, o, **{**roles, name: value})
     (tmp_path / "f.xlsx").write_text("x")
     with pytest.raises(BrainmatchInputError, match="not an Excel workbook"):
         train(tmp_path / "f.xlsx", o, treatment_column="arm", outcome_column="hamd_week8", **kw)

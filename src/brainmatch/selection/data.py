@@ -311,6 +311,30 @@ def load_training_data(
             "outcome into the predictors; remove it from the features table",
             fname,
         )
+    roles = [
+        ("baseline_column=", baseline_column),
+        ("site_column=", site_column),
+        *(("covariates=", c) for c in covariates),
+    ]
+    taken = {
+        outcome_column: "the outcome (outcome_column)",
+        treatment_column: "the treatment (treatment_column)",
+        ID: "the participant ID",
+    }
+    given: dict[str, str] = {}
+    for opt, col in roles:
+        if not col:
+            continue
+        if col in taken:
+            raise BrainmatchInputError(
+                f"{opt}{col!r} is {taken[col]}: it cannot also be a predictor or a site",
+                oname,
+            )
+        if col in given:
+            raise BrainmatchInputError(
+                f"{opt}{col!r} is given twice (also as {given[col]}{col!r})", oname
+            )
+        given[col] = opt
     extra_cols = [c for c in (baseline_column, site_column, *covariates) if c]
     for c in extra_cols:
         if c not in otab.columns and c not in ftab.columns:

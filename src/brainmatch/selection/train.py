@@ -1219,8 +1219,13 @@ def validate(
             f"select= applies to the ridge models (interaction, per-arm), not to "
             f"model={model}: the sparse learners select features themselves"
         )
-    if n_permutations < 0 or n_repeats < 1 or n_splits < 2:
-        raise BrainmatchInputError("need n_permutations >= 0, n_repeats >= 1, n_splits >= 2")
+    for name, value, least in (
+        ("n_permutations", n_permutations, 0),
+        ("n_repeats", n_repeats, 1),
+        ("n_splits", n_splits, 2),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise BrainmatchInputError(f"{name}={value!r}: must be a whole number >= {least}")
     if permutation_repeats is not None and permutation_repeats < 1:
         raise BrainmatchInputError(
             f"permutation_repeats={permutation_repeats}: must be at least 1 (or None)"
@@ -1482,8 +1487,14 @@ def validate(
             "is not shown to beat giving everyone the best single arm"
         )
     p_sel = selection["permutation_p"]
+    if p_sel is None:
+        warnings.append(
+            "no permutation test was run (n_permutations=0): the selection is not shown to "
+            "beat chance, so it is not reported as supported"
+        )
+    # supported needs both: a permutation test that ran and rejected, and a CI above 0
     selection["selection_supported"] = bool(
-        ci[0] is not None and ci[0] > 0 and (p_sel is None or p_sel < 0.05)
+        ci[0] is not None and ci[0] > 0 and p_sel is not None and p_sel < 0.05
     )
     if selection["single_arm_recommended"] is not None:
         warnings.append(
