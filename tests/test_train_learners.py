@@ -220,7 +220,16 @@ def test_validation_result_object(tmp_path):
     )
     res.save(tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text()) == res.to_dict()
+    res.save(tmp_path)  # a rerun updates its own folder
     pred = pd.read_csv(tmp_path / "predictions.tsv", sep="\t")
+    # a folder holding a user's files is refused, never overwritten
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "metrics.json").write_text("my notes")
+    with pytest.raises(BrainmatchInputError, match=r"metrics\.json"):
+        res.save(user)
+    assert (user / "metrics.json").read_text() == "my notes"
+    assert not (user / "predictions.tsv").exists()
     assert list(pred["participant_id"]) == list(res.predictions["participant_id"])
     html = res._repr_html_()
     assert "policy gain" in html and "selection supported" in html
@@ -231,6 +240,24 @@ def test_validation_result_object(tmp_path):
     assert sel["policy_gain_d"] == pytest.approx(
         sel["policy_gain"] / res.metrics["selection"]["policy_gain"] * sel["policy_gain_d"]
     )
+
+
+def test_selection_is_never_supported_without_a_permutation_test():
+    """A strong planted effect: with 39 permutations selection is supported; with none
+    the policy gain's CI is the same, but 'supported' needs a test that ran."""
+    r = draw_regime(200, 8, "sparse", 2, seed=7, effect=2.0)
+    kw = dict(
+        treatment_column="arm", outcome_column="y", better="higher", n_repeats=2,
+        learning_curve=False,
+    )  # fmt: skip
+    tested = validate(r.features, r.outcomes, n_permutations=39, **kw)
+    assert tested.selection_supported
+    untested = validate(r.features, r.outcomes, n_permutations=0, **kw)
+    ci = untested.metrics["selection"]["policy_gain_ci"]
+    assert ci == pytest.approx(tested.metrics["selection"]["policy_gain_ci"]) and ci[0] > 0
+    assert untested.metrics["selection"]["permutation_p"] is None
+    assert not untested.selection_supported
+    assert any("no permutation test was run" in w for w in untested.metrics["warnings"])
 
 
 def test_one_arm_for_everyone_is_flagged():

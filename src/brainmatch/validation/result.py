@@ -58,12 +58,20 @@ class ValidationResult:
         return bool(self.metrics["selection"].get("selection_supported"))
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write ``metrics.json`` and ``predictions.tsv`` into ``out_dir`` (atomically)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_tsv(out / PREDICTIONS_FILE, self.predictions, float_format="%.6g")
-        write_json(out / METRICS_FILE, self.metrics)
-        return out
+        """Write ``metrics.json`` and ``predictions.tsv`` into ``out_dir`` (atomically).
+
+        The folder is claimed like every command's output folder
+        (:func:`brainmatch._outdir.claim_output`): new, empty or an earlier validation's;
+        a folder holding a user's files or another command's outputs is refused
+        (:class:`~brainmatch.errors.BrainmatchInputError`), never overwritten.
+        """
+        from brainmatch._outdir import claim_output
+
+        with claim_output(out_dir, "validate", option="out_dir") as claim:
+            out = claim.path
+            write_tsv(out / PREDICTIONS_FILE, self.predictions, float_format="%.6g")
+            write_json(out / METRICS_FILE, self.metrics)
+        return Path(out_dir)
 
     def _repr_html_(self) -> str:
         m = self.metrics
