@@ -165,6 +165,24 @@ def test_out_of_range_prediction_is_clipped_with_a_caveat(trained):
     assert any("outside the outcome range seen in training" in c for c in p["caveats"])
     for q in p["predicted"].values():
         assert q["interval"][0] <= q["value"] <= q["interval"][1]
+    # a clipped prediction of either compared arm is an extrapolation: never a reliable
+    # preference (its refits clip to the same bound, a collapsed interval)
+    clipped = [a for a, q in p["predicted"].items() if q["value"] in (lo_y, hi_y)]
+    assert {p["recommended"], p["next_best"]} & set(clipped)
+    assert not p["reliable_preference"]
+    assert any("an extrapolation" in r for r in p["no_preference_reasons"])
+
+
+def test_drivers_note_never_contradicts_the_decomposition():
+    from brainmatch.selection.recommend import _drivers_note
+
+    assert _drivers_note(True, 0.3, False, False, 2.0, 1.0).startswith("features with")
+    assert "log-odds" in _drivers_note(True, 0.04, True, False, 2.0, 1.0)
+    # features together immaterial: the arms' average difference alone
+    assert "alone" in _drivers_note(False, 0.3, False, False, 0.1, 2.0)
+    # no single feature material, but together they are: never "alone"
+    note = _drivers_note(False, 0.3, False, False, 0.9, -0.5)
+    assert "alone" not in note and "together they contribute +0.9" in note
 
 
 def test_null_model_gives_no_reliable_preference(tmp_path):

@@ -183,6 +183,10 @@ def test_selector_api_save_load_and_errors(tmp_path):
     out = recommend(path, table, None)
     assert all(not p["reliable_preference"] for p in out.patients)
     assert all(p["statement"].startswith("no reliable preference") for p in out.patients)
+    for p in out.patients:  # no refits in the file: no made-up interval or agreement
+        assert p["advantage_interval"] is None and p["bootstrap_agreement"] is None
+        assert any("saved without validation" in r for r in p["no_preference_reasons"])
+        assert any("no bootstrap refits" in r for r in p["no_preference_reasons"])
     with pytest.raises(BrainmatchInputError, match="baseline is needed"):
         sel.predict_outcomes(X)
     with pytest.raises(BrainmatchInputError, match="X has 11 features"):

@@ -112,9 +112,14 @@ def recommend(
             {
                 "recommendation": p["statement"],
                 "difference": f"{p['advantage']:.2f} for {p['recommended']} over "
-                f"{p['next_best']} (95% bootstrap range {p['advantage_interval'][0]:.2f} to "
-                f"{p['advantage_interval'][1]:.2f}; {100 * p['bootstrap_agreement']:.0f}% of "
-                "bootstrap models agree)",
+                f"{p['next_best']} "
+                + (
+                    f"(95% bootstrap range {p['advantage_interval'][0]:.2f} to "
+                    f"{p['advantage_interval'][1]:.2f}; {100 * p['bootstrap_agreement']:.0f}% "
+                    "of bootstrap models agree)"
+                    if p["advantage_interval"]
+                    else "(no bootstrap refits in the model file: no interval)"
+                ),
                 **{
                     f"predicted {a}": f"{q['value']:.2f}"
                     + (

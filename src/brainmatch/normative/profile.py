@@ -319,8 +319,13 @@ def _selection(path: str | Path, row: pd.DataFrame, warnings: list[str]) -> dict
             "predicted": p.get("predicted"),
             "interval_level": p.get("interval_level"),
             "recommended": p.get("recommended"),
+            "next_best": p.get("next_best"),
+            "reliable_preference": bool(p.get("reliable_preference")),
+            "statement": p.get("statement"),
+            "no_preference_reasons": p.get("no_preference_reasons") or [],
             "advantage": p.get("advantage"),
             "advantage_interval": p.get("advantage_interval"),
+            "advantage_interval_level": p.get("advantage_interval_level"),
             "caveats": p.get("caveats"),
             "validation": {
                 k: validation.get("selection", {}).get(k)

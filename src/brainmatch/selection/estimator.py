@@ -363,6 +363,7 @@ class TreatmentSelector(BaseEstimator):
             "model": self.learner,
             "model_chosen": self.chosen_learner_,
             "link": primal["link"],
+            "bootstrap_refits": 0,  # the final model stands in for its refits: no interval
             "binary": self.binary_,
             "better": self.better_,
             "threshold": 0.1 if self.binary_ else 3.0,

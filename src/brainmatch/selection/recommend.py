@@ -186,6 +186,37 @@ def _occlusion(
     return contributions
 
 
+def _drivers_note(
+    any_material: bool,
+    floor: float,
+    logodds: bool,
+    occluded: bool,
+    from_features: float,
+    from_average: float,
+) -> str:
+    """What the drivers list shows, and where the advantage comes from when no single
+    feature is material: the features together, or the arms' average difference (only
+    said when the features' sum is immaterial, so it never contradicts the numbers)."""
+    unit = "log-odds" if logodds else "outcome units"
+    if any_material:
+        return f"features with a contribution of at least {floor:.2g} ({unit}) to the " + (
+            "advantage (non-linear model: the change in the advantage when that feature "
+            "alone is set to the training mean)"
+            if occluded
+            else "advantage"
+        )
+    if abs(from_features) < floor:
+        return (
+            "no brain feature contributes materially: the choice comes from the arms' "
+            "average difference (and baseline / covariates) alone"
+        )
+    return (
+        f"no single brain feature contributes materially (each below {floor:.2g} {unit}), "
+        f"but together they contribute {from_features:+.2g} to the advantage, and the arms' "
+        f"average difference (with baseline / covariates) {from_average:+.2g}"
+    )
+
+
 def validation_supports_selection(selection: dict[str, Any]) -> tuple[bool, list[str]]:
     """Whether a model's validation supports choosing between arms, and why not.
 
@@ -193,6 +224,12 @@ def validation_supports_selection(selection: dict[str, Any]) -> tuple[bool, list
     excludes 0 (models written before ``selection_supported`` existed are judged the same
     way from their stored p-value and interval).
     """
+    if not selection:  # TreatmentSelector.save: a fitted model, never validated
+        return False, [
+            "the model was saved without validation (TreatmentSelector.save): nothing shows "
+            "that its recommendations beat giving everyone the best single arm; use a model "
+            "written by brainmatch train (Python: train())"
+        ]
     reasons = []
     p = selection.get("permutation_p")
     if p is None or p >= 0.05:
@@ -340,6 +377,8 @@ def recommend(
     lo_y, hi_y = meta.get("outcome_range", [-np.inf, np.inf])
     if meta["binary"]:
         lo_y, hi_y = 0.0, 1.0
+    # a TreatmentSelector.save file stores the final model as its only "refit": no interval
+    has_refits = meta.get("bootstrap_refits") != 0
     raw_pred = pred.copy()
     pred = np.clip(pred, lo_y, hi_y)
     boots = np.clip(boots, lo_y, hi_y)
@@ -360,17 +399,32 @@ def recommend(
         order = np.argsort(-u, kind="stable")
         best, nxt = int(order[0]), int(order[1])
         advantage = float(u[best] - u[nxt])
-        ub = sign * boots[:, i, :]
-        agree = float((ub.argmax(axis=1) == best).mean())
-        adv_boot = ub[:, best] - np.delete(ub, best, axis=1).max(axis=1)
-        adv_ci = _interval(*np.percentile(adv_boot, [2.5, 97.5]))
+        agree: float | None = None
+        adv_ci: list[float] | None = None
+        if has_refits:
+            ub = sign * boots[:, i, :]
+            agree = float((ub.argmax(axis=1) == best).mean())
+            adv_boot = ub[:, best] - np.delete(ub, best, axis=1).max(axis=1)
+            adv_ci = _interval(*np.percentile(adv_boot, [2.5, 97.5]))
         # what drove the choice: feature contributions to the advantage (linear predictor)
+        # the logistic model's linear predictor is in log-odds: its decomposition is too
+        logodds = link == "logit" and occlusion is None
         if occlusion is None:
             contrib = sign * Z[i] * (coef[best] - coef[nxt])
             from_features = float(contrib.sum())
         else:  # non-linear: one feature at a time set to the training mean (Z = 0)
             contrib, from_features = occlusion(i, best, nxt, sign)
-        material_floor = max(0.1 * threshold, 0.05 * float(np.abs(contrib).sum()))
+        if logodds:
+            q = np.clip(raw_pred[i, [best, nxt]], 1e-12, 1 - 1e-12)
+            lo_odds = np.log(q / (1 - q))
+            total = float(sign * (lo_odds[0] - lo_odds[1]))
+            # the threshold (a probability difference) in log-odds at p = 0.5: 4 x
+            floor_unit = 4.0 * threshold
+        else:
+            total = advantage
+            floor_unit = threshold
+        from_average = total - from_features
+        material_floor = max(0.1 * floor_unit, 0.05 * float(np.abs(contrib).sum()))
         top = [
             j for j in np.argsort(-np.abs(contrib))[:N_DRIVERS] if abs(contrib[j]) >= material_floor
         ]
@@ -415,7 +469,7 @@ def recommend(
                     f"site {sites[i]!r} was not in the training data; its scanner "
                     "effects were estimated from this batch's patients"
                 )
-        if agree < 0.8:
+        if agree is not None and agree < 0.8:
             caveats.append(
                 f"the recommendation is unstable: only {100 * agree:.0f}% of "
                 "bootstrap refits of the model agree"
@@ -426,10 +480,23 @@ def recommend(
                 f"threshold ({threshold:g}): the arms are predicted to be about equal"
             )
         reasons = list(model_reasons)
-        if adv_ci[0] <= 0:
+        if adv_ci is None:
+            reasons.append(
+                "the model file holds no bootstrap refits, so this patient's advantage has no "
+                "interval"
+            )
+        elif adv_ci[0] <= 0:
             reasons.append(
                 f"this patient's advantage interval ({adv_ci[0]:.2f} to {adv_ci[1]:.2f}, 95% of "
                 "bootstrap refits) includes 0"
+            )
+        extrapolated = [arms[a] for a in (best, nxt) if arms[a] in clipped]
+        if extrapolated:
+            # a clipped prediction (and its refits, clipped to the same bound) would give a
+            # collapsed interval: a false certainty, not evidence
+            reasons.append(
+                f"the prediction under {', '.join(extrapolated)} lies outside the outcome range "
+                "seen in training: an extrapolation, so no preference is reported"
             )
         reliable = not reasons
         caveats.extend(r for r in reasons if r not in caveats)
@@ -461,7 +528,8 @@ def recommend(
                 "advantage_interval": adv_ci,
                 "advantage_interval_level": 0.95,
                 "advantage_from_features": from_features,
-                "advantage_from_arm_average": advantage - from_features,
+                "advantage_from_arm_average": from_average,
+                "advantage_decomposition_scale": "log-odds" if logodds else "outcome",
                 "bootstrap_agreement": agree,
                 "above_threshold": advantage >= threshold,
                 "drivers": [
@@ -474,19 +542,14 @@ def recommend(
                     }
                     for j in top
                 ],
-                "drivers_note": (
-                    f"features with a contribution of at least {material_floor:.2g} "
-                    f"({'outcome units' if link != 'logit' else 'log-odds'}) to the advantage"
-                    + (
-                        " (non-linear model: the change in the advantage when that feature "
-                        "alone is set to the training mean)"
-                        if occlusion is not None
-                        else ""
-                    )
-                    if top
-                    else "no brain feature contributes materially: the choice comes from the "
-                    "arms' average difference (and baseline / covariates) alone"
-                ),
+                "drivers_note": _drivers_note(
+                    bool(top),
+                    material_floor,
+                    logodds,
+                    occlusion is not None,
+                    from_features,
+                    from_average,
+                ),  # fmt: skip
                 "ood_score": float(score[i]),
                 "site_status": None if sites is None else site_status.get(str(sites[i])),
                 "caveats": caveats,

@@ -1760,7 +1760,7 @@ def _finish_training(
             "is in metrics.json"
         )
         metrics["tripod_ai"] = tripod_items(metrics)
-        validation.save(out)
+        validation.write(out)
         result = TrainResult(
             out_dir=out,
             metrics=metrics,
@@ -1800,6 +1800,7 @@ def _finish_training(
         "model": model,
         "model_chosen": extras["chosen"],
         "link": extras["link"],
+        "bootstrap_refits": int(np.asarray(arrays["boot_intercept"]).shape[0]),
         "binary": data.binary,
         "better": better,
         "threshold": threshold,
@@ -1844,7 +1845,7 @@ def _finish_training(
     metrics["tripod_ai"] = tripod_items(metrics)
     model_path = save_model(out / MODEL_FILE, arrays, meta)
     metrics["elapsed_seconds"] = round(metrics["elapsed_seconds"] + time.perf_counter() - start, 2)
-    validation.save(out)
+    validation.write(out)
     result = TrainResult(
         out_dir=out,
         metrics=metrics,

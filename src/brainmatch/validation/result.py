@@ -68,10 +68,13 @@ class ValidationResult:
         from brainmatch._outdir import claim_output
 
         with claim_output(out_dir, "validate", option="out_dir") as claim:
-            out = claim.path
-            write_tsv(out / PREDICTIONS_FILE, self.predictions, float_format="%.6g")
-            write_json(out / METRICS_FILE, self.metrics)
+            self.write(claim.path)
         return Path(out_dir)
+
+    def write(self, out: Path) -> None:
+        """Write the two files into a folder the caller already holds (``train``'s)."""
+        write_tsv(out / PREDICTIONS_FILE, self.predictions, float_format="%.6g")
+        write_json(out / METRICS_FILE, self.metrics)
 
     def _repr_html_(self) -> str:
         m = self.metrics
