@@ -549,7 +549,7 @@ def recommend(
                     occlusion is not None,
                     from_features,
                     from_average,
-                ),  # fmt: skip
+                ),
                 "ood_score": float(score[i]),
                 "site_status": None if sites is None else site_status.get(str(sites[i])),
                 "caveats": caveats,
