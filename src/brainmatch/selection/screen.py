@@ -873,19 +873,23 @@ class ScreenedArmModels:
         # basis of hundreds of columns chosen by a noisy margin costs small trials more
         # than it gains
         cols = np.arange(m)
-        pick = linear[np.argmin(loss[linear], axis=0)]
-        d_lin = _dr_row_loss_at(Gc, preds, pick)
+        best_lin = linear[np.argmin(loss[linear], axis=0)]
+        d_lin = _dr_row_loss_at(Gc, preds, best_lin)
+        # the linear choice: the best screen must beat the all-features ridge by
+        # SCREEN_SE standard errors of the paired per-row difference, else the ridge stays
+        lin_pick = best_lin
         if SCREEN_SE > 0 and p in cands:
             ref = np.full(m, cands.index(p))
-            d_ref = _dr_row_loss_at(Gc, preds, ref)
-            diff = d_lin - d_ref
+            diff = d_lin - _dr_row_loss_at(Gc, preds, ref)
             margin = SCREEN_SE * np.sqrt(n) * diff.std(axis=0, ddof=1)
-            keep_ref = ~(diff.sum(axis=0) < -margin)
-            pick = np.where(keep_ref, ref, pick)
-            d_lin = np.where(keep_ref[None, :], d_ref, d_lin)
+            lin_pick = np.where(diff.sum(axis=0) < -margin, best_lin, ref)
         if linear.size == total:
-            return np.asarray(pick)
+            return np.asarray(lin_pick)
+        # a non-linear family must beat the best linear candidate (by the criterion, before
+        # the rule above) by one standard error, as without that rule
+        pick = best_lin.copy()
         pick_loss = loss[pick, cols]
+        chosen = np.zeros(m, dtype=bool)
         for f in np.unique(fam[fam > 0]):
             members = np.flatnonzero(fam == f)
             if not members.size:
@@ -896,7 +900,8 @@ class ScreenedArmModels:
             ok = (diff.sum(axis=0) < -margin) & (loss[best, cols] < pick_loss)
             pick = np.where(ok, best, pick)
             pick_loss = np.where(ok, loss[best, cols], pick_loss)
-        return np.asarray(pick)
+            chosen |= ok
+        return np.asarray(np.where(chosen, pick, lin_pick))
 
     def _inner_cv(
         self,
