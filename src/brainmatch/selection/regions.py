@@ -144,6 +144,27 @@ _DK = {
     "ventraldc": "ventral diencephalon",
 }
 _SIDES = {"lh": "left", "rh": "right", "left": "left", "right": "right", "l": "left", "r": "right"}
+#: Abbreviations inside region and measure names.
+_WORDS = {
+    "wm": "white matter",
+    "etiv": "estimated total intracranial volume",
+    "ml": "(ml)",
+}
+#: ``ctx__<hemi>_<region>_<measure>`` (ENIGMA cortical protocol, ``features/modalities/
+#: anat.py``) and the hemisphere summaries ``ctx__LThickness`` ...
+_CTX_MEASURES = {
+    "thickavg": "cortical thickness",
+    "surfavg": "surface area (per eTIV)",
+    "grayvol": "grey-matter volume (per eTIV)",
+}
+_CTX_HEMI = re.compile(r"^(L|R)(Thickness|SurfArea)$")
+#: Diffusion-tensor scalars of ``dti__<scalar>__<region>``.
+_DTI = {
+    "fa": "fractional anisotropy",
+    "md": "mean diffusivity",
+    "ad": "axial diffusivity",
+    "rd": "radial diffusivity",
+}
 
 
 def readable_region(part: str) -> str:
@@ -161,9 +182,28 @@ def readable_region(part: str) -> str:
     words = []
     for tok in tokens:
         low = tok.lower()
-        words.append(_DK.get(low, low if not tok.isupper() else tok))
+        # acronyms (sgACC, dlPFC, ACC) keep their case; Capitalised words are lowered
+        plain = tok[1:] == tok[1:].lower()
+        words.append(_DK.get(low, _WORDS.get(low, low if plain else tok)))
     text = " ".join(words) or part
     return f"{side} {text}".strip()
+
+
+def _cortical(part: str) -> str:
+    """``L_insula_thickavg`` -> ``cortical thickness: left insula``."""
+    hemi = _CTX_HEMI.match(part)
+    if hemi:
+        side = "left" if hemi.group(1) == "L" else "right"
+        what = (
+            "mean cortical thickness"
+            if hemi.group(2) == "Thickness"
+            else "total surface area (per eTIV)"
+        )
+        return f"{what}: {side} hemisphere"
+    stem, _, measure = part.rpartition("_")
+    if measure.lower() in _CTX_MEASURES and stem:
+        return f"{_CTX_MEASURES[measure.lower()]}: {readable_region(stem)}"
+    return f"cortex: {readable_region(part)}"
 
 
 def readable_feature_name(name: str) -> str:
@@ -174,6 +214,16 @@ def readable_feature_name(name: str) -> str:
     known kind prefix are returned with their separators made readable.
     """
     parts = [p for p in name.split("__") if p]
+    kind = parts[0].lower() if parts else ""
+    if kind == "ctx" and len(parts) == 2:
+        return _cortical(parts[1])
+    if kind == "dti" and len(parts) >= 3:
+        scalar = _DTI.get(parts[1].lower(), parts[1])
+        return f"DTI {scalar}: " + " - ".join(readable_region(p) for p in parts[2:])
+    if kind == "task" and len(parts) >= 4:
+        contrast = " - ".join(p for p in re.split(r"-", parts[2]) if p)
+        regions = " - ".join(readable_region(p) for p in parts[3:])
+        return f"task {parts[1]!r}, contrast {contrast}: {regions}"
     if len(parts) >= 2 and parts[0].lower() in KINDS:
         kind = KINDS[parts[0].lower()]
         if parts[0].lower() == "noise":
