@@ -305,6 +305,7 @@ def test_train_scheduler_equals_api(regime_files, tmp_path: Path) -> None:  # ty
     ("flags", "message"),
     [
         (["--n-permutations", "-5"], "--n-permutations -5: must be a whole number >= 0"),
+        (["--threshold", "-1"], "--threshold -1.0: the clinically meaningful difference"),
         (["--covariates", "y"], "--covariates 'y' is the outcome (--outcome-column)"),
         (["--baseline-column", "y"], "--baseline-column 'y' is the outcome (--outcome-column)"),
         (["--site-column", "arm"], "--site-column 'arm' is the treatment (--treatment-column)"),
@@ -313,7 +314,14 @@ def test_train_scheduler_equals_api(regime_files, tmp_path: Path) -> None:  # ty
             "--covariates 'site' is given twice (also as --covariates 'site')",
         ),
     ],
-    ids=["n-permutations", "covariates-outcome", "baseline-outcome", "site-arm", "twice"],
+    ids=[
+        "n-permutations",
+        "threshold",
+        "covariates-outcome",
+        "baseline-outcome",
+        "site-arm",
+        "twice",
+    ],
 )
 def test_train_refuses_bad_roles_naming_the_flag(  # type: ignore[no-untyped-def]
     regime_files, tmp_path: Path, flags: list[str], message: str

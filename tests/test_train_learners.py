@@ -202,6 +202,12 @@ def test_selector_api_save_load_and_errors(tmp_path):
         sel.predict_outcomes(X.rename(columns={X.columns[0]: "other"}), baseline=base)
     with pytest.raises(BrainmatchInputError, match="missing 1 fitted feature"):
         sel.predict_outcomes(X.iloc[:, :11], baseline=base)
+    with pytest.raises(BrainmatchInputError, match="y must hold numbers"):
+        TreatmentSelector().fit(X, o["arm"], ["a"] * len(o))
+    with pytest.raises(BrainmatchInputError, match="sites has 10 labels for 200 patients"):
+        TreatmentSelector().fit(X, o["arm"], o["y"], sites=o["site"][:10])
+    with pytest.raises(BrainmatchInputError, match=r"cv='leave-site-out' needs sites="):
+        cross_validate(TreatmentSelector(), X, o["arm"], o["y"], cv="leave-site-out")
     with pytest.raises(BrainmatchInputError, match=r"learner='ridge'"):
         TreatmentSelector("ridge").fit(X, o["arm"], o["y"])
     with pytest.raises(BrainmatchInputError, match="same value"):

@@ -36,6 +36,7 @@ FLAGS = {
     "n_repeats": "--n-repeats",
     "threshold": "--threshold",
     "scheduler": "--scheduler",
+    "clinical": "--clinical",
 }
 _ASSIGN = re.compile(r"\b(" + "|".join(FLAGS) + r")=")
 _COLUMN = re.compile(r"\b(treatment_column|outcome_column|baseline_column|site_column)\b")

@@ -78,6 +78,15 @@ def _as_2d(X: ArrayLike | pd.DataFrame, name: str) -> tuple[NDArray[np.float64],
     return arr, [f"x{j}" for j in range(arr.shape[1])]
 
 
+def _sites(sites: ArrayLike | None, n: int) -> NDArray[np.str_] | None:
+    if sites is None:
+        return None
+    s = np.asarray(sites).astype(str).reshape(-1)
+    if s.size != n:
+        raise BrainmatchInputError(f"sites has {s.size} labels for {n} patients in X")
+    return s
+
+
 def _covariate_frame(
     n: int,
     covariates: ArrayLike | pd.DataFrame | None,
@@ -189,7 +198,12 @@ class TreatmentSelector(BaseEstimator):
         Xa, names = _as_2d(X, "X")
         n = Xa.shape[0]
         t_raw = np.asarray(treatment).astype(str)
-        ya = np.asarray(y, dtype=float).reshape(-1)
+        try:
+            ya = np.asarray(y, dtype=float).reshape(-1)
+        except (TypeError, ValueError):
+            raise BrainmatchInputError(
+                "y must hold numbers (the outcome of each patient)"
+            ) from None
         if t_raw.size != n or ya.size != n:
             raise BrainmatchInputError(
                 f"X has {n} rows but treatment has {t_raw.size} and y has {ya.size}"
@@ -209,7 +223,7 @@ class TreatmentSelector(BaseEstimator):
             raise BrainmatchInputError(f"better={better!r}: expected lower or higher")
         self.better_ = better
         cov = _covariate_frame(n, covariates, baseline)
-        s = None if sites is None else np.asarray(sites).astype(str)
+        s = _sites(sites, n)
         self.arms_ = arms
         self.feature_names_in_ = names
         self.n_features_in_ = Xa.shape[1]
@@ -288,11 +302,7 @@ class TreatmentSelector(BaseEstimator):
             raise BrainmatchInputError("baseline is needed: the selector was fitted with one")
         cov = _covariate_frame(Xa.shape[0], covariates, baseline)
         if self.preprocessor_.combat_ is not None:
-            s = (
-                np.array(["unknown"] * Xa.shape[0])
-                if sites is None
-                else np.asarray(sites).astype(str)
-            )
+            s = np.array(["unknown"] * Xa.shape[0]) if sites is None else _sites(sites, Xa.shape[0])
         else:
             s = None
         with threadpool_limits(1):
@@ -467,6 +477,8 @@ def cross_validate(
         if ids is not None
         else np.array([f"sub-{i:06d}" for i in range(n)])
     )
+    if cv == "leave-site-out" and sites is None:
+        raise BrainmatchInputError("cv='leave-site-out' needs sites= (one label per patient)")
     features = pd.DataFrame(Xa, columns=names)
     features.insert(0, ID, pid)
     outcomes = pd.DataFrame({ID: pid, "treatment": np.asarray(treatment), "outcome": y})

@@ -349,7 +349,7 @@ def recommend(
     if missing_cov:
         raise BrainmatchInputError(
             f"the model needs column(s) {', '.join(missing_cov)} (baseline / covariates); add "
-            "them to the table or pass --clinical TABLE",
+            "them to the table or pass clinical= a table that has them",
             tname,
         )
     cov = table[cov_names]

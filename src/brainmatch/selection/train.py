@@ -1248,6 +1248,11 @@ def validate(
     sign = 1.0 if better == "higher" else -1.0
     if threshold is None:
         threshold = 0.1 if data.binary else 3.0
+    if not np.isfinite(threshold) or threshold < 0:
+        raise BrainmatchInputError(
+            f"threshold={threshold!r}: the clinically meaningful difference between arms must "
+            "be a number >= 0 (in outcome units; a probability difference for 0/1 outcomes)"
+        )
     arms = data.arms
     t = np.searchsorted(arms, data.treatment)
     harmonize = data.sites is not None
