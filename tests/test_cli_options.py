@@ -306,6 +306,7 @@ def test_train_scheduler_equals_api(regime_files, tmp_path: Path) -> None:  # ty
     [
         (["--n-permutations", "-5"], "--n-permutations -5: must be a whole number >= 0"),
         (["--threshold", "-1"], "--threshold -1.0: the clinically meaningful difference"),
+        (["--covariates", "sitee"], "--covariates 'sitee': no such column in the outcomes table"),
         (["--covariates", "y"], "--covariates 'y' is the outcome (--outcome-column)"),
         (["--baseline-column", "y"], "--baseline-column 'y' is the outcome (--outcome-column)"),
         (["--site-column", "arm"], "--site-column 'arm' is the treatment (--treatment-column)"),
@@ -317,6 +318,7 @@ def test_train_scheduler_equals_api(regime_files, tmp_path: Path) -> None:  # ty
     ids=[
         "n-permutations",
         "threshold",
+        "no-such-covariate",
         "covariates-outcome",
         "baseline-outcome",
         "site-arm",

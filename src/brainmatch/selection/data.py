@@ -245,21 +245,6 @@ class TrainingData:
     feature_metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def _column(
-    name: str,
-    col: str | None,
-    tables: list[tuple[pd.DataFrame, str]],
-    option: str,
-) -> tuple[pd.Series, str]:
-    for table, tname in tables:
-        if col is not None and col in table.columns:
-            return table[col], tname
-    columns = [str(c) for t, _ in tables for c in t.columns]
-    raise BrainmatchInputError(
-        f"{option} {col!r}: no such column{_suggest(str(col), columns)}", name
-    )
-
-
 def load_training_data(
     features: str | Path | pd.DataFrame,
     outcomes: str | Path | pd.DataFrame | list[Any] | tuple[Any, ...],
@@ -336,9 +321,14 @@ def load_training_data(
             )
         given[col] = opt
     extra_cols = [c for c in (baseline_column, site_column, *covariates) if c]
-    for c in extra_cols:
-        if c not in otab.columns and c not in ftab.columns:
-            _column(oname, c, [(otab, oname), (ftab, fname)], "column")
+    for opt, c in roles:
+        if c and c not in otab.columns and c not in ftab.columns:
+            columns = [str(x) for x in otab.columns]
+            raise BrainmatchInputError(
+                f"{opt}{c!r}: no such column in the outcomes table (nor in the features "
+                f"table){_suggest(str(c), columns)}",
+                oname,
+            )
     used_in_f = {c for c in extra_cols if c in ftab.columns and c not in otab.columns}
     fcols = feature_columns(ftab, fname, used_in_f | {treatment_column})
 
