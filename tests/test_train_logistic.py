@@ -202,6 +202,29 @@ def test_binary_train_stores_logit_and_recommend_returns_probabilities(tmp_path)
     assert model_meta["link"] == "logit"
     vals = np.array([[p["predicted"][a]["value"] for a in ("CBT", "SSRI")] for p in rec.patients])
     assert vals.shape == (5, 2) and ((vals > 0) & (vals < 1)).all()
+    # the logistic decomposition of a difference is in log-odds, features + the rest
+    for p in rec.patients:
+        assert p["advantage_decomposition_scale"] == "log-odds"
+        q = np.array(
+            [p["predicted"][p["recommended"]]["value"], p["predicted"][p["next_best"]]["value"]]
+        )
+        lo = np.log(q / (1 - q))
+        total = p["advantage_from_features"] + p["advantage_from_arm_average"]
+        assert total == pytest.approx(lo[0] - lo[1], abs=1e-6)
+    # another learner: metrics.json records the link of the model it stores
+    other = train(
+        f,
+        o,
+        treatment_column="arm",
+        outcome_column="remission",
+        model="t-linear",
+        out_dir=tmp_path / "t",
+        n_repeats=1,
+        n_permutations=0,
+        n_boot=5,
+        learning_curve=False,
+    )
+    assert other.metrics["outcome_model"]["link"] == "logit"
 
 
 def _logistic_truth_trial(seed, n=400):

@@ -1847,6 +1847,9 @@ def _finish_training(
         "feature_selection": feature_selection,
     }
     metrics["model_chosen"] = extras["chosen"]
+    if metrics["outcome_model"].get("link") is None:
+        # learners other than the ridge interaction model: the final model's own link
+        metrics["outcome_model"]["link"] = extras["link"]
     metrics["tripod_ai"] = tripod_items(metrics)
     model_path = save_model(out / MODEL_FILE, arrays, meta)
     metrics["elapsed_seconds"] = round(metrics["elapsed_seconds"] + time.perf_counter() - start, 2)
