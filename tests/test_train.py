@@ -9,6 +9,7 @@ minus two Monte-Carlo SDs across 5 seeds (``/tmp`` script in the commit message)
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -305,6 +306,16 @@ def test_outputs_three_arms_missing_features(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert "TRIPOD" in html and html.count("data:image/png;base64") >= 5
     assert 'alt="glass brain"' in html  # feature names name Desikan-Killiany regions
+    # the drivers table: readable names, the column name on hover, only material weights
+    from brainmatch.reports.selection import MATERIAL_SHARE, _contrast
+
+    rows = re.findall(r'<td class="l" title="([^"]+)">([^<]+)</td><td>([^<]+)</td>', html)
+    assert rows
+    assert all(label != column for column, label, _ in rows)  # e.g. volume: left hippocampus
+    weights = np.abs(_contrast(result.extras["coef"]))
+    shown = {column for column, _, _ in rows}
+    names = result.extras["feature_names"]
+    assert all(weights[names.index(c)] >= MATERIAL_SHARE * weights.max() for c in shown)
     # out-of-fold: observed column is the received arm's outcome, never refitted in-sample
     assert metrics["n"] == len(pred)
 

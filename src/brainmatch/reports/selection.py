@@ -47,9 +47,26 @@ def _contrast(coef: np.ndarray) -> np.ndarray:
     return np.asarray(coef.std(axis=0))
 
 
-def drivers_figure(names: list[str], weights: np.ndarray, title: str, n: int = 15) -> str:
+#: A coefficient is drawn and listed when it is at least this share of the largest one
+#: (smaller ones are shrunk to near nothing and would read as drivers).
+MATERIAL_SHARE = 0.05
+
+
+def material_drivers(weights: np.ndarray, n: int = 15) -> list[int]:
+    """Indices of the ``n`` largest coefficients (by size) that are material: non-zero
+    and at least :data:`MATERIAL_SHARE` of the largest."""
+    size = np.abs(weights)
+    if not size.size or size.max() <= 0:
+        return []
+    top = np.argsort(-size, kind="stable")[:n]
+    return [int(j) for j in top if size[j] >= MATERIAL_SHARE * size.max()]
+
+
+def drivers_figure(names: list[str], weights: np.ndarray, title: str, n: int = 15) -> str | None:
     plt = _plt()
-    top = np.argsort(-np.abs(weights))[:n][::-1]
+    top = material_drivers(weights, n)[::-1]
+    if not top:
+        return None
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(top) + 1))
     ax.barh(
         [readable_feature_name(names[j]) for j in top],
@@ -166,10 +183,19 @@ def write_train_report(result: TrainResult) -> Path:
         )
         figs["drivers"] = drivers_figure(names, weights, label)
         figs["brain"] = glass_brain_figure(names, weights)
+        drivers = [
+            {"feature": names[j], "label": readable_feature_name(names[j]), "weight": weights[j]}
+            for j in material_drivers(weights)
+        ]
+    else:
+        drivers = []
     html = render(
         "train.html",
         m=m,
         figs=figs,
+        drivers=drivers,
+        material_share=MATERIAL_SHARE,
+        linear_model=coef is not None,
         tripod=tripod_rows(m.get("tripod_ai") or []),
         other=m["per_arm_other_model"],
         other_sel=m["selection_other_model"],
