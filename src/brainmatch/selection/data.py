@@ -296,7 +296,7 @@ def load_training_data(
             "outcome into the predictors; remove it from the features table",
             fname,
         )
-    roles = [
+    roles: list[tuple[str, str | None]] = [
         ("baseline_column=", baseline_column),
         ("site_column=", site_column),
         *(("covariates=", c) for c in covariates),
@@ -307,19 +307,19 @@ def load_training_data(
         ID: "the participant ID",
     }
     given: dict[str, str] = {}
-    for opt, col in roles:
-        if not col:
+    for opt, role in roles:
+        if not role:
             continue
-        if col in taken:
+        if role in taken:
             raise BrainmatchInputError(
-                f"{opt}{col!r} is {taken[col]}: it cannot also be a predictor or a site",
+                f"{opt}{role!r} is {taken[role]}: it cannot also be a predictor or a site",
                 oname,
             )
-        if col in given:
+        if role in given:
             raise BrainmatchInputError(
-                f"{opt}{col!r} is given twice (also as {given[col]}{col!r})", oname
+                f"{opt}{role!r} is given twice (also as {given[role]}{role!r})", oname
             )
-        given[col] = opt
+        given[role] = opt
     extra_cols = [c for c in (baseline_column, site_column, *covariates) if c]
     for opt, c in roles:
         if c and c not in otab.columns and c not in ftab.columns:
