@@ -89,8 +89,13 @@ def test_recommend_outputs(trained, tmp_path):
         )
         supported = data["model"]["selection_supported"]
         assert p["reliable_preference"] == (supported and lo > 0)
+        small = (
+            ""
+            if p["above_threshold"]
+            else f" (a small advantage: {p['advantage']:.2f}, below the clinical threshold 3)"
+        )
         assert p["statement"] == (
-            f"recommended: {p['recommended']}"
+            f"recommended: {p['recommended']}{small}"
             if p["reliable_preference"]
             else f"no reliable preference between {p['recommended']} and {p['next_best']}"
         )

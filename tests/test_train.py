@@ -434,6 +434,9 @@ def test_bad_input_messages(tmp_path):
     ):
         with pytest.raises(BrainmatchInputError, match=what):
             train(f, o, **roles, **extra)
+    words = o.astype({"site": str})
+    with pytest.raises(BrainmatchInputError, match=r"baseline_column='site' must be numeric"):
+        train(f, words, **roles, baseline_column="site")
     for name, value in (("n_permutations", -5), ("n_permutations", 5.5), ("n_splits", 1)):
         with pytest.raises(BrainmatchInputError, match=rf"{name}={value}: must be a whole"):
             train(f, o, **{**roles, name: value})

@@ -481,6 +481,16 @@ def load_training_data(
         )
     cov_cols = ([baseline_column] if baseline_column else []) + list(covariates)
     cov = merged[cov_cols].copy() if cov_cols else pd.DataFrame(index=merged.index)
+    if baseline_column:  # the baseline score is a number (a covariate may be a category)
+        raw = merged[baseline_column]
+        bad = pd.to_numeric(raw, errors="coerce").isna() & raw.notna()
+        if bad.any():
+            where = oname if baseline_column in otab.columns else fname
+            raise BrainmatchInputError(
+                f"baseline_column={baseline_column!r} must be numeric, found "
+                f"{raw[bad].iloc[0]!r} (participant {merged.loc[bad, ID].iloc[0]})",
+                where,
+            )
     sites = merged[site_column].astype(str).to_numpy() if site_column else None
     digest = hashlib.sha256()
     digest.update(

@@ -502,6 +502,12 @@ def recommend(
         caveats.extend(r for r in reasons if r not in caveats)
         statement = (
             f"recommended: {arms[best]}"
+            + (
+                ""
+                if advantage >= threshold
+                else f" (a small advantage: {advantage:.2f}, below the clinical threshold "
+                f"{threshold:g})"
+            )
             if reliable
             else f"no reliable preference between {arms[best]} and {arms[nxt]}"
         )
