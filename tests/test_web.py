@@ -367,6 +367,14 @@ def test_headline_is_honest():
     assert headline(patient, ci0)["pick"] is None
     unsure = dict(patient, advantage_interval=[-0.3, 3.0])
     assert headline(unsure, good)["reasons"] == ["this patient's advantage interval includes 0"]
+    # recommend's own judgement wins when present: an extrapolated or single-arm model's
+    # patient never gets a pick the page would otherwise grant
+    judged = dict(patient, reliable_preference=False, no_preference_reasons=["extrapolation"])
+    assert headline(judged, good) == {
+        "pick": None, "text": "No reliable preference between CBT and SSRI",
+        "reasons": ["extrapolation"],
+    }  # fmt: skip
+    assert headline(dict(patient, reliable_preference=True), bad_p)["pick"] == "CBT"
 
 
 @pytest.mark.parametrize(

@@ -214,10 +214,22 @@ def build_patient_profile(
 def headline(patient: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
     """What the page leads with: a preference only when validation and the patient allow.
 
-    A bold pick is shown only when the model beat chance in validation (permutation
-    p < 0.05), the validated policy gain's 95% CI excludes 0 and the patient's advantage
-    interval excludes 0; otherwise "no reliable preference", with the reasons.
+    A bold pick is shown only when :func:`brainmatch.selection.recommend` judged the
+    preference reliable (its ``reliable_preference`` and ``no_preference_reasons``: the
+    model beat chance in validation, the validated policy gain's 95% CI excludes 0, not
+    one arm for everyone, the patient's advantage interval excludes 0, no extrapolated
+    prediction); otherwise "no reliable preference", with the reasons.  Records written
+    before those keys existed are judged from the validation and the interval alone.
     """
+    rec, other = patient["recommended"], patient["next_best"]
+    if "reliable_preference" in patient:
+        if patient["reliable_preference"]:
+            return {"pick": rec, "text": f"The model favours {rec} over {other}", "reasons": []}
+        return {
+            "pick": None,
+            "text": f"No reliable preference between {rec} and {other}",
+            "reasons": list(patient.get("no_preference_reasons") or []),
+        }
     sel = (model.get("validation") or {}).get("selection") or {}
     reasons = []
     p = sel.get("permutation_p")
@@ -232,7 +244,6 @@ def headline(patient: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
     adv = patient.get("advantage_interval") or [None, None]
     if adv[0] is None or adv[0] <= 0:
         reasons.append("this patient's advantage interval includes 0")
-    rec, other = patient["recommended"], patient["next_best"]
     if reasons:
         return {
             "pick": None,
