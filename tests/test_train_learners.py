@@ -187,6 +187,19 @@ def test_selector_api_save_load_and_errors(tmp_path):
         assert p["advantage_interval"] is None and p["bootstrap_agreement"] is None
         assert any("saved without validation" in r for r in p["no_preference_reasons"])
         assert any("no bootstrap refits" in r for r in p["no_preference_reasons"])
+    # the same through the CLI and its report: no interval is printed
+    from typer.testing import CliRunner
+
+    from brainmatch.cli.main import app
+
+    table.to_csv(tmp_path / "new.csv", index=False)
+    cli = CliRunner().invoke(
+        app, ["recommend", str(path), str(tmp_path / "new.csv"), "--out", str(tmp_path / "r")]
+    )
+    assert cli.exit_code == 0, cli.output
+    assert "no bootstrap refits in the model" in cli.output and "bootstrap range" not in cli.output
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "no bootstrap refits in the model file, so no interval" in html
     with pytest.raises(BrainmatchInputError, match="baseline is needed"):
         sel.predict_outcomes(X)
     with pytest.raises(BrainmatchInputError, match="X has 11 features"):
