@@ -828,10 +828,13 @@ class ScreenedArmModels:
         its own arm) and, with :data:`CRITERION` ``"dr"``, its doubly robust
         treatment-effect error (:func:`dr_pseudo_outcomes`, :func:`_dr_loss`), whose
         nuisance is the candidate with the lowest outcome error (:data:`NUISANCE`
-        ``"best"``) or the all-features ridge (``"full"``).  A non-linear family (the RBF
-        ridge; the hinge basis; the product basis) is chosen only when its best candidate
-        beats the best linear one by one standard error of the paired per-row difference
-        of the criterion, and the best such family wins.
+        ``"best"``) or the all-features ridge (``"full"``).  Among the linear candidates a
+        screen replaces the all-features ridge only when it beats it by
+        :data:`SCREEN_SE` standard errors of the paired per-row difference of the
+        criterion.  A non-linear family (the RBF ridge; the hinge basis; the product
+        basis) is chosen only when its best candidate beats the best linear one (by the
+        criterion alone) by one standard error of that difference, and the best such
+        family wins.
         """
         n, m = Y.shape
         rows = np.arange(n)
