@@ -221,6 +221,11 @@ def test_selector_api_save_load_and_errors(tmp_path):
         TreatmentSelector().fit(X, o["arm"], o["y"], sites=o["site"][:10])
     with pytest.raises(BrainmatchInputError, match=r"cv='leave-site-out' needs sites="):
         cross_validate(TreatmentSelector(), X, o["arm"], o["y"], cv="leave-site-out")
+    with pytest.raises(BrainmatchInputError, match=r"harmonize=False is not supported"):
+        cross_validate(
+            TreatmentSelector(harmonize=False), X, o["arm"], o["y"], sites=o["site"],
+            cv="leave-site-out",
+        )  # fmt: skip
     with pytest.raises(BrainmatchInputError, match=r"learner='ridge'"):
         TreatmentSelector("ridge").fit(X, o["arm"], o["y"])
     with pytest.raises(BrainmatchInputError, match="same value"):

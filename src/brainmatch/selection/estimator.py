@@ -479,6 +479,11 @@ def cross_validate(
     )
     if cv == "leave-site-out" and sites is None:
         raise BrainmatchInputError("cv='leave-site-out' needs sites= (one label per patient)")
+    if cv == "leave-site-out" and not selector.harmonize:
+        raise BrainmatchInputError(
+            "cv='leave-site-out' with harmonize=False is not supported: the sites that "
+            "define the folds are also harmonised (ComBat); use harmonize=True"
+        )
     features = pd.DataFrame(Xa, columns=names)
     features.insert(0, ID, pid)
     outcomes = pd.DataFrame({ID: pid, "treatment": np.asarray(treatment), "outcome": y})
