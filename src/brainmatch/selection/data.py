@@ -320,15 +320,13 @@ def load_training_data(
                 f"{opt}{role!r} is given twice (also as {given[role]}{role!r})", oname
             )
         given[role] = opt
-    extra_cols = [c for c in (baseline_column, site_column, *covariates) if c]
-    for opt, c in roles:
-        if c and c not in otab.columns and c not in ftab.columns:
-            columns = [str(x) for x in otab.columns]
+        if role not in otab.columns and role not in ftab.columns:
             raise BrainmatchInputError(
-                f"{opt}{c!r}: no such column in the outcomes table (nor in the features "
-                f"table){_suggest(str(c), columns)}",
+                f"{opt}{role!r}: no such column in the outcomes table (nor in the features "
+                f"table){_suggest(role, [str(x) for x in otab.columns])}",
                 oname,
             )
+    extra_cols = list(given)
     used_in_f = {c for c in extra_cols if c in ftab.columns and c not in otab.columns}
     fcols = feature_columns(ftab, fname, used_in_f | {treatment_column})
 

@@ -869,12 +869,8 @@ class ScreenedArmModels:
         Gc = dr_pseudo_outcomes(np.transpose(mu, (1, 2, 0)), t, Y)
         loss = np.stack([_dr_loss(Gc, preds[c].astype(np.float64)) for c in range(total)])
         linear = np.flatnonzero(fam == 0)
-        if linear.size == 0 or (linear.size == total and SCREEN_SE <= 0):
+        if linear.size == 0:
             return np.asarray(np.argmin(loss, axis=0))
-        # a non-linear family must beat the best linear candidate by one standard error of
-        # the paired per-row difference of their losses (the one-standard-error rule): a
-        # basis of hundreds of columns chosen by a noisy margin costs small trials more
-        # than it gains
         cols = np.arange(m)
         best_lin = linear[np.argmin(loss[linear], axis=0)]
         d_lin = _dr_row_loss_at(Gc, preds, best_lin)
@@ -889,7 +885,9 @@ class ScreenedArmModels:
         if linear.size == total:
             return np.asarray(lin_pick)
         # a non-linear family must beat the best linear candidate (by the criterion, before
-        # the rule above) by one standard error, as without that rule
+        # the rule above) by one standard error of the paired per-row difference of their
+        # losses: a basis of hundreds of columns chosen by a noisy margin costs small
+        # trials more than it gains
         pick = best_lin.copy()
         pick_loss = loss[pick, cols]
         chosen = np.zeros(m, dtype=bool)
