@@ -139,7 +139,9 @@ def test_recommend_one_patient_matches_api(
         assert np.all(np.diff(curve) <= 1e-12)  # a survival curve never rises
     assert p["curves"]["times"][-1] == pytest.approx(52.0)
     # validation without a permutation test never supports a preference
-    assert p["statement"] == "no reliable preference"
+    assert p["statement"] == (
+        f"no reliable preference between {p['recommended']} and {p['next_best']}"
+    )
     assert p["reliable_preference"] is False and p["no_preference_reasons"]
     html = (out / "report.html").read_text()
     assert "Relapse-free probability" in html and "no reliable preference" in html
@@ -289,7 +291,9 @@ def test_supported_model_states_preferences_only_with_interval(tmp_path: Path) -
     for p in pats:
         assert p["reliable_preference"] == (p["difference_interval"][0] > 0)
         if not p["reliable_preference"]:
-            assert p["statement"] == "no reliable preference"
+            assert p["statement"] == (
+                f"no reliable preference between {p['recommended']} and {p['next_best']}"
+            )
     agree = np.mean(
         [truth.loc[p["participant_id"], "durable_arm"] == p["recommended"] for p in reliable]
     )

@@ -215,7 +215,7 @@ def recommend_durability(
             f"{arms[best]}: relapse-free at {h:g} {unit} {rfs[i, best]:.0%} vs "
             f"{rfs[i, nxt]:.0%} under {arms[nxt]}"
             if reliable
-            else "no reliable preference"
+            else f"no reliable preference between {arms[best]} and {arms[nxt]}"
         )
         patients.append(
             {
