@@ -228,6 +228,10 @@ _TRAIN_CASES: dict[str, tuple[list[str], dict[str, Any]]] = {
         ["--cv", "leave-site-out", "--site-column", "site"],
         {"cv": "leave-site-out", "site_column": "site"},
     ),
+    "no-harmonize": (
+        ["--cv", "leave-site-out", "--site-column", "site", "--no-harmonize"],
+        {"cv": "leave-site-out", "site_column": "site", "harmonize": False},
+    ),
     "select-features-none": (["--select-features", "none"], {"select": "none"}),
     "select-features-auto": (["--select-features", "auto"], {"select": "auto"}),
     "select-features-K": (["--select-features", "5"], {"select": 5}),
@@ -262,8 +266,15 @@ def test_train_option_equals_api(regime_files, tmp_path: Path, case: str) -> Non
     gain = m["selection"]["policy_gain"]
     assert np.isfinite(gain)
     assert gain == pytest.approx(api.metrics["selection"]["policy_gain"])
-    if case == "cv-leave-site-out":
+    if case in ("cv-leave-site-out", "no-harmonize"):
         assert m["cv"]["scheme"] == "leave-site-out" and m["cv"]["n_splits"] == 3
+        assert m["options"]["harmonize"] is (case != "no-harmonize")
+    if case == "no-harmonize":
+        # the features were not harmonised: the model needs no site for a new patient
+        from brainmatch.selection import recommend
+
+        got = recommend(tmp_path / "m" / "model.npz", r.features.iloc[:2])
+        assert got.model["site_harmonisation"] is False and len(got.patients) == 2
     if "permutation_null" in kwargs:
         want = {"auto": "freedman-lane"}.get(kwargs["permutation_null"], kwargs["permutation_null"])
         assert m["selection"]["permutation_null_method"] == want

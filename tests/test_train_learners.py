@@ -221,17 +221,46 @@ def test_selector_api_save_load_and_errors(tmp_path):
         TreatmentSelector().fit(X, o["arm"], o["y"], sites=o["site"][:10])
     with pytest.raises(BrainmatchInputError, match=r"cv='leave-site-out' needs sites="):
         cross_validate(TreatmentSelector(), X, o["arm"], o["y"], cv="leave-site-out")
-    with pytest.raises(BrainmatchInputError, match=r"harmonize=False is not supported"):
-        cross_validate(
-            TreatmentSelector(harmonize=False), X, o["arm"], o["y"], sites=o["site"],
-            cv="leave-site-out",
-        )  # fmt: skip
     with pytest.raises(BrainmatchInputError, match=r"learner='ridge'"):
         TreatmentSelector("ridge").fit(X, o["arm"], o["y"])
     with pytest.raises(BrainmatchInputError, match="same value"):
         TreatmentSelector().fit(X, o["arm"], np.ones(len(o)))
     with pytest.raises(BrainmatchInputError, match="cannot be stored"):
         TreatmentSelector("s-hgb").fit(X, o["arm"], o["y"]).save(tmp_path / "h.npz")
+
+
+def test_leave_site_out_without_harmonisation_holds_out_each_site_unharmonised():
+    """``harmonize=False`` keeps the sites for the folds: each site's out-of-fold
+    predictions are those of a selector fitted, without ComBat, on the other sites; with
+    ComBat (the default) the same folds give other predictions (the sites shift the
+    features)."""
+    r = draw_regime(240, 8, "sparse", 2, seed=3, sites=3)
+    X = r.features.iloc[:, 1:]
+    o = r.outcomes
+    site = o["site"].to_numpy()
+    res = cross_validate(
+        TreatmentSelector(harmonize=False), X, o["arm"], o["y"], sites=site,
+        cv="leave-site-out", n_permutations=0,
+    )  # fmt: skip
+    assert res.metrics["options"]["harmonize"] is False
+    splits = res.extras["splits"]
+    assert sorted(np.unique(site[test]).item() for _, _, test in splits) == sorted(set(site))
+    cols = [f"predicted__{a}" for a in r.arms]
+    for _, train, test in splits:
+        fold = TreatmentSelector(harmonize=False).fit(
+            X.iloc[train], o["arm"].iloc[train], o["y"].iloc[train]
+        )
+        np.testing.assert_allclose(
+            res.predictions[cols].to_numpy()[test],
+            fold.predict_outcomes(X.iloc[test]).to_numpy(),
+            atol=1e-8,
+        )
+    combat = cross_validate(
+        TreatmentSelector(), X, o["arm"], o["y"], sites=site, cv="leave-site-out",
+        n_permutations=0,
+    )  # fmt: skip
+    assert combat.metrics["options"]["harmonize"] is True
+    assert not np.allclose(combat.predictions[cols], res.predictions[cols], atol=1e-3)
 
 
 def test_validation_result_object(tmp_path):

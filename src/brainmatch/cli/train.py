@@ -89,6 +89,12 @@ def train(
     site_column: str | None = typer.Option(
         None, "--site-column", help="Site / scanner: enables ComBat harmonisation."
     ),
+    no_harmonize: bool = typer.Option(
+        False,
+        "--no-harmonize",
+        help="Keep --site-column for the folds (--cv leave-site-out) and strata but do not "
+        "harmonise the features (already harmonised, or to measure what ComBat adds).",
+    ),
     covariates: str = typer.Option("", "--covariates", help="Comma-separated, e.g. age,sex."),
     better: str | None = typer.Option(
         None,
@@ -221,6 +227,7 @@ def train(
             "--select-features": select_features is not None,
             "--scheduler": scheduler is not None,
             "--permutation-null": permutation_null is not None,
+            "--no-harmonize": no_harmonize,
         }
         for flag, given in unused.items():
             if given:
@@ -310,6 +317,7 @@ def train(
             learning_curve=not no_learning_curve,
             progress=update,
             scheduler=scheduler,
+            harmonize=not no_harmonize,
         )
         if not no_report:
             write_train_report(result)

@@ -479,11 +479,6 @@ def cross_validate(
     )
     if cv == "leave-site-out" and sites is None:
         raise BrainmatchInputError("cv='leave-site-out' needs sites= (one label per patient)")
-    if cv == "leave-site-out" and not selector.harmonize:
-        raise BrainmatchInputError(
-            "cv='leave-site-out' with harmonize=False is not supported: the sites that "
-            "define the folds are also harmonised (ComBat); use harmonize=True"
-        )
     features = pd.DataFrame(Xa, columns=names)
     features.insert(0, ID, pid)
     outcomes = pd.DataFrame({ID: pid, "treatment": np.asarray(treatment), "outcome": y})
@@ -505,7 +500,7 @@ def cross_validate(
         treatment_column="treatment",
         outcome_column="outcome",
         baseline_column="baseline" if baseline is not None else None,
-        site_column="site" if sites is not None and selector.harmonize else None,
+        site_column="site" if sites is not None else None,
         covariates=cov_names,
         better=selector.better,
         cv=cv,
@@ -521,4 +516,5 @@ def cross_validate(
         select=selector.select,
         scheduler=scheduler,
         permutation_repeats=permutation_repeats,
+        harmonize=selector.harmonize,
     )

@@ -570,6 +570,7 @@ def recommend(
         "outcome": opts["outcome_column"],
         "model": meta["model"],
         "model_chosen": meta.get("model_chosen", meta["model"]),
+        "site_harmonisation": bool(meta["harmonize"]),
         "selection_supported": supported,
         "validation": validation,
         "training_data_hash": meta["training_data_hash"],

@@ -1062,7 +1062,13 @@ def tripod_items(metrics: dict[str, Any]) -> list[dict[str, str]]:
         {
             "item": "Data preparation inside CV",
             "value": "imputation, ComBat harmonisation"
-            + (" (by site)" if o["site_column"] else " (off: no site column)")
+            + (
+                " (by site)"
+                if o["site_column"] and o.get("harmonize", True)
+                else " (off: harmonize=False; sites define folds and strata only)"
+                if o["site_column"]
+                else " (off: no site column)"
+            )
             + ", confound removal, scaling; all fitted on training folds only",
         },
         {
@@ -1119,6 +1125,7 @@ def validate(
     progress: Progress | None = None,
     scheduler: str | DaskRunner | None = None,
     permutation_repeats: int | None = None,
+    harmonize: bool = True,
 ) -> ValidationResult:
     """Validate a treatment-selection model by nested cross-validation (no files written).
 
@@ -1133,7 +1140,8 @@ def validate(
     baseline_column : str, optional
         Baseline severity, an unpenalised predictor of the outcome.
     site_column : str, optional
-        Site label: enables ComBat harmonisation (fitted in training folds).
+        Site label: ComBat harmonisation of the features (fitted in training folds, unless
+        ``harmonize=False``) and the folds of ``cv="leave-site-out"``.
     covariates : sequence of str
         Covariates removed from the features (confounds) and used in the outcome model.
     better : {"lower", "higher"}, optional
@@ -1205,6 +1213,11 @@ def validate(
         all repeats while the permutations' work stays within :data:`PERMUTATION_BUDGET`
         (at least one repeat; large trials use fewer), for other learners
         ``NULL_REPEATS_SCREENED``.
+    harmonize : bool
+        ``False`` keeps ``site_column`` for the folds of ``cv="leave-site-out"`` (and the
+        arms' shares per site) but leaves the features as they are: for features already
+        harmonised, or to measure what harmonisation adds.  The saved model then needs no
+        site for new patients.
 
     Returns
     -------
@@ -1255,7 +1268,7 @@ def validate(
         )
     arms = data.arms
     t = np.searchsorted(arms, data.treatment)
-    harmonize = data.sites is not None
+    harmonize = bool(harmonize) and data.sites is not None
     if harmonize:
         assert data.sites is not None
         labels, counts = np.unique(data.sites, return_counts=True)
@@ -1613,6 +1626,7 @@ def validate(
             "outcome_column": outcome_column,
             "baseline_column": baseline_column,
             "site_column": site_column,
+            "harmonize": harmonize,
             "covariates": list(covariates),
             "better": better,
             "threshold": threshold,
@@ -1673,6 +1687,7 @@ def train(
     progress: Progress | None = None,
     scheduler: str | DaskRunner | None = None,
     permutation_repeats: int | None = None,
+    harmonize: bool = True,
 ) -> TrainResult:
     """Validate (:func:`validate`), fit the final model on all patients and write the files.
 
@@ -1714,6 +1729,7 @@ def train(
             progress=progress,
             scheduler=runner,
             permutation_repeats=permutation_repeats,
+            harmonize=harmonize,
         )
         return _finish_training(
             validation,
