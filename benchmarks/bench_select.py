@@ -19,9 +19,11 @@ of 0 by the policy gain's 95 % CI (with its Clopper-Pearson interval), the rate 
 claims (lower end > 0), the coverage of the *true* gain of the cross-validated policy
 (known from the generator), and a KS test of the permutation p-values.
 
-``python benchmarks/bench_select.py`` runs a reduced grid (2 seeds per regime);
-``--full`` the issue's full grid (n in {150, 400, 1500} x p in {10, 200, 2000} x 4
-interactions x 2-4 arms; hours on 2 cores).  Timings are from a shared, loaded machine.
+``python benchmarks/bench_select.py`` (``make bench``) runs a reduced grid (5 seeds per
+regime) and 200 null trials of 150 x 20; ``--full`` the issue's full grid (n in {150, 400,
+1500} x p in {10, 200, 2000} x 4 interactions x 2 or 4 arms, sites and missing values
+with 4 arms; hours on 2 cores) and ``--null-designs 150x20,300x200`` the wide null
+design (hours).  Timings are from a shared, loaded machine.
 """
 
 from __future__ import annotations
@@ -166,10 +168,11 @@ def outcome_criterion_policy(r: Regime) -> NDArray[np.intp]:
 
 def ridge_oracle_penalty_ceiling(r: Regime, splits: list[Any]) -> NDArray[np.intp]:
     """Diagnostic, not a method: the ridge interaction model (scikit-learn ``Ridge`` on
-    ``[X, X * 1(arm = a)]``, arm intercepts unpenalised by centring within arm) whose single
-    penalty is chosen with the *true* potential outcomes (best out-of-fold share over a
-    fine grid).  With Gaussian effects, as in the ``dense`` regime, the Bayes rule is a
-    ridge, so no method can be expected to recover more (in expectation) than this."""
+    ``[X, X * 1(arm = a)]`` plus the arm indicators scaled by 1000, so their penalty is
+    negligible) whose single penalty is chosen with the *true* potential outcomes (best
+    out-of-fold share over 26 penalties).  With Gaussian interaction weights, as in the
+    ``dense`` regime, a ridge is close to the Bayes rule for the effects; as the best of
+    26 realised shares this ceiling is optimistic, not a bound on every method."""
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import Ridge
     from sklearn.preprocessing import StandardScaler
@@ -367,7 +370,12 @@ def grid(
         times: dict[str, list[float]] = {m: [] for m in names}
         for seed in range(seeds):
             r = draw_regime(n, p, inter, arms, sites=sites, missing=missing, effect=1.0, seed=seed)
-            splits = outer_splits(r.outcomes["arm"].to_numpy(), n_splits=5, n_repeats=1, seed=0)
+            # the folds validate() makes (stratified by arm, and by site when there are
+            # sites), so every method is scored on the same folds
+            site = r.outcomes["site"].to_numpy() if sites > 1 else None
+            splits = outer_splits(
+                r.outcomes["arm"].to_numpy(), n_splits=5, n_repeats=1, sites=site, seed=0
+            )
             for m in names:
                 if "EconML" in m and p >= 1000 and not heavy:
                     continue  # minutes per fit at p = 1000 on 2 shared cores: --full runs it
@@ -468,6 +476,16 @@ def null_calibration(
 def null_summary(parts: list[dict[str, Any]]) -> None:
     """Print the null calibration of one or more runs' trial records (same design)."""
     n_pat, p, select = parts[0]["n_pat"], parts[0]["p"], parts[0]["select"]
+    other = [
+        (q["n_pat"], q["p"], q["select"])
+        for q in parts
+        if (q["n_pat"], q["p"], q["select"]) != (n_pat, p, select)
+    ]
+    if other:
+        raise SystemExit(
+            f"--null-merge: the files hold different designs ({n_pat} x {p}, select "
+            f"{select!r} and {other[0][0]} x {other[0][1]}, select {other[0][2]!r})"
+        )
     methods: dict[str, int] = {}
     for part in parts:
         for key, count in part["methods"].items():
@@ -591,10 +609,15 @@ def fold_cost(n: int, p: int, m: int) -> None:
 
 
 def scale(
-    sizes: list[int], p: int = 1000, learning_curve: bool = True, scheduler: str | None = None
+    sizes: list[int],
+    p: int = 1000,
+    learning_curve: bool = True,
+    scheduler: str | None = None,
+    forward: list[str] | None = None,
 ) -> None:
     """Full default validation as n grows at p features: each size in a fresh process (so
-    its peak memory is its own), wall and CPU time and the ratios to the smallest n."""
+    its peak memory is its own), wall and CPU time and the ratios to the first n given.
+    ``forward``: options of this script passed on to each process (the screen's settings)."""
     import json
     import os
     import subprocess
@@ -613,6 +636,7 @@ def scale(
             cmd.append("--no-learning-curve")
         if scheduler:
             cmd += ["--scheduler", scheduler]
+        cmd += forward or []
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         row = json.loads(out.strip().splitlines()[-1])
         base = base or row
@@ -670,8 +694,10 @@ def main() -> None:
     ap.add_argument("--null-trials", type=int, default=200)
     ap.add_argument(
         "--null-designs",
-        default="150x20,300x200",
-        help="n x p of the null trials (300 x 200: the reduced model of the test is a ridge)",
+        default="150x20",
+        help="n x p of the null trials (default 150x20, about 20 minutes for 200 trials; "
+        "add 300x200, where the default's test is a re-randomisation, for the wide design: "
+        "80-100 s per trial, hours)",
     )
     ap.add_argument(
         "--null-first", type=int, default=0, help="index of the first null trial (its seed - 10000)"
@@ -713,7 +739,8 @@ def main() -> None:
         "--scheduler",
         default=None,
         help="--scale on this Dask scheduler, or local:N for a LocalCluster of N worker "
-        "processes started for each n (CPU and peak memory then include the workers')",
+        "processes started for each n (CPU then includes the workers'; peak memory is the "
+        "largest single process, driver or worker, not their sum)",
     )
     ap.add_argument(
         "--rbf-max-p",
@@ -788,6 +815,8 @@ def main() -> None:
 
         importlib.import_module("brainmatch.selection.train").RERANDOMISE_CENTRE = False
     if args.null_trials:
+        if args.null_out and "," in args.null_designs:
+            ap.error("--null-out takes one --null-designs design (each run's file holds one)")
         for design in args.null_designs.split(","):
             n_pat, p_feat = (int(v) for v in design.lower().split("x"))
             null_calibration(
@@ -809,6 +838,17 @@ def main() -> None:
             args.scale_p,
             not args.no_learning_curve,
             args.scheduler,
+            [
+                arg
+                for flag, v in (
+                    ("--rbf-max-p", args.rbf_max_p),
+                    ("--hinge-max-p", args.hinge_max_p),
+                    ("--product-max-p", args.product_max_p),
+                    ("--screen-se", args.screen_se),
+                )
+                if v is not None
+                for arg in (flag, str(v))
+            ],
         )
 
 
