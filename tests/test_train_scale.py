@@ -261,6 +261,30 @@ def test_other_learner_on_dask_equals_serial(cluster, regime, monkeypatch) -> No
     assert serial.metrics["selection"]["permutation_cv_repeats"] == 1
 
 
+def test_process_workers_see_the_drivers_screen_settings(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Worker *processes* import their own modules: a setting the user changed in the
+    driver (``screen.CRITERION``, ``screen.SCREEN_SE``, documented knobs) must reach them,
+    or the cluster silently runs the defaults (a review's repro: folds chose 5-10 features
+    serially and all 200 on process workers)."""
+    from distributed import LocalCluster
+
+    from brainmatch.selection import screen
+
+    r = draw_regime(150, 200, "dense", 2, seed=0)
+    kw = dict(treatment_column="arm", outcome_column="y", better="higher", n_repeats=1,
+              n_permutations=0, learning_curve=False)  # fmt: skip
+    monkeypatch.setattr(screen, "CRITERION", "mse")
+    monkeypatch.setattr(screen, "SCREEN_SE", 0.0)
+    serial = validate(r.features, r.outcomes, **kw)
+    assert set(serial.extras["fold_k"]) != {200}  # the changed settings screen here
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as c:
+        dask = validate(r.features, r.outcomes, scheduler=c.scheduler_address, **kw)
+    assert dask.extras["fold_k"] == serial.extras["fold_k"]
+    pd.testing.assert_frame_equal(serial.predictions, dask.predictions, check_exact=True)
+
+
 def test_unreachable_scheduler_is_one_error_line(regime, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from brainmatch.cli.main import app
     from brainmatch.selection import parallel

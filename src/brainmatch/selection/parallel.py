@@ -14,15 +14,71 @@ from the cluster's workers.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
 from brainmatch.errors import BrainmatchInputError
 
 #: How long to wait for the scheduler before giving up (a Dask duration).
 CONNECT_TIMEOUT = "20s"
+#: Modules whose upper-case settings (documented knobs such as ``screen.CRITERION`` or
+#: ``screen.SCREEN_SE``) every task sees as the driver has them: a worker process imports
+#: its own copy of each module, which would otherwise keep the defaults.
+SETTINGS_MODULES = (
+    "brainmatch.selection.screen",
+    "brainmatch.selection.train",
+    "brainmatch.selection.pipeline",
+    "brainmatch.selection._ridge",
+    "brainmatch.selection._logistic",
+    "brainmatch.selection.fourier",
+    "brainmatch.selection.hinge",
+    "brainmatch.selection.product",
+    "brainmatch.selection.learners",
+    "brainmatch.selection.trees",
+)
+_MISSING = object()
+
+
+def _plain(value: Any) -> bool:
+    """Whether a module setting is plain data (numbers, strings, arrays, tuples of them)."""
+    if isinstance(value, (bool, int, float, str, type(None), np.ndarray, np.generic)):
+        return True
+    return isinstance(value, tuple) and all(_plain(v) for v in value)
+
+
+def module_settings() -> dict[str, dict[str, Any]]:
+    """The upper-case plain-data settings of :data:`SETTINGS_MODULES` loaded here."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in SETTINGS_MODULES:
+        module = sys.modules.get(name)
+        if module is not None:
+            out[name] = {k: v for k, v in vars(module).items() if k.isupper() and _plain(v)}
+    return out
+
+
+def call_with_settings(
+    settings: dict[str, dict[str, Any]], task: Callable[..., Any], *args: Any
+) -> Any:
+    """``task(*args)`` with the modules' settings as the driver had them, restored after."""
+    saved: list[tuple[Any, str, Any]] = []
+    try:
+        for name, values in settings.items():
+            module = importlib.import_module(name)
+            for key, value in values.items():
+                saved.append((module, key, getattr(module, key, _MISSING)))
+                setattr(module, key, value)
+        return task(*args)
+    finally:
+        for module, key, value in reversed(saved):
+            if value is _MISSING:
+                delattr(module, key)
+            else:
+                setattr(module, key, value)
 
 
 class DaskRunner:
@@ -56,9 +112,14 @@ class DaskRunner:
         jobs: Sequence[tuple[Any, ...]],
         progress: Callable[[int, int], None] | None = None,
     ) -> Iterator[Any]:
-        """``task(shared, *job)`` on the cluster for every job; results in job order."""
+        """``task(shared, *job)`` on the cluster for every job, with the driver's module
+        settings (:func:`module_settings`); results in job order."""
         remote = self.client.scatter(shared, broadcast=True, hash=False)
-        futures = [self.client.submit(task, remote, *job, pure=False) for job in jobs]
+        settings = module_settings()
+        futures = [
+            self.client.submit(call_with_settings, settings, task, remote, *job, pure=False)
+            for job in jobs
+        ]
         try:
             for i, fut in enumerate(futures):
                 result = fut.result()
