@@ -197,7 +197,7 @@ def test_selector_api_save_load_and_errors(tmp_path):
         app, ["recommend", str(path), str(tmp_path / "new.csv"), "--out", str(tmp_path / "r")]
     )
     assert cli.exit_code == 0, cli.output
-    assert "no bootstrap refits in the model" in cli.output and "bootstrap range" not in cli.output
+    assert "no bootstrap refits in the model" in cli.output and "95% interval" not in cli.output
     html = (tmp_path / "r" / "report.html").read_text()
     assert "no bootstrap refits in the model file, so no interval" in html
     with pytest.raises(BrainmatchInputError, match="baseline is needed"):

@@ -114,7 +114,7 @@ def recommend(
                 "difference": f"{p['advantage']:.2f} for {p['recommended']} over "
                 f"{p['next_best']} "
                 + (
-                    f"(95% bootstrap range {p['advantage_interval'][0]:.2f} to "
+                    f"(95% interval {p['advantage_interval'][0]:.2f} to "
                     f"{p['advantage_interval'][1]:.2f}; {100 * p['bootstrap_agreement']:.0f}% "
                     "of bootstrap models agree)"
                     if p["advantage_interval"]
