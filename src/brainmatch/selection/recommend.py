@@ -255,7 +255,7 @@ def validation_supports_selection(selection: dict[str, Any]) -> tuple[bool, list
 #: With B = 50 refits the percentiles sit near the 2nd and 49th of 50 draws and cover
 #: less than 95 % by construction: on 60 null trials (150 training patients, 20
 #: features, 200 new patients each) they covered the true advantage for 0.931 of patients
-#: (t: 0.979), on 40 sparse trials 0.892 (t: 0.928; the ridge's shrinkage, which no
+#: (t: 0.979), on 60 sparse trials 0.906 (t: 0.938; the ridge's shrinkage, which no
 #: bootstrap shows); ``python benchmarks/bench_select.py --skip-grid --null-trials 0
 #: --advantage-coverage 60``.
 ADVANTAGE_INTERVAL = "t"
