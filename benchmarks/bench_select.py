@@ -415,24 +415,31 @@ def null_calibration(
     permutation_null: str = "auto",
     first: int = 0,
     out: str | None = None,
+    repeats: int = 2,
+    arms: int = 2,
+    sites: int = 1,
+    missing: float = 0.0,
 ) -> None:
     """Coverage of the policy gain's interval on null trials, and permutation p-values.
 
     Trials ``first`` .. ``first + n_trials - 1`` (seed ``10000 + index``); ``out`` also
     writes every trial's results as JSON, which ``--null-merge`` summarises together (two
-    halves of one run in two processes)."""
+    halves of one run in two processes).  ``repeats`` CV repeats (the default's 10 cost
+    5x the benchmark's 2); ``arms``, ``sites`` (ComBat and site-stratified folds) and
+    ``missing`` as in :func:`draw_regime`."""
     start = time.perf_counter()
     cover0, false_claim, cover_true, ps, ps_gain = [], [], [], [], []
     methods: dict[str, int] = {}
     for s in range(first, first + n_trials):
-        r = draw_regime(n_pat, p, "none", 2, seed=10_000 + s)
+        r = draw_regime(n_pat, p, "none", arms, sites=sites, missing=missing, seed=10_000 + s)
         res = validate(
             r.features,
             r.outcomes,
             treatment_column="arm",
             outcome_column="y",
+            site_column="site" if sites > 1 else None,
             better="higher",
-            n_repeats=2,
+            n_repeats=repeats,
             n_permutations=99,
             learning_curve=False,
             seed=s,
@@ -452,7 +459,7 @@ def null_calibration(
         by_repeat = res.extras["by_repeat"]
         total, count = np.zeros(len(y)), np.zeros(len(y))
         for rep, tr, te in res.extras["splits"]:
-            comp = int(np.argmax([y[tr][t[tr] == a].mean() for a in range(2)]))
+            comp = int(np.argmax([y[tr][t[tr] == a].mean() for a in range(arms)]))
             pol = by_repeat[rep, te].argmax(axis=1)
             total[te] += r.mu[te, pol] - r.mu[te, comp]
             count[te] += 1
@@ -461,6 +468,7 @@ def null_calibration(
     elapsed = time.perf_counter() - start
     records = {
         "n_pat": n_pat, "p": p, "select": select, "methods": methods, "elapsed": elapsed,
+        "repeats": repeats, "arms": arms, "sites": sites, "missing": missing,
         "first": first, "cover0": [bool(v) for v in cover0],
         "cover_true": [bool(v) for v in cover_true],
         "false_claim": [bool(v) for v in false_claim],
@@ -476,16 +484,22 @@ def null_calibration(
 def null_summary(parts: list[dict[str, Any]]) -> None:
     """Print the null calibration of one or more runs' trial records (same design)."""
     n_pat, p, select = parts[0]["n_pat"], parts[0]["p"], parts[0]["select"]
-    other = [
-        (q["n_pat"], q["p"], q["select"])
-        for q in parts
-        if (q["n_pat"], q["p"], q["select"]) != (n_pat, p, select)
-    ]
+
+    def design(q: dict[str, Any]) -> tuple[Any, ...]:
+        # files written before these keys existed: 2 repeats, 2 arms, no sites
+        return (
+            q["n_pat"], q["p"], q["select"], q.get("repeats", 2), q.get("arms", 2),
+            q.get("sites", 1), q.get("missing", 0.0),
+        )  # fmt: skip
+
+    first = design(parts[0])
+    other = [design(q) for q in parts if design(q) != first]
     if other:
         raise SystemExit(
-            f"--null-merge: the files hold different designs ({n_pat} x {p}, select "
-            f"{select!r} and {other[0][0]} x {other[0][1]}, select {other[0][2]!r})"
+            "--null-merge: the files hold different designs (n, p, select, repeats, arms, "
+            f"sites, missing: {first} and {other[0]})"
         )
+    _, _, _, repeats, arms, sites, missing = first
     methods: dict[str, int] = {}
     for part in parts:
         for key, count in part["methods"].items():
@@ -502,9 +516,12 @@ def null_summary(parts: list[dict[str, Any]]) -> None:
         return f"{k / n:.3f} (95% CI {ci.low:.3f}-{ci.high:.3f})"
 
     print(
-        f"\n{n} null trials (n = {n_pat}, p = {p}, 2 arms, draw_regime 'none'; "
+        f"\n{n} null trials (n = {n_pat}, p = {p}, {arms} arms"
+        + (f", {sites} sites" if sites > 1 else "")
+        + (f", {100 * missing:.0f}% missing" if missing else "")
+        + f", draw_regime 'none'; "
         f"{'the default model' if select is None else f'select={select!r}'}, "
-        f"5-fold x 2 repeats; permutations: {methods}) in {elapsed:.0f} s"
+        f"5-fold x {repeats} repeats; permutations: {methods}) in {elapsed:.0f} s"
         + (f" (sum over {len(parts)} runs)" if len(parts) > 1 else "")
     )
     print(f"  policy-gain 95% CI covers 0:            {cp(int(np.sum(cover0)))}")
@@ -757,6 +774,14 @@ def main() -> None:
         "add 300x200, where the default's test is a re-randomisation, for the wide design: "
         "80-100 s per trial, hours)",
     )
+    ap.add_argument("--null-repeats", type=int, default=2, help="CV repeats of the null trials")
+    ap.add_argument("--null-arms", type=int, default=2, help="arms of the null trials")
+    ap.add_argument(
+        "--null-sites", type=int, default=1, help="sites of the null trials (ComBat, site folds)"
+    )
+    ap.add_argument(
+        "--null-missing", type=float, default=0.0, help="share of missing feature values"
+    )
     ap.add_argument(
         "--null-first", type=int, default=0, help="index of the first null trial (its seed - 10000)"
     )
@@ -892,6 +917,10 @@ def main() -> None:
                 args.null_permutation,
                 first=args.null_first,
                 out=args.null_out,
+                repeats=args.null_repeats,
+                arms=args.null_arms,
+                sites=args.null_sites,
+                missing=args.null_missing,
             )
     if args.advantage_coverage:
         advantage_coverage(args.advantage_coverage)
