@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
+from scipy import stats
 
 from brainmatch._io import write_json, write_tsv
 from brainmatch.errors import BrainmatchInputError
@@ -266,10 +268,14 @@ def _advantage_interval(advantage: float, boot: NDArray[np.float64]) -> list[flo
     (:data:`ADVANTAGE_INTERVAL`)."""
     if ADVANTAGE_INTERVAL == "percentile":
         return _interval(*np.percentile(boot, [2.5, 97.5]))
-    from scipy import stats
-
-    half = float(stats.t.ppf(0.975, boot.size - 1) * boot.std(ddof=1))
+    half = _t975(boot.size - 1) * float(boot.std(ddof=1))
     return _interval(advantage - half, advantage + half)
+
+
+@lru_cache(maxsize=8)
+def _t975(df: int) -> float:
+    """The t distribution's 97.5 % quantile (one per batch of patients, not per patient)."""
+    return float(stats.t.ppf(0.975, df))
 
 
 def _interval(lo: float, hi: float) -> list[float]:

@@ -1020,6 +1020,12 @@ def tripod_items(metrics: dict[str, Any]) -> list[dict[str, str]]:
     o = metrics["options"]
     sel = metrics["selection"]
     per = metrics["per_arm"]
+    if not o["site_column"]:
+        combat = "off: no site column"
+    elif o.get("harmonize", True):  # metrics written before harmonize= existed
+        combat = "by site"
+    else:
+        combat = "off: harmonize=False; sites define folds and strata only"
     perf = "; ".join(
         f"{a}: "
         + ", ".join(
@@ -1061,15 +1067,8 @@ def tripod_items(metrics: dict[str, Any]) -> list[dict[str, str]]:
         },
         {
             "item": "Data preparation inside CV",
-            "value": "imputation, ComBat harmonisation"
-            + (
-                " (by site)"
-                if o["site_column"] and o.get("harmonize", True)
-                else " (off: harmonize=False; sites define folds and strata only)"
-                if o["site_column"]
-                else " (off: no site column)"
-            )
-            + ", confound removal, scaling; all fitted on training folds only",
+            "value": f"imputation, ComBat harmonisation ({combat}), confound removal, "
+            "scaling; all fitted on training folds only",
         },
         {
             "item": "Model type and hyper-parameters",
