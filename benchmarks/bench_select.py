@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import time
 import warnings
 from pathlib import Path
@@ -63,6 +64,17 @@ def full_grid() -> list[tuple[int, int, str, int, int, float]]:
         (150, 400, 1500), (10, 200, 2000), ("none", "sparse", "dense", "nonlinear"), (2, 4)
     ):
         grid.append((n, p, inter, arms, 3 if arms > 2 else 1, 0.05 if arms > 2 else 0.0))
+    return grid
+
+
+def extra_grid() -> list[tuple[int, int, str, int, int, float]]:
+    """Rows the issue's grid leaves out: 3 arms, and 2 arms with sites and missing values
+    (in :func:`full_grid` sites come only with 4 arms), at n = 400."""
+    grid = []
+    for p, inter, (arms, sites, missing) in itertools.product(
+        (10, 200), ("sparse", "dense", "nonlinear"), ((3, 1, 0.0), (2, 3, 0.05))
+    ):
+        grid.append((400, p, inter, arms, sites, missing))
     return grid
 
 
@@ -405,6 +417,13 @@ def grid(
             se = v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else float("nan")
             cells.append(f"{v.mean():.2f} +- {se:.2f} [{np.mean(times[m]):.0f} s]")
         print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+        # per-seed shares, so that summarize_select.py can pair the default with an anchor
+        # seed by seed (the Monte-Carlo error of their difference)
+        print(
+            f"per-seed shares of {label}: "
+            + json.dumps({m: [round(x, 6) for x in shares[m]] for m in names if shares[m]}),
+            flush=True,
+        )
 
 
 def null_calibration(
@@ -475,8 +494,6 @@ def null_calibration(
         "ps": [float(v) for v in ps], "ps_gain": [float(v) for v in ps_gain],
     }  # fmt: skip
     if out:
-        import json
-
         Path(out).write_text(json.dumps(records))
     null_summary([records])
 
@@ -693,7 +710,6 @@ def scale(
     """Full default validation as n grows at p features: each size in a fresh process (so
     its peak memory is its own), wall and CPU time and the ratios to the first n given.
     ``forward``: options of this script passed on to each process (the screen's settings)."""
-    import json
     import os
     import subprocess
     import sys
@@ -806,6 +822,12 @@ def main() -> None:
         "--null-select", default=None, help="select= of the null trials (default: the default)"
     )
     ap.add_argument("--skip-grid", action="store_true")
+    ap.add_argument(
+        "--extra",
+        action="store_true",
+        help="the rows the full grid leaves out (n = 400: 3 arms; 2 arms with 3 sites and "
+        "5 %% missing); --regimes indexes them",
+    )
     ap.add_argument("--regimes", default=None, help="comma-separated row numbers of the grid")
     ap.add_argument("--methods", default=None, help="comma-separated parts of method names")
     ap.add_argument("--scale", default=None, help="comma-separated n for the timing (p=1000)")
@@ -879,26 +901,22 @@ def main() -> None:
     if args.hinge_max_p is not None:
         screen.HINGE_MAX_P = args.hinge_max_p
     if args.null_merge:
-        import json
-
         null_summary([json.loads(Path(f).read_text()) for f in args.null_merge.split(",")])
         return
     if args.scale_one:
-        import json
-
         row = scale_one(args.scale_one, args.scale_p, not args.no_learning_curve, args.scheduler)
         print(json.dumps(row))
         return
     print("timings measured on a shared, loaded 2-core machine")
     if not args.skip_grid:
-        regimes = full_grid() if args.full else REDUCED
+        regimes = extra_grid() if args.extra else full_grid() if args.full else REDUCED
         if args.regimes:
             regimes = [regimes[int(i)] for i in args.regimes.split(",")]
         grid(
             regimes,
             args.seeds,
             args.methods.split(",") if args.methods else None,
-            heavy=args.full or args.econml_high_p,
+            heavy=args.full or args.extra or args.econml_high_p,
         )
     if args.rerandomise_raw:
         import importlib

@@ -8,10 +8,15 @@ plain ridge, the default before screening, against the other anchors, and for th
 chosen by the outcome's error, ``screen.CRITERION = "mse"``, the previous default, when its
 column is in the logs), the counts per interaction type, and the rows where the default
 and the plain ridge differ by more than 0.05.
+
+Logs from runs that print per-seed shares (``per-seed shares of <row>: {...}``) also give
+the default's difference from the best anchor paired seed by seed, with the Monte-Carlo
+error of that difference: a stricter reading of the target than the anchor's own error.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections import Counter
@@ -32,12 +37,21 @@ COLUMNS = [
 ]
 
 
+SEEDS: dict[str, dict[str, list[float]]] = {}
+"""regime -> method -> share per seed (seeds 0, 1, ...), from the logs that print them."""
+
+
 def parse(path: str) -> tuple[dict[str, dict[str, str]], list[str]]:
-    """Rows of every markdown table in a log: regime -> {method: cell}, in order."""
+    """Rows of every markdown table in a log: regime -> {method: cell}, in order (and the
+    per-seed shares into :data:`SEEDS`)."""
     rows: dict[str, dict[str, str]] = {}
     order: list[str] = []
     header: list[str] = []
     for line in open(path):
+        if line.startswith("per-seed shares of "):
+            regime, _, payload = line[len("per-seed shares of ") :].partition(": ")
+            SEEDS.setdefault(regime.strip(), {}).update(json.loads(payload))
+            continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("| regime"):
             header = cells
@@ -54,6 +68,20 @@ def value(cell: str | None) -> tuple[float, float] | None:
     return (float(m.group(1)), float(m.group(2))) if m else None
 
 
+def paired(regime: str, anchor: str) -> tuple[float, float, int] | None:
+    """The default minus ``anchor``, seed by seed: (mean, its Monte-Carlo SE, seeds), over
+    the seeds both ran (None without per-seed shares of both, or with fewer than 2)."""
+    d = SEEDS.get(regime, {})
+    a, b = d.get(DEFAULT), d.get(anchor)
+    if not a or not b:
+        return None
+    k = min(len(a), len(b))
+    if k < 2:
+        return None
+    diff = np.array(a[:k]) - np.array(b[:k])
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(k)), k
+
+
 def main() -> None:
     rows, order = parse(sys.argv[1])
     for path in sys.argv[2:]:
@@ -63,9 +91,12 @@ def main() -> None:
         "| regime | "
         + " | ".join(c[1] for c in COLUMNS)
         + " | anchors compared | default >= best anchor - MC error | >= 0.9 where the best"
-        " anchor >= 0.8 | plain ridge >= best other anchor - MC error |"
+        " anchor >= 0.8 | plain ridge >= best other anchor - MC error | default - best anchor,"
+        " paired by seed (MC SE of the difference; seeds) |"
     )
-    print("|---|" + "---|" * (len(COLUMNS) + 4))
+    print("|---|" + "---|" * (len(COLUMNS) + 5))
+    paired_n = 0
+    paired_ok = 0
     kinds: Counter[str] = Counter()
     new_ok: Counter[str] = Counter()
     old_ok: Counter[str] = Counter()
@@ -85,18 +116,19 @@ def main() -> None:
         anchors = {h: x for h, x in v.items() if h.startswith("anchor") and x is not None}
         lead = f"| {regime} | " + " | ".join(cells) + f" | {len(anchors)} |"
         if dv is None:
-            print(lead + " (the default did not run) | | |")
+            print(lead + " (the default did not run) | | | |")
             continue
         if np.isnan(dv[0]):
-            print(lead + " (null: share undefined) | | |")
+            print(lead + " (null: share undefined) | | | |")
             continue
         if not anchors:
-            print(lead + " (no anchor ran) | | |")
+            print(lead + " (no anchor ran) | | | |")
             continue
-        best = max(anchors.values(), key=lambda x: x[0])
+        best_name = max(anchors, key=lambda h: anchors[h][0])
+        best = anchors[best_name]
         if np.isnan(best[1]):  # one seed: no Monte-Carlo error to compare within
             untestable.append(regime)
-            print(lead + " n/a (one seed) | | |")
+            print(lead + " n/a (one seed) | | | |")
             continue
         t_new = dv[0] >= best[0] - best[1] - 1e-9
         kind = regime.split()[2]
@@ -122,7 +154,14 @@ def main() -> None:
             prev_shares.append(pv[0])
         if rv is not None:
             pairs.append((regime, dv[0], rv[0]))
-        print(lead + f" {'yes' if t_new else '**no**'} | {high} | {old} |")
+        pair = paired(regime, best_name)
+        pair_cell = ""
+        if pair is not None:
+            paired_n += 1
+            ok = pair[0] >= -pair[1] - 1e-9
+            paired_ok += ok
+            pair_cell = f"{pair[0]:+.2f} ({pair[1]:.2f}; {pair[2]})" + ("" if ok else " **below**")
+        print(lead + f" {'yes' if t_new else '**no**'} | {high} | {old} | {pair_cell} |")
     print()
     for kind in kinds:
         print(
@@ -143,6 +182,11 @@ def main() -> None:
         "number of anchors compared: "
         + ", ".join(f"{k}: {by_anchors[k]}" for k in sorted(by_anchors))
     )
+    if paired_n:
+        print(
+            f"paired by seed (default - best anchor >= -its MC error): {paired_ok} of "
+            f"{paired_n} rows with per-seed shares of both"
+        )
     if untestable:
         print(f"not tested (one seed, no Monte-Carlo error): {len(untestable)} rows")
     if pairs:
