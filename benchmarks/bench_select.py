@@ -78,6 +78,18 @@ def extra_grid() -> list[tuple[int, int, str, int, int, float]]:
     return grid
 
 
+def binary_grid() -> list[tuple[int, int, str, int, int, float]]:
+    """Rows for a 0/1 outcome (``--binary``): n in {400, 1500}, p in {10, 200, 2000}, the
+    three interaction types, 2 arms (below 400 patients a 0/1 outcome carries too little to
+    choose by)."""
+    return [
+        (n, p, inter, 2, 1, 0.0)
+        for n, p, inter in itertools.product(
+            (400, 1500), (10, 200, 2000), ("sparse", "dense", "nonlinear")
+        )
+    ]
+
+
 def _arrays(r: Regime) -> tuple[NDArray[np.float64], NDArray[np.intp], NDArray[np.float64]]:
     X = r.features.iloc[:, 1:].to_numpy(dtype=float)
     t = np.searchsorted(r.arms, r.outcomes["arm"].to_numpy())
@@ -85,25 +97,30 @@ def _arrays(r: Regime) -> tuple[NDArray[np.float64], NDArray[np.intp], NDArray[n
 
 
 def lasso_t_anchor(r: Regime, splits: list[Any]) -> NDArray[np.intp]:
-    """Published-PAI-style baseline: one LassoCV per arm, out of fold, no harmonisation."""
+    """Published-PAI-style baseline: one LassoCV per arm, out of fold, no harmonisation
+    (a 0/1 outcome: one L1 ``LogisticRegressionCV`` per arm, its predicted probability)."""
     from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LassoCV
+    from sklearn.linear_model import LassoCV, LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     X, t, y = _arrays(r)
+    binary = set(np.unique(y).tolist()) <= {0.0, 1.0}
     k = len(r.arms)
     pred = np.zeros((len(y), k))
     for _, tr, te in splits:
         for a in range(k):
             rows = tr[t[tr] == a]
-            m = make_pipeline(
-                SimpleImputer(strategy="median"), StandardScaler(), LassoCV(cv=5, max_iter=2000)
+            est: Any = (
+                LogisticRegressionCV(Cs=10, cv=5, penalty="l1", solver="liblinear")
+                if binary
+                else LassoCV(cv=5, max_iter=2000)
             )
+            m = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), est)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 m.fit(X[rows], y[rows])
-            pred[te, a] = m.predict(X[te])
+            pred[te, a] = m.predict_proba(X[te])[:, 1] if binary else m.predict(X[te])
     return np.asarray(pred.argmax(axis=1))
 
 
@@ -348,6 +365,9 @@ METHODS = {
     "anchor EconML DR": lambda r, s: econml_anchor(r, s, "dr"),
     "anchor EconML CF": lambda r, s: econml_anchor(r, s, "cf"),
     "ceiling: ridge, oracle penalty": ridge_oracle_penalty_ceiling,
+    "probe: select auto on a 0/1 outcome (linear-probability screens)": lambda r, s: (
+        brainmatch_policy(r, "interaction", "auto")
+    ),
     "probe: RBF interaction ridge": lambda r, s: rbf_probe(r, s, False),
     "probe: default or RBF ridge, by the DR criterion": lambda r, s: rbf_probe(r, s, True),
     "probe: default, best single arm when its inner policy gain <= 0": fallback_probe,
@@ -361,6 +381,7 @@ def grid(
     seeds: int,
     only: list[str] | None = None,
     heavy: bool = False,
+    outcome: str = "continuous",
 ) -> None:
     methods = dict(METHODS)
     if only:
@@ -381,7 +402,10 @@ def grid(
         shares: dict[str, list[float]] = {m: [] for m in names}
         times: dict[str, list[float]] = {m: [] for m in names}
         for seed in range(seeds):
-            r = draw_regime(n, p, inter, arms, sites=sites, missing=missing, effect=1.0, seed=seed)
+            r = draw_regime(
+                n, p, inter, arms, sites=sites, missing=missing, effect=1.0, seed=seed,
+                outcome=outcome,
+            )  # fmt: skip
             # the folds validate() makes (stratified by arm, and by site when there are
             # sites), so every method is scored on the same folds
             site = r.outcomes["site"].to_numpy() if sites > 1 else None
@@ -399,8 +423,10 @@ def grid(
                 rec = methods[m](r, splits)
                 times[m].append(time.perf_counter() - start)
                 shares[m].append(oracle_share(r.mu, rec))
-        label = f"n={n} p={p} {inter} {arms} arms" + (
-            f" {sites} sites {int(100 * missing)}% missing" if sites > 1 else ""
+        label = (
+            f"n={n} p={p} {inter} {arms} arms"
+            + (f" {sites} sites {int(100 * missing)}% missing" if sites > 1 else "")
+            + (" 0/1 outcome" if outcome == "binary" else "")
         )
         cells = []
         for m in names:
@@ -823,6 +849,12 @@ def main() -> None:
     )
     ap.add_argument("--skip-grid", action="store_true")
     ap.add_argument(
+        "--binary",
+        action="store_true",
+        help="rows with a 0/1 outcome (n in {400, 1500}, p in {10, 200, 2000}, 2 arms; the "
+        "lasso T anchor is then an L1 logistic per arm); --regimes indexes them",
+    )
+    ap.add_argument(
         "--extra",
         action="store_true",
         help="the rows the full grid leaves out (n = 400: 3 arms; 2 arms with 3 sites and "
@@ -909,14 +941,23 @@ def main() -> None:
         return
     print("timings measured on a shared, loaded 2-core machine")
     if not args.skip_grid:
-        regimes = extra_grid() if args.extra else full_grid() if args.full else REDUCED
+        regimes = (
+            binary_grid()
+            if args.binary
+            else extra_grid()
+            if args.extra
+            else full_grid()
+            if args.full
+            else REDUCED
+        )
         if args.regimes:
             regimes = [regimes[int(i)] for i in args.regimes.split(",")]
         grid(
             regimes,
             args.seeds,
             args.methods.split(",") if args.methods else None,
-            heavy=args.full or args.extra or args.econml_high_p,
+            heavy=args.full or args.extra or args.binary or args.econml_high_p,
+            outcome="binary" if args.binary else "continuous",
         )
     if args.rerandomise_raw:
         import importlib

@@ -43,6 +43,7 @@ def draw_regime(
     noise: float = 1.0,
     rho: float = 0.3,
     seed: int = 0,
+    outcome: str = "continuous",
 ) -> Regime:
     """Draw one trial.
 
@@ -66,9 +67,16 @@ def draw_regime(
     rho : float
         Correlation of neighbouring features (AR(1) along the column order).
     seed : int
+    outcome : {"continuous", "binary"}
+        ``binary``: the expected outcome above is a log-odds; ``y`` is 0/1 (1 = the good
+        outcome) drawn with probability ``mu`` (the probabilities are returned as ``mu``),
+        and ``noise`` is not used.  The features, arms and log-odds are those of the
+        continuous draw with the same seed (sites and missing values too).
     """
     if interaction not in INTERACTIONS:
         raise ValueError(f"interaction {interaction!r}: expected one of {INTERACTIONS}")
+    if outcome not in ("continuous", "binary"):
+        raise ValueError(f"outcome {outcome!r}: expected continuous or binary")
     rng = np.random.default_rng([seed, 2027])
     # AR(1)-correlated features
     X = np.empty((n, p))
@@ -100,6 +108,9 @@ def draw_regime(
         h *= effect / max(float(h.std()), 1e-12)
     mu = prognostic[:, None] + main[None, :] + h
     y = mu[np.arange(n), t] + rng.normal(0, noise, n)
+    if outcome == "binary":  # its own stream: sites and missing values as the continuous draw
+        mu = 1.0 / (1.0 + np.exp(-mu))
+        y = (np.random.default_rng([seed, 2027, 1]).random(n) < mu[np.arange(n), t]) * 1.0
     site = rng.integers(0, sites, n) if sites > 1 else np.zeros(n, dtype=int)
     Xm = X.copy()
     if sites > 1:
