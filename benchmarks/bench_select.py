@@ -464,6 +464,7 @@ def null_calibration(
     arms: int = 2,
     sites: int = 1,
     missing: float = 0.0,
+    outcome: str = "continuous",
 ) -> None:
     """Coverage of the policy gain's interval on null trials, and permutation p-values.
 
@@ -471,12 +472,15 @@ def null_calibration(
     writes every trial's results as JSON, which ``--null-merge`` summarises together (two
     halves of one run in two processes).  ``repeats`` CV repeats (the default's 10 cost
     5x the benchmark's 2); ``arms``, ``sites`` (ComBat and site-stratified folds) and
-    ``missing`` as in :func:`draw_regime`."""
+    ``missing`` and ``outcome`` (0/1: ``binary``) as in :func:`draw_regime`."""
     start = time.perf_counter()
     cover0, false_claim, cover_true, ps, ps_gain = [], [], [], [], []
     methods: dict[str, int] = {}
     for s in range(first, first + n_trials):
-        r = draw_regime(n_pat, p, "none", arms, sites=sites, missing=missing, seed=10_000 + s)
+        r = draw_regime(
+            n_pat, p, "none", arms, sites=sites, missing=missing, seed=10_000 + s,
+            outcome=outcome,
+        )  # fmt: skip
         res = validate(
             r.features,
             r.outcomes,
@@ -514,7 +518,7 @@ def null_calibration(
     records = {
         "n_pat": n_pat, "p": p, "select": select, "methods": methods, "elapsed": elapsed,
         "repeats": repeats, "arms": arms, "sites": sites, "missing": missing,
-        "first": first, "cover0": [bool(v) for v in cover0],
+        "outcome": outcome, "first": first, "cover0": [bool(v) for v in cover0],
         "cover_true": [bool(v) for v in cover_true],
         "false_claim": [bool(v) for v in false_claim],
         "ps": [float(v) for v in ps], "ps_gain": [float(v) for v in ps_gain],
@@ -532,7 +536,7 @@ def null_summary(parts: list[dict[str, Any]]) -> None:
         # files written before these keys existed: 2 repeats, 2 arms, no sites
         return (
             q["n_pat"], q["p"], q["select"], q.get("repeats", 2), q.get("arms", 2),
-            q.get("sites", 1), q.get("missing", 0.0),
+            q.get("sites", 1), q.get("missing", 0.0), q.get("outcome", "continuous"),
         )  # fmt: skip
 
     first = design(parts[0])
@@ -540,9 +544,9 @@ def null_summary(parts: list[dict[str, Any]]) -> None:
     if other:
         raise SystemExit(
             "--null-merge: the files hold different designs (n, p, select, repeats, arms, "
-            f"sites, missing: {first} and {other[0]})"
+            f"sites, missing, outcome: {first} and {other[0]})"
         )
-    _, _, _, repeats, arms, sites, missing = first
+    _, _, _, repeats, arms, sites, missing, outcome = first
     methods: dict[str, int] = {}
     for part in parts:
         for key, count in part["methods"].items():
@@ -562,6 +566,7 @@ def null_summary(parts: list[dict[str, Any]]) -> None:
         f"\n{n} null trials (n = {n_pat}, p = {p}, {arms} arms"
         + (f", {sites} sites" if sites > 1 else "")
         + (f", {100 * missing:.0f}% missing" if missing else "")
+        + (", 0/1 outcome" if outcome == "binary" else "")
         + f", draw_regime 'none'; "
         f"{'the default model' if select is None else f'select={select!r}'}, "
         f"5-fold x {repeats} repeats; permutations: {methods}) in {elapsed:.0f} s"
@@ -824,6 +829,7 @@ def main() -> None:
     ap.add_argument(
         "--null-missing", type=float, default=0.0, help="share of missing feature values"
     )
+    ap.add_argument("--null-binary", action="store_true", help="null trials with a 0/1 outcome")
     ap.add_argument(
         "--null-first", type=int, default=0, help="index of the first null trial (its seed - 10000)"
     )
@@ -980,6 +986,7 @@ def main() -> None:
                 arms=args.null_arms,
                 sites=args.null_sites,
                 missing=args.null_missing,
+                outcome="binary" if args.null_binary else "continuous",
             )
     if args.advantage_coverage:
         advantage_coverage(args.advantage_coverage)

@@ -295,3 +295,43 @@ def test_binary_regime_shares_the_continuous_draw_and_the_default_recovers_its_g
     # choosing at random recovers nothing on average
     rng = np.random.default_rng(0)
     assert abs(oracle_share(b.mu, rng.integers(0, 2, y.size))) < 0.3
+
+
+def test_binary_default_screens_where_the_logistic_design_is_too_wide():
+    """A 0/1 outcome keeps the ridge-logistic model (``select="none"``) where its design
+    fits; beyond ``MAX_WIDTH`` columns the model is a clipped linear-probability ridge
+    anyway, and the default screens it (``auto``), as for a score.  Ground truth: n = 400,
+    p = 200 (402 logistic columns), 3 interacting features; the screened default recovers
+    0.84 of the oracle's gain (seeds 1, 2: 0.86, 0.85), the unscreened ridge 0.23 (0.10,
+    0.49); bench_select.py --binary measures it against the anchors."""
+    from brainmatch.selection import TreatmentSelector
+    from brainmatch.validation.regimes import draw_regime, oracle_share
+
+    kw = dict(treatment_column="arm", outcome_column="y", n_repeats=1, n_permutations=0,
+              learning_curve=False)  # fmt: skip
+    b = draw_regime(400, 200, "sparse", 2, outcome="binary", seed=0, effect=1.5)
+    default = validate(b.features, b.outcomes, **kw)
+    plain = validate(b.features, b.outcomes, select="none", **kw)
+
+    def share(res):
+        return oracle_share(b.mu, np.searchsorted(b.arms, res.predictions["recommended"]))
+
+    assert default.metrics["feature_selection"]["select"] == "auto"
+    assert default.metrics["outcome_model"] == {
+        "link": "identity-clipped", "design_width": 402, "max_width": _logistic.MAX_WIDTH
+    }  # fmt: skip
+    assert any("screened (select=auto, the default there)" in w
+               for w in default.metrics["warnings"])  # fmt: skip
+    assert plain.metrics["feature_selection"]["select"] == "none"
+    assert share(default) > 0.7 and share(default) > share(plain) + 0.3
+    # the estimator resolves its default the same way
+    X = b.features.drop(columns="participant_id")
+    sel = TreatmentSelector().fit(X, b.outcomes["arm"], b.outcomes["y"])
+    assert sel.learner_.select_ == "auto"
+    # narrow: the ridge-logistic model, unscreened
+    n = draw_regime(400, 10, "sparse", 2, outcome="binary", seed=0, effect=1.5)
+    narrow = validate(n.features, n.outcomes, **kw)
+    assert narrow.metrics["feature_selection"]["select"] == "none"
+    assert narrow.metrics["outcome_model"]["link"] == "logit"
+    sel = TreatmentSelector().fit(n.features.iloc[:, 1:], n.outcomes["arm"], n.outcomes["y"])
+    assert sel.learner_.select_ == "none" and sel.learner_.primal()["link"] == "logit"

@@ -255,7 +255,8 @@ class RidgeLearner(Learner):
             make_arm_models,
         )
 
-        self.select_ = default_select(self.select, self.model, self.binary)
+        width = k * (Z.shape[1] + 1) + C.shape[1]
+        self.select_ = default_select(self.select, self.model, self.binary, width)
         self.arms_: Any = make_arm_models(self.model, self.select_, self.binary).fit(
             Z, C, t, k, y[:, None]
         )

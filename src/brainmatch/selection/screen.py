@@ -58,6 +58,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from brainmatch.errors import BrainmatchInputError
+from brainmatch.selection._logistic import MAX_WIDTH
 from brainmatch.selection._ridge import LAMBDA_GRID
 from brainmatch.selection.fourier import FourierArmModels
 from brainmatch.selection.hinge import HingeBasis, feature_of
@@ -161,19 +162,27 @@ def parse_select(select: str | int | None) -> str | int:
     return parse_select(value)
 
 
-def default_select(select: str | int | None, model: str, binary: bool) -> str | int:
+def default_select(
+    select: str | int | None, model: str, binary: bool, width: int | None = None
+) -> str | int:
     """Resolve ``select=None`` (the default) for a model and outcome type.
 
     ``auto`` for the ridge models (``interaction``, ``per-arm``) of a continuous outcome:
     the inner CV then chooses between all features (the plain ridge) and the screened
     ridges, so the default adapts to sparse, high-dimensional data without giving up the
-    plain ridge where it is best.  ``none`` for a 0/1 outcome (its default is the
-    ridge-logistic model, which has no screened form) and for the other learners, which
-    select features themselves.  An explicit value is returned normalised.
+    plain ridge where it is best.  For a 0/1 outcome the ``interaction`` model is the
+    ridge-logistic model (``none``: it has no screened form) wherever its design fits,
+    i.e. ``width`` (columns of the logistic design: arms x (features + 1) + covariates)
+    is at most :data:`~brainmatch.selection._logistic.MAX_WIDTH`; beyond it the model is
+    a clipped linear-probability ridge anyway, and then screened (``auto``) like a
+    score's (``width=None``: ``none``).  ``none`` for the other learners and models,
+    which select features themselves.  An explicit value is returned normalised.
     """
     if select is not None:
         return parse_select(select)
     if model in ("interaction", "per-arm") and not binary:
+        return "auto"
+    if binary and model == "interaction" and width is not None and width > MAX_WIDTH:
         return "auto"
     return "none"
 

@@ -727,16 +727,34 @@ def _arm_metrics(
     return out
 
 
-def _outcome_model(
-    data: TrainingData, model: str, select: str | int, warnings: list[str]
-) -> dict[str, Any]:
-    """How a binary outcome is modelled by the ridge ``interaction`` model (its link)."""
-    if not (data.binary and model == "interaction"):
-        return {"link": None}
+def _logistic_width(data: TrainingData) -> int:
+    """Columns of the ridge-logistic ``interaction`` design of ``data``: arms x (features
+    + 1) + the encoded covariates (baseline included)."""
     pre = Preprocessor(n_outcome_only=1 if data.baseline else 0)
     pre._fit_covariates(data.covariates)
     k, p = len(data.arms), data.X.shape[1]
-    width = k * (p + 1) + pre.encode_covariates(data.covariates).shape[1]
+    return k * (p + 1) + pre.encode_covariates(data.covariates).shape[1]
+
+
+def _outcome_model(
+    data: TrainingData,
+    model: str,
+    select: str | int,
+    warnings: list[str],
+    select_given: bool = True,
+) -> dict[str, Any]:
+    """How a binary outcome is modelled by the ridge ``interaction`` model (its link).
+    ``select_given``: ``select`` was the caller's, not the default's."""
+    if not (data.binary and model == "interaction"):
+        return {"link": None}
+    width = _logistic_width(data)
+    if select != "none" and width > _logistic.MAX_WIDTH and not select_given:
+        warnings.append(
+            f"binary outcome: the ridge-logistic design would have {width} columns (more "
+            f"than {_logistic.MAX_WIDTH}); fitted as clipped linear-probability ridges, "
+            "screened (select=auto, the default there)"
+        )
+        return {"link": "identity-clipped", "design_width": width, "max_width": _logistic.MAX_WIDTH}
     if select != "none":
         warnings.append(
             "binary outcome with feature screening: the interaction model is the clipped "
@@ -1252,7 +1270,10 @@ def validate(
         covariates=tuple(covariates),
         session=session,
     )
-    select = default_select(select, model, data.binary)
+    select_given = select is not None
+    select = default_select(
+        select, model, data.binary, _logistic_width(data) if data.binary else None
+    )
     if better is None:
         better = "higher" if data.binary else "lower"
     if better not in ("lower", "higher"):
@@ -1618,7 +1639,7 @@ def validate(
             },
         },
         "conformal": {"level": CONFORMAL_LEVEL, "half_width": conformal},
-        "outcome_model": _outcome_model(data, model, select, warnings),
+        "outcome_model": _outcome_model(data, model, select, warnings, select_given),
         "warnings": warnings,
         "options": {
             "treatment_column": treatment_column,
