@@ -335,3 +335,42 @@ def test_binary_default_screens_where_the_logistic_design_is_too_wide():
     assert narrow.metrics["outcome_model"]["link"] == "logit"
     sel = TreatmentSelector().fit(n.features.iloc[:, 1:], n.outcomes["arm"], n.outcomes["y"])
     assert sel.learner_.select_ == "none" and sel.learner_.primal()["link"] == "logit"
+
+
+def test_cli_wide_binary_trial_trains_screened_and_recommends_probabilities(tmp_path):
+    """Through the CLI: a wide 0/1 trial (2 arms x 160 features) trains the screened
+    linear-probability default, says so, stores its identity-clipped link and the screened
+    features, and ``recommend`` gives probabilities in [0, 1] decomposed on their own scale."""
+    from typer.testing import CliRunner
+
+    from brainmatch.cli.main import app
+    from brainmatch.selection.modelfile import load_model
+    from brainmatch.validation.regimes import draw_regime
+
+    b = draw_regime(300, 160, "sparse", 2, outcome="binary", seed=2, effect=2.0)
+    b.features.to_csv(tmp_path / "f.csv", index=False)
+    b.outcomes.to_csv(tmp_path / "o.tsv", sep="\t", index=False)
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "--features", str(tmp_path / "f.csv"),
+                              "--outcomes", str(tmp_path / "o.tsv"),
+                              "--treatment-column", "arm", "--outcome-column", "y",
+                              "--out", str(tmp_path / "m"), "--n-repeats", "1",
+                              "--n-permutations", "19", "--no-report"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert m["binary"] and m["feature_selection"]["select"] == "auto"
+    assert m["outcome_model"]["link"] == "identity-clipped"
+    assert any("screened (select=auto" in w for w in m["warnings"])
+    _, meta = load_model(tmp_path / "m" / "model.npz")
+    assert meta["link"] == "identity-clipped"
+    final_k = m["feature_selection"]["final_k"]
+    assert final_k == "all" or final_k < 160
+    b.features.head(4).to_csv(tmp_path / "new.csv", index=False)
+    res = runner.invoke(app, ["recommend", str(tmp_path / "m" / "model.npz"),
+                              str(tmp_path / "new.csv"), "--out", str(tmp_path / "r")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rj = json.loads((tmp_path / "r" / "recommend.json").read_text())
+    for p in rj["patients"]:
+        vals = [p["predicted"][a]["value"] for a in ("arm1", "arm2")]
+        assert all(0.0 <= v <= 1.0 for v in vals)
+        assert p["advantage_decomposition_scale"] != "log-odds"
