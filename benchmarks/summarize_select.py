@@ -86,6 +86,8 @@ def main() -> None:
     rows, order = parse(sys.argv[1])
     for path in sys.argv[2:]:
         for k, v in parse(path)[0].items():
+            if k not in rows:  # a row only a later log has
+                order.append(k)
             rows.setdefault(k, {}).update(v)
     print(
         "| regime | "
