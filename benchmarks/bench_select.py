@@ -58,7 +58,7 @@ REDUCED = [
 
 
 def full_grid() -> list[tuple[int, int, str, int, int, float]]:
-    """The issue's grid (sites and missing values on the 3- and 4-arm settings)."""
+    """The issue's grid (2 and 4 arms; sites and missing values with 4 arms)."""
     grid = []
     for n, p, inter, arms in itertools.product(
         (150, 400, 1500), (10, 200, 2000), ("none", "sparse", "dense", "nonlinear"), (2, 4)
@@ -98,7 +98,8 @@ def _arrays(r: Regime) -> tuple[NDArray[np.float64], NDArray[np.intp], NDArray[n
 
 def lasso_t_anchor(r: Regime, splits: list[Any]) -> NDArray[np.intp]:
     """Published-PAI-style baseline: one LassoCV per arm, out of fold, no harmonisation
-    (a 0/1 outcome: one L1 ``LogisticRegressionCV`` per arm, its predicted probability)."""
+    (a 0/1 outcome: one L1 ``LogisticRegressionCV`` per arm, penalty by log loss, its
+    predicted probability)."""
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LassoCV, LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
@@ -112,7 +113,17 @@ def lasso_t_anchor(r: Regime, splits: list[Any]) -> NDArray[np.intp]:
         for a in range(k):
             rows = tr[t[tr] == a]
             est: Any = (
-                LogisticRegressionCV(Cs=10, cv=5, penalty="l1", solver="liblinear")
+                # log loss, not accuracy, chooses the penalty; saga leaves the intercept
+                # unpenalised (liblinear's penalised intercept tied the arms on noise)
+                LogisticRegressionCV(
+                    Cs=10,
+                    cv=5,
+                    penalty="l1",
+                    solver="saga",
+                    scoring="neg_log_loss",
+                    max_iter=1000,
+                    tol=1e-3,
+                )
                 if binary
                 else LassoCV(cv=5, max_iter=2000)
             )

@@ -88,7 +88,10 @@ def main() -> None:
         for k, v in parse(path)[0].items():
             if k not in rows:  # a row only a later log has
                 order.append(k)
-            rows.setdefault(k, {}).update(v)
+            # a later log's "not run" never replaces an earlier log's number
+            rows.setdefault(k, {}).update(
+                {m: c for m, c in v.items() if value(c) or m not in rows[k]}
+            )
     print(
         "| regime | "
         + " | ".join(c[1] for c in COLUMNS)

@@ -258,7 +258,7 @@ def test_recovery_logit_vs_linear_probability(monkeypatch):
     kw.update(n_repeats=1, n_permutations=99, learning_curve=False, seed=1)
     logit = validate(f, o, **kw)
     monkeypatch.setattr(_logistic, "MAX_WIDTH", 0)  # force the linear-probability path
-    lp = validate(f, o, **kw)
+    lp = validate(f, o, select="none", **kw)  # unscreened (the default would screen now)
     assert logit.metrics["outcome_model"]["link"] == "logit"
     assert lp.metrics["outcome_model"]["link"] == "identity-clipped"
     assert any("linear-probability" in w for w in lp.metrics["warnings"])
@@ -363,8 +363,7 @@ def test_cli_wide_binary_trial_trains_screened_and_recommends_probabilities(tmp_
     assert any("screened (select=auto" in w for w in m["warnings"])
     _, meta = load_model(tmp_path / "m" / "model.npz")
     assert meta["link"] == "identity-clipped"
-    final_k = m["feature_selection"]["final_k"]
-    assert final_k == "all" or final_k < 160
+    assert m["feature_selection"]["final_k"] < 160  # 3 interacting features
     b.features.head(4).to_csv(tmp_path / "new.csv", index=False)
     res = runner.invoke(app, ["recommend", str(tmp_path / "m" / "model.npz"),
                               str(tmp_path / "new.csv"), "--out", str(tmp_path / "r")])  # fmt: skip
@@ -373,4 +372,50 @@ def test_cli_wide_binary_trial_trains_screened_and_recommends_probabilities(tmp_
     for p in rj["patients"]:
         vals = [p["predicted"][a]["value"] for a in ("arm1", "arm2")]
         assert all(0.0 <= v <= 1.0 for v in vals)
-        assert p["advantage_decomposition_scale"] != "log-odds"
+        assert p["advantage_decomposition_scale"] == "outcome"
+
+
+def test_binary_default_switches_at_the_logistic_width_in_validate_and_the_estimator():
+    """The boundary: 2 arms x (149 features + 1) = 300 logistic columns keeps the
+    ridge-logistic model; one more covariate column (301) screens, in ``validate`` and in
+    ``TreatmentSelector`` alike (the covariate counts as the model encodes it)."""
+    from brainmatch.selection import TreatmentSelector
+    from brainmatch.validation.regimes import draw_regime
+
+    b = draw_regime(160, 149, "sparse", 2, outcome="binary", seed=1, effect=1.5)
+    o = b.outcomes.assign(age=np.random.default_rng(0).normal(40, 10, 160))
+    kw = dict(treatment_column="arm", outcome_column="y", n_repeats=1, n_permutations=0,
+              learning_curve=False)  # fmt: skip
+    narrow = validate(b.features, o, **kw)
+    wide = validate(b.features, o, covariates=("age",), **kw)
+    assert narrow.metrics["outcome_model"]["design_width"] == 300
+    assert narrow.metrics["feature_selection"]["select"] == "none"
+    assert narrow.metrics["outcome_model"]["link"] == "logit"
+    assert wide.metrics["outcome_model"]["design_width"] == 301
+    assert wide.metrics["feature_selection"]["select"] == "auto"
+    assert wide.metrics["outcome_model"]["link"] == "identity-clipped"
+    X = b.features.drop(columns="participant_id")
+    est = TreatmentSelector().fit(X, o["arm"], o["y"])
+    assert est.learner_.select_ == "none"
+    est = TreatmentSelector().fit(X, o["arm"], o["y"], covariates=o[["age"]])
+    assert est.learner_.select_ == "auto"
+
+
+def test_screened_binary_final_model_refits_stay_linear_probability(tmp_path):
+    """An explicit ``select="auto"`` on a narrow 0/1 design whose final model keeps every
+    feature: its bootstrap refits are linear-probability ridges like it, not
+    ridge-logistic models whose log-odds coefficients would be read with its
+    identity link (a review found refits 5x the final model's coefficients)."""
+    from brainmatch.selection.modelfile import load_model
+    from brainmatch.validation.regimes import draw_regime
+
+    b = draw_regime(300, 10, "dense", 2, outcome="binary", seed=0, effect=1.5)
+    res = train(b.features, b.outcomes, treatment_column="arm", outcome_column="y",
+                select="auto", out_dir=tmp_path / "m", n_repeats=1, n_permutations=0,
+                learning_curve=False)  # fmt: skip
+    assert res.metrics["feature_selection"]["final_k"] == 10  # every feature kept
+    arrays, meta = load_model(tmp_path / "m" / "model.npz")
+    assert meta["link"] == "identity-clipped"
+    final = np.abs(arrays["coef"]).mean()
+    boot = np.abs(arrays["boot_coef"]).mean()
+    assert 0.5 < boot / final < 2.0

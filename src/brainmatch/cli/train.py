@@ -145,7 +145,8 @@ def train(
         "--select-features",
         help="Supervised feature screening inside every training fold: none, auto (all "
         "features or the top 5, 10, 20, 50, 100, chosen by inner CV) or a number K. "
-        "Default: auto for the ridge models of a score, none for 0/1 outcomes and other "
+        "Default: auto for the ridge models of a score, none for 0/1 outcomes (the "
+        "ridge-logistic model; auto where its design would exceed 300 columns) and other "
         "--model values.",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of folds, permutations and bootstraps."),

@@ -129,7 +129,9 @@ class TreatmentSelector(BaseEstimator):
     select : "none", "auto", int or None
         Feature screening of the ridge learners (``interaction``, ``per-arm``), as
         ``select=`` of :func:`~brainmatch.selection.train.validate`.  Default (None):
-        ``auto`` for a continuous outcome, ``none`` for a 0/1 outcome (ridge-logistic).
+        ``auto`` for a continuous outcome, ``none`` for a 0/1 outcome (ridge-logistic;
+        ``auto`` where its design would exceed ``_logistic.MAX_WIDTH`` columns, see
+        :func:`~brainmatch.selection.screen.default_select`).
     random_state : int
 
     Attributes

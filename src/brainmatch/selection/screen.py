@@ -58,7 +58,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from brainmatch.errors import BrainmatchInputError
-from brainmatch.selection._logistic import MAX_WIDTH
+from brainmatch.selection import _logistic
 from brainmatch.selection._ridge import LAMBDA_GRID
 from brainmatch.selection.fourier import FourierArmModels
 from brainmatch.selection.hinge import HingeBasis, feature_of
@@ -182,7 +182,7 @@ def default_select(
         return parse_select(select)
     if model in ("interaction", "per-arm") and not binary:
         return "auto"
-    if binary and model == "interaction" and width is not None and width > MAX_WIDTH:
+    if binary and model == "interaction" and width is not None and width > _logistic.MAX_WIDTH:
         return "auto"
     return "none"
 

@@ -224,8 +224,13 @@ def _ridge_null_repeats(
         per_repeat += n_splits * fits * per_fit * n_columns
     n_rep = max(1, n_folds // n_splits)
     fit = max(1, int(PERMUTATION_BUDGET // max(per_repeat, 1.0)))
-    width = k * (p + 1) + data.covariates.shape[1]  # baseline included
-    if data.binary and model == "interaction" and width <= _logistic.MAX_WIDTH:
+    width = _logistic_width(data)
+    if (
+        data.binary
+        and model == "interaction"
+        and select == "none"  # a screened model is a linear-probability ridge
+        and width <= _logistic.MAX_WIDTH
+    ):
         # the ridge-logistic fit: per penalty a few Newton steps, each building one
         # weighted r x r Gram per column (measured: 5 s per repeat of 1000 permutations at
         # n = 120, r = 30, against 0.08 s for the ridge), so its own budget
@@ -758,7 +763,12 @@ def _outcome_model(
     if select != "none":
         warnings.append(
             "binary outcome with feature screening: the interaction model is the clipped "
-            "linear-probability ridge (the ridge-logistic model needs select=none)"
+            "linear-probability ridge ("
+            + (
+                "the ridge-logistic model needs select=none)"
+                if width <= _logistic.MAX_WIDTH
+                else f"the ridge-logistic design would have {width} columns)"
+            )
         )
         return {"link": "identity-clipped", "design_width": width, "max_width": _logistic.MAX_WIDTH}
     if width > _logistic.MAX_WIDTH:
@@ -1210,7 +1220,9 @@ def validate(
         :data:`brainmatch.selection.screen.CRITERION`); an int keeps that many; ``none``
         uses all features.  Default (None):
         ``auto`` for the ridge models of a continuous outcome, ``none`` for a 0/1 outcome
-        (the ridge-logistic model) and for the other learners.  With screening, every
+        (the ridge-logistic model; ``auto`` where its design would have more than
+        ``_logistic.MAX_WIDTH`` columns, when it is a linear-probability ridge anyway) and
+        for the other learners.  With screening, every
         permuted target is screened and fitted again, in as many CV repeats as
         :data:`PERMUTATION_BUDGET` allows (at least one), and the permutation test compares
         the observed statistic over those same repeats.
@@ -1987,7 +1999,10 @@ def fit_final_model(
             )
             for _ in range(N_BOOTSTRAP_MODELS)
         ]
-    boot = _BootInputs(Z, C, t, k, data.y, model, boot_select, data.binary, seed)
+    # a screened final model is a linear-probability ridge for a 0/1 outcome: its refits
+    # too, also when they keep every feature (select "none" would make them logistic)
+    boot_binary = data.binary and not isinstance(fitted, ScreenedArmModels)
+    boot = _BootInputs(Z, C, t, k, data.y, model, boot_select, boot_binary, seed)
     with _runner(scheduler) as runner:
         refits = list(_run_folds(_bootstrap_refit, boot, draws, runner, None))
     score = (Z**2).mean(axis=1)
