@@ -361,6 +361,9 @@ def test_cli_wide_binary_trial_trains_screened_and_recommends_probabilities(tmp_
     assert m["binary"] and m["feature_selection"]["select"] == "auto"
     assert m["outcome_model"]["link"] == "identity-clipped"
     assert any("screened (select=auto" in w for w in m["warnings"])
+    # 162 reduced-model columns for 300 patients: a ridge, whose p-values ran small
+    assert m["selection"]["permutation_null_method"] == "freedman-lane"
+    assert any("reduced model is a ridge" in w for w in m["warnings"])
     _, meta = load_model(tmp_path / "m" / "model.npz")
     assert meta["link"] == "identity-clipped"
     assert m["feature_selection"]["final_k"] < 160  # 3 interacting features
