@@ -22,8 +22,12 @@ claims (lower end > 0), the coverage of the *true* gain of the cross-validated p
 ``python benchmarks/bench_select.py`` (``make bench``) runs a reduced grid (5 seeds per
 regime) and 200 null trials of 150 x 20; ``--full`` the issue's full grid (n in {150, 400,
 1500} x p in {10, 200, 2000} x 4 interactions x 2 or 4 arms, sites and missing values
-with 4 arms; hours on 2 cores) and ``--null-designs 150x20,300x200`` the wide null
-design (hours).  Timings are from a shared, loaded machine.
+with 4 arms; hours on 2 cores), ``--extra`` the rows it leaves out (3 arms; 2 arms with
+sites and missing values), ``--binary`` the same trials with a 0/1 outcome (the lasso T
+anchor then an L1 logistic per arm), and ``--null-designs 150x20,300x200`` the wide null
+design (hours; ``--null-binary``: 0/1 outcomes).  Every grid row also prints its per-seed
+shares, which ``summarize_select.py`` pairs seed by seed.  Timings are from a shared,
+loaded machine.
 """
 
 from __future__ import annotations
